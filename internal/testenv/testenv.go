@@ -1,0 +1,131 @@
+// Package testenv gives privileged tests their network: a namespace and a
+// veth pair (or a macvlan on one) per test, removed in t.Cleanup, plus a raw
+// packet socket to play the peer and counters for leak checks.
+//
+// Privileged tests call [RequirePrivileged] first. It skips with a reason when
+// the process lacks the capabilities, except when the environment variable
+// AFXDP_REQUIRE_PRIV=1 is set (as CI does): then it fails the test, so that no
+// AF_XDP test is silently skipped there.
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+)
+
+// RequireEnv is the environment variable under which a privileged test that
+// cannot run fails instead of skipping.
+const RequireEnv = "AFXDP_REQUIRE_PRIV"
+
+// Capabilities that AF_XDP tests need: CAP_NET_ADMIN (links, XDP attach),
+// CAP_NET_RAW (AF_XDP and packet sockets), CAP_SYS_ADMIN (namespaces), and
+// CAP_BPF or CAP_SYS_ADMIN (programs and maps).
+var needCaps = []struct {
+	bit  uint
+	name string
+}{
+	{12, "CAP_NET_ADMIN"},
+	{13, "CAP_NET_RAW"},
+	{21, "CAP_SYS_ADMIN"},
+}
+
+// RequirePrivileged skips tb unless the process may build namespaces and
+// attach XDP programs; with AFXDP_REQUIRE_PRIV=1 it fails tb instead.
+func RequirePrivileged(tb testing.TB) {
+	tb.Helper()
+	reason := missingPrivilege()
+	if reason == "" {
+		return
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		tb.Fatalf("privileged test cannot run (%s), and %s=1 forbids skipping it", reason, RequireEnv)
+	}
+	tb.Skipf("skipping privileged test: %s (run as root; set %s=1 to make this a failure)", reason, RequireEnv)
+}
+
+func missingPrivilege() string {
+	eff, err := effectiveCaps()
+	if err != nil {
+		return err.Error()
+	}
+	var missing []string
+	for _, c := range needCaps {
+		if eff&(1<<c.bit) == 0 {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) > 0 {
+		return "missing " + strings.Join(missing, ", ")
+	}
+	return ""
+}
+
+func effectiveCaps() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read capabilities: %w", err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, fmt.Errorf("read capabilities: no CapEff in /proc/self/status")
+}
+
+// NewNetns makes an anonymous namespace removed at cleanup.
+func NewNetns(tb testing.TB) *netenv.Netns {
+	tb.Helper()
+	RequirePrivileged(tb)
+	ns, err := netenv.NewNetns("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return ns
+}
+
+// NewVeth makes a veth pair removed at cleanup: the host end in the test's
+// own namespace, the peer in a new anonymous one unless opts say otherwise.
+func NewVeth(tb testing.TB, opts *netenv.VethOptions) *netenv.Veth {
+	tb.Helper()
+	RequirePrivileged(tb)
+	v, err := netenv.NewVeth(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := v.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return v
+}
+
+// NewMacvlan makes a macvlan on parent, removed at cleanup.
+func NewMacvlan(tb testing.TB, parent netenv.Endpoint, opts *netenv.MacvlanOptions) *netenv.Link {
+	tb.Helper()
+	RequirePrivileged(tb)
+	l, err := netenv.NewMacvlan(parent, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return l
+}
