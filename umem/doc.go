@@ -1,0 +1,31 @@
+// Package umem owns an AF_XDP socket's packet memory (the UMEM): the
+// mmap'd area divided into equal frames, its registration with the kernel,
+// its fill and completion rings, and the bookkeeping that says where every
+// frame is.
+//
+// # Frames and their owners
+//
+// The frames are split in two pools by address. The first NumFrames-TxFrames
+// frames belong to the receive side: they travel free → fill ring → (kernel)
+// → RX ring → user → free. The rest belong to the transmit side: free → user
+// (Alloc) → TX ring → (kernel) → completion ring → free. A received frame
+// may also be transmitted (forwarding); when the kernel completes it, it
+// goes back to the receive side through an internal lock-free recycle ring.
+//
+// Every frame has a state, so a frame released twice, transmitted while the
+// kernel holds it, or never returned is noticed: [UMEM.Counts] says how many
+// frames are free, in the kernel, held by the user and in transit, and they
+// always add up to NumFrames.
+//
+// # Concurrency
+//
+// The receive-side methods (Refill, Received, and Release of received
+// frames) are called by one goroutine; the transmit-side methods (Alloc,
+// Send, Complete, and Release of allocated frames) by one goroutine, which
+// may be another. A frame moves from one side to the other only through
+// the kernel (a received frame transmitted by a goroutine that does both).
+// Counts is consistent only when neither side is running.
+//
+// The xsk package composes a UMEM with an AF_XDP socket; most programs use
+// it rather than this package directly.
+package umem

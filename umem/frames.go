@@ -1,0 +1,288 @@
+package umem
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/afxdp/afxdp/ring"
+)
+
+// Frame states. Each frame is in exactly one.
+const (
+	stateFree    uint8 = iota
+	stateFill          // in the fill or RX ring: the kernel holds it to receive into
+	stateRxUser        // received, held by the user
+	stateTxUser        // allocated for transmit, held by the user
+	stateTx            // in the TX or completion ring
+	stateRecycle       // a receive frame completed by TX, on its way back
+)
+
+var stateNames = [...]string{"free", "in the fill ring", "held by the user (received)",
+	"held by the user (allocated)", "in the transmit path", "being recycled"}
+
+// ErrInvalidDesc is returned (wrapped) for a descriptor that does not name
+// a frame the user holds, or whose length does not fit the frame.
+var ErrInvalidDesc = errors.New("invalid descriptor")
+
+// Counts says where the frames are. The fields add up to the number of
+// frames.
+type Counts struct {
+	// Free frames, on either side.
+	Free int
+	// Fill frames are held by the kernel for receive (fill and RX rings).
+	Fill int
+	// Tx frames are held by the kernel for transmit (TX and completion
+	// rings), including received frames being forwarded.
+	Tx int
+	// RxUser frames were received and not yet released or transmitted.
+	RxUser int
+	// TxUser frames were allocated and not yet transmitted or released.
+	TxUser int
+	// Recycling frames were received, transmitted and completed, and are
+	// on their way back to the receive side.
+	Recycling int
+}
+
+// Kernel is the number of frames the kernel holds.
+func (c Counts) Kernel() int { return c.Fill + c.Tx }
+
+// User is the number of frames the user holds.
+func (c Counts) User() int { return c.RxUser + c.TxUser }
+
+// Total is the number of frames accounted for.
+func (c Counts) Total() int { return c.Free + c.Kernel() + c.User() + c.Recycling }
+
+// recycleLayout places the recycle ring's words on separate cache lines.
+var recycleLayout = ring.Offsets{Producer: 0, Consumer: 64, Flags: 128, Desc: 192}
+
+type frames struct {
+	rxFrames uint32
+	state    []uint8
+
+	// Receive side: touched only by the receiving goroutine.
+	rxFree    []uint64
+	rxFill    int
+	rxUser    int
+	recycleIn *ring.Consumer[uint64]
+	recycled  int // frames taken off the recycle ring
+
+	// Transmit side: touched only by the transmitting goroutine.
+	txFree     []uint64
+	tx         int
+	txUser     int
+	recycleOut *ring.Producer[uint64]
+	recycling  int // frames put on the recycle ring
+	compBuf    [64]uint64
+	backBuf    [64]uint64
+}
+
+func (f *frames) init(num, rx int, shift uint) {
+	f.rxFrames = uint32(rx)
+	f.state = make([]uint8, num)
+	f.rxFree = make([]uint64, rx)
+	for i := range rx {
+		// Lowest addresses on top of the stack.
+		f.rxFree[i] = uint64(rx-1-i) << shift
+	}
+	f.txFree = make([]uint64, num-rx)
+	for i := range num - rx {
+		f.txFree[i] = uint64(num-1-i) << shift
+	}
+	if rx > 0 {
+		size := uint32(1)
+		for size < uint32(rx) {
+			size <<= 1
+		}
+		mem := make([]byte, int(recycleLayout.Desc)+8*int(size))
+		// The layout is valid by construction: errors cannot happen.
+		f.recycleOut, _ = ring.NewProducer[uint64](mem, recycleLayout, size)
+		f.recycleIn, _ = ring.NewConsumer[uint64](mem, recycleLayout, size)
+	}
+}
+
+// Refill moves free receive frames into the fill ring, first taking back
+// frames that transmit completed. It returns the number added. Receive side.
+func (u *UMEM) Refill() int {
+	f := &u.frames
+	if f.recycleIn == nil || u.fill == nil {
+		return 0
+	}
+	if room := uint32(cap(f.rxFree) - len(f.rxFree)); room > 0 {
+		if idx, n := f.recycleIn.Peek(room); n > 0 {
+			for i := range n {
+				addr := f.recycleIn.At(idx + i)
+				f.state[addr>>u.shift] = stateFree
+				f.rxFree = append(f.rxFree, addr)
+			}
+			f.recycleIn.Release(n)
+			f.recycled += int(n)
+		}
+	}
+	want := uint32(len(f.rxFree))
+	if want == 0 {
+		return 0
+	}
+	idx, n := u.fill.Reserve(want)
+	if n == 0 {
+		return 0
+	}
+	top := len(f.rxFree)
+	for i := range n {
+		addr := f.rxFree[top-1-int(i)]
+		f.state[addr>>u.shift] = stateFill
+		u.fill.Set(idx+i, addr)
+	}
+	f.rxFree = f.rxFree[:top-int(n)]
+	u.fill.Submit(n)
+	f.rxFill += int(n)
+	return int(n)
+}
+
+// Received records that the kernel handed descs to the user through the RX
+// ring. Receive side.
+func (u *UMEM) Received(descs []ring.Desc) {
+	f := &u.frames
+	for i := range descs {
+		if idx := descs[i].Addr >> u.shift; idx < uint64(len(f.state)) {
+			f.state[idx] = stateRxUser
+		}
+	}
+	f.rxFill -= len(descs)
+	f.rxUser += len(descs)
+}
+
+// Release returns a frame the user holds to its free pool: a received
+// frame (by the receiving goroutine) or an allocated one that will not be
+// sent (by the transmitting goroutine). addr may point anywhere inside the
+// frame.
+func (u *UMEM) Release(addr uint64) error {
+	f := &u.frames
+	i := addr >> u.shift
+	if i >= uint64(len(f.state)) {
+		return fmt.Errorf("release frame at %#x: outside the %d-byte UMEM: %w", addr, len(u.area), ErrInvalidDesc)
+	}
+	base := addr &^ u.mask
+	switch f.state[i] {
+	case stateRxUser:
+		f.state[i] = stateFree
+		f.rxFree = append(f.rxFree, base)
+		f.rxUser--
+	case stateTxUser:
+		f.state[i] = stateFree
+		f.txFree = append(f.txFree, base)
+		f.txUser--
+	default:
+		return fmt.Errorf("release frame at %#x: frame is %s, not held by the user: %w",
+			addr, stateNames[f.state[i]], ErrInvalidDesc)
+	}
+	return nil
+}
+
+// Alloc fills dst with free transmit frames, reaping completions first when
+// too few are free, and returns how many it got. Each descriptor's Addr is
+// where the packet starts (after Headroom) and Len the room there.
+// Transmit side.
+func (u *UMEM) Alloc(dst []ring.Desc) int {
+	f := &u.frames
+	if len(f.txFree) < len(dst) {
+		u.Complete()
+	}
+	n := min(len(dst), len(f.txFree))
+	top := len(f.txFree)
+	room := u.capacity()
+	for i := range n {
+		base := f.txFree[top-1-i]
+		f.state[base>>u.shift] = stateTxUser
+		dst[i] = ring.Desc{Addr: u.payloadStart(base), Len: room}
+	}
+	f.txFree = f.txFree[:top-n]
+	f.txUser += n
+	return n
+}
+
+// Send checks descs in order and marks them as handed to the kernel for
+// transmit. It stops at the first descriptor that does not name a frame the
+// user holds or whose length does not fit, and returns how many it accepted
+// and an error wrapping ErrInvalidDesc for that one. Transmit side.
+func (u *UMEM) Send(descs []ring.Desc) (int, error) {
+	f := &u.frames
+	for k := range descs {
+		d := &descs[k]
+		i := d.Addr >> u.shift
+		if i >= uint64(len(f.state)) || d.Len == 0 || uint64(d.Len) > u.frameEnd(d.Addr)-d.Addr {
+			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: outside a %d-byte frame of the UMEM: %w",
+				k, d.Addr, d.Len, u.opts.FrameSize, ErrInvalidDesc)
+		}
+		switch f.state[i] {
+		case stateTxUser:
+			f.txUser--
+		case stateRxUser:
+			f.rxUser--
+		default:
+			return k, fmt.Errorf("transmit descriptor %d {addr %#x}: frame is %s, not held by the user: %w",
+				k, d.Addr, stateNames[f.state[i]], ErrInvalidDesc)
+		}
+		f.state[i] = stateTx
+		f.tx++
+	}
+	return len(descs), nil
+}
+
+// Complete takes finished transmissions off the completion ring: transmit
+// frames become free, forwarded receive frames start back to the receive
+// side. It returns the number completed. Transmit side.
+func (u *UMEM) Complete() int {
+	f := &u.frames
+	if u.comp == nil {
+		return 0
+	}
+	total := 0
+	for {
+		n := u.comp.Consume(f.compBuf[:])
+		if n == 0 {
+			break
+		}
+		back := 0
+		for _, addr := range f.compBuf[:n] {
+			i := addr >> u.shift
+			if i >= uint64(len(f.state)) {
+				continue // cannot happen: the kernel returns what we gave
+			}
+			base := addr &^ u.mask
+			if uint32(i) < f.rxFrames {
+				f.state[i] = stateRecycle
+				f.backBuf[back] = base
+				back++
+			} else {
+				f.state[i] = stateFree
+				f.txFree = append(f.txFree, base)
+			}
+		}
+		if back > 0 {
+			// The recycle ring holds every receive frame: it cannot
+			// be full.
+			f.recycleOut.Produce(f.backBuf[:back])
+			f.recycling += back
+		}
+		f.tx -= n
+		total += n
+		if n < len(f.compBuf) {
+			break
+		}
+	}
+	return total
+}
+
+// Counts says where the frames are. Call it only when no other goroutine
+// is using the UMEM.
+func (u *UMEM) Counts() Counts {
+	f := &u.frames
+	return Counts{
+		Free:      len(f.rxFree) + len(f.txFree),
+		Fill:      f.rxFill,
+		Tx:        f.tx,
+		RxUser:    f.rxUser,
+		TxUser:    f.txUser,
+		Recycling: f.recycling - f.recycled,
+	}
+}

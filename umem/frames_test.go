@@ -1,0 +1,325 @@
+package umem
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/afxdp/afxdp/ring"
+)
+
+// fakeKernel stands in for the kernel: it consumes the fill ring and
+// produces the completion ring, over plain Go memory.
+type fakeKernel struct {
+	fill *ring.Consumer[uint64]
+	comp *ring.Producer[uint64]
+}
+
+var testLayout = ring.Offsets{Producer: 0, Consumer: 64, Flags: 128, Desc: 192}
+
+func newFake(t testing.TB, o *Options) (*UMEM, *fakeKernel) {
+	t.Helper()
+	u, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	k := &fakeKernel{}
+	fillMem := make([]byte, 192+8*u.opts.FillRingSize)
+	compMem := make([]byte, 192+8*u.opts.CompletionRingSize)
+	u.fill, _ = ring.NewProducer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
+	k.fill, _ = ring.NewConsumer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
+	u.comp, _ = ring.NewConsumer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
+	k.comp, _ = ring.NewProducer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
+	return u, k
+}
+
+// receive takes up to n frames from the fill ring as the kernel would
+// deliver packets of length 60 into them.
+func (k *fakeKernel) receive(n int) []ring.Desc {
+	idx, got := k.fill.Peek(uint32(n))
+	out := make([]ring.Desc, got)
+	for i := range got {
+		out[i] = ring.Desc{Addr: k.fill.At(idx + i), Len: 60}
+	}
+	k.fill.Release(got)
+	return out
+}
+
+func (k *fakeKernel) complete(descs []ring.Desc) {
+	for _, d := range descs {
+		if k.comp.Produce([]uint64{d.Addr}) != 1 {
+			panic("completion ring full")
+		}
+	}
+}
+
+func checkTotal(t *testing.T, u *UMEM) Counts {
+	t.Helper()
+	c := u.Counts()
+	if c.Total() != u.opts.NumFrames {
+		t.Fatalf("counts %+v add up to %d, want %d", c, c.Total(), u.opts.NumFrames)
+	}
+	return c
+}
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		o    Options
+		want string
+	}{
+		{Options{FrameSize: 1500}, "FrameSize 1500: must be 2048 or 4096"},
+		{Options{FrameSize: 8192}, "FrameSize 8192"},
+		{Options{NumFrames: -1}, "NumFrames -1"},
+		{Options{NumFrames: 1 << 25}, "NumFrames 33554432"},
+		{Options{FillRingSize: 1000}, "FillRingSize 1000: must be a power of two"},
+		{Options{CompletionRingSize: 3}, "CompletionRingSize 3: must be a power of two"},
+		{Options{Headroom: -1}, "Headroom -1"},
+		{Options{Headroom: 400}, "Headroom 400: must be between 0 and 278"},
+		{Options{TxFrames: 5000}, "TxFrames 5000"},
+		{Options{NumFrames: 1024}, "UMEM too small for the rings: 512 receive frames cannot fill a FillRingSize of 2048"},
+	}
+	for _, tt := range tests {
+		o := tt.o
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: got %v, want %q", tt.o, err, tt.want)
+		}
+		if _, err := New(&tt.o); err == nil || !strings.HasPrefix(err.Error(), "create umem: ") {
+			t.Errorf("New(%+v): %v", tt.o, err)
+		}
+	}
+	var o Options
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o.NumFrames != 4096 || o.FrameSize != 2048 || o.TxFrames != 2048 || o.FillRingSize != 2048 {
+		t.Fatalf("defaults %+v", o)
+	}
+	o = Options{NumFrames: 64, FillRingSize: 64, RxOnly: true, TxFrames: 10}
+	if err := o.Validate(); err != nil || o.TxFrames != 0 {
+		t.Fatalf("RxOnly: %v, TxFrames %d", err, o.TxFrames)
+	}
+}
+
+func TestReceiveCycle(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 32})
+	if n := u.Refill(); n != 32 {
+		t.Fatalf("refill put %d frames in the fill ring, want 32", n)
+	}
+	c := checkTotal(t, u)
+	if c.Fill != 32 || c.Free != 32 {
+		t.Fatalf("after refill %+v", c)
+	}
+	got := k.receive(10)
+	u.Received(got)
+	if c := checkTotal(t, u); c.RxUser != 10 || c.Fill != 22 {
+		t.Fatalf("after receive %+v", c)
+	}
+	for _, d := range got {
+		if f := u.Frame(d); len(f) != 60 {
+			t.Fatalf("frame of %d bytes", len(f))
+		}
+		if err := u.Release(d.Addr + 7); err != nil { // any address inside the frame
+			t.Fatal(err)
+		}
+	}
+	if err := u.Release(got[0].Addr); !errors.Is(err, ErrInvalidDesc) || !strings.Contains(err.Error(), "frame is free") {
+		t.Fatalf("double release: %v", err)
+	}
+	if c := checkTotal(t, u); c.RxUser != 0 {
+		t.Fatalf("after release %+v", c)
+	}
+	if n := u.Refill(); n != 10 {
+		t.Fatalf("refill put back %d, want 10", n)
+	}
+}
+
+func TestTransmitCycle(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 64})
+	descs := make([]ring.Desc, 40)
+	n := u.Alloc(descs)
+	if n != 32 {
+		t.Fatalf("allocated %d of 32 transmit frames", n)
+	}
+	if u.Alloc(make([]ring.Desc, 1)) != 0 {
+		t.Fatal("allocated beyond the transmit pool")
+	}
+	for _, d := range descs[:n] {
+		if d.Addr < 32*2048 || d.Len != 2048 {
+			t.Fatalf("transmit frame %+v outside the transmit half", d)
+		}
+	}
+	descs[0].Len = 100
+	descs[1].Len = 0
+	if k, err := u.Send(descs[:2]); k != 1 || !errors.Is(err, ErrInvalidDesc) {
+		t.Fatalf("zero-length descriptor: accepted %d, %v", k, err)
+	}
+	descs[1].Len = 2049
+	if k, err := u.Send(descs[1:2]); k != 0 || err == nil {
+		t.Fatalf("oversized descriptor accepted: %d %v", k, err)
+	}
+	descs[1].Len = 64
+	if _, err := u.Send(descs[0:1]); err == nil || !strings.Contains(err.Error(), "in the transmit path") {
+		t.Fatalf("sending a frame twice: %v", err)
+	}
+	if k, err := u.Send(descs[1:30]); k != 29 || err != nil {
+		t.Fatalf("send: %d %v", k, err)
+	}
+	// Two frames are given back unsent.
+	for _, d := range descs[30:32] {
+		if err := u.Release(d.Addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := checkTotal(t, u); c.Tx != 30 || c.TxUser != 0 {
+		t.Fatalf("after send %+v", c)
+	}
+	k.complete(descs[:30])
+	if got := u.Complete(); got != 30 {
+		t.Fatalf("completed %d, want 30", got)
+	}
+	if c := checkTotal(t, u); c.Tx != 0 || c.Free != 64 {
+		t.Fatalf("after completion %+v", c)
+	}
+}
+
+// TestForwardRecycles sends received frames out (l2fwd) and checks that
+// their completions come back to the receive side.
+func TestForwardRecycles(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 64})
+	u.Refill()
+	rx := k.receive(32)
+	u.Received(rx)
+	if n, err := u.Send(rx); n != 32 || err != nil {
+		t.Fatalf("forward: %d %v", n, err)
+	}
+	if c := checkTotal(t, u); c.Tx != 32 || c.Fill != 0 {
+		t.Fatalf("after forward %+v", c)
+	}
+	if u.Refill() != 0 {
+		t.Fatal("refill found frames while all were in flight")
+	}
+	k.complete(rx)
+	u.Complete()
+	if c := checkTotal(t, u); c.Recycling != 32 {
+		t.Fatalf("after completion %+v", c)
+	}
+	if n := u.Refill(); n != 32 {
+		t.Fatalf("refill after recycle: %d", n)
+	}
+	if c := checkTotal(t, u); c.Recycling != 0 || c.Fill != 32 {
+		t.Fatalf("after recycle %+v", c)
+	}
+	// The transmit pool was untouched.
+	if u.Alloc(make([]ring.Desc, 64)) != 32 {
+		t.Fatal("transmit pool changed")
+	}
+}
+
+func TestReleaseOutside(t *testing.T) {
+	u, _ := newFake(t, &Options{NumFrames: 64, FillRingSize: 32})
+	if err := u.Release(64 * 2048); !errors.Is(err, ErrInvalidDesc) || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("got %v", err)
+	}
+	if u.Frame(ring.Desc{Addr: 64 * 2048, Len: 1}) != nil || u.Frame(ring.Desc{Addr: 2047, Len: 2}) != nil {
+		t.Fatal("Frame returned memory outside a frame")
+	}
+}
+
+// FuzzFrames performs random operations, as the kernel and both sides would,
+// and checks that no frame is lost or handed out twice.
+func FuzzFrames(f *testing.F) {
+	f.Add(uint64(1), 200)
+	f.Add(uint64(99), 1000)
+	f.Fuzz(func(t *testing.T, seed uint64, steps int) {
+		steps = min(max(steps, 0), 3000)
+		u, k := newFake(t, &Options{NumFrames: 128, FillRingSize: 64, CompletionRingSize: 128})
+		rng := rand.New(rand.NewPCG(seed, 0))
+		var held []ring.Desc // user holds
+		var sent []ring.Desc // kernel transmits
+		var inRX []ring.Desc // delivered to the RX ring, not yet read
+		for range steps {
+			switch rng.IntN(6) {
+			case 0:
+				u.Refill()
+			case 1:
+				inRX = append(inRX, k.receive(rng.IntN(8))...)
+			case 2:
+				n := min(len(inRX), rng.IntN(8))
+				u.Received(inRX[:n])
+				held = append(held, inRX[:n]...)
+				inRX = inRX[n:]
+			case 3:
+				d := make([]ring.Desc, rng.IntN(8))
+				d = d[:u.Alloc(d)]
+				held = append(held, d...)
+			case 4:
+				if len(held) > 0 {
+					i := rng.IntN(len(held))
+					d := held[i]
+					held = append(held[:i], held[i+1:]...)
+					if rng.IntN(2) == 0 {
+						if err := u.Release(d.Addr); err != nil {
+							t.Fatal(err)
+						}
+					} else {
+						d.Len = 60
+						if n, err := u.Send([]ring.Desc{d}); n != 1 {
+							t.Fatal(err)
+						}
+						sent = append(sent, d)
+					}
+				}
+			case 5:
+				n := rng.IntN(len(sent) + 1)
+				k.complete(sent[:n])
+				sent = sent[n:]
+				u.Complete()
+			}
+			c := checkTotal(t, u)
+			if c.User() != len(held) {
+				t.Fatalf("counts %+v, test holds %d", c, len(held))
+			}
+		}
+		seen := map[uint64]bool{}
+		for _, d := range held {
+			b := d.Addr &^ 2047
+			if seen[b] {
+				t.Fatalf("frame %#x held twice", b)
+			}
+			seen[b] = true
+		}
+	})
+}
+
+func TestHotPathAllocatesNothing(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 256, FillRingSize: 128, CompletionRingSize: 128})
+	descs := make([]ring.Desc, 32)
+	rx := make([]ring.Desc, 32)
+	compAddrs := make([]uint64, 32)
+	allocs := testing.AllocsPerRun(200, func() {
+		u.Refill()
+		idx, got := k.fill.Peek(32)
+		for i := range got {
+			rx[i] = ring.Desc{Addr: k.fill.At(idx + i), Len: 60}
+		}
+		k.fill.Release(got)
+		u.Received(rx[:got])
+		for _, d := range rx[:got] {
+			u.Release(d.Addr)
+		}
+		n := u.Alloc(descs)
+		u.Send(descs[:n])
+		for i := range n {
+			compAddrs[i] = descs[i].Addr
+		}
+		k.comp.Produce(compAddrs[:n])
+		u.Complete()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round", allocs)
+	}
+	checkTotal(t, u)
+}

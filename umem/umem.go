@@ -1,0 +1,268 @@
+package umem
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+
+	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/afxdp/afxdp/ring"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultNumFrames = 4096
+	DefaultFrameSize = 2048
+	DefaultRingSize  = 2048
+)
+
+// Options configures a UMEM. The zero value (or a nil *Options) gives 4096
+// frames of 2048 bytes (8 MiB, which fits the usual 8 MiB RLIMIT_MEMLOCK of
+// an unprivileged process), half of them for transmit, and rings of 2048.
+type Options struct {
+	// NumFrames is the number of frames. Default 4096.
+	NumFrames int
+	// FrameSize is the size of a frame in bytes: 2048 or 4096. Default 2048.
+	FrameSize int
+	// Headroom is the number of bytes the kernel leaves free before each
+	// received packet, for the user to prepend headers. Default 0.
+	Headroom int
+	// FillRingSize and CompletionRingSize are ring sizes in entries, powers
+	// of two. Default 2048 each.
+	FillRingSize       int
+	CompletionRingSize int
+	// TxFrames is the number of frames reserved for transmit; the rest
+	// receive. Default NumFrames/2. Set it to NumFrames for a transmit-only
+	// socket; the receive side then has no frames.
+	TxFrames int
+	// RxOnly gives every frame to the receive side (TxFrames is ignored).
+	RxOnly bool
+	// HugePages asks for the area to be backed by huge pages. When the
+	// system has none to give, the area falls back to normal pages and
+	// [UMEM.HugePages] reports false.
+	HugePages bool
+}
+
+// MaxNumFrames is the largest number of frames accepted.
+const MaxNumFrames = 1 << 24
+
+// Validate fills in defaults and checks the options, naming the field at
+// fault in its error.
+func (o *Options) Validate() error {
+	if o.NumFrames == 0 {
+		o.NumFrames = DefaultNumFrames
+	}
+	if o.FrameSize == 0 {
+		o.FrameSize = DefaultFrameSize
+	}
+	if o.FillRingSize == 0 {
+		o.FillRingSize = DefaultRingSize
+	}
+	if o.CompletionRingSize == 0 {
+		o.CompletionRingSize = DefaultRingSize
+	}
+	switch {
+	case o.RxOnly:
+		o.TxFrames = 0
+	case o.TxFrames == 0:
+		o.TxFrames = o.NumFrames / 2
+	}
+	if o.NumFrames < 1 || o.NumFrames > MaxNumFrames {
+		return fmt.Errorf("NumFrames %d: must be between 1 and %d", o.NumFrames, MaxNumFrames)
+	}
+	if o.FrameSize != 2048 && o.FrameSize != 4096 {
+		return fmt.Errorf("FrameSize %d: must be 2048 or 4096", o.FrameSize)
+	}
+	// The kernel keeps XDP_PACKET_HEADROOM (256) bytes at the start of each
+	// frame in zero-copy mode, and a frame must still hold a full
+	// Ethernet frame.
+	if max := o.FrameSize - unix.XDP_PACKET_HEADROOM - 1514; o.Headroom < 0 || o.Headroom > max {
+		return fmt.Errorf("Headroom %d: must be between 0 and %d for %d-byte frames", o.Headroom, max, o.FrameSize)
+	}
+	for _, r := range []struct {
+		name string
+		size int
+	}{{"FillRingSize", o.FillRingSize}, {"CompletionRingSize", o.CompletionRingSize}} {
+		if r.size < 1 || r.size > ring.MaxSize || bits.OnesCount(uint(r.size)) != 1 {
+			return fmt.Errorf("%s %d: must be a power of two", r.name, r.size)
+		}
+	}
+	if o.TxFrames < 0 || o.TxFrames > o.NumFrames {
+		return fmt.Errorf("TxFrames %d: must be between 0 and NumFrames (%d)", o.TxFrames, o.NumFrames)
+	}
+	if rx := o.NumFrames - o.TxFrames; rx > 0 && rx < o.FillRingSize {
+		return fmt.Errorf("UMEM too small for the rings: %d receive frames cannot fill a FillRingSize of %d; raise NumFrames or lower FillRingSize",
+			rx, o.FillRingSize)
+	}
+	return nil
+}
+
+// UMEM is a registered packet area with its rings and frame bookkeeping.
+// See the package documentation for which goroutine may call what.
+type UMEM struct {
+	opts  Options
+	area  []byte
+	huge  bool
+	shift uint
+	mask  uint64
+
+	fillMem, compMem []byte
+	fill             *ring.Producer[uint64]
+	comp             *ring.Consumer[uint64]
+
+	frames frames
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New maps the packet area. The UMEM is not usable for packets until
+// [UMEM.Register] attaches it to a socket.
+func New(opts *Options) (_ *UMEM, err error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("create umem: %w", err)
+	}
+	u := &UMEM{
+		opts:  o,
+		shift: uint(bits.TrailingZeros(uint(o.FrameSize))),
+		mask:  uint64(o.FrameSize - 1),
+	}
+	size := o.NumFrames * o.FrameSize
+	if o.HugePages {
+		u.area, err = sys.MmapAnon(roundUp(size, 2<<20), true)
+		u.huge = err == nil
+	}
+	if u.area == nil {
+		u.area, err = sys.MmapAnon(size, false)
+		if err != nil {
+			return nil, fmt.Errorf("create umem of %d bytes: %w", size, err)
+		}
+	}
+	u.frames.init(o.NumFrames, o.NumFrames-o.TxFrames, u.shift)
+	return u, nil
+}
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }
+
+// Register registers the area with the AF_XDP socket fd (XDP_UMEM_REG) and
+// creates and maps its fill and completion rings. The socket must outlive
+// the mappings: call [UMEM.UnmapRings] before closing fd.
+func (u *UMEM) Register(fd int) (err error) {
+	if u.area == nil {
+		return fmt.Errorf("register umem: %w", errClosed)
+	}
+	if u.fill != nil {
+		return errors.New("register umem: already registered")
+	}
+	o := &u.opts
+	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), uint64(o.NumFrames*o.FrameSize), uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
+		return fmt.Errorf("register umem: %w", err)
+	}
+	if err := sys.SetRingSize(fd, unix.XDP_UMEM_FILL_RING, o.FillRingSize); err != nil {
+		return fmt.Errorf("create fill ring of %d: %w", o.FillRingSize, err)
+	}
+	if err := sys.SetRingSize(fd, unix.XDP_UMEM_COMPLETION_RING, o.CompletionRingSize); err != nil {
+		return fmt.Errorf("create completion ring of %d: %w", o.CompletionRingSize, err)
+	}
+	off, err := sys.MmapOffsets(fd)
+	if err != nil {
+		return fmt.Errorf("register umem: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			u.UnmapRings()
+		}
+	}()
+	u.fillMem, u.fill, err = mapRing[ring.Producer[uint64]](fd, unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, o.FillRingSize, 8, ring.NewProducer[uint64])
+	if err != nil {
+		return fmt.Errorf("map fill ring: %w", err)
+	}
+	u.compMem, u.comp, err = mapRing[ring.Consumer[uint64]](fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, o.CompletionRingSize, 8, ring.NewConsumer[uint64])
+	if err != nil {
+		return fmt.Errorf("map completion ring: %w", err)
+	}
+	return nil
+}
+
+// MapRing maps the ring at pgoff of fd, whose entries are entrySize bytes,
+// and makes a view of it with newView. It serves the xsk package's RX and
+// TX rings too.
+func MapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize int,
+	newView func([]byte, ring.Offsets, uint32) (*V, error)) ([]byte, *V, error) {
+	return mapRing(fd, pgoff, off, size, entrySize, newView)
+}
+
+func mapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize int,
+	newView func([]byte, ring.Offsets, uint32) (*V, error)) ([]byte, *V, error) {
+	length := int(off.Desc) + size*entrySize
+	mem, err := sys.Mmap(fd, pgoff, length)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := newView(mem, ring.Offsets{Producer: off.Producer, Consumer: off.Consumer, Flags: off.Flags, Desc: off.Desc}, uint32(size))
+	if err != nil {
+		sys.Munmap(mem)
+		return nil, nil, err
+	}
+	return mem, v, nil
+}
+
+// UnmapRings unmaps the fill and completion rings. The mappings hold a
+// reference to the socket, so they go before the socket is closed.
+func (u *UMEM) UnmapRings() error {
+	errs := []error{sys.Munmap(u.compMem), sys.Munmap(u.fillMem)}
+	u.fillMem, u.compMem, u.fill, u.comp = nil, nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// Close unmaps the rings and the area. The socket it was registered with
+// should be closed first. A second Close returns nil.
+func (u *UMEM) Close() error {
+	u.closeOnce.Do(func() {
+		errs := []error{u.UnmapRings()}
+		if err := sys.Munmap(u.area); err != nil {
+			errs = append(errs, fmt.Errorf("unmap umem: %w", err))
+		}
+		u.area = nil
+		u.closeErr = errors.Join(errs...)
+	})
+	return u.closeErr
+}
+
+// Options returns the options in force, defaults filled in.
+func (u *UMEM) Options() Options { return u.opts }
+
+// HugePages reports whether the area is backed by huge pages.
+func (u *UMEM) HugePages() bool { return u.huge }
+
+// Area is the whole packet area. It is valid until Close.
+func (u *UMEM) Area() []byte { return u.area }
+
+// FrameSize is the size of one frame in bytes.
+func (u *UMEM) FrameSize() int { return u.opts.FrameSize }
+
+// FillRing and CompletionRing are the rings, nil before Register.
+func (u *UMEM) FillRing() *ring.Producer[uint64]       { return u.fill }
+func (u *UMEM) CompletionRing() *ring.Consumer[uint64] { return u.comp }
+func (u *UMEM) frameIndex(addr uint64) uint32          { return uint32(addr >> u.shift) }
+func (u *UMEM) frameBase(addr uint64) uint64           { return addr &^ u.mask }
+func (u *UMEM) inArea(addr uint64) bool                { return addr < uint64(len(u.area)) }
+func (u *UMEM) rxRange(addr uint64) bool               { return u.frameIndex(addr) < u.frames.rxFrames }
+func (u *UMEM) frameEnd(addr uint64) uint64            { return u.frameBase(addr) + uint64(u.opts.FrameSize) }
+func (u *UMEM) payloadStart(base uint64) uint64        { return base + uint64(u.opts.Headroom) }
+func (u *UMEM) capacity() uint32                       { return uint32(u.opts.FrameSize - u.opts.Headroom) }
+func (u *UMEM) Frame(d ring.Desc) []byte               { return u.slice(d.Addr, d.Len) }
+func (u *UMEM) slice(addr uint64, n uint32) []byte {
+	if !u.inArea(addr) || uint64(n) > u.frameEnd(addr)-addr {
+		return nil
+	}
+	return u.area[addr : addr+uint64(n) : u.frameEnd(addr)]
+}
+
+var errClosed = errors.New("umem closed")
