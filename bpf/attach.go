@@ -1,0 +1,295 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
+)
+
+// AttachMode says where in the receive path the XDP program runs.
+type AttachMode int
+
+const (
+	// AttachAuto tries driver mode and falls back to generic mode when the
+	// driver does not support XDP (or refuses this configuration).
+	AttachAuto AttachMode = iota
+	// AttachDriver runs the program in the driver (native XDP), before the
+	// kernel allocates a socket buffer. Needed for zero-copy AF_XDP.
+	AttachDriver
+	// AttachGeneric runs the program in the generic (skb) hook, which every
+	// interface has; slower, and AF_XDP sockets then work in copy mode.
+	AttachGeneric
+)
+
+// String returns "auto", "driver" or "generic".
+func (m AttachMode) String() string {
+	switch m {
+	case AttachAuto:
+		return "auto"
+	case AttachDriver:
+		return "driver"
+	case AttachGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("AttachMode(%d)", int(m))
+}
+
+// AttachOptions configures [Program.Attach]. The zero value, like a nil
+// pointer, means AttachAuto and never replacing another program.
+type AttachOptions struct {
+	// Mode is where the program runs. Default AttachAuto.
+	Mode AttachMode
+
+	// Replace removes another XDP program attached to the interface in
+	// driver or generic mode, whether through netlink or a bpf_link,
+	// before attaching. Without it, Attach fails with a *BusyError.
+	Replace bool
+}
+
+// ErrBusy is what a [*BusyError] matches with errors.Is.
+var ErrBusy = errors.New("another XDP program is attached")
+
+// BusyError reports that an interface already has an XDP program that is
+// not ours. errors.Is(err, ErrBusy) is true for it; when the kernel refused
+// the attach, it also unwraps to the kernel's errno (EBUSY or EEXIST).
+type BusyError struct {
+	Ifindex int
+	// ProgramID is the ID of the program attached, or zero if it was
+	// gone again by the time it was looked up.
+	ProgramID uint32
+	// Mode is the mode the other program is attached in (driver or
+	// generic).
+	Mode AttachMode
+
+	err error // the kernel's errno, if it came from the kernel
+}
+
+func (e *BusyError) Error() string {
+	s := fmt.Sprintf("ifindex %d busy: xdp program %d is attached in %s mode", e.Ifindex, e.ProgramID, e.Mode)
+	if e.ProgramID == 0 {
+		s = fmt.Sprintf("ifindex %d busy: an xdp program is attached", e.Ifindex)
+	}
+	if e.err != nil {
+		s += ": " + e.err.Error()
+	}
+	return s
+}
+
+// Is reports whether target is ErrBusy.
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
+
+// Unwrap returns the kernel's errno, or nil when Attach found the other
+// program before asking the kernel.
+func (e *BusyError) Unwrap() error { return e.err }
+
+// Attachment is the program attached to one interface through a bpf_link.
+// The kernel detaches it when Close is called, or when the process exits.
+type Attachment struct {
+	prog    *Program
+	ifindex int
+	mode    AttachMode
+
+	mu sync.Mutex
+	l  link.Link // nil once closed
+}
+
+// Mode returns the mode the program was attached in: AttachDriver or
+// AttachGeneric, never AttachAuto.
+func (a *Attachment) Mode() AttachMode { return a.mode }
+
+// Ifindex returns the interface index the program is attached to.
+func (a *Attachment) Ifindex() int { return a.ifindex }
+
+// Close detaches the program from the interface. A second Close returns nil.
+func (a *Attachment) Close() error {
+	a.mu.Lock()
+	l := a.l
+	a.l = nil
+	a.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+
+	a.prog.mu.Lock()
+	delete(a.prog.attachments, a)
+	a.prog.mu.Unlock()
+
+	// Detach explicitly, so that a copy of the link's file descriptor
+	// held elsewhere (bpftool, a forked child) cannot keep it attached.
+	var errs []error
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		errs = append(errs, err)
+	}
+	if err := l.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach xdp from ifindex %d (%s mode): %w", a.ifindex, a.mode, err)
+	}
+	return nil
+}
+
+// Attach attaches the program to the interface with index ifindex, in the
+// calling goroutine's network namespace, through a bpf_link: the kernel
+// detaches it when the Attachment is closed or the process exits. A nil
+// opts means AttachAuto without Replace.
+//
+// Attach first asks the kernel which XDP programs the interface has. If a
+// program other than this one is attached in driver or generic mode, Attach
+// fails with a *BusyError naming it, and leaves it attached, unless
+// opts.Replace is set: then it detaches that program first. A program
+// offloaded to the NIC is left alone either way.
+//
+// Errors name the interface and mode ("attach xdp to ifindex 7 (driver
+// mode): ...") and wrap the kernel's errno.
+func (p *Program) Attach(ifindex int, opts *AttachOptions) (*Attachment, error) {
+	var o AttachOptions
+	if opts != nil {
+		o = *opts
+	}
+	fail := func(mode AttachMode, err error) error {
+		return fmt.Errorf("attach xdp to ifindex %d (%s mode): %w", ifindex, mode, err)
+	}
+	if o.Mode < AttachAuto || o.Mode > AttachGeneric {
+		return nil, fail(o.Mode, errors.New("AttachOptions.Mode: unknown mode"))
+	}
+	if ifindex <= 0 {
+		return nil, fail(o.Mode, fmt.Errorf("invalid ifindex: %w", unix.ENODEV))
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fail(o.Mode, net.ErrClosed)
+	}
+
+	info, err := QueryXDP(ifindex)
+	if err != nil {
+		return nil, fail(o.Mode, err)
+	}
+	for _, other := range p.foreign(ifindex, info) {
+		if !o.Replace {
+			return nil, fail(o.Mode, other)
+		}
+		if err := detachForeign(ifindex, other.Mode, info); err != nil {
+			return nil, fail(o.Mode, err)
+		}
+	}
+
+	modes := []AttachMode{o.Mode}
+	if o.Mode == AttachAuto {
+		modes = []AttachMode{AttachDriver, AttachGeneric}
+	}
+	var driverErr error // why driver mode failed, in auto mode
+	for _, mode := range modes {
+		l, err := link.AttachXDP(link.XDPOptions{
+			Program:   p.prog,
+			Interface: ifindex,
+			Flags:     linkFlags(mode),
+		})
+		switch {
+		case err == nil:
+			a := &Attachment{prog: p, ifindex: ifindex, mode: mode, l: l}
+			p.attachments[a] = struct{}{}
+			return a, nil
+		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
+			return nil, fail(mode, p.busyFromKernel(ifindex, err))
+		case o.Mode == AttachAuto && mode == AttachDriver && driverUnsupported(err):
+			driverErr = err
+			continue
+		case driverErr != nil:
+			return nil, fmt.Errorf("%w (driver mode failed first: %w)", fail(mode, err), driverErr)
+		}
+		return nil, fail(mode, err)
+	}
+	return nil, fail(o.Mode, errors.New("no mode left to try"))
+}
+
+// driverUnsupported reports whether err, from attaching in driver mode,
+// means the driver cannot run this program natively, so that generic mode
+// is worth trying.
+func driverUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, ebpf.ErrNotSupported)
+}
+
+// foreign returns a BusyError for each program in info, in driver or
+// generic mode, that is not p's.
+func (p *Program) foreign(ifindex int, info XDPInfo) []*BusyError {
+	var out []*BusyError
+	if id := info.Driver.ID; id != 0 && id != p.id {
+		out = append(out, &BusyError{Ifindex: ifindex, ProgramID: id, Mode: AttachDriver})
+	}
+	if id := info.Generic.ID; id != 0 && id != p.id {
+		out = append(out, &BusyError{Ifindex: ifindex, ProgramID: id, Mode: AttachGeneric})
+	}
+	return out
+}
+
+// busyFromKernel turns the kernel's EBUSY or EEXIST from link creation into
+// a BusyError naming the program that holds the interface, if it can still
+// be found.
+func (p *Program) busyFromKernel(ifindex int, kerr error) error {
+	be := &BusyError{Ifindex: ifindex, err: kerr}
+	if info, err := QueryXDP(ifindex); err == nil {
+		switch {
+		case info.Driver.ID != 0:
+			be.ProgramID, be.Mode = info.Driver.ID, AttachDriver
+		case info.Generic.ID != 0:
+			be.ProgramID, be.Mode = info.Generic.ID, AttachGeneric
+		}
+	}
+	return be
+}
+
+// detachForeign removes the program attached to ifindex in mode: through
+// its bpf_link if it has one, through netlink otherwise. It detaches only
+// the program that info names; if another took its place meanwhile, it
+// fails instead.
+func detachForeign(ifindex int, mode AttachMode, info XDPInfo) error {
+	ap := info.Driver
+	if mode == AttachGeneric {
+		ap = info.Generic
+	}
+	if ap.LinkID != 0 {
+		l, err := link.NewFromID(link.ID(ap.LinkID))
+		if errors.Is(err, unix.ENOENT) {
+			return nil // closed meanwhile, so detached
+		}
+		if err != nil {
+			return fmt.Errorf("replace xdp program %d (%s mode): open bpf link %d: %w", ap.ID, mode, ap.LinkID, err)
+		}
+		defer l.Close()
+		if err := l.Detach(); err != nil {
+			return fmt.Errorf("replace xdp program %d (%s mode): detach bpf link %d: %w", ap.ID, mode, ap.LinkID, err)
+		}
+		return nil
+	}
+
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(ap.ID))
+	if errors.Is(err, unix.ENOENT) {
+		return nil // an attached program cannot be freed, so it is gone
+	}
+	if err != nil {
+		return fmt.Errorf("replace xdp program %d (%s mode): open program: %w", ap.ID, mode, err)
+	}
+	defer prog.Close()
+	if err := sys.DetachLinkXDP(ifindex, modeFlags(mode), prog.FD()); err != nil {
+		return fmt.Errorf("replace xdp program %d (%s mode): %w", ap.ID, mode, err)
+	}
+	return nil
+}
+
+// linkFlags returns the bpf_link XDP flags for an attach mode.
+func linkFlags(m AttachMode) link.XDPAttachFlags {
+	if m == AttachGeneric {
+		return link.XDPGenericMode
+	}
+	return link.XDPDriverMode
+}

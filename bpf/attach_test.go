@@ -1,0 +1,257 @@
+package bpf
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// foreignProgram loads a one-instruction XDP program (XDP_PASS) that stands
+// for someone else's, and returns it with its ID.
+func foreignProgram(t *testing.T) (*ebpf.Program, uint32) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "foreign",
+		Type:         ebpf.XDP,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+		License:      "MIT",
+	})
+	mustOK(t, err)
+	t.Cleanup(func() { prog.Close() })
+	info, err := prog.Info()
+	mustOK(t, err)
+	id, _ := info.ID()
+	return prog, uint32(id)
+}
+
+// attachForeignNetlink attaches prog to ifindex through netlink, as
+// `ip link set dev X xdpdrv/xdpgeneric` does, and detaches it at cleanup
+// if it is still there.
+func attachForeignNetlink(t *testing.T, ifindex int, prog *ebpf.Program, mode AttachMode) {
+	t.Helper()
+	l, err := netlink.LinkByIndex(ifindex)
+	mustOK(t, err)
+	mustOK(t, netlink.LinkSetXdpFdWithFlags(l, prog.FD(), int(modeFlags(mode))))
+	t.Cleanup(func() { netlink.LinkSetXdpFdWithFlags(l, -1, int(modeFlags(mode))) })
+}
+
+func mustQuery(t *testing.T, ifindex int) XDPInfo {
+	t.Helper()
+	info, err := QueryXDP(ifindex)
+	mustOK(t, err)
+	return info
+}
+
+func TestAttach(t *testing.T) {
+	for _, tt := range []struct {
+		mode, want AttachMode
+	}{
+		{AttachAuto, AttachDriver}, // veth supports native XDP
+		{AttachDriver, AttachDriver},
+		{AttachGeneric, AttachGeneric},
+	} {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			v := testenv.NewVeth(t, nil)
+			p := newTestProgram(t, nil)
+			if info := mustQuery(t, v.Host.Index); info.Attached() {
+				t.Fatalf("fresh veth has XDP: %+v", info)
+			}
+
+			a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: tt.mode})
+			mustOK(t, err)
+			if a.Mode() != tt.want || a.Ifindex() != v.Host.Index {
+				t.Errorf("attachment: mode %s ifindex %d, want %s %d", a.Mode(), a.Ifindex(), tt.want, v.Host.Index)
+			}
+
+			info := mustQuery(t, v.Host.Index)
+			got, other := info.Driver, info.Generic
+			if tt.want == AttachGeneric {
+				got, other = other, got
+			}
+			if got.ID != p.ID() || got.LinkID == 0 || other.Attached() || info.Offload.Attached() {
+				t.Errorf("QueryXDP = %+v, want program %d through a bpf_link in %s mode only", info, p.ID(), tt.want)
+			}
+
+			mustOK(t, a.Close())
+			mustOK(t, a.Close()) // second Close is nil
+			if info := mustQuery(t, v.Host.Index); info.Attached() {
+				t.Errorf("after Attachment.Close: %+v", info)
+			}
+		})
+	}
+}
+
+// TestAttachPeerNamespace attaches to the veth end in the other namespace:
+// Attach and QueryXDP work in the calling goroutine's namespace.
+func TestAttachPeerNamespace(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	p := newTestProgram(t, nil)
+	mustOK(t, v.Peer.Do(func() error {
+		a, err := p.Attach(v.Peer.Index, nil)
+		if err != nil {
+			return err
+		}
+		info, err := QueryXDP(v.Peer.Index)
+		if err != nil {
+			return err
+		}
+		if info.Driver.ID != p.ID() {
+			t.Errorf("QueryXDP in peer namespace = %+v, want driver program %d", info, p.ID())
+		}
+		return a.Close()
+	}))
+}
+
+// TestProgramCloseDetaches checks that Program.Close detaches what Attach
+// attached, and leaks no file descriptors.
+func TestProgramCloseDetaches(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	before := testenv.Snapshot(t)
+
+	p, err := NewProgram(nil)
+	mustOK(t, err)
+	_, err = p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver})
+	mustOK(t, err)
+	mustOK(t, v.Peer.Do(func() error {
+		_, err := p.Attach(v.Peer.Index, &AttachOptions{Mode: AttachGeneric})
+		return err
+	}))
+	mustOK(t, p.Close())
+
+	if info := mustQuery(t, v.Host.Index); info.Attached() {
+		t.Errorf("host after Program.Close: %+v", info)
+	}
+	mustOK(t, v.Peer.Do(func() error {
+		if info, err := QueryXDP(v.Peer.Index); err != nil || info.Attached() {
+			t.Errorf("peer after Program.Close: %+v, %v", info, err)
+		}
+		return nil
+	}))
+	if after := testenv.Snapshot(t); after.FDs != before.FDs {
+		t.Errorf("file descriptors: %d before, %d after", before.FDs, after.FDs)
+	}
+}
+
+func TestAttachBusyNetlink(t *testing.T) {
+	for _, mode := range []AttachMode{AttachDriver, AttachGeneric} {
+		t.Run(mode.String(), func(t *testing.T) {
+			v := testenv.NewVeth(t, nil)
+			p := newTestProgram(t, nil)
+			foreign, foreignID := foreignProgram(t)
+			attachForeignNetlink(t, v.Host.Index, foreign, mode)
+
+			info := mustQuery(t, v.Host.Index)
+			if got := pick(info, mode); got.ID != foreignID || got.LinkID != 0 {
+				t.Fatalf("QueryXDP = %+v, want program %d through netlink in %s mode", info, foreignID, mode)
+			}
+
+			// Every mode we might ask for meets the other program.
+			for _, want := range []AttachMode{AttachAuto, AttachDriver, AttachGeneric} {
+				a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: want})
+				if err == nil {
+					a.Close()
+					t.Fatalf("Attach(%s) succeeded over program %d", want, foreignID)
+				}
+				checkBusy(t, err, v.Host.Index, foreignID, mode)
+			}
+			if got := mustQuery(t, v.Host.Index); got != info {
+				t.Fatalf("foreign program disturbed: %+v, was %+v", got, info)
+			}
+
+			a, err := p.Attach(v.Host.Index, &AttachOptions{Replace: true})
+			mustOK(t, err)
+			info = mustQuery(t, v.Host.Index)
+			if info.Driver.ID != p.ID() || info.Generic.Attached() {
+				t.Errorf("after Replace: %+v, want only program %d in driver mode", info, p.ID())
+			}
+			mustOK(t, a.Close())
+			if info := mustQuery(t, v.Host.Index); info.Attached() {
+				t.Errorf("after Close: %+v", info)
+			}
+		})
+	}
+}
+
+func TestAttachBusyLink(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	p := newTestProgram(t, nil)
+	foreign, foreignID := foreignProgram(t)
+	fl, err := link.AttachXDP(link.XDPOptions{Program: foreign, Interface: v.Host.Index, Flags: link.XDPGenericMode})
+	mustOK(t, err)
+	defer fl.Close()
+
+	info := mustQuery(t, v.Host.Index)
+	if info.Generic.ID != foreignID || info.Generic.LinkID == 0 {
+		t.Fatalf("QueryXDP = %+v, want program %d through a bpf_link in generic mode", info, foreignID)
+	}
+	_, err = p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver})
+	checkBusy(t, err, v.Host.Index, foreignID, AttachGeneric)
+
+	a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver, Replace: true})
+	mustOK(t, err)
+	defer a.Close()
+	info = mustQuery(t, v.Host.Index)
+	if info.Driver.ID != p.ID() || info.Generic.Attached() {
+		t.Errorf("after Replace: %+v, want only program %d in driver mode", info, p.ID())
+	}
+	fi, err := fl.Info()
+	mustOK(t, err)
+	if x := fi.XDP(); x == nil || x.Ifindex != 0 {
+		t.Errorf("foreign link still attached: %+v", x)
+	}
+}
+
+// TestAttachTwice checks the kernel's own refusal: the program is ours, so
+// Attach goes ahead, and the kernel refuses a second link on the hook. The
+// EBUSY becomes a BusyError naming the program that holds the hook.
+func TestAttachTwice(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	p := newTestProgram(t, nil)
+	a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver})
+	mustOK(t, err)
+	defer a.Close()
+
+	_, err = p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver})
+	checkBusy(t, err, v.Host.Index, p.ID(), AttachDriver)
+	if !errors.Is(err, unix.EBUSY) {
+		t.Errorf("%v: want the kernel's EBUSY kept", err)
+	}
+	t.Logf("second attach: %v", err)
+
+	// Generic mode while driver mode is taken: the kernel says EEXIST.
+	_, err = p.Attach(v.Host.Index, &AttachOptions{Mode: AttachGeneric})
+	checkBusy(t, err, v.Host.Index, p.ID(), AttachDriver)
+	t.Logf("generic over driver: %v", err)
+}
+
+func pick(info XDPInfo, mode AttachMode) AttachedProgram {
+	if mode == AttachGeneric {
+		return info.Generic
+	}
+	return info.Driver
+}
+
+func checkBusy(t *testing.T, err error, ifindex int, id uint32, mode AttachMode) {
+	t.Helper()
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("%v: want ErrBusy", err)
+	}
+	var be *BusyError
+	if !errors.As(err, &be) {
+		t.Fatalf("%v: not a *BusyError", err)
+	}
+	if be.Ifindex != ifindex || be.ProgramID != id || be.Mode != mode {
+		t.Errorf("BusyError %+v, want ifindex %d program %d mode %s", be, ifindex, id, mode)
+	}
+	if !strings.HasPrefix(err.Error(), "attach xdp to ifindex ") {
+		t.Errorf("error %q does not say what failed", err)
+	}
+}

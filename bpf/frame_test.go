@@ -1,0 +1,96 @@
+package bpf
+
+import "encoding/binary"
+
+// Frame builders for the verdict tests. The program reads only EtherTypes,
+// IP header lengths, protocol fields, fragment offsets and ports, so the
+// builders fill in only those (and leave checksums and addresses zero).
+
+var (
+	testDstMAC = []byte{0x02, 0, 0, 0, 0, 0x01}
+	testSrcMAC = []byte{0x02, 0, 0, 0, 0, 0x02}
+)
+
+// eth returns an Ethernet header with EtherType typ (after any VLAN tags,
+// given as TPIDs) followed by payload.
+func eth(typ uint16, payload []byte, tpids ...uint16) []byte {
+	b := append([]byte{}, testDstMAC...)
+	b = append(b, testSrcMAC...)
+	for i, tpid := range tpids {
+		b = binary.BigEndian.AppendUint16(b, tpid)
+		b = binary.BigEndian.AppendUint16(b, uint16(100+i)) // VLAN ID
+	}
+	b = binary.BigEndian.AppendUint16(b, typ)
+	return append(b, payload...)
+}
+
+// ipv4Opts varies an IPv4 header.
+type ipv4Opts struct {
+	ihl     int    // header length in 32-bit words; 0 means 5
+	fragOff uint16 // fragment offset in 8-byte units
+	options []byte // filled into the bytes after the first 20; padded
+}
+
+// ipv4 returns an IPv4 header carrying proto, then payload.
+func ipv4(proto uint8, payload []byte, o ipv4Opts) []byte {
+	ihl := o.ihl
+	if ihl == 0 {
+		ihl = 5
+	}
+	hl := max(ihl*4, 20)
+	h := make([]byte, hl)
+	h[0] = 0x40 | byte(ihl&0x0f)
+	binary.BigEndian.PutUint16(h[2:4], uint16(hl+len(payload)))
+	binary.BigEndian.PutUint16(h[6:8], o.fragOff&0x1fff)
+	h[8] = 64
+	h[9] = proto
+	copy(h[20:], o.options)
+	return append(h, payload...)
+}
+
+// ipv6 returns an IPv6 header with next header next, then payload.
+func ipv6(next uint8, payload []byte) []byte {
+	h := make([]byte, 40)
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:6], uint16(len(payload)))
+	h[6] = next
+	h[7] = 64
+	return append(h, payload...)
+}
+
+// udp returns a UDP header to dstPort with a short payload.
+func udp(dstPort uint16) []byte {
+	b := binary.BigEndian.AppendUint16(nil, 40000)
+	b = binary.BigEndian.AppendUint16(b, dstPort)
+	b = binary.BigEndian.AppendUint16(b, 8+4)
+	b = binary.BigEndian.AppendUint16(b, 0)
+	return append(b, "ping"...)
+}
+
+// tcp returns a TCP header (SYN) to dstPort.
+func tcp(dstPort uint16) []byte {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint16(b[0:2], 40000)
+	binary.BigEndian.PutUint16(b[2:4], dstPort)
+	b[12] = 5 << 4
+	b[13] = 0x02
+	return b
+}
+
+// arp returns an ARP request payload.
+func arp() []byte {
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint16(b[0:2], 1)      // Ethernet
+	binary.BigEndian.PutUint16(b[2:4], 0x0800) // IPv4
+	b[4], b[5] = 6, 4
+	binary.BigEndian.PutUint16(b[6:8], 1) // request
+	return b
+}
+
+// pad extends a frame to the 60-byte Ethernet minimum, as a NIC would.
+func pad(b []byte) []byte {
+	for len(b) < 60 {
+		b = append(b, 0)
+	}
+	return b
+}

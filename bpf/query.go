@@ -1,0 +1,121 @@
+package bpf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
+)
+
+// XDPInfo describes the XDP programs attached to one interface, one per
+// attach mode; a mode with no program has a zero [AttachedProgram].
+type XDPInfo struct {
+	Driver  AttachedProgram // native mode, in the driver
+	Generic AttachedProgram // generic (skb) mode
+	Offload AttachedProgram // offloaded to the NIC (hw mode)
+}
+
+// AttachedProgram is one XDP program attached to an interface.
+type AttachedProgram struct {
+	// ID is the kernel's program ID; zero means no program.
+	ID uint32
+	// LinkID is the ID of the bpf_link that holds the program, or zero when
+	// it was attached through netlink (as `ip link set dev X xdp` does).
+	// A program held by a link goes away when the link's last file
+	// descriptor is closed; one attached through netlink stays until
+	// someone detaches it.
+	LinkID uint32
+}
+
+// Attached reports whether a program is attached in this mode.
+func (a AttachedProgram) Attached() bool { return a.ID != 0 }
+
+// Attached reports whether any XDP program is attached to the interface.
+func (i XDPInfo) Attached() bool {
+	return i.Driver.Attached() || i.Generic.Attached() || i.Offload.Attached()
+}
+
+// QueryXDP reports which XDP programs are attached to the interface with
+// index ifindex, in the calling goroutine's network namespace. It asks
+// rtnetlink (RTM_GETLINK, the IFLA_XDP attributes) for the programs, and,
+// when one is attached, walks the kernel's bpf_links to find whether a link
+// holds it; that walk needs CAP_SYS_ADMIN.
+//
+// Links are matched on interface index and program ID; a link's interface
+// index does not name its network namespace, so the same program attached
+// through a link to an interface with the same index in another namespace
+// could be reported as holding this one.
+//
+// An unknown ifindex gives an error that wraps unix.ENODEV.
+func QueryXDP(ifindex int) (XDPInfo, error) {
+	st, err := sys.QueryLinkXDP(ifindex)
+	if err != nil {
+		return XDPInfo{}, fmt.Errorf("query xdp on ifindex %d: %w", ifindex, err)
+	}
+	info := XDPInfo{
+		Driver:  AttachedProgram{ID: st.DrvProgID},
+		Generic: AttachedProgram{ID: st.SKBProgID},
+		Offload: AttachedProgram{ID: st.HWProgID},
+	}
+	if !info.Attached() && st.ProgID != 0 {
+		// Kernels before 4.19 report only the single program's ID.
+		switch st.Attached {
+		case sys.XDPAttachedDrv:
+			info.Driver.ID = st.ProgID
+		case sys.XDPAttachedSKB:
+			info.Generic.ID = st.ProgID
+		case sys.XDPAttachedHW:
+			info.Offload.ID = st.ProgID
+		}
+	}
+	if !info.Attached() {
+		return info, nil
+	}
+	if err := findXDPLinks(ifindex, &info); err != nil {
+		return XDPInfo{}, fmt.Errorf("query xdp on ifindex %d: %w", ifindex, err)
+	}
+	return info, nil
+}
+
+// findXDPLinks fills in LinkID for the programs in info that a bpf_link to
+// ifindex holds.
+func findXDPLinks(ifindex int, info *XDPInfo) error {
+	var it link.Iterator
+	defer it.Close()
+	for it.Next() {
+		li, err := it.Link.Info()
+		if err != nil {
+			return fmt.Errorf("read info of bpf link %d: %w", it.ID, err)
+		}
+		if li.Type != link.XDPType {
+			continue
+		}
+		x := li.XDP()
+		if x == nil || int(x.Ifindex) != ifindex {
+			continue
+		}
+		for _, ap := range []*AttachedProgram{&info.Driver, &info.Generic, &info.Offload} {
+			if ap.ID != 0 && ap.ID == uint32(li.Program) && ap.LinkID == 0 {
+				ap.LinkID = uint32(li.ID)
+				break
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list bpf links: %w", err)
+	}
+	return nil
+}
+
+// modeFlags returns the netlink XDP_FLAGS_* bit for an attach mode.
+func modeFlags(m AttachMode) uint32 {
+	switch m {
+	case AttachDriver:
+		return unix.XDP_FLAGS_DRV_MODE
+	case AttachGeneric:
+		return unix.XDP_FLAGS_SKB_MODE
+	}
+	return 0
+}
