@@ -1,0 +1,43 @@
+// Package xsk is the AF_XDP socket: Go programs receive and transmit raw
+// Ethernet frames on one queue of a network interface, bypassing the
+// kernel's network stack, through memory they share with the kernel.
+//
+// # Rings and frames
+//
+// A socket owns a UMEM (package umem): an area of equal frames. Four
+// single-producer, single-consumer rings (package ring) pass frames between
+// the program and the kernel:
+//
+//   - fill: the program gives the kernel empty frames to receive into;
+//   - RX: the kernel returns them holding received packets;
+//   - TX: the program gives the kernel frames holding packets to send;
+//   - completion: the kernel returns them once sent.
+//
+// A receive frame's life: free → fill ring → RX ring → [Socket.Receive]
+// hands its descriptor to the program → [Socket.Release] makes it free
+// again (the next Receive puts it back in the fill ring). A transmit
+// frame's: free → [Socket.Alloc] → the program writes a packet into
+// [Socket.Frame] → [Socket.Transmit] → completion ring → free (reaped by
+// Alloc, Transmit or [Socket.Complete]). A received frame may be passed
+// straight to Transmit (forwarding) instead of Release. The bytes of a
+// frame alias the UMEM: they are valid until the frame is released or
+// transmitted.
+//
+// # XDP
+//
+// Packets reach an AF_XDP socket only through an XDP program that
+// redirects them into an XSKMAP. [Open] loads and attaches one (package
+// bpf) unless told the XDP side belongs to someone else ([Options.XSKMap],
+// [Options.NoXDP]); sockets on several queues of one interface in one
+// process share it. Frames for queues with no socket, and frames that miss
+// [Options.Filter], go on to the kernel's stack.
+//
+// # Concurrency
+//
+// One goroutine may receive (Receive, Release of received frames, Refill)
+// while another transmits (Alloc, Transmit, Complete, Release of allocated
+// frames); forwarding a received frame needs one goroutine that does both.
+// Wait, Stats and Close may be called from any goroutine; Close waits for
+// the other calls in flight to return and makes later ones fail with
+// net.ErrClosed.
+package xsk

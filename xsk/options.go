@@ -1,0 +1,129 @@
+package xsk
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/ring"
+	"github.com/cilium/ebpf"
+)
+
+// BindMode selects how the socket binds to its queue.
+type BindMode int
+
+const (
+	// BindAuto tries zero-copy and falls back to copy mode when the
+	// driver does not support it.
+	BindAuto BindMode = iota
+	// BindCopy forces copy mode, which every driver supports.
+	BindCopy
+	// BindZeroCopy forces zero-copy; Open fails where the driver lacks it.
+	BindZeroCopy
+)
+
+func (m BindMode) String() string {
+	switch m {
+	case BindAuto:
+		return "auto"
+	case BindCopy:
+		return "copy"
+	case BindZeroCopy:
+		return "zero-copy"
+	}
+	return fmt.Sprintf("BindMode(%d)", int(m))
+}
+
+// Default ring size, in entries.
+const DefaultRingSize = 2048
+
+// Options configures a socket. The zero value (or a nil *Options) gives a
+// socket that loads its own XDP program (driver mode, else generic), binds
+// zero-copy where the driver can and copy mode elsewhere, uses need_wakeup,
+// and has a UMEM of 4096 frames of 2048 bytes (8 MiB) split evenly between
+// receive and transmit, with every ring 2048 entries.
+type Options struct {
+	// NumFrames is the number of UMEM frames. Default 4096.
+	NumFrames int
+	// FrameSize is the frame size in bytes, 2048 or 4096. Default 2048.
+	FrameSize int
+	// Headroom is the number of bytes kept free before each received
+	// packet. Default 0.
+	Headroom int
+	// TxFrames is the number of frames reserved for transmit.
+	// Default NumFrames/2.
+	TxFrames int
+	// HugePages backs the UMEM with huge pages where the system has them.
+	HugePages bool
+
+	// Ring sizes in entries, powers of two. Default 2048 each.
+	RxRingSize, TxRingSize, FillRingSize, CompletionRingSize int
+
+	// Bind selects zero-copy or copy mode. Default BindAuto.
+	Bind BindMode
+	// NoNeedWakeup turns off need_wakeup (XDP_USE_NEED_WAKEUP), making the
+	// kernel poll the rings instead of waiting to be kicked.
+	NoNeedWakeup bool
+	// ManualRings stops Receive from refilling the fill ring and Alloc and
+	// Transmit from reaping the completion ring: the caller calls Refill
+	// and Complete itself.
+	ManualRings bool
+
+	// XDPMode selects the attach mode of the XDP program Open loads.
+	// Default bpf.AttachAuto: driver mode, else generic.
+	XDPMode bpf.AttachMode
+	// Filter restricts which frames the program redirects; the rest go to
+	// the kernel's stack. Default: all frames.
+	Filter bpf.Filter
+	// ReplaceXDP lets Open replace an XDP program that someone else
+	// attached. Without it Open fails with an error matching bpf.ErrBusy.
+	ReplaceXDP bool
+	// MaxQueues is the size of the XSKMAP of the program Open loads.
+	// Default bpf.DefaultMaxQueues (64), raised to cover queue.
+	MaxQueues int
+
+	// XSKMap, when set, is an XSKMAP that someone else's program
+	// redirects into (an agent's, received over a Unix socket or opened
+	// from a pinned path). Open registers the socket at its queue there
+	// and loads no program.
+	XSKMap *ebpf.Map
+	// NoXDP makes Open load no program and register the socket nowhere:
+	// someone else puts FD into their XSKMAP.
+	NoXDP bool
+}
+
+func (o *Options) validate(queue int) error {
+	if o.RxRingSize == 0 {
+		o.RxRingSize = DefaultRingSize
+	}
+	if o.TxRingSize == 0 {
+		o.TxRingSize = DefaultRingSize
+	}
+	for _, r := range []struct {
+		name string
+		size int
+	}{{"RxRingSize", o.RxRingSize}, {"TxRingSize", o.TxRingSize}} {
+		if r.size < 1 || r.size > ring.MaxSize || bits.OnesCount(uint(r.size)) != 1 {
+			return fmt.Errorf("%s %d: must be a power of two", r.name, r.size)
+		}
+	}
+	if o.Bind < BindAuto || o.Bind > BindZeroCopy {
+		return fmt.Errorf("Bind %d: unknown bind mode", int(o.Bind))
+	}
+	if o.XDPMode < bpf.AttachAuto || o.XDPMode > bpf.AttachGeneric {
+		return fmt.Errorf("XDPMode %d: unknown attach mode", int(o.XDPMode))
+	}
+	if o.XSKMap != nil && o.NoXDP {
+		return fmt.Errorf("XSKMap and NoXDP: set at most one")
+	}
+	if o.XSKMap != nil && o.XSKMap.Type() != ebpf.XSKMap {
+		return fmt.Errorf("XSKMap: map type %s, want XSKMap", o.XSKMap.Type())
+	}
+	if o.XSKMap != nil && uint32(queue) >= o.XSKMap.MaxEntries() {
+		return fmt.Errorf("XSKMap: queue %d beyond the map's %d entries", queue, o.XSKMap.MaxEntries())
+	}
+	if o.MaxQueues < 0 {
+		return fmt.Errorf("MaxQueues %d: must not be negative", o.MaxQueues)
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/afxdp/afxdp/bpf"
+)
+
+// A process keeps one XDP program per interface, shared by its sockets on
+// that interface's queues. The kernel allows one program per XDP hook, so
+// a second socket on another queue registers in the first one's XSKMAP.
+
+type progKey struct {
+	netns   uint64 // inode of the network namespace
+	ifindex int
+}
+
+type sharedProg struct {
+	key  progKey
+	prog *bpf.Program
+	att  *bpf.Attachment
+	refs int
+	opts progOpts
+}
+
+type progOpts struct {
+	filter bpf.Filter
+	mode   bpf.AttachMode
+}
+
+var programs struct {
+	sync.Mutex
+	m map[progKey]*sharedProg
+}
+
+func currentNetns() (uint64, error) {
+	fi, err := os.Stat("/proc/thread-self/ns/net")
+	if err != nil {
+		return 0, fmt.Errorf("identify network namespace: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, errors.New("identify network namespace: no inode")
+	}
+	return st.Ino, nil
+}
+
+// acquireProgram returns the process's program on ifindex, loading and
+// attaching it if this is the first socket there.
+func acquireProgram(ifindex, queue int, o *Options) (*sharedProg, error) {
+	ns, err := currentNetns()
+	if err != nil {
+		return nil, err
+	}
+	key := progKey{ns, ifindex}
+	want := progOpts{filter: o.Filter, mode: o.XDPMode}
+
+	programs.Lock()
+	defer programs.Unlock()
+	if sp := programs.m[key]; sp != nil {
+		if sp.opts != want {
+			return nil, fmt.Errorf("attach xdp: this process already attached a program with filter %v, mode %v to the interface; another socket on it must use the same Filter and XDPMode",
+				sp.opts.filter, sp.opts.mode)
+		}
+		if queue >= sp.prog.MaxQueues() {
+			return nil, fmt.Errorf("attach xdp: queue %d beyond the XSKMAP of %d entries that this process's program on the interface has; set MaxQueues on the first socket",
+				queue, sp.prog.MaxQueues())
+		}
+		sp.refs++
+		return sp, nil
+	}
+
+	maxQ := o.MaxQueues
+	if maxQ == 0 {
+		maxQ = bpf.DefaultMaxQueues
+	}
+	maxQ = max(maxQ, queue+1)
+	prog, err := bpf.NewProgram(&bpf.ProgramOptions{Filter: o.Filter, MaxQueues: maxQ})
+	if err != nil {
+		return nil, err
+	}
+	att, err := prog.Attach(ifindex, &bpf.AttachOptions{Mode: o.XDPMode, Replace: o.ReplaceXDP})
+	if err != nil {
+		prog.Close()
+		return nil, err
+	}
+	sp := &sharedProg{key: key, prog: prog, att: att, refs: 1, opts: want}
+	if programs.m == nil {
+		programs.m = make(map[progKey]*sharedProg)
+	}
+	programs.m[key] = sp
+	return sp, nil
+}
+
+// release drops one reference, detaching and unloading the program with
+// the last.
+func (sp *sharedProg) release() error {
+	programs.Lock()
+	defer programs.Unlock()
+	sp.refs--
+	if sp.refs > 0 {
+		return nil
+	}
+	delete(programs.m, sp.key)
+	return errors.Join(sp.att.Close(), sp.prog.Close())
+}

@@ -1,0 +1,668 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/afxdp/afxdp/ring"
+	"github.com/afxdp/afxdp/umem"
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Desc describes a packet in a frame: where it starts in the UMEM and how
+// long it is.
+type Desc = ring.Desc
+
+// Socket is an AF_XDP socket bound to one queue of one interface, with its
+// UMEM and rings. See the package documentation for its concurrency rules.
+type Socket struct {
+	fd      int
+	evfd    int
+	ifname  string
+	ifindex int
+	queue   int
+
+	umem   *umem.UMEM
+	rxMem  []byte
+	txMem  []byte
+	rx     *ring.Consumer[Desc]
+	tx     *ring.Producer[Desc]
+	fill   *ring.Producer[uint64]
+	zc     bool
+	wakeup bool
+	manual bool
+
+	prog     *sharedProg // the process's program, when this socket uses it
+	xskmap   *ebpf.Map   // where the socket is registered, when it is
+	xdpMode  bpf.AttachMode
+	external bool
+
+	closed  atomic.Bool
+	waiters atomic.Int32
+	_       [64]byte
+	rxSide  sideCounters
+	txSide  sideCounters
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// sideCounters are written by one side; the padding keeps the receiving and
+// transmitting goroutines off each other's cache line.
+type sideCounters struct {
+	busy    atomic.Uint32
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	batches atomic.Uint64
+	wakeups atomic.Uint64
+	other   atomic.Uint64 // completions (transmit side)
+	_       [16]byte
+}
+
+// Open creates an AF_XDP socket on queue of the interface ifname, with its
+// UMEM and rings, binds it, and (unless opts say otherwise) loads and
+// attaches the XDP program that redirects the queue's frames to it.
+//
+// Open must run in the network namespace of the interface: the socket and
+// the program belong to the namespace of the calling thread.
+func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	s := &Socket{fd: -1, evfd: -1, ifname: ifname, queue: queue}
+	defer func() {
+		if err != nil {
+			err = s.opErr("open", err)
+		}
+	}()
+	if ifname == "" {
+		return nil, errors.New("interface name is empty")
+	}
+	if queue < 0 {
+		return nil, fmt.Errorf("queue %d: must not be negative", queue)
+	}
+	if err := o.validate(queue); err != nil {
+		return nil, err
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("unknown interface: %w", unix.ENODEV)
+	}
+	s.ifindex = ifi.Index
+	q, err := sys.QueryLinkQueues(s.ifindex)
+	if err != nil {
+		return nil, err
+	}
+	if q.RX > 0 && queue >= q.RX {
+		return nil, fmt.Errorf("queue %d: the interface has %d receive queues: %w", queue, q.RX, unix.EINVAL)
+	}
+
+	defer func() {
+		if err != nil {
+			s.teardown()
+		}
+	}()
+	s.umem, err = umem.New(&umem.Options{
+		NumFrames:          o.NumFrames,
+		FrameSize:          o.FrameSize,
+		Headroom:           o.Headroom,
+		TxFrames:           o.TxFrames,
+		HugePages:          o.HugePages,
+		FillRingSize:       o.FillRingSize,
+		CompletionRingSize: o.CompletionRingSize,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.bind(&o); err != nil {
+		return nil, err
+	}
+	if s.evfd, err = sys.Eventfd(); err != nil {
+		return nil, err
+	}
+
+	switch {
+	case o.NoXDP:
+		s.external = true
+	case o.XSKMap != nil:
+		s.external = true
+		if err := o.XSKMap.Update(uint32(queue), uint32(s.fd), ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("register in xskmap: %w", err)
+		}
+		s.xskmap = o.XSKMap
+	default:
+		s.prog, err = acquireProgram(s.ifindex, queue, &o)
+		if err != nil {
+			return nil, err
+		}
+		s.xdpMode = s.prog.att.Mode()
+		if err := s.prog.prog.Register(queue, s.fd); err != nil {
+			return nil, err
+		}
+		s.xskmap = s.prog.prog.XSKMap()
+	}
+	return s, nil
+}
+
+// bind creates the socket, registers the UMEM, maps the rings and binds,
+// falling back from zero-copy to copy mode in BindAuto. A socket whose
+// zero-copy bind failed is made anew for the copy-mode attempt.
+func (s *Socket) bind(o *Options) error {
+	modes := []BindMode{o.Bind}
+	if o.Bind == BindAuto {
+		modes = []BindMode{BindZeroCopy, BindCopy}
+	}
+	for _, mode := range modes {
+		err := s.setup(o)
+		if err == nil {
+			err = s.bindOnce(o, mode)
+		}
+		if err == nil {
+			break
+		}
+		if mode == BindZeroCopy && len(modes) > 1 && zeroCopyUnsupported(err) {
+			// Start over with a fresh socket in copy mode.
+			if err := s.unsetup(); err != nil {
+				return err
+			}
+			continue
+		}
+		if mode == BindZeroCopy && zeroCopyUnsupported(err) {
+			return fmt.Errorf("bind in zero-copy mode: the driver does not support AF_XDP zero-copy: %w: %w", ErrNotSupported, err)
+		}
+		return err
+	}
+	flags, err := sys.XDPOptions(s.fd)
+	if err != nil {
+		return err
+	}
+	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
+	s.wakeup = !o.NoNeedWakeup
+	s.manual = o.ManualRings
+	return nil
+}
+
+// errnoENOTSUPP is the kernel-internal ENOTSUPP (524), which some drivers
+// let reach user space.
+const errnoENOTSUPP = unix.Errno(524)
+
+func zeroCopyUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, errnoENOTSUPP)
+}
+
+// setup creates the socket and everything up to bind.
+func (s *Socket) setup(o *Options) (err error) {
+	if s.fd, err = sys.XSKSocket(); err != nil {
+		return err
+	}
+	if err := s.umem.Register(s.fd); err != nil {
+		return err
+	}
+	if err := sys.SetRingSize(s.fd, unix.XDP_RX_RING, o.RxRingSize); err != nil {
+		return fmt.Errorf("create rx ring of %d: %w", o.RxRingSize, err)
+	}
+	if err := sys.SetRingSize(s.fd, unix.XDP_TX_RING, o.TxRingSize); err != nil {
+		return fmt.Errorf("create tx ring of %d: %w", o.TxRingSize, err)
+	}
+	off, err := sys.MmapOffsets(s.fd)
+	if err != nil {
+		return err
+	}
+	s.rxMem, s.rx, err = umem.MapRing(s.fd, unix.XDP_PGOFF_RX_RING, off.Rx, o.RxRingSize, 16, ring.NewConsumer[Desc])
+	if err != nil {
+		return fmt.Errorf("map rx ring: %w", err)
+	}
+	s.txMem, s.tx, err = umem.MapRing(s.fd, unix.XDP_PGOFF_TX_RING, off.Tx, o.TxRingSize, 16, ring.NewProducer[Desc])
+	if err != nil {
+		return fmt.Errorf("map tx ring: %w", err)
+	}
+	s.fill = s.umem.FillRing()
+	return nil
+}
+
+func (s *Socket) bindOnce(o *Options, mode BindMode) error {
+	var flags uint16
+	if !o.NoNeedWakeup {
+		flags |= unix.XDP_USE_NEED_WAKEUP
+	}
+	switch mode {
+	case BindZeroCopy:
+		flags |= unix.XDP_ZEROCOPY
+	case BindCopy:
+		flags |= unix.XDP_COPY
+	}
+	// Prime the fill ring so that the first packets have frames.
+	s.umem.Refill()
+	if err := sys.Bind(s.fd, s.ifindex, s.queue, flags); err != nil {
+		return fmt.Errorf("bind in %s mode: %w", mode, err)
+	}
+	return nil
+}
+
+// unsetup undoes setup, leaving the UMEM mapped but unregistered and its
+// frames free.
+func (s *Socket) unsetup() error {
+	errs := []error{sys.Munmap(s.txMem), sys.Munmap(s.rxMem), s.umem.UnmapRings()}
+	s.txMem, s.rxMem, s.tx, s.rx, s.fill = nil, nil, nil, nil, nil
+	if s.fd >= 0 {
+		errs = append(errs, sys.Close(s.fd))
+		s.fd = -1
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// The kernel let go of the frames with the socket: start afresh.
+	old := s.umem.Options()
+	nu, err := umem.New(&old)
+	if err != nil {
+		return err
+	}
+	s.umem.Close()
+	s.umem = nu
+	return nil
+}
+
+// teardown releases everything in the reverse order of Open.
+func (s *Socket) teardown() error {
+	var errs []error
+	if s.xskmap != nil {
+		var err error
+		if s.prog != nil {
+			err = s.prog.prog.Unregister(s.queue)
+		} else if err = s.xskmap.Delete(uint32(s.queue)); errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("unregister from xskmap: %w", err))
+		}
+		s.xskmap = nil
+	}
+	if s.prog != nil {
+		errs = append(errs, s.prog.release())
+		s.prog = nil
+	}
+	if s.evfd >= 0 {
+		errs = append(errs, sys.Close(s.evfd))
+		s.evfd = -1
+	}
+	errs = append(errs, sys.Munmap(s.txMem), sys.Munmap(s.rxMem))
+	s.txMem, s.rxMem, s.tx, s.rx, s.fill = nil, nil, nil, nil, nil
+	if s.umem != nil {
+		errs = append(errs, s.umem.UnmapRings())
+	}
+	if s.fd >= 0 {
+		errs = append(errs, sys.Close(s.fd))
+		s.fd = -1
+	}
+	if s.umem != nil {
+		errs = append(errs, s.umem.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Close unregisters the socket, detaches the XDP program if this was the
+// last socket using it, and releases the rings, the socket and the UMEM.
+// It interrupts Wait, waits for calls in flight on other goroutines to
+// return, and makes later calls fail with net.ErrClosed. Slices returned by
+// Frame must not be used after Close. A second Close returns nil.
+func (s *Socket) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.evfd >= 0 {
+			sys.Signal(s.evfd)
+		}
+		for s.rxSide.busy.Load() != 0 || s.txSide.busy.Load() != 0 || s.waiters.Load() != 0 {
+			runtime.Gosched()
+		}
+		if err := s.teardown(); err != nil {
+			s.closeErr = s.opErr("close", err)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Socket) opErr(op string, err error) error {
+	return &OpError{Op: op, Interface: s.ifname, Queue: s.queue, Err: err}
+}
+
+// enter marks a side busy and reports whether the socket is open. The
+// store to busy and the load of closed pair with Close's store to closed
+// and load of busy, so that one of the two sees the other.
+func (s *Socket) enter(c *sideCounters) bool {
+	c.busy.Store(1)
+	if s.closed.Load() {
+		c.busy.Store(0)
+		return false
+	}
+	return true
+}
+
+// Receive takes up to len(descs) received packets off the RX ring into
+// descs and returns how many. It does not block: 0 means none are waiting.
+// Unless ManualRings is set it first refills the fill ring. The frames are
+// the caller's until Release (or Transmit).
+func (s *Socket) Receive(descs []Desc) (int, error) {
+	if !s.enter(&s.rxSide) {
+		return 0, s.opErr("receive", net.ErrClosed)
+	}
+	if !s.manual {
+		s.umem.Refill()
+	}
+	n := s.rx.Consume(descs)
+	if n == 0 {
+		if s.wakeup && s.fill.NeedWakeup() {
+			sys.WakeRx(s.fd)
+			s.rxSide.wakeups.Add(1)
+		}
+		s.rxSide.busy.Store(0)
+		return 0, nil
+	}
+	bytes := s.umem.Received(descs[:n])
+	s.rxSide.packets.Add(uint64(n))
+	s.rxSide.bytes.Add(bytes)
+	s.rxSide.batches.Add(1)
+	s.rxSide.busy.Store(0)
+	return n, nil
+}
+
+// Frame returns the bytes of the packet d describes: the frame's memory in
+// the UMEM, valid until the frame is released or transmitted (and never
+// after Close). Its capacity reaches the end of the frame, so a frame from
+// Alloc may be written up to cap. It returns nil for a descriptor outside
+// the UMEM.
+func (s *Socket) Frame(d Desc) []byte { return s.umem.Frame(d) }
+
+// Release gives frames back: received ones (on the receiving goroutine),
+// or allocated ones that will not be transmitted (on the transmitting
+// goroutine). It stops at the first descriptor that names no frame the
+// caller holds and returns an error matching ErrInvalidDesc.
+func (s *Socket) Release(descs []Desc) error {
+	if s.closed.Load() {
+		return s.opErr("release", net.ErrClosed)
+	}
+	for i := range descs {
+		if err := s.umem.Release(descs[i].Addr); err != nil {
+			return s.opErr("release", err)
+		}
+	}
+	return nil
+}
+
+// Refill moves free receive frames into the fill ring and returns how many.
+// Receive does this itself unless ManualRings is set.
+func (s *Socket) Refill() (int, error) {
+	if !s.enter(&s.rxSide) {
+		return 0, s.opErr("refill", net.ErrClosed)
+	}
+	n := s.umem.Refill()
+	s.rxSide.busy.Store(0)
+	return n, nil
+}
+
+// Alloc fills descs with free transmit frames and returns how many it got
+// (0 when all are in flight). Each descriptor's Addr is where a packet may
+// start and Len the room there; write the packet into Frame(d) and set Len
+// to its length before Transmit.
+func (s *Socket) Alloc(descs []Desc) (int, error) {
+	if !s.enter(&s.txSide) {
+		return 0, s.opErr("alloc", net.ErrClosed)
+	}
+	if !s.manual {
+		s.umem.Complete()
+	}
+	n := s.umem.Alloc(descs)
+	s.txSide.busy.Store(0)
+	return n, nil
+}
+
+// Transmit puts as many of descs on the TX ring as fit, in order, kicks
+// the kernel if it asks to be (always in copy mode, where the sending
+// happens in the kick), and returns how many it queued. The frames are the
+// kernel's from then on. A descriptor naming no frame the caller holds
+// stops the batch with an error matching ErrInvalidDesc; the ones before it
+// are queued.
+func (s *Socket) Transmit(descs []Desc) (int, error) {
+	if !s.enter(&s.txSide) {
+		return 0, s.opErr("transmit", net.ErrClosed)
+	}
+	n := uint32(min(len(descs), ring.MaxSize))
+	if free := s.tx.Free(n); n > free {
+		n = free
+	}
+	k, verr := s.umem.Send(descs[:n])
+	if k > 0 {
+		s.tx.Produce(descs[:k])
+		var bytes uint64
+		for i := range descs[:k] {
+			bytes += uint64(descs[i].Len)
+		}
+		s.txSide.packets.Add(uint64(k))
+		s.txSide.bytes.Add(bytes)
+		s.txSide.batches.Add(1)
+	}
+	var kerr error
+	if k > 0 || int(n) < len(descs) {
+		kerr = s.kick()
+	}
+	if !s.manual {
+		if c := s.umem.Complete(); c > 0 {
+			s.txSide.other.Add(uint64(c))
+		}
+	}
+	s.txSide.busy.Store(0)
+	if verr != nil {
+		return k, s.opErr("transmit", verr)
+	}
+	if kerr != nil {
+		return k, s.opErr("transmit", kerr)
+	}
+	return k, nil
+}
+
+// kick wakes the kernel to send what the TX ring holds, if it asks to be
+// woken. In copy mode the sending happens inside the system call, which
+// sends at most the socket's TX budget (32 frames by default) and answers
+// EAGAIN while more remain or while the completion ring is full: kick goes
+// on, reaping completions in between, until the ring is drained or a
+// bounded number of calls is spent. Transient refusals (EBUSY, ENOBUFS)
+// are not errors: the next kick retries.
+func (s *Socket) kick() error {
+	if s.wakeup && !s.tx.NeedWakeup() {
+		return nil
+	}
+	limit := int(s.tx.Size())/32 + 2
+	for i := 0; ; i++ {
+		s.txSide.wakeups.Add(1)
+		switch e := sys.Kick(s.fd); e {
+		case 0, unix.EBUSY, unix.ENOBUFS:
+			return nil
+		case unix.EAGAIN:
+			if s.zc || i >= limit {
+				return nil
+			}
+			if !s.manual {
+				if c := s.umem.Complete(); c > 0 {
+					s.txSide.other.Add(uint64(c))
+				}
+			}
+		default:
+			return fmt.Errorf("kick tx: sendto: %w", e)
+		}
+	}
+}
+
+// Kick wakes the kernel to send what the TX ring holds, if it asks to be
+// woken. Transmit does this itself; Kick serves callers who want to push
+// what is queued without queuing more.
+func (s *Socket) Kick() error {
+	if !s.enter(&s.txSide) {
+		return s.opErr("kick", net.ErrClosed)
+	}
+	err := s.kick()
+	s.txSide.busy.Store(0)
+	if err != nil {
+		return s.opErr("kick", err)
+	}
+	return nil
+}
+
+// Complete reaps the completion ring and returns how many frames finished
+// transmitting. Alloc and Transmit do this themselves unless ManualRings
+// is set.
+func (s *Socket) Complete() (int, error) {
+	if !s.enter(&s.txSide) {
+		return 0, s.opErr("complete", net.ErrClosed)
+	}
+	n := s.umem.Complete()
+	s.txSide.other.Add(uint64(n))
+	s.txSide.busy.Store(0)
+	return n, nil
+}
+
+// Events are what Wait waits for.
+type Events uint8
+
+const (
+	// Readable: the RX ring holds packets.
+	Readable Events = 1 << iota
+	// Writable: the TX ring has room.
+	Writable
+)
+
+// Wait blocks until one of events is ready or timeout passes (a negative
+// timeout waits forever), and returns the events that are ready (none on
+// timeout). Close interrupts it with net.ErrClosed. In copy mode, waiting
+// for Writable also makes the kernel send what the TX ring holds.
+func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
+	s.waiters.Add(1)
+	defer s.waiters.Add(-1)
+	if s.closed.Load() {
+		return 0, s.opErr("wait", net.ErrClosed)
+	}
+	var pe int16
+	if events&Readable != 0 {
+		pe |= unix.POLLIN
+	}
+	if events&Writable != 0 {
+		pe |= unix.POLLOUT
+	}
+	fds := []unix.PollFd{{Fd: int32(s.fd), Events: pe}, {Fd: int32(s.evfd), Events: unix.POLLIN}}
+	if _, err := sys.Poll(fds, timeout); err != nil {
+		return 0, s.opErr("wait", err)
+	}
+	if fds[1].Revents != 0 || s.closed.Load() {
+		return 0, s.opErr("wait", net.ErrClosed)
+	}
+	var got Events
+	if fds[0].Revents&unix.POLLIN != 0 {
+		got |= Readable
+	}
+	if fds[0].Revents&unix.POLLOUT != 0 {
+		got |= Writable
+	}
+	if fds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		return got, s.opErr("wait", fmt.Errorf("poll: revents %#x", fds[0].Revents))
+	}
+	return got, nil
+}
+
+// Stats are a socket's counters: the kernel's and the library's own.
+type Stats struct {
+	// From the kernel (XDP_STATISTICS).
+	RxDropped      uint64 // dropped for reasons other than the ones below
+	RxInvalidDescs uint64 // invalid descriptors in the fill ring
+	TxInvalidDescs uint64 // invalid descriptors in the TX ring
+	RxRingFull     uint64 // dropped because the RX ring was full
+	FillRingEmpty  uint64 // times the fill ring was empty when a packet came
+	TxRingEmpty    uint64 // times the kernel found the TX ring empty
+
+	// Counted by this library.
+	RxPackets, RxBytes, RxBatches uint64 // returned by Receive
+	TxPackets, TxBytes, TxBatches uint64 // queued by Transmit
+	Completed                     uint64 // transmit completions reaped
+	RxWakeups, TxWakeups          uint64 // wakeup system calls made
+}
+
+// Stats returns the socket's counters. It may be called from any goroutine.
+func (s *Socket) Stats() (Stats, error) {
+	if s.closed.Load() {
+		return Stats{}, s.opErr("stats", net.ErrClosed)
+	}
+	s.waiters.Add(1)
+	defer s.waiters.Add(-1)
+	if s.closed.Load() {
+		return Stats{}, s.opErr("stats", net.ErrClosed)
+	}
+	k, err := sys.Statistics(s.fd)
+	if err != nil {
+		return Stats{}, s.opErr("stats", err)
+	}
+	return Stats{
+		RxDropped:      k.Rx_dropped,
+		RxInvalidDescs: k.Rx_invalid_descs,
+		TxInvalidDescs: k.Tx_invalid_descs,
+		RxRingFull:     k.Rx_ring_full,
+		FillRingEmpty:  k.Rx_fill_ring_empty_descs,
+		TxRingEmpty:    k.Tx_ring_empty_descs,
+		RxPackets:      s.rxSide.packets.Load(),
+		RxBytes:        s.rxSide.bytes.Load(),
+		RxBatches:      s.rxSide.batches.Load(),
+		RxWakeups:      s.rxSide.wakeups.Load(),
+		TxPackets:      s.txSide.packets.Load(),
+		TxBytes:        s.txSide.bytes.Load(),
+		TxBatches:      s.txSide.batches.Load(),
+		TxWakeups:      s.txSide.wakeups.Load(),
+		Completed:      s.txSide.other.Load(),
+	}, nil
+}
+
+// Frames says where the UMEM's frames are. Call it only while no other
+// goroutine uses the socket.
+func (s *Socket) Frames() umem.Counts { return s.umem.Counts() }
+
+// FD is the socket's file descriptor, for registering it in an XSKMAP that
+// someone else owns, or for poll loops of the caller's own. It stays owned
+// by the Socket.
+func (s *Socket) FD() int { return s.fd }
+
+// Interface, Ifindex and Queue name what the socket is bound to.
+func (s *Socket) Interface() string { return s.ifname }
+func (s *Socket) Ifindex() int      { return s.ifindex }
+func (s *Socket) Queue() int        { return s.queue }
+
+// ZeroCopy reports whether the socket is bound in zero-copy mode (else
+// copy mode).
+func (s *Socket) ZeroCopy() bool { return s.zc }
+
+// Mode is the bind mode the socket got: BindZeroCopy or BindCopy.
+func (s *Socket) Mode() BindMode {
+	if s.zc {
+		return BindZeroCopy
+	}
+	return BindCopy
+}
+
+// XDPMode is the attach mode of the program this socket loaded (or
+// shares), or bpf.AttachAuto when the XDP side is someone else's.
+func (s *Socket) XDPMode() bpf.AttachMode { return s.xdpMode }
+
+// Program is the XDP program the socket uses, nil when the XDP side is
+// someone else's.
+func (s *Socket) Program() *bpf.Program {
+	if s.prog == nil {
+		return nil
+	}
+	return s.prog.prog
+}
+
+// UMEM is the socket's packet memory.
+func (s *Socket) UMEM() *umem.UMEM { return s.umem }

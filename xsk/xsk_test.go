@@ -1,0 +1,296 @@
+package xsk_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+const total = 100_000
+
+var udpFilter = bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: testPort}
+
+// openOn opens a socket on ep inside ep's namespace and closes it at
+// cleanup.
+func openOn(t testing.TB, ep netenv.Endpoint, queue int, o *xsk.Options) *xsk.Socket {
+	t.Helper()
+	var s *xsk.Socket
+	err := ep.Do(func() error {
+		var err error
+		s, err = xsk.Open(ep.Name, queue, o)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// receiveAll receives frames of fl on s until want have arrived or the
+// deadline passes, verifying each and releasing it. It reports progress in
+// got.
+func receiveAll(t testing.TB, s *xsk.Socket, fl *flow, want int, got *atomic.Int64, deadline time.Time) *seen {
+	sn := newSeen(want)
+	descs := make([]xsk.Desc, 64)
+	for sn.n < want && time.Now().Before(deadline) {
+		n, err := s.Receive(descs)
+		if err != nil {
+			t.Error(err)
+			return sn
+		}
+		if n == 0 {
+			if _, err := s.Wait(xsk.Readable, 10*time.Millisecond); err != nil {
+				t.Error(err)
+				return sn
+			}
+			continue
+		}
+		for _, d := range descs[:n] {
+			seq, err := fl.check(s.Frame(d))
+			if err == nil {
+				err = sn.add(seq)
+			}
+			if err != nil {
+				t.Error(err)
+				return sn
+			}
+		}
+		if err := s.Release(descs[:n]); err != nil {
+			t.Error(err)
+			return sn
+		}
+		got.Add(int64(n))
+	}
+	return sn
+}
+
+// sendWindowed sends frames 0..want-1 of fl through send, keeping at most
+// window frames ahead of what the receiver has counted in got.
+func sendWindowed(t testing.TB, fl *flow, want, window int, got *atomic.Int64, send func([]byte)) {
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(60 * time.Second)
+	for seq := 0; seq < want; seq++ {
+		for seq-int(got.Load()) >= window {
+			if time.Now().After(deadline) {
+				t.Errorf("receiver stalled at %d of %d frames", got.Load(), seq)
+				return
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+		n, err := fl.write(buf, uint64(seq))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		send(buf[:n])
+	}
+}
+
+func checkFramesHome(t testing.TB, s *xsk.Socket) {
+	t.Helper()
+	c := s.Frames()
+	if c.Total() != s.UMEM().Options().NumFrames || c.User() != 0 {
+		t.Errorf("frames not all accounted for: %+v (total %d)", c, c.Total())
+	}
+}
+
+func TestReceive(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	t.Logf("bound in %v mode, XDP %v", s.Mode(), s.XDPMode())
+	peer := newPacketSocket(t, v.Peer)
+	fl := newFlow(v.Peer, v.Host, 18)
+
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s, fl, total, &got, time.Now().Add(60*time.Second)) }()
+	sendWindowed(t, fl, total, 512, &got, func(b []byte) { peer.send(t, b) })
+	sn := <-done
+	if sn.n != total {
+		t.Fatalf("received %d of %d frames", sn.n, total)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stats %+v", st)
+	if st.RxPackets != total || st.RxDropped != 0 || st.RxRingFull != 0 || st.RxInvalidDescs != 0 {
+		t.Errorf("stats do not match %d frames received once: %+v", total, st)
+	}
+	var wantBytes uint64
+	for seq := range uint64(total) {
+		wantBytes += uint64(42 + fl.payloadLenFor(seq))
+	}
+	if st.RxBytes != wantBytes {
+		t.Errorf("RxBytes %d, want %d", st.RxBytes, wantBytes)
+	}
+	if st.RxBatches == 0 || st.RxBatches > st.RxPackets {
+		t.Errorf("RxBatches %d for %d packets", st.RxBatches, st.RxPackets)
+	}
+	checkFramesHome(t, s)
+}
+
+func TestTransmit(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	peer := newPacketSocket(t, v.Peer)
+	fl := newFlow(v.Host, v.Peer, 30)
+
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() {
+		sn := newSeen(total)
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(60 * time.Second)
+		for sn.n < total && time.Now().Before(deadline) {
+			n := peer.recv(t, buf, 100*time.Millisecond)
+			if n == 0 || !fl.ours(buf[:n]) {
+				continue
+			}
+			seq, err := fl.check(buf[:n])
+			if err == nil {
+				err = sn.add(seq)
+			}
+			if err != nil {
+				t.Error(err)
+				break
+			}
+			got.Add(1)
+		}
+		done <- sn
+	}()
+
+	descs := make([]xsk.Desc, 64)
+	seq := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for seq < total && time.Now().Before(deadline) {
+		if seq-int(got.Load()) >= 512 {
+			time.Sleep(20 * time.Microsecond)
+			continue
+		}
+		n, err := s.Alloc(descs[:min(len(descs), total-seq)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range descs[:n] {
+			l, err := fl.write(s.Frame(descs[i])[:descs[i].Len], uint64(seq+i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			descs[i].Len = uint32(l)
+		}
+		sent, err := s.Transmit(descs[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What did not fit goes back; its sequence numbers are sent
+		// again next round.
+		if err := s.Release(descs[sent:n]); err != nil {
+			t.Fatal(err)
+		}
+		seq += sent
+		if n == 0 || sent == 0 {
+			if _, err := s.Wait(xsk.Writable, time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sn := <-done
+	if sn.n != total {
+		t.Fatalf("peer received %d of %d frames", sn.n, total)
+	}
+	// Every frame comes back through the completion ring.
+	for s.Frames().Tx > 0 && time.Now().Before(deadline) {
+		s.Complete()
+		s.Kick()
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stats %+v", st)
+	if st.TxPackets != total || st.TxInvalidDescs != 0 || st.Completed != total {
+		t.Errorf("stats do not match %d frames sent: %+v", total, st)
+	}
+	checkFramesHome(t, s)
+}
+
+// TestReceiveAndTransmit receives on one goroutine while another transmits
+// on the same socket. Run it with -race.
+func TestReceiveAndTransmit(t *testing.T) {
+	const n = 20_000
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	peerTx := newPacketSocket(t, v.Peer)
+	peerRx := newPacketSocket(t, v.Peer)
+	in := newFlow(v.Peer, v.Host, 20)
+	out := newFlow(v.Host, v.Peer, 40)
+	out.hdr.SrcPort = 40001
+
+	var wg sync.WaitGroup
+	var gotIn, gotOut atomic.Int64
+	var inSeen *seen
+	wg.Add(3)
+	go func() { defer wg.Done(); inSeen = receiveAll(t, s, in, n, &gotIn, time.Now().Add(60*time.Second)) }()
+	go func() {
+		defer wg.Done()
+		sendWindowed(t, in, n, 256, &gotIn, func(b []byte) { peerTx.send(t, b) })
+	}()
+	outSeen := newSeen(n)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(60 * time.Second)
+		for outSeen.n < n && time.Now().Before(deadline) {
+			m := peerRx.recv(t, buf, 100*time.Millisecond)
+			if m == 0 || !out.ours(buf[:m]) {
+				continue
+			}
+			seq, err := out.check(buf[:m])
+			if err == nil {
+				err = outSeen.add(seq)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			gotOut.Add(1)
+		}
+	}()
+	descs := make([]xsk.Desc, 32)
+	for seq := 0; seq < n; {
+		if seq-int(gotOut.Load()) >= 256 {
+			time.Sleep(20 * time.Microsecond)
+			continue
+		}
+		k, err := s.Alloc(descs[:min(32, n-seq)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range descs[:k] {
+			l, _ := out.write(s.Frame(descs[i])[:descs[i].Len], uint64(seq+i))
+			descs[i].Len = uint32(l)
+		}
+		sent, err := s.Transmit(descs[:k])
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Release(descs[sent:k])
+		seq += sent
+	}
+	wg.Wait()
+	if inSeen.n != n || outSeen.n != n {
+		t.Fatalf("received %d and sent %d of %d frames", inSeen.n, outSeen.n, n)
+	}
+}
