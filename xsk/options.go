@@ -2,7 +2,9 @@ package xsk
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
+	"time"
 
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/ring"
@@ -69,6 +71,20 @@ type Options struct {
 	// and Complete itself.
 	ManualRings bool
 
+	// BusyPoll turns on preferred busy polling (SO_PREFER_BUSY_POLL and
+	// SO_BUSY_POLL, in microseconds): the kernel runs the driver's NAPI
+	// loop in the context of the program's wakeup calls instead of in a
+	// softirq, and Receive makes such a call whenever it finds nothing.
+	// Needs CAP_NET_ADMIN. Default 0: off.
+	BusyPoll time.Duration
+	// BusyPollBudget is the most packets one busy-poll round processes
+	// (SO_BUSY_POLL_BUDGET). Default 64 when BusyPoll is set.
+	BusyPollBudget int
+	// TxBudget is the most frames one kick sends in copy mode
+	// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17 and later), from 32 to
+	// TxRingSize. Default 0: the kernel's own (32).
+	TxBudget int
+
 	// XDPMode selects the attach mode of the XDP program Open loads.
 	// Default bpf.AttachAuto: driver mode, else generic.
 	XDPMode bpf.AttachMode
@@ -121,6 +137,19 @@ func (o *Options) validate(queue int) error {
 	}
 	if o.XSKMap != nil && uint32(queue) >= o.XSKMap.MaxEntries() {
 		return fmt.Errorf("XSKMap: queue %d beyond the map's %d entries", queue, o.XSKMap.MaxEntries())
+	}
+	if o.BusyPoll < 0 || o.BusyPoll > time.Duration(math.MaxInt32)*time.Microsecond {
+		return fmt.Errorf("BusyPoll %v: must be between 0 and %v", o.BusyPoll, time.Duration(math.MaxInt32)*time.Microsecond)
+	}
+	if o.BusyPollBudget < 0 || o.BusyPollBudget > math.MaxUint16 {
+		return fmt.Errorf("BusyPollBudget %d: must be between 0 and %d", o.BusyPollBudget, math.MaxUint16)
+	}
+	if o.BusyPollBudget > 0 && o.BusyPoll == 0 {
+		return fmt.Errorf("BusyPollBudget %d: needs BusyPoll", o.BusyPollBudget)
+	}
+	if o.TxBudget != 0 && (o.TxBudget < 32 || o.TxBudget > o.TxRingSize) {
+		// The kernel refuses budgets below its default of 32 (EPERM).
+		return fmt.Errorf("TxBudget %d: must be 0 or between 32 and TxRingSize (%d)", o.TxBudget, o.TxRingSize)
 	}
 	if o.MaxQueues < 0 {
 		return fmt.Errorf("MaxQueues %d: must not be negative", o.MaxQueues)

@@ -39,6 +39,10 @@ type Socket struct {
 	zc     bool
 	wakeup bool
 	manual bool
+	// busyPoll makes Receive call into the kernel whenever it finds
+	// nothing, to drive the driver's polling.
+	busyPoll bool
+	txBudget int
 
 	prog     *sharedProg // the process's program, when this socket uses it
 	xskmap   *ebpf.Map   // where the socket is registered, when it is
@@ -188,6 +192,40 @@ func (s *Socket) bind(o *Options) error {
 	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
 	s.wakeup = !o.NoNeedWakeup
 	s.manual = o.ManualRings
+	return s.tune(o)
+}
+
+// tune sets the socket options that change how the kernel serves it.
+func (s *Socket) tune(o *Options) error {
+	if o.BusyPoll > 0 {
+		budget := o.BusyPollBudget
+		if budget == 0 {
+			budget = 64
+		}
+		for _, opt := range []struct {
+			name     string
+			opt, val int
+		}{
+			{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+			{"SO_BUSY_POLL", unix.SO_BUSY_POLL, int(o.BusyPoll / time.Microsecond)},
+			{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget},
+		} {
+			if err := sys.SetsockoptInt(s.fd, unix.SOL_SOCKET, opt.opt, opt.val); err != nil {
+				return fmt.Errorf("set busy polling: %s %d: %w", opt.name, opt.val, err)
+			}
+		}
+		s.busyPoll = true
+	}
+	if o.TxBudget > 0 {
+		err := sys.SetsockoptInt(s.fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, o.TxBudget)
+		if errors.Is(err, unix.ENOPROTOOPT) {
+			return fmt.Errorf("set TxBudget %d: XDP_MAX_TX_SKB_BUDGET: %w by this kernel (Linux 6.17+): %w", o.TxBudget, ErrNotSupported, err)
+		}
+		if err != nil {
+			return fmt.Errorf("set TxBudget %d: XDP_MAX_TX_SKB_BUDGET: %w", o.TxBudget, err)
+		}
+		s.txBudget = o.TxBudget
+	}
 	return nil
 }
 
@@ -242,11 +280,28 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 	}
 	// Prime the fill ring so that the first packets have frames.
 	s.umem.Refill()
-	if err := sys.Bind(s.fd, s.ifindex, s.queue, flags); err != nil {
+	// A socket that was bound to this queue and just closed still holds
+	// it until a deferred kernel work item (xp_release_deferred) clears
+	// it, so EBUSY is retried for a while before it is believed.
+	deadline := time.Now().Add(busyRetry)
+	for {
+		err := sys.Bind(s.fd, s.ifindex, s.queue, flags)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, unix.EBUSY) {
+			if time.Now().Before(deadline) {
+				time.Sleep(2 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("bind in %s mode: another AF_XDP socket holds the queue: %w", mode, err)
+		}
 		return fmt.Errorf("bind in %s mode: %w", mode, err)
 	}
-	return nil
 }
+
+// busyRetry is how long bind retries EBUSY.
+const busyRetry = 2 * time.Second
 
 // unsetup undoes setup, leaving the UMEM mapped but unregistered and its
 // frames free.
@@ -359,7 +414,7 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 	}
 	n := s.rx.Consume(descs)
 	if n == 0 {
-		if s.wakeup && s.fill.NeedWakeup() {
+		if s.busyPoll || s.wakeup && s.fill.NeedWakeup() {
 			sys.WakeRx(s.fd)
 			s.rxSide.wakeups.Add(1)
 		}
@@ -479,7 +534,7 @@ func (s *Socket) kick() error {
 	if s.wakeup && !s.tx.NeedWakeup() {
 		return nil
 	}
-	limit := int(s.tx.Size())/32 + 2
+	limit := int(s.tx.Size())/max(s.txBudget, 32) + 2
 	for i := 0; ; i++ {
 		s.txSide.wakeups.Add(1)
 		switch e := sys.Kick(s.fd); e {
