@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the system packages the container tests need (internal/runc,
+# internal/cni): runc, the CNI reference plugins (/usr/lib/cni) and iproute2.
+# Idempotent: when everything is installed it only checks and returns.
+# Needs root (apt-get); CI runs it before the tests.
+set -euo pipefail
+
+pkgs=(runc containernetworking-plugins iproute2)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} > 0)); then
+	echo "deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	sudo=()
+	if ((EUID != 0)); then
+		sudo=(sudo)
+	fi
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Check what the tests use, not only what dpkg says.
+for f in /usr/sbin/runc /usr/lib/cni/ptp /usr/lib/cni/bridge /usr/lib/cni/macvlan \
+	/usr/lib/cni/ipvlan /usr/lib/cni/host-local; do
+	if [[ ! -x "$f" ]]; then
+		echo "deps: $f missing after install" >&2
+		exit 1
+	fi
+done
+command -v ip >/dev/null || { echo "deps: ip (iproute2) missing" >&2; exit 1; }
+echo "deps: runc $(runc --version | awk 'NR==1{print $3}'), CNI plugins, iproute2 present"
