@@ -1,0 +1,351 @@
+package pktgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
+)
+
+// Limits of the kernel's live-frame mode.
+const (
+	// MaxBatchSize is the largest BatchSize the kernel accepts
+	// (TEST_XDP_MAX_BATCH in net/bpf/test_run.c).
+	MaxBatchSize = 256
+	// DefaultBatchSize is the kernel's default (NAPI_POLL_WEIGHT).
+	DefaultBatchSize = 64
+	// MaxFrameLen is the longest frame this package offers: live frames
+	// live in one page together with XDP headroom, the kernel's per-page
+	// state and skb_shared_info, which leaves a little over 3.5 KiB on
+	// 4 KiB pages. The kernel has the last word (EINVAL).
+	MaxFrameLen = 3500
+	// DefaultChunk is the number of frames per BPF_PROG_RUN call when
+	// neither a rate nor a deadline asks for smaller calls.
+	DefaultChunk = 1 << 20
+	// minLen is ETH_HLEN: the kernel refuses shorter XDP input.
+	minLen = 14
+)
+
+// Options configures [New]. A nil *Options is not allowed: Frame is required.
+type Options struct {
+	// Frame is the Ethernet frame to send (without FCS), copied by New.
+	// Between 14 bytes and MaxFrameLen, and at most the target's MTU
+	// plus 14 (longer frames would be dropped silently by the redirect).
+	Frame []byte
+
+	// SrcPorts, when above 1, makes the generator rewrite the UDP source
+	// port of each frame to one of SrcPorts consecutive ports starting
+	// at the template's, fixing the UDP checksum, so that a receiver
+	// sees SrcPorts flows. Frame must then be UDP/IPv4 without IP
+	// options. Default 1: every frame is Frame byte for byte.
+	SrcPorts int
+
+	// BatchSize is how many frames the kernel builds and redirects per
+	// batch before flushing them to the target (and running softirqs).
+	// Default 64; at most MaxBatchSize.
+	BatchSize int
+
+	// Chunk is the largest number of frames per BPF_PROG_RUN system call.
+	// Smaller chunks let SendContext notice cancellation sooner; each
+	// call costs a page pool setup in the kernel. Default DefaultChunk.
+	Chunk int
+
+	// PPS limits the rate, in frames per second, by sending chunks of
+	// about a millisecond's worth and sleeping in between. Default 0:
+	// as fast as the kernel can.
+	PPS uint64
+
+	// Pin runs the system calls on CPU (sched_setaffinity of the calling
+	// thread for the duration of each send). On veth the CPU that runs
+	// the program picks the RX queue on the far side (CPU modulo the
+	// number of queues). Default: no pinning.
+	Pin bool
+	// CPU is the CPU number used when Pin is set.
+	CPU int
+}
+
+// Generator sends one frame, again and again, out of one interface.
+//
+// Its send methods are serialised by a mutex: calls from several goroutines
+// take turns. Close waits for a send in progress; Total may be called at
+// any time.
+type Generator struct {
+	mu      sync.Mutex
+	closed  bool
+	ifindex int
+	opts    Options
+	frame   []byte
+	state   *ebpf.Map // [0] = u64 frames left in the current run
+	devmap  *ebpf.Map // [0] = target ifindex
+	prog    *ebpf.Program
+	total   atomic.Uint64 // frames offered since New
+}
+
+// New loads the generator's XDP program and points it at the interface
+// ifindex in the calling thread's network namespace (wrap New in
+// [netenv.Endpoint.Do], or use [NewFor]). Once made, the generator may send
+// from any namespace: the target is held by a DEVMAP entry, which names the
+// device itself rather than an ifindex to be looked up at send time.
+//
+// Frames redirected to one end of a veth pair come out of the other end,
+// whose receive path must have NAPI enabled (an XDP program attached, as
+// an AF_XDP socket does, or a [Sink]); otherwise veth drops them.
+func New(ifindex int, opts *Options) (_ *Generator, err error) {
+	if opts == nil {
+		return nil, errors.New("create packet generator: Options required (Frame)")
+	}
+	o := *opts
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return nil, fmt.Errorf("create packet generator: ifindex %d: %w", ifindex, unix.ENODEV)
+	}
+	ifi, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return nil, fmt.Errorf("create packet generator: ifindex %d: %w", ifindex, unix.ENODEV)
+	}
+	if err := o.validate(ifi); err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: %w", ifi.Name, err)
+	}
+
+	g := &Generator{ifindex: ifindex, opts: o, frame: append([]byte(nil), o.Frame...)}
+	g.opts.Frame = g.frame
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+	g.state, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "pktgen_state", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: create state map: %w", ifi.Name, err)
+	}
+	g.devmap, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "pktgen_target", Type: ebpf.DevMap, KeySize: 4, ValueSize: 4, MaxEntries: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: create devmap: %w", ifi.Name, err)
+	}
+	if err := g.devmap.Put(uint32(0), uint32(ifindex)); err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: add ifindex %d to devmap: %w", ifi.Name, ifindex, err)
+	}
+	var pr *portRewrite
+	if o.SrcPorts > 1 {
+		r := newPortRewrite(g.frame, o.SrcPorts)
+		pr = &r
+	}
+	g.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "pktgen",
+		Type:         ebpf.XDP,
+		License:      "Dual MIT/GPL",
+		Instructions: generatorProgram(g.state, g.devmap, pr),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: load program: %w", ifi.Name, err)
+	}
+	return g, nil
+}
+
+// NewFor is [New] for an endpoint, run inside the endpoint's namespace.
+func NewFor(ep netenv.Endpoint, opts *Options) (*Generator, error) {
+	var g *Generator
+	err := ep.Do(func() error {
+		var err error
+		g, err = New(ep.Index, opts)
+		return err
+	})
+	return g, err
+}
+
+func (o *Options) validate(ifi *net.Interface) error {
+	switch {
+	case len(o.Frame) < minLen:
+		return fmt.Errorf("Frame of %d bytes: must be at least %d", len(o.Frame), minLen)
+	case len(o.Frame) > MaxFrameLen:
+		return fmt.Errorf("Frame of %d bytes: must be at most %d", len(o.Frame), MaxFrameLen)
+	case ifi.MTU > 0 && len(o.Frame) > ifi.MTU+minLen:
+		return fmt.Errorf("Frame of %d bytes: longer than MTU %d plus the Ethernet header", len(o.Frame), ifi.MTU)
+	case o.BatchSize < 0 || o.BatchSize > MaxBatchSize:
+		return fmt.Errorf("BatchSize %d: must be between 1 and %d", o.BatchSize, MaxBatchSize)
+	case o.Chunk < 0 || o.Chunk > math.MaxUint32:
+		return fmt.Errorf("Chunk %d: must be between 1 and %d", o.Chunk, uint32(math.MaxUint32))
+	case o.SrcPorts < 0 || o.SrcPorts > 1<<16:
+		return fmt.Errorf("SrcPorts %d: must be between 1 and 65536", o.SrcPorts)
+	case o.Pin && (o.CPU < 0 || o.CPU >= runtime.NumCPU()):
+		return fmt.Errorf("CPU %d: must be between 0 and %d", o.CPU, runtime.NumCPU()-1)
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Chunk == 0 {
+		o.Chunk = DefaultChunk
+	}
+	if o.SrcPorts > 1 {
+		p, err := packet.Parse(o.Frame)
+		if err != nil {
+			return fmt.Errorf("SrcPorts %d: Frame must be UDP/IPv4: %w", o.SrcPorts, err)
+		}
+		if o.Frame[packet.EthLen]&0x0f != 5 {
+			return fmt.Errorf("SrcPorts %d: Frame must have no IPv4 options", o.SrcPorts)
+		}
+		if int(p.SrcPort)+o.SrcPorts > 1<<16 {
+			return fmt.Errorf("SrcPorts %d: source port %d plus SrcPorts passes 65535", o.SrcPorts, p.SrcPort)
+		}
+	}
+	return nil
+}
+
+// Send sends exactly n frames (at the configured rate, if any) and returns
+// how many it offered to the target: n, unless an error stopped it early.
+// A frame is offered when the program redirected it; the target may still
+// drop it (a full veth ring, a link that is down), which its own counters
+// show.
+func (g *Generator) Send(n uint64) (uint64, error) {
+	return g.SendContext(context.Background(), n)
+}
+
+// SendFor sends for about d and returns the number of frames offered.
+func (g *Generator) SendFor(d time.Duration) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	n, err := g.SendContext(ctx, 0)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil
+	}
+	return n, err
+}
+
+// SendContext sends n frames, or with n == 0 until ctx is done, and returns
+// the number offered. When ctx ends first it returns ctx's error with the
+// count so far; a chunk already handed to the kernel runs to its end.
+func (g *Generator) SendContext(ctx context.Context, n uint64) (sent uint64, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, fmt.Errorf("send frames: %w", net.ErrClosed)
+	}
+	if g.opts.Pin {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		restore, err := pin(g.opts.CPU)
+		if err != nil {
+			return 0, err
+		}
+		defer restore()
+	}
+
+	chunk := uint64(g.opts.Chunk)
+	_, hasDeadline := ctx.Deadline()
+	if ctx.Done() != nil && (hasDeadline || n == 0) && chunk > 1<<16 {
+		chunk = 1 << 16 // notice the end within some milliseconds
+	}
+	var start time.Time
+	if g.opts.PPS > 0 {
+		chunk = min(chunk, max(uint64(g.opts.BatchSize), g.opts.PPS/1000))
+		start = time.Now()
+	}
+	for n == 0 || sent < n {
+		if err := ctx.Err(); err != nil {
+			return sent, err
+		}
+		c := chunk
+		if n != 0 {
+			c = min(c, n-sent)
+		}
+		if g.opts.PPS > 0 {
+			due := time.Duration(float64(sent) / float64(g.opts.PPS) * float64(time.Second))
+			if wait := due - time.Since(start); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return sent, ctx.Err()
+				case <-t.C:
+				}
+			}
+		}
+		done, err := g.run(uint32(c))
+		sent += done
+		g.total.Add(done)
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// run offers n frames with one BPF_PROG_RUN (restarted by cilium/ebpf after
+// EINTR; the budget in the state map keeps the count exact).
+func (g *Generator) run(n uint32) (uint64, error) {
+	if err := g.state.Put(uint32(0), uint64(n)); err != nil {
+		return 0, fmt.Errorf("send frames: set budget: %w", err)
+	}
+	_, runErr := g.prog.Run(&ebpf.RunOptions{
+		Data:      g.frame,
+		Repeat:    n,
+		Flags:     unix.BPF_F_TEST_XDP_LIVE_FRAMES,
+		BatchSize: uint32(g.opts.BatchSize),
+	})
+	var left uint64
+	if err := g.state.Lookup(uint32(0), &left); err != nil {
+		return 0, errors.Join(runErr, fmt.Errorf("send frames: read budget: %w", err))
+	}
+	done := uint64(n) - min(left, uint64(n))
+	if runErr != nil {
+		return done, fmt.Errorf("send frames: BPF_PROG_RUN live frames: %w", runErr)
+	}
+	return done, nil
+}
+
+// Total is the number of frames offered since New, updated after every
+// BPF_PROG_RUN call; it may be read while a send is in progress.
+func (g *Generator) Total() uint64 { return g.total.Load() }
+
+// Close unloads the program and frees the maps. A second Close returns nil.
+func (g *Generator) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	var errs []error
+	if g.prog != nil {
+		errs = append(errs, g.prog.Close())
+	}
+	if g.devmap != nil {
+		errs = append(errs, g.devmap.Close())
+	}
+	if g.state != nil {
+		errs = append(errs, g.state.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close packet generator: %w", err)
+	}
+	return nil
+}
+
+// pin moves the calling (locked) thread to cpu and returns a function that
+// restores its previous affinity.
+func pin(cpu int) (func(), error) {
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return nil, fmt.Errorf("pin to cpu %d: %w", cpu, os.NewSyscallError("sched_getaffinity", err))
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return nil, fmt.Errorf("pin to cpu %d: %w", cpu, os.NewSyscallError("sched_setaffinity", err))
+	}
+	return func() { unix.SchedSetaffinity(0, &old) }, nil
+}

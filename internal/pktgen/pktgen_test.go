@@ -1,0 +1,284 @@
+package pktgen_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// udpFrame builds a UDP frame from one end of v to the other.
+func udpFrame(t testing.TB, from, to netenv.Endpoint, payloadLen int) []byte {
+	t.Helper()
+	b := make([]byte, packet.FrameLen(payloadLen))
+	packet.FillPayload(b[packet.HeadersLen:], 7)
+	u := packet.UDP{
+		SrcMAC: from.MAC, DstMAC: to.MAC,
+		SrcIP: from.IP(), DstIP: to.IP(),
+		SrcPort: 40000, DstPort: 9,
+	}
+	if _, err := u.Write(b, payloadLen); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newVeth makes a veth pair with static neighbour entries, so that no ARP
+// traffic disturbs the counts.
+func newVeth(t testing.TB) *netenv.Veth {
+	t.Helper()
+	v := testenv.NewVeth(t, nil)
+	if err := pktgen.AddNeighbors(v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func readCounters(t testing.TB, ep netenv.Endpoint) pktgen.Counters {
+	t.Helper()
+	c, err := pktgen.ReadCounters(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func attachSink(t testing.TB, ep netenv.Endpoint, v pktgen.Verdict) {
+	t.Helper()
+	p, err := pktgen.AttachSink(ep, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func newGen(t testing.TB, ep netenv.Endpoint, opts *pktgen.Options) *pktgen.Generator {
+	t.Helper()
+	g, err := pktgen.NewFor(ep, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return g
+}
+
+// waitRx waits until ep has received want more packets than before, and
+// fails if it gets more or stops short.
+func waitRx(t testing.TB, ep netenv.Endpoint, before pktgen.Counters, want uint64) pktgen.Counters {
+	t.Helper()
+	var d pktgen.Counters
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		d = readCounters(t, ep).Sub(before)
+		if d.RxPackets >= want {
+			break
+		}
+	}
+	// Give stragglers a moment to show up, so that extras fail the test.
+	time.Sleep(20 * time.Millisecond)
+	d = readCounters(t, ep).Sub(before)
+	if d.RxPackets != want {
+		t.Fatalf("%s received %d packets (%d dropped), want %d", ep.Name, d.RxPackets, d.RxDropped, want)
+	}
+	return d
+}
+
+func TestSendCountedAtPeer(t *testing.T) {
+	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Pass)
+	frame := udpFrame(t, v.Host, v.Peer, 18) // 60-byte frame
+	g := newGen(t, v.Host, &pktgen.Options{Frame: frame})
+
+	const n = 100_000
+	before := readCounters(t, v.Peer)
+	sent, err := g.Send(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent != n {
+		t.Fatalf("Send(%d) = %d", n, sent)
+	}
+	d := waitRx(t, v.Peer, before, n)
+	if d.RxBytes != n*uint64(len(frame)) {
+		t.Errorf("peer received %d bytes, want %d", d.RxBytes, n*len(frame))
+	}
+	if g.Total() != n {
+		t.Errorf("Total() = %d, want %d", g.Total(), n)
+	}
+}
+
+// TestSendAcrossNamespaces makes the generator inside the peer's namespace,
+// aimed at the peer, and sends from the test's namespace: the frames come
+// out at the host end.
+func TestSendAcrossNamespaces(t *testing.T) {
+	v := newVeth(t)
+	attachSink(t, v.Host, pktgen.Pass)
+	g := newGen(t, v.Peer, &pktgen.Options{Frame: udpFrame(t, v.Peer, v.Host, 100), Chunk: 1000, BatchSize: 16})
+	before := readCounters(t, v.Host)
+	const n = 12_345 // not a multiple of the chunk or the batch
+	if sent, err := g.Send(n); err != nil || sent != n {
+		t.Fatalf("Send(%d) = %d, %v", n, sent, err)
+	}
+	waitRx(t, v.Host, before, n)
+}
+
+// TestFramesArriveIntact reads the generated frames at the peer with a raw
+// packet socket and checks every byte, with source ports varied.
+func TestFramesArriveIntact(t *testing.T) {
+	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Pass)
+	const ports = 5
+	frame := udpFrame(t, v.Host, v.Peer, 64)
+	g := newGen(t, v.Host, &pktgen.Options{Frame: frame, SrcPorts: ports})
+
+	var fd int
+	err := v.Peer.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: v.Peer.Index})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	// Each frame arrives in a page of its own (the skb's truesize is over
+	// 4 KiB), so the default receive buffer holds only about 50.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 100
+	if sent, err := g.Send(n); err != nil || sent != n {
+		t.Fatalf("Send(%d) = %d, %v", n, sent, err)
+	}
+	seen := map[uint16]int{}
+	buf := make([]byte, 2048)
+	for i := range n {
+		m, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		p, err := packet.Parse(buf[:m])
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if seq, ok := packet.CheckPayload(p.Payload); !ok || seq != 7 {
+			t.Fatalf("frame %d: bad payload (seq %d)", i, seq)
+		}
+		if p.DstPort != 9 || p.SrcIP != v.Host.IP() || p.DstIP != v.Peer.IP() {
+			t.Fatalf("frame %d: unexpected headers %+v", i, p)
+		}
+		seen[p.SrcPort]++
+	}
+	for port := uint16(40000); port < 40000+ports; port++ {
+		if seen[port] != n/ports {
+			t.Errorf("source port %d seen %d times, want %d (all: %v)", port, seen[port], n/ports, seen)
+		}
+	}
+}
+
+func TestSendFor(t *testing.T) {
+	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Pass)
+	g := newGen(t, v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18), PPS: 50_000})
+	before := readCounters(t, v.Peer)
+	sent, err := g.SendFor(50 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent == 0 {
+		t.Fatal("SendFor sent nothing")
+	}
+	waitRx(t, v.Peer, before, sent)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := g.SendContext(ctx, 10); !errors.Is(err, context.Canceled) || n != 0 {
+		t.Errorf("SendContext(cancelled) = %d, %v; want 0, context.Canceled", n, err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	v := newVeth(t)
+	frame := udpFrame(t, v.Host, v.Peer, 18)
+	tests := []struct {
+		name    string
+		ifindex int
+		opts    *pktgen.Options
+		errno   error
+	}{
+		{"nil options", v.Host.Index, nil, nil},
+		{"ifindex 0", 0, &pktgen.Options{Frame: frame}, unix.ENODEV},
+		{"unknown ifindex", 1 << 30, &pktgen.Options{Frame: frame}, unix.ENODEV},
+		{"peer ifindex in the wrong namespace", v.Peer.Index + 1000, &pktgen.Options{Frame: frame}, unix.ENODEV},
+		{"empty frame", v.Host.Index, &pktgen.Options{}, nil},
+		{"13-byte frame", v.Host.Index, &pktgen.Options{Frame: frame[:13]}, nil},
+		{"frame over MTU", v.Host.Index, &pktgen.Options{Frame: make([]byte, 1515)}, nil},
+		{"frame over page", v.Host.Index, &pktgen.Options{Frame: make([]byte, 4096)}, nil},
+		{"batch too big", v.Host.Index, &pktgen.Options{Frame: frame, BatchSize: 257}, nil},
+		{"negative batch", v.Host.Index, &pktgen.Options{Frame: frame, BatchSize: -1}, nil},
+		{"ports on a non-UDP frame", v.Host.Index, &pktgen.Options{Frame: make([]byte, 60), SrcPorts: 2}, nil},
+		{"ports past 65535", v.Host.Index, &pktgen.Options{Frame: frame, SrcPorts: 30000}, nil},
+		{"bad CPU", v.Host.Index, &pktgen.Options{Frame: frame, Pin: true, CPU: 1 << 20}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := pktgen.New(tt.ifindex, tt.opts)
+			if err == nil {
+				g.Close()
+				t.Fatal("New succeeded")
+			}
+			if tt.errno != nil && !errors.Is(err, tt.errno) {
+				t.Errorf("New: %v, want %v", err, tt.errno)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestCloseTwiceAndSendAfterClose(t *testing.T) {
+	v := newVeth(t)
+	before := testenv.Snapshot(t)
+	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18), Pin: true, CPU: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := g.Send(10); err != nil || n != 10 {
+		t.Fatalf("Send(10) = %d, %v", n, err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := g.Send(1); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send after Close: %v, want net.ErrClosed", err)
+	}
+	if after := testenv.Snapshot(t); after.FDs != before.FDs {
+		t.Errorf("fds: %d before, %d after", before.FDs, after.FDs)
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
