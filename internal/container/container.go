@@ -1,0 +1,276 @@
+// Package container starts a child process the way a container runtime
+// would start an unprivileged workload, so that tests can check what such a
+// workload can and cannot do: new mount, PID, IPC and UTS namespaces, an
+// existing network namespace joined before exec, a non-root UID and GID,
+// and no capabilities but the ambient ones asked for (CAP_NET_RAW for
+// AF_XDP).
+//
+// Tests usually re-execute their own binary as the child: [Executable]
+// copies it where another UID may run it, [Options.Child] names the
+// function the child runs, and the test's TestMain calls [RunChild] first.
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ChildEnv is the environment variable that tells a re-executed test binary
+// which child function to run.
+const ChildEnv = "AFXDP_CONTAINER_CHILD"
+
+// Nobody is the default UID and GID of a child.
+const Nobody = 65534
+
+// Options configures [Start].
+type Options struct {
+	// Path is the program to run. Required; see Executable.
+	Path string
+	// Args are the program's arguments (without argv[0]).
+	Args []string
+	// Child, when set, is put in the environment as ChildEnv=Child.
+	Child string
+	// Env is added to the child's environment, which otherwise holds only
+	// PATH and ChildEnv.
+	Env []string
+
+	// UID and GID the child runs as. Default 65534 (nobody); 0 is
+	// refused, since the point is an unprivileged child.
+	UID, GID int
+
+	// Caps are the capabilities the child keeps, as ambient capabilities
+	// (unix.CAP_NET_RAW, ...). Default: none.
+	Caps []uintptr
+
+	// Netns is the path of a network namespace the child joins (for
+	// example netenv.Netns.Path()). Default: the caller's.
+	Netns string
+
+	// ShareNamespaces keeps the caller's mount, PID, IPC and UTS
+	// namespaces instead of making new ones.
+	ShareNamespaces bool
+
+	// Memlock, when not zero, is the child's soft RLIMIT_MEMLOCK in bytes
+	// (an unprivileged process charges AF_XDP UMEM against it). Raising it
+	// above the caller's hard limit needs CAP_SYS_RESOURCE.
+	Memlock uint64
+
+	// Stdout and Stderr receive the child's output; default: discarded.
+	Stdout, Stderr io.Writer
+
+	// ExtraFiles are passed as descriptors 3, 4, ...
+	ExtraFiles []*os.File
+}
+
+// Process is a started child.
+type Process struct {
+	Cmd *exec.Cmd
+
+	waitOnce sync.Once
+	waitErr  error
+}
+
+// rlimitMu serialises the temporary change of this process's
+// RLIMIT_MEMLOCK that a child inherits.
+var rlimitMu sync.Mutex
+
+// Start starts the child. It is killed with SIGKILL if the calling thread's
+// process dies (Pdeathsig).
+func Start(opts *Options) (*Process, error) {
+	if opts == nil || opts.Path == "" {
+		return nil, errors.New("start child: Path is required")
+	}
+	o := *opts
+	if o.UID == 0 {
+		o.UID = Nobody
+	}
+	if o.GID == 0 {
+		o.GID = Nobody
+	}
+	if o.UID < 0 || o.GID < 0 {
+		return nil, fmt.Errorf("start child: UID %d, GID %d: must not be negative", o.UID, o.GID)
+	}
+	cmd := exec.Command(o.Path, o.Args...)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if o.Child != "" {
+		cmd.Env = append(cmd.Env, ChildEnv+"="+o.Child)
+	}
+	cmd.Env = append(cmd.Env, o.Env...)
+	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
+	cmd.ExtraFiles = o.ExtraFiles
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: uint32(o.UID), Gid: uint32(o.GID), Groups: []uint32{}},
+		AmbientCaps: o.Caps,
+		Pdeathsig:   syscall.SIGKILL,
+	}
+	if !o.ShareNamespaces {
+		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS
+	}
+
+	start := cmd.Start
+	if o.Memlock != 0 {
+		inner := start
+		start = func() error {
+			rlimitMu.Lock()
+			defer rlimitMu.Unlock()
+			var old unix.Rlimit
+			if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+				return fmt.Errorf("get RLIMIT_MEMLOCK: %w", err)
+			}
+			want := unix.Rlimit{Cur: o.Memlock, Max: max(o.Memlock, old.Max)}
+			if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &want); err != nil {
+				return fmt.Errorf("set RLIMIT_MEMLOCK: %w", err)
+			}
+			defer unix.Setrlimit(unix.RLIMIT_MEMLOCK, &old)
+			return inner()
+		}
+	}
+	if o.Netns != "" {
+		inner := start
+		start = func() error { return inNetns(o.Netns, inner) }
+	}
+	if err := start(); err != nil {
+		return nil, fmt.Errorf("start child %s: %w", filepath.Base(o.Path), err)
+	}
+	return &Process{Cmd: cmd}, nil
+}
+
+// inNetns runs fn on a thread inside the network namespace at path. A child
+// forked by fn inherits the namespace: the fork happens on this thread.
+func inNetns(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	defer func() {
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and the runtime discards it
+	}()
+	return fn()
+}
+
+// Wait waits for the child to exit; later calls return the same result.
+func (p *Process) Wait() error {
+	p.waitOnce.Do(func() { p.waitErr = p.Cmd.Wait() })
+	return p.waitErr
+}
+
+// Kill sends SIGKILL and reaps the child. Killing a child that already
+// exited is not an error.
+func (p *Process) Kill() error {
+	if err := p.Cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill child %d: %w", p.Cmd.Process.Pid, err)
+	}
+	p.Wait()
+	return nil
+}
+
+// Executable copies the running program into a new directory under the
+// system's temporary directory, both world-readable and executable, so that
+// a child with another UID may run it (go test builds its binaries, and
+// t.TempDir makes its directories, where only their owner can enter). The
+// copy is removed at tb's cleanup. It returns the copy's path.
+func Executable(tb testing.TB) string {
+	tb.Helper()
+	path, err := copyExecutable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(filepath.Dir(path)) })
+	return path
+}
+
+func copyExecutable() (_ string, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "afxdp-container-")
+	if err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	defer src.Close()
+	path := filepath.Join(dir, filepath.Base(self))
+	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		return "", fmt.Errorf("copy executable: %w", err)
+	}
+	return path, nil
+}
+
+// RunChild runs, and exits with the status of, the child function named by
+// ChildEnv when the variable is set; otherwise it returns at once. Call it
+// first in TestMain.
+func RunChild(children map[string]func() int) {
+	name := os.Getenv(ChildEnv)
+	if name == "" {
+		return
+	}
+	fn, ok := children[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "container: no child function %q\n", name)
+		os.Exit(2)
+	}
+	os.Exit(fn())
+}
+
+// Caps returns the process's effective capability set, as the bit mask of
+// /proc/self/status's CapEff line.
+func Caps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read capabilities: %w", err)
+	}
+	var v uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		if n, _ := fmt.Sscanf(line, "CapEff:\t%x", &v); n == 1 {
+			return v, nil
+		}
+	}
+	return 0, errors.New("read capabilities: no CapEff line")
+}

@@ -1,0 +1,94 @@
+package container
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	RunChild(map[string]func() int{
+		"report": reportChild,
+	})
+	os.Exit(m.Run())
+}
+
+// reportChild prints what the child is: uid, gid, pid, capabilities, net
+// namespace and memlock limit.
+func reportChild() int {
+	caps, err := Caps()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	netns, _ := os.Readlink("/proc/self/ns/net")
+	var rl unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl)
+	// Only CAP_NET_RAW may create a raw packet socket.
+	_, perr := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	fmt.Printf("uid=%d gid=%d pid=%d caps=%#x netns=%s memlock=%d packet=%v\n",
+		os.Getuid(), os.Getgid(), os.Getpid(), caps, netns, rl.Cur, perr == nil)
+	return 0
+}
+
+func TestStartUnprivilegedChild(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	exe := Executable(t)
+	ns := testenv.NewNetns(t)
+	wantNS, err := os.Readlink(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		caps   []uintptr
+		packet bool
+	}{
+		{"net_raw", []uintptr{unix.CAP_NET_RAW}, true},
+		{"no_caps", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			p, err := Start(&Options{Path: exe, Child: "report", UID: 4242, GID: 4343, Caps: tc.caps,
+				Netns: ns.Path(), Memlock: 4 << 20, Stdout: &out, Stderr: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Wait(); err != nil {
+				t.Fatalf("child: %v: %s", err, out.String())
+			}
+			var wantCaps uint64
+			for _, c := range tc.caps {
+				wantCaps |= 1 << c
+			}
+			want := fmt.Sprintf("uid=4242 gid=4343 pid=1 caps=%#x netns=%s memlock=%d packet=%v\n",
+				wantCaps, wantNS, 4<<20, tc.packet)
+			if got := out.String(); got != want {
+				t.Errorf("child reported\n%s want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestKill(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	p, err := Start(&Options{Path: "/bin/sleep", Args: []string{"60"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatalf("second kill: %v", err)
+	}
+	if err := p.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("wait after kill: %v", err)
+	}
+}
