@@ -1,0 +1,55 @@
+package agent_test
+
+import (
+	"fmt"
+	"log"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/bpf"
+)
+
+// The privileged side: serve eth1, redirecting UDP port 4789, to UID 1000.
+func ExampleNewServer() {
+	srv, err := agent.NewServer(&agent.ServerOptions{
+		Devices: []agent.Device{{
+			Name:   "eth1",
+			Filter: bpf.Filter{EtherType: 0x0800, IPProto: unix.IPPROTO_UDP, DstPort: 4789},
+		}},
+		AllowedUIDs: []int{1000},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	fmt.Println("serving", srv.SocketPath("eth1"))
+}
+
+// The container's side: get the XSKMAP and put a bound AF_XDP socket into it,
+// or have the agent do it where the kernel refuses.
+func ExampleClient() {
+	c, err := agent.Dial("/tmp/afxdp_dp/eth1/afxdp.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect("my-pod"); err != nil {
+		log.Fatal(err)
+	}
+	xskFD := 7 // an AF_XDP socket bound to queue 0 of eth1
+	m, err := c.XSKMap("eth1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Put(uint32(0), uint32(xskFD)); err != nil {
+		// An older kernel: let the agent register the socket.
+		if err := c.Register("eth1", 0, xskFD); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := c.ConfigBusyPoll(xskFD, 20, 64); err != nil {
+		log.Fatal(err)
+	}
+}

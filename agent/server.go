@@ -1,0 +1,672 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/bpf"
+)
+
+// Defaults for ServerOptions.
+const (
+	// DefaultSocketDir is where the device plugin puts its sockets, and
+	// where DPDK's AF_XDP driver looks for them (use_cni=1).
+	DefaultSocketDir = "/tmp/afxdp_dp"
+	// SocketName is the socket's file name inside <SocketDir>/<device>/.
+	SocketName = "afxdp.sock"
+	// PinName is the XSKMAP's file name inside <PinDir>/<device>/, the
+	// name DPDK's AF_XDP driver opens with use_pinned_map=1.
+	PinName = "xsks_map"
+	// DefaultIdleTimeout is how long a connection may stay silent.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultMaxMessageSize bounds a request, in bytes.
+	DefaultMaxMessageSize = 256
+	// maxMaxMessageSize bounds ServerOptions.MaxMessageSize.
+	maxMaxMessageSize = 64 << 10
+)
+
+// Device is one network interface the agent serves.
+type Device struct {
+	// Name is the interface's name. Clients ask for the device by this
+	// name, and its socket is <SocketDir>/<Name>/afxdp.sock.
+	Name string
+
+	// Netns is the path of the network namespace holding the interface
+	// (/var/run/netns/NAME, /proc/PID/ns/net); empty means the agent's
+	// own. The program is attached from inside it.
+	Netns string
+
+	// Mode is the XDP attach mode. Default bpf.AttachAuto.
+	Mode bpf.AttachMode
+
+	// Replace detaches another XDP program found on the interface.
+	Replace bool
+
+	// Filter selects the frames redirected to AF_XDP sockets; the rest go
+	// to the kernel's stack. Default: every frame.
+	Filter bpf.Filter
+
+	// MaxQueues is the number of XSKMAP entries. Default 64.
+	MaxQueues int
+}
+
+// ServerOptions configures [NewServer]. Every field but Devices has a
+// default.
+type ServerOptions struct {
+	// Devices are the interfaces served; at least one.
+	Devices []Device
+
+	// SocketDir holds one directory per device with the socket in it.
+	// Default /tmp/afxdp_dp. It is created (mode 0755) if missing.
+	SocketDir string
+
+	// AllowedUIDs are the user IDs that may use the sockets, checked with
+	// SO_PEERCRED on every connection. Default (empty): only root.
+	AllowedUIDs []int
+
+	// SocketGID, when not zero, is a group that owns each device's
+	// directory and socket and may connect to them. See NewServer for the
+	// modes that result.
+	SocketGID int
+
+	// IdleTimeout closes a connection silent for this long. Default 30s;
+	// negative means never.
+	IdleTimeout time.Duration
+
+	// MaxMessageSize is the longest request accepted, in bytes; longer
+	// ones are refused with /nak. Default 256; at most 65536.
+	MaxMessageSize int
+
+	// PinDir, when set, pins each device's XSKMAP at
+	// <PinDir>/<device>/xsks_map so that clients may open it by path. It
+	// must be on a mounted bpffs (such as /sys/fs/bpf). Default: no pin.
+	PinDir string
+
+	// ValidatePod decides whether a /connect's pod name is accepted, for
+	// example by asking the kubelet which pods hold the device. Default:
+	// every well-formed name. It may be called from several goroutines.
+	ValidatePod func(pod string, peer PeerCred) bool
+
+	// Logger receives the server's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// PeerCred is the connecting process as the kernel saw it (SO_PEERCRED).
+type PeerCred struct {
+	PID int
+	UID int
+	GID int
+}
+
+// Server is the privileged side: it owns each device's XDP program and
+// XSKMAP and serves one SOCK_SEQPACKET socket per device, one goroutine per
+// connection.
+//
+// Registrations made with /xsk_register belong to the connection that made
+// them: the server removes them from the XSKMAP when that connection ends,
+// whether by /fin, an idle timeout, an error or the client's death, unless a
+// later registration replaced them. Entries written by a client itself
+// through the map fd (/xsk_map_fd) are invisible to the server; the kernel
+// removes an XSKMAP entry when its AF_XDP socket is released, so those
+// disappear when the client closes its socket or dies.
+//
+// Close stops the server. Its methods are safe for concurrent use.
+type Server struct {
+	opts    ServerOptions
+	log     *slog.Logger
+	devices map[string]*device
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// device is a served interface with its program and listener.
+type device struct {
+	Device
+	ifindex  int
+	prog     *bpf.Program
+	att      *bpf.Attachment
+	ln       *net.UnixListener
+	dir      string
+	sockPath string
+	pinPath  string
+
+	mu     sync.Mutex
+	owners map[int]*conn // queue -> connection whose /xsk_register holds it
+}
+
+// NewServer loads and attaches a program on every device, then listens on
+// <SocketDir>/<device>/afxdp.sock and serves in the background until Close.
+//
+// File permissions are a first fence; the UID check is the real one. Each
+// device's directory and socket are made:
+//   - with SocketGID set: group SocketGID, modes 0750 and 0660;
+//   - else with exactly one allowed non-root UID: owned by it, 0700 and 0600;
+//   - else with only root allowed: 0700 and 0600, owned by root;
+//   - else (several UIDs, no group): 0755 and 0666, anyone may connect and
+//     SO_PEERCRED alone refuses the users not allowed.
+//
+// A container reaches its socket through a bind mount of the device's
+// directory (the device plugin mounts it at /tmp/afxdp.sock in the pod).
+func NewServer(opts *ServerOptions) (_ *Server, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("new agent server: %w", err)
+	}
+	s := &Server{
+		opts:    o,
+		log:     o.Logger,
+		devices: make(map[string]*device),
+		conns:   make(map[*conn]struct{}),
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(o.SocketDir, 0o755); err != nil {
+		return nil, fmt.Errorf("new agent server: %w", err)
+	}
+	for _, dc := range o.Devices {
+		d := &device{Device: dc, owners: make(map[int]*conn)}
+		s.devices[dc.Name] = d
+		if err := s.setupDevice(d); err != nil {
+			return nil, fmt.Errorf("new agent server: device %s: %w", dc.Name, err)
+		}
+	}
+	for _, d := range s.devices {
+		s.wg.Add(1)
+		go s.accept(d)
+	}
+	return s, nil
+}
+
+func (o *ServerOptions) withDefaults() (ServerOptions, error) {
+	var r ServerOptions
+	if o != nil {
+		r = *o
+	}
+	if len(r.Devices) == 0 {
+		return r, errors.New("Devices: at least one device is needed")
+	}
+	seen := map[string]bool{}
+	for i, d := range r.Devices {
+		if _, err := parseName("device", d.Name); err != nil || len(d.Name) >= unix.IFNAMSIZ {
+			return r, fmt.Errorf("Devices[%d].Name %q: not an interface name", i, d.Name)
+		}
+		if seen[d.Name] {
+			return r, fmt.Errorf("Devices[%d].Name %q: listed twice", i, d.Name)
+		}
+		seen[d.Name] = true
+		if d.MaxQueues < 0 {
+			return r, fmt.Errorf("Devices[%d].MaxQueues %d: must not be negative", i, d.MaxQueues)
+		}
+	}
+	if r.SocketDir == "" {
+		r.SocketDir = DefaultSocketDir
+	}
+	if len(r.AllowedUIDs) == 0 {
+		r.AllowedUIDs = []int{0}
+	}
+	for i, u := range r.AllowedUIDs {
+		if u < 0 {
+			return r, fmt.Errorf("AllowedUIDs[%d] %d: must not be negative", i, u)
+		}
+	}
+	if r.SocketGID < 0 {
+		return r, fmt.Errorf("SocketGID %d: must not be negative", r.SocketGID)
+	}
+	if r.IdleTimeout == 0 {
+		r.IdleTimeout = DefaultIdleTimeout
+	}
+	switch {
+	case r.MaxMessageSize == 0:
+		r.MaxMessageSize = DefaultMaxMessageSize
+	case r.MaxMessageSize < len(ReqConfigBusyPoll) || r.MaxMessageSize > maxMaxMessageSize:
+		return r, fmt.Errorf("MaxMessageSize %d: must be between %d and %d", r.MaxMessageSize, len(ReqConfigBusyPoll), maxMaxMessageSize)
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	return r, nil
+}
+
+// setupDevice loads, attaches, pins and listens for one device.
+func (s *Server) setupDevice(d *device) error {
+	var err error
+	d.prog, err = bpf.NewProgram(&bpf.ProgramOptions{Filter: d.Filter, MaxQueues: d.MaxQueues})
+	if err != nil {
+		return err
+	}
+	err = inNetns(d.Netns, func() error {
+		ifi, err := net.InterfaceByName(d.Name)
+		if err != nil {
+			return fmt.Errorf("find interface: %w", err)
+		}
+		d.ifindex = ifi.Index
+		d.att, err = d.prog.Attach(ifi.Index, &bpf.AttachOptions{Mode: d.Mode, Replace: d.Replace})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if s.opts.PinDir != "" {
+		if err := d.pin(s.opts.PinDir); err != nil {
+			return err
+		}
+	}
+
+	mode, sockMode, uid, gid := s.permissions()
+	d.dir = filepath.Join(s.opts.SocketDir, d.Name)
+	if err := os.Mkdir(d.dir, mode); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := os.Chmod(d.dir, mode); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := os.Chown(d.dir, uid, gid); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	d.sockPath = filepath.Join(d.dir, SocketName)
+	// A socket file left by an agent that died is in the way.
+	if err := os.Remove(d.sockPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	d.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: d.sockPath, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	d.ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(d.sockPath, sockMode); err != nil {
+		return fmt.Errorf("set socket mode: %w", err)
+	}
+	if err := os.Chown(d.sockPath, uid, gid); err != nil {
+		return fmt.Errorf("set socket owner: %w", err)
+	}
+	s.log.Info("serving device", "device", d.Name, "ifindex", d.ifindex, "xdp_mode", d.att.Mode().String(),
+		"filter", d.Filter.String(), "socket", d.sockPath, "pinned", d.pinPath)
+	return nil
+}
+
+// permissions returns the modes of a device's directory and socket and
+// their owner; see NewServer.
+func (s *Server) permissions() (dir, sock os.FileMode, uid, gid int) {
+	nonRoot := slices.DeleteFunc(slices.Clone(s.opts.AllowedUIDs), func(u int) bool { return u == 0 })
+	slices.Sort(nonRoot)
+	nonRoot = slices.Compact(nonRoot)
+	switch {
+	case s.opts.SocketGID != 0:
+		return 0o750, 0o660, 0, s.opts.SocketGID
+	case len(nonRoot) == 0:
+		return 0o700, 0o600, 0, 0
+	case len(nonRoot) == 1:
+		return 0o700, 0o600, nonRoot[0], 0
+	default:
+		return 0o755, 0o666, 0, 0
+	}
+}
+
+// pin pins a clone of the XSKMAP under dir.
+func (d *device) pin(dir string) error {
+	pdir := filepath.Join(dir, d.Name)
+	if err := os.MkdirAll(pdir, 0o755); err != nil {
+		return fmt.Errorf("pin xskmap: %w", err)
+	}
+	m, err := d.prog.XSKMap().Clone()
+	if err != nil {
+		return fmt.Errorf("pin xskmap: %w", err)
+	}
+	defer m.Close()
+	path := filepath.Join(pdir, PinName)
+	os.Remove(path) // a pin left by an agent that died
+	if err := m.Pin(path); err != nil {
+		return fmt.Errorf("pin xskmap at %s: %w", path, err)
+	}
+	d.pinPath = path
+	return nil
+}
+
+// inNetns runs fn inside the network namespace at path ("" = the current).
+func inNetns(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	defer func() {
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else: leave the thread locked so the runtime discards it
+	}()
+	return fn()
+}
+
+// SocketPath returns the socket of device, or "" if it is not served.
+func (s *Server) SocketPath(device string) string {
+	if d := s.devices[device]; d != nil {
+		return d.sockPath
+	}
+	return ""
+}
+
+// PinPath returns where device's XSKMAP is pinned, or "".
+func (s *Server) PinPath(device string) string {
+	if d := s.devices[device]; d != nil {
+		return d.pinPath
+	}
+	return ""
+}
+
+// Program returns device's XDP program, or nil. It belongs to the server.
+func (s *Server) Program(device string) *bpf.Program {
+	if d := s.devices[device]; d != nil {
+		return d.prog
+	}
+	return nil
+}
+
+// Conns returns the number of connections being served.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) accept(d *device) {
+	defer s.wg.Done()
+	for {
+		c, err := d.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// EMFILE and the like: back off rather than spin.
+			s.log.Error("accept failed", "device", d.Name, "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		cn := &conn{s: s, d: d, c: c}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[cn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go cn.serve()
+	}
+}
+
+// Close stops accepting, ends every connection (removing the XSKMAP
+// entries they registered), detaches and releases the programs, unpins the
+// maps and removes the sockets. A second Close returns nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	for _, d := range s.devices {
+		if d.ln != nil {
+			if err := d.ln.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close listener of %s: %w", d.Name, err))
+			}
+		}
+	}
+	for _, c := range conns {
+		c.c.Close()
+	}
+	s.wg.Wait()
+	for _, d := range s.devices {
+		if d.pinPath != "" {
+			if err := os.Remove(d.pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("unpin xskmap of %s: %w", d.Name, err))
+			}
+			os.Remove(filepath.Dir(d.pinPath)) // only if empty
+		}
+		if d.prog != nil {
+			if err := d.prog.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
+			}
+		}
+		if d.dir != "" {
+			os.Remove(d.dir) // only if empty
+		}
+		s.log.Info("stopped serving device", "device", d.Name)
+	}
+	return errors.Join(errs...)
+}
+
+// conn is one client connection.
+type conn struct {
+	s    *Server
+	d    *device
+	c    *net.UnixConn
+	peer PeerCred
+	pod  string
+	log  *slog.Logger
+}
+
+func (c *conn) serve() {
+	defer c.s.wg.Done()
+	defer func() {
+		c.c.Close()
+		c.releaseQueues()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	}()
+	c.log = c.s.log.With("device", c.d.Name)
+	allowed := false
+	if cred, err := peerCred(c.c); err != nil {
+		c.log.Error("refusing connection", "err", err)
+	} else {
+		c.peer = PeerCred{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}
+		c.log = c.log.With("pid", c.peer.PID, "uid", c.peer.UID)
+		allowed = slices.Contains(c.s.opts.AllowedUIDs, c.peer.UID)
+	}
+
+	buf := make([]byte, c.s.opts.MaxMessageSize+1)
+	oob := make([]byte, oobSize)
+	connected := false
+	for {
+		if c.s.opts.IdleTimeout > 0 {
+			c.c.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+		}
+		m, err := readMessage(c.c, buf, oob)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+				c.log.Info("connection ended", "err", err)
+			}
+			return
+		}
+		resp, fd, keep := c.handle(&m, allowed, &connected)
+		m.closeFDs()
+		if err := writeMessage(c.c, resp, fd); err != nil {
+			c.log.Info("write failed", "response", resp, "err", err)
+			return
+		}
+		if !keep {
+			return
+		}
+	}
+}
+
+// handle answers one message: the response, a descriptor to send with it
+// (or -1), and whether to keep the connection. It never closes m's fds.
+func (c *conn) handle(m *message, allowed bool, connected *bool) (resp string, fd int, keep bool) {
+	fd = -1
+	if !allowed {
+		c.log.Warn("refused peer: uid not allowed")
+		return RespHostNak, fd, false
+	}
+	if m.truncated {
+		c.log.Warn("refused request: too long", "max", c.s.opts.MaxMessageSize)
+		return RespNak, fd, *connected
+	}
+	if m.ctrunc {
+		c.log.Warn("refused request: too many descriptors")
+		return RespNak, fd, *connected
+	}
+	req, perr := ParseRequest(m.data)
+
+	if !*connected {
+		// The plugin insists on /connect first; it closes silently on
+		// anything else, we answer /nak and close.
+		if req.Op != OpConnect {
+			c.log.Warn("refused request before /connect", "request", clip(string(m.data)))
+			return RespNak, fd, false
+		}
+		if perr != nil || len(m.fds) != 0 {
+			c.log.Warn("refused /connect", "err", perr, "fds", len(m.fds))
+			return RespHostNak, fd, false
+		}
+		if v := c.s.opts.ValidatePod; v != nil && !v(req.Pod, c.peer) {
+			c.log.Warn("refused pod", "pod", req.Pod)
+			return RespHostNak, fd, false
+		}
+		c.pod = req.Pod
+		c.log = c.log.With("pod", req.Pod)
+		c.log.Info("client connected")
+		*connected = true
+		return RespHostOK, fd, true
+	}
+
+	if perr != nil {
+		c.log.Warn("bad request", "err", perr)
+		switch {
+		case req.Op == OpConfigBusyPoll && len(m.fds) != 1:
+			return RespBusyPollNak, fd, true
+		case req.Op == OpXSKRegister && len(m.fds) != 1:
+			return RespXSKRegisterNak, fd, true
+		}
+		return RespNak, fd, true
+	}
+	if !req.Op.WantsFD() && len(m.fds) != 0 {
+		c.log.Warn("refused request: unexpected descriptor", "request", req.Op.String())
+		return RespNak, fd, true
+	}
+	switch req.Op {
+	case OpVersion:
+		return ProtocolVersion, fd, true
+	case OpConnect:
+		return RespNak, fd, true // already connected
+	case OpFin:
+		c.log.Info("client finished")
+		return RespFinAck, fd, false
+	case OpXSKMapFD:
+		if req.Device != c.d.Name {
+			c.log.Warn("refused map fd: device not served on this socket", "asked", req.Device)
+			return RespFDNak, fd, true
+		}
+		c.log.Info("sending xskmap fd")
+		return RespFDAck, c.d.prog.XSKMap().FD(), true
+	case OpConfigBusyPoll:
+		if len(m.fds) != 1 {
+			c.log.Warn("refused busy poll: need exactly one descriptor", "fds", len(m.fds))
+			return RespBusyPollNak, fd, true
+		}
+		if err := checkXSK(m.fds[0]); err != nil {
+			c.log.Warn("refused busy poll", "err", err)
+			return RespBusyPollNak, fd, true
+		}
+		if err := setBusyPoll(m.fds[0], req.Timeout, req.Budget); err != nil {
+			c.log.Warn("busy poll failed", "err", err)
+			return RespBusyPollNak, fd, true
+		}
+		c.log.Info("configured busy poll", "timeout_us", req.Timeout, "budget", req.Budget)
+		return RespBusyPollAck, fd, true
+	case OpXSKRegister:
+		if err := c.register(req, m.fds); err != nil {
+			c.log.Warn("refused register", "queue", req.Queue, "err", err)
+			return RespXSKRegisterNak, fd, true
+		}
+		c.log.Info("registered socket", "queue", req.Queue)
+		return RespXSKRegisterAck, fd, true
+	}
+	return RespError, fd, true // unreachable: every Op is handled
+}
+
+// register puts the client's socket into the XSKMAP at req.Queue.
+func (c *conn) register(req Request, fds []int) error {
+	if len(fds) != 1 {
+		return fmt.Errorf("need exactly one descriptor, got %d", len(fds))
+	}
+	if req.Device != c.d.Name {
+		return fmt.Errorf("device %s is not served on this socket", req.Device)
+	}
+	if err := checkXSK(fds[0]); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	if err := c.d.prog.Register(req.Queue, fds[0]); err != nil {
+		return err
+	}
+	c.d.owners[req.Queue] = c
+	return nil
+}
+
+// releaseQueues removes the XSKMAP entries this connection registered and
+// still owns.
+func (c *conn) releaseQueues() {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	for q, owner := range c.d.owners {
+		if owner != c {
+			continue
+		}
+		delete(c.d.owners, q)
+		if err := c.d.prog.Unregister(q); err != nil {
+			c.log.Error("unregister failed", "queue", q, "err", err)
+			continue
+		}
+		c.log.Info("unregistered socket", "queue", q)
+	}
+}
+
+// xskMap is here so that the package's tests can reach a device's map.
+func (s *Server) xskMap(device string) *ebpf.Map { return s.devices[device].prog.XSKMap() }

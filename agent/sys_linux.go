@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The few system calls the agent makes on sockets, kept together here.
+
+// maxFDsPerMessage is how many descriptors a received message's control
+// buffer has room for. Every request takes at most one; room for more lets
+// the server see (and close) the extra ones instead of having the kernel
+// truncate the control data.
+const maxFDsPerMessage = 8
+
+// oobSize is the size of the control buffer for received messages.
+var oobSize = unix.CmsgSpace(4 * maxFDsPerMessage)
+
+// message is one received datagram.
+type message struct {
+	data      []byte
+	fds       []int // descriptors received with it; the receiver closes them
+	truncated bool  // the datagram was longer than the buffer
+	ctrunc    bool  // control data was cut: more descriptors than room
+}
+
+// closeFDs closes every descriptor the message carried.
+func (m *message) closeFDs() {
+	for _, fd := range m.fds {
+		unix.Close(fd)
+	}
+	m.fds = nil
+}
+
+// readMessage reads one datagram into buf and oob. Descriptors are received
+// with close-on-exec set (the net package passes MSG_CMSG_CLOEXEC).
+func readMessage(c *net.UnixConn, buf, oob []byte) (message, error) {
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	m := message{
+		truncated: flags&unix.MSG_TRUNC != 0,
+		ctrunc:    flags&unix.MSG_CTRUNC != 0,
+	}
+	if n > 0 {
+		m.data = buf[:n]
+	}
+	if oobn > 0 {
+		m.fds = parseRights(oob[:oobn])
+	}
+	if errors.Is(err, io.EOF) && n == 0 && !peerClosed(c) {
+		// SOCK_SEQPACKET reads zero bytes both at the end of the stream
+		// and for an empty datagram, and the net package calls both
+		// io.EOF; only the first leaves the socket hung up.
+		err = nil
+	}
+	if err != nil {
+		m.closeFDs()
+		return message{}, err
+	}
+	return m, nil
+}
+
+// peerClosed reports whether the peer of c has closed its end.
+func peerClosed(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := true
+	rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		n, err := unix.Poll(pfd, 0)
+		closed = err != nil || n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+	})
+	return closed
+}
+
+// parseRights returns every descriptor in SCM_RIGHTS control messages.
+func parseRights(oob []byte) []int {
+	cmsgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := range cmsgs {
+		if cmsgs[i].Header.Level != unix.SOL_SOCKET || cmsgs[i].Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		r, err := unix.ParseUnixRights(&cmsgs[i])
+		if err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
+
+// writeMessage sends msg, with fd attached when fd >= 0.
+func writeMessage(c *net.UnixConn, msg string, fd int) error {
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	_, _, err := c.WriteMsgUnix([]byte(msg), oob, nil)
+	return err
+}
+
+// peerCred returns the credentials the peer had when it connected.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("read peer credentials: %w", err)
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, fmt.Errorf("read peer credentials: %w", err)
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("read peer credentials: %w", os.NewSyscallError("getsockopt SO_PEERCRED", serr))
+	}
+	return cred, nil
+}
+
+// errNotXSK says a descriptor is not an AF_XDP socket.
+var errNotXSK = errors.New("not an AF_XDP socket")
+
+// checkXSK fails unless fd is an AF_XDP socket.
+func checkXSK(fd int) error {
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return os.NewSyscallError("getsockopt SO_DOMAIN", err)
+	}
+	if dom != unix.AF_XDP {
+		return fmt.Errorf("%w (address family %d)", errNotXSK, dom)
+	}
+	return nil
+}
+
+// setBusyPoll sets SO_PREFER_BUSY_POLL=1, SO_BUSY_POLL=timeout and
+// SO_BUSY_POLL_BUDGET=budget on the socket fd. Values above the sysctls
+// net.core.busy_poll and the default budget need CAP_NET_ADMIN, which is why
+// a container asks the agent to do it.
+func setBusyPoll(fd, timeout, budget int) error {
+	opts := []struct {
+		name string
+		opt  int
+		val  int
+	}{
+		{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+		{"SO_BUSY_POLL", unix.SO_BUSY_POLL, timeout},
+		{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget},
+	}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.val); err != nil {
+			return fmt.Errorf("set busy poll: %w", os.NewSyscallError("setsockopt "+o.name, err))
+		}
+	}
+	return nil
+}

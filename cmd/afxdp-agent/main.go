@@ -1,0 +1,350 @@
+// Command afxdp-agent is the privileged half of the container fast path: it
+// loads and attaches the XDP redirect program and its XSKMAP on each
+// interface it serves, and answers unprivileged workloads (holding only
+// CAP_NET_RAW) on one Unix socket per interface,
+// <socket-dir>/<interface>/afxdp.sock, in the protocol of the AF_XDP device
+// plugin for Kubernetes (see package agent). Workloads get the XSKMAP's fd,
+// or hand their AF_XDP socket to the agent to register, and ask it to set
+// busy-poll options.
+//
+// It needs root (CAP_NET_ADMIN, CAP_BPF or CAP_SYS_ADMIN, CAP_CHOWN) and
+// Linux 5.11 or later for busy-poll options; unprivileged workloads can put
+// their socket in the map through the fd on Linux 6.5 and later, and use the
+// /xsk_register request otherwise.
+//
+// Run it, for example, as:
+//
+//	afxdp-agent -iface eth1 -allow-uid 0,1000 -filter-ipproto 17 -filter-port 4789
+//
+// or with a JSON file (-config agent.json; flags given on the command line
+// override it):
+//
+//	{
+//	  "socket_dir": "/tmp/afxdp_dp",
+//	  "allowed_uids": [0, 1000],
+//	  "socket_gid": 0,
+//	  "idle_timeout": "30s",
+//	  "max_message_size": 256,
+//	  "pin": true,
+//	  "pin_dir": "/sys/fs/bpf/afxdp",
+//	  "devices": [
+//	    {"name": "eth1", "netns": "/var/run/netns/c1", "mode": "generic",
+//	     "replace": false, "max_queues": 64,
+//	     "filter": {"ethertype": 2048, "ipproto": 17, "dst_port": 4789}}
+//	  ]
+//	}
+//
+// With -pin, each XSKMAP is also pinned at <pin-dir>/<interface>/xsks_map
+// (where DPDK's AF_XDP driver looks with use_pinned_map=1, once the
+// directory is mounted into the pod); bpffs is mounted at /sys/fs/bpf first
+// if the pin directory is under it and nothing is mounted there. Without
+// -pin nothing is mounted.
+//
+// SIGINT or SIGTERM stops it cleanly: connections are closed, the programs
+// detached, the pins and sockets removed.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/bpf"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "afxdp-agent:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// config is the JSON configuration file.
+type config struct {
+	SocketDir      string         `json:"socket_dir"`
+	AllowedUIDs    []int          `json:"allowed_uids"`
+	SocketGID      int            `json:"socket_gid"`
+	IdleTimeout    duration       `json:"idle_timeout"`
+	MaxMessageSize int            `json:"max_message_size"`
+	Pin            bool           `json:"pin"`
+	PinDir         string         `json:"pin_dir"`
+	Devices        []deviceConfig `json:"devices"`
+}
+
+type deviceConfig struct {
+	Name      string       `json:"name"`
+	Netns     string       `json:"netns"`
+	Mode      string       `json:"mode"`
+	Replace   bool         `json:"replace"`
+	MaxQueues int          `json:"max_queues"`
+	Filter    filterConfig `json:"filter"`
+}
+
+type filterConfig struct {
+	EtherType uint16 `json:"ethertype"`
+	IPProto   uint8  `json:"ipproto"`
+	DstPort   uint16 `json:"dst_port"`
+}
+
+// duration reads "30s" or a number of seconds.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = duration(v)
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("duration %s: want a string such as \"30s\" or seconds", b)
+	}
+	*d = duration(secs * float64(time.Second))
+	return nil
+}
+
+// defaultPinDir is where -pin puts the maps unless -pin-dir says otherwise.
+const defaultPinDir = "/sys/fs/bpf/afxdp"
+
+// bpffsRoot is the conventional bpffs mount point.
+const bpffsRoot = "/sys/fs/bpf"
+
+// run is the agent's main, minus the process: it serves until ctx is done.
+// ready, if not nil, is called with the server once it serves (tests use
+// it).
+func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent.Server)) error {
+	fs := flag.NewFlagSet("afxdp-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configPath = fs.String("config", "", "JSON configuration file")
+		ifaces     = fs.String("iface", "", "comma-separated interfaces to serve (in the agent's network namespace)")
+		netnsPath  = fs.String("netns", "", "network namespace path holding the -iface interfaces")
+		socketDir  = fs.String("socket-dir", "", "socket directory (default "+agent.DefaultSocketDir+")")
+		allowUIDs  = fs.String("allow-uid", "", "comma-separated UIDs allowed to connect (default: 0 only)")
+		socketGID  = fs.Int("socket-gid", 0, "group owning the sockets, allowed to connect (0: none)")
+		mode       = fs.String("mode", "", "XDP attach mode for -iface: auto, driver or generic (default auto)")
+		replace    = fs.Bool("replace", false, "replace another XDP program found on an interface")
+		maxQueues  = fs.Int("max-queues", 0, "XSKMAP entries per interface (default 64)")
+		etherType  = fs.String("filter-ethertype", "", "redirect only this EtherType (e.g. 0x0800)")
+		ipProto    = fs.Uint("filter-ipproto", 0, "redirect only this IP protocol (e.g. 17)")
+		dstPort    = fs.Uint("filter-port", 0, "redirect only this UDP/TCP destination port")
+		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long (default 30s)")
+		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
+		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
+		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+")")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		logJSON    = fs.Bool("log-json", false, "log in JSON")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level %q: %w", *logLevel, err)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	var log *slog.Logger
+	if *logJSON {
+		log = slog.New(slog.NewJSONHandler(stderr, hopts))
+	} else {
+		log = slog.New(slog.NewTextHandler(stderr, hopts))
+	}
+
+	var cfg config
+	if *configPath != "" {
+		b, err := os.ReadFile(*configPath)
+		if err != nil {
+			return fmt.Errorf("read config: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return fmt.Errorf("parse config %s: %w", *configPath, err)
+		}
+	}
+	if set["socket-dir"] {
+		cfg.SocketDir = *socketDir
+	}
+	if set["allow-uid"] {
+		uids, err := parseInts(*allowUIDs)
+		if err != nil {
+			return fmt.Errorf("-allow-uid: %w", err)
+		}
+		cfg.AllowedUIDs = uids
+	}
+	if set["socket-gid"] {
+		cfg.SocketGID = *socketGID
+	}
+	if set["idle-timeout"] {
+		cfg.IdleTimeout = duration(*idle)
+	}
+	if set["max-message"] {
+		cfg.MaxMessageSize = *maxMsg
+	}
+	if set["pin"] {
+		cfg.Pin = *pin
+	}
+	if set["pin-dir"] {
+		cfg.PinDir = *pinDir
+	}
+	if *ifaces != "" {
+		var et uint64
+		if *etherType != "" {
+			v, err := strconv.ParseUint(*etherType, 0, 16)
+			if err != nil {
+				return fmt.Errorf("-filter-ethertype %q: %w", *etherType, err)
+			}
+			et = v
+		}
+		if *ipProto > 255 || *dstPort > 65535 {
+			return fmt.Errorf("-filter-ipproto %d or -filter-port %d out of range", *ipProto, *dstPort)
+		}
+		for _, name := range strings.Split(*ifaces, ",") {
+			cfg.Devices = append(cfg.Devices, deviceConfig{
+				Name: strings.TrimSpace(name), Netns: *netnsPath, Mode: *mode, Replace: *replace, MaxQueues: *maxQueues,
+				Filter: filterConfig{EtherType: uint16(et), IPProto: uint8(*ipProto), DstPort: uint16(*dstPort)},
+			})
+		}
+	}
+	opts, err := cfg.serverOptions(log)
+	if err != nil {
+		return err
+	}
+	if opts.PinDir != "" {
+		if err := ensureBPFFS(opts.PinDir, log); err != nil {
+			return err
+		}
+	}
+
+	srv, err := agent.NewServer(opts)
+	if err != nil {
+		return err
+	}
+	log.Info("agent ready", "devices", len(opts.Devices), "socket_dir", opts.SocketDir, "allowed_uids", opts.AllowedUIDs)
+	if ready != nil {
+		ready(srv)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := srv.Close(); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
+
+func (c *config) serverOptions(log *slog.Logger) (*agent.ServerOptions, error) {
+	if len(c.Devices) == 0 {
+		return nil, errors.New("no interface to serve: give -iface or devices in -config")
+	}
+	o := &agent.ServerOptions{
+		SocketDir:      c.SocketDir,
+		AllowedUIDs:    c.AllowedUIDs,
+		SocketGID:      c.SocketGID,
+		IdleTimeout:    time.Duration(c.IdleTimeout),
+		MaxMessageSize: c.MaxMessageSize,
+		Logger:         log,
+	}
+	if c.Pin {
+		o.PinDir = c.PinDir
+		if o.PinDir == "" {
+			o.PinDir = defaultPinDir
+		}
+	}
+	for i, d := range c.Devices {
+		m, err := parseMode(d.Mode)
+		if err != nil {
+			return nil, fmt.Errorf("devices[%d] (%s): %w", i, d.Name, err)
+		}
+		o.Devices = append(o.Devices, agent.Device{
+			Name: d.Name, Netns: d.Netns, Mode: m, Replace: d.Replace, MaxQueues: d.MaxQueues,
+			Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort},
+		})
+	}
+	return o, nil
+}
+
+func parseMode(s string) (bpf.AttachMode, error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return bpf.AttachAuto, nil
+	case "driver", "native", "drv":
+		return bpf.AttachDriver, nil
+	case "generic", "skb":
+		return bpf.AttachGeneric, nil
+	}
+	return 0, fmt.Errorf("mode %q: want auto, driver or generic", s)
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("%q: not a UID", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// ensureBPFFS makes sure dir can hold pins: it mounts bpffs at /sys/fs/bpf
+// when dir is below it and no bpffs is mounted there, then creates dir and
+// checks that it is on a bpffs.
+func ensureBPFFS(dir string, log *slog.Logger) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("pin dir %s: %w", dir, err)
+	}
+	if abs == bpffsRoot || strings.HasPrefix(abs, bpffsRoot+"/") {
+		if !isBPFFS(bpffsRoot) {
+			if err := os.MkdirAll(bpffsRoot, 0o755); err != nil {
+				return fmt.Errorf("mount bpffs: %w", err)
+			}
+			if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
+				return fmt.Errorf("mount bpffs at %s: %w", bpffsRoot, os.NewSyscallError("mount", err))
+			}
+			log.Info("mounted bpffs", "path", bpffsRoot)
+		}
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return fmt.Errorf("pin dir: %w", err)
+	}
+	if !isBPFFS(abs) {
+		return fmt.Errorf("pin dir %s: not on a bpffs (mount -t bpf bpf DIR)", abs)
+	}
+	return nil
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}

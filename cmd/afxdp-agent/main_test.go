@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// serve runs the agent with args until the returned stop is called.
+func serve(t *testing.T, args []string) (*agent.Server, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *agent.Server, 1)
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- run(ctx, args, &logs, func(s *agent.Server) { ready <- s }) }()
+	select {
+	case s := <-ready:
+		stopped := false
+		stop := func() error {
+			if stopped {
+				return nil
+			}
+			stopped = true
+			cancel()
+			return <-done
+		}
+		t.Cleanup(func() { stop() })
+		return s, stop
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent failed: %v\n%s", err, logs.String())
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("agent not ready")
+	}
+	return nil, nil
+}
+
+func TestRunFlags(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	dir := t.TempDir()
+	pinDir := t.TempDir()
+	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+
+	srv, stop := serve(t, []string{"-iface", v.Host.Name, "-socket-dir", dir, "-allow-uid", "0",
+		"-mode", "generic", "-filter-ethertype", "0x0800", "-filter-ipproto", "17", "-filter-port", "4789",
+		"-pin", "-pin-dir", pinDir, "-log-level", "debug"})
+	sock := filepath.Join(dir, v.Host.Name, agent.SocketName)
+	if srv.SocketPath(v.Host.Name) != sock {
+		t.Fatalf("socket at %q", srv.SocketPath(v.Host.Name))
+	}
+	if f := srv.Program(v.Host.Name).Filter(); f != (bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: 4789}) {
+		t.Errorf("filter %v", f)
+	}
+	info, err := bpf.QueryXDP(v.Host.Index)
+	if err != nil || info.Generic.ID != srv.Program(v.Host.Name).ID() {
+		t.Fatalf("program not attached in generic mode: %+v, %v", info, err)
+	}
+	c, err := agent.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect("pod"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.XSKMap(v.Host.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	c.Close()
+	pin := filepath.Join(pinDir, v.Host.Name, agent.PinName)
+	pm, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		t.Fatalf("open pinned map: %v", err)
+	}
+	pm.Close()
+
+	if err := stop(); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after shutdown: %v", err)
+	}
+	if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin left after shutdown: %v", err)
+	}
+	if info, err := bpf.QueryXDP(v.Host.Index); err != nil || info.Attached() {
+		t.Errorf("program left attached: %+v, %v", info, err)
+	}
+}
+
+func TestRunConfigFile(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "agent.json")
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{
+		"socket_dir": %q,
+		"allowed_uids": [0, 1000],
+		"idle_timeout": "5s",
+		"devices": [{"name": %q, "netns": %q, "mode": "auto", "max_queues": 4,
+		             "filter": {"ethertype": 2048, "ipproto": 17, "dst_port": 9}}]
+	}`, dir, v.Peer.Name, v.Peer.NS.Path())), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, stop := serve(t, []string{"-config", cfg})
+	if got := srv.Program(v.Peer.Name).MaxQueues(); got != 4 {
+		t.Errorf("MaxQueues %d", got)
+	}
+	// The program went onto the peer, inside its namespace.
+	err = v.Peer.Do(func() error {
+		info, err := bpf.QueryXDP(v.Peer.Index)
+		if err != nil {
+			return err
+		}
+		if !info.Attached() {
+			return errors.New("nothing attached")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("program not on the peer: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "no interface"},
+		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"-iface", "x", "-mode", "turbo"}, "mode \"turbo\""},
+		{[]string{"-iface", "x", "-allow-uid", "root"}, "-allow-uid"},
+		{[]string{"-iface", "x", "-filter-ethertype", "ip"}, "-filter-ethertype"},
+		{[]string{"-iface", "x", "-log-level", "loud"}, "-log-level"},
+		{[]string{"-config", "/nonexistent/agent.json"}, "read config"},
+		{[]string{"-nosuchflag"}, "not defined"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, &out, nil)
+		if err == nil || !strings.Contains(err.Error()+out.String(), tc.want) {
+			t.Errorf("run(%q) = %v (%s), want %q", tc.args, err, out.String(), tc.want)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"devices": [{"name": "x"}], "bogus": 1}`), 0o600)
+	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown config field: %v", err)
+	}
+}
