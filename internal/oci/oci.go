@@ -1,0 +1,325 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// DefaultUser is the image's default user: the numeric UID:GID 65534:65534
+// ("nobody"). It is numeric because the image has no /etc/passwd to look a
+// name up in.
+const DefaultUser = "65534:65534"
+
+// RefNameAnnotation is the OCI annotation that names an image inside a
+// layout's index.json (the tag given to [WriteLayout]).
+const RefNameAnnotation = "org.opencontainers.image.ref.name"
+
+// ErrNotStatic is returned (wrapped) by [CheckStatic] and [Build] for an
+// executable that needs a dynamic loader.
+var ErrNotStatic = errors.New("executable is dynamically linked")
+
+// Options configures [Build]. Only Binary is required.
+type Options struct {
+	// Binary is the host path of the statically linked executable.
+	Binary string
+	// Entrypoint is the absolute path the binary gets inside the image, run
+	// as the image's entrypoint. Default "/" + the binary's base name.
+	Entrypoint string
+	// Args are extra entrypoint arguments after the path. Default none.
+	Args []string
+	// Cmd is the image's default command (arguments a runtime appends and
+	// a user may override). Default none.
+	Cmd []string
+	// User is the "UID[:GID]" the container runs as; it must be numeric and
+	// not 0. Default [DefaultUser].
+	User string
+	// Env is extra environment ("KEY=value"); PATH=/ is always set.
+	Env []string
+	// Labels are the image config's labels. Default none.
+	Labels map[string]string
+	// Architecture is the GOARCH-style architecture of the image. Default:
+	// derived from the binary's ELF machine.
+	Architecture string
+}
+
+// Build makes a single-layer image holding the binary.
+func Build(opts *Options) (v1.Image, error) {
+	if opts == nil || opts.Binary == "" {
+		return nil, errors.New("build image: Binary: must be set")
+	}
+	o := *opts
+	if o.Entrypoint == "" {
+		o.Entrypoint = "/" + path.Base(o.Binary)
+	}
+	if !path.IsAbs(o.Entrypoint) || path.Clean(o.Entrypoint) != o.Entrypoint || o.Entrypoint == "/" {
+		return nil, fmt.Errorf("build image: Entrypoint %q: must be a clean absolute file path", o.Entrypoint)
+	}
+	if o.User == "" {
+		o.User = DefaultUser
+	}
+	if err := validateUser(o.User); err != nil {
+		return nil, fmt.Errorf("build image: User %q: %w", o.User, err)
+	}
+	for _, e := range o.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return nil, fmt.Errorf("build image: Env %q: must be KEY=value", e)
+		}
+	}
+
+	arch, err := CheckStatic(o.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("build image: %w", err)
+	}
+	if o.Architecture == "" {
+		o.Architecture = arch
+	}
+
+	bin, err := os.ReadFile(o.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("build image: %w", err)
+	}
+	layerTar, err := layerTar(o.Entrypoint, bin)
+	if err != nil {
+		return nil, fmt.Errorf("build image: %w", err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, fmt.Errorf("build image: make layer: %w", err)
+	}
+
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{
+		Layer: layer,
+		History: v1.History{
+			Created:   v1.Time{Time: time.Unix(0, 0).UTC()},
+			CreatedBy: "afxdp-image --binary " + path.Base(o.Binary),
+			Comment:   "static executable at " + o.Entrypoint,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build image: append layer: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("build image: read config: %w", err)
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture = o.Architecture
+	cf.OS = "linux"
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config.Entrypoint = append([]string{o.Entrypoint}, o.Args...)
+	cf.Config.Cmd = o.Cmd
+	cf.Config.User = o.User
+	cf.Config.WorkingDir = "/"
+	cf.Config.Env = append([]string{"PATH=/"}, o.Env...)
+	if len(o.Labels) > 0 {
+		cf.Config.Labels = make(map[string]string, len(o.Labels))
+		for k, v := range o.Labels {
+			cf.Config.Labels[k] = v
+		}
+	}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, fmt.Errorf("build image: set config: %w", err)
+	}
+	return img, nil
+}
+
+func validateUser(u string) error {
+	uid, gid, hasGID := strings.Cut(u, ":")
+	if !isNumber(uid) || (hasGID && !isNumber(gid)) {
+		return errors.New("must be numeric UID[:GID]")
+	}
+	if strings.Trim(uid, "0") == "" {
+		return errors.New("must not be root (UID 0)")
+	}
+	return nil
+}
+
+func isNumber(s string) bool {
+	if s == "" || len(s) > 10 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// layerTar returns an uncompressed tar holding the parent directories of
+// entry (0755) and the binary (0755), all owned by root, timestamps at the
+// epoch.
+func layerTar(entry string, bin []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	epoch := time.Unix(0, 0)
+	rel := strings.TrimPrefix(entry, "/")
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		dir := strings.Join(parts[:i], "/") + "/"
+		if err := tw.WriteHeader(&tar.Header{
+			Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX,
+		}); err != nil {
+			return nil, fmt.Errorf("write layer: %w", err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeReg, Name: rel, Mode: 0o755, Size: int64(len(bin)), ModTime: epoch, Format: tar.FormatPAX,
+	}); err != nil {
+		return nil, fmt.Errorf("write layer: %w", err)
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return nil, fmt.Errorf("write layer: %w", err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("write layer: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// CheckStatic reports whether the file at p is a Linux ELF executable that
+// needs no dynamic loader, and returns its GOARCH-style architecture. A
+// dynamically linked one gives an error wrapping [ErrNotStatic].
+func CheckStatic(p string) (arch string, err error) {
+	f, err := elf.Open(p)
+	if err != nil {
+		return "", fmt.Errorf("check %s: not an ELF executable: %w", p, err)
+	}
+	defer f.Close()
+	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return "", fmt.Errorf("check %s: ELF type %v: not an executable", p, f.Type)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type != elf.PT_INTERP {
+			continue
+		}
+		interp, rerr := io.ReadAll(io.LimitReader(prog.Open(), 4096))
+		if rerr != nil {
+			return "", fmt.Errorf("check %s: read PT_INTERP: %w", p, rerr)
+		}
+		return "", fmt.Errorf("check %s: %w (interpreter %s): rebuild it statically, for Go with CGO_ENABLED=0",
+			p, ErrNotStatic, strings.TrimRight(string(interp), "\x00"))
+	}
+	if f.Type == elf.ET_DYN && f.Entry == 0 {
+		return "", fmt.Errorf("check %s: shared library, not an executable", p)
+	}
+	arch, ok := elfArch[f.Machine]
+	if !ok {
+		return "", fmt.Errorf("check %s: unknown ELF machine %v", p, f.Machine)
+	}
+	if arch == "arm" && f.Class == elf.ELFCLASS64 || arch == "386" && f.Class == elf.ELFCLASS64 {
+		return "", fmt.Errorf("check %s: ELF machine %v with class %v", p, f.Machine, f.Class)
+	}
+	return arch, nil
+}
+
+var elfArch = map[elf.Machine]string{
+	elf.EM_X86_64:    "amd64",
+	elf.EM_AARCH64:   "arm64",
+	elf.EM_386:       "386",
+	elf.EM_ARM:       "arm",
+	elf.EM_RISCV:     "riscv64",
+	elf.EM_PPC64:     "ppc64le",
+	elf.EM_S390:      "s390x",
+	elf.EM_LOONGARCH: "loong64",
+}
+
+// WriteLayout adds img to the OCI image layout at dir (created if needed),
+// annotated with tag as its ref name when tag is not empty.
+func WriteLayout(dir string, img v1.Image, tag string) error {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		p, err = layout.Write(dir, empty.Index)
+		if err != nil {
+			return fmt.Errorf("write layout %s: %w", dir, err)
+		}
+	}
+	var opts []layout.Option
+	if tag != "" {
+		opts = append(opts, layout.WithAnnotations(map[string]string{RefNameAnnotation: tag}))
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("write layout %s: %w", dir, err)
+	}
+	opts = append(opts, layout.WithPlatform(v1.Platform{OS: cf.OS, Architecture: cf.Architecture}))
+	if err := p.AppendImage(img, opts...); err != nil {
+		return fmt.Errorf("write layout %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteTarball writes img, tagged tag, as an archive that `docker load` and
+// `podman load` read. An untagged tag gets ":latest"; an empty tag is an
+// error, as docker load needs a name.
+func WriteTarball(file string, img v1.Image, tag string) error {
+	t, err := name.NewTag(tag)
+	if err != nil {
+		return fmt.Errorf("write tarball %s: tag %q: %w", file, tag, err)
+	}
+	if err := tarball.WriteToFile(file, t, img); err != nil {
+		return fmt.Errorf("write tarball %s: %w", file, err)
+	}
+	return nil
+}
+
+// Image returns the image in the layout at dir whose ref name is tag; with
+// tag "" the layout must hold exactly one image.
+func Image(dir, tag string) (v1.Image, error) {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open layout %s: %w", dir, err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("open layout %s: %w", dir, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("open layout %s: %w", dir, err)
+	}
+	var found []v1.Descriptor
+	for _, d := range m.Manifests {
+		if !d.MediaType.IsImage() {
+			continue
+		}
+		if tag == "" || d.Annotations[RefNameAnnotation] == tag {
+			found = append(found, d)
+		}
+	}
+	switch {
+	case len(found) == 0 && tag == "":
+		return nil, fmt.Errorf("open layout %s: no image", dir)
+	case len(found) == 0:
+		return nil, fmt.Errorf("open layout %s: no image named %q", dir, tag)
+	case len(found) > 1 && tag == "":
+		return nil, fmt.Errorf("open layout %s: %d images: name one", dir, len(found))
+	}
+	// With several images of one name, the last added wins.
+	img, err := idx.Image(found[len(found)-1].Digest)
+	if err != nil {
+		return nil, fmt.Errorf("open layout %s: %w", dir, err)
+	}
+	return img, nil
+}
