@@ -1,0 +1,415 @@
+package runc_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/oci"
+	"github.com/afxdp/afxdp/internal/runc"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+var (
+	layoutOnce sync.Once
+	layoutDir  string
+	layoutErr  error
+)
+
+// helloLayout builds internal/oci/testdata/hello statically and stores it as
+// an image in an OCI layout, once per test run.
+func helloLayout(t *testing.T) string {
+	t.Helper()
+	layoutOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "afxdp-runc-test")
+		if err != nil {
+			layoutErr = err
+			return
+		}
+		layoutDir = dir
+		bin := filepath.Join(dir, "hello")
+		cmd := exec.Command("go", "build", "-o", bin, "../oci/testdata/hello")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			layoutErr = errors.New("go build hello: " + err.Error() + ": " + string(out))
+			return
+		}
+		img, err := oci.Build(&oci.Options{Binary: bin, Entrypoint: "/bin/hello"})
+		if err != nil {
+			layoutErr = err
+			return
+		}
+		layoutErr = oci.WriteLayout(filepath.Join(dir, "layout"), img, "hello")
+	})
+	if layoutErr != nil {
+		t.Fatal(layoutErr)
+	}
+	return filepath.Join(layoutDir, "layout")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if layoutDir != "" {
+		os.RemoveAll(layoutDir)
+	}
+	os.Exit(code)
+}
+
+func requireRunc(t *testing.T) {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		if os.Getenv(testenv.RequireEnv) == "1" {
+			t.Fatalf("runc not installed (run .ci/deps.sh): %v", err)
+		}
+		t.Skipf("runc not installed (apt-get install runc): %v", err)
+	}
+}
+
+func unpack(t *testing.T) *runc.Bundle {
+	t.Helper()
+	b, err := runc.Unpack(helloLayout(t), "hello", filepath.Join(t.TempDir(), "bundle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+// fields parses the "key: value" lines the hello program prints.
+func fields(out []byte) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// runcState checks that runc keeps no state for id.
+func checkNoState(t *testing.T, root, id string) {
+	t.Helper()
+	args := []string{"list", "-q"}
+	if root != "" {
+		args = append([]string{"--root", root}, args...)
+	}
+	out, err := exec.Command("runc", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("runc list: %v: %s", err, out)
+	}
+	for _, l := range strings.Fields(string(out)) {
+		if l == id {
+			t.Errorf("runc list still shows %s", id)
+		}
+	}
+	if root == "" {
+		root = "/run/runc"
+	}
+	if _, err := os.Stat(filepath.Join(root, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("runc state %s/%s left behind (stat: %v)", root, id, err)
+	}
+}
+
+func TestRunInNamedNetns(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+
+	// The container joins a named namespace holding one end of a veth
+	// pair; the other end stays here and must be invisible inside.
+	ns, err := netenv.NewNetns(netenv.RandomName("afxr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+		if _, err := os.Stat(ns.Path()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("netns %s left behind", ns.Path())
+		}
+	})
+	v := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: ns})
+
+	if err := b.WriteConfig(&runc.SpecOptions{NetnsPath: ns.Path()}); err != nil {
+		t.Fatal(err)
+	}
+	id := netenv.RandomName("afxdp-t")
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, res.Stdout, res.Stderr)
+	}
+	checkNoState(t, "", id)
+	if !bytes.HasPrefix(res.Stdout, []byte("hello from a static afxdp test binary\n")) {
+		t.Fatalf("stdout does not start with the greeting:\n%s", res.Stdout)
+	}
+	f := fields(res.Stdout)
+	if got, want := f["interfaces"], "lo,"+v.Peer.Name; got != want {
+		t.Errorf("container sees interfaces %q, want %q (host end %s must not show)", got, want, v.Host.Name)
+	}
+	if f["uid"] != "65534 gid: 65534" {
+		t.Errorf("container runs as uid %q, want 65534 gid: 65534", f["uid"])
+	}
+	// Exactly CAP_NET_RAW (bit 13) survives the switch to the non-root
+	// user, as an ambient capability.
+	if f["capeff"] != "0000000000002000" {
+		t.Errorf("container CapEff %s, want 0000000000002000 (CAP_NET_RAW only)", f["capeff"])
+	}
+	if f["af_packet"] != "ok" || f["af_xdp"] != "ok" {
+		t.Errorf("sockets in the container: AF_PACKET %q, AF_XDP %q, want ok", f["af_packet"], f["af_xdp"])
+	}
+	// Depends on the inherited RLIMIT_MEMLOCK: see TestRunUMEMWithIPCLock.
+	t.Logf("4 MiB UMEM with CAP_NET_RAW only: %s", f["umem_4m"])
+}
+
+// TestRunUMEMWithIPCLock shows what an AF_XDP container needs beyond
+// CAP_NET_RAW: the UMEM is charged against RLIMIT_MEMLOCK (often 8 KiB or
+// 8 MiB) unless the process has CAP_IPC_LOCK.
+func TestRunUMEMWithIPCLock(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Capabilities: []string{"CAP_NET_RAW", "CAP_IPC_LOCK"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root})
+	if err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, res.Stderr)
+	}
+	checkNoState(t, root, id)
+	f := fields(res.Stdout)
+	if f["capeff"] != "0000000000006000" {
+		t.Errorf("CapEff %s, want 0000000000006000 (CAP_NET_RAW, CAP_IPC_LOCK)", f["capeff"])
+	}
+	if f["umem_4m"] != "ok" {
+		t.Errorf("registering a 4 MiB UMEM with CAP_IPC_LOCK: %s", f["umem_4m"])
+	}
+}
+
+func TestRunWithoutCapabilities(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Capabilities: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root})
+	if err != nil {
+		t.Fatalf("%v\nstderr:\n%s", err, res.Stderr)
+	}
+	checkNoState(t, root, id)
+	f := fields(res.Stdout)
+	if f["capeff"] != "0000000000000000" {
+		t.Errorf("CapEff %s, want none", f["capeff"])
+	}
+	if !strings.Contains(f["af_xdp"], "operation not permitted") {
+		t.Errorf("AF_XDP without CAP_NET_RAW: %q, want operation not permitted", f["af_xdp"])
+	}
+	// A new network namespace of runc's own holds only lo.
+	if f["interfaces"] != "lo" {
+		t.Errorf("interfaces %q, want lo", f["interfaces"])
+	}
+}
+
+func TestRunTimeoutKillsAndDeletes(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root, Timeout: 2 * time.Second})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run of a sleeping container: %v, want DeadlineExceeded", err)
+	}
+	if !bytes.Contains(res.Stdout, []byte("hello from")) {
+		t.Errorf("stdout before the kill is lost: %q", res.Stdout)
+	}
+	checkNoState(t, root, id)
+}
+
+func TestRunExitStatus(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/nonexistent"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root})
+	if err == nil || res.ExitCode == 0 {
+		t.Fatalf("Run of a missing executable: err %v, exit %d; want failure", err, res.ExitCode)
+	}
+	checkNoState(t, root, id)
+}
+
+func TestWriteConfigValidation(t *testing.T) {
+	b := &runc.Bundle{Dir: t.TempDir(), Image: runc.ImageConfig{Entrypoint: []string{"/x"}, User: "65534"}}
+	for _, tc := range []struct {
+		name string
+		opts *runc.SpecOptions
+		img  runc.ImageConfig
+		want string
+	}{
+		{"noargs", nil, runc.ImageConfig{}, "Args"},
+		{"nameduser", nil, runc.ImageConfig{Entrypoint: []string{"/x"}, User: "nobody"}, "numeric"},
+		{"cap", &runc.SpecOptions{Capabilities: []string{"net_raw"}}, b.Image, "Capabilities"},
+		{"env", &runc.SpecOptions{Env: []string{"X"}}, b.Image, "Env"},
+		{"netns", &runc.SpecOptions{NetnsPath: "netns/x"}, b.Image, "NetnsPath"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bb := &runc.Bundle{Dir: b.Dir, Image: tc.img}
+			if err := bb.WriteConfig(tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("WriteConfig: %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+	if _, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: "../x"}); err == nil {
+		t.Error("Run with ID ../x: no error")
+	}
+}
+
+// TestUnpackLayers checks whiteouts, modes, links, and that an archive cannot
+// write outside the rootfs through a symbolic link.
+func TestUnpackLayers(t *testing.T) {
+	lower := layer(t,
+		ent{name: "etc/", mode: 0o755, typ: tar.TypeDir},
+		ent{name: "etc/passwd", mode: 0o644, body: "root:x:0:0::/:/x\n"},
+		ent{name: "etc/group", mode: 0o644, body: "root:x:0:\n"},
+		ent{name: "opq/", mode: 0o755, typ: tar.TypeDir},
+		ent{name: "opq/old", mode: 0o644, body: "old"},
+		ent{name: "bin/", mode: 0o755, typ: tar.TypeDir},
+		ent{name: "bin/tool", mode: 0o4755, body: "tool"},
+	)
+	upper := layer(t,
+		ent{name: "etc/.wh.passwd", mode: 0o644},
+		ent{name: "opq/.wh..wh..opq", mode: 0o644},
+		ent{name: "opq/new", mode: 0o600, body: "new"},
+		ent{name: "bin/alias", typ: tar.TypeSymlink, link: "tool"},
+		ent{name: "bin/hard", typ: tar.TypeLink, link: "bin/tool"},
+	)
+	img, err := mutate.AppendLayers(empty.Image, lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "b")
+	b, err := runc.UnpackImage(img, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	for p, want := range map[string]string{
+		"etc/group": "root:x:0:\n", "opq/new": "new", "bin/tool": "tool", "bin/alias": "tool", "bin/hard": "tool",
+	} {
+		got, err := os.ReadFile(filepath.Join(rootfs, p))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", p, got, err, want)
+		}
+	}
+	for _, gone := range []string{"etc/passwd", "opq/old", "etc/.wh.passwd", "opq/.wh..wh..opq"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, gone)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s exists after a whiteout (%v)", gone, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(rootfs, "opq/new")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("opq/new mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat(filepath.Join(rootfs, "bin/tool")); err != nil || fi.Mode()&os.ModeSetuid == 0 {
+			t.Errorf("bin/tool lost its setuid bit: %v, %v", fi.Mode(), err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundle dir left after Close: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	// Archives that plant a symlink out of the rootfs and write through
+	// it, or name a path above it: whether Extract drops such entries or
+	// Unpack refuses them, nothing may land outside. (untar's own
+	// confinement is tested in unpack_internal_test.go.)
+	outside := t.TempDir()
+	for i, evil := range []v1.Layer{
+		layer(t,
+			ent{name: "escape", typ: tar.TypeSymlink, link: outside},
+			ent{name: "escape/pwned", mode: 0o644, body: "x"}),
+		layer(t,
+			ent{name: "d/", typ: tar.TypeDir, mode: 0o755},
+			ent{name: "d/up", typ: tar.TypeSymlink, link: "../../../../../../../../.." + outside},
+			ent{name: "d/up/pwned", mode: 0o644, body: "x"}),
+		layer(t, ent{name: "../../../../../../../../.." + outside + "/pwned", mode: 0o644, body: "x"}),
+	} {
+		img, err = mutate.AppendLayers(empty.Image, evil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := runc.UnpackImage(img, filepath.Join(t.TempDir(), "evil")); err == nil {
+			b.Close()
+		} else {
+			t.Logf("case %d: %v", i, err)
+		}
+		if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+			t.Errorf("case %d: archive wrote outside the rootfs: %v", i, ents)
+		}
+	}
+}
+
+type ent struct {
+	name, body, link string
+	mode             int64
+	typ              byte
+}
+
+func layer(t *testing.T, ents ...ent) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range ents {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		h := &tar.Header{Name: e.name, Mode: e.mode, Typeflag: typ, Linkname: e.link}
+		if typ == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -1,0 +1,238 @@
+package runc
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/afxdp/afxdp/internal/oci"
+)
+
+// ImageConfig is the part of an image's config that a bundle's process
+// starts from.
+type ImageConfig struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	// User is the image's "UID[:GID]" (or a name, which WriteConfig cannot
+	// resolve in an image without /etc/passwd).
+	User string
+}
+
+// Bundle is an OCI runtime bundle directory: rootfs/ and, after
+// [Bundle.WriteConfig], config.json.
+type Bundle struct {
+	// Dir is the bundle directory, passed to `runc run --bundle`.
+	Dir string
+	// Image is the config of the image the rootfs came from.
+	Image ImageConfig
+
+	closed bool
+}
+
+// Unpack makes a bundle in dir (which must not exist or be empty) from the
+// image named tag in the OCI image layout at layoutDir ("" when the layout
+// holds one image). File owners are kept when running as root.
+func Unpack(layoutDir, tag, dir string) (_ *Bundle, err error) {
+	img, err := oci.Image(layoutDir, tag)
+	if err != nil {
+		return nil, fmt.Errorf("unpack: %w", err)
+	}
+	return UnpackImage(img, dir)
+}
+
+// UnpackImage makes a bundle in dir from img; see [Unpack].
+func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("unpack: read image config: %w", err)
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("unpack into %s: directory not empty", dir)
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, fmt.Errorf("unpack: %w", err)
+	}
+	b := &Bundle{Dir: dir, Image: ImageConfig{
+		Entrypoint: cf.Config.Entrypoint,
+		Cmd:        cf.Config.Cmd,
+		Env:        cf.Config.Env,
+		WorkingDir: cf.Config.WorkingDir,
+		User:       cf.Config.User,
+	}}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+
+	// Extract flattens the layers, applying whiteouts: each path appears
+	// once, as the topmost layer has it.
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	if err := untar(rc, rootfs); err != nil {
+		return nil, fmt.Errorf("unpack into %s: %w", rootfs, err)
+	}
+	return b, nil
+}
+
+// untar writes the tar stream r below dir. An os.Root confines every
+// operation to dir, also through symbolic links in the archive.
+func untar(r io.Reader, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	chown := os.Geteuid() == 0
+	// Extract emits the upper layers first, so a hard link may come
+	// before its target: make links once every file is there.
+	var links [][2]string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			// mutate.Extract ends the archive before it reports an
+			// error (a bad layer, an unsafe path): read on to get it.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return fmt.Errorf("read layers: %w", err)
+			}
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read layer: %w", err)
+		}
+		name := path.Clean(strings.TrimPrefix(h.Name, "/"))
+		if name == "." {
+			continue
+		}
+		if !fs.ValidPath(name) {
+			return fmt.Errorf("entry %q: path outside the rootfs", h.Name)
+		}
+		if d := path.Dir(name); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+		}
+		mode := h.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+		case tar.TypeReg:
+			if err := removeNonDir(root, name); err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+		case tar.TypeSymlink:
+			if err := removeNonDir(root, name); err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+			if chown {
+				if err := root.Lchown(name, h.Uid, h.Gid); err != nil {
+					return fmt.Errorf("entry %q: %w", h.Name, err)
+				}
+			}
+			continue
+		case tar.TypeLink:
+			target := path.Clean(strings.TrimPrefix(h.Linkname, "/"))
+			if !fs.ValidPath(target) {
+				return fmt.Errorf("entry %q: link target %q outside the rootfs", h.Name, h.Linkname)
+			}
+			links = append(links, [2]string{target, name})
+			continue // a hard link shares its target's mode and owner
+		default:
+			// Device nodes, FIFOs and the like: runc gives the
+			// container its own /dev, and an AF_XDP program image
+			// has no use for them.
+			continue
+		}
+		if chown {
+			if err := root.Lchown(name, h.Uid, h.Gid); err != nil {
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+		}
+		// Chmod after chown: chown clears the set-ID bits.
+		if err := root.Chmod(name, mode); err != nil {
+			return fmt.Errorf("entry %q: %w", h.Name, err)
+		}
+	}
+	for _, l := range links {
+		if err := removeNonDir(root, l[1]); err != nil {
+			return fmt.Errorf("entry %q: %w", l[1], err)
+		}
+		if err := root.Link(l[0], l[1]); err != nil {
+			return fmt.Errorf("entry %q: %w", l[1], err)
+		}
+	}
+	return nil
+}
+
+func removeNonDir(root *os.Root, name string) error {
+	fi, err := root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return root.RemoveAll(name)
+	}
+	return root.Remove(name)
+}
+
+// Close removes the bundle directory. A second Close returns nil.
+func (b *Bundle) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if err := os.RemoveAll(b.Dir); err != nil {
+		return fmt.Errorf("remove bundle: %w", err)
+	}
+	return nil
+}
+
+// parseUser reads a numeric "UID[:GID]"; a missing GID equals the UID.
+func parseUser(s string) (uid, gid uint32, err error) {
+	us, gs, hasGID := strings.Cut(s, ":")
+	u, err := strconv.ParseUint(us, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("user %q: must be numeric UID[:GID] (the image has no /etc/passwd)", s)
+	}
+	g := u
+	if hasGID {
+		g, err = strconv.ParseUint(gs, 10, 32)
+		if err != nil {
+			return 0, 0, fmt.Errorf("user %q: must be numeric UID[:GID]", s)
+		}
+	}
+	return uint32(u), uint32(g), nil
+}
