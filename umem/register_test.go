@@ -34,6 +34,7 @@ func TestRegister(t *testing.T) {
 		// The area is writable and frames alias it.
 		area := u.Area()
 		area[2048*3] = 0xab
+		addr := sys.Addr(area)
 		if c := u.Counts(); c.Fill != 512 || c.Total() != 1024 {
 			t.Fatalf("counts %+v", c)
 		}
@@ -49,11 +50,14 @@ func TestRegister(t *testing.T) {
 		if err := u.Close(); err != nil {
 			t.Fatalf("second close: %v", err)
 		}
+		if testenv.Mapped(t, addr) {
+			t.Fatalf("umem area at %#x still mapped after Close", addr)
+		}
 		if err := u.Register(fd); err == nil {
 			t.Fatal("Register after Close succeeded")
 		}
 	}
-	if after := testenv.Snapshot(t); after.FDs != before.FDs || after.Mappings > before.Mappings {
+	if after := testenv.Snapshot(t); after.FDs != before.FDs || after.SocketMappings != before.SocketMappings {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
 }

@@ -372,7 +372,7 @@ func TestBadOptionsAndClose(t *testing.T) {
 		t.Errorf("Send after Close: %v", err)
 	}
 	after := testenv.Snapshot(t)
-	if after.FDs != before.FDs || after.Mappings != before.Mappings {
+	if after.FDs != before.FDs || after.SocketMappings != before.SocketMappings {
 		t.Errorf("leak: before %+v, after %+v", before, after)
 	}
 }

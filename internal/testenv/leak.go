@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -11,15 +12,12 @@ import (
 type Resources struct {
 	// FDs is the number of open file descriptors.
 	FDs int
-	// XDPMappings is the number of memory mappings of AF_XDP sockets
-	// (rings) and anonymous mappings are not told apart by the kernel, so
-	// this counts mappings whose backing is an XSK socket.
-	XDPMappings int
-	// Mappings is the total number of mappings.
-	Mappings int
+	// SocketMappings is the number of memory mappings of sockets: an
+	// AF_XDP socket's rings show up as "socket:[inode]" mappings.
+	SocketMappings int
 }
 
-// Snapshot counts the process's file descriptors and mappings.
+// Snapshot counts the process's file descriptors and socket mappings.
 func Snapshot(tb testing.TB) Resources {
 	tb.Helper()
 	var r Resources
@@ -28,17 +26,45 @@ func Snapshot(tb testing.TB) Resources {
 		tb.Fatalf("count fds: %v", err)
 	}
 	r.FDs = len(ents) - 1 // the directory's own fd
+	forEachMapping(tb, func(start, end uintptr, line string) {
+		if strings.Contains(line, "socket:[") {
+			r.SocketMappings++
+		}
+	})
+	return r
+}
+
+// Mapped reports whether any mapping of the process covers addr.
+func Mapped(tb testing.TB, addr uintptr) bool {
+	tb.Helper()
+	found := false
+	forEachMapping(tb, func(start, end uintptr, _ string) {
+		if start <= addr && addr < end {
+			found = true
+		}
+	})
+	return found
+}
+
+func forEachMapping(tb testing.TB, fn func(start, end uintptr, line string)) {
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
-		tb.Fatalf("count mappings: %v", err)
+		tb.Fatalf("read mappings: %v", err)
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		r.Mappings++
-		if strings.Contains(s.Text(), "XDP") || strings.Contains(s.Text(), "xdp") {
-			r.XDPMappings++
+		line := s.Text()
+		rng, _, _ := strings.Cut(line, " ")
+		lo, hi, ok := strings.Cut(rng, "-")
+		if !ok {
+			continue
 		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		fn(uintptr(start), uintptr(end), line)
 	}
-	return r
 }
