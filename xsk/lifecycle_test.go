@@ -1,0 +1,486 @@
+package xsk_test
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// xskSender transmits the frames of fl through an AF_XDP socket (which,
+// in copy mode, puts them on the socket's own queue), keeping at most
+// window frames ahead of got.
+func xskSender(t testing.TB, s *xsk.Socket, fl *flow, want, window int, got *atomic.Int64) {
+	descs := make([]xsk.Desc, 32)
+	deadline := time.Now().Add(60 * time.Second)
+	for seq := 0; seq < want; {
+		if time.Now().After(deadline) {
+			t.Errorf("sender stalled at %d of %d (receiver has %d)", seq, want, got.Load())
+			return
+		}
+		if seq-int(got.Load()) >= window {
+			time.Sleep(20 * time.Microsecond)
+			continue
+		}
+		n, err := s.Alloc(descs[:min(len(descs), want-seq)])
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for i := range descs[:n] {
+			l, err := fl.write(s.Frame(descs[i])[:descs[i].Len], uint64(seq+i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			descs[i].Len = uint32(l)
+		}
+		sent, err := s.Transmit(descs[:n])
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := s.Release(descs[sent:n]); err != nil {
+			t.Error(err)
+			return
+		}
+		seq += sent
+	}
+}
+
+// TestSecondQueue binds sockets on both queues of a two-queue veth and
+// sends from the peer's queue 1: every frame arrives at the queue-1
+// socket, none at the queue-0 one, and both share one XDP program.
+func TestSecondQueue(t *testing.T) {
+	const n = 50_000
+	v := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	s0 := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	s1 := openOn(t, v.Host, 1, &xsk.Options{Filter: udpFilter})
+	if s0.Program() == nil || s0.Program() != s1.Program() {
+		t.Fatalf("sockets on one interface do not share the program: %p %p", s0.Program(), s1.Program())
+	}
+	// The peer sends through its own queue 1; veth delivers a frame to
+	// the receive queue matching the queue it was sent on.
+	peer := openOn(t, v.Peer, 1, &xsk.Options{NoXDP: true, NumFrames: 1024, FillRingSize: 512, TxFrames: 512})
+	fl := newFlow(v.Peer, v.Host, 26)
+
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s1, fl, n, &got, time.Now().Add(60*time.Second)) }()
+	xskSender(t, peer, fl, n, 512, &got)
+	sn := <-done
+	if sn.n != n {
+		t.Fatalf("queue 1 received %d of %d frames", sn.n, n)
+	}
+	descs := make([]xsk.Desc, 64)
+	if k, err := s0.Receive(descs); k != 0 || err != nil {
+		t.Fatalf("queue 0 received %d frames (%v), want none", k, err)
+	}
+	st, _ := s0.Stats()
+	if st.RxPackets != 0 || st.RxDropped != 0 {
+		t.Fatalf("queue 0 stats %+v", st)
+	}
+}
+
+// TestMacvlan runs a socket on a macvlan on top of a veth: generic XDP,
+// frames in from the peer and out to it.
+func TestMacvlan(t *testing.T) {
+	const n = 50_000
+	v := testenv.NewVeth(t, nil)
+	mv := testenv.NewMacvlan(t, v.Host, &netenv.MacvlanOptions{})
+	s := openOn(t, mv.Endpoint, 0, &xsk.Options{Filter: udpFilter})
+	if s.XDPMode() != bpf.AttachGeneric {
+		t.Fatalf("XDP mode on macvlan: %v, want generic", s.XDPMode())
+	}
+	peer := newPacketSocket(t, v.Peer)
+
+	in := newFlow(v.Peer, mv.Endpoint, 18)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s, in, n, &got, time.Now().Add(60*time.Second)) }()
+	sendWindowed(t, in, n, 256, &got, func(b []byte) { peer.send(t, b) })
+	if sn := <-done; sn.n != n {
+		t.Fatalf("macvlan socket received %d of %d frames", sn.n, n)
+	}
+
+	out := newFlow(mv.Endpoint, v.Peer, 50)
+	out.hdr.SrcPort = 40002
+	var gotOut atomic.Int64
+	outSeen := newSeen(n)
+	go func() {
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(60 * time.Second)
+		for outSeen.n < n && time.Now().Before(deadline) {
+			m := peer.recv(t, buf, 100*time.Millisecond)
+			if m == 0 || !out.ours(buf[:m]) {
+				continue
+			}
+			seq, err := out.check(buf[:m])
+			if err == nil {
+				err = outSeen.add(seq)
+			}
+			if err != nil {
+				t.Error(err)
+				break
+			}
+			gotOut.Add(1)
+		}
+		close(done)
+	}()
+	xskSender(t, s, out, n, 256, &gotOut)
+	<-done
+	if outSeen.n != n {
+		t.Fatalf("peer received %d of %d frames from the macvlan socket", outSeen.n, n)
+	}
+	checkFramesHome(t, s)
+}
+
+// passProgram loads an XDP program that passes everything: someone
+// else's program.
+func passProgram(t testing.TB) *ebpf.Program {
+	t.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.XDP,
+		License: "MIT",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestForeignProgramStays(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	foreign := passProgram(t)
+	l, err := netlink.LinkByIndex(v.Host.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := foreign.Info()
+	id, _ := info.ID()
+
+	before := testenv.Snapshot(t)
+	_, err = xsk.Open(v.Host.Name, 0, nil)
+	if !errors.Is(err, xsk.ErrBusy) {
+		t.Fatalf("open over a foreign program: %v, want ErrBusy", err)
+	}
+	var be *bpf.BusyError
+	if !errors.As(err, &be) || be.ProgramID != uint32(id) {
+		t.Fatalf("busy error does not name program %d: %v", id, err)
+	}
+	t.Log(err)
+	q, err := bpf.QueryXDP(v.Host.Index)
+	if err != nil || q.Driver.ID != uint32(id) {
+		t.Fatalf("foreign program %d no longer attached: %+v %v", id, q, err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("failed Open leaked: before %+v, after %+v", before, after)
+	}
+
+	// Asked to, Open replaces it.
+	s, err := xsk.Open(v.Host.Name, 0, &xsk.Options{ReplaceXDP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ = bpf.QueryXDP(v.Host.Index)
+	if q.Driver.ID != s.Program().ID() {
+		t.Fatalf("after replace the interface runs program %d, want ours %d", q.Driver.ID, s.Program().ID())
+	}
+	s.Close()
+}
+
+// TestCloseLeavesNothing checks that Close undoes everything: no XDP
+// program, no file descriptor, no mapping, and every call fails after.
+func TestCloseLeavesNothing(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	before := testenv.Snapshot(t)
+	s, err := xsk.Open(v.Host.Name, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	area := s.UMEM().Area()
+	umemAddr := uintptr(0)
+	if len(area) > 0 {
+		umemAddr = addrOf(area)
+	}
+	// Move some frames so that Close finds them in every place.
+	descs := make([]xsk.Desc, 16)
+	n, _ := s.Alloc(descs)
+	for i := range descs[:n] {
+		descs[i].Len = 60
+	}
+	s.Transmit(descs[:8])
+	if q, _ := bpf.QueryXDP(v.Host.Index); !q.Attached() {
+		t.Fatal("no XDP program attached while open")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if q, _ := bpf.QueryXDP(v.Host.Index); q.Attached() {
+		t.Fatalf("XDP program left on the interface: %+v", q)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+	if testenv.Mapped(t, umemAddr) {
+		t.Fatal("UMEM still mapped after Close")
+	}
+
+	calls := map[string]func() error{
+		"Receive":  func() error { _, err := s.Receive(descs); return err },
+		"Transmit": func() error { _, err := s.Transmit(descs[8:n]); return err },
+		"Alloc":    func() error { _, err := s.Alloc(descs); return err },
+		"Release":  func() error { return s.Release(descs[8:n]) },
+		"Refill":   func() error { _, err := s.Refill(); return err },
+		"Complete": func() error { _, err := s.Complete(); return err },
+		"Kick":     s.Kick,
+		"Wait":     func() error { _, err := s.Wait(xsk.Readable, time.Second); return err },
+		"Stats":    func() error { _, err := s.Stats(); return err },
+	}
+	for name, call := range calls {
+		err := call()
+		var oe *xsk.OpError
+		if !errors.Is(err, net.ErrClosed) || !errors.As(err, &oe) || oe.Interface != v.Host.Name {
+			t.Errorf("%s after Close: %v, want an OpError wrapping net.ErrClosed", name, err)
+		}
+	}
+}
+
+func TestCloseInterruptsWait(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s, err := xsk.Open(v.Host.Name, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := s.Wait(xsk.Readable, -1)
+		res <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Wait returned %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not interrupt Wait")
+	}
+}
+
+func TestWaitTimesOut(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, nil)
+	start := time.Now()
+	ev, err := s.Wait(xsk.Readable, 30*time.Millisecond)
+	if err != nil || ev != 0 {
+		t.Fatalf("Wait on an idle socket: %v %v", ev, err)
+	}
+	if time.Since(start) < 25*time.Millisecond {
+		t.Fatalf("Wait returned after %v, before its timeout", time.Since(start))
+	}
+	if ev, err := s.Wait(xsk.Writable, time.Second); err != nil || ev&xsk.Writable == 0 {
+		t.Fatalf("an empty TX ring is not writable: %v %v", ev, err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	tests := []struct {
+		name   string
+		ifname string
+		queue  int
+		opts   xsk.Options
+		want   []string
+		is     error
+	}{
+		{"unknown interface", "afxnosuchif0", 0, xsk.Options{}, []string{"open afxnosuchif0 queue 0", "unknown interface"}, unix.ENODEV},
+		{"empty name", "", 0, xsk.Options{}, []string{"interface name is empty"}, nil},
+		{"negative queue", v.Host.Name, -1, xsk.Options{}, []string{"queue -1: must not be negative"}, nil},
+		{"queue beyond", v.Host.Name, 3, xsk.Options{}, []string{"queue 3: the interface has 1 receive queues"}, unix.EINVAL},
+		{"ring size", v.Host.Name, 0, xsk.Options{RxRingSize: 1000}, []string{"RxRingSize 1000: must be a power of two"}, nil},
+		{"fill ring size", v.Host.Name, 0, xsk.Options{FillRingSize: 100}, []string{"FillRingSize 100: must be a power of two"}, nil},
+		{"frame size", v.Host.Name, 0, xsk.Options{FrameSize: 3000}, []string{"FrameSize 3000: must be 2048 or 4096"}, nil},
+		{"umem too small", v.Host.Name, 0, xsk.Options{NumFrames: 256}, []string{"UMEM too small for the rings"}, nil},
+		{"zero-copy on veth", v.Host.Name, 0, xsk.Options{Bind: xsk.BindZeroCopy}, []string{"zero-copy", "does not support"}, xsk.ErrNotSupported},
+		{"tx budget", v.Host.Name, 0, xsk.Options{TxBudget: 16}, []string{"TxBudget 16"}, nil},
+		{"busy poll budget alone", v.Host.Name, 0, xsk.Options{BusyPollBudget: 8}, []string{"BusyPollBudget 8: needs BusyPoll"}, nil},
+		{"bind mode", v.Host.Name, 0, xsk.Options{Bind: 7}, []string{"Bind 7: unknown bind mode"}, nil},
+		{"xdp mode", v.Host.Name, 0, xsk.Options{XDPMode: 9}, []string{"XDPMode 9"}, nil},
+		{"filter", v.Host.Name, 0, xsk.Options{Filter: bpf.Filter{DstPort: 53}}, []string{"Filter.DstPort 53: needs IPProto"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := testenv.Snapshot(t)
+			s, err := xsk.Open(tt.ifname, tt.queue, &tt.opts)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			t.Log(err)
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("error %q does not match %v", err, tt.is)
+			}
+			var oe *xsk.OpError
+			if !errors.As(err, &oe) || oe.Op != "open" || oe.Queue != tt.queue {
+				t.Errorf("error %q is not an OpError for open on queue %d", err, tt.queue)
+			}
+			if after := testenv.Snapshot(t); after != before {
+				t.Errorf("failed Open leaked: before %+v, after %+v", before, after)
+			}
+			if q, _ := bpf.QueryXDP(v.Host.Index); q.Attached() {
+				t.Errorf("failed Open left an XDP program: %+v", q)
+			}
+		})
+	}
+}
+
+// TestBadDescriptors hands Transmit and Release descriptors that name no
+// frame the caller holds.
+func TestBadDescriptors(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, nil)
+	descs := make([]xsk.Desc, 2)
+	if n, _ := s.Alloc(descs); n != 2 {
+		t.Fatal("alloc")
+	}
+	descs[0].Len = 60
+	descs[1].Len = 60
+	bad := []xsk.Desc{descs[0], {Addr: 1 << 40, Len: 60}, descs[1]}
+	n, err := s.Transmit(bad)
+	if n != 1 || !errors.Is(err, xsk.ErrInvalidDesc) {
+		t.Fatalf("transmit with a descriptor outside the UMEM: %d, %v", n, err)
+	}
+	if err := s.Release(descs[:1]); !errors.Is(err, xsk.ErrInvalidDesc) {
+		t.Fatalf("release of a frame already transmitted: %v", err)
+	}
+	if err := s.Release(descs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(descs[1:]); !errors.Is(err, xsk.ErrInvalidDesc) {
+		t.Fatalf("second release: %v", err)
+	}
+	for s.Frames().Tx > 0 {
+		s.Complete()
+	}
+	checkFramesHome(t, s)
+}
+
+// TestExternalMap plays the agent: it owns the program and the XSKMAP, and
+// the socket only registers itself there.
+func TestExternalMap(t *testing.T) {
+	const n = 5_000
+	v := testenv.NewVeth(t, nil)
+	prog, err := bpf.NewProgram(&bpf.ProgramOptions{Filter: udpFilter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	att, err := prog.Attach(v.Host.Index, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+
+	for _, external := range []string{"XSKMap", "NoXDP"} {
+		o := &xsk.Options{XSKMap: prog.XSKMap()}
+		if external == "NoXDP" {
+			o = &xsk.Options{NoXDP: true}
+		}
+		s, err := xsk.Open(v.Host.Name, 0, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Program() != nil {
+			t.Fatalf("%s: the socket loaded a program", external)
+		}
+		if external == "NoXDP" {
+			if err := prog.Register(0, s.FD()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		peer := newPacketSocket(t, v.Peer)
+		fl := newFlow(v.Peer, v.Host, 18)
+		var got atomic.Int64
+		done := make(chan *seen)
+		go func() { done <- receiveAll(t, s, fl, n, &got, time.Now().Add(30*time.Second)) }()
+		sendWindowed(t, fl, n, 256, &got, func(b []byte) { peer.send(t, b) })
+		if sn := <-done; sn.n != n {
+			t.Fatalf("%s: received %d of %d", external, sn.n, n)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The agent's program stays.
+		if q, _ := bpf.QueryXDP(v.Host.Index); q.Driver.ID != prog.ID() {
+			t.Fatalf("%s: closing the socket detached the agent's program: %+v", external, q)
+		}
+	}
+}
+
+// TestHotPathAllocatesNothing moves frames from one socket to another
+// across the veth and counts allocations in the steady state.
+func TestHotPathAllocatesNothing(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	tx := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	rx := openOn(t, v.Peer, 0, &xsk.Options{Filter: udpFilter})
+	fl := newFlow(v.Host, v.Peer, 18)
+	out := make([]xsk.Desc, 32)
+	in := make([]xsk.Desc, 64)
+	var seq uint64
+	received := 0
+	round := func() {
+		n, _ := tx.Alloc(out)
+		for i := range out[:n] {
+			l, _ := fl.write(tx.Frame(out[i])[:out[i].Len], seq)
+			out[i].Len = uint32(l)
+			seq++
+		}
+		k, _ := tx.Transmit(out[:n])
+		tx.Release(out[k:n])
+		m, _ := rx.Receive(in)
+		received += m
+		rx.Release(in[:m])
+		rx.Refill()
+		tx.Complete()
+	}
+	for range 100 {
+		round()
+	}
+	if allocs := testing.AllocsPerRun(500, round); allocs != 0 {
+		t.Fatalf("%v allocations per round of receive, release, refill, alloc, transmit, complete", allocs)
+	}
+	if received == 0 {
+		t.Fatal("nothing crossed the veth")
+	}
+}
