@@ -44,27 +44,8 @@ type LinkXDP struct {
 // attached to the interface ifindex in the calling thread's network
 // namespace. An unknown ifindex gives an error that wraps unix.ENODEV.
 func QueryLinkXDP(ifindex int) (LinkXDP, error) {
-	if ifindex <= 0 || ifindex > math.MaxInt32 {
-		return LinkXDP{}, fmt.Errorf("netlink RTM_GETLINK: ifindex %d: %w", ifindex, unix.ENODEV)
-	}
-
 	var out LinkXDP
-	found := false
-	err := rtnlRequest(unix.RTM_GETLINK, 0, ifindex, nil, func(m nlMsg) error {
-		if m.Header.Type != unix.RTM_NEWLINK {
-			return nil
-		}
-		if len(m.Data) < unix.SizeofIfInfomsg {
-			return fmt.Errorf("short ifinfomsg (%d bytes)", len(m.Data))
-		}
-		if idx := int32(binary.NativeEndian.Uint32(m.Data[4:8])); int(idx) != ifindex {
-			return nil
-		}
-		found = true
-		attrs, err := parseAttrs(m.Data[unix.SizeofIfInfomsg:])
-		if err != nil {
-			return err
-		}
+	err := queryLink(ifindex, func(attrs []attr) error {
 		for _, a := range attrs {
 			if a.typ != unix.IFLA_XDP {
 				continue
@@ -95,10 +76,41 @@ func QueryLinkXDP(ifindex int) (LinkXDP, error) {
 	if err != nil {
 		return LinkXDP{}, err
 	}
-	if !found {
-		return LinkXDP{}, fmt.Errorf("netlink RTM_GETLINK: ifindex %d: no reply for this interface: %w", ifindex, unix.ENODEV)
-	}
 	return out, nil
+}
+
+// queryLink sends RTM_GETLINK for ifindex and hands the attributes of the
+// interface's reply to fn. An unknown ifindex gives an error that wraps
+// unix.ENODEV.
+func queryLink(ifindex int, fn func([]attr) error) error {
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return fmt.Errorf("netlink RTM_GETLINK: ifindex %d: %w", ifindex, unix.ENODEV)
+	}
+	found := false
+	err := rtnlRequest(unix.RTM_GETLINK, 0, ifindex, nil, func(m nlMsg) error {
+		if m.Header.Type != unix.RTM_NEWLINK {
+			return nil
+		}
+		if len(m.Data) < unix.SizeofIfInfomsg {
+			return fmt.Errorf("short ifinfomsg (%d bytes)", len(m.Data))
+		}
+		if idx := int32(binary.NativeEndian.Uint32(m.Data[4:8])); int(idx) != ifindex {
+			return nil
+		}
+		found = true
+		attrs, err := parseAttrs(m.Data[unix.SizeofIfInfomsg:])
+		if err != nil {
+			return err
+		}
+		return fn(attrs)
+	})
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("netlink RTM_GETLINK: ifindex %d: no reply for this interface: %w", ifindex, unix.ENODEV)
+	}
+	return nil
 }
 
 // DetachLinkXDP removes the XDP program that was attached through netlink
