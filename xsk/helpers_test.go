@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,4 +188,28 @@ func (s *seen) add(seq uint64) error {
 	s.bits[w] |= 1 << b
 	s.n++
 	return nil
+}
+
+// receiveAll reads frames of fl from the packet socket until want have
+// arrived or the deadline passes, verifying each; frames of other traffic
+// (the kernel's ARP, ICMP) are skipped. It reports progress in got.
+func (p *packetSocket) receiveAll(t testing.TB, fl *flow, want int, got *atomic.Int64, deadline time.Time) *seen {
+	sn := newSeen(want)
+	buf := make([]byte, 2048)
+	for sn.n < want && time.Now().Before(deadline) {
+		n := p.recv(t, buf, 100*time.Millisecond)
+		if n == 0 || !fl.ours(buf[:n]) {
+			continue
+		}
+		seq, err := fl.check(buf[:n])
+		if err == nil {
+			err = sn.add(seq)
+		}
+		if err != nil {
+			t.Error(err)
+			return sn
+		}
+		got.Add(1)
+	}
+	return sn
 }

@@ -117,25 +117,9 @@ func TestMacvlan(t *testing.T) {
 	out := newFlow(mv.Endpoint, v.Peer, 50)
 	out.hdr.SrcPort = 40002
 	var gotOut atomic.Int64
-	outSeen := newSeen(n)
+	var outSeen *seen
 	go func() {
-		buf := make([]byte, 2048)
-		deadline := time.Now().Add(60 * time.Second)
-		for outSeen.n < n && time.Now().Before(deadline) {
-			m := peer.recv(t, buf, 100*time.Millisecond)
-			if m == 0 || !out.ours(buf[:m]) {
-				continue
-			}
-			seq, err := out.check(buf[:m])
-			if err == nil {
-				err = outSeen.add(seq)
-			}
-			if err != nil {
-				t.Error(err)
-				break
-			}
-			gotOut.Add(1)
-		}
+		outSeen = peer.receiveAll(t, out, n, &gotOut, time.Now().Add(60*time.Second))
 		close(done)
 	}()
 	xskSender(t, s, out, n, 256, &gotOut)

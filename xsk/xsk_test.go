@@ -149,68 +149,14 @@ func TestTransmit(t *testing.T) {
 
 	var got atomic.Int64
 	done := make(chan *seen)
-	go func() {
-		sn := newSeen(total)
-		buf := make([]byte, 2048)
-		deadline := time.Now().Add(60 * time.Second)
-		for sn.n < total && time.Now().Before(deadline) {
-			n := peer.recv(t, buf, 100*time.Millisecond)
-			if n == 0 || !fl.ours(buf[:n]) {
-				continue
-			}
-			seq, err := fl.check(buf[:n])
-			if err == nil {
-				err = sn.add(seq)
-			}
-			if err != nil {
-				t.Error(err)
-				break
-			}
-			got.Add(1)
-		}
-		done <- sn
-	}()
-
-	descs := make([]xsk.Desc, 64)
-	seq := 0
-	deadline := time.Now().Add(60 * time.Second)
-	for seq < total && time.Now().Before(deadline) {
-		if seq-int(got.Load()) >= 512 {
-			time.Sleep(20 * time.Microsecond)
-			continue
-		}
-		n, err := s.Alloc(descs[:min(len(descs), total-seq)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range descs[:n] {
-			l, err := fl.write(s.Frame(descs[i])[:descs[i].Len], uint64(seq+i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			descs[i].Len = uint32(l)
-		}
-		sent, err := s.Transmit(descs[:n])
-		if err != nil {
-			t.Fatal(err)
-		}
-		// What did not fit goes back; its sequence numbers are sent
-		// again next round.
-		if err := s.Release(descs[sent:n]); err != nil {
-			t.Fatal(err)
-		}
-		seq += sent
-		if n == 0 || sent == 0 {
-			if _, err := s.Wait(xsk.Writable, time.Millisecond); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	go func() { done <- peer.receiveAll(t, fl, total, &got, time.Now().Add(60*time.Second)) }()
+	xskSender(t, s, fl, total, 512, &got)
 	sn := <-done
 	if sn.n != total {
 		t.Fatalf("peer received %d of %d frames", sn.n, total)
 	}
 	// Every frame comes back through the completion ring.
+	deadline := time.Now().Add(10 * time.Second)
 	for s.Frames().Tx > 0 && time.Now().Before(deadline) {
 		s.Complete()
 		s.Kick()
@@ -247,48 +193,12 @@ func TestReceiveAndTransmit(t *testing.T) {
 		defer wg.Done()
 		sendWindowed(t, in, n, 256, &gotIn, func(b []byte) { peerTx.send(t, b) })
 	}()
-	outSeen := newSeen(n)
+	var outSeen *seen
 	go func() {
 		defer wg.Done()
-		buf := make([]byte, 2048)
-		deadline := time.Now().Add(60 * time.Second)
-		for outSeen.n < n && time.Now().Before(deadline) {
-			m := peerRx.recv(t, buf, 100*time.Millisecond)
-			if m == 0 || !out.ours(buf[:m]) {
-				continue
-			}
-			seq, err := out.check(buf[:m])
-			if err == nil {
-				err = outSeen.add(seq)
-			}
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			gotOut.Add(1)
-		}
+		outSeen = peerRx.receiveAll(t, out, n, &gotOut, time.Now().Add(60*time.Second))
 	}()
-	descs := make([]xsk.Desc, 32)
-	for seq := 0; seq < n; {
-		if seq-int(gotOut.Load()) >= 256 {
-			time.Sleep(20 * time.Microsecond)
-			continue
-		}
-		k, err := s.Alloc(descs[:min(32, n-seq)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range descs[:k] {
-			l, _ := out.write(s.Frame(descs[i])[:descs[i].Len], uint64(seq+i))
-			descs[i].Len = uint32(l)
-		}
-		sent, err := s.Transmit(descs[:k])
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Release(descs[sent:k])
-		seq += sent
-	}
+	xskSender(t, s, out, n, 256, &gotOut)
 	wg.Wait()
 	if inSeen.n != n || outSeen.n != n {
 		t.Fatalf("received %d and sent %d of %d frames", inSeen.n, outSeen.n, n)

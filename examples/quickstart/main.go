@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sync"
@@ -37,7 +38,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *count, *size); err != nil {
+	if err := run(ctx, os.Stdout, *count, *size); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
@@ -45,7 +46,7 @@ func main() {
 
 const port = 9000
 
-func run(ctx context.Context, count uint64, size int) (err error) {
+func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
 	if size < packet.HeadersLen+packet.SeqLen+14 || size > 1514 {
 		return fmt.Errorf("-size %d: must be between %d and 1514", size, packet.HeadersLen+packet.SeqLen+14)
 	}
@@ -57,10 +58,10 @@ func run(ctx context.Context, count uint64, size int) (err error) {
 		if cerr := v.Close(); cerr != nil {
 			err = errors.Join(err, cerr)
 		} else {
-			fmt.Println("removed the veth pair and its namespace")
+			fmt.Fprintln(w, "removed the veth pair and its namespace")
 		}
 	}()
-	fmt.Printf("veth pair %s <-> %s (in a throwaway namespace)\n", v.Host.Name, v.Peer.Name)
+	fmt.Fprintf(w, "veth pair %s <-> %s (in a throwaway namespace)\n", v.Host.Name, v.Peer.Name)
 
 	// The receiver loads the XDP program on its end; only our UDP flow
 	// is redirected, the rest still reaches the kernel.
@@ -81,7 +82,7 @@ func run(ctx context.Context, count uint64, size int) (err error) {
 		return err
 	}
 	defer tx.Close()
-	fmt.Printf("receiver %s: %s mode, %s XDP; sender %s: %s mode\n",
+	fmt.Fprintf(w, "receiver %s: %s mode, %s XDP; sender %s: %s mode\n",
 		v.Host.Name, rx.Mode(), rx.XDPMode(), v.Peer.Name, tx.Mode())
 
 	hdr := packet.UDP{
@@ -114,11 +115,11 @@ func run(ctx context.Context, count uint64, size int) (err error) {
 	}
 
 	got := received.Load()
-	fmt.Printf("sent %d, received %d, verified %d in %v: %.2f Mpps (%.2f Gbit/s of frames)\n",
+	fmt.Fprintf(w, "sent %d, received %d, verified %d in %v: %.2f Mpps (%.2f Gbit/s of frames)\n",
 		sent.Load(), got, got-bad.Load(), elapsed.Round(time.Millisecond),
 		float64(got)/elapsed.Seconds()/1e6, float64(got)*float64(size)*8/elapsed.Seconds()/1e9)
-	printStats("receiver", rx)
-	printStats("sender", tx)
+	printStats(w, "receiver", rx)
+	printStats(w, "sender", tx)
 	if ctx.Err() != nil && got < count {
 		return errors.New("interrupted")
 	}
@@ -202,13 +203,13 @@ func send(ctx context.Context, s *xsk.Socket, hdr *packet.UDP, payloadLen int, c
 	return nil
 }
 
-func printStats(name string, s *xsk.Socket) {
+func printStats(w io.Writer, name string, s *xsk.Socket) {
 	st, err := s.Stats()
 	if err != nil {
-		fmt.Printf("%s stats: %v\n", name, err)
+		fmt.Fprintf(w, "%s stats: %v\n", name, err)
 		return
 	}
-	fmt.Printf("%s: rx %d packets in %d batches, tx %d packets in %d batches, %d completed; kernel: rx dropped %d, rx ring full %d, fill ring empty %d, invalid descs rx %d tx %d; wakeups rx %d tx %d\n",
+	fmt.Fprintf(w, "%s: rx %d packets in %d batches, tx %d packets in %d batches, %d completed; kernel: rx dropped %d, rx ring full %d, fill ring empty %d, invalid descs rx %d tx %d; wakeups rx %d tx %d\n",
 		name, st.RxPackets, st.RxBatches, st.TxPackets, st.TxBatches, st.Completed,
 		st.RxDropped, st.RxRingFull, st.FillRingEmpty, st.RxInvalidDescs, st.TxInvalidDescs,
 		st.RxWakeups, st.TxWakeups)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,19 +16,18 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-
 func TestRun(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	before := testenv.Snapshot(t)
 	for _, size := range []int{64, 1514} {
-		if err := run(context.Background(), 20_000, size); err != nil {
+		if err := run(context.Background(), io.Discard, 20_000, size); err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
 	}
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
-	if err := run(context.Background(), 10, 20); err == nil || !strings.Contains(err.Error(), "-size 20") {
+	if err := run(context.Background(), io.Discard, 10, 20); err == nil || !strings.Contains(err.Error(), "-size 20") {
 		t.Fatalf("bad size: %v", err)
 	}
 }
@@ -40,7 +41,7 @@ func TestInterrupt(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-n", "1000000000")
-	var out strings.Builder
+	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,4 +75,23 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("link %s left behind", host)
 	}
 	_ = os.Remove(bin)
+}
+
+// lockedBuffer collects a child's output, written by exec's copier
+// goroutine while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
