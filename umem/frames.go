@@ -139,16 +139,18 @@ func (u *UMEM) Refill() int {
 }
 
 // Received records that the kernel handed descs to the user through the RX
-// ring. Receive side.
-func (u *UMEM) Received(descs []ring.Desc) {
+// ring, and returns their total length in bytes. Receive side.
+func (u *UMEM) Received(descs []ring.Desc) (bytes uint64) {
 	f := &u.frames
 	for i := range descs {
 		if idx := descs[i].Addr >> u.shift; idx < uint64(len(f.state)) {
 			f.state[idx] = stateRxUser
 		}
+		bytes += uint64(descs[i].Len)
 	}
 	f.rxFill -= len(descs)
 	f.rxUser += len(descs)
+	return bytes
 }
 
 // Release returns a frame the user holds to its free pool: a received

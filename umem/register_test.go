@@ -17,7 +17,13 @@ func TestRegister(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("huge pages asked %v, got %v", huge, u.HugePages())
+		t.Logf("huge pages asked %v, got %v (%v)", huge, u.HugePages(), u.HugePagesErr())
+		if huge && !u.HugePages() && u.HugePagesErr() == nil {
+			t.Fatal("huge pages fell back without saying why")
+		}
+		if !huge && u.HugePagesErr() != nil {
+			t.Fatalf("note about huge pages nobody asked for: %v", u.HugePagesErr())
+		}
 		fd, err := sys.XSKSocket()
 		if err != nil {
 			t.Fatal(err)

@@ -105,6 +105,8 @@ type UMEM struct {
 	opts  Options
 	area  []byte
 	huge  bool
+	// hugeErr says why huge pages were asked for and not used.
+	hugeErr error
 	shift uint
 	mask  uint64
 
@@ -137,6 +139,9 @@ func New(opts *Options) (_ *UMEM, err error) {
 	if o.HugePages {
 		u.area, err = sys.MmapAnon(roundUp(size, 2<<20), true)
 		u.huge = err == nil
+		if err != nil {
+			u.hugeErr = fmt.Errorf("huge pages unavailable, using normal pages (reserve some in /proc/sys/vm/nr_hugepages): %w", err)
+		}
 	}
 	if u.area == nil {
 		u.area, err = sys.MmapAnon(size, false)
@@ -240,6 +245,10 @@ func (u *UMEM) Options() Options { return u.opts }
 
 // HugePages reports whether the area is backed by huge pages.
 func (u *UMEM) HugePages() bool { return u.huge }
+
+// HugePagesErr says why huge pages were asked for and not used: nil when
+// they were used or not asked for.
+func (u *UMEM) HugePagesErr() error { return u.hugeErr }
 
 // Area is the whole packet area. It is valid until Close.
 func (u *UMEM) Area() []byte { return u.area }
