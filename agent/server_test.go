@@ -487,11 +487,7 @@ func TestCloseCleansUp(t *testing.T) {
 
 // TestPin pins the XSKMAP on a bpffs of the test's own and opens it by path.
 func TestPin(t *testing.T) {
-	pinDir := t.TempDir()
-	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
-		t.Skipf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pinDir := mountBPFFS(t)
 	e := newTestEnv(t, func(o *ServerOptions) { o.PinDir = pinDir })
 	path := e.srv.PinPath(e.dev)
 	if path != filepath.Join(pinDir, e.dev, PinName) {

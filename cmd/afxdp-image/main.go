@@ -12,6 +12,17 @@
 //	go run ./cmd/afxdp-image --binary /tmp/sender --tag afxdp/sender:dev \
 //	    --oci-layout /tmp/sender-oci --tar /tmp/sender.tar
 //	docker load -i /tmp/sender.tar
+//
+// With --bundle it also unpacks the image into a runc bundle (rootfs/ and
+// config.json: the image's user, only CAP_NET_RAW, read-only rootfs),
+// optionally joining a network namespace (--netns), with bind mounts
+// (--bind SRC:DST, such as the agent's socket directory) and arguments
+// after the entrypoint (--run-arg):
+//
+//	afxdp-image --binary /tmp/sender --tag afxdp/sender:dev --bundle /tmp/sender-bundle \
+//	    --netns /var/run/netns/c1 --bind /tmp/afxdp_dp/eth0:/tmp/afxdp_dp/eth0 \
+//	    --run-arg=-dst --run-arg=10.79.2.1
+//	runc run --bundle /tmp/sender-bundle sender1
 package main
 
 import (
@@ -23,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/afxdp/afxdp/internal/oci"
+	"github.com/afxdp/afxdp/internal/runc"
 )
 
 func main() {
@@ -51,10 +63,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		tarFile    = fs.String("tar", "", "write a tarball for `docker load` / `podman load`")
 		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as; root is refused")
 		arch       = fs.String("arch", "", "image architecture (default: from the binary's ELF header)")
+		bundleDir  = fs.String("bundle", "", "unpack the image into this runc bundle directory (must not exist or be empty)")
+		netnsPath  = fs.String("netns", "", "for --bundle: network namespace the container joins (default: a new one)")
 		labels     multi
 		envs       multi
 		argv       multi
+		binds      multi
+		runArgs    multi
 	)
+	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST (repeatable)")
+	fs.Var(&runArgs, "run-arg", "for --bundle: argument after the entrypoint, replacing the image's (repeatable)")
 	fs.Var(&labels, "label", "image label KEY=VALUE (repeatable)")
 	fs.Var(&envs, "env", "environment variable KEY=VALUE (repeatable)")
 	fs.Var(&argv, "arg", "argument appended to the entrypoint (repeatable)")
@@ -67,8 +85,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *binary == "" {
 		return errors.New("--binary: required")
 	}
-	if *layoutDir == "" && *tarFile == "" {
-		return errors.New("nothing to write: give --oci-layout DIR and/or --tar FILE")
+	if *layoutDir == "" && *tarFile == "" && *bundleDir == "" {
+		return errors.New("nothing to write: give --oci-layout DIR, --tar FILE and/or --bundle DIR")
+	}
+	if *bundleDir == "" && (*netnsPath != "" || len(binds) > 0 || len(runArgs) > 0) {
+		return errors.New("--netns, --bind and --run-arg need --bundle")
+	}
+	var spec runc.SpecOptions
+	spec.NetnsPath = *netnsPath
+	for _, b := range binds {
+		src, dst, ok := strings.Cut(b, ":")
+		if !ok || src == "" || dst == "" {
+			return fmt.Errorf("--bind %q: must be SRC:DST", b)
+		}
+		spec.Binds = append(spec.Binds, runc.Bind{Source: src, Destination: dst})
 	}
 	if *tarFile != "" && *tag == "" {
 		return errors.New("--tar needs --tag: docker load names the image by it")
@@ -109,6 +139,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s as %s to %s\n", digest, *tag, *tarFile)
+	}
+	if *bundleDir != "" {
+		b, err := runc.UnpackImage(img, *bundleDir)
+		if err != nil {
+			return err
+		}
+		if len(runArgs) > 0 {
+			spec.Args = append(append([]string{}, b.Image.Entrypoint...), runArgs...)
+		}
+		if err := b.WriteConfig(&spec); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "unpacked %s into runc bundle %s\n", digest, *bundleDir)
 	}
 	return nil
 }

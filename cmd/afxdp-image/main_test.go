@@ -45,7 +45,28 @@ func TestRun(t *testing.T) {
 		t.Errorf("tarball: %v", err)
 	}
 
+	bundle := filepath.Join(dir, "bundle")
+	err = run([]string{"--binary", bin, "--bundle", bundle, "--netns", "/var/run/netns/x",
+		"--bind", "/tmp:/mnt/tmp", "--run-arg", "sleep"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run --bundle: %v\n%s", err, stderr.String())
+	}
+	config, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"/hello",`, `"sleep"`, `"/var/run/netns/x"`, `"destination": "/mnt/tmp"`, `"CAP_NET_RAW"`} {
+		if !bytes.Contains(config, []byte(want)) {
+			t.Errorf("config.json lacks %s", want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(bundle, "rootfs", "hello")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("rootfs/hello: %v", err)
+	}
+
 	for _, bad := range [][]string{
+		{"--binary", bin, "--oci-layout", layout, "--bind", "/a:/b"},
+		{"--binary", bin, "--bundle", filepath.Join(dir, "b2"), "--bind", "nocolon"},
 		{},
 		{"--binary", bin},
 		{"--binary", bin, "--tar", tarFile},

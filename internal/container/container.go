@@ -67,6 +67,8 @@ type Options struct {
 	// above the caller's hard limit needs CAP_SYS_RESOURCE.
 	Memlock uint64
 
+	// Stdin is the child's standard input; default: empty.
+	Stdin io.Reader
 	// Stdout and Stderr receive the child's output; default: discarded.
 	Stdout, Stderr io.Writer
 
@@ -109,7 +111,7 @@ func Start(opts *Options) (*Process, error) {
 		cmd.Env = append(cmd.Env, ChildEnv+"="+o.Child)
 	}
 	cmd.Env = append(cmd.Env, o.Env...)
-	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
 	cmd.ExtraFiles = o.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential:  &syscall.Credential{Uid: uint32(o.UID), Gid: uint32(o.GID), Groups: []uint32{}},

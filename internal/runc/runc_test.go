@@ -278,6 +278,8 @@ func TestWriteConfigValidation(t *testing.T) {
 		{"cap", &runc.SpecOptions{Capabilities: []string{"net_raw"}}, b.Image, "Capabilities"},
 		{"env", &runc.SpecOptions{Env: []string{"X"}}, b.Image, "Env"},
 		{"netns", &runc.SpecOptions{NetnsPath: "netns/x"}, b.Image, "NetnsPath"},
+		{"bind", &runc.SpecOptions{Binds: []runc.Bind{{Source: "rel", Destination: "/x"}}}, b.Image, "Binds[0]"},
+		{"bindroot", &runc.SpecOptions{Binds: []runc.Bind{{Source: "/tmp", Destination: "/"}}}, b.Image, "Binds[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bb := &runc.Bundle{Dir: b.Dir, Image: tc.img}

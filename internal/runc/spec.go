@@ -44,6 +44,17 @@ type SpecOptions struct {
 	Memlock uint64
 	// WritableRootfs mounts the rootfs read-write. Default read-only.
 	WritableRootfs bool
+	// Binds are host directories or files bind-mounted into the
+	// container, such as the agent's socket directory
+	// (<SocketDir>/<device> at the same path inside, or at /tmp/afxdp_dp/<device>).
+	Binds []Bind
+}
+
+// Bind is a bind mount: Source on the host at Destination in the
+// container (created in the rootfs if missing), read-only when ReadOnly.
+type Bind struct {
+	Source, Destination string
+	ReadOnly            bool
 }
 
 // User is a numeric user and group.
@@ -158,6 +169,17 @@ func (b *Bundle) WriteConfig(opts *SpecOptions) error {
 	if o.Hostname == "" {
 		o.Hostname = "afxdp"
 	}
+	var binds []mount
+	for i, bm := range o.Binds {
+		if !filepath.IsAbs(bm.Source) || !filepath.IsAbs(bm.Destination) || filepath.Clean(bm.Destination) == "/" {
+			return fmt.Errorf("write config: Binds[%d] %s -> %s: both must be absolute, the destination not /", i, bm.Source, bm.Destination)
+		}
+		opts := []string{"rbind", "nosuid", "nodev", "noexec"}
+		if bm.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		binds = append(binds, mount{Destination: filepath.Clean(bm.Destination), Type: "bind", Source: bm.Source, Options: opts})
+	}
 	cwd := b.Image.WorkingDir
 	if cwd == "" {
 		cwd = "/"
@@ -218,6 +240,7 @@ func (b *Bundle) WriteConfig(opts *SpecOptions) error {
 			},
 		},
 	}
+	s.Mounts = append(s.Mounts, binds...)
 	data, err := json.MarshalIndent(&s, "", "\t")
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
