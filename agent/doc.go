@@ -18,6 +18,13 @@
 //   - passes its socket's fd to the agent, which registers it
 //     (/xsk_register, an afxdp extension) — for older kernels.
 //
+// [OpenSocket] (over a connected Client), [DialSocket] (which also dials
+// and connects) and [OpenPinned] (from a map the server pinned) do the
+// client's part in one call: they open an xsk.Socket with no XDP program
+// of its own and register it, through the map fd when the kernel allows
+// and through /xsk_register when it refuses (EPERM), for example because
+// the server hands out read-only map fds ([ServerOptions.ReadOnlyMap]).
+//
 // # Protocol
 //
 // The protocol is the AF_XDP device plugin for Kubernetes' (handshake

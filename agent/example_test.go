@@ -8,6 +8,7 @@ import (
 
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 // The privileged side: serve eth1, redirecting UDP port 4789, to UID 1000.
@@ -52,4 +53,21 @@ func ExampleClient() {
 	if err := c.ConfigBusyPoll(xskFD, 20, 64); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// The container's side in one call: an AF_XDP socket on queue 0 of eth1
+// whose XDP side is the agent's. No program is loaded here; CAP_NET_RAW is
+// all it needs.
+func ExampleDialSocket() {
+	sock, err := agent.DialSocket("/tmp/afxdp_dp/eth1/afxdp.sock", "my-pod", "eth1", 0, &agent.SocketOptions{
+		XSK: &xsk.Options{NumFrames: 1024}, // 2 MiB of RLIMIT_MEMLOCK
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sock.Close()
+	fmt.Println("registered by", sock.Registration())
+	descs := make([]xsk.Desc, 64)
+	n, _ := sock.Receive(descs)
+	sock.Release(descs[:n])
 }

@@ -95,6 +95,16 @@ type ServerOptions struct {
 	// must be on a mounted bpffs (such as /sys/fs/bpf). Default: no pin.
 	PinDir string
 
+	// ReadOnlyMap makes /xsk_map_fd send a read-only descriptor of the
+	// XSKMAP. A client holding a writable one may put its socket at any
+	// queue, or remove another client's; with a read-only one the kernel
+	// refuses its updates (EPERM) and it must ask the agent with
+	// /xsk_register, whose registrations the agent tracks and undoes.
+	// Clients using OpenSocket with RegisterAuto fall back to that by
+	// themselves. Default false: a writable descriptor, as the device
+	// plugin sends (DPDK's AF_XDP driver needs it).
+	ReadOnlyMap bool
+
 	// ValidatePod decides whether a /connect's pod name is accepted, for
 	// example by asking the kubelet which pods hold the device. Default:
 	// every well-formed name. It may be called from several goroutines.
@@ -145,6 +155,7 @@ type device struct {
 	dir      string
 	sockPath string
 	pinPath  string
+	roFD     int // read-only XSKMAP descriptor (ReadOnlyMap), or -1
 
 	mu     sync.Mutex
 	owners map[int]*conn // queue -> connection whose /xsk_register holds it
@@ -183,7 +194,7 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 		return nil, fmt.Errorf("new agent server: %w", err)
 	}
 	for _, dc := range o.Devices {
-		d := &device{Device: dc, owners: make(map[int]*conn)}
+		d := &device{Device: dc, owners: make(map[int]*conn), roFD: -1}
 		s.devices[dc.Name] = d
 		if err := s.setupDevice(d); err != nil {
 			return nil, fmt.Errorf("new agent server: device %s: %w", dc.Name, err)
@@ -267,6 +278,11 @@ func (s *Server) setupDevice(d *device) error {
 	}
 	if s.opts.PinDir != "" {
 		if err := d.pin(s.opts.PinDir); err != nil {
+			return err
+		}
+	}
+	if s.opts.ReadOnlyMap {
+		if d.roFD, err = readOnlyMapFD(d.prog.XSKMap()); err != nil {
 			return err
 		}
 	}
@@ -467,6 +483,12 @@ func (s *Server) Close() error {
 			}
 			os.Remove(filepath.Dir(d.pinPath)) // only if empty
 		}
+		if d.roFD >= 0 {
+			if err := unix.Close(d.roFD); err != nil {
+				errs = append(errs, fmt.Errorf("close read-only xskmap of %s: %w", d.Name, os.NewSyscallError("close", err)))
+			}
+			d.roFD = -1
+		}
 		if d.prog != nil {
 			if err := d.prog.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
@@ -601,6 +623,10 @@ func (c *conn) handle(m *message, allowed bool, connected *bool) (resp string, f
 		if req.Device != c.d.Name {
 			c.log.Warn("refused map fd: device not served on this socket", "asked", req.Device)
 			return RespFDNak, fd, true
+		}
+		if c.d.roFD >= 0 {
+			c.log.Info("sending read-only xskmap fd")
+			return RespFDAck, c.d.roFD, true
 		}
 		c.log.Info("sending xskmap fd")
 		return RespFDAck, c.d.prog.XSKMap().FD(), true

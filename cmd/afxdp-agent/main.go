@@ -27,6 +27,7 @@
 //	  "max_message_size": 256,
 //	  "pin": true,
 //	  "pin_dir": "/sys/fs/bpf/afxdp",
+//	  "read_only_map": false,
 //	  "devices": [
 //	    {"name": "eth1", "netns": "/var/run/netns/c1", "mode": "generic",
 //	     "replace": false, "max_queues": 64,
@@ -87,6 +88,7 @@ type config struct {
 	MaxMessageSize int            `json:"max_message_size"`
 	Pin            bool           `json:"pin"`
 	PinDir         string         `json:"pin_dir"`
+	ReadOnlyMap    bool           `json:"read_only_map"`
 	Devices        []deviceConfig `json:"devices"`
 }
 
@@ -155,6 +157,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
 		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
 		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+")")
+		readOnly   = fs.Bool("read-only-map", false, "send clients a read-only XSKMAP fd, so that they register through the agent (/xsk_register)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON    = fs.Bool("log-json", false, "log in JSON")
 	)
@@ -216,6 +219,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if set["pin-dir"] {
 		cfg.PinDir = *pinDir
 	}
+	if set["read-only-map"] {
+		cfg.ReadOnlyMap = *readOnly
+	}
 	if *ifaces != "" {
 		var et uint64
 		if *etherType != "" {
@@ -271,6 +277,7 @@ func (c *config) serverOptions(log *slog.Logger) (*agent.ServerOptions, error) {
 		SocketGID:      c.SocketGID,
 		IdleTimeout:    time.Duration(c.IdleTimeout),
 		MaxMessageSize: c.MaxMessageSize,
+		ReadOnlyMap:    c.ReadOnlyMap,
 		Logger:         log,
 	}
 	if c.Pin {
