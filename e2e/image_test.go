@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/cni"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/oci"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/runc"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+const (
+	imageTag = "afxdp/sender:e2e"
+	// imageUID is the image's user (oci.DefaultUser).
+	imageUID = 65534
+	// replyPort is the sender's source port: the agent's program in the
+	// container redirects only UDP to it, so ARP reaches the stack.
+	replyPort = 7778
+	// sent is how many frames each container sends, and sendRate their
+	// rate in packets per second.
+	sent     = 20_000
+	sendRate = 100_000
+	sendSize = 128
+)
+
+// requireTools fails (in CI) or skips without runc and the CNI plugins.
+func requireTools(t *testing.T) {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	var missing []string
+	if _, err := exec.LookPath("runc"); err != nil {
+		missing = append(missing, "runc")
+	}
+	for _, p := range []string{"ptp", "macvlan", "host-local"} {
+		if _, err := os.Stat(filepath.Join(cni.DefaultPluginDir, p)); err != nil {
+			missing = append(missing, "CNI plugin "+p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv(testenv.RequireEnv) == "1" {
+		t.Fatalf("missing %s (run .ci/deps.sh)", strings.Join(missing, ", "))
+	}
+	t.Skipf("missing %s (apt-get install runc containernetworking-plugins)", strings.Join(missing, ", "))
+}
+
+// buildImage builds examples/sender with CGO_ENABLED=0, packs it into an
+// image with internal/oci (what cmd/afxdp-image does), writes an OCI layout
+// and unpacks it into a runc bundle.
+func buildImage(t *testing.T) *runc.Bundle {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sender")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", bin, "github.com/afxdp/afxdp/examples/sender")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build sender: %v\n%s", err, out)
+	}
+	img, err := oci.Build(&oci.Options{Binary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := filepath.Join(dir, "layout")
+	if err := oci.WriteLayout(layout, img, imageTag); err != nil {
+		t.Fatal(err)
+	}
+	b, err := runc.Unpack(layout, imageTag, filepath.Join(dir, "bundle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	if got := strings.Join(b.Image.Entrypoint, " "); got != "/sender" || b.Image.User != oci.DefaultUser {
+		t.Fatalf("image entrypoint %q user %q", got, b.Image.User)
+	}
+	return b
+}
+
+// namedNetns makes a named network namespace, as a runtime gives the CNI
+// plugins.
+func namedNetns(t *testing.T) *netenv.Netns {
+	t.Helper()
+	ns, err := netenv.NewNetns(netenv.RandomName("afxe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ns
+}
+
+// counter receives on s until it has want frames or stop is closed and the
+// socket stays idle, checking that each frame is the next in sequence,
+// intact, from src to dst.
+type counter struct {
+	got, bytes uint64
+	err        error
+	done       chan struct{}
+}
+
+func count(s *xsk.Socket, src, dst netip.Addr, want uint64, stop <-chan struct{}) *counter {
+	c := &counter{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		descs := make([]xsk.Desc, 64)
+		idle := time.Time{}
+		for c.got < want {
+			n, err := s.Receive(descs)
+			if err != nil {
+				c.err = err
+				return
+			}
+			if n == 0 {
+				select {
+				case <-stop:
+					if idle.IsZero() {
+						idle = time.Now()
+					} else if time.Since(idle) > time.Second {
+						return
+					}
+				default:
+				}
+				s.Wait(xsk.Readable, 10*time.Millisecond)
+				continue
+			}
+			idle = time.Time{}
+			for i := range descs[:n] {
+				f := s.Frame(descs[i])
+				p, err := packet.Parse(f)
+				if err == nil && (p.SrcIP != src || p.DstIP != dst || len(f) != sendSize) {
+					err = fmt.Errorf("%s -> %s, %d bytes", p.SrcIP, p.DstIP, len(f))
+				}
+				if err == nil {
+					if seq, ok := packet.CheckPayload(p.Payload); !ok || seq != c.got {
+						err = fmt.Errorf("sequence number %d (intact: %v)", seq, ok)
+					}
+				}
+				if err != nil {
+					c.err = fmt.Errorf("frame %d: %w", c.got, err)
+					return
+				}
+				c.got++
+				c.bytes += uint64(len(f))
+			}
+			s.Release(descs[:n])
+		}
+	}()
+	return c
+}
+
+// TestSenderImage runs the examples/sender image with runc, as its
+// unprivileged user with only CAP_NET_RAW, in a network namespace that a
+// CNI plugin wired, with the agent serving the container's eth0 and its
+// socket directory bind-mounted at the default path. A receiver on the
+// other side of the link counts and checks every frame.
+func TestSenderImage(t *testing.T) {
+	requireTools(t)
+	b := buildImage(t)
+
+	t.Run("ptp", func(t *testing.T) {
+		ns := namedNetns(t)
+		a, err := cni.Attach(context.Background(), cni.Config{Plugin: "ptp", NetnsPath: ns.Path()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := a.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		// The receiver is on the host end of the ptp veth, whose address
+		// is the container's gateway.
+		var recv *xsk.Socket
+		openReceiver(t, &recv, a.HostIf, func(fn func() error) error { return fn() })
+		runSender(t, b, ns, a, recv, a.Gateway)
+	})
+
+	t.Run("macvlan", func(t *testing.T) {
+		ns := namedNetns(t)
+		subnet := netenv.RandomSubnet()
+		// The master is a veth end here; its peer, in another namespace,
+		// is the container's neighbour on the link and the receiver.
+		v := testenv.NewVeth(t, &netenv.VethOptions{NoAddr: true})
+		b4 := subnet.Addr().As4()
+		b4[3] = 254
+		peer := netip.AddrFrom4(b4)
+		h := v.Peer.NS.Handle()
+		l, err := h.LinkByName(v.Peer.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: peer.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := cni.Attach(context.Background(), cni.Config{
+			Plugin: "macvlan", Master: v.Host.Name, Subnet: subnet, NetnsPath: ns.Path(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := a.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		var recv *xsk.Socket
+		openReceiver(t, &recv, v.Peer.Name, v.Peer.Do)
+		runSender(t, b, ns, a, recv, peer)
+	})
+}
+
+// openReceiver opens an AF_XDP socket, with its own program, on ifname
+// inside the namespace that do enters.
+func openReceiver(t *testing.T, s **xsk.Socket, ifname string, do func(func() error) error) {
+	t.Helper()
+	err := do(func() error {
+		var err error
+		*s, err = xsk.Open(ifname, 0, &xsk.Options{NumFrames: 4096, Filter: udpFilter})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := (*s).Close(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// runSender serves the container's eth0 with an agent, runs the sender in
+// the container towards dst and checks that recv got every frame.
+func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment, recv *xsk.Socket, dst netip.Addr) {
+	t.Helper()
+	dir := socketDir(t)
+	srv, err := agent.NewServer(&agent.ServerOptions{
+		Devices: []agent.Device{{Name: a.IfName, Netns: ns.Path(),
+			Filter: bpf.Filter{EtherType: 0x0800, IPProto: unix.IPPROTO_UDP, DstPort: replyPort}}},
+		SocketDir:   dir,
+		AllowedUIDs: []int{imageUID},
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	err = b.WriteConfig(&runc.SpecOptions{
+		Args: []string{"/sender", "-dev", a.IfName, "-dst", dst.String(), "-dst-port", strconv.Itoa(port),
+			"-src-port", strconv.Itoa(replyPort), "-count", strconv.Itoa(sent), "-rate", strconv.Itoa(sendRate),
+			"-size", strconv.Itoa(sendSize)},
+		NetnsPath: ns.Path(),
+		// The device plugin's layout: <dir>/<device>/afxdp.sock, here at
+		// the sender's default path.
+		Binds: []runc.Bind{{Source: filepath.Dir(srv.SocketPath(a.IfName)),
+			Destination: filepath.Join(agent.DefaultSocketDir, a.IfName)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var once sync.Once
+	defer once.Do(func() { close(stop) })
+	c := count(recv, a.Addr.Addr(), dst, sent, stop)
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: netenv.RandomName("afxdp-e2e"), Timeout: 30 * time.Second})
+	once.Do(func() { close(stop) })
+	<-c.done
+	if err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, res.Stdout, res.Stderr)
+	}
+	out := string(res.Stdout)
+	t.Logf("sender in the container said:\n%s", out)
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	if c.got != sent {
+		t.Fatalf("receiver counted %d frames, want %d", c.got, sent)
+	}
+	for _, want := range []string{
+		"socket registered by map-fd",
+		fmt.Sprintf("sent %d packets, %d bytes", sent, sent*sendSize),
+		fmt.Sprintf("stats: tx_packets=%d tx_bytes=%d", sent, sent*sendSize),
+		fmt.Sprintf("completed=%d", sent),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sender's output lacks %q", want)
+		}
+	}
+	waitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
+}
