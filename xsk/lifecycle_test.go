@@ -425,6 +425,9 @@ func TestExternalMap(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+		// The entry went with the socket: the flow falls through to
+		// the kernel's stack instead of into a dead socket.
+		expectKernelDelivery(t, v, peer, fl)
 		// The agent's program stays.
 		if q, _ := bpf.QueryXDP(v.Host.Index); q.Driver.ID != prog.ID() {
 			t.Fatalf("%s: closing the socket detached the agent's program: %+v", external, q)
@@ -467,4 +470,29 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	if received == 0 {
 		t.Fatal("nothing crossed the veth")
 	}
+}
+
+// expectKernelDelivery sends a frame of fl from the peer and checks that a
+// kernel UDP socket on the host receives it: proof that no XSKMAP entry
+// diverts the flow any more.
+func expectKernelDelivery(t *testing.T, v *netenv.Veth, peer *packetSocket, fl *flow) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: v.Host.IP().AsSlice(), Port: testPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	n, err := fl.write(buf, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := 0; try < 20; try++ {
+		peer.send(t, buf[:n])
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if m, _, err := c.ReadFromUDP(buf); err == nil && m == fl.payloadLenFor(7) {
+			return
+		}
+	}
+	t.Fatal("the flow did not reach the kernel's UDP socket after Close")
 }

@@ -329,18 +329,11 @@ func (s *Socket) unsetup() error {
 // teardown releases everything in the reverse order of Open.
 func (s *Socket) teardown() error {
 	var errs []error
-	if s.xskmap != nil {
-		var err error
-		if s.prog != nil {
-			err = s.prog.prog.Unregister(s.queue)
-		} else if err = s.xskmap.Delete(uint32(s.queue)); errors.Is(err, ebpf.ErrKeyNotExist) {
-			err = nil
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("unregister from xskmap: %w", err))
-		}
-		s.xskmap = nil
-	}
+	// The kernel removes the socket from every XSKMAP that holds it when
+	// the socket is released below (xsk_delete_from_maps). Deleting the
+	// entry here instead could remove a newer socket's entry at the same
+	// queue of a map that someone else owns.
+	s.xskmap = nil
 	if s.prog != nil {
 		errs = append(errs, s.prog.release())
 		s.prog = nil
