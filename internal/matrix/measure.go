@@ -1,0 +1,518 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/afxdp/afxdp/internal/pktgen"
+)
+
+// Sample is one measurement of one cell.
+type Sample struct {
+	// Seconds is the length of the measured window.
+	Seconds float64 `json:"seconds"`
+	// Sent is what the generator, sender or client offered and Received
+	// what the far end counted, over the whole measurement (warm-up and
+	// drain included), so that Sent-Received is what was lost.
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	// PPS is packets received per second in the window (for rr: round
+	// trips per second).
+	PPS float64 `json:"pps"`
+	// OfferedPPS is what the sender offered per second in the window.
+	OfferedPPS float64 `json:"offered_pps"`
+	// CPU per packet, in nanoseconds: AppNs of the thread that does the
+	// measured work (receiver, sender, echo), from getrusage; SoftirqNs and
+	// KernelNs (system + softirq + irq) machine-wide from /proc/stat.
+	AppNs     float64 `json:"app_ns_per_pkt"`
+	SoftirqNs float64 `json:"softirq_ns_per_pkt"`
+	KernelNs  float64 `json:"kernel_ns_per_pkt"`
+	// Round-trip percentiles in microseconds (rr only).
+	P50  float64 `json:"p50_us,omitempty"`
+	P99  float64 `json:"p99_us,omitempty"`
+	P999 float64 `json:"p999_us,omitempty"`
+	// Lost is Sent - Received.
+	Lost uint64 `json:"lost"`
+	// Drops are the counters that say where packets were dropped: the
+	// socket's own and every interface's rx/tx_dropped that moved.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// cellInfo describes how a cell was measured.
+type cellInfo struct {
+	Generator string
+	xdpInfo
+}
+
+const drainTime = 50 * time.Millisecond
+
+type measurer struct {
+	cfg Config
+}
+
+func (m *measurer) measure(ctx context.Context, t *topo, path, mode string, size int) (Sample, cellInfo, error) {
+	switch mode {
+	case "rx":
+		return m.rx(ctx, t, path, size)
+	case "tx":
+		return m.tx(ctx, t, path, size)
+	case "rr":
+		return m.rr(ctx, t, path, size)
+	}
+	return Sample{}, cellInfo{}, fmt.Errorf("unknown mode %q", mode)
+}
+
+// window holds the accounting taken at the edges of a measured window.
+type window struct {
+	start  time.Time
+	thread time.Duration
+	sys    sysCPU
+	links  map[string]netlink.LinkStatistics
+}
+
+func (m *measurer) open(t *topo) (window, error) {
+	w := window{start: time.Now(), thread: threadCPU()}
+	var err error
+	if w.sys, err = readSysCPU(); err != nil {
+		return w, err
+	}
+	w.links, err = t.linkCounters()
+	return w, err
+}
+
+// close finishes s from the window: CPU per packet over pkts.
+func (w window) close(s *Sample, pkts uint64) error {
+	el := time.Since(w.start)
+	th := threadCPU() - w.thread
+	sys, err := readSysCPU()
+	if err != nil {
+		return err
+	}
+	d := sys.sub(w.sys)
+	s.Seconds = el.Seconds()
+	s.PPS = float64(pkts) / el.Seconds()
+	if pkts > 0 {
+		s.AppNs = float64(th.Nanoseconds()) / float64(pkts)
+		s.SoftirqNs = float64(d.Softirq.Nanoseconds()) / float64(pkts)
+		s.KernelNs = float64((d.System + d.Softirq + d.Irq).Nanoseconds()) / float64(pkts)
+	}
+	return nil
+}
+
+// linkDrops adds to s the interface drop counters that moved since w.
+func (w window) linkDrops(t *topo, s *Sample) error {
+	now, err := t.linkCounters()
+	if err != nil {
+		return err
+	}
+	for name, a := range now {
+		b := w.links[name]
+		add := func(what string, d uint64) {
+			if d > 0 {
+				if s.Drops == nil {
+					s.Drops = map[string]uint64{}
+				}
+				s.Drops[name+" "+what] += d
+			}
+		}
+		add("rx_dropped", a.RxDropped-b.RxDropped)
+		add("tx_dropped", a.TxDropped-b.TxDropped)
+		add("rx_errors", a.RxErrors-b.RxErrors)
+		add("tx_errors", a.TxErrors-b.TxErrors)
+	}
+	return nil
+}
+
+func addDrops(s *Sample, m map[string]uint64) {
+	for k, v := range m {
+		if v == 0 {
+			continue
+		}
+		if s.Drops == nil {
+			s.Drops = map[string]uint64{}
+		}
+		s.Drops[k] += v
+	}
+}
+
+// rx: pktgen sends into the topology; path's receiver in B takes it.
+func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sample, info cellInfo, err error) {
+	// Sinks first: the kernel refuses an XDP program on a device whose
+	// upper device (a macvlan or VXLAN on it) already has one, but not the
+	// other way round.
+	if !t.genSender {
+		for _, ep := range t.passSinks {
+			if path == "afxdp" && ep.NS == t.B.NS && ep.Index == t.B.Index {
+				continue // the socket's own program opens the way
+			}
+			sink, err := pktgen.AttachSink(ep, pktgen.Pass)
+			if err != nil {
+				return s, info, err
+			}
+			defer sink.Close()
+		}
+	}
+	var rcv receiver
+	if err := t.B.Do(func() (err error) {
+		rcv, info.xdpInfo, err = newReceiver(path, t.B)
+		return err
+	}); err != nil {
+		return s, info, fmt.Errorf("open %s receiver on B: %w", path, err)
+	}
+	defer func() { err = errors.Join(err, rcv.close()) }()
+	g, err := newGenerator(t, size)
+	if err != nil {
+		return s, info, err
+	}
+	defer g.close()
+	info.Generator = g.name
+
+	gctx, stopGen := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var genErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		genErr = g.run(gctx)
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopGen()
+			wg.Wait()
+		}
+	}
+	defer stop()
+
+	unpin := pinThread(1)
+	defer unpin()
+	total, err := rcv.recv(1, time.Now().Add(m.cfg.Warmup))
+	if err != nil {
+		return s, info, fmt.Errorf("receive: %w", err)
+	}
+	if total == 0 {
+		stop()
+		return s, info, fmt.Errorf("no frame reached B's %s receiver within %v (generator: %v, offered %d)", path, m.cfg.Warmup, genErr, g.total())
+	}
+	w, err := m.open(t)
+	if err != nil {
+		return s, info, err
+	}
+	sent0 := g.total()
+	n, err := rcv.recv(0, w.start.Add(m.cfg.Duration))
+	total += n
+	if err != nil {
+		return s, info, fmt.Errorf("receive: %w", err)
+	}
+	if err := w.close(&s, n); err != nil {
+		return s, info, err
+	}
+	s.OfferedPPS = float64(g.total()-sent0) / s.Seconds
+	stop()
+	if genErr != nil && !errors.Is(genErr, context.Canceled) {
+		return s, info, fmt.Errorf("generator: %w", genErr)
+	}
+	more, err := rcv.recv(0, time.Now().Add(drainTime))
+	total += more
+	if err != nil {
+		return s, info, fmt.Errorf("receive: %w", err)
+	}
+	s.Sent, s.Received = g.total(), total
+	if s.Sent > s.Received {
+		s.Lost = s.Sent - s.Received
+	}
+	d, err := rcv.drops()
+	if err != nil {
+		return s, info, err
+	}
+	addDrops(&s, d)
+	return s, info, w.linkDrops(t, &s)
+}
+
+// tx: path's sender in A sends as fast as it can; a counting XDP program
+// on B's interface takes what arrives.
+func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sample, info cellInfo, err error) {
+	sink, err := attachCountSink(t.B)
+	if err != nil {
+		return s, info, err
+	}
+	defer func() { err = errors.Join(err, sink.close()) }()
+	frame := make([]byte, frameLen(size))
+	if _, err := t.requestFrame(frame, payloadLen(size)); err != nil {
+		return s, info, err
+	}
+	var snd sender
+	if err := t.A.Do(func() (err error) {
+		snd, info.xdpInfo, err = newSender(path, t, frame, payloadLen(size))
+		return err
+	}); err != nil {
+		return s, info, fmt.Errorf("open %s sender on A: %w", path, err)
+	}
+	defer func() { err = errors.Join(err, snd.close()) }()
+	info.Generator = "sender in A; XDP counter (" + sink.mode + ") on B"
+
+	unpin := pinThread(0)
+	defer unpin()
+	var sent uint64
+	warmEnd := time.Now().Add(m.cfg.Warmup)
+	for {
+		if err := ctx.Err(); err != nil {
+			return s, info, err
+		}
+		n, err := snd.send(time.Now().Add(5 * time.Millisecond))
+		sent += n
+		if err != nil {
+			return s, info, fmt.Errorf("send: %w", err)
+		}
+		got, err := sink.total()
+		if err != nil {
+			return s, info, err
+		}
+		if got > 0 {
+			break
+		}
+		if time.Now().After(warmEnd) {
+			return s, info, fmt.Errorf("nothing %s sent from A (%d frames) reached B within %v", path, sent, m.cfg.Warmup)
+		}
+	}
+	k0, err := sink.total()
+	if err != nil {
+		return s, info, err
+	}
+	w, err := m.open(t)
+	if err != nil {
+		return s, info, err
+	}
+	n, err := snd.send(w.start.Add(m.cfg.Duration))
+	sent += n
+	if err != nil {
+		return s, info, fmt.Errorf("send: %w", err)
+	}
+	k1, err := sink.total()
+	if err != nil {
+		return s, info, err
+	}
+	// CPU per packet sent: the sender's work is the measured work.
+	if err := w.close(&s, n); err != nil {
+		return s, info, err
+	}
+	s.OfferedPPS = s.PPS
+	s.PPS = float64(k1-k0) / s.Seconds
+	time.Sleep(drainTime)
+	if s.Received, err = sink.total(); err != nil {
+		return s, info, err
+	}
+	s.Sent = sent
+	if s.Sent > s.Received {
+		s.Lost = s.Sent - s.Received
+	}
+	return s, info, w.linkDrops(t, &s)
+}
+
+// rr: A's client sends requests at cfg.Rate to the echo in B, both on
+// path, and times the round trips.
+func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sample, info cellInfo, err error) {
+	pl := payloadLen(size)
+	var echo rrEcho
+	var ex xdpInfo
+	if err := t.B.Do(func() (err error) {
+		echo, ex, err = newEcho(path, t.B)
+		return err
+	}); err != nil {
+		return s, info, fmt.Errorf("open %s echo on B: %w", path, err)
+	}
+	defer func() { err = errors.Join(err, echo.close()) }()
+	var cl rrClient
+	if err := t.A.Do(func() (err error) {
+		cl, _, err = newClient(path, t, pl)
+		return err
+	}); err != nil {
+		return s, info, fmt.Errorf("open %s client on A: %w", path, err)
+	}
+	defer func() { err = errors.Join(err, cl.close()) }()
+	info.xdpInfo = ex
+	info.Generator = fmt.Sprintf("%s client in A at %d/s", path, m.cfg.Rate)
+
+	// The echo, on its own thread, whose CPU time is the cell's.
+	stopEcho := make(chan struct{})
+	var wg sync.WaitGroup
+	var echoErr error
+	var echoCPU time.Duration
+	var echoN uint64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		unpin := pinThread(1)
+		defer unpin()
+		c0 := threadCPU()
+		echoN, echoErr = echo.serve(stopEcho)
+		echoCPU = threadCPU() - c0
+	}()
+	defer func() {
+		select {
+		case <-stopEcho:
+		default:
+			close(stopEcho)
+		}
+		wg.Wait()
+	}()
+
+	// The client's receiver collects round trips of requests from
+	// measureFrom on.
+	epoch := time.Now()
+	var mu sync.Mutex
+	var replies, measured uint64
+	var measureFrom uint64 = 1 << 63
+	rtts := make([]time.Duration, 0, int(float64(m.cfg.Rate)*m.cfg.Duration.Seconds())+16)
+	stopRecv := make(chan struct{})
+	var rwg sync.WaitGroup
+	var recvErr error
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		for {
+			select {
+			case <-stopRecv:
+				return
+			default:
+			}
+			err := cl.recv(pollSlice, func(p []byte) {
+				seq, sent, ok := unstamp(p)
+				if !ok {
+					return
+				}
+				rtt := time.Since(epoch) - sent
+				mu.Lock()
+				replies++
+				if seq >= measureFrom {
+					measured++
+					if len(rtts) < cap(rtts) {
+						rtts = append(rtts, rtt)
+					}
+				}
+				mu.Unlock()
+			})
+			if err != nil {
+				recvErr = err
+				return
+			}
+		}
+	}()
+	stopReceiver := func() {
+		select {
+		case <-stopRecv:
+		default:
+			close(stopRecv)
+		}
+		rwg.Wait()
+	}
+	defer stopReceiver()
+
+	unpin := pinThread(0)
+	defer unpin()
+	payload := make([]byte, pl)
+	var seq uint64
+	// Warm up: one request every millisecond until one comes back.
+	warmEnd := time.Now().Add(m.cfg.Warmup)
+	for {
+		if err := ctx.Err(); err != nil {
+			return s, info, err
+		}
+		stamp(payload, seq, epoch)
+		seq++
+		if err := cl.send(payload); err != nil {
+			return s, info, fmt.Errorf("send request: %w", err)
+		}
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		r := replies
+		mu.Unlock()
+		if r > 0 {
+			break
+		}
+		if time.Now().After(warmEnd) {
+			return s, info, fmt.Errorf("no %s reply from B within %v (%d requests; echo: %v, client: %v)", path, m.cfg.Warmup, seq, echoErr, recvErr)
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // let warm-up replies pass
+	mu.Lock()
+	measureFrom = seq
+	mu.Unlock()
+
+	w, err := m.open(t)
+	if err != nil {
+		return s, info, err
+	}
+	interval := time.Second / time.Duration(m.cfg.Rate)
+	var n uint64
+	for {
+		due := w.start.Add(time.Duration(n) * interval)
+		now := time.Now()
+		if now.Sub(w.start) >= m.cfg.Duration {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return s, info, err
+		}
+		if d := due.Sub(now); d > 0 {
+			time.Sleep(d)
+		}
+		stamp(payload, seq, epoch)
+		seq++
+		n++
+		if err := cl.send(payload); err != nil {
+			return s, info, fmt.Errorf("send request: %w", err)
+		}
+	}
+	el := time.Since(w.start)
+	time.Sleep(4 * drainTime) // stragglers
+	stopReceiver()
+	close(stopEcho)
+	wg.Wait()
+	if echoErr != nil {
+		return s, info, fmt.Errorf("echo: %w", echoErr)
+	}
+	if recvErr != nil {
+		return s, info, fmt.Errorf("client receive: %w", recvErr)
+	}
+	mu.Lock()
+	got := measured
+	samples := slices.Clone(rtts)
+	mu.Unlock()
+	if err := w.close(&s, got); err != nil {
+		return s, info, err
+	}
+	s.Seconds = el.Seconds()
+	s.PPS = float64(got) / el.Seconds()
+	s.OfferedPPS = float64(n) / el.Seconds()
+	// The echo's CPU over its whole life (warm-up included) per reply.
+	if echoN > 0 {
+		s.AppNs = float64(echoCPU.Nanoseconds()) / float64(echoN)
+	}
+	s.Sent, s.Received = n, got
+	if n > got {
+		s.Lost = n - got
+	}
+	if len(samples) == 0 {
+		return s, info, fmt.Errorf("no %s reply in the measured window (%d requests)", path, n)
+	}
+	slices.Sort(samples)
+	s.P50 = pct(samples, 0.50)
+	s.P99 = pct(samples, 0.99)
+	s.P999 = pct(samples, 0.999)
+	return s, info, w.linkDrops(t, &s)
+}
+
+// pct is the q-quantile of sorted samples in microseconds (nearest rank).
+func pct(sorted []time.Duration, q float64) float64 {
+	i := int(q*float64(len(sorted))+0.5) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i].Nanoseconds()) / 1e3
+}

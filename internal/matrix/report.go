@@ -1,0 +1,219 @@
+package matrix
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteJSON writes the result as indented JSON.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func fmtRate(pps float64) string {
+	switch {
+	case pps >= 1e6:
+		return fmt.Sprintf("%.2fM", pps/1e6)
+	case pps >= 1e3:
+		return fmt.Sprintf("%.0fk", pps/1e3)
+	}
+	return fmt.Sprintf("%.0f", pps)
+}
+
+// fmtSpread is half the range of the runs over the median: of the rate,
+// or for rr of the p99.
+func fmtSpread(c *Cell) string {
+	if len(c.Runs) < 2 {
+		return ""
+	}
+	if c.Mode == "rr" {
+		if c.P99 == 0 {
+			return ""
+		}
+		return fmt.Sprintf("±%.0f%%", 50*(c.P99Max-c.P99Min)/c.P99)
+	}
+	if c.PPS == 0 {
+		return ""
+	}
+	return fmt.Sprintf("±%.0f%%", 50*(c.PPSMax-c.PPSMin)/c.PPS)
+}
+
+func fmtPct(v float64) string {
+	if v > -0.5 && v < 0.5 {
+		return "0%"
+	}
+	return fmt.Sprintf("%+.0f%%", v)
+}
+
+// value is the cell's headline: rate for rx/tx, p99 for rr.
+func (c *Cell) value() string {
+	switch c.Status {
+	case StatusUnavailable:
+		return "n/a"
+	case StatusFailed:
+		return "failed"
+	}
+	if c.Mode == "rr" {
+		return fmt.Sprintf("%.0f/%.0f/%.0fµs", c.P50, c.P99, c.P999)
+	}
+	return fmtRate(c.PPS) + "pps"
+}
+
+func (c *Cell) penaltyText() string {
+	if c.Status != StatusOK {
+		return ""
+	}
+	if c.Penalty == nil {
+		return "(no baseline)"
+	}
+	if c.Mode == "rr" {
+		return fmt.Sprintf("p50 %+.0fµs p99 %+.0fµs", c.Penalty.P50Us, c.Penalty.P99Us)
+	}
+	return fmt.Sprintf("%s rate, %s app cpu", fmtPct(c.Penalty.PPSPct), fmtPct(c.Penalty.CPUPct))
+}
+
+func (c *Cell) dropText() string {
+	if c.Status != StatusOK {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c.Drops)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, c.Drops[k]))
+	}
+	s := fmt.Sprintf("%.2f%%", c.LossPct)
+	if len(parts) > 0 {
+		s += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return s
+}
+
+func (c *Cell) xdpText() string {
+	switch {
+	case c.XDP != "" && c.Bind != "":
+		return c.XDP + "/" + c.Bind
+	case c.Bind != "":
+		return "no prog/" + c.Bind
+	}
+	return ""
+}
+
+// WriteText writes the summary and the full table for a terminal.
+func (r *Result) WriteText(w io.Writer) error {
+	fmt.Fprintf(w, "kernel %s, %d CPUs %s; %s runs of %s; baseline %s\n\n",
+		r.Kernel, r.CPUs, r.CPUModel, fmt.Sprint(r.Config.Runs), r.Config.Duration, r.Config.Baseline)
+	if err := r.writeSummary(w, false); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "topology\tpath\tmode\tsize\tresult\tspread\tGbit/s\tapp ns/pkt\tsoftirq ns/pkt\tkernel ns/pkt\tvs baseline\tloss (drops)\txdp\tgenerator")
+	for _, c := range r.Cells {
+		if c.Status != StatusOK {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t%s\n", c.Topology, c.Path, c.Mode, c.Size, c.value(), oneLine(c.Reason))
+			continue
+		}
+		gb := ""
+		if c.Mode != "rr" {
+			gb = fmt.Sprintf("%.2f", c.Gbps)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\n",
+			c.Topology, c.Path, c.Mode, c.Size, c.value(), fmtSpread(c), gb, c.AppNs, c.SoftirqNs, c.KernelNs,
+			c.penaltyText(), c.dropText(), c.xdpText(), c.Generator)
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 160 {
+		s = s[:157] + "..."
+	}
+	return s
+}
+
+// writeSummary writes one line per topology: for each path the headline of
+// each mode at the first size, with the penalty against the baseline.
+func (r *Result) writeSummary(w io.Writer, md bool) error {
+	size := r.Config.Sizes[0]
+	head := []string{"topology"}
+	for _, p := range r.Config.Paths {
+		for _, m := range r.Config.Modes {
+			head = append(head, fmt.Sprintf("%s %s", p, modeTitle(m)))
+		}
+	}
+	var rows [][]string
+	for _, t := range r.Topos {
+		row := []string{t.Name}
+		if !t.Available {
+			row[0] += " — " + t.Reason
+			rows = append(rows, row)
+			continue
+		}
+		for _, p := range r.Config.Paths {
+			for _, m := range r.Config.Modes {
+				c := r.Cell(t.Name, p, m, size)
+				row = append(row, summaryCell(c))
+			}
+		}
+		rows = append(rows, row)
+	}
+	if md {
+		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+		for _, row := range rows {
+			if len(row) == 1 {
+				fmt.Fprintf(w, "| %s |%s\n", row[0], strings.Repeat(" |", len(head)-1))
+				continue
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against %s:\n", size, r.Config.Baseline)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+func modeTitle(m string) string {
+	switch m {
+	case "rx":
+		return "rx"
+	case "tx":
+		return "tx"
+	}
+	return "rr p99"
+}
+
+func summaryCell(c *Cell) string {
+	if c == nil {
+		return ""
+	}
+	switch c.Status {
+	case StatusUnavailable:
+		return "n/a"
+	case StatusFailed:
+		return "failed"
+	}
+	if c.Mode == "rr" {
+		s := fmt.Sprintf("%.0fµs", c.P99)
+		if c.Penalty != nil {
+			s += fmt.Sprintf(" (%+.0f)", c.Penalty.P99Us)
+		}
+		return s
+	}
+	s := fmtRate(c.PPS)
+	if c.Penalty != nil {
+		s += " (" + fmtPct(c.Penalty.PPSPct) + ")"
+	}
+	return s
+}
