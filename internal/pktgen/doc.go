@@ -32,5 +32,12 @@
 // with EINTR and cilium/ebpf restarts never sends more than asked, and the
 // number sent is read back from the map.
 //
+// Frames are buffers the kernel reuses: what the receiving side writes into
+// one stays for the next run. A peer that forwards the frames in the
+// kernel (IP forwarding rewrites the MAC addresses and the TTL in place)
+// therefore changes every later copy, and most then arrive addressed to
+// someone else. Feed a forwarding topology from another sender, or make
+// the receiver's XDP program consume the frames.
+//
 // pktgen needs CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN).
 package pktgen
