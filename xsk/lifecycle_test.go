@@ -496,3 +496,75 @@ func expectKernelDelivery(t *testing.T, v *netenv.Veth, peer *packetSocket, fl *
 	}
 	t.Fatal("the flow did not reach the kernel's UDP socket after Close")
 }
+
+// TestManualRings leaves the fill and completion rings to the caller: with
+// no Refill the kernel runs out of frames to receive into, and with no
+// Complete the transmitted frames stay with the kernel.
+func TestManualRings(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{
+		Filter: udpFilter, ManualRings: true,
+		NumFrames: 256, FillRingSize: 128, TxFrames: 128,
+	})
+	peer := newPacketSocket(t, v.Peer)
+	fl := newFlow(v.Peer, v.Host, 18)
+	buf := make([]byte, 256)
+	descs := make([]xsk.Desc, 64)
+
+	// receive sends k frames one at a time and returns how many arrived.
+	seq := uint64(0)
+	receive := func(k int) int {
+		got := 0
+		for range k {
+			n, _ := fl.write(buf, seq)
+			seq++
+			peer.send(t, buf[:n])
+			deadline := time.Now().Add(200 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				m, err := s.Receive(descs[:1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m == 1 {
+					got++
+					if err := s.Release(descs[:1]); err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		return got
+	}
+	// Open primed the fill ring with all 128 receive frames; released
+	// frames do not go back without Refill.
+	if got := receive(130); got != 128 {
+		t.Fatalf("received %d frames without refilling, want the 128 primed", got)
+	}
+	if st, _ := s.Stats(); st.FillRingEmpty == 0 && st.RxDropped == 0 {
+		t.Fatalf("kernel did not report running out of fill frames: %+v", st)
+	}
+	if n, err := s.Refill(); n != 128 || err != nil {
+		t.Fatalf("Refill: %d %v", n, err)
+	}
+	if got := receive(10); got != 10 {
+		t.Fatalf("after Refill received %d of 10", got)
+	}
+
+	n, _ := s.Alloc(descs[:8])
+	for i := range descs[:n] {
+		descs[i].Len = 60
+	}
+	if sent, err := s.Transmit(descs[:n]); sent != 8 || err != nil {
+		t.Fatalf("transmit: %d %v", sent, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if c := s.Frames(); c.Tx != 8 {
+		t.Fatalf("without Complete the kernel should still hold 8 frames: %+v", c)
+	}
+	if c, err := s.Complete(); c != 8 || err != nil {
+		t.Fatalf("Complete: %d %v", c, err)
+	}
+	checkFramesHome(t, s)
+}
