@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -91,6 +92,12 @@ type Generator struct {
 	devmap  *ebpf.Map // [0] = target ifindex
 	prog    *ebpf.Program
 	total   atomic.Uint64 // frames offered since New
+
+	// resident keeps prog in the kernel's XDP dispatcher between runs
+	// (see keepResident); nil when that could not be arranged.
+	resident    link.Link
+	residentNS  *netenv.Netns
+	residentErr error
 }
 
 // New loads the generator's XDP program and points it at the interface
@@ -154,8 +161,46 @@ func New(ifindex int, opts *Options) (_ *Generator, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create packet generator on %s: load program: %w", ifi.Name, err)
 	}
+	g.residentErr = g.keepResident()
 	return g, nil
 }
+
+// keepResident attaches the program, in generic mode, to the loopback of a
+// namespace of its own where nothing ever sends a packet.
+//
+// Every BPF_PROG_RUN of an XDP program adds the program to the kernel's XDP
+// dispatcher on entry and removes it on exit (bpf_prog_change_xdp); each
+// change patches kernel text and waits for RCU, which took about 25 ms a
+// call here, three times the time 65,536 frames take. A program already in
+// the dispatcher (because it is attached somewhere) makes those changes
+// mere reference counts: the generator went from 1.8 to 5.8 Mpps in runs
+// of 65,536 frames on a veth pair. The namespace holds no traffic, so the
+// attachment never runs the program (nor spends its budget).
+func (g *Generator) keepResident() error {
+	ns, err := netenv.NewNetns("")
+	if err != nil {
+		return err
+	}
+	err = ns.Do(func() error {
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		g.resident, err = link.AttachXDP(link.XDPOptions{Program: g.prog, Interface: lo.Index, Flags: link.XDPGenericMode})
+		return err
+	})
+	if err != nil {
+		ns.Close()
+		return fmt.Errorf("keep generator resident in the XDP dispatcher: %w", err)
+	}
+	g.residentNS = ns
+	return nil
+}
+
+// ResidentErr says why the generator could not keep its program in the
+// kernel's XDP dispatcher (it then pays a fixed cost of some milliseconds
+// per run); nil when it could.
+func (g *Generator) ResidentErr() error { return g.residentErr }
 
 // NewFor is [New] for an endpoint, run inside the endpoint's namespace.
 func NewFor(ep netenv.Endpoint, opts *Options) (*Generator, error) {
@@ -321,6 +366,12 @@ func (g *Generator) Close() error {
 	}
 	g.closed = true
 	var errs []error
+	if g.resident != nil {
+		errs = append(errs, g.resident.Close())
+	}
+	if g.residentNS != nil {
+		errs = append(errs, g.residentNS.Close())
+	}
 	if g.prog != nil {
 		errs = append(errs, g.prog.Close())
 	}

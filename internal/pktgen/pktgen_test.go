@@ -103,6 +103,9 @@ func TestSendCountedAtPeer(t *testing.T) {
 	attachSink(t, v.Peer, pktgen.Pass)
 	frame := udpFrame(t, v.Host, v.Peer, 18) // 60-byte frame
 	g := newGen(t, v.Host, &pktgen.Options{Frame: frame})
+	if err := g.ResidentErr(); err != nil {
+		t.Fatalf("generator not resident in the XDP dispatcher: %v", err)
+	}
 
 	const n = 100_000
 	before := readCounters(t, v.Peer)
