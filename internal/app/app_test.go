@@ -1,0 +1,136 @@
+package app
+
+import (
+	"bytes"
+	"flag"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+func TestFlags(t *testing.T) {
+	var c Config
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	err := fs.Parse([]string{"-i", "eth0", "-q", "3", "-batch", "32", "-ring", "512", "-mode", "copy",
+		"-wakeup=false", "-busy-poll", "20us", "-tx-budget", "64", "-wait", "hybrid", "-spin", "1ms", "-d", "5s",
+		"-size", "1500", "-frame", "4096"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	o := c.XSKOptions()
+	want := xsk.Options{NumFrames: 2048, FrameSize: 4096, RxRingSize: 512, TxRingSize: 512, FillRingSize: 512,
+		CompletionRingSize: 512, Bind: xsk.BindCopy, NoNeedWakeup: true, BusyPoll: 20 * time.Microsecond, TxBudget: 64}
+	if *o != want {
+		t.Fatalf("options %+v, want %+v", *o, want)
+	}
+	if c.Interface != "eth0" || c.Queue != 3 || c.Wait != WaitHybrid || c.Spin != time.Millisecond || c.Duration != 5*time.Second {
+		t.Fatalf("config %+v", c)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	for _, args := range [][]string{{"-mode", "fast"}, {"-wait", "sleep"}} {
+		var c Config
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(&bytes.Buffer{})
+		c.RegisterFlags(fs)
+		if err := fs.Parse(args); err == nil {
+			t.Errorf("%v: parsed", args)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Batch = 0 }, "batch 0"},
+		{func(c *Config) { c.RingSize = 32; c.Batch = 64 }, "ring 32"},
+		{func(c *Config) { c.PacketSize = 20 }, "size 20"},
+		{func(c *Config) { c.PacketSize = 3000 }, "size 3000"},
+		{func(c *Config) { c.Spin = -1 }, "spin"},
+		{func(c *Config) { c.DstPort = 70000 }, "ports"},
+	} {
+		var c Config
+		c.Defaults()
+		tc.set(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate() = %v, want an error naming %q", err, tc.want)
+		}
+	}
+}
+
+func TestUDPHeader(t *testing.T) {
+	var c Config
+	c.Defaults()
+	c.DstMAC, c.DstIP = "02:00:00:00:00:09", "192.0.2.9"
+	h, err := c.UDPHeader([]byte{2, 0, 0, 0, 0, 1}, nil, netip.Addr{}, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	if _, err := h.Write(b, 64-packet.HeadersLen); err != nil {
+		t.Fatal(err)
+	}
+	p, err := packet.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.DstMAC.String() != "02:00:00:00:00:09" || p.DstIP.String() != "192.0.2.9" || p.SrcIP.String() != "10.0.0.1" ||
+		p.DstPort != 9000 || p.SrcPort != 40000 {
+		t.Fatalf("header %+v", p)
+	}
+	c.SrcIP = "nonsense"
+	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err == nil {
+		t.Fatal("bad src-ip accepted")
+	}
+}
+
+func TestSwapMACs(t *testing.T) {
+	f := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0}
+	SwapMACs(f)
+	if !bytes.Equal(f, []byte{7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6, 0x08, 0}) {
+		t.Fatalf("swapped: %v", f)
+	}
+	SwapMACs(f[:5]) // too short: left alone
+	if a := testing.AllocsPerRun(100, func() { SwapMACs(f) }); a != 0 {
+		t.Fatalf("SwapMACs allocates %v times", a)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	for pps, want := range map[float64]string{7.123e6: "7.12 Mpps", 12345: "12.3 kpps", 12: "12 pps"} {
+		if got := FormatRate(pps); got != want {
+			t.Errorf("FormatRate(%v) = %q, want %q", pps, got, want)
+		}
+	}
+	if got := formatBits(64*1000, 1000, 1); got != "" {
+		t.Errorf("bits shown for 64-byte frames: %q", got)
+	}
+	if got := formatBits(1500*1000, 1000, 1); got != " 0.01 Gb/s" {
+		t.Errorf("formatBits = %q", got)
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	end := time.Now().Add(30 * time.Millisecond)
+	for time.Now().Before(end) {
+	}
+	d, err := ProcCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d < 0 || ProcessCPU() <= 0 {
+		t.Fatalf("cpu times %v, %v", d, ProcessCPU())
+	}
+}

@@ -1,0 +1,263 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+// WaitMode says what a run loop does when it finds nothing to do (no packet
+// received, no transmit frame free).
+type WaitMode int
+
+const (
+	// WaitSpin tries again at once: lowest latency and highest rate, and a
+	// core burnt at 100% even when idle.
+	WaitSpin WaitMode = iota
+	// WaitPoll sleeps in poll(2) until the socket is ready: no CPU when
+	// idle, a kernel wake-up per sleep when busy.
+	WaitPoll
+	// WaitHybrid spins for a bounded time (Config.Spin) and then sleeps in
+	// poll(2).
+	WaitHybrid
+)
+
+func (m WaitMode) String() string {
+	switch m {
+	case WaitSpin:
+		return "spin"
+	case WaitPoll:
+		return "poll"
+	case WaitHybrid:
+		return "hybrid"
+	}
+	return fmt.Sprintf("WaitMode(%d)", int(m))
+}
+
+// ParseWaitMode parses "spin", "poll" or "hybrid".
+func ParseWaitMode(s string) (WaitMode, error) {
+	for _, m := range []WaitMode{WaitSpin, WaitPoll, WaitHybrid} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("wait mode %q: must be spin, poll or hybrid", s)
+}
+
+// Set and the String method make *WaitMode a flag.Value.
+func (m *WaitMode) Set(s string) error {
+	v, err := ParseWaitMode(s)
+	if err == nil {
+		*m = v
+	}
+	return err
+}
+
+// DefaultSpin is how long WaitHybrid spins before it sleeps.
+const DefaultSpin = 50 * time.Microsecond
+
+// Config holds the knobs of the examples. The zero value is not ready:
+// call Defaults (RegisterFlags does) or set every field.
+type Config struct {
+	// Interface to bind; "" makes the example build its own veth pair in
+	// throwaway namespaces and drive it.
+	Interface string
+	Queue     int
+	// Batch is the most descriptors handled per ring operation.
+	Batch int
+	// RingSize is the size of every ring (RX, TX, fill, completion).
+	RingSize int
+	// FrameSize is the UMEM frame size (2048 or 4096); NumFrames the
+	// number of frames (0: 4×RingSize, half of them for transmit).
+	FrameSize, NumFrames int
+	// PacketSize is the length of transmitted frames in bytes, without
+	// the 4-byte FCS.
+	PacketSize int
+	// Bind is auto, copy or zero-copy.
+	Bind xsk.BindMode
+	// NeedWakeup turns on XDP_USE_NEED_WAKEUP.
+	NeedWakeup bool
+	// BusyPoll turns on preferred busy polling with this SO_BUSY_POLL
+	// time; BusyBudget is SO_BUSY_POLL_BUDGET.
+	BusyPoll   time.Duration
+	BusyBudget int
+	// TxBudget is XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32).
+	TxBudget int
+	// Wait says what to do when idle; Spin bounds the spinning of
+	// WaitHybrid.
+	Wait WaitMode
+	Spin time.Duration
+	// Duration ends the run (0: until interrupted).
+	Duration time.Duration
+	// CPU pins the run loop's thread to a CPU (-1: no pinning).
+	CPU int
+	// Isolate keeps the process's other threads off CPU.
+	Isolate bool
+	// Quiet turns off the per-second report.
+	Quiet bool
+
+	// Transmitted frames' addresses (txonly); unset ones are taken from
+	// the interface (source MAC) or defaults.
+	SrcMAC, DstMAC string
+	SrcIP, DstIP   string
+	SrcPort        uint
+	DstPort        uint
+
+	// Self-built topology (no Interface): generator settings.
+	GenCPU   int
+	GenBatch int
+	GenPPS   uint64
+}
+
+// Defaults sets every field to its default.
+func (c *Config) Defaults() {
+	*c = Config{
+		Batch: 64, RingSize: xsk.DefaultRingSize, FrameSize: 2048, PacketSize: 64,
+		NeedWakeup: true, Wait: WaitSpin, Spin: DefaultSpin, CPU: -1,
+		SrcPort: 40000, DstPort: 9000, GenCPU: 0, GenBatch: 64,
+	}
+}
+
+type bindFlag struct{ m *xsk.BindMode }
+
+func (b bindFlag) String() string {
+	if b.m == nil {
+		return ""
+	}
+	return b.m.String()
+}
+
+func (b bindFlag) Set(s string) error {
+	switch s {
+	case "auto":
+		*b.m = xsk.BindAuto
+	case "copy":
+		*b.m = xsk.BindCopy
+	case "zc", "zero-copy", "zerocopy":
+		*b.m = xsk.BindZeroCopy
+	default:
+		return fmt.Errorf("bind mode %q: must be auto, copy or zc", s)
+	}
+	return nil
+}
+
+// RegisterFlags sets the defaults and registers the common flags on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Defaults()
+	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
+	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
+	fs.IntVar(&c.Batch, "batch", c.Batch, "descriptors per ring operation")
+	fs.IntVar(&c.RingSize, "ring", c.RingSize, "size of every ring (RX, TX, fill, completion), a power of two")
+	fs.IntVar(&c.FrameSize, "frame", c.FrameSize, "UMEM frame size: 2048 or 4096")
+	fs.IntVar(&c.NumFrames, "frames", 0, "UMEM frames (0: 4×ring, half of them for transmit)")
+	fs.IntVar(&c.PacketSize, "size", c.PacketSize, "transmitted frame length in bytes, without FCS")
+	fs.Var(bindFlag{&c.Bind}, "mode", "bind mode: auto, copy or zc")
+	fs.BoolVar(&c.NeedWakeup, "wakeup", c.NeedWakeup, "use need_wakeup (XDP_USE_NEED_WAKEUP)")
+	fs.DurationVar(&c.BusyPoll, "busy-poll", 0, "preferred busy polling with this SO_BUSY_POLL time (0: off)")
+	fs.IntVar(&c.BusyBudget, "busy-budget", 0, "SO_BUSY_POLL_BUDGET (0: 64 with -busy-poll)")
+	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32)")
+	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)) or hybrid (spin -spin, then poll)")
+	fs.DurationVar(&c.Spin, "spin", c.Spin, "how long -wait hybrid spins before it sleeps")
+	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
+	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
+	fs.BoolVar(&c.Isolate, "isolate", true, "with -cpu: keep the process's other threads off that CPU")
+	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
+	fs.StringVar(&c.SrcMAC, "src-mac", "", "source MAC of transmitted frames (default: the interface's)")
+	fs.StringVar(&c.DstMAC, "dst-mac", "", "destination MAC of transmitted frames (default: broadcast, or the peer's)")
+	fs.StringVar(&c.SrcIP, "src-ip", "", "source IPv4 of transmitted frames (default 10.0.0.1, or the topology's)")
+	fs.StringVar(&c.DstIP, "dst-ip", "", "destination IPv4 of transmitted frames (default 10.0.0.2, or the topology's)")
+	fs.UintVar(&c.SrcPort, "src-port", c.SrcPort, "UDP source port of transmitted frames")
+	fs.UintVar(&c.DstPort, "dst-port", c.DstPort, "UDP destination port of transmitted frames")
+	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
+	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
+	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
+}
+
+// Validate checks the knobs that xsk.Options does not check itself.
+func (c *Config) Validate() error {
+	switch {
+	case c.Batch < 1 || c.Batch > 4096:
+		return fmt.Errorf("batch %d: must be between 1 and 4096", c.Batch)
+	case c.RingSize < c.Batch:
+		return fmt.Errorf("ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
+	case c.PacketSize < packet.MinFrame || c.PacketSize > c.FrameSize:
+		return fmt.Errorf("size %d: must be between %d and the frame size %d", c.PacketSize, packet.MinFrame, c.FrameSize)
+	case c.Wait < WaitSpin || c.Wait > WaitHybrid:
+		return fmt.Errorf("wait %d: unknown wait mode", int(c.Wait))
+	case c.Spin < 0:
+		return fmt.Errorf("spin %v: must not be negative", c.Spin)
+	case c.Duration < 0:
+		return fmt.Errorf("duration %v: must not be negative", c.Duration)
+	case c.SrcPort > 0xffff || c.DstPort > 0xffff:
+		return fmt.Errorf("ports %d, %d: must be at most 65535", c.SrcPort, c.DstPort)
+	}
+	return nil
+}
+
+// XSKOptions is the socket configuration the knobs describe.
+func (c *Config) XSKOptions() *xsk.Options {
+	n := c.NumFrames
+	if n == 0 {
+		n = 4 * c.RingSize
+	}
+	return &xsk.Options{
+		NumFrames:          n,
+		FrameSize:          c.FrameSize,
+		RxRingSize:         c.RingSize,
+		TxRingSize:         c.RingSize,
+		FillRingSize:       c.RingSize,
+		CompletionRingSize: c.RingSize,
+		Bind:               c.Bind,
+		NoNeedWakeup:       !c.NeedWakeup,
+		BusyPoll:           c.BusyPoll,
+		BusyPollBudget:     c.BusyBudget,
+		TxBudget:           c.TxBudget,
+	}
+}
+
+// UDPHeader is the header of transmitted frames: the flags where given,
+// else the defaults (source MAC of ifname, or of def; destination MAC,
+// IPs from def when it has them).
+func (c *Config) UDPHeader(src, dst net.HardwareAddr, srcIP, dstIP netip.Addr) (packet.UDP, error) {
+	h := packet.UDP{SrcMAC: src, DstMAC: dst, SrcIP: srcIP, DstIP: dstIP,
+		SrcPort: uint16(c.SrcPort), DstPort: uint16(c.DstPort)}
+	var err error
+	if c.SrcMAC != "" {
+		if h.SrcMAC, err = net.ParseMAC(c.SrcMAC); err != nil {
+			return h, fmt.Errorf("src-mac: %w", err)
+		}
+	}
+	if c.DstMAC != "" {
+		if h.DstMAC, err = net.ParseMAC(c.DstMAC); err != nil {
+			return h, fmt.Errorf("dst-mac: %w", err)
+		}
+	}
+	if c.SrcIP != "" {
+		if h.SrcIP, err = netip.ParseAddr(c.SrcIP); err != nil {
+			return h, fmt.Errorf("src-ip: %w", err)
+		}
+	}
+	if c.DstIP != "" {
+		if h.DstIP, err = netip.ParseAddr(c.DstIP); err != nil {
+			return h, fmt.Errorf("dst-ip: %w", err)
+		}
+	}
+	if h.DstMAC == nil {
+		h.DstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	if h.SrcMAC == nil {
+		h.SrcMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+	}
+	if !h.SrcIP.IsValid() {
+		h.SrcIP = netip.MustParseAddr("10.0.0.1")
+	}
+	if !h.DstIP.IsValid() {
+		h.DstIP = netip.MustParseAddr("10.0.0.2")
+	}
+	return h, nil
+}

@@ -1,0 +1,258 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/afxdp/afxdp/xsk"
+)
+
+// Counters are a loop's running totals. The loop adds to them once per
+// batch; any goroutine may read them.
+type Counters struct {
+	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64
+	// Sleeps counts poll(2) calls made while idle.
+	Sleeps atomic.Uint64
+}
+
+// Loop runs one socket's data path: rxdrop, txonly or l2fwd. Its methods
+// allocate nothing; one goroutine runs them while others read C or set
+// Stop.
+type Loop struct {
+	Sock  *xsk.Socket
+	Batch int
+	Wait  WaitMode
+	Spin  time.Duration
+	// PacketLen is the length txonly sends (after PrepareTx).
+	PacketLen int
+
+	// Stop makes the running method return at its next iteration.
+	Stop atomic.Bool
+	C    Counters
+
+	descs     []xsk.Desc
+	pending   int // txonly: descs[:pending] allocated, not yet queued
+	idleStart time.Time
+}
+
+// NewLoop makes a loop over sock with the config's batch and wait mode.
+func NewLoop(sock *xsk.Socket, c *Config) *Loop {
+	return &Loop{Sock: sock, Batch: c.Batch, Wait: c.Wait, Spin: c.Spin,
+		PacketLen: c.PacketSize, descs: make([]xsk.Desc, c.Batch)}
+}
+
+// pollTimeout bounds each sleep, so that Stop is noticed.
+const pollTimeout = 100 * time.Millisecond
+
+// idle is called when an iteration did nothing; ev is what would let the
+// loop go on.
+func (l *Loop) idle(ev xsk.Events) error {
+	switch l.Wait {
+	case WaitSpin:
+		return nil
+	case WaitHybrid:
+		now := time.Now()
+		if l.idleStart.IsZero() {
+			l.idleStart = now
+			return nil
+		}
+		if now.Sub(l.idleStart) < l.Spin {
+			return nil
+		}
+	}
+	l.C.Sleeps.Add(1)
+	_, err := l.Sock.Wait(ev, pollTimeout)
+	return err
+}
+
+// busy resets the hybrid spin clock.
+func (l *Loop) busy() { l.idleStart = time.Time{} }
+
+func bytesOf(descs []xsk.Desc) uint64 {
+	var b uint64
+	for i := range descs {
+		b += uint64(descs[i].Len)
+	}
+	return b
+}
+
+// RxDrop receives and releases packets until it has received at least n
+// (0: no limit) or Stop is set, and returns how many it received.
+func (l *Loop) RxDrop(n uint64) (uint64, error) {
+	var got uint64
+	descs := l.descs[:l.Batch]
+	for (n == 0 || got < n) && !l.Stop.Load() {
+		k, err := l.Sock.Receive(descs)
+		if err != nil {
+			return got, err
+		}
+		if k == 0 {
+			if err := l.idle(xsk.Readable); err != nil {
+				return got, err
+			}
+			continue
+		}
+		l.busy()
+		l.C.RxBytes.Add(bytesOf(descs[:k]))
+		if err := l.Sock.Release(descs[:k]); err != nil {
+			return got, err
+		}
+		l.C.RxPackets.Add(uint64(k))
+		got += uint64(k)
+	}
+	return got, nil
+}
+
+// PrepareTx writes frame into every transmit frame of the UMEM, so that
+// TxOnly only has to set lengths, as libxdp's and DPDK's txonly do.
+func (l *Loop) PrepareTx(frame []byte) error {
+	if len(frame) > l.Sock.UMEM().FrameSize() {
+		return fmt.Errorf("prepare tx: frame of %d bytes: longer than a UMEM frame", len(frame))
+	}
+	l.PacketLen = len(frame)
+	var all []xsk.Desc
+	buf := make([]xsk.Desc, 256)
+	for {
+		k, err := l.Sock.Alloc(buf)
+		if err != nil {
+			return err
+		}
+		if k == 0 {
+			break
+		}
+		for _, d := range buf[:k] {
+			copy(l.Sock.Frame(xsk.Desc{Addr: d.Addr, Len: uint32(len(frame))}), frame)
+		}
+		all = append(all, buf[:k]...)
+	}
+	if len(all) == 0 {
+		return errors.New("prepare tx: the socket has no transmit frames")
+	}
+	return l.Sock.Release(all)
+}
+
+// TxOnly transmits the prepared frame until it has queued at least n
+// frames (0: no limit) or Stop is set, and returns how many it queued.
+func (l *Loop) TxOnly(n uint64) (uint64, error) {
+	var sent uint64
+	plen := uint32(l.PacketLen)
+	for (n == 0 || sent < n) && !l.Stop.Load() {
+		if l.pending < l.Batch {
+			k, err := l.Sock.Alloc(l.descs[l.pending:l.Batch])
+			if err != nil {
+				return sent, err
+			}
+			for i := l.pending; i < l.pending+k; i++ {
+				l.descs[i].Len = plen
+			}
+			l.pending += k
+		}
+		if l.pending == 0 {
+			if err := l.wait(xsk.Writable); err != nil {
+				return sent, err
+			}
+			continue
+		}
+		k, err := l.Sock.Transmit(l.descs[:l.pending])
+		if err != nil {
+			return sent, err
+		}
+		if k < l.pending {
+			copy(l.descs, l.descs[k:l.pending])
+		}
+		l.pending -= k
+		if k == 0 {
+			if err := l.wait(xsk.Writable); err != nil {
+				return sent, err
+			}
+			continue
+		}
+		l.busy()
+		l.C.TxPackets.Add(uint64(k))
+		l.C.TxBytes.Add(uint64(k) * uint64(plen))
+		sent += uint64(k)
+	}
+	return sent, nil
+}
+
+// wait is idle for the transmit side: spinning kicks the kernel, so that
+// frames the TX ring still holds get sent and completed.
+func (l *Loop) wait(ev xsk.Events) error {
+	if l.Wait == WaitSpin || l.Wait == WaitHybrid && (l.idleStart.IsZero() || time.Since(l.idleStart) < l.Spin) {
+		if err := l.Sock.Kick(); err != nil {
+			return err
+		}
+	}
+	return l.idle(ev)
+}
+
+// ReleaseTx gives back the frames TxOnly allocated and did not queue.
+func (l *Loop) ReleaseTx() error {
+	err := l.Sock.Release(l.descs[:l.pending])
+	l.pending = 0
+	return err
+}
+
+// L2Fwd receives packets, swaps their Ethernet addresses and transmits
+// them back out of the same queue, until it has forwarded at least n (0:
+// no limit) or Stop is set, and returns how many it forwarded.
+func (l *Loop) L2Fwd(n uint64) (uint64, error) {
+	var fwd uint64
+	descs := l.descs[:l.Batch]
+	for (n == 0 || fwd < n) && !l.Stop.Load() {
+		k, err := l.Sock.Receive(descs)
+		if err != nil {
+			return fwd, err
+		}
+		if k == 0 {
+			if err := l.idle(xsk.Readable); err != nil {
+				return fwd, err
+			}
+			continue
+		}
+		l.busy()
+		b := bytesOf(descs[:k])
+		l.C.RxPackets.Add(uint64(k))
+		l.C.RxBytes.Add(b)
+		for i := range descs[:k] {
+			SwapMACs(l.Sock.Frame(descs[i]))
+		}
+		for off := 0; off < k; {
+			m, err := l.Sock.Transmit(descs[off:k])
+			if err != nil {
+				// Give back what will not be sent.
+				l.Sock.Release(descs[off+m : k])
+				return fwd, err
+			}
+			off += m
+			if m == 0 {
+				if l.Stop.Load() {
+					return fwd, l.Sock.Release(descs[off:k])
+				}
+				if err := l.wait(xsk.Writable); err != nil {
+					l.Sock.Release(descs[off:k])
+					return fwd, err
+				}
+			}
+		}
+		l.C.TxPackets.Add(uint64(k))
+		l.C.TxBytes.Add(b)
+		fwd += uint64(k)
+	}
+	return fwd, nil
+}
+
+// SwapMACs exchanges the destination and source addresses of an Ethernet
+// frame in place.
+func SwapMACs(f []byte) {
+	if len(f) < 12 {
+		return
+	}
+	var t [6]byte
+	copy(t[:], f[0:6])
+	copy(f[0:6], f[6:12])
+	copy(f[6:12], t[:])
+}

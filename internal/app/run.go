@@ -1,0 +1,377 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+// Kind is the data path a run exercises.
+type Kind int
+
+const (
+	// RxDrop receives and drops.
+	RxDrop Kind = iota
+	// TxOnly transmits one prepared frame, again and again.
+	TxOnly
+	// L2Fwd receives, swaps MAC addresses and transmits back.
+	L2Fwd
+)
+
+func (k Kind) String() string {
+	switch k {
+	case RxDrop:
+		return "rxdrop"
+	case TxOnly:
+		return "txonly"
+	case L2Fwd:
+		return "l2fwd"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Context is a context that ends on SIGINT or SIGTERM, or after d when d
+// is positive.
+func Context(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if d <= 0 {
+		return ctx, stop
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	return ctx, func() { cancel(); stop() }
+}
+
+// Result is what a run measured, over its window (after the warm-up).
+type Result struct {
+	Kind    Kind
+	Mode    xsk.BindMode
+	Elapsed time.Duration
+
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+	// Offered is what the generator offered (own topology only), from
+	// its average rate.
+	Offered uint64
+	// PeerReceived is what arrived at the host end (own topology only).
+	PeerReceived uint64
+	// CPU is the process's CPU time minus the generator thread's;
+	// GenCPU the generator thread's.
+	CPU, GenCPU time.Duration
+	// Sleeps is the number of poll(2) calls made while idle.
+	Sleeps uint64
+	// Stats are the socket's counters at the end of the run (whole run).
+	Stats xsk.Stats
+}
+
+// Packets is what the run's data path handled: received for rxdrop,
+// queued for transmit for txonly and forwarded for l2fwd.
+func (r *Result) Packets() uint64 {
+	if r.Kind == RxDrop {
+		return r.RxPackets
+	}
+	return r.TxPackets
+}
+
+// PPS is Packets per second.
+func (r *Result) PPS() float64 { return float64(r.Packets()) / r.Elapsed.Seconds() }
+
+// CPUPerMpkt is the CPU seconds the process (without the generator) spent
+// per million packets.
+func (r *Result) CPUPerMpkt() float64 {
+	return r.CPU.Seconds() / max(float64(r.Packets())/1e6, 1e-9)
+}
+
+// Run opens a socket as c says and runs kind on it until ctx ends,
+// reporting to out (nil: no output). Without c.Interface it first builds
+// its own topology (see [NewTopology]) and feeds it with a generator.
+func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
+	if c.Interface != "" {
+		return RunOn(ctx, kind, c, nil, 0, out)
+	}
+	t, err := NewTopology(&TopologyOptions{
+		Generator: kind != TxOnly, FrameLen: c.PacketSize, GenBatch: c.GenBatch, GenPPS: c.GenPPS,
+		HostSink: kind != RxDrop,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build veth topology: %w", err)
+	}
+	defer func() { err = errors.Join(err, t.Close()) }()
+	if out != nil {
+		fmt.Fprintf(out, "built veth pair %s (%s) <-> %s (%s) in throwaway namespaces\n",
+			t.Veth.Host.Name, t.Veth.Host.Addr, t.Veth.Peer.Name, t.Veth.Peer.Addr)
+	}
+	return RunOn(ctx, kind, c, t, 0, out)
+}
+
+type snapshot struct {
+	at               time.Time
+	rx, rxb, tx, txb uint64
+	offered, peer    uint64
+	cpu, gen         time.Duration
+	sleeps           uint64
+}
+
+// RunOn runs kind on the peer end of t (nil: on c.Interface in the calling
+// thread's namespace) until ctx ends. The measured window starts after
+// warmup.
+func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.Duration, out io.Writer) (_ *Result, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	ifname := c.Interface
+	var sock *xsk.Socket
+	open := func() error {
+		var err error
+		sock, err = xsk.Open(ifname, c.Queue, c.XSKOptions())
+		return err
+	}
+	if t != nil {
+		ifname = t.Veth.Peer.Name
+		err = t.Veth.Peer.Do(open)
+	} else {
+		err = open()
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, sock.Close()) }()
+
+	l := NewLoop(sock, c)
+	if kind == TxOnly {
+		frame, err := txFrame(c, ifname, t)
+		if err != nil {
+			return nil, err
+		}
+		if err := l.PrepareTx(frame); err != nil {
+			return nil, err
+		}
+	}
+	if out != nil {
+		fmt.Fprintf(out, "%s on %s queue %d: %s mode, XDP %s, batch %d, rings %d, frames of %d, need_wakeup %v, busy-poll %v, wait %s\n",
+			kind, ifname, c.Queue, sock.Mode(), sock.XDPMode(), c.Batch, c.RingSize, c.FrameSize, c.NeedWakeup, c.BusyPoll, c.Wait)
+	}
+
+	var gen *GenRun
+	if t != nil && t.Gen != nil && kind != TxOnly {
+		if gen, err = t.StartGenerator(c.GenCPU); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if gen != nil {
+				_, gerr := gen.Stop()
+				err = errors.Join(err, gerr)
+			}
+		}()
+	}
+
+	take := func() snapshot {
+		s := snapshot{at: time.Now(), rx: l.C.RxPackets.Load(), rxb: l.C.RxBytes.Load(),
+			tx: l.C.TxPackets.Load(), txb: l.C.TxBytes.Load(), cpu: ProcessCPU(), sleeps: l.C.Sleeps.Load()}
+		if gen != nil {
+			s.offered, s.gen = gen.Offered(), gen.CPU()
+		}
+		if t != nil && t.Sink != nil {
+			s.peer, _ = t.HostReceived()
+		}
+		return s
+	}
+
+	var wg sync.WaitGroup
+	var loopErr error
+	loopDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(loopDone)
+		unpin, err := PinThread(c.CPU)
+		if err != nil {
+			loopErr = err
+			return
+		}
+		defer unpin()
+		if c.CPU >= 0 && c.Isolate {
+			if err := KeepOffCPU(c.CPU); err != nil {
+				loopErr = err
+				return
+			}
+		}
+		switch kind {
+		case RxDrop:
+			_, loopErr = l.RxDrop(0)
+		case TxOnly:
+			_, loopErr = l.TxOnly(0)
+			loopErr = errors.Join(loopErr, l.ReleaseTx())
+		case L2Fwd:
+			_, loopErr = l.L2Fwd(0)
+		}
+	}()
+
+	start := take()
+	first := start
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	prev := start
+	warm := warmup <= 0
+	var warmTimer <-chan time.Time
+	if !warm {
+		warmTimer = time.After(warmup)
+	}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-loopDone:
+			break loop
+		case <-warmTimer:
+			start = take()
+			warm = true
+		case <-tick.C:
+			now := take()
+			if out != nil && !c.Quiet {
+				printRate(out, kind, now.at.Sub(first.at), prev, now, gen != nil, t != nil && t.Sink != nil)
+			}
+			prev = now
+		}
+	}
+	end := take()
+	l.Stop.Store(true)
+	wg.Wait()
+	if loopErr != nil && !errors.Is(loopErr, net.ErrClosed) {
+		return nil, fmt.Errorf("%s: %w", kind, loopErr)
+	}
+	var genErr error
+	var genRate float64
+	if gen != nil {
+		_, genErr = gen.Stop()
+		genRate = gen.Rate()
+		gen = nil
+	}
+	r := &Result{Kind: kind, Mode: sock.Mode(), Elapsed: end.at.Sub(start.at),
+		RxPackets: end.rx - start.rx, RxBytes: end.rxb - start.rxb,
+		TxPackets: end.tx - start.tx, TxBytes: end.txb - start.txb,
+		PeerReceived: end.peer - start.peer,
+		GenCPU:       end.gen - start.gen, Sleeps: end.sleeps - start.sleeps}
+	r.CPU = end.cpu - start.cpu - r.GenCPU
+	// The generator's count moves once per call (2^20 frames): its
+	// average rate over its run is the better figure.
+	r.Offered = uint64(genRate * r.Elapsed.Seconds())
+	if r.Stats, err = sock.Stats(); err != nil {
+		return nil, err
+	}
+	if out != nil {
+		PrintResult(out, r)
+	}
+	return r, genErr
+}
+
+// txFrame builds the frame txonly sends.
+func txFrame(c *Config, ifname string, t *Topology) ([]byte, error) {
+	var h packet.UDP
+	var err error
+	if t != nil {
+		h, err = c.UDPHeader(t.Veth.Peer.MAC, t.Veth.Host.MAC, t.Veth.Peer.IP(), t.Veth.Host.IP())
+	} else {
+		var src net.HardwareAddr
+		if ifi, ierr := net.InterfaceByName(ifname); ierr == nil {
+			src = ifi.HardwareAddr
+		}
+		h, err = c.UDPHeader(src, nil, netip.Addr{}, netip.Addr{})
+	}
+	if err != nil {
+		return nil, err
+	}
+	frame := make([]byte, c.PacketSize)
+	packet.FillPayload(frame[packet.HeadersLen:], 0)
+	if _, err := h.Write(frame, c.PacketSize-packet.HeadersLen); err != nil {
+		return nil, err
+	}
+	return frame, nil
+}
+
+// FormatRate formats a packet rate: "7.12 Mpps".
+func FormatRate(pps float64) string {
+	switch {
+	case pps >= 1e6:
+		return fmt.Sprintf("%.2f Mpps", pps/1e6)
+	case pps >= 1e3:
+		return fmt.Sprintf("%.1f kpps", pps/1e3)
+	}
+	return fmt.Sprintf("%.0f pps", pps)
+}
+
+// formatBits formats a bit rate of frames of avg bytes, or "" for frames
+// of 64 bytes or less.
+func formatBits(bytes uint64, pkts uint64, secs float64) string {
+	if pkts == 0 || bytes/pkts <= 64 {
+		return ""
+	}
+	return fmt.Sprintf(" %.2f Gb/s", float64(bytes)*8/secs/1e9)
+}
+
+func printRate(out io.Writer, kind Kind, at time.Duration, a, b snapshot, gen, sink bool) {
+	s := b.at.Sub(a.at).Seconds()
+	line := fmt.Sprintf("%6.1fs", at.Seconds())
+	if kind != TxOnly {
+		line += fmt.Sprintf("  rx %s%s", FormatRate(float64(b.rx-a.rx)/s), formatBits(b.rxb-a.rxb, b.rx-a.rx, s))
+	}
+	if kind != RxDrop {
+		line += fmt.Sprintf("  tx %s%s", FormatRate(float64(b.tx-a.tx)/s), formatBits(b.txb-a.txb, b.tx-a.tx, s))
+	}
+	if gen && at > 0 {
+		// The generator's count moves once per BPF_PROG_RUN call:
+		// show its running average.
+		line += fmt.Sprintf("  (offered %s on average)", FormatRate(float64(b.offered)/at.Seconds()))
+	}
+	if sink {
+		line += fmt.Sprintf("  (peer got %s)", FormatRate(float64(b.peer-a.peer)/s))
+	}
+	if b.sleeps != a.sleeps {
+		line += fmt.Sprintf("  sleeps %d", b.sleeps-a.sleeps)
+	}
+	fmt.Fprintln(out, line)
+}
+
+// PrintResult prints the totals of a run and the socket's statistics.
+func PrintResult(out io.Writer, r *Result) {
+	secs := r.Elapsed.Seconds()
+	fmt.Fprintf(out, "\n%s: %d packets in %.2fs: %s%s, %.3f CPU-s per million packets",
+		r.Kind, r.Packets(), secs, FormatRate(r.PPS()), formatBits(max(r.RxBytes, r.TxBytes), r.Packets(), secs), r.CPUPerMpkt())
+	if r.Offered > 0 {
+		fmt.Fprintf(out, "; generator offered %s (%.2f CPU-s)", FormatRate(float64(r.Offered)/secs), r.GenCPU.Seconds())
+	}
+	if r.PeerReceived > 0 {
+		fmt.Fprintf(out, "; peer received %s", FormatRate(float64(r.PeerReceived)/secs))
+	}
+	fmt.Fprintln(out)
+	PrintStats(out, r.Stats)
+}
+
+// PrintStats prints a socket's statistics, one per line.
+func PrintStats(out io.Writer, s xsk.Stats) {
+	fmt.Fprintf(out, "socket statistics:\n")
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{
+		{"rx packets", s.RxPackets}, {"rx bytes", s.RxBytes}, {"rx batches", s.RxBatches},
+		{"tx packets", s.TxPackets}, {"tx bytes", s.TxBytes}, {"tx batches", s.TxBatches},
+		{"tx completed", s.Completed},
+		{"rx dropped", s.RxDropped}, {"rx ring full", s.RxRingFull}, {"fill ring empty", s.FillRingEmpty},
+		{"rx invalid descs", s.RxInvalidDescs}, {"tx invalid descs", s.TxInvalidDescs}, {"tx ring empty", s.TxRingEmpty},
+		{"rx wakeups", s.RxWakeups}, {"tx wakeups", s.TxWakeups},
+	} {
+		fmt.Fprintf(out, "  %-17s %d\n", f.name, f.v)
+	}
+}

@@ -1,0 +1,220 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/pktgen"
+	"golang.org/x/sys/unix"
+)
+
+// TopologyOptions configures [NewTopology].
+type TopologyOptions struct {
+	// PeerNS holds the peer end (where the program under test binds);
+	// nil: a new anonymous namespace. A named one lets `ip netns exec`
+	// run other programs (dpdk-testpmd) there.
+	PeerNS *netenv.Netns
+	// Generator makes a pktgen generator that sends FrameLen-byte UDP
+	// frames from the host end, arriving at the peer end.
+	Generator bool
+	FrameLen  int
+	GenBatch  int
+	GenPPS    uint64
+	// HostSink attaches an XDP_DROP program to the host end, so that what
+	// the peer end sends is counted (rx_packets) and dropped cheaply.
+	HostSink bool
+	// PeerSink attaches an XDP program with this verdict to the peer end
+	// (0: none): pktgen.Pass for receivers above XDP (kernel sockets,
+	// AF_PACKET), which need some XDP program there for veth to take
+	// generated frames; pktgen.Drop to measure the kernel's own XDP_DROP
+	// rate, the ceiling for any receiver.
+	PeerSink pktgen.Verdict
+}
+
+// genChunk is the generator's frames per BPF_PROG_RUN call. Each call
+// costs two RCU grace periods (bpf_prog_test_run_xdp adds the program to
+// the XDP dispatcher and removes it again: synchronize_rcu in
+// bpf_dispatcher_change_prog), tens of milliseconds on a virtual machine
+// during which the generator's CPU sits idle; with 2^16 frames a call the
+// generator idled 40% of the time here. 2^20 frames make that a few
+// percent, at the price of Offered moving only once per call.
+const genChunk = 1 << 20
+
+// Topology is a veth pair whose host end sits in a throwaway namespace and
+// whose peer end is where the program under test binds, with a generator
+// that feeds the peer and a sink that swallows what the peer sends.
+type Topology struct {
+	HostNS *netenv.Netns
+	Veth   *netenv.Veth
+	Gen    *pktgen.Generator
+	Sink   *pktgen.Sink
+	// PeerSink is the program on the peer end, if asked for.
+	PeerSink *pktgen.Sink
+	Frame    []byte // the generator's frame
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewTopology builds the topology.
+func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
+	t := &Topology{}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	if t.HostNS, err = netenv.NewNetns(""); err != nil {
+		return nil, err
+	}
+	if t.Veth, err = netenv.NewVeth(&netenv.VethOptions{HostNS: t.HostNS, PeerNS: o.PeerNS}); err != nil {
+		return nil, err
+	}
+	if err := pktgen.AddNeighbors(t.Veth); err != nil {
+		return nil, err
+	}
+	if o.HostSink {
+		if t.Sink, err = pktgen.AttachSink(t.Veth.Host, pktgen.Drop); err != nil {
+			return nil, err
+		}
+	}
+	if o.PeerSink != 0 {
+		if t.PeerSink, err = pktgen.AttachSink(t.Veth.Peer, o.PeerSink); err != nil {
+			return nil, err
+		}
+	}
+	if o.Generator {
+		n := max(o.FrameLen, packet.MinFrame)
+		t.Frame = make([]byte, n)
+		h := packet.UDP{SrcMAC: t.Veth.Host.MAC, DstMAC: t.Veth.Peer.MAC,
+			SrcIP: t.Veth.Host.IP(), DstIP: t.Veth.Peer.IP(), SrcPort: 40000, DstPort: 9000}
+		packet.FillPayload(t.Frame[packet.HeadersLen:], 0)
+		if _, err := h.Write(t.Frame, n-packet.HeadersLen); err != nil {
+			return nil, err
+		}
+		t.Gen, err = pktgen.NewFor(t.Veth.Host, &pktgen.Options{Frame: t.Frame, BatchSize: o.GenBatch, PPS: o.GenPPS,
+			Chunk: genChunk})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Close removes everything the topology made. A second Close returns nil.
+func (t *Topology) Close() error {
+	t.closeOnce.Do(func() {
+		var errs []error
+		if t.Gen != nil {
+			errs = append(errs, t.Gen.Close())
+		}
+		if t.Sink != nil {
+			errs = append(errs, t.Sink.Close())
+		}
+		if t.PeerSink != nil {
+			errs = append(errs, t.PeerSink.Close())
+		}
+		if t.Veth != nil {
+			errs = append(errs, t.Veth.Close())
+		}
+		if t.HostNS != nil {
+			errs = append(errs, t.HostNS.Close())
+		}
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}
+
+// HostReceived is the host end's rx_packets: what the peer end sent that
+// arrived.
+func (t *Topology) HostReceived() (uint64, error) {
+	c, err := pktgen.ReadCounters(t.Veth.Host)
+	return c.RxPackets, err
+}
+
+// PeerReceived is the peer end's rx_packets.
+func (t *Topology) PeerReceived() (uint64, error) {
+	c, err := pktgen.ReadCounters(t.Veth.Peer)
+	return c.RxPackets, err
+}
+
+// GenRun is a generator running in the background.
+type GenRun struct {
+	g     *pktgen.Generator
+	stop  atomic.Bool
+	done  chan struct{}
+	start time.Time
+	end   time.Time
+	sent  uint64
+	cpu   time.Duration // the generator thread's CPU time, once done
+	tid   int
+	err   error
+}
+
+// StartGenerator sends as fast as the generator can (or at its PPS) on a
+// thread pinned to cpu (-1: unpinned) until Stop.
+func (t *Topology) StartGenerator(cpu int) (*GenRun, error) {
+	if t.Gen == nil {
+		return nil, errors.New("start generator: the topology has none")
+	}
+	r := &GenRun{g: t.Gen, done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(r.done)
+		unpin, err := PinThread(cpu)
+		r.tid = unix.Gettid()
+		ready <- err
+		if err != nil {
+			return
+		}
+		defer unpin()
+		c0, t0 := ThreadCPU(), time.Now()
+		r.start = t0
+		// Send without a context: SendContext would cap each call at
+		// 2^16 frames to notice cancellation sooner.
+		for !r.stop.Load() {
+			n, err := t.Gen.Send(genChunk)
+			r.sent += n
+			if err != nil {
+				r.err = fmt.Errorf("generator: %w", err)
+				break
+			}
+		}
+		r.end = time.Now()
+		r.cpu = ThreadCPU() - c0
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Offered is the number of frames offered so far.
+func (r *GenRun) Offered() uint64 { return r.g.Total() }
+
+// CPU is the CPU time the generator's thread has used so far, in clock
+// ticks (10 ms).
+func (r *GenRun) CPU() time.Duration {
+	d, _ := TaskCPU(r.tid)
+	return d
+}
+
+// Stop stops the generator at the end of its current call and returns
+// its thread's CPU time and its error, if it failed.
+func (r *GenRun) Stop() (time.Duration, error) {
+	r.stop.Store(true)
+	<-r.done
+	return r.cpu, r.err
+}
+
+// Rate is the generator's average rate over its whole run, in frames per
+// second; call it after Stop.
+func (r *GenRun) Rate() float64 {
+	<-r.done
+	return float64(r.sent) / r.end.Sub(r.start).Seconds()
+}
