@@ -1,0 +1,582 @@
+// Command compare puts afxdp's rxdrop and txonly side by side with DPDK's
+// testpmd (AF_XDP driver, busy_budget=0) on the same veth pair, fed by the
+// same generator (internal/pktgen, BPF_PROG_RUN live frames, on CPU 0; the
+// code under test on CPU 1), alternating them for several rounds, and
+// prints a Markdown table of medians and ratios. The kernel's own XDP_DROP
+// rate (the ceiling for any receiver) and kernel UDP recvmmsg run in the
+// same rounds.
+//
+// It needs root and dpdk-testpmd, which it installs with apt-get (package
+// dpdk-dev) when missing. It makes a named network namespace (testpmd runs
+// there through `ip netns exec`) and a veth pair, and removes them, and
+// kills testpmd, when it ends.
+//
+//	go run ./bench/cmd/compare -rounds 5 -d 5s
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/baseline"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+const (
+	genCPU  = 0
+	loopCPU = 1
+)
+
+var (
+	rounds   = flag.Int("rounds", 5, "rounds; every contender runs once per round, in alternating order")
+	dur      = flag.Duration("d", 5*time.Second, "measured time per trial")
+	warmup   = flag.Duration("warmup", time.Second, "time before each trial's measurement starts")
+	size     = flag.Int("size", 64, "frame length in bytes without FCS")
+	batch    = flag.Int("batch", 64, "afxdp batch size")
+	ring     = flag.Int("ring", 2048, "afxdp ring sizes")
+	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
+	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
+	only     = flag.String("only", "", "run only the contenders whose names contain this")
+	verbose  = flag.Bool("v", false, "log every trial")
+	jsonOut  = flag.String("json", "", "also write the medians to this JSON file")
+)
+
+// trial is one measurement.
+type trial struct {
+	pps     float64 // packets received (rx) or arriving at the peer (tx) per second
+	offered float64 // generator's rate (rx)
+	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp)
+	cpu     float64 // CPU-s per million packets of the code under test
+}
+
+type contender struct {
+	name  string
+	group string // "rx" or "tx"
+	run   func(*env) (trial, error)
+	res   []trial
+}
+
+type env struct {
+	ns   *netenv.Netns
+	topo *app.Topology
+}
+
+func main() {
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+}
+
+func ensureTestpmd() error {
+	if _, err := exec.LookPath("dpdk-testpmd"); err == nil {
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, "dpdk-testpmd missing: apt-get install -y dpdk-dev")
+	install := func() error {
+		cmd := exec.Command("apt-get", "install", "-y", "dpdk-dev")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		return cmd.Run()
+	}
+	if err := install(); err != nil {
+		up := exec.Command("apt-get", "update")
+		up.Stdout, up.Stderr = os.Stderr, os.Stderr
+		if err := up.Run(); err != nil {
+			return fmt.Errorf("apt-get update: %w", err)
+		}
+		if err := install(); err != nil {
+			return fmt.Errorf("install dpdk-dev: %w", err)
+		}
+	}
+	_, err := exec.LookPath("dpdk-testpmd")
+	return err
+}
+
+func run(ctx context.Context) (err error) {
+	if err := ensureTestpmd(); err != nil {
+		return err
+	}
+	ns, err := netenv.NewNetns(netenv.RandomName("afxcmp"))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, ns.Close()) }()
+	t, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: *size, HostSink: true})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, t.Close()) }()
+	e := &env{ns: ns, topo: t}
+	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
+
+	all := []*contender{
+		{name: "kernel XDP_DROP (ceiling)", group: "rx", run: xdpDrop},
+		{name: "testpmd rxonly", group: "rx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") }},
+		{name: "afxdp rxdrop spin", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitSpin) }},
+		{name: "afxdp rxdrop hybrid", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) }},
+		{name: "afxdp rxdrop poll", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) }},
+		{name: "kernel UDP recvmmsg", group: "rx", run: udpRecv},
+		{name: "testpmd txonly", group: "tx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") }},
+		{name: "afxdp txonly", group: "tx", run: afxdpTx},
+		{name: "testpmd txonly, peer threaded NAPI", group: "txt", run: threaded(func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") })},
+		{name: "afxdp txonly, peer threaded NAPI", group: "txt", run: threaded(afxdpTx)},
+	}
+	var cs []*contender
+	for _, c := range all {
+		if strings.Contains(c.name, *only) {
+			cs = append(cs, c)
+		}
+	}
+	for r := range *rounds {
+		order := slices.Clone(cs)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, c := range order {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			tr, err := c.run(e)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			c.res = append(c.res, tr)
+			if *verbose {
+				fmt.Fprintf(os.Stderr, "round %d %-28s %6.3f Mpps (offered %6.3f, drops %.0f, %.3f CPU-s/Mpkt)\n",
+					r+1, c.name, tr.pps/1e6, tr.offered/1e6, tr.drops, tr.cpu)
+			}
+		}
+	}
+	report(os.Stdout, cs)
+	if *jsonOut != "" {
+		return writeJSON(*jsonOut, cs)
+	}
+	return nil
+}
+
+// Summary is one contender's medians, as -json writes them.
+type Summary struct {
+	Name, Group                 string
+	Mpps, Min, Max, OfferedMpps float64
+	Drops, CPUPerMpkt           float64
+	Trials                      int
+}
+
+func writeJSON(path string, cs []*contender) error {
+	var out []Summary
+	for _, c := range cs {
+		pps := func(t trial) float64 { return t.pps / 1e6 }
+		out = append(out, Summary{
+			Name: c.name, Group: c.group, Trials: len(c.res),
+			Mpps:        median(c.res, pps),
+			Min:         pps(slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
+			Max:         pps(slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
+			OfferedMpps: median(c.res, func(t trial) float64 { return t.offered / 1e6 }),
+			Drops:       median(c.res, func(t trial) float64 { return t.drops }),
+			CPUPerMpkt:  median(c.res, func(t trial) float64 { return t.cpu }),
+		})
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// threaded runs fn with threaded NAPI on the host end, which receives
+// what the peer sends.
+func threaded(fn func(*env) (trial, error)) func(*env) (trial, error) {
+	return func(e *env) (_ trial, err error) {
+		if err := app.SetThreadedNAPI(e.topo.Veth.Host, true); err != nil {
+			return trial{}, err
+		}
+		defer func() { err = errors.Join(err, app.SetThreadedNAPI(e.topo.Veth.Host, false)) }()
+		return fn(e)
+	}
+}
+
+func median(ts []trial, f func(trial) float64) float64 {
+	v := make([]float64, len(ts))
+	for i, t := range ts {
+		v[i] = f(t)
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func report(w io.Writer, cs []*contender) {
+	ref := map[string]float64{}
+	for _, c := range cs {
+		if strings.HasPrefix(c.name, "testpmd") {
+			ref[c.group] = median(c.res, func(t trial) float64 { return t.pps })
+		}
+	}
+	var udp float64
+	for _, c := range cs {
+		if c.name == "kernel UDP recvmmsg" {
+			udp = median(c.res, func(t trial) float64 { return t.pps })
+		}
+	}
+	fmt.Fprintf(w, "| contender | Mpps (median) | min–max | offered Mpps | socket drops | CPU-s/Mpkt | vs testpmd | vs UDP recvmmsg |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range cs {
+		pps := median(c.res, func(t trial) float64 { return t.pps })
+		lo := slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
+		hi := slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
+		off := median(c.res, func(t trial) float64 { return t.offered })
+		offs, drops, ratio, vsUDP := "", "", "", ""
+		if off > 0 {
+			offs = fmt.Sprintf("%.2f", off/1e6)
+		}
+		if strings.HasPrefix(c.name, "afxdp") {
+			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
+		}
+		if r := ref[c.group]; r > 0 {
+			ratio = fmt.Sprintf("%.2f×", pps/r)
+		}
+		if udp > 0 && c.group == "rx" {
+			vsUDP = fmt.Sprintf("%.1f×", pps/udp)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %.3f | %s | %s |\n",
+			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, median(c.res, func(t trial) float64 { return t.cpu }), ratio, vsUDP)
+	}
+}
+
+func cmpf(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// window runs the generator for warmup+dur and calls at(0) after the
+// warm-up and at(1) at the end; it returns the generator's rate, the
+// window's length and the generator's CPU time in it.
+func window(e *env, at func(i int)) (offered float64, secs float64, gcpu time.Duration, err error) {
+	g, err := e.topo.StartGenerator(genCPU)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	time.Sleep(*warmup)
+	c0, t0 := g.CPU(), time.Now()
+	at(0)
+	time.Sleep(*dur)
+	c1, t1 := g.CPU(), time.Now()
+	at(1)
+	if _, err := g.Stop(); err != nil {
+		return 0, 0, 0, err
+	}
+	secs = t1.Sub(t0).Seconds()
+	// The generator's count moves once per BPF_PROG_RUN call (2^20
+	// frames): its rate over its whole run is the better figure.
+	return g.Rate(), secs, c1 - c0, nil
+}
+
+func xdpDrop(e *env) (trial, error) {
+	s, err := pktgen.AttachSink(e.topo.Veth.Peer, pktgen.Drop)
+	if err != nil {
+		return trial{}, err
+	}
+	defer s.Close()
+	var p [2]uint64
+	var rerr error
+	off, secs, _, err := window(e, func(i int) {
+		var e2 error
+		p[i], e2 = e.topo.PeerReceived()
+		rerr = errors.Join(rerr, e2)
+	})
+	if err = errors.Join(err, rerr); err != nil {
+		return trial{}, err
+	}
+	return trial{pps: float64(p[1]-p[0]) / secs, offered: off}, nil
+}
+
+func openPeer(e *env, c *app.Config) (*xsk.Socket, error) {
+	var s *xsk.Socket
+	err := e.topo.Veth.Peer.Do(func() error {
+		var err error
+		s, err = xsk.Open(e.topo.Veth.Peer.Name, 0, c.XSKOptions())
+		return err
+	})
+	return s, err
+}
+
+// loopRun runs fn on a thread pinned to loopCPU until stop is called.
+func loopRun(fn func() error) (stop func() error) {
+	var wg sync.WaitGroup
+	var err error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		unpin, perr := app.PinThread(loopCPU)
+		if perr != nil {
+			err = perr
+			return
+		}
+		defer unpin()
+		err = fn()
+	}()
+	return func() error { wg.Wait(); return err }
+}
+
+func afxdpRx(e *env, w app.WaitMode) (trial, error) {
+	var c app.Config
+	c.Defaults()
+	c.Batch, c.RingSize, c.Wait = *batch, *ring, w
+	s, err := openPeer(e, &c)
+	if err != nil {
+		return trial{}, err
+	}
+	defer s.Close()
+	l := app.NewLoop(s, &c)
+	wait := loopRun(func() error { _, err := l.RxDrop(0); return err })
+	var n [2]uint64
+	var cpu [2]time.Duration
+	var st [2]xsk.Stats
+	off, secs, gcpu, err := window(e, func(i int) {
+		n[i], cpu[i] = l.C.RxPackets.Load(), app.ProcessCPU()
+		st[i], _ = s.Stats()
+	})
+	l.Stop.Store(true)
+	if err = errors.Join(err, wait()); err != nil {
+		return trial{}, err
+	}
+	got := float64(n[1] - n[0])
+	return trial{pps: got / secs, offered: off,
+		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
+		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+}
+
+func afxdpTx(e *env) (trial, error) {
+	var c app.Config
+	c.Defaults()
+	c.Batch, c.RingSize, c.TxBudget, c.PacketSize = *txBatch, *ring, *txBudget, *size
+	s, err := openPeer(e, &c)
+	if err != nil {
+		return trial{}, err
+	}
+	defer s.Close()
+	l := app.NewLoop(s, &c)
+	if err := l.PrepareTx(txFrame(e)); err != nil {
+		return trial{}, err
+	}
+	wait := loopRun(func() error { _, err := l.TxOnly(0); return errors.Join(err, l.ReleaseTx()) })
+	time.Sleep(*warmup)
+	p0, err0 := e.topo.HostReceived()
+	c0, t0 := app.ProcessCPU(), time.Now()
+	time.Sleep(*dur)
+	p1, err1 := e.topo.HostReceived()
+	c1, t1 := app.ProcessCPU(), time.Now()
+	l.Stop.Store(true)
+	if err := errors.Join(err0, err1, wait()); err != nil {
+		return trial{}, err
+	}
+	got := float64(p1 - p0)
+	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (c1 - c0).Seconds() / (got / 1e6)}, nil
+}
+
+func txFrame(e *env) []byte {
+	// The generator's frame, turned around: peer to host.
+	f := slices.Clone(e.topo.Frame)
+	copy(f[0:6], e.topo.Veth.Host.MAC)
+	copy(f[6:12], e.topo.Veth.Peer.MAC)
+	return f
+}
+
+func udpRecv(e *env) (trial, error) {
+	s, err := pktgen.AttachSink(e.topo.Veth.Peer, pktgen.Pass)
+	if err != nil {
+		return trial{}, err
+	}
+	defer s.Close()
+	var r *baseline.UDPReceiver
+	err = e.topo.Veth.Peer.Do(func() (err error) {
+		r, err = baseline.NewUDPReceiver(netip.AddrPortFrom(e.topo.Veth.Peer.IP(), 9000), nil)
+		return err
+	})
+	if err != nil {
+		return trial{}, err
+	}
+	defer r.Close()
+	var stop sync.WaitGroup
+	done := make(chan struct{})
+	stop.Add(1)
+	var rerr error
+	go func() {
+		defer stop.Done()
+		unpin, err := app.PinThread(loopCPU)
+		if err != nil {
+			rerr = err
+			return
+		}
+		defer unpin()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := r.Receive(1<<16, time.Now().Add(100*time.Millisecond)); err != nil {
+				rerr = err
+				return
+			}
+		}
+	}()
+	var st [2]baseline.Stats
+	var cpu [2]time.Duration
+	off, secs, gcpu, err := window(e, func(i int) { st[i], _ = r.Stats(); cpu[i] = app.ProcessCPU() })
+	close(done)
+	stop.Wait()
+	if err = errors.Join(err, rerr); err != nil {
+		return trial{}, err
+	}
+	got := float64(st[1].Packets - st[0].Packets)
+	return trial{pps: got / secs, offered: off, cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+}
+
+var (
+	reRx = regexp.MustCompile(`RX-packets:\s+(\d+)`)
+	reTx = regexp.MustCompile(`TX-packets:\s+(\d+)`)
+)
+
+// testpmd runs dpdk-testpmd in mode (rxonly or txonly) on the peer end,
+// lcore 0 its main thread and lcore 1 forwarding, as PEERS.md has it.
+func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
+	args := []string{"netns", "exec", e.ns.Name(), "dpdk-testpmd", "-l", "0-1", "--no-pci", "--no-huge", "-m", "1024",
+		"--no-shconf", "--file-prefix", "afxcmp" + strconv.Itoa(os.Getpid()),
+		"--vdev", "net_af_xdp0,iface=" + e.topo.Veth.Peer.Name + ",start_queue=0,queue_count=1,busy_budget=0",
+		"--", "--forward-mode=" + mode, "--nb-cores=1", "--stats-period", "1"}
+	if mode == "txonly" {
+		args = append(args, fmt.Sprintf("--txpkts=%d", *size))
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return trial{}, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return trial{}, err
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	var out strings.Builder
+	ready := make(chan struct{})
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			out.WriteString(line + "\n")
+			if strings.Contains(line, "Port statistics") || strings.Contains(line, "Press Ctrl+C") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-scanned:
+		return trial{}, fmt.Errorf("testpmd exited before it started forwarding:\n%s\n%s", out.String(), stderr.String())
+	case <-time.After(30 * time.Second):
+		return trial{}, fmt.Errorf("testpmd did not start within 30s:\n%s\n%s", out.String(), stderr.String())
+	}
+	pid := cmd.Process.Pid
+	var tr trial
+	var cpu [2]time.Duration
+	if mode == "rxonly" {
+		off, secs, _, err := window(e, func(i int) { cpu[i], _ = app.ProcCPU(pid) })
+		if err != nil {
+			return trial{}, err
+		}
+		time.Sleep(100 * time.Millisecond)
+		total, err := stopTestpmd(cmd, &out, scanned, reRx)
+		killed = true
+		if err != nil {
+			return trial{}, err
+		}
+		// testpmd's count covers the generator's whole run; the
+		// generator ran only while testpmd waited.
+		genSecs := secs + warmup.Seconds()
+		tr = trial{pps: float64(total) / genSecs, offered: off}
+		tr.cpu = (cpu[1] - cpu[0]).Seconds() / (float64(total) * secs / genSecs / 1e6)
+		return tr, nil
+	}
+	time.Sleep(*warmup)
+	p0, err0 := e.topo.HostReceived()
+	cpu[0] = must(app.ProcCPU(pid))
+	t0 := time.Now()
+	time.Sleep(*dur)
+	p1, err1 := e.topo.HostReceived()
+	cpu[1] = must(app.ProcCPU(pid))
+	t1 := time.Now()
+	if _, err := stopTestpmd(cmd, &out, scanned, reTx); err != nil {
+		return trial{}, err
+	}
+	killed = true
+	if err := errors.Join(err0, err1); err != nil {
+		return trial{}, err
+	}
+	got := float64(p1 - p0)
+	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
+}
+
+func must(d time.Duration, _ error) time.Duration { return d }
+
+// stopTestpmd interrupts testpmd, waits for it and returns the last count
+// re finds in its output (the totals it prints on its way out).
+func stopTestpmd(cmd *exec.Cmd, out *strings.Builder, scanned chan struct{}, re *regexp.Regexp) (uint64, error) {
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-scanned:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-scanned
+	}
+	cmd.Wait()
+	m := re.FindAllStringSubmatch(out.String(), -1)
+	if len(m) == 0 {
+		return 0, fmt.Errorf("no %s in testpmd's output:\n%s", re, out.String())
+	}
+	return strconv.ParseUint(m[len(m)-1][1], 10, 64)
+}

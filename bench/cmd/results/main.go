@@ -1,0 +1,233 @@
+// Command results regenerates bench/RESULTS.md: it records the machine
+// (kernel, CPU, Go, DPDK), runs the benchmarks of package bench (through
+// benchstat when it can be fetched), runs bench/cmd/compare (afxdp side by
+// side with DPDK's testpmd), profiles rxdrop and the kernel's XDP_DROP
+// with perf (installing linux-perf when missing), and writes the tables
+// into the page's template (results.md.tmpl, next to this file) with the
+// exact commands it ran.
+//
+// It needs root, like the benchmarks. Run it from the module root on an
+// otherwise idle machine:
+//
+//	go run ./bench/cmd/results
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+)
+
+//go:embed results.md.tmpl
+var page string
+
+var (
+	out       = flag.String("o", "bench/RESULTS.md", "file to write")
+	count     = flag.Int("count", 5, "go test -count for the benchmarks")
+	benchtime = flag.String("benchtime", "1s", "go test -benchtime")
+	rounds    = flag.Int("rounds", 5, "compare: rounds")
+	dur       = flag.Duration("d", 5*time.Second, "compare: measured time per trial")
+	noPerf    = flag.Bool("no-perf", false, "skip the perf profiles")
+)
+
+// Summary mirrors bench/cmd/compare's -json output.
+type Summary struct {
+	Name, Group                 string
+	Mpps, Min, Max, OfferedMpps float64
+	Drops, CPUPerMpkt           float64
+	Trials                      int
+}
+
+type data struct {
+	Date, Kernel, CPU, Go, DPDK, Cores string
+	BenchCmd, BenchstatCmd, Bench      string
+	CompareCmd, Compare                string
+	PerfCmd, PerfRx, PerfDrop          string
+	S                                  map[string]Summary
+	Generated                          string
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "results:", err)
+		os.Exit(1)
+	}
+}
+
+func sh(name string, args ...string) (string, error) {
+	fmt.Fprintf(os.Stderr, "+ %s %s\n", name, strings.Join(args, " "))
+	cmd := exec.Command(name, args...)
+	var b bytes.Buffer
+	cmd.Stdout = &b
+	cmd.Stderr = os.Stderr
+	err := cmd.Run()
+	return b.String(), err
+}
+
+func first(s string, err error) string {
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(s)
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func run() error {
+	tmp, err := os.MkdirTemp("", "afxdp-results")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	d := data{
+		Date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Kernel:    first(sh("uname", "-r")),
+		CPU:       cpuModel(),
+		Cores:     first(sh("nproc")),
+		Go:        first(sh("go", "version")),
+		DPDK:      first(sh("dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev")),
+		Generated: "go run ./bench/cmd/results " + strings.Join(os.Args[1:], " "),
+	}
+
+	// The comparison first: it installs dpdk-testpmd when missing.
+	js := filepath.Join(tmp, "compare.json")
+	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(), "-v", "-json", js}
+	d.CompareCmd = "go " + strings.Join(cargs[:len(cargs)-2], " ")
+	if d.Compare, err = sh("go", cargs...); err != nil {
+		return fmt.Errorf("compare: %w", err)
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		return err
+	}
+	var sums []Summary
+	if err := json.Unmarshal(b, &sums); err != nil {
+		return err
+	}
+	d.S = map[string]Summary{}
+	for _, s := range sums {
+		d.S[s.Name] = s
+	}
+	if d.DPDK == "unknown" {
+		d.DPDK = first(sh("dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev"))
+	}
+
+	bargs := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", fmt.Sprint(*count), "./bench/"}
+	d.BenchCmd = "go " + strings.Join(bargs, " ")
+	raw, err := sh("go", bargs...)
+	if err != nil {
+		return fmt.Errorf("benchmarks: %w\n%s", err, raw)
+	}
+	rawFile := filepath.Join(tmp, "bench.txt")
+	if err := os.WriteFile(rawFile, []byte(raw), 0o644); err != nil {
+		return err
+	}
+	d.BenchstatCmd = "go run golang.org/x/perf/cmd/benchstat@latest -col .name bench.txt"
+	if st, err := sh("go", "run", "golang.org/x/perf/cmd/benchstat@latest", rawFile); err == nil {
+		d.BenchstatCmd = "go run golang.org/x/perf/cmd/benchstat@latest bench.txt"
+		d.Bench = st
+	} else {
+		d.BenchstatCmd = "(benchstat unavailable: raw go test output)"
+		d.Bench = raw
+	}
+
+	if !*noPerf {
+		if err := profile(tmp, &d); err != nil {
+			fmt.Fprintln(os.Stderr, "results: perf profile skipped:", err)
+			d.PerfRx, d.PerfDrop = "(profile failed: "+err.Error()+")", ""
+		}
+	}
+
+	t, err := template.New("page").Funcs(template.FuncMap{
+		"ratio": func(a, b Summary) string {
+			if b.Mpps == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.2f×", a.Mpps/b.Mpps)
+		},
+		"pct": func(a, b Summary) string {
+			if b.Mpps == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.0f%%", 100*a.Mpps/b.Mpps)
+		},
+	}).Parse(page)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, d); err != nil {
+		return err
+	}
+	return os.WriteFile(*out, buf.Bytes(), 0o644)
+}
+
+// profile records system-wide perf profiles of both CPUs while rxdrop runs
+// on its own veth topology, and while the generator feeds the kernel's
+// XDP_DROP, and keeps the top symbols of each CPU.
+func profile(tmp string, d *data) error {
+	if _, err := exec.LookPath("perf"); err != nil {
+		if _, err := sh("apt-get", "install", "-y", "linux-perf"); err != nil {
+			return fmt.Errorf("install linux-perf: %w", err)
+		}
+	}
+	rxdrop := filepath.Join(tmp, "rxdrop")
+	if _, err := sh("go", "build", "-o", rxdrop, "./examples/rxdrop"); err != nil {
+		return err
+	}
+	data := filepath.Join(tmp, "perf.data")
+	d.PerfCmd = "rxdrop -d 8s -cpu 1 -quiet & sleep 3; perf record -a -g -o perf.data -- sleep 3; " +
+		"perf report -i perf.data --no-children --sort sym --cpu N --stdio"
+	cmd := exec.Command(rxdrop, "-d", "8s", "-cpu", "1", "-quiet")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	_, perr := sh("perf", "record", "-a", "-g", "-o", data, "--", "sleep", "3")
+	werr := cmd.Wait()
+	if err := errors.Join(perr, werr); err != nil {
+		return err
+	}
+	top := func(cpu string) string {
+		s, err := sh("perf", "report", "-i", data, "--no-children", "--sort", "sym", "--cpu", cpu, "--stdio", "-g", "none", "--percent-limit", "1.5")
+		if err != nil {
+			return "(perf report failed)"
+		}
+		var keep []string
+		for _, l := range strings.Split(s, "\n") {
+			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			keep = append(keep, l)
+			if len(keep) == 18 {
+				break
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	d.PerfRx = "CPU 0 (generator, and the veth peer's NAPI poll with the AF_XDP copy):\n" + top("0") +
+		"\n\nCPU 1 (rxdrop's loop):\n" + top("1")
+	return nil
+}

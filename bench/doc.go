@@ -1,0 +1,18 @@
+// Package bench holds afxdp's benchmarks on veth pairs: AF_XDP rxdrop,
+// txonly and l2fwd (internal/app's loops) over batch and ring sizes, and,
+// in the same run, the kernel's own ways of doing the same — UDP sockets
+// with recvmmsg/sendmmsg, AF_PACKET rings (internal/baseline) — and the
+// kernel's XDP_DROP rate, the ceiling for any receiver. Every receive
+// benchmark is fed by internal/pktgen (BPF_PROG_RUN live frames) on CPU 0,
+// with the code under test pinned to CPU 1.
+//
+//	go test -run '^$' -bench . ./bench/
+//
+// Each benchmark reports pps and ns/pkt, offered-pps (what the generator
+// offered), drops, and cpu-s/Mpkt: the CPU seconds the process spent per
+// million packets, the generator's thread excluded. An iteration handles
+// 4096 packets, so allocs/op is per 4096 packets.
+//
+// bench/cmd/compare runs the same loops side by side with DPDK's testpmd;
+// bench/cmd/results regenerates bench/RESULTS.md.
+package bench
