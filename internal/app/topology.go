@@ -212,6 +212,12 @@ func (r *GenRun) Stop() (time.Duration, error) {
 	return r.cpu, r.err
 }
 
+// Sent is the number of frames this run offered; call it after Stop.
+func (r *GenRun) Sent() uint64 {
+	<-r.done
+	return r.sent
+}
+
 // Rate is the generator's average rate over its whole run, in frames per
 // second; call it after Stop.
 func (r *GenRun) Rate() float64 {

@@ -52,7 +52,7 @@ var (
 	warmup   = flag.Duration("warmup", time.Second, "time before each trial's measurement starts")
 	size     = flag.Int("size", 64, "frame length in bytes without FCS")
 	batch    = flag.Int("batch", 64, "afxdp batch size")
-	ring     = flag.Int("ring", 2048, "afxdp ring sizes")
+	ring     = flag.Int("ring", 4096, "afxdp ring sizes")
 	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
 	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
 	only     = flag.String("only", "", "run only the contenders whose names contain this")
@@ -65,6 +65,7 @@ type trial struct {
 	pps     float64 // packets received (rx) or arriving at the peer (tx) per second
 	offered float64 // generator's rate (rx)
 	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp)
+	full    float64 // of which RX ring full (afxdp)
 	cpu     float64 // CPU-s per million packets of the code under test
 }
 
@@ -246,19 +247,20 @@ func report(w io.Writer, cs []*contender) {
 			udp = median(c.res, func(t trial) float64 { return t.pps })
 		}
 	}
-	fmt.Fprintf(w, "| contender | Mpps (median) | min–max | offered Mpps | socket drops | CPU-s/Mpkt | vs testpmd | vs UDP recvmmsg |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| contender | Mpps (median) | min–max | offered Mpps | socket drops | of which RX ring full | CPU-s/Mpkt | vs testpmd | vs UDP recvmmsg |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range cs {
 		pps := median(c.res, func(t trial) float64 { return t.pps })
 		lo := slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
 		hi := slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
 		off := median(c.res, func(t trial) float64 { return t.offered })
-		offs, drops, ratio, vsUDP := "", "", "", ""
+		offs, drops, full, ratio, vsUDP := "", "", "", "", ""
 		if off > 0 {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
 		if strings.HasPrefix(c.name, "afxdp") {
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
+			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
 		}
 		if r := ref[c.group]; r > 0 {
 			ratio = fmt.Sprintf("%.2f×", pps/r)
@@ -266,8 +268,8 @@ func report(w io.Writer, cs []*contender) {
 		if udp > 0 && c.group == "rx" {
 			vsUDP = fmt.Sprintf("%.1f×", pps/udp)
 		}
-		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %.3f | %s | %s |\n",
-			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, median(c.res, func(t trial) float64 { return t.cpu }), ratio, vsUDP)
+		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %s | %.3f | %s | %s |\n",
+			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, full, median(c.res, func(t trial) float64 { return t.cpu }), ratio, vsUDP)
 	}
 }
 
@@ -285,9 +287,17 @@ func cmpf(a, b float64) int {
 // warm-up and at(1) at the end; it returns the generator's rate, the
 // window's length and the generator's CPU time in it.
 func window(e *env, at func(i int)) (offered float64, secs float64, gcpu time.Duration, err error) {
+	offered, _, secs, gcpu, err = windowFrames(e, at)
+	return offered, secs, gcpu, err
+}
+
+// windowFrames is window that also returns how many frames the generator
+// offered over its whole run, which goes on past the window to the end of
+// its current BPF_PROG_RUN call.
+func windowFrames(e *env, at func(i int)) (offered float64, frames uint64, secs float64, gcpu time.Duration, err error) {
 	g, err := e.topo.StartGenerator(genCPU)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	time.Sleep(*warmup)
 	c0, t0 := g.CPU(), time.Now()
@@ -296,12 +306,12 @@ func window(e *env, at func(i int)) (offered float64, secs float64, gcpu time.Du
 	c1, t1 := g.CPU(), time.Now()
 	at(1)
 	if _, err := g.Stop(); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	secs = t1.Sub(t0).Seconds()
 	// The generator's count moves once per BPF_PROG_RUN call (2^20
 	// frames): its rate over its whole run is the better figure.
-	return g.Rate(), secs, c1 - c0, nil
+	return g.Rate(), g.Sent(), secs, c1 - c0, nil
 }
 
 func xdpDrop(e *env) (trial, error) {
@@ -376,6 +386,7 @@ func afxdpRx(e *env, w app.WaitMode) (trial, error) {
 	got := float64(n[1] - n[0])
 	return trial{pps: got / secs, offered: off,
 		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
+		full:  float64(st[1].RxRingFull - st[0].RxRingFull),
 		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
 }
 
@@ -525,7 +536,7 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 	var tr trial
 	var cpu [2]time.Duration
 	if mode == "rxonly" {
-		off, secs, _, err := window(e, func(i int) { cpu[i], _ = app.ProcCPU(pid) })
+		off, frames, secs, _, err := windowFrames(e, func(i int) { cpu[i], _ = app.ProcCPU(pid) })
 		if err != nil {
 			return trial{}, err
 		}
@@ -535,11 +546,16 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 		if err != nil {
 			return trial{}, err
 		}
-		// testpmd's count covers the generator's whole run; the
-		// generator ran only while testpmd waited.
-		genSecs := secs + warmup.Seconds()
-		tr = trial{pps: float64(total) / genSecs, offered: off}
-		tr.cpu = (cpu[1] - cpu[0]).Seconds() / (float64(total) * secs / genSecs / 1e6)
+		// testpmd's count covers the generator's whole run, which
+		// goes on past the window to the end of its current call: its
+		// rate is the share of the offered frames it received times
+		// the rate they were offered at.
+		if frames == 0 {
+			return trial{}, errors.New("testpmd rxonly: the generator offered nothing")
+		}
+		pps := off * float64(total) / float64(frames)
+		tr = trial{pps: pps, offered: off}
+		tr.cpu = (cpu[1] - cpu[0]).Seconds() / (pps * secs / 1e6)
 		return tr, nil
 	}
 	time.Sleep(*warmup)
