@@ -182,7 +182,8 @@ func run(ctx context.Context) (err error) {
 type Summary struct {
 	Name, Group                 string
 	Mpps, Min, Max, OfferedMpps float64
-	Drops, CPUPerMpkt           float64
+	Drops, RxRingFull           float64
+	CPUPerMpkt                  float64
 	Trials                      int
 }
 
@@ -197,6 +198,7 @@ func writeJSON(path string, cs []*contender) error {
 			Max:         pps(slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
 			OfferedMpps: median(c.res, func(t trial) float64 { return t.offered / 1e6 }),
 			Drops:       median(c.res, func(t trial) float64 { return t.drops }),
+			RxRingFull:  median(c.res, func(t trial) float64 { return t.full }),
 			CPUPerMpkt:  median(c.res, func(t trial) float64 { return t.cpu }),
 		})
 	}

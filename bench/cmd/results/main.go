@@ -43,7 +43,8 @@ var (
 type Summary struct {
 	Name, Group                 string
 	Mpps, Min, Max, OfferedMpps float64
-	Drops, CPUPerMpkt           float64
+	Drops, RxRingFull           float64
+	CPUPerMpkt                  float64
 	Trials                      int
 }
 
