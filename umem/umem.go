@@ -102,13 +102,13 @@ func (o *Options) Validate() error {
 // UMEM is a registered packet area with its rings and frame bookkeeping.
 // See the package documentation for which goroutine may call what.
 type UMEM struct {
-	opts  Options
-	area  []byte
-	huge  bool
+	opts Options
+	area []byte
+	huge bool
 	// hugeErr says why huge pages were asked for and not used.
 	hugeErr error
-	shift uint
-	mask  uint64
+	shift   uint
+	mask    uint64
 
 	fillMem, compMem []byte
 	fill             *ring.Producer[uint64]
