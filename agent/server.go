@@ -8,16 +8,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // Defaults for ServerOptions.
@@ -362,28 +361,7 @@ func inNetns(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", path, err)
-	}
-	defer func() {
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		} // else: leave the thread locked so the runtime discards it
-	}()
-	return fn()
+	return sys.InNetnsPath(path, fn)
 }
 
 // SocketPath returns the socket of device, or "" if it is not served.

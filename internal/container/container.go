@@ -17,14 +17,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // ChildEnv is the environment variable that tells a re-executed test binary
@@ -152,30 +152,7 @@ func Start(opts *Options) (*Process, error) {
 
 // inNetns runs fn on a thread inside the network namespace at path. A child
 // forked by fn inherits the namespace: the fork happens on this thread.
-func inNetns(path string, fn func() error) error {
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", path, err)
-	}
-	defer func() {
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and the runtime discards it
-	}()
-	return fn()
-}
+func inNetns(path string, fn func() error) error { return sys.InNetnsPath(path, fn) }
 
 // Wait waits for the child to exit; later calls return the same result.
 func (p *Process) Wait() error {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -105,26 +106,10 @@ func (n *Netns) Path() string {
 // that fn creates belong to the namespace and may be used from any goroutine
 // afterwards; goroutines that fn starts do not run inside it.
 func (n *Netns) Do(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns: get current netns: %w", err)
+	if err := sys.InNetnsFD(int(n.h), fn); err != nil {
+		return fmt.Errorf("in netns %s: %w", n, err)
 	}
-	defer orig.Close()
-	if err := netns.Set(n.h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", n, err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime throws it away
-			// when the goroutine ends instead of reusing it.
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	return fn()
+	return nil
 }
 
 func (n *Netns) String() string {
