@@ -14,26 +14,6 @@
 //	go run ./examples/l2fwd -i eth0 -q 0
 package main
 
-import (
-	"flag"
-	"fmt"
-	"os"
+import "github.com/afxdp/afxdp/internal/app"
 
-	"github.com/afxdp/afxdp/internal/app"
-)
-
-func main() {
-	var c app.Config
-	c.RegisterFlags(flag.CommandLine)
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: l2fwd [flags]\n\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	ctx, cancel := app.Context(c.Duration)
-	defer cancel()
-	if _, err := app.Run(ctx, app.L2Fwd, &c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "l2fwd:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("l2fwd", app.L2Fwd) }

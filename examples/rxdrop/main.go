@@ -16,26 +16,6 @@
 //	go run ./examples/rxdrop -i eth0 -q 0 -wait hybrid
 package main
 
-import (
-	"flag"
-	"fmt"
-	"os"
+import "github.com/afxdp/afxdp/internal/app"
 
-	"github.com/afxdp/afxdp/internal/app"
-)
-
-func main() {
-	var c app.Config
-	c.RegisterFlags(flag.CommandLine)
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: rxdrop [flags]\n\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	ctx, cancel := app.Context(c.Duration)
-	defer cancel()
-	if _, err := app.Run(ctx, app.RxDrop, &c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "rxdrop:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("rxdrop", app.RxDrop) }

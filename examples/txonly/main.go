@@ -16,26 +16,6 @@
 //	go run ./examples/txonly -i eth0 -dst-mac 02:00:00:00:00:02 -size 1500
 package main
 
-import (
-	"flag"
-	"fmt"
-	"os"
+import "github.com/afxdp/afxdp/internal/app"
 
-	"github.com/afxdp/afxdp/internal/app"
-)
-
-func main() {
-	var c app.Config
-	c.RegisterFlags(flag.CommandLine)
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: txonly [flags]\n\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	ctx, cancel := app.Context(c.Duration)
-	defer cancel()
-	if _, err := app.Run(ctx, app.TxOnly, &c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "txonly:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Main("txonly", app.TxOnly) }

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -373,5 +374,25 @@ func PrintStats(out io.Writer, s xsk.Stats) {
 		{"rx wakeups", s.RxWakeups}, {"tx wakeups", s.TxWakeups},
 	} {
 		fmt.Fprintf(out, "  %-17s %d\n", f.name, f.v)
+	}
+}
+
+// Main is the main function of the rxdrop, txonly and l2fwd examples: it
+// parses the command line into a Config, runs kind until Ctrl-C or the
+// -d duration, and exits 1 with the error, prefixed by name, on failure.
+func Main(name string, kind Kind) {
+	var c Config
+	c.RegisterFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags]\n\n", name)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctx, cancel := Context(c.Duration)
+	_, err := Run(ctx, kind, &c, os.Stdout)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
 	}
 }
