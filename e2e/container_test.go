@@ -472,18 +472,7 @@ func probeStack(t *testing.T, inPeer func(func() error) error, hostIP, peerIP ne
 }
 
 // socketDir makes an agent socket directory that other UIDs may traverse.
-func socketDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "afxdp-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func socketDir(t *testing.T) string { return testenv.SharedDir(t, "afxdp-e2e-") }
 
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {

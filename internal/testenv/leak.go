@@ -68,3 +68,19 @@ func forEachMapping(tb testing.TB, fn func(start, end uintptr, line string)) {
 		fn(uintptr(start), uintptr(end), line)
 	}
 }
+
+// SharedDir makes a temporary directory that other users may traverse (mode
+// 0755), for sockets that a test's unprivileged children reach, and removes
+// it at cleanup. t.TempDir's parent is private to the test's user.
+func SharedDir(tb testing.TB, prefix string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
