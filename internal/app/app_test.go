@@ -37,6 +37,24 @@ func TestFlags(t *testing.T) {
 	}
 }
 
+func TestNapFlags(t *testing.T) {
+	var c Config
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	if c.Nap != DefaultNap {
+		t.Fatalf("default nap %v, want %v", c.Nap, DefaultNap)
+	}
+	if err := fs.Parse([]string{"-wait", "nap", "-nap", "250us"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Wait != WaitNap || c.Nap != 250*time.Microsecond || c.Wait.String() != "nap" {
+		t.Fatalf("wait %v, nap %v", c.Wait, c.Nap)
+	}
+}
+
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{{"-mode", "fast"}, {"-wait", "sleep"}} {
 		var c Config
@@ -59,6 +77,9 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.PacketSize = 20 }, "size 20"},
 		{func(c *Config) { c.PacketSize = 3000 }, "size 3000"},
 		{func(c *Config) { c.Spin = -1 }, "spin"},
+		{func(c *Config) { c.Wait, c.Nap = WaitNap, 0 }, "nap 0s"},
+		{func(c *Config) { c.Wait, c.Nap = WaitNap, 2*time.Second }, "nap 2s"},
+		{func(c *Config) { c.Wait = WaitMode(7) }, "wait 7"},
 		{func(c *Config) { c.DstPort = 70000 }, "ports"},
 	} {
 		var c Config

@@ -25,6 +25,11 @@ const (
 	// WaitHybrid spins for a bounded time (Config.Spin) and then sleeps in
 	// poll(2).
 	WaitHybrid
+	// WaitNap sleeps for a fixed time (Config.Nap) without asking the
+	// kernel to wake it: packets pile up in the rings meanwhile and are
+	// then handled in long runs. Little CPU and no kernel wake-ups, for up
+	// to Nap of added latency; the rings must hold Nap's worth of packets.
+	WaitNap
 )
 
 func (m WaitMode) String() string {
@@ -35,18 +40,20 @@ func (m WaitMode) String() string {
 		return "poll"
 	case WaitHybrid:
 		return "hybrid"
+	case WaitNap:
+		return "nap"
 	}
 	return fmt.Sprintf("WaitMode(%d)", int(m))
 }
 
 // ParseWaitMode parses "spin", "poll" or "hybrid".
 func ParseWaitMode(s string) (WaitMode, error) {
-	for _, m := range []WaitMode{WaitSpin, WaitPoll, WaitHybrid} {
+	for _, m := range []WaitMode{WaitSpin, WaitPoll, WaitHybrid, WaitNap} {
 		if m.String() == s {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("wait mode %q: must be spin, poll or hybrid", s)
+	return 0, fmt.Errorf("wait mode %q: must be spin, poll, hybrid or nap", s)
 }
 
 // Set and the String method make *WaitMode a flag.Value.
@@ -60,6 +67,9 @@ func (m *WaitMode) Set(s string) error {
 
 // DefaultSpin is how long WaitHybrid spins before it sleeps.
 const DefaultSpin = 50 * time.Microsecond
+
+// DefaultNap is how long WaitNap sleeps.
+const DefaultNap = 100 * time.Microsecond
 
 // Config holds the knobs of the examples. The zero value is not ready:
 // call Defaults (RegisterFlags does) or set every field.
@@ -92,6 +102,8 @@ type Config struct {
 	// WaitHybrid.
 	Wait WaitMode
 	Spin time.Duration
+	// Nap is how long WaitNap sleeps.
+	Nap time.Duration
 	// Duration ends the run (0: until interrupted).
 	Duration time.Duration
 	// CPU pins the run loop's thread to a CPU (-1: no pinning).
@@ -118,7 +130,7 @@ type Config struct {
 func (c *Config) Defaults() {
 	*c = Config{
 		Batch: 64, RingSize: xsk.DefaultRingSize, FrameSize: 2048, PacketSize: 64,
-		NeedWakeup: true, Wait: WaitSpin, Spin: DefaultSpin, CPU: -1,
+		NeedWakeup: true, Wait: WaitSpin, Spin: DefaultSpin, Nap: DefaultNap, CPU: -1,
 		SrcPort: 40000, DstPort: 9000, GenCPU: 0, GenBatch: 64,
 	}
 }
@@ -161,8 +173,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BusyPoll, "busy-poll", 0, "preferred busy polling with this SO_BUSY_POLL time (0: off)")
 	fs.IntVar(&c.BusyBudget, "busy-budget", 0, "SO_BUSY_POLL_BUDGET (0: 64 with -busy-poll)")
 	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32)")
-	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)) or hybrid (spin -spin, then poll)")
+	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)), hybrid (spin -spin, then poll) or nap (sleep -nap)")
 	fs.DurationVar(&c.Spin, "spin", c.Spin, "how long -wait hybrid spins before it sleeps")
+	fs.DurationVar(&c.Nap, "nap", c.Nap, "how long -wait nap sleeps")
 	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
 	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
 	fs.BoolVar(&c.Isolate, "isolate", true, "with -cpu: keep the process's other threads off that CPU")
@@ -187,10 +200,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
 	case c.PacketSize < packet.MinFrame || c.PacketSize > c.FrameSize:
 		return fmt.Errorf("size %d: must be between %d and the frame size %d", c.PacketSize, packet.MinFrame, c.FrameSize)
-	case c.Wait < WaitSpin || c.Wait > WaitHybrid:
+	case c.Wait < WaitSpin || c.Wait > WaitNap:
 		return fmt.Errorf("wait %d: unknown wait mode", int(c.Wait))
 	case c.Spin < 0:
 		return fmt.Errorf("spin %v: must not be negative", c.Spin)
+	case c.Wait == WaitNap && (c.Nap <= 0 || c.Nap > time.Second):
+		return fmt.Errorf("nap %v: must be above 0 and at most 1s", c.Nap)
 	case c.Duration < 0:
 		return fmt.Errorf("duration %v: must not be negative", c.Duration)
 	case c.SrcPort > 0xffff || c.DstPort > 0xffff:

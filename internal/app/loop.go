@@ -3,8 +3,11 @@ package app
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -26,6 +29,7 @@ type Loop struct {
 	Batch int
 	Wait  WaitMode
 	Spin  time.Duration
+	Nap   time.Duration
 	// PacketLen is the length txonly sends (after PrepareTx).
 	PacketLen int
 
@@ -40,7 +44,7 @@ type Loop struct {
 
 // NewLoop makes a loop over sock with the config's batch and wait mode.
 func NewLoop(sock *xsk.Socket, c *Config) *Loop {
-	return &Loop{Sock: sock, Batch: c.Batch, Wait: c.Wait, Spin: c.Spin,
+	return &Loop{Sock: sock, Batch: c.Batch, Wait: c.Wait, Spin: c.Spin, Nap: c.Nap,
 		PacketLen: c.PacketSize, descs: make([]xsk.Desc, c.Batch)}
 }
 
@@ -53,6 +57,9 @@ func (l *Loop) idle(ev xsk.Events) error {
 	switch l.Wait {
 	case WaitSpin:
 		return nil
+	case WaitNap:
+		l.C.Sleeps.Add(1)
+		return nap(l.Nap)
 	case WaitHybrid:
 		now := time.Now()
 		if l.idleStart.IsZero() {
@@ -181,7 +188,7 @@ func (l *Loop) TxOnly(n uint64) (uint64, error) {
 // wait is idle for the transmit side: spinning kicks the kernel, so that
 // frames the TX ring still holds get sent and completed.
 func (l *Loop) wait(ev xsk.Events) error {
-	if l.Wait == WaitSpin || l.Wait == WaitHybrid && (l.idleStart.IsZero() || time.Since(l.idleStart) < l.Spin) {
+	if l.Wait == WaitSpin || l.Wait == WaitNap || l.Wait == WaitHybrid && (l.idleStart.IsZero() || time.Since(l.idleStart) < l.Spin) {
 		if err := l.Sock.Kick(); err != nil {
 			return err
 		}
@@ -255,4 +262,20 @@ func SwapMACs(f []byte) {
 	copy(t[:], f[0:6])
 	copy(f[0:6], f[6:12])
 	copy(f[6:12], t[:])
+}
+
+// nap sleeps for d in nanosleep(2), on the calling thread: no timer of the
+// Go runtime and no other goroutine runs meanwhile, so a loop pinned to a
+// CPU wakes on it.
+func nap(d time.Duration) error {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	for {
+		err := unix.Nanosleep(&ts, &ts)
+		if err != unix.EINTR {
+			if err != nil {
+				return os.NewSyscallError("nanosleep", err)
+			}
+			return nil
+		}
+	}
 }
