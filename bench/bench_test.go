@@ -231,7 +231,7 @@ func BenchmarkRxDrop(b *testing.B) {
 }
 
 // BenchmarkRxDropWait compares the ways of idling: spin, poll(2) whenever
-// the RX ring is empty, and spin-then-poll; and busy polling.
+// the RX ring is empty, spin-then-poll, and a fixed nap; and busy polling.
 func BenchmarkRxDropWait(b *testing.B) {
 	t := topology(b, app.TopologyOptions{Generator: true})
 	for _, w := range []struct {
@@ -241,6 +241,7 @@ func BenchmarkRxDropWait(b *testing.B) {
 		{"spin", func(c *app.Config) { c.Wait = app.WaitSpin }},
 		{"poll", func(c *app.Config) { c.Wait = app.WaitPoll }},
 		{"hybrid", func(c *app.Config) { c.Wait = app.WaitHybrid }},
+		{"nap", func(c *app.Config) { c.Wait = app.WaitNap }},
 		{"spin/busy-poll", func(c *app.Config) { c.Wait = app.WaitSpin; c.BusyPoll = 20 * time.Microsecond }},
 		{"spin/no-wakeup", func(c *app.Config) { c.Wait = app.WaitSpin; c.NeedWakeup = false }},
 	} {

@@ -55,7 +55,8 @@ var (
 	ring     = flag.Int("ring", 4096, "afxdp ring sizes")
 	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
 	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
-	only     = flag.String("only", "", "run only the contenders whose names contain this")
+	nap      = flag.Duration("nap", app.DefaultNap, "afxdp rxdrop nap: how long the receiver sleeps when its RX ring is empty")
+	only     = flag.String("only", "", "run only the contenders whose names match this regular expression")
 	verbose  = flag.Bool("v", false, "log every trial")
 	jsonOut  = flag.String("json", "", "also write the medians to this JSON file")
 )
@@ -139,23 +140,32 @@ func run(ctx context.Context) (err error) {
 		{name: "afxdp rxdrop spin", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitSpin) }},
 		{name: "afxdp rxdrop hybrid", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) }},
 		{name: "afxdp rxdrop poll", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) }},
+		{name: "afxdp rxdrop nap", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) }},
 		{name: "kernel UDP recvmmsg", group: "rx", run: udpRecv},
 		{name: "kernel XDP_DROP (ceiling), threaded NAPI", group: "rxt", run: threadedRx(xdpDrop)},
 		{name: "testpmd rxonly, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") })},
 		{name: "afxdp rxdrop spin, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitSpin) })},
 		{name: "afxdp rxdrop hybrid, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) })},
 		{name: "afxdp rxdrop poll, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) })},
+		{name: "afxdp rxdrop nap, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })},
 		{name: "kernel UDP recvmmsg, threaded NAPI", group: "rxt", run: threadedRx(udpRecv)},
 		{name: "testpmd txonly", group: "tx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") }},
 		{name: "afxdp txonly", group: "tx", run: afxdpTx},
 		{name: "testpmd txonly, peer threaded NAPI", group: "txt", run: threaded(func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") })},
 		{name: "afxdp txonly, peer threaded NAPI", group: "txt", run: threaded(afxdpTx)},
 	}
+	onlyRe, err := regexp.Compile(*only)
+	if err != nil {
+		return fmt.Errorf("-only: %w", err)
+	}
 	var cs []*contender
 	for _, c := range all {
-		if strings.Contains(c.name, *only) {
+		if onlyRe.MatchString(c.name) {
 			cs = append(cs, c)
 		}
+	}
+	if len(cs) == 0 {
+		return fmt.Errorf("-only %q matches no contender", *only)
 	}
 	for r := range *rounds {
 		order := slices.Clone(cs)
@@ -399,7 +409,7 @@ func loopRun(fn func() error) (stop func() error) {
 func afxdpRx(e *env, w app.WaitMode) (trial, error) {
 	var c app.Config
 	c.Defaults()
-	c.Batch, c.RingSize, c.Wait = *batch, *ring, w
+	c.Batch, c.RingSize, c.Wait, c.Nap = *batch, *ring, w, *nap
 	s, err := openPeer(e, &c)
 	if err != nil {
 		return trial{}, err
