@@ -46,7 +46,7 @@ func (m WaitMode) String() string {
 	return fmt.Sprintf("WaitMode(%d)", int(m))
 }
 
-// ParseWaitMode parses "spin", "poll" or "hybrid".
+// ParseWaitMode parses "spin", "poll", "hybrid" or "nap".
 func ParseWaitMode(s string) (WaitMode, error) {
 	for _, m := range []WaitMode{WaitSpin, WaitPoll, WaitHybrid, WaitNap} {
 		if m.String() == s {

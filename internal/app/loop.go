@@ -264,9 +264,10 @@ func SwapMACs(f []byte) {
 	copy(f[6:12], t[:])
 }
 
-// nap sleeps for d in nanosleep(2), on the calling thread: no timer of the
-// Go runtime and no other goroutine runs meanwhile, so a loop pinned to a
-// CPU wakes on it.
+// nap sleeps for d in nanosleep(2): the thread itself sleeps in the
+// kernel, so a loop locked to a thread pinned to a CPU wakes there, on
+// time, rather than waiting for a runtime timer to reschedule its
+// goroutine.
 func nap(d time.Duration) error {
 	ts := unix.NsecToTimespec(d.Nanoseconds())
 	for {
