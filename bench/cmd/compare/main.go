@@ -3,11 +3,13 @@
 // same generator (internal/pktgen, BPF_PROG_RUN live frames, on CPU 0; the
 // code under test on CPU 1), alternating them for several rounds, and
 // prints a Markdown table of medians and ratios. The kernel's own XDP_DROP
-// rate (the ceiling for any receiver) and kernel UDP recvmmsg run in the
-// same rounds.
+// rate (the ceiling for any receiver), a C receiver on libxdp's xsk API
+// (bench/cref/rxdrop.c, the reference that afxdp's Go has to match) and
+// kernel UDP recvmmsg run in the same rounds.
 //
-// It needs root and dpdk-testpmd, which it installs with apt-get (package
-// dpdk-dev) when missing. It makes a named network namespace (testpmd runs
+// It needs root, dpdk-testpmd, and gcc with libxdp's and libbpf's headers
+// for the C reference; it installs what is missing with apt-get (packages
+// dpdk-dev, gcc, libxdp-dev, libbpf-dev). It makes a named network namespace (testpmd runs
 // there through `ip netns exec`) and a veth pair, and removes them, and
 // kills testpmd, when it ends.
 //
@@ -26,7 +28,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +84,7 @@ type contender struct {
 type env struct {
 	ns   *netenv.Netns
 	topo *app.Topology
+	cref string // the C reference receiver's binary
 }
 
 func main() {
@@ -92,13 +97,58 @@ func main() {
 	}
 }
 
-func ensureTestpmd() error {
-	if _, err := exec.LookPath("dpdk-testpmd"); err == nil {
+// ensureCRef builds the C reference receiver (bench/cref/rxdrop.c) with
+// gcc against libxdp into dir, installing gcc, libxdp-dev and libbpf-dev
+// with apt-get when one is missing, and returns the binary's path.
+func ensureCRef(dir string) (string, error) {
+	src, err := crefSource()
+	if err != nil {
+		return "", err
+	}
+	if err := aptInstall([]string{"gcc", "libxdp-dev", "libbpf-dev"}, "/usr/bin/gcc", "/usr/include/xdp/xsk.h", "/usr/include/bpf/libbpf.h"); err != nil {
+		return "", err
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "rxdrop")
+	out, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, src, "-lxdp", "-lbpf").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build %s: %w\n%s", src, err, out)
+	}
+	return bin, nil
+}
+
+// crefSource finds bench/cref/rxdrop.c: beside this source file when it
+// was built from a checkout (go run), else under the working directory.
+func crefSource() (string, error) {
+	var tries []string
+	if _, file, _, ok := runtime.Caller(0); ok {
+		tries = append(tries, filepath.Join(filepath.Dir(file), "..", "..", "cref", "rxdrop.c"))
+	}
+	tries = append(tries, filepath.Join("bench", "cref", "rxdrop.c"))
+	for _, p := range tries {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("C reference source not found (tried %s); run from the repository's root", strings.Join(tries, ", "))
+}
+
+// aptInstall installs pkgs with apt-get unless need names files that all
+// exist.
+func aptInstall(pkgs []string, need ...string) error {
+	missing := len(need) == 0
+	for _, f := range need {
+		if _, err := os.Stat(f); err != nil {
+			missing = true
+		}
+	}
+	if !missing {
 		return nil
 	}
-	fmt.Fprintln(os.Stderr, "dpdk-testpmd missing: apt-get install -y dpdk-dev")
 	install := func() error {
-		cmd := exec.Command("apt-get", "install", "-y", "dpdk-dev")
+		cmd := exec.Command("apt-get", append([]string{"install", "-y"}, pkgs...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		return cmd.Run()
@@ -110,8 +160,18 @@ func ensureTestpmd() error {
 			return fmt.Errorf("apt-get update: %w", err)
 		}
 		if err := install(); err != nil {
-			return fmt.Errorf("install dpdk-dev: %w", err)
+			return fmt.Errorf("install %s: %w", strings.Join(pkgs, " "), err)
 		}
+	}
+	return nil
+}
+
+func ensureTestpmd() error {
+	if _, err := exec.LookPath("dpdk-testpmd"); err == nil {
+		return nil
+	}
+	if err := aptInstall([]string{"dpdk-dev"}); err != nil {
+		return err
 	}
 	_, err := exec.LookPath("dpdk-testpmd")
 	return err
@@ -137,6 +197,7 @@ func run(ctx context.Context) (err error) {
 	all := []*contender{
 		{name: "kernel XDP_DROP (ceiling)", group: "rx", run: xdpDrop},
 		{name: "testpmd rxonly", group: "rx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") }},
+		{name: "C libxdp rxdrop", group: "rx", run: func(e *env) (trial, error) { return cRxDrop(ctx, e) }},
 		{name: "afxdp rxdrop spin", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitSpin) }},
 		{name: "afxdp rxdrop hybrid", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) }},
 		{name: "afxdp rxdrop poll", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) }},
@@ -144,6 +205,7 @@ func run(ctx context.Context) (err error) {
 		{name: "kernel UDP recvmmsg", group: "rx", run: udpRecv},
 		{name: "kernel XDP_DROP (ceiling), threaded NAPI", group: "rxt", run: threadedRx(xdpDrop)},
 		{name: "testpmd rxonly, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") })},
+		{name: "C libxdp rxdrop, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return cRxDrop(ctx, e) })},
 		{name: "afxdp rxdrop spin, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitSpin) })},
 		{name: "afxdp rxdrop hybrid, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) })},
 		{name: "afxdp rxdrop poll, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) })},
@@ -166,6 +228,16 @@ func run(ctx context.Context) (err error) {
 	}
 	if len(cs) == 0 {
 		return fmt.Errorf("-only %q matches no contender", *only)
+	}
+	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "C ") }) {
+		dir, err := os.MkdirTemp("", "afxcmp-cref")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if e.cref, err = ensureCRef(dir); err != nil {
+			return err
+		}
 	}
 	for r := range *rounds {
 		order := slices.Clone(cs)
@@ -303,7 +375,7 @@ func report(w io.Writer, cs []*contender) {
 		if off > 0 {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
-		if strings.HasPrefix(c.name, "afxdp") {
+		if strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C ") {
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
 		}
@@ -620,6 +692,139 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 	}
 	got := float64(p1 - p0)
 	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
+}
+
+var reCRef = regexp.MustCompile(`^rx (\d+) dropped (\d+) ring_full (\d+)$`)
+
+// crefProc is a running C reference receiver.
+type crefProc struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr strings.Builder
+	done   bool
+}
+
+// crefCounts is one report of the C reference: frames received, dropped
+// by the socket (all causes) and, of those, for a full RX ring.
+type crefCounts struct{ rx, drops, full uint64 }
+
+// startCRef starts the C reference receiver (bench/cref/rxdrop.c) on the
+// peer end, pinned to cpu, with afxdp's ring and batch sizes, and returns
+// once its socket is bound.
+func startCRef(ctx context.Context, e *env, cpu int) (*crefProc, error) {
+	p := &crefProc{lines: make(chan string, 16)}
+	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", e.ns.Name(), e.cref,
+		e.topo.Veth.Peer.Name, "0", strconv.Itoa(cpu), strconv.Itoa(*ring), strconv.Itoa(*batch))
+	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
+	p.cmd.Stderr = &p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+	}()
+	if l, err := p.next(); err != nil || l != "ready" {
+		p.kill()
+		return nil, errors.Join(err, fmt.Errorf("C reference: want ready, got %q", l))
+	}
+	return p, nil
+}
+
+func (p *crefProc) next() (string, error) {
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			return "", fmt.Errorf("C reference exited: %s", strings.TrimSpace(p.stderr.String()))
+		}
+		return l, nil
+	case <-time.After(10 * time.Second):
+		return "", fmt.Errorf("C reference silent for 10s: %s", strings.TrimSpace(p.stderr.String()))
+	}
+}
+
+// counts signals the receiver (SIGUSR1: report; SIGINT: report and exit)
+// and parses the line it prints.
+func (p *crefProc) counts(sig os.Signal) (crefCounts, error) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return crefCounts{}, err
+	}
+	l, err := p.next()
+	if err != nil {
+		return crefCounts{}, err
+	}
+	m := reCRef.FindStringSubmatch(l)
+	if m == nil {
+		return crefCounts{}, fmt.Errorf("C reference: unexpected line %q", l)
+	}
+	var c [3]uint64
+	for i := range c {
+		c[i], _ = strconv.ParseUint(m[i+1], 10, 64)
+	}
+	return crefCounts{c[0], c[1], c[2]}, nil
+}
+
+// stop asks the receiver to exit, returns its last counts and fails if it
+// did not exit cleanly.
+func (p *crefProc) stop() (crefCounts, error) {
+	c, err := p.counts(syscall.SIGINT)
+	for range p.lines {
+	}
+	werr := p.cmd.Wait()
+	p.done = true
+	if err := errors.Join(err, werr); err != nil {
+		return c, fmt.Errorf("C reference: %w: %s", err, strings.TrimSpace(p.stderr.String()))
+	}
+	return c, nil
+}
+
+// kill ends the receiver unless stop already did.
+func (p *crefProc) kill() {
+	if !p.done {
+		p.cmd.Process.Kill()
+		for range p.lines {
+		}
+		p.cmd.Wait()
+		p.done = true
+	}
+}
+
+// cRxDrop measures the C reference receiver on loopCPU, reading its counts
+// at both ends of the window.
+func cRxDrop(ctx context.Context, e *env) (trial, error) {
+	p, err := startCRef(ctx, e, loopCPU)
+	if err != nil {
+		return trial{}, err
+	}
+	defer p.kill()
+	pid := p.cmd.Process.Pid
+	var c [2]crefCounts
+	var cpu [2]time.Duration
+	var cerr error
+	off, secs, _, err := window(e, func(i int) {
+		cpu[i], _ = app.ProcCPU(pid)
+		var err error
+		c[i], err = p.counts(syscall.SIGUSR1)
+		cerr = errors.Join(cerr, err)
+	})
+	_, serr := p.stop()
+	if err := errors.Join(err, cerr, serr); err != nil {
+		return trial{}, err
+	}
+	got := float64(c[1].rx - c[0].rx)
+	if got == 0 {
+		return trial{}, errors.New("C reference received nothing")
+	}
+	return trial{pps: got / secs, offered: off,
+		drops: float64(c[1].drops - c[0].drops), full: float64(c[1].full - c[0].full),
+		cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
 }
 
 func must(d time.Duration, _ error) time.Duration { return d }

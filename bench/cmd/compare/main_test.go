@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// TestCRefAccountsForEveryFrame builds the C reference receiver, feeds it
+// an exact number of frames from the generator and checks its counts: in
+// paced chunks that fit its rings every frame is received, and after an
+// overload burst every frame is received or counted as dropped, at least
+// an RX ring's worth received. Once it exits, libxdp's program is gone
+// from the interface. This is what cRxDrop's figures rest on.
+func TestCRefAccountsForEveryFrame(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, err := netenv.NewNetns(netenv.RandomName("afxcref"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	topo, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: 64, HostSink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	e := &env{ns: ns, topo: topo}
+	if e.cref, err = ensureCRef(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := startCRef(context.Background(), e, loopCPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.kill()
+
+	// wait polls the receiver's counts until received plus dropped reach
+	// want, or 10 s pass.
+	wait := func(want uint64) crefCounts {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := p.counts(syscall.SIGUSR1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.rx+c.drops >= want || time.Now().After(deadline) {
+				return c
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	send := func(n uint64) {
+		t.Helper()
+		if sent, err := topo.Gen.Send(n); err != nil || sent != n {
+			t.Fatalf("generator sent %d of %d: %v", sent, n, err)
+		}
+	}
+
+	const chunk, paced = 512, 40 * 512
+	for sent := uint64(0); sent < paced; {
+		send(chunk)
+		sent += chunk
+		wait(sent)
+	}
+	if c := wait(paced); c.rx != paced || c.drops != 0 {
+		t.Fatalf("paced: received %d of %d, dropped %d", c.rx, paced, c.drops)
+	}
+
+	const burst = 200000
+	send(burst)
+	wait(paced + burst)
+	c, err := p.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.rx+c.drops != paced+burst || c.full > c.drops {
+		t.Fatalf("received %d, dropped %d (%d for a full RX ring): %d of %d sent",
+			c.rx, c.drops, c.full, c.rx+c.drops, paced+burst)
+	}
+	if c.rx-paced < uint64(*ring) {
+		t.Fatalf("overload: received %d of %d, less than the RX ring holds", c.rx-paced, burst)
+	}
+	t.Logf("overload: received %d of %d, dropped %d (%d RX ring full)", c.rx-paced, burst, c.drops, c.full)
+
+	var info bpf.XDPInfo
+	if err := topo.Veth.Peer.Do(func() (err error) {
+		info, err = bpf.QueryXDP(topo.Veth.Peer.Index)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Fatalf("XDP program left on %s after the C reference exited: %+v", topo.Veth.Peer.Name, info)
+	}
+}
