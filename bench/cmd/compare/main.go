@@ -9,9 +9,9 @@
 //
 // It needs root, dpdk-testpmd, and gcc with libxdp's and libbpf's headers
 // for the C reference; it installs what is missing with apt-get (packages
-// dpdk-dev, gcc, libxdp-dev, libbpf-dev). It makes a named network namespace (testpmd runs
-// there through `ip netns exec`) and a veth pair, and removes them, and
-// kills testpmd, when it ends.
+// dpdk-dev, gcc, libxdp-dev, libbpf-dev). It makes a named network
+// namespace (testpmd and the C reference run there through `ip netns
+// exec`) and a veth pair, and removes them, and kills both, when it ends.
 //
 //	go run ./bench/cmd/compare -rounds 5 -d 5s
 package main
