@@ -5,9 +5,10 @@
 // sample do, libxdp also loads its own redirect program), drops every
 // frame and hands its buffer straight back to the fill ring, spinning
 // when the RX ring is empty (the default of the C samples). Nothing here
-// reads packet data. Ring sizes, batch size, frame size and frame count are
+// reads packet data. Ring sizes, batch size, frame size and UMEM size are
 // the same as afxdp's rxdrop in compare, so the two differ only in the
-// library and the language.
+// library and the language; only a ring's worth of the UMEM's frames
+// circulates (see the priming below).
 //
 // Usage: rxdrop IFACE QUEUE CPU RING BATCH
 //
