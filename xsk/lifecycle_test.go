@@ -242,6 +242,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 		"Kick":     s.Kick,
 		"Wait":     func() error { _, err := s.Wait(xsk.Readable, time.Second); return err },
 		"Stats":    func() error { _, err := s.Stats(); return err },
+		"NAPIID":   func() error { _, err := s.NAPIID(); return err },
 	}
 	for name, call := range calls {
 		err := call()

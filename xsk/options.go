@@ -75,6 +75,8 @@ type Options struct {
 	// SO_BUSY_POLL, in microseconds): the kernel runs the driver's NAPI
 	// loop in the context of the program's wakeup calls instead of in a
 	// softirq, and Receive makes such a call whenever it finds nothing.
+	// It works only where the driver's NAPI instance has an ID, which
+	// Socket.NAPIID reports once packets have arrived (veth: none).
 	// Needs CAP_NET_ADMIN. Default 0: off.
 	BusyPoll time.Duration
 	// BusyPollBudget is the most packets one busy-poll round processes

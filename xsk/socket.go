@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -671,6 +672,29 @@ func (s *Socket) Stats() (Stats, error) {
 		TxWakeups:      s.txSide.wakeups.Load(),
 		Completed:      s.txSide.other.Load(),
 	}, nil
+}
+
+// NAPIID returns the ID of the NAPI instance the kernel recorded on the
+// socket when the first packet arrived (SO_INCOMING_NAPI_ID): 0 before
+// that, and 0 when the driver delivered the packets from a NAPI instance
+// without an ID. Busy polling (Options.BusyPoll) polls that instance, so
+// with 0 after traffic it has nothing to poll and only costs the wakeup
+// calls. veth on Linux 6.18 is such a case, with or without GRO or
+// threaded NAPI.
+func (s *Socket) NAPIID() (uint32, error) {
+	if s.closed.Load() {
+		return 0, s.opErr("napi id", net.ErrClosed)
+	}
+	s.waiters.Add(1)
+	defer s.waiters.Add(-1)
+	if s.closed.Load() {
+		return 0, s.opErr("napi id", net.ErrClosed)
+	}
+	id, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	if err != nil {
+		return 0, s.opErr("napi id", os.NewSyscallError("getsockopt SO_INCOMING_NAPI_ID", err))
+	}
+	return uint32(id), nil
 }
 
 // Frames says where the UMEM's frames are. Call it only while no other

@@ -111,6 +111,9 @@ func TestReceive(t *testing.T) {
 	t.Logf("bound in %v mode, XDP %v", s.Mode(), s.XDPMode())
 	peer := newPacketSocket(t, v.Peer)
 	fl := newFlow(v.Peer, v.Host, 18)
+	if id, err := s.NAPIID(); err != nil || id != 0 {
+		t.Errorf("NAPIID before any packet = %d, %v; want 0, nil", id, err)
+	}
 
 	var got atomic.Int64
 	done := make(chan *seen)
@@ -120,6 +123,11 @@ func TestReceive(t *testing.T) {
 	if sn.n != total {
 		t.Fatalf("received %d of %d frames", sn.n, total)
 	}
+	id, err := s.NAPIID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("NAPI ID after %d packets: %d", total, id)
 	st, err := s.Stats()
 	if err != nil {
 		t.Fatal(err)

@@ -143,6 +143,30 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+// TestBusyPollWarning checks that a run's report says when busy polling
+// was asked for but the packets came from a NAPI instance without an ID.
+func TestBusyPollWarning(t *testing.T) {
+	const warning = "busy polling had no effect"
+	for _, tc := range []struct {
+		busy   time.Duration
+		id     uint32
+		rx     uint64
+		warned bool
+	}{
+		{busy: 20 * time.Microsecond, id: 0, rx: 10, warned: true},
+		{busy: 20 * time.Microsecond, id: 8193, rx: 10},
+		{busy: 20 * time.Microsecond, id: 0, rx: 0}, // no packet: nothing known yet
+		{busy: 0, id: 0, rx: 10},
+	} {
+		var b strings.Builder
+		PrintResult(&b, &Result{Kind: RxDrop, Elapsed: time.Second, RxPackets: tc.rx,
+			BusyPoll: tc.busy, NAPIID: tc.id, Stats: xsk.Stats{RxPackets: tc.rx}})
+		if got := strings.Contains(b.String(), warning); got != tc.warned {
+			t.Errorf("busy %v, NAPI ID %d, %d packets: warned %v, want %v:\n%s", tc.busy, tc.id, tc.rx, got, tc.warned, b.String())
+		}
+	}
+}
+
 func TestProcCPU(t *testing.T) {
 	end := time.Now().Add(30 * time.Millisecond)
 	for time.Now().Before(end) {

@@ -73,6 +73,11 @@ type Result struct {
 	Sleeps uint64
 	// Stats are the socket's counters at the end of the run (whole run).
 	Stats xsk.Stats
+	// BusyPoll is the run's busy-poll setting, and NAPIID the NAPI ID the
+	// kernel recorded on the socket (0: none, and busy polling did
+	// nothing).
+	BusyPoll time.Duration
+	NAPIID   uint32
 }
 
 // Packets is what the run's data path handled: received for rxdrop,
@@ -271,6 +276,10 @@ loop:
 	if r.Stats, err = sock.Stats(); err != nil {
 		return nil, err
 	}
+	r.BusyPoll = c.BusyPoll
+	if r.NAPIID, err = sock.NAPIID(); err != nil {
+		return nil, err
+	}
 	if out != nil {
 		PrintResult(out, r)
 	}
@@ -356,6 +365,9 @@ func PrintResult(out io.Writer, r *Result) {
 		fmt.Fprintf(out, "; peer received %s", FormatRate(float64(r.PeerReceived)/secs))
 	}
 	fmt.Fprintln(out)
+	if r.BusyPoll > 0 && r.Stats.RxPackets > 0 && r.NAPIID == 0 {
+		fmt.Fprintf(out, "busy polling had no effect: the packets came from a NAPI instance without an ID (SO_INCOMING_NAPI_ID 0, as on veth), so there was nothing to busy-poll\n")
+	}
 	PrintStats(out, r.Stats)
 }
 
