@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/vishvananda/netns"
@@ -59,4 +61,60 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
 	}
 	return nil
+}
+
+// PinNAPIThreads pins the threaded-NAPI kernel threads of ep (named
+// "napi/NAME-ID") to cpu and returns how many it pinned. Left alone, the
+// scheduler moves them between CPUs, and on two cores a receiver's rate
+// then depends on where the thread happened to run. Threads exist only
+// while the device is threaded and has NAPI instances (on veth: while an
+// XDP program is attached), so call it after the receiver started.
+func PinNAPIThreads(ep netenv.Endpoint, cpu int) (int, error) {
+	if cpu < 0 || cpu >= runtime.NumCPU() {
+		return 0, fmt.Errorf("pin napi threads of %s: cpu %d: must be in [0, %d)", ep.Name, cpu, runtime.NumCPU())
+	}
+	ts, err := napiThreads(ep)
+	if err != nil {
+		return 0, fmt.Errorf("pin napi threads of %s: %w", ep.Name, err)
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	for i, t := range ts {
+		if err := unix.SchedSetaffinity(t.pid, &set); err != nil {
+			return i, fmt.Errorf("pin napi thread %s of %s to cpu %d: %w",
+				t.name, ep.Name, cpu, os.NewSyscallError("sched_setaffinity", err))
+		}
+	}
+	return len(ts), nil
+}
+
+type kthread struct {
+	pid  int
+	name string
+}
+
+// napiThreads lists ep's threaded-NAPI kernel threads.
+func napiThreads(ep netenv.Endpoint) ([]kthread, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	prefix := "napi/" + ep.Name + "-"
+	var ts []kthread
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil {
+			continue // gone
+		}
+		// Older kernels cut a kernel thread's comm to 15 bytes.
+		name := strings.TrimSpace(string(comm))
+		if strings.HasPrefix(name, prefix) || len(name) == 15 && strings.HasPrefix(prefix, name) {
+			ts = append(ts, kthread{pid, name})
+		}
+	}
+	return ts, nil
 }

@@ -85,6 +85,10 @@ type env struct {
 	ns   *netenv.Netns
 	topo *app.Topology
 	cref string // the C reference receiver's binary
+	// napi, when set, is the end whose threaded-NAPI threads window pins
+	// to napiCPU once the code under test has started and made them.
+	napi    *netenv.Endpoint
+	napiCPU int
 }
 
 func main() {
@@ -297,18 +301,21 @@ func writeJSON(path string, cs []*contender) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-// threaded runs fn with threaded NAPI on the host end, which receives
-// what the peer sends.
 // threadedRx runs fn with threaded NAPI on the receiving end of the
 // generator's frames (the peer), so that its XDP program, redirect and
-// copy into the UMEM run in a kernel thread that may use the other CPU
-// instead of in the generator's softirq.
+// copy into the UMEM run in a kernel thread instead of in the generator's
+// softirq. The thread is pinned to the receiver's CPU: on two cores it
+// has to share one, and the generator's CPU is already full.
 func threadedRx(fn func(*env) (trial, error)) func(*env) (trial, error) {
 	return func(e *env) (_ trial, err error) {
 		if err := setThreadedPeer(e, true); err != nil {
 			return trial{}, err
 		}
-		defer func() { err = errors.Join(err, setThreadedPeer(e, false)) }()
+		e.napi, e.napiCPU = &e.topo.Veth.Peer, loopCPU
+		defer func() {
+			e.napi = nil
+			err = errors.Join(err, setThreadedPeer(e, false))
+		}()
 		return fn(e)
 	}
 }
@@ -326,14 +333,32 @@ func setThreadedPeer(e *env, on bool) error {
 	return errors.Join(app.SetThreadedNAPI(e.topo.Veth.Peer, on), pass.Close())
 }
 
+// threaded runs fn with threaded NAPI on the host end, which receives
+// what the peer sends, its thread pinned to the generator's CPU (idle
+// while transmitters are measured), so that the receiving work leaves the
+// sender's CPU. The host end's sink program keeps its NAPI instances, and
+// so the thread, alive throughout.
 func threaded(fn func(*env) (trial, error)) func(*env) (trial, error) {
 	return func(e *env) (_ trial, err error) {
 		if err := app.SetThreadedNAPI(e.topo.Veth.Host, true); err != nil {
 			return trial{}, err
 		}
 		defer func() { err = errors.Join(err, app.SetThreadedNAPI(e.topo.Veth.Host, false)) }()
+		if err := pinNAPI(e.topo.Veth.Host, genCPU); err != nil {
+			return trial{}, err
+		}
 		return fn(e)
 	}
+}
+
+// pinNAPI pins ep's threaded-NAPI threads to cpu and fails if there were
+// none, which would mean threaded NAPI is not in effect.
+func pinNAPI(ep netenv.Endpoint, cpu int) error {
+	n, err := app.PinNAPIThreads(ep, cpu)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("no threaded-NAPI thread of %s to pin: threaded NAPI is not in effect", ep.Name)
+	}
+	return err
 }
 
 func median(ts []trial, f func(trial) float64) float64 {
@@ -412,6 +437,13 @@ func window(e *env, at func(i int)) (offered float64, secs float64, gcpu time.Du
 // offered over its whole run, which goes on past the window to the end of
 // its current BPF_PROG_RUN call.
 func windowFrames(e *env, at func(i int)) (offered float64, frames uint64, secs float64, gcpu time.Duration, err error) {
+	if e.napi != nil {
+		// The code under test made the NAPI instances (its XDP program),
+		// and with them the threads.
+		if err := pinNAPI(*e.napi, e.napiCPU); err != nil {
+			return 0, 0, 0, 0, err
+		}
+	}
 	g, err := e.topo.StartGenerator(genCPU)
 	if err != nil {
 		return 0, 0, 0, 0, err

@@ -1,0 +1,125 @@
+package app
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// TestPinNAPIThreads switches the receiving veth end to threaded NAPI,
+// pins its threads to one CPU and checks that the receive work of
+// generated traffic then runs in those threads, on that CPU.
+func TestPinNAPIThreads(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 64, PeerSink: pktgen.Drop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	peer := topo.Veth.Peer
+
+	if n, err := PinNAPIThreads(peer, 0); err != nil || n != 0 {
+		t.Fatalf("before threaded NAPI: pinned %d threads, err %v; want 0, nil", n, err)
+	}
+	if err := SetThreadedNAPI(peer, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := SetThreadedNAPI(peer, false); err != nil {
+			t.Error(err)
+		}
+	})
+	cpu := runtime.NumCPU() - 1
+	n, err := PinNAPIThreads(peer, cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := napiThreads(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || n != len(ts) {
+		t.Fatalf("pinned %d threads of %d: want all, and at least one", n, len(ts))
+	}
+	before := make([]uint64, len(ts))
+	for i, th := range ts {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(th.pid, &set); err != nil {
+			t.Fatal(err)
+		}
+		if set.Count() != 1 || !set.IsSet(cpu) {
+			t.Errorf("%s (pid %d): affinity has %d CPUs; want only cpu %d", th.name, th.pid, set.Count(), cpu)
+		}
+		before[i], _ = threadStat(t, th.pid)
+	}
+
+	c0, err := pktgen.ReadCounters(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frames = 1 << 21
+	if _, err := topo.Gen.Send(frames); err != nil {
+		t.Fatal(err)
+	}
+	c1, err := pktgen.ReadCounters(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c1.Sub(c0).RxPackets; got == 0 {
+		t.Fatalf("peer received nothing of %d frames", frames)
+	}
+	// The frames were dropped by the peer's program in its NAPI poll: if
+	// that ran in the threads, they used CPU time, on the pinned CPU.
+	var worked bool
+	for i, th := range ts {
+		ticks, last := threadStat(t, th.pid)
+		if ticks > before[i] {
+			worked = true
+			if last != cpu {
+				t.Errorf("%s last ran on cpu %d; pinned to %d", th.name, last, cpu)
+			}
+		}
+	}
+	if !worked {
+		t.Errorf("no NAPI thread of %s used CPU time while %d frames were received", peer.Name, frames)
+	}
+
+	for _, bad := range []int{-1, runtime.NumCPU()} {
+		_, err := PinNAPIThreads(peer, bad)
+		if err == nil || !strings.Contains(err.Error(), "cpu "+strconv.Itoa(bad)) {
+			t.Errorf("PinNAPIThreads(cpu %d) = %v; want an error naming the cpu", bad, err)
+		}
+	}
+}
+
+// threadStat returns a thread's user+system clock ticks and the CPU it
+// last ran on, from /proc/PID/stat.
+func threadStat(t *testing.T, pid int) (ticks uint64, cpu int) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after "(comm)": state is field 3, utime 14, stime 15,
+	// processor 39.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	field := func(n int) uint64 {
+		v, err := strconv.ParseUint(f[n-3], 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat field %d: %v", pid, n, err)
+		}
+		return v
+	}
+	return field(14) + field(15), int(field(39))
+}
