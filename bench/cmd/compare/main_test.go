@@ -108,3 +108,60 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 		t.Fatalf("XDP program left on %s after the C reference exited: %+v", topo.Veth.Peer.Name, info)
 	}
 }
+
+// TestThreadedRowCleansUp runs the copy-path row, the most involved of
+// the threaded-NAPI rows (the thread pinned to one CPU, the receiver moved
+// to the other), briefly, and checks that it measured something and left
+// the peer as it found it: no XDP program, no NAPI thread, the receiver's
+// CPU back to loopCPU.
+func TestThreadedRowCleansUp(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, err := netenv.NewNetns(netenv.RandomName("afxthr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	topo, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: 64, HostSink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	oldDur, oldWarm := *dur, *warmup
+	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
+
+	e := &env{ns: ns, topo: topo, rxCPU: loopCPU}
+	tr, err := threadedRx(copyPath)(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.pps <= 0 || tr.offered <= 0 {
+		t.Errorf("copy path: %.0f pps delivered of %.0f offered; want both positive", tr.pps, tr.offered)
+	}
+	if e.rxCPU != loopCPU || e.napi != nil {
+		t.Errorf("env not restored: rxCPU %d (want %d), napi %v", e.rxCPU, loopCPU, e.napi)
+	}
+	if n, err := app.PinNAPIThreads(topo.Veth.Peer, 0); err != nil || n != 0 {
+		t.Errorf("after the row: %d NAPI threads of the peer left (err %v)", n, err)
+	}
+	var q bpf.XDPInfo
+	err = topo.Veth.Peer.Do(func() error {
+		var err error
+		q, err = bpf.QueryXDP(topo.Veth.Peer.Index)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Attached() {
+		t.Errorf("XDP program left on the peer: %+v", q)
+	}
+}
