@@ -72,9 +72,6 @@ type trial struct {
 	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp)
 	full    float64 // of which RX ring full (afxdp)
 	cpu     float64 // CPU-s per million packets of the code under test
-	// delivered is what the kernel put into an AF_XDP socket per second:
-	// received plus socket drops (afxdp).
-	delivered float64
 }
 
 type contender struct {
@@ -88,8 +85,6 @@ type env struct {
 	ns   *netenv.Netns
 	topo *app.Topology
 	cref string // the C reference receiver's binary
-	// rxCPU is where afxdp's receive loop runs: loopCPU but for copyPath.
-	rxCPU int
 	// napi, when set, is the end whose threaded-NAPI threads window pins
 	// to napiCPU once the code under test has started and made them.
 	napi    *netenv.Endpoint
@@ -200,7 +195,7 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, t.Close()) }()
-	e := &env{ns: ns, topo: t, rxCPU: loopCPU}
+	e := &env{ns: ns, topo: t}
 	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
 
 	all := []*contender{
@@ -220,7 +215,6 @@ func run(ctx context.Context) (err error) {
 		{name: "afxdp rxdrop poll, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) })},
 		{name: "afxdp rxdrop nap, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })},
 		{name: "kernel UDP recvmmsg, threaded NAPI", group: "rxt", run: threadedRx(udpRecv)},
-		{name: "kernel AF_XDP copy path alone (delivered), threaded NAPI", group: "rxt", run: threadedRx(copyPath)},
 		{name: "testpmd txonly", group: "tx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") }},
 		{name: "afxdp txonly", group: "tx", run: afxdpTx},
 		{name: "testpmd txonly, peer threaded NAPI", group: "txt", run: threaded(func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") })},
@@ -406,7 +400,7 @@ func report(w io.Writer, cs []*contender) {
 		if off > 0 {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
-		if strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C ") || strings.Contains(c.name, "AF_XDP") {
+		if strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C ") {
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
 		}
@@ -498,14 +492,14 @@ func openPeer(e *env, c *app.Config) (*xsk.Socket, error) {
 	return s, err
 }
 
-// loopRun runs fn on a thread pinned to cpu until stop is called.
-func loopRun(cpu int, fn func() error) (stop func() error) {
+// loopRun runs fn on a thread pinned to loopCPU until stop is called.
+func loopRun(fn func() error) (stop func() error) {
 	var wg sync.WaitGroup
 	var err error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		unpin, perr := app.PinThread(cpu)
+		unpin, perr := app.PinThread(loopCPU)
 		if perr != nil {
 			err = perr
 			return
@@ -526,7 +520,7 @@ func afxdpRx(e *env, w app.WaitMode) (trial, error) {
 	}
 	defer s.Close()
 	l := app.NewLoop(s, &c)
-	wait := loopRun(e.rxCPU, func() error { _, err := l.RxDrop(0); return err })
+	wait := loopRun(func() error { _, err := l.RxDrop(0); return err })
 	var n [2]uint64
 	var cpu [2]time.Duration
 	var st [2]xsk.Stats
@@ -539,25 +533,10 @@ func afxdpRx(e *env, w app.WaitMode) (trial, error) {
 		return trial{}, err
 	}
 	got := float64(n[1] - n[0])
-	drops := float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped)
-	return trial{pps: got / secs, offered: off, drops: drops,
-		full:      float64(st[1].RxRingFull - st[0].RxRingFull),
-		cpu:       (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6),
-		delivered: (got + drops) / secs}, nil
-}
-
-// copyPath measures the kernel's copy-mode AF_XDP receive path by itself:
-// threaded NAPI with its thread alone on loopCPU, and the receiver (nap,
-// which leaves the CPU to others while its ring is empty) moved to the
-// generator's CPU. Its rate is what the kernel delivered to the socket,
-// received or dropped there: the most any AF_XDP receiver could get
-// here, whatever it does.
-func copyPath(e *env) (trial, error) {
-	e.rxCPU = genCPU
-	defer func() { e.rxCPU = loopCPU }()
-	tr, err := afxdpRx(e, app.WaitNap)
-	tr.pps = tr.delivered
-	return tr, err
+	return trial{pps: got / secs, offered: off,
+		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
+		full:  float64(st[1].RxRingFull - st[0].RxRingFull),
+		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
 }
 
 func afxdpTx(e *env) (trial, error) {
@@ -573,7 +552,7 @@ func afxdpTx(e *env) (trial, error) {
 	if err := l.PrepareTx(txFrame(e)); err != nil {
 		return trial{}, err
 	}
-	wait := loopRun(loopCPU, func() error { _, err := l.TxOnly(0); return errors.Join(err, l.ReleaseTx()) })
+	wait := loopRun(func() error { _, err := l.TxOnly(0); return errors.Join(err, l.ReleaseTx()) })
 	time.Sleep(*warmup)
 	p0, err0 := e.topo.HostReceived()
 	c0, t0 := app.ProcessCPU(), time.Now()

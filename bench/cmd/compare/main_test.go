@@ -109,11 +109,10 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 	}
 }
 
-// TestThreadedRowCleansUp runs the copy-path row, the most involved of
-// the threaded-NAPI rows (the thread pinned to one CPU, the receiver moved
-// to the other), briefly, and checks that it measured something and left
-// the peer as it found it: no XDP program, no NAPI thread, the receiver's
-// CPU back to loopCPU.
+// TestThreadedRowCleansUp runs a threaded-NAPI row (afxdp nap, the NAPI
+// thread pinned to the receiver's CPU) briefly and checks that it measured
+// something and left the peer as it found it: no XDP program, no NAPI
+// thread, nothing left to pin.
 func TestThreadedRowCleansUp(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	ns, err := netenv.NewNetns(netenv.RandomName("afxthr"))
@@ -138,16 +137,16 @@ func TestThreadedRowCleansUp(t *testing.T) {
 	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
 	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
 
-	e := &env{ns: ns, topo: topo, rxCPU: loopCPU}
-	tr, err := threadedRx(copyPath)(e)
+	e := &env{ns: ns, topo: topo}
+	tr, err := threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })(e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tr.pps <= 0 || tr.offered <= 0 {
-		t.Errorf("copy path: %.0f pps delivered of %.0f offered; want both positive", tr.pps, tr.offered)
+		t.Errorf("threaded nap: %.0f pps received of %.0f offered; want both positive", tr.pps, tr.offered)
 	}
-	if e.rxCPU != loopCPU || e.napi != nil {
-		t.Errorf("env not restored: rxCPU %d (want %d), napi %v", e.rxCPU, loopCPU, e.napi)
+	if e.napi != nil {
+		t.Errorf("env not restored: still pinning the NAPI threads of %s", e.napi.Name)
 	}
 	if n, err := app.PinNAPIThreads(topo.Veth.Peer, 0); err != nil || n != 0 {
 		t.Errorf("after the row: %d NAPI threads of the peer left (err %v)", n, err)
