@@ -12,15 +12,12 @@ import (
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
-// TestCRefAccountsForEveryFrame builds the C reference receiver, feeds it
-// an exact number of frames from the generator and checks its counts: in
-// paced chunks that fit its rings every frame is received, and after an
-// overload burst every frame is received or counted as dropped, at least
-// an RX ring's worth received. Once it exits, libxdp's program is gone
-// from the interface. This is what cRxDrop's figures rest on.
-func TestCRefAccountsForEveryFrame(t *testing.T) {
+// newEnv builds what run builds: a named namespace for the peer end and a
+// veth topology with a generator and a sink, removed when t ends.
+func newEnv(t *testing.T, prefix string) *env {
+	t.Helper()
 	testenv.RequirePrivileged(t)
-	ns, err := netenv.NewNetns(netenv.RandomName("afxcref"))
+	ns, err := netenv.NewNetns(netenv.RandomName(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +35,19 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	e := &env{ns: ns, topo: topo}
+	return &env{ns: ns, topo: topo}
+}
+
+// TestCRefAccountsForEveryFrame builds the C reference receiver, feeds it
+// an exact number of frames from the generator and checks its counts: in
+// paced chunks that fit its rings every frame is received, and after an
+// overload burst every frame is received or counted as dropped, at least
+// an RX ring's worth received. Once it exits, libxdp's program is gone
+// from the interface. This is what cRxDrop's figures rest on.
+func TestCRefAccountsForEveryFrame(t *testing.T) {
+	e := newEnv(t, "afxcref")
+	topo := e.topo
+	var err error
 	if e.cref, err = ensureCRef(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -114,30 +123,12 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 // something and left the peer as it found it: no XDP program, no NAPI
 // thread, nothing left to pin.
 func TestThreadedRowCleansUp(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ns, err := netenv.NewNetns(netenv.RandomName("afxthr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	topo, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: 64, HostSink: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	e := newEnv(t, "afxthr")
+	topo := e.topo
 	oldDur, oldWarm := *dur, *warmup
 	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
 	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
 
-	e := &env{ns: ns, topo: topo}
 	tr, err := threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })(e)
 	if err != nil {
 		t.Fatal(err)
