@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/baseline"
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -270,20 +271,11 @@ func run(ctx context.Context) (err error) {
 	return nil
 }
 
-// Summary is one contender's medians, as -json writes them.
-type Summary struct {
-	Name, Group                 string
-	Mpps, Min, Max, OfferedMpps float64
-	Drops, RxRingFull           float64
-	CPUPerMpkt                  float64
-	Trials                      int
-}
-
 func writeJSON(path string, cs []*contender) error {
-	var out []Summary
+	var out []summary.Summary
 	for _, c := range cs {
 		pps := func(t trial) float64 { return t.pps / 1e6 }
-		out = append(out, Summary{
+		out = append(out, summary.Summary{
 			Name: c.name, Group: c.group, Trials: len(c.res),
 			Mpps:        median(c.res, pps),
 			Min:         pps(slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),

@@ -25,6 +25,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/afxdp/afxdp/bench/internal/summary"
 )
 
 //go:embed results.md.tmpl
@@ -39,14 +41,8 @@ var (
 	noPerf    = flag.Bool("no-perf", false, "skip the perf profiles")
 )
 
-// Summary mirrors bench/cmd/compare's -json output.
-type Summary struct {
-	Name, Group                 string
-	Mpps, Min, Max, OfferedMpps float64
-	Drops, RxRingFull           float64
-	CPUPerMpkt                  float64
-	Trials                      int
-}
+// Summary is one contender's line of bench/cmd/compare's -json output.
+type Summary = summary.Summary
 
 type data struct {
 	Date, Kernel, CPU, Go, DPDK, Cores string
