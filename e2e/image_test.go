@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +72,7 @@ func buildImage(t *testing.T) *runc.Bundle {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "sender")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", bin, "github.com/afxdp/afxdp/examples/sender")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/afxdp/afxdp/examples/sender")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build sender: %v\n%s", err, out)

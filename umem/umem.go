@@ -259,10 +259,8 @@ func (u *UMEM) FrameSize() int { return u.opts.FrameSize }
 // FillRing and CompletionRing are the rings, nil before Register.
 func (u *UMEM) FillRing() *ring.Producer[uint64]       { return u.fill }
 func (u *UMEM) CompletionRing() *ring.Consumer[uint64] { return u.comp }
-func (u *UMEM) frameIndex(addr uint64) uint32          { return uint32(addr >> u.shift) }
 func (u *UMEM) frameBase(addr uint64) uint64           { return addr &^ u.mask }
 func (u *UMEM) inArea(addr uint64) bool                { return addr < uint64(len(u.area)) }
-func (u *UMEM) rxRange(addr uint64) bool               { return u.frameIndex(addr) < u.frames.rxFrames }
 func (u *UMEM) frameEnd(addr uint64) uint64            { return u.frameBase(addr) + uint64(u.opts.FrameSize) }
 func (u *UMEM) payloadStart(base uint64) uint64        { return base + uint64(u.opts.Headroom) }
 func (u *UMEM) capacity() uint32                       { return uint32(u.opts.FrameSize - u.opts.Headroom) }

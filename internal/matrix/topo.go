@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/cni"
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -483,10 +482,4 @@ func (t *topo) linkCounters() (map[string]netlink.LinkStatistics, error) {
 		}
 	}
 	return out, nil
-}
-
-// isUnsupported reports errors that mean the kernel or driver lacks
-// something.
-func isUnsupported(err error) bool {
-	return errors.Is(err, netenv.ErrNotSupported) || errors.Is(err, unix.EOPNOTSUPP)
 }

@@ -197,7 +197,7 @@ func (b *Bundle) WriteConfig(opts *SpecOptions) error {
 		OCIVersion: "1.0.2",
 		Process: process{
 			Terminal: false,
-			User:     specUser{UID: u.UID, GID: u.GID},
+			User:     specUser(u),
 			Args:     args,
 			Env:      env,
 			Cwd:      cwd,
