@@ -26,6 +26,18 @@
 // the kernel (a received frame transmitted by a goroutine that does both).
 // Counts is consistent only when neither side is running.
 //
+// # Sharing
+//
+// Several sockets may use one UMEM (XDP_SHARED_UMEM), so that a frame
+// received on one is transmitted on another without a copy. The first
+// socket's fill and completion rings come from [UMEM.Register]; each socket
+// on another interface or queue gets its own from [UMEM.AddRings], and the
+// frames in all of them come from the one area and the one bookkeeping.
+// The rules above then hold across the sockets: one goroutine makes the
+// receive-side calls of all of them, one goroutine their transmit-side
+// calls. The area is unmapped by the last of [UMEM.Close] and the added
+// rings' [Rings.Close].
+//
 // The xsk package composes a UMEM with an AF_XDP socket; most programs use
 // it rather than this package directly.
 package umem

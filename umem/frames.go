@@ -102,9 +102,10 @@ func (f *frames) init(num, rx int, shift uint) {
 
 // Refill moves free receive frames into the fill ring, first taking back
 // frames that transmit completed. It returns the number added. Receive side.
-func (u *UMEM) Refill() int {
+func (r *Rings) Refill() int {
+	u := r.u
 	f := &u.frames
-	if f.recycleIn == nil || u.fill == nil {
+	if f.recycleIn == nil || r.fill == nil {
 		return 0
 	}
 	if room := uint32(cap(f.rxFree) - len(f.rxFree)); room > 0 {
@@ -122,7 +123,7 @@ func (u *UMEM) Refill() int {
 	if want == 0 {
 		return 0
 	}
-	idx, n := u.fill.Reserve(want)
+	idx, n := r.fill.Reserve(want)
 	if n == 0 {
 		return 0
 	}
@@ -130,10 +131,10 @@ func (u *UMEM) Refill() int {
 	for i := range n {
 		addr := f.rxFree[top-1-int(i)]
 		f.state[addr>>u.shift] = stateFill
-		u.fill.Set(idx+i, addr)
+		r.fill.Set(idx+i, addr)
 	}
 	f.rxFree = f.rxFree[:top-int(n)]
-	u.fill.Submit(n)
+	r.fill.Submit(n)
 	f.rxFill += int(n)
 	return int(n)
 }
@@ -180,15 +181,20 @@ func (u *UMEM) Release(addr uint64) error {
 	return nil
 }
 
-// Alloc fills dst with free transmit frames, reaping completions first when
-// too few are free, and returns how many it got. Each descriptor's Addr is
-// where the packet starts (after Headroom) and Len the room there.
-// Transmit side.
-func (u *UMEM) Alloc(dst []ring.Desc) int {
-	f := &u.frames
-	if len(f.txFree) < len(dst) {
-		u.Complete()
+// Alloc fills dst with free transmit frames, reaping this completion ring
+// first when too few are free, and returns how many it got. Each
+// descriptor's Addr is where the packet starts (after Headroom) and Len the
+// room there. Transmit side.
+func (r *Rings) Alloc(dst []ring.Desc) int {
+	if len(r.u.frames.txFree) < len(dst) {
+		r.Complete()
 	}
+	return r.u.alloc(dst)
+}
+
+// alloc takes free transmit frames without reaping completions.
+func (u *UMEM) alloc(dst []ring.Desc) int {
+	f := &u.frames
 	n := min(len(dst), len(f.txFree))
 	top := len(f.txFree)
 	room := u.capacity()
@@ -233,14 +239,15 @@ func (u *UMEM) Send(descs []ring.Desc) (int, error) {
 // Complete takes finished transmissions off the completion ring: transmit
 // frames become free, forwarded receive frames start back to the receive
 // side. It returns the number completed. Transmit side.
-func (u *UMEM) Complete() int {
+func (r *Rings) Complete() int {
+	u := r.u
 	f := &u.frames
-	if u.comp == nil {
+	if r.comp == nil {
 		return 0
 	}
 	total := 0
 	for {
-		n := u.comp.Consume(f.compBuf[:])
+		n := r.comp.Consume(f.compBuf[:])
 		if n == 0 {
 			break
 		}
@@ -271,6 +278,9 @@ func (u *UMEM) Complete() int {
 		if n < len(f.compBuf) {
 			break
 		}
+	}
+	if total > 0 {
+		r.completed.Add(uint64(total))
 	}
 	return total
 }

@@ -28,9 +28,10 @@ func newFake(t testing.TB, o *Options) (*UMEM, *fakeKernel) {
 	k := &fakeKernel{}
 	fillMem := make([]byte, 192+8*u.opts.FillRingSize)
 	compMem := make([]byte, 192+8*u.opts.CompletionRingSize)
-	u.fill, _ = ring.NewProducer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
+	u.own = &Rings{u: u, fillSize: u.opts.FillRingSize}
+	u.own.fill, _ = ring.NewProducer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
 	k.fill, _ = ring.NewConsumer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
-	u.comp, _ = ring.NewConsumer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
+	u.own.comp, _ = ring.NewConsumer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
 	k.comp, _ = ring.NewProducer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
 	return u, k
 }

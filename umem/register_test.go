@@ -2,6 +2,7 @@ package umem
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/afxdp/afxdp/internal/sys"
@@ -86,4 +87,82 @@ func TestRegisterRefused(t *testing.T) {
 		t.Fatalf("register on a UDP socket: %v", err)
 	}
 	t.Log(err)
+}
+
+// TestAddRings shares a registered UMEM with a second socket: the rings
+// are the second socket's own, the receive frames must cover every fill
+// ring, and the area outlives Close of the UMEM until the added rings
+// close too.
+func TestAddRings(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	before := testenv.Snapshot(t)
+	u, err := New(&Options{NumFrames: 1024, FillRingSize: 256, CompletionRingSize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd1, err := sys.XSKSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd2, err := sys.XSKSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.AddRings(fd2, 256, 256); err == nil || err.Error() != "share umem: not registered with a socket yet" {
+		t.Fatalf("AddRings before Register: %v", err)
+	}
+	if err := u.Register(fd1); err != nil {
+		t.Fatal(err)
+	}
+	// 512 receive frames: 256 in the first fill ring leave room for 256.
+	if _, err := u.AddRings(fd2, 512, 256); err == nil || !strings.Contains(err.Error(), "UMEM too small for another fill ring of 512: its 512 receive frames already fill rings of 256") {
+		t.Fatalf("AddRings beyond the frames: %v", err)
+	}
+	if _, err := u.AddRings(fd2, 256, 100); err == nil || !strings.Contains(err.Error(), "CompletionRingSize 100: must be a power of two") {
+		t.Fatalf("AddRings with a bad size: %v", err)
+	}
+	r, err := u.AddRings(fd2, 256, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FillRing() == u.FillRing() || r.FillRing().Size() != 256 || r.CompletionRing().Size() != 128 {
+		t.Fatal("added rings are not the second socket's own")
+	}
+	if a, b := u.Refill(), r.Refill(); a != 256 || b != 256 {
+		t.Fatalf("refills put %d and %d frames in the fill rings, want 256 each", a, b)
+	}
+	if c := u.Counts(); c.Fill != 512 || c.Free != 512 || c.Total() != 1024 {
+		t.Fatalf("counts %+v", c)
+	}
+	area := sys.Addr(u.Area())
+	if err := u.UnmapRings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Close(fd1); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Mapped(t, area) {
+		t.Fatal("area unmapped while added rings still use it")
+	}
+	if _, err := u.AddRings(fd2, 1, 1); err == nil {
+		t.Fatal("AddRings after Close succeeded")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if testenv.Mapped(t, area) {
+		t.Fatal("area still mapped after the last rings closed")
+	}
+	if err := sys.Close(fd2); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
 }

@@ -110,11 +110,20 @@ type UMEM struct {
 	shift   uint
 	mask    uint64
 
-	fillMem, compMem []byte
-	fill             *ring.Producer[uint64]
-	comp             *ring.Consumer[uint64]
+	// own are the rings Register made, on the first socket's fd.
+	own *Rings
 
 	frames frames
+
+	// mu guards what sockets sharing the UMEM change from their own
+	// goroutines: the rings added for them and the end of the area.
+	mu sync.Mutex
+	// shared counts the Rings from AddRings not yet closed; fillFrames
+	// is the frames all fill rings hold when full.
+	shared, fillFrames int
+	// closed: Close was called. The area goes with the last of Close
+	// and the shared Rings' Close.
+	closed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,39 +168,24 @@ func roundUp(n, to int) int { return (n + to - 1) / to * to }
 // creates and maps its fill and completion rings. The socket must outlive
 // the mappings: call [UMEM.UnmapRings] before closing fd.
 func (u *UMEM) Register(fd int) (err error) {
-	if u.area == nil {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.area == nil || u.closed {
 		return fmt.Errorf("register umem: %w", errClosed)
 	}
-	if u.fill != nil {
+	if u.own != nil {
 		return errors.New("register umem: already registered")
 	}
 	o := &u.opts
 	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), uint64(o.NumFrames*o.FrameSize), uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
 		return fmt.Errorf("register umem: %w", err)
 	}
-	if err := sys.SetRingSize(fd, unix.XDP_UMEM_FILL_RING, o.FillRingSize); err != nil {
-		return fmt.Errorf("create fill ring of %d: %w", o.FillRingSize, err)
-	}
-	if err := sys.SetRingSize(fd, unix.XDP_UMEM_COMPLETION_RING, o.CompletionRingSize); err != nil {
-		return fmt.Errorf("create completion ring of %d: %w", o.CompletionRingSize, err)
-	}
-	off, err := sys.MmapOffsets(fd)
+	r, err := u.newRings(fd, o.FillRingSize, o.CompletionRingSize)
 	if err != nil {
-		return fmt.Errorf("register umem: %w", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			u.UnmapRings()
-		}
-	}()
-	u.fillMem, u.fill, err = mapRing[ring.Producer[uint64]](fd, unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, o.FillRingSize, 8, ring.NewProducer[uint64])
-	if err != nil {
-		return fmt.Errorf("map fill ring: %w", err)
-	}
-	u.compMem, u.comp, err = mapRing[ring.Consumer[uint64]](fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, o.CompletionRingSize, 8, ring.NewConsumer[uint64])
-	if err != nil {
-		return fmt.Errorf("map completion ring: %w", err)
-	}
+	u.own = r
+	u.fillFrames += o.FillRingSize
 	return nil
 }
 
@@ -218,26 +212,47 @@ func mapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize
 	return mem, v, nil
 }
 
-// UnmapRings unmaps the fill and completion rings. The mappings hold a
-// reference to the socket, so they go before the socket is closed.
+// UnmapRings unmaps the fill and completion rings that Register made. The
+// mappings hold a reference to the socket, so they go before the socket
+// is closed.
 func (u *UMEM) UnmapRings() error {
-	errs := []error{sys.Munmap(u.compMem), sys.Munmap(u.fillMem)}
-	u.fillMem, u.compMem, u.fill, u.comp = nil, nil, nil, nil
-	return errors.Join(errs...)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r := u.own
+	if r == nil {
+		return nil
+	}
+	u.own = nil
+	u.fillFrames -= u.opts.FillRingSize
+	return r.unmap()
 }
 
-// Close unmaps the rings and the area. The socket it was registered with
-// should be closed first. A second Close returns nil.
+// Close unmaps the rings Register made and the area. The socket it was
+// registered with should be closed first. While sockets that share the
+// UMEM (AddRings) remain, the area stays mapped for them, and the last
+// [Rings.Close] unmaps it. A second Close returns nil.
 func (u *UMEM) Close() error {
 	u.closeOnce.Do(func() {
 		errs := []error{u.UnmapRings()}
-		if err := sys.Munmap(u.area); err != nil {
-			errs = append(errs, fmt.Errorf("unmap umem: %w", err))
+		u.mu.Lock()
+		u.closed = true
+		if u.shared == 0 {
+			errs = append(errs, u.unmapArea())
 		}
-		u.area = nil
+		u.mu.Unlock()
 		u.closeErr = errors.Join(errs...)
 	})
 	return u.closeErr
+}
+
+// unmapArea unmaps the packet area. u.mu is held.
+func (u *UMEM) unmapArea() error {
+	err := sys.Munmap(u.area)
+	u.area = nil
+	if err != nil {
+		return fmt.Errorf("unmap umem: %w", err)
+	}
+	return nil
 }
 
 // Options returns the options in force, defaults filled in.
@@ -256,15 +271,30 @@ func (u *UMEM) Area() []byte { return u.area }
 // FrameSize is the size of one frame in bytes.
 func (u *UMEM) FrameSize() int { return u.opts.FrameSize }
 
-// FillRing and CompletionRing are the rings, nil before Register.
-func (u *UMEM) FillRing() *ring.Producer[uint64]       { return u.fill }
-func (u *UMEM) CompletionRing() *ring.Consumer[uint64] { return u.comp }
-func (u *UMEM) frameBase(addr uint64) uint64           { return addr &^ u.mask }
-func (u *UMEM) inArea(addr uint64) bool                { return addr < uint64(len(u.area)) }
-func (u *UMEM) frameEnd(addr uint64) uint64            { return u.frameBase(addr) + uint64(u.opts.FrameSize) }
-func (u *UMEM) payloadStart(base uint64) uint64        { return base + uint64(u.opts.Headroom) }
-func (u *UMEM) capacity() uint32                       { return uint32(u.opts.FrameSize - u.opts.Headroom) }
-func (u *UMEM) Frame(d ring.Desc) []byte               { return u.slice(d.Addr, d.Len) }
+// Rings are the fill and completion rings Register made, nil before.
+func (u *UMEM) Rings() *Rings { return u.own }
+
+// FillRing and CompletionRing are the rings Register made, nil before.
+func (u *UMEM) FillRing() *ring.Producer[uint64] {
+	if u.own == nil {
+		return nil
+	}
+	return u.own.fill
+}
+
+func (u *UMEM) CompletionRing() *ring.Consumer[uint64] {
+	if u.own == nil {
+		return nil
+	}
+	return u.own.comp
+}
+
+func (u *UMEM) frameBase(addr uint64) uint64    { return addr &^ u.mask }
+func (u *UMEM) inArea(addr uint64) bool         { return addr < uint64(len(u.area)) }
+func (u *UMEM) frameEnd(addr uint64) uint64     { return u.frameBase(addr) + uint64(u.opts.FrameSize) }
+func (u *UMEM) payloadStart(base uint64) uint64 { return base + uint64(u.opts.Headroom) }
+func (u *UMEM) capacity() uint32                { return uint32(u.opts.FrameSize - u.opts.Headroom) }
+func (u *UMEM) Frame(d ring.Desc) []byte        { return u.slice(d.Addr, d.Len) }
 func (u *UMEM) slice(addr uint64, n uint32) []byte {
 	if !u.inArea(addr) || uint64(n) > u.frameEnd(addr)-addr {
 		return nil

@@ -29,6 +29,13 @@ func Bind(fd, ifindex, queue int, flags uint16) error {
 	return os.NewSyscallError("bind", unix.Bind(fd, sa))
 }
 
+// BindShared binds fd to queue of ifindex on the UMEM of the socket
+// sharedFD (XDP_SHARED_UMEM).
+func BindShared(fd, ifindex, queue, sharedFD int) error {
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_SHARED_UMEM, Ifindex: uint32(ifindex), QueueID: uint32(queue), SharedUmemFD: uint32(sharedFD)}
+	return os.NewSyscallError("bind", unix.Bind(fd, sa))
+}
+
 // XDPOptions returns the socket's XDP_OPTIONS flags (XDP_OPTIONS_ZEROCOPY).
 func XDPOptions(fd int) (uint32, error) {
 	v, err := unix.GetsockoptInt(fd, unix.SOL_XDP, unix.XDP_OPTIONS)

@@ -1,0 +1,170 @@
+package umem
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/afxdp/afxdp/ring"
+	"golang.org/x/sys/unix"
+)
+
+// Rings are a fill ring and a completion ring, through which the kernel
+// takes frames of the UMEM to receive into and returns frames it has sent.
+// [UMEM.Register] makes the first socket's. A socket that shares the UMEM
+// on another interface or queue (XDP_SHARED_UMEM) needs its own, from
+// [UMEM.AddRings]; the frames they carry come from the one UMEM.
+//
+// Refill is a receive-side call and Alloc and Complete are transmit-side
+// calls, in the sense of the package documentation: when sockets share a
+// UMEM, one goroutine makes the receive-side calls of all of them, and one
+// goroutine (which may be the same) the transmit-side calls.
+type Rings struct {
+	u                *UMEM
+	fillMem, compMem []byte
+	fill             *ring.Producer[uint64]
+	comp             *ring.Consumer[uint64]
+	fillSize         int
+	// completed counts the frames Complete took off the completion
+	// ring; Stats read it from other goroutines.
+	completed atomic.Uint64
+	// added: made by AddRings, holding the area for its socket.
+	added  bool
+	closed bool
+}
+
+// newRings creates the fill and completion rings of the AF_XDP socket fd
+// and maps them.
+func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
+	if err := sys.SetRingSize(fd, unix.XDP_UMEM_FILL_RING, fillSize); err != nil {
+		return nil, fmt.Errorf("create fill ring of %d: %w", fillSize, err)
+	}
+	if err := sys.SetRingSize(fd, unix.XDP_UMEM_COMPLETION_RING, compSize); err != nil {
+		return nil, fmt.Errorf("create completion ring of %d: %w", compSize, err)
+	}
+	off, err := sys.MmapOffsets(fd)
+	if err != nil {
+		return nil, fmt.Errorf("register umem: %w", err)
+	}
+	r := &Rings{u: u, fillSize: fillSize}
+	defer func() {
+		if err != nil {
+			r.unmap()
+		}
+	}()
+	r.fillMem, r.fill, err = mapRing(fd, unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, fillSize, 8, ring.NewProducer[uint64])
+	if err != nil {
+		return nil, fmt.Errorf("map fill ring: %w", err)
+	}
+	r.compMem, r.comp, err = mapRing(fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, compSize, 8, ring.NewConsumer[uint64])
+	if err != nil {
+		return nil, fmt.Errorf("map completion ring: %w", err)
+	}
+	return r, nil
+}
+
+// AddRings creates fill and completion rings of fillSize and compSize
+// entries (powers of two) on fd, an AF_XDP socket that will bind to
+// another interface or queue sharing this UMEM (XDP_SHARED_UMEM), and maps
+// them. The UMEM must be registered, and have receive frames enough to fill
+// every fill ring at once. The area stays mapped until both Close and the
+// Close of every Rings from AddRings; unmap the rings before closing fd.
+func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
+	for _, r := range []struct {
+		name string
+		size int
+	}{{"FillRingSize", fillSize}, {"CompletionRingSize", compSize}} {
+		if r.size < 1 || r.size > ring.MaxSize || bits.OnesCount(uint(r.size)) != 1 {
+			return nil, fmt.Errorf("share umem: %s %d: must be a power of two", r.name, r.size)
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case u.closed || u.area == nil:
+		return nil, fmt.Errorf("share umem: %w", errClosed)
+	case u.own == nil:
+		return nil, errors.New("share umem: not registered with a socket yet")
+	}
+	if rx := int(u.frames.rxFrames); u.fillFrames+fillSize > rx {
+		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all; raise NumFrames or lower FillRingSize",
+			fillSize, rx, u.fillFrames)
+	}
+	r, err := u.newRings(fd, fillSize, compSize)
+	if err != nil {
+		return nil, fmt.Errorf("share umem: %w", err)
+	}
+	r.added = true
+	u.shared++
+	u.fillFrames += fillSize
+	return r, nil
+}
+
+// unmap unmaps the rings.
+func (r *Rings) unmap() error {
+	err := errors.Join(sys.Munmap(r.compMem), sys.Munmap(r.fillMem))
+	r.fillMem, r.compMem, r.fill, r.comp = nil, nil, nil, nil
+	return err
+}
+
+// Close unmaps rings from AddRings, and the UMEM's area if the UMEM was
+// closed and these were the last. Frames that the kernel held in them are
+// lost to the UMEM. Close the socket after. A second Close returns nil.
+func (r *Rings) Close() error {
+	u := r.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if r.closed || !r.added {
+		return nil
+	}
+	r.closed = true
+	errs := []error{r.unmap()}
+	u.shared--
+	u.fillFrames -= r.fillSize
+	if u.shared == 0 && u.closed {
+		errs = append(errs, u.unmapArea())
+	}
+	return errors.Join(errs...)
+}
+
+// FillRing and CompletionRing are the rings themselves, nil after Close.
+func (r *Rings) FillRing() *ring.Producer[uint64]       { return r.fill }
+func (r *Rings) CompletionRing() *ring.Consumer[uint64] { return r.comp }
+
+// Completed is the number of frames Complete has taken off the completion
+// ring. It may be read from any goroutine.
+func (r *Rings) Completed() uint64 { return r.completed.Load() }
+
+// Refill, Alloc and Complete of the UMEM work on the rings Register made.
+
+// Refill moves free receive frames into the fill ring, first taking back
+// frames that transmit completed. It returns the number added. Receive side.
+func (u *UMEM) Refill() int {
+	if u.own == nil {
+		return 0
+	}
+	return u.own.Refill()
+}
+
+// Alloc fills dst with free transmit frames, reaping completions first when
+// too few are free, and returns how many it got. Each descriptor's Addr is
+// where the packet starts (after Headroom) and Len the room there.
+// Transmit side.
+func (u *UMEM) Alloc(dst []ring.Desc) int {
+	if u.own == nil {
+		return u.alloc(dst)
+	}
+	return u.own.Alloc(dst)
+}
+
+// Complete takes finished transmissions off the completion ring: transmit
+// frames become free, forwarded receive frames start back to the receive
+// side. It returns the number completed. Transmit side.
+func (u *UMEM) Complete() int {
+	if u.own == nil {
+		return 0
+	}
+	return u.own.Complete()
+}
