@@ -32,11 +32,21 @@
 // process share it. Frames for queues with no socket, and frames that miss
 // [Options.Filter], go on to the kernel's stack.
 //
+// # Sharing a UMEM
+//
+// A socket opened with [Options.ShareUMEM] uses another socket's UMEM, on
+// another interface or queue, with fill and completion rings of its own:
+// a frame received on either may be transmitted on either, so a forwarder
+// between two interfaces never copies a packet in user space (and, on
+// drivers with zero-copy, nowhere).
+//
 // # Concurrency
 //
 // One goroutine may receive (Receive, Release of received frames, Refill)
 // while another transmits (Alloc, Transmit, Complete, Release of allocated
 // frames); forwarding a received frame needs one goroutine that does both.
+// Sockets that share a UMEM count as one socket here: one goroutine
+// receives on all of them, one transmits on all of them.
 // Wait, Stats and Close may be called from any goroutine; Close waits for
 // the other calls in flight to return and makes later ones fail with
 // net.ErrClosed.

@@ -93,3 +93,30 @@ func ExampleOpen_busy() {
 		fmt.Printf("eth0 runs XDP program %d; pass ReplaceXDP to take over\n", busy.ProgramID)
 	}
 }
+
+// Cross-connect eth0 and eth1 through two sockets on one UMEM: a frame
+// received on one is sent out of the other from the same frame, with no
+// copy. The UMEM's receive frames (half of NumFrames) fill both sockets'
+// fill rings.
+func ExampleOptions_shareUMEM() {
+	a, err := xsk.Open("eth0", 0, &xsk.Options{NumFrames: 8192, FillRingSize: 2048})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	b, err := xsk.Open("eth1", 0, &xsk.Options{ShareUMEM: a, FillRingSize: 2048})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+
+	descs := make([]xsk.Desc, 64)
+	for {
+		// One goroutine drives both sockets.
+		for _, p := range [][2]*xsk.Socket{{a, b}, {b, a}} {
+			n, _ := p[0].Receive(descs)
+			sent, _ := p[1].Transmit(descs[:n])
+			p[0].Release(descs[sent:n]) // what did not fit in the TX ring
+		}
+	}
+}

@@ -108,6 +108,24 @@ type Options struct {
 	// NoXDP makes Open load no program and register the socket nowhere:
 	// someone else puts FD into their XSKMAP.
 	NoXDP bool
+
+	// ShareUMEM makes the new socket use the UMEM of this open socket
+	// (XDP_SHARED_UMEM) instead of one of its own, so that a frame
+	// received on one may be transmitted on the other without a copy:
+	// forwarding between interfaces, or between queues. The new socket
+	// must be on another interface or queue; it gets fill and completion
+	// rings of its own (FillRingSize, CompletionRingSize), and the UMEM
+	// must have receive frames enough to fill both sockets' fill rings.
+	// The UMEM fields above (NumFrames, FrameSize, Headroom, TxFrames,
+	// HugePages) must be left zero: the UMEM is that socket's. The bind
+	// mode and need_wakeup follow that socket's (Bind may be BindAuto or
+	// its mode, NoNeedWakeup must match).
+	//
+	// Sockets sharing a UMEM are driven as one: one goroutine makes the
+	// receive-side calls of all of them and one goroutine, which may be
+	// the same, their transmit-side calls. The UMEM's area is unmapped
+	// when the last of them closes.
+	ShareUMEM *Socket
 }
 
 func (o *Options) validate(queue int) error {
@@ -155,6 +173,25 @@ func (o *Options) validate(queue int) error {
 	}
 	if o.MaxQueues < 0 {
 		return fmt.Errorf("MaxQueues %d: must not be negative", o.MaxQueues)
+	}
+	if o.ShareUMEM != nil {
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"NumFrames", o.NumFrames}, {"FrameSize", o.FrameSize}, {"Headroom", o.Headroom}, {"TxFrames", o.TxFrames}} {
+			if f.v != 0 {
+				return fmt.Errorf("%s %d with ShareUMEM: the UMEM is the other socket's; leave its options zero", f.name, f.v)
+			}
+		}
+		if o.HugePages {
+			return fmt.Errorf("HugePages with ShareUMEM: the UMEM is the other socket's; leave its options zero")
+		}
+		if o.FillRingSize == 0 {
+			o.FillRingSize = DefaultRingSize
+		}
+		if o.CompletionRingSize == 0 {
+			o.CompletionRingSize = DefaultRingSize
+		}
 	}
 	return nil
 }

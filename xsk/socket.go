@@ -32,6 +32,8 @@ type Socket struct {
 	queue   int
 
 	umem   *umem.UMEM
+	rings  *umem.Rings // the fill and completion rings this socket uses
+	shared bool        // the UMEM is another socket's (Options.ShareUMEM)
 	rxMem  []byte
 	txMem  []byte
 	rx     *ring.Consumer[Desc]
@@ -68,8 +70,7 @@ type sideCounters struct {
 	bytes   atomic.Uint64
 	batches atomic.Uint64
 	wakeups atomic.Uint64
-	other   atomic.Uint64 // completions (transmit side)
-	_       [16]byte
+	_       [24]byte
 }
 
 // Open creates an AF_XDP socket on queue of the interface ifname, with its
@@ -116,20 +117,26 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 			s.teardown()
 		}
 	}()
-	s.umem, err = umem.New(&umem.Options{
-		NumFrames:          o.NumFrames,
-		FrameSize:          o.FrameSize,
-		Headroom:           o.Headroom,
-		TxFrames:           o.TxFrames,
-		HugePages:          o.HugePages,
-		FillRingSize:       o.FillRingSize,
-		CompletionRingSize: o.CompletionRingSize,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.bind(&o); err != nil {
-		return nil, err
+	if o.ShareUMEM != nil {
+		if err := s.bindShared(&o, o.ShareUMEM); err != nil {
+			return nil, err
+		}
+	} else {
+		s.umem, err = umem.New(&umem.Options{
+			NumFrames:          o.NumFrames,
+			FrameSize:          o.FrameSize,
+			Headroom:           o.Headroom,
+			TxFrames:           o.TxFrames,
+			HugePages:          o.HugePages,
+			FillRingSize:       o.FillRingSize,
+			CompletionRingSize: o.CompletionRingSize,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := s.bind(&o); err != nil {
+			return nil, err
+		}
 	}
 	if s.evfd, err = sys.Eventfd(); err != nil {
 		return nil, err
@@ -246,6 +253,12 @@ func (s *Socket) setup(o *Options) (err error) {
 	if err := s.umem.Register(s.fd); err != nil {
 		return err
 	}
+	s.rings = s.umem.Rings()
+	return s.mapRxTx(o)
+}
+
+// mapRxTx creates the socket's RX and TX rings and maps them.
+func (s *Socket) mapRxTx(o *Options) (err error) {
 	if err := sys.SetRingSize(s.fd, unix.XDP_RX_RING, o.RxRingSize); err != nil {
 		return fmt.Errorf("create rx ring of %d: %w", o.RxRingSize, err)
 	}
@@ -264,7 +277,7 @@ func (s *Socket) setup(o *Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("map tx ring: %w", err)
 	}
-	s.fill = s.umem.FillRing()
+	s.fill = s.rings.FillRing()
 	return nil
 }
 
@@ -280,13 +293,21 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 		flags |= unix.XDP_COPY
 	}
 	// Prime the fill ring so that the first packets have frames.
-	s.umem.Refill()
-	// A socket that was bound to this queue and just closed still holds
-	// it until a deferred kernel work item (xp_release_deferred) clears
-	// it, so EBUSY is retried for a while before it is believed.
+	s.rings.Refill()
+	return bindRetry(fmt.Sprintf("%s mode", mode), func() error {
+		return sys.Bind(s.fd, s.ifindex, s.queue, flags)
+	})
+}
+
+// bindRetry calls bind until it succeeds, fails with another error than
+// EBUSY, or busyRetry has passed. A socket that was bound to the queue and
+// just closed still holds it until a deferred kernel work item
+// (xp_release_deferred) clears it, so EBUSY is retried for a while before
+// it is believed.
+func bindRetry(what string, bind func() error) error {
 	deadline := time.Now().Add(busyRetry)
 	for {
-		err := sys.Bind(s.fd, s.ifindex, s.queue, flags)
+		err := bind()
 		if err == nil {
 			return nil
 		}
@@ -295,10 +316,54 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 				time.Sleep(2 * time.Millisecond)
 				continue
 			}
-			return fmt.Errorf("bind in %s mode: another AF_XDP socket holds the queue: %w", mode, err)
+			return fmt.Errorf("bind in %s: another AF_XDP socket holds the queue: %w", what, err)
 		}
-		return fmt.Errorf("bind in %s mode: %w", mode, err)
+		return fmt.Errorf("bind in %s: %w", what, err)
 	}
+}
+
+// bindShared creates the socket with fill and completion rings of its own
+// on the UMEM of sh, and binds it with XDP_SHARED_UMEM. The kernel gives it
+// sh's bind mode and need_wakeup.
+func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
+	switch {
+	case sh.closed.Load():
+		return fmt.Errorf("ShareUMEM: the socket on %s queue %d is closed: %w", sh.ifname, sh.queue, net.ErrClosed)
+	case sh.ifindex == s.ifindex && sh.queue == s.queue:
+		// The kernel would have the two sockets share sh's fill and
+		// completion rings too, and the program could not tell them
+		// apart: the queue would feed only the newer one.
+		return fmt.Errorf("ShareUMEM: the socket it shares with is on the same queue; sockets sharing a UMEM must be on different interfaces or queues: %w", unix.EINVAL)
+	case o.Bind != BindAuto && o.Bind != sh.Mode():
+		return fmt.Errorf("Bind %s with ShareUMEM: the UMEM's socket is bound in %s mode, which a socket sharing it gets", o.Bind, sh.Mode())
+	case o.NoNeedWakeup == sh.wakeup:
+		return fmt.Errorf("NoNeedWakeup %v with ShareUMEM: the UMEM's socket has need_wakeup %v, which a socket sharing it gets", o.NoNeedWakeup, sh.wakeup)
+	}
+	s.umem, s.shared = sh.umem, true
+	if s.fd, err = sys.XSKSocket(); err != nil {
+		return err
+	}
+	if s.rings, err = s.umem.AddRings(s.fd, o.FillRingSize, o.CompletionRingSize); err != nil {
+		return err
+	}
+	if err := s.mapRxTx(o); err != nil {
+		return err
+	}
+	s.rings.Refill()
+	err = bindRetry(fmt.Sprintf("%s mode, sharing the UMEM of %s queue %d", sh.Mode(), sh.ifname, sh.queue), func() error {
+		return sys.BindShared(s.fd, s.ifindex, s.queue, sh.fd)
+	})
+	if err != nil {
+		return err
+	}
+	flags, err := sys.XDPOptions(s.fd)
+	if err != nil {
+		return err
+	}
+	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
+	s.wakeup = sh.wakeup
+	s.manual = o.ManualRings
+	return s.tune(o)
 }
 
 // busyRetry is how long bind retries EBUSY.
@@ -308,7 +373,7 @@ const busyRetry = 2 * time.Second
 // frames free.
 func (s *Socket) unsetup() error {
 	errs := []error{sys.Munmap(s.txMem), sys.Munmap(s.rxMem), s.umem.UnmapRings()}
-	s.txMem, s.rxMem, s.tx, s.rx, s.fill = nil, nil, nil, nil, nil
+	s.txMem, s.rxMem, s.tx, s.rx, s.fill, s.rings = nil, nil, nil, nil, nil, nil
 	if s.fd >= 0 {
 		errs = append(errs, sys.Close(s.fd))
 		s.fd = -1
@@ -345,14 +410,18 @@ func (s *Socket) teardown() error {
 	}
 	errs = append(errs, sys.Munmap(s.txMem), sys.Munmap(s.rxMem))
 	s.txMem, s.rxMem, s.tx, s.rx, s.fill = nil, nil, nil, nil, nil
-	if s.umem != nil {
+	switch {
+	case s.shared && s.rings != nil:
+		// Unmaps the area too if this was the last socket on it.
+		errs = append(errs, s.rings.Close())
+	case !s.shared && s.umem != nil:
 		errs = append(errs, s.umem.UnmapRings())
 	}
 	if s.fd >= 0 {
 		errs = append(errs, sys.Close(s.fd))
 		s.fd = -1
 	}
-	if s.umem != nil {
+	if s.umem != nil && !s.shared {
 		errs = append(errs, s.umem.Close())
 	}
 	return errors.Join(errs...)
@@ -404,7 +473,7 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 		return 0, s.opErr("receive", net.ErrClosed)
 	}
 	if !s.manual {
-		s.umem.Refill()
+		s.rings.Refill()
 	}
 	n := s.rx.Consume(descs)
 	if n == 0 {
@@ -452,7 +521,7 @@ func (s *Socket) Refill() (int, error) {
 	if !s.enter(&s.rxSide) {
 		return 0, s.opErr("refill", net.ErrClosed)
 	}
-	n := s.umem.Refill()
+	n := s.rings.Refill()
 	s.rxSide.busy.Store(0)
 	return n, nil
 }
@@ -466,9 +535,9 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 		return 0, s.opErr("alloc", net.ErrClosed)
 	}
 	if !s.manual {
-		s.umem.Complete()
+		s.rings.Complete()
 	}
-	n := s.umem.Alloc(descs)
+	n := s.rings.Alloc(descs)
 	s.txSide.busy.Store(0)
 	return n, nil
 }
@@ -503,9 +572,7 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 		kerr = s.kick()
 	}
 	if !s.manual {
-		if c := s.umem.Complete(); c > 0 {
-			s.txSide.other.Add(uint64(c))
-		}
+		s.rings.Complete()
 	}
 	s.txSide.busy.Store(0)
 	if verr != nil {
@@ -539,9 +606,7 @@ func (s *Socket) kick() error {
 				return nil
 			}
 			if !s.manual {
-				if c := s.umem.Complete(); c > 0 {
-					s.txSide.other.Add(uint64(c))
-				}
+				s.rings.Complete()
 			}
 		default:
 			return fmt.Errorf("kick tx: sendto: %w", e)
@@ -571,8 +636,7 @@ func (s *Socket) Complete() (int, error) {
 	if !s.enter(&s.txSide) {
 		return 0, s.opErr("complete", net.ErrClosed)
 	}
-	n := s.umem.Complete()
-	s.txSide.other.Add(uint64(n))
+	n := s.rings.Complete()
 	s.txSide.busy.Store(0)
 	return n, nil
 }
@@ -670,7 +734,7 @@ func (s *Socket) Stats() (Stats, error) {
 		TxBytes:        s.txSide.bytes.Load(),
 		TxBatches:      s.txSide.batches.Load(),
 		TxWakeups:      s.txSide.wakeups.Load(),
-		Completed:      s.txSide.other.Load(),
+		Completed:      s.rings.Completed(),
 	}, nil
 }
 

@@ -1,0 +1,262 @@
+package xsk_test
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
+	"golang.org/x/sys/unix"
+)
+
+// sharedOpts size a UMEM for two sockets: 2048 receive frames fill two
+// fill rings of 1024.
+var sharedOpts = xsk.Options{Filter: udpFilter, NumFrames: 4096, FillRingSize: 1024, CompletionRingSize: 1024}
+
+// TestSharedUMEMForward forwards between two veth pairs through two
+// sockets on one UMEM, in both directions at once: every frame that a
+// peer sends comes out at the other peer, byte for byte, transmitted from
+// the frame it was received into, and all frames are home at the end.
+func TestSharedUMEMForward(t *testing.T) {
+	const n = 50_000
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	a := openOn(t, v1.Host, 0, &sharedOpts)
+	bo := sharedOpts
+	bo.NumFrames, bo.ShareUMEM = 0, a
+	b := openOn(t, v2.Host, 0, &bo)
+	if a.UMEM() != b.UMEM() {
+		t.Fatal("the second socket has a UMEM of its own")
+	}
+	if b.Mode() != a.Mode() || b.Mode() != xsk.BindCopy {
+		t.Fatalf("modes %v and %v, want copy mode for both on veth", a.Mode(), b.Mode())
+	}
+	if b.XDPMode() != bpf.AttachDriver {
+		t.Fatalf("second socket's XDP mode %v, want driver", b.XDPMode())
+	}
+	p1, p2 := newPacketSocket(t, v1.Peer), newPacketSocket(t, v2.Peer)
+	in1 := newFlow(v1.Peer, v1.Host, 22) // comes out at v2.Peer
+	in2 := newFlow(v2.Peer, v2.Host, 40) // comes out at v1.Peer
+	in2.hdr.SrcPort = 40001
+
+	// The forwarder: what a receives b sends and the other way round,
+	// one goroutine for both sockets as sharing asks. The MACs are
+	// rewritten for the far side; the rest of each frame is untouched.
+	stop := make(chan struct{})
+	fwdDone := make(chan error, 1)
+	go func() {
+		descs := make([]xsk.Desc, 64)
+		dirs := []struct {
+			from, to *xsk.Socket
+			dst, src net.HardwareAddr
+		}{{a, b, v2.Peer.MAC, v2.Host.MAC}, {b, a, v1.Peer.MAC, v1.Host.MAC}}
+		pending := make([][]xsk.Desc, 2)
+		for {
+			select {
+			case <-stop:
+				for i, d := range dirs {
+					if err := d.from.Release(pending[i]); err != nil {
+						fwdDone <- err
+						return
+					}
+				}
+				fwdDone <- nil
+				return
+			default:
+			}
+			for i, d := range dirs {
+				if len(pending[i]) == 0 {
+					k, err := d.from.Receive(descs)
+					if err != nil {
+						fwdDone <- err
+						return
+					}
+					pending[i] = append(pending[i][:0], descs[:k]...)
+					for _, dd := range pending[i] {
+						f := d.from.Frame(dd)
+						copy(f[0:6], d.dst)
+						copy(f[6:12], d.src)
+					}
+				}
+				if len(pending[i]) == 0 {
+					continue
+				}
+				// Frames received by one socket are the other's
+				// to send only because the UMEM is one.
+				sent, err := d.to.Transmit(pending[i])
+				if err != nil {
+					fwdDone <- err
+					return
+				}
+				pending[i] = pending[i][sent:]
+			}
+		}
+	}()
+
+	var got1, got2 atomic.Int64
+	done1, done2 := make(chan *seen), make(chan *seen)
+	deadline := time.Now().Add(60 * time.Second)
+	go func() { done1 <- p2.receiveAll(t, in1, n, &got1, deadline) }()
+	go func() { done2 <- p1.receiveAll(t, in2, n, &got2, deadline) }()
+	go sendWindowed(t, in2, n, 256, &got2, func(f []byte) { p2.send(t, f) })
+	sendWindowed(t, in1, n, 256, &got1, func(f []byte) { p1.send(t, f) })
+	s1, s2 := <-done1, <-done2
+	close(stop)
+	if err := <-fwdDone; err != nil {
+		t.Fatalf("forwarder: %v", err)
+	}
+	if s1.n != n || s2.n != n {
+		t.Fatalf("forwarded %d of %d frames one way and %d of %d the other", s1.n, n, s2.n, n)
+	}
+
+	// Every frame a received, b sent and the other way round; the
+	// completions come back on each sender's own completion ring.
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		ca, _ := a.Complete()
+		cb, _ := b.Complete()
+		sa, _ := a.Stats()
+		sb, _ := b.Stats()
+		if sa.Completed == n && sb.Completed == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("completions: a %d, b %d, want %d each (last reaped %d, %d)", sa.Completed, sb.Completed, n, ca, cb)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	sa, _ := a.Stats()
+	sb, _ := b.Stats()
+	if sa.RxPackets != n || sb.TxPackets != n || sb.RxPackets != n || sa.TxPackets != n {
+		t.Fatalf("a %+v\nb %+v", sa, sb)
+	}
+	if sa.RxDropped+sb.RxDropped+sa.RxRingFull+sb.RxRingFull+sa.FillRingEmpty+sb.FillRingEmpty != 0 {
+		t.Fatalf("drops: a %+v\nb %+v", sa, sb)
+	}
+	// Forwarded receive frames went back to the receive side: refilling
+	// puts them in the fill rings again.
+	a.Refill()
+	b.Refill()
+	c := a.Frames()
+	if c.Total() != 4096 || c.User() != 0 || c.Tx != 0 || c.Recycling != 0 || c.Fill != 2048 {
+		t.Fatalf("frames after forwarding: %+v", c)
+	}
+}
+
+// TestSharedUMEMCloseOrder closes the UMEM's first socket before the one
+// sharing it: the second goes on receiving on the same area, which stays
+// mapped until it closes too; then nothing is left.
+func TestSharedUMEMCloseOrder(t *testing.T) {
+	const n = 10_000
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	p := newPacketSocket(t, v2.Peer)
+	before := testenv.Snapshot(t)
+	a, err := xsk.Open(v1.Host.Name, 0, &sharedOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := sharedOpts
+	bo.NumFrames, bo.ShareUMEM = 0, a
+	b, err := xsk.Open(v2.Host.Name, 0, &bo)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	area := addrOf(a.UMEM().Area())
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := bpf.QueryXDP(v1.Host.Index); q.Attached() {
+		t.Fatalf("XDP program left on the first socket's interface: %+v", q)
+	}
+	if !testenv.Mapped(t, area) {
+		t.Fatal("the shared UMEM was unmapped while a socket still used it")
+	}
+
+	fl := newFlow(v2.Peer, v2.Host, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, b, fl, n, &got, time.Now().Add(30*time.Second)) }()
+	sendWindowed(t, fl, n, 256, &got, func(f []byte) { p.send(t, f) })
+	if sn := <-done; sn.n != n {
+		t.Fatalf("after the first socket closed, the second received %d of %d frames", sn.n, n)
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if testenv.Mapped(t, area) {
+		t.Fatal("UMEM still mapped after the last socket closed")
+	}
+	if q, _ := bpf.QueryXDP(v2.Host.Index); q.Attached() {
+		t.Fatalf("XDP program left on the second socket's interface: %+v", q)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
+// TestSharedUMEMErrors gives ShareUMEM what it cannot use: every Open
+// fails with an error that names the fault, and leaves nothing behind.
+func TestSharedUMEMErrors(t *testing.T) {
+	v1 := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	v2 := testenv.NewVeth(t, nil)
+	a := openOn(t, v1.Host, 0, &sharedOpts)
+	full := openOn(t, v1.Host, 1, &xsk.Options{Filter: udpFilter}) // its fill ring takes every receive frame
+	closed, err := xsk.Open(v2.Host.Name, 0, &sharedOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	before := testenv.Snapshot(t)
+
+	tests := []struct {
+		name   string
+		ifname string
+		queue  int
+		o      xsk.Options
+		want   string
+		is     error
+	}{
+		{"same queue", v1.Host.Name, 0, xsk.Options{ShareUMEM: a, FillRingSize: 512, CompletionRingSize: 512},
+			"must be on different interfaces or queues", unix.EINVAL},
+		{"closed socket", v2.Host.Name, 0, xsk.Options{ShareUMEM: closed}, "is closed", net.ErrClosed},
+		{"UMEM options", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NumFrames: 4096}, "NumFrames 4096 with ShareUMEM", nil},
+		{"frame size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FrameSize: 4096}, "FrameSize 4096 with ShareUMEM", nil},
+		{"huge pages", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, HugePages: true}, "HugePages with ShareUMEM", nil},
+		{"zero-copy", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, Bind: xsk.BindZeroCopy}, "Bind zero-copy with ShareUMEM: the UMEM's socket is bound in copy mode", nil},
+		{"need_wakeup", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NoNeedWakeup: true}, "NoNeedWakeup true with ShareUMEM", nil},
+		{"too few frames", v2.Host.Name, 0, xsk.Options{ShareUMEM: full}, "UMEM too small for another fill ring of 2048: its 2048 receive frames already fill rings of 2048", nil},
+		{"fill ring size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FillRingSize: 1000}, "FillRingSize 1000: must be a power of two", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := xsk.Open(tt.ifname, tt.queue, &tt.o)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			var oe *xsk.OpError
+			if !errors.As(err, &oe) || oe.Op != "open" || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q, want an OpError for open containing %q", err, tt.want)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Fatalf("error %q does not match %v", err, tt.is)
+			}
+		})
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+	// The failed attempts took no frames and left the sockets working.
+	if c := a.Frames(); c.Total() != 4096 || c.User() != 0 {
+		t.Fatalf("first socket's frames: %+v", c)
+	}
+}
