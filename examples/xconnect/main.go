@@ -1,0 +1,273 @@
+// Command xconnect cross-connects two interfaces: every frame received on
+// one goes out of the other, in both directions, through two AF_XDP
+// sockets that share one UMEM (xsk.Options.ShareUMEM). A received frame is
+// transmitted from the frame it arrived in: the forwarder copies nothing.
+// It prints the rate of each direction every second and both sockets'
+// statistics at the end (on Ctrl-C or after -d).
+//
+// With no interfaces (-a, -b) it builds two veth pairs whose inner ends
+// share a throwaway namespace, feeds the first with a kernel-speed
+// generator (internal/pktgen) and counts what arrives at the far end of
+// the second (an XDP_DROP program there).
+//
+// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN).
+//
+//	go run ./examples/xconnect -d 10s -cpu 1
+//	go run ./examples/xconnect -a eth0 -b eth1
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+type config struct {
+	a, b     string
+	queue    int
+	batch    int
+	ring     int
+	frames   int
+	d        time.Duration
+	cpu      int
+	genCPU   int
+	frameLen int
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.a, "a", "", "first interface (empty, with -b empty: build two veth pairs and drive them)")
+	flag.StringVar(&c.b, "b", "", "second interface")
+	flag.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces")
+	flag.IntVar(&c.batch, "batch", 64, "descriptors per ring operation")
+	flag.IntVar(&c.ring, "ring", 1024, "size of every ring, a power of two")
+	flag.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring, half for receive: enough for both fill rings)")
+	flag.DurationVar(&c.d, "d", 0, "run this long (0: until Ctrl-C)")
+	flag.IntVar(&c.cpu, "cpu", -1, "pin the forwarding loop to this CPU (-1: no pinning)")
+	flag.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
+	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS")
+	flag.Parse()
+	ctx, cancel := app.Context(c.d)
+	err := run(ctx, &c, os.Stdout)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "xconnect: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func (c *config) validate() error {
+	switch {
+	case (c.a == "") != (c.b == ""):
+		return fmt.Errorf("interfaces %q and %q: give both or neither", c.a, c.b)
+	case c.a != "" && c.a == c.b:
+		return fmt.Errorf("interfaces %q and %q: must differ", c.a, c.b)
+	case c.batch < 1 || c.batch > 4096:
+		return fmt.Errorf("batch %d: must be between 1 and 4096", c.batch)
+	case c.ring < c.batch:
+		return fmt.Errorf("ring %d: must be at least the batch size %d", c.ring, c.batch)
+	case c.d < 0:
+		return fmt.Errorf("duration %v: must not be negative", c.d)
+	}
+	return nil
+}
+
+// run forwards until ctx ends. It builds its own topology when c names no
+// interfaces.
+func run(ctx context.Context, c *config, out io.Writer) (err error) {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	ns := (*netenv.Netns)(nil)
+	var gen *app.GenRun
+	var far *app.Topology
+	if c.a == "" {
+		ns, err = netenv.NewNetns("")
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, ns.Close()) }()
+		// in feeds the first interface; far swallows what the second
+		// sends and counts it.
+		in, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: c.frameLen, GenBatch: 64})
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, in.Close()) }()
+		if far, err = app.NewTopology(&app.TopologyOptions{PeerNS: ns, HostSink: true}); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, far.Close()) }()
+		c.a, c.b = in.Veth.Peer.Name, far.Veth.Peer.Name
+		fmt.Fprintf(out, "built veth pairs %s <-> %s and %s <-> %s; the generator feeds %s, %s's far end counts\n",
+			in.Veth.Host.Name, c.a, c.b, far.Veth.Host.Name, c.a, c.b)
+		defer func() {
+			if gen != nil {
+				_, gerr := gen.Stop()
+				err = errors.Join(err, gerr)
+			}
+		}()
+		start := func() error {
+			gen, err = in.StartGenerator(c.genCPU)
+			return err
+		}
+		return forward(ctx, c, ns, start, func() (uint64, uint64) {
+			n, _ := far.HostReceived()
+			if gen == nil {
+				return 0, n
+			}
+			return gen.Offered(), n
+		}, out)
+	}
+	return forward(ctx, c, nil, nil, nil, out)
+}
+
+// forward opens the two sockets (in ns, when given), calls start once they
+// are ready, and forwards until ctx ends. counts, when given, reports what
+// the generator offered and what the far end received.
+func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() error, counts func() (offered, far uint64), out io.Writer) (err error) {
+	frames := c.frames
+	if frames == 0 {
+		frames = 8 * c.ring
+	}
+	var a, b *xsk.Socket
+	open := func() error {
+		var err error
+		a, err = xsk.Open(c.a, c.queue, &xsk.Options{NumFrames: frames, RxRingSize: c.ring, TxRingSize: c.ring,
+			FillRingSize: c.ring, CompletionRingSize: c.ring})
+		if err != nil {
+			return err
+		}
+		b, err = xsk.Open(c.b, c.queue, &xsk.Options{ShareUMEM: a, RxRingSize: c.ring, TxRingSize: c.ring,
+			FillRingSize: c.ring, CompletionRingSize: c.ring})
+		return err
+	}
+	if ns != nil {
+		err = ns.Do(open)
+	} else {
+		err = open()
+	}
+	defer func() {
+		for _, s := range []*xsk.Socket{b, a} {
+			if s != nil {
+				err = errors.Join(err, s.Close())
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "xconnect %s <-> %s queue %d: %s mode, one UMEM of %d frames, rings %d, batch %d\n",
+		c.a, c.b, c.queue, a.Mode(), frames, c.ring, c.batch)
+
+	unpin, err := app.PinThread(c.cpu)
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	if start != nil {
+		if err := start(); err != nil {
+			return err
+		}
+	}
+
+	f := &forwarder{socks: [2]*xsk.Socket{a, b}, descs: make([]xsk.Desc, c.batch)}
+	t0 := time.Now()
+	last, lastT := f.fwd, t0
+	var off0, far0 uint64
+	if counts != nil {
+		off0, far0 = counts()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		// A second's worth of batches between looks at the clock.
+		for range 4096 {
+			if err := f.step(); err != nil {
+				return err
+			}
+		}
+		select {
+		case now := <-tick.C:
+			secs := now.Sub(lastT).Seconds()
+			fmt.Fprintf(out, "%6.1fs  %s→%s %s  %s→%s %s\n", now.Sub(t0).Seconds(),
+				c.a, c.b, app.FormatRate(float64(f.fwd[0]-last[0])/secs), c.b, c.a, app.FormatRate(float64(f.fwd[1]-last[1])/secs))
+			last, lastT = f.fwd, now
+		default:
+		}
+	}
+	secs := time.Since(t0).Seconds()
+	if err := f.drain(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in %.2fs\n",
+		f.fwd[0], c.a, c.b, app.FormatRate(float64(f.fwd[0])/secs), f.fwd[1], c.b, c.a, app.FormatRate(float64(f.fwd[1])/secs), secs)
+	if counts != nil {
+		off, far := counts()
+		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", off-off0, far-far0)
+	}
+	for _, s := range f.socks {
+		st, err := s.Stats()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s ", s.Interface())
+		app.PrintStats(out, st)
+	}
+	if fr := a.Frames(); fr.User() != 0 {
+		return fmt.Errorf("frames still held after the run: %+v", fr)
+	}
+	return nil
+}
+
+// forwarder moves what each socket receives to the other.
+type forwarder struct {
+	socks   [2]*xsk.Socket
+	descs   []xsk.Desc
+	pending [2][]xsk.Desc // received on socks[i], not yet queued on the other
+	fwd     [2]uint64     // frames queued for transmit, per direction
+}
+
+// step receives a batch on each socket whose previous batch is all queued
+// and queues what it can on the other socket.
+func (f *forwarder) step() error {
+	for i, from := range f.socks {
+		to := f.socks[1-i]
+		if len(f.pending[i]) == 0 {
+			n, err := from.Receive(f.descs)
+			if err != nil {
+				return err
+			}
+			f.pending[i] = append(f.pending[i][:0], f.descs[:n]...)
+		}
+		if len(f.pending[i]) == 0 {
+			continue
+		}
+		n, err := to.Transmit(f.pending[i])
+		if err != nil {
+			return err
+		}
+		f.pending[i] = f.pending[i][n:]
+		f.fwd[i] += uint64(n)
+	}
+	return nil
+}
+
+// drain gives back the frames received and not forwarded.
+func (f *forwarder) drain() error {
+	for i, s := range f.socks {
+		if err := s.Release(f.pending[i]); err != nil {
+			return err
+		}
+		f.pending[i] = nil
+	}
+	return nil
+}

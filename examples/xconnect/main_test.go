@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// TestRun forwards generated traffic for a second on the embedded
+// topology: what the first socket received is what the second sent and
+// what the far end counted, and nothing is left behind.
+func TestRun(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	before := testenv.Snapshot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &config{queue: 0, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	var fwd, back, offered, far uint64
+	var a, b string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "forwarded ") {
+			// "forwarded N packets A→B (RATE) and M B→A (RATE) in Ss"
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				t.Fatalf("line %q", line)
+			}
+			if _, err := fmt.Sscan(f[1], &fwd); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			if _, err := fmt.Sscan(f[7], &back); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			a, b, _ = strings.Cut(f[3], "→")
+		}
+		if strings.HasPrefix(line, "generator offered ") {
+			if _, err := fmt.Sscanf(line, "generator offered %d, the far end received %d", &offered, &far); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+		}
+	}
+	t.Logf("%s→%s forwarded %d, back %d, offered %d, far end %d", a, b, fwd, back, offered, far)
+	if fwd == 0 || far != fwd || back != 0 || offered < fwd {
+		t.Fatalf("forwarded %d (back %d), far end received %d, offered %d:\n%s", fwd, back, far, offered, out.String())
+	}
+	// Both sockets' statistics agree with the count.
+	for _, want := range []string{
+		fmt.Sprintf("%s socket statistics:\n  rx packets        %d\n", a, fwd),
+		fmt.Sprintf("  tx packets        %d\n", fwd),
+		fmt.Sprintf("  tx completed      %d\n", fwd),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	good := config{batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
+	for _, tt := range []struct {
+		edit func(*config)
+		want string
+	}{
+		{func(c *config) { c.a = "eth0" }, `interfaces "eth0" and "": give both or neither`},
+		{func(c *config) { c.a, c.b = "eth0", "eth0" }, `interfaces "eth0" and "eth0": must differ`},
+		{func(c *config) { c.batch = 0 }, "batch 0: must be between 1 and 4096"},
+		{func(c *config) { c.ring = 32 }, "ring 32: must be at least the batch size 64"},
+		{func(c *config) { c.d = -time.Second }, "duration -1s: must not be negative"},
+		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "open afxnosuchif0 queue 0: unknown interface"},
+	} {
+		c := good
+		tt.edit(&c)
+		err := run(context.Background(), &c, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v, want %q", c, err, tt.want)
+		}
+	}
+}
