@@ -124,7 +124,8 @@ type Options struct {
 	// Sockets sharing a UMEM are driven as one: one goroutine makes the
 	// receive-side calls of all of them and one goroutine, which may be
 	// the same, their transmit-side calls. The UMEM's area is unmapped
-	// when the last of them closes.
+	// when the last of them closes; the frames a closed socket's fill and
+	// RX rings held are lost to the others.
 	ShareUMEM *Socket
 }
 
