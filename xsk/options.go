@@ -117,7 +117,7 @@ type Options struct {
 	// rings of its own (FillRingSize, CompletionRingSize), and the UMEM
 	// must have receive frames enough to fill both sockets' fill rings.
 	// The UMEM fields above (NumFrames, FrameSize, Headroom, TxFrames,
-	// HugePages) must be left zero: the UMEM is that socket's. The bind
+	// HugePages) are that socket's: leave them zero or the same. The bind
 	// mode and need_wakeup follow that socket's (Bind may be BindAuto or
 	// its mode, NoNeedWakeup must match).
 	//
@@ -175,17 +175,19 @@ func (o *Options) validate(queue int) error {
 	if o.MaxQueues < 0 {
 		return fmt.Errorf("MaxQueues %d: must not be negative", o.MaxQueues)
 	}
-	if o.ShareUMEM != nil {
+	if sh := o.ShareUMEM; sh != nil && sh.umem != nil {
+		u := sh.umem.Options()
 		for _, f := range []struct {
-			name string
-			v    int
-		}{{"NumFrames", o.NumFrames}, {"FrameSize", o.FrameSize}, {"Headroom", o.Headroom}, {"TxFrames", o.TxFrames}} {
-			if f.v != 0 {
-				return fmt.Errorf("%s %d with ShareUMEM: the UMEM is the other socket's; leave its options zero", f.name, f.v)
+			name      string
+			v, shared int
+		}{{"NumFrames", o.NumFrames, u.NumFrames}, {"FrameSize", o.FrameSize, u.FrameSize},
+			{"Headroom", o.Headroom, u.Headroom}, {"TxFrames", o.TxFrames, u.TxFrames}} {
+			if f.v != 0 && f.v != f.shared {
+				return fmt.Errorf("%s %d with ShareUMEM: the shared UMEM has %d; leave it zero or the same", f.name, f.v, f.shared)
 			}
 		}
-		if o.HugePages {
-			return fmt.Errorf("HugePages with ShareUMEM: the UMEM is the other socket's; leave its options zero")
+		if o.HugePages && !sh.umem.HugePages() {
+			return fmt.Errorf("HugePages with ShareUMEM: the shared UMEM is not on huge pages")
 		}
 		if o.FillRingSize == 0 {
 			o.FillRingSize = DefaultRingSize

@@ -28,8 +28,8 @@ func TestSharedUMEMForward(t *testing.T) {
 	v1 := testenv.NewVeth(t, nil)
 	v2 := testenv.NewVeth(t, nil)
 	a := openOn(t, v1.Host, 0, &sharedOpts)
-	bo := sharedOpts
-	bo.NumFrames, bo.ShareUMEM = 0, a
+	bo := sharedOpts // NumFrames the same as the UMEM's: accepted
+	bo.ShareUMEM = a
 	b := openOn(t, v2.Host, 0, &bo)
 	if a.UMEM() != b.UMEM() {
 		t.Fatal("the second socket has a UMEM of its own")
@@ -228,9 +228,10 @@ func TestSharedUMEMErrors(t *testing.T) {
 		{"same queue", v1.Host.Name, 0, xsk.Options{ShareUMEM: a, FillRingSize: 512, CompletionRingSize: 512},
 			"must be on different interfaces or queues", unix.EINVAL},
 		{"closed socket", v2.Host.Name, 0, xsk.Options{ShareUMEM: closed}, "is closed", net.ErrClosed},
-		{"UMEM options", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NumFrames: 4096}, "NumFrames 4096 with ShareUMEM", nil},
-		{"frame size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FrameSize: 4096}, "FrameSize 4096 with ShareUMEM", nil},
-		{"huge pages", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, HugePages: true}, "HugePages with ShareUMEM", nil},
+		{"UMEM options", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NumFrames: 2048}, "NumFrames 2048 with ShareUMEM: the shared UMEM has 4096; leave it zero or the same", nil},
+		{"frame size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FrameSize: 4096}, "FrameSize 4096 with ShareUMEM: the shared UMEM has 2048", nil},
+		{"headroom", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, Headroom: 64}, "Headroom 64 with ShareUMEM: the shared UMEM has 0", nil},
+		{"huge pages", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, HugePages: true}, "HugePages with ShareUMEM: the shared UMEM is not on huge pages", nil},
 		{"zero-copy", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, Bind: xsk.BindZeroCopy}, "Bind zero-copy with ShareUMEM: the UMEM's socket is bound in copy mode", nil},
 		{"need_wakeup", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NoNeedWakeup: true}, "NoNeedWakeup true with ShareUMEM", nil},
 		{"too few frames", v2.Host.Name, 0, xsk.Options{ShareUMEM: full}, "UMEM too small for another fill ring of 2048: its 2048 receive frames already fill rings of 2048", nil},
