@@ -179,9 +179,10 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 		}
 	}
 
-	f := &forwarder{socks: [2]*xsk.Socket{a, b}, descs: make([]xsk.Desc, c.batch)}
+	x := app.NewXConnect(a, b, c.batch)
 	t0 := time.Now()
-	last, lastT := f.fwd, t0
+	var last [2]uint64
+	lastT := t0
 	var off0, far0 uint64
 	if counts != nil {
 		off0, far0 = counts()
@@ -189,32 +190,54 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		// A second's worth of batches between looks at the clock.
+		// Many batches between looks at the clock.
 		for range 4096 {
-			if err := f.step(); err != nil {
+			if _, err := x.Step(); err != nil {
 				return err
 			}
 		}
 		select {
 		case now := <-tick.C:
 			secs := now.Sub(lastT).Seconds()
+			cur := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
 			fmt.Fprintf(out, "%6.1fs  %s→%s %s  %s→%s %s\n", now.Sub(t0).Seconds(),
-				c.a, c.b, app.FormatRate(float64(f.fwd[0]-last[0])/secs), c.b, c.a, app.FormatRate(float64(f.fwd[1]-last[1])/secs))
-			last, lastT = f.fwd, now
+				c.a, c.b, app.FormatRate(float64(cur[0]-last[0])/secs), c.b, c.a, app.FormatRate(float64(cur[1]-last[1])/secs))
+			last, lastT = cur, now
 		default:
 		}
 	}
 	secs := time.Since(t0).Seconds()
-	if err := f.drain(); err != nil {
+	if err := x.Drain(); err != nil {
 		return err
 	}
+	// What is still in the TX rings goes out now, so that the counts meet.
+	deadline := time.Now().Add(time.Second)
+	for _, s := range x.Socks {
+		for {
+			if err := s.Kick(); err != nil {
+				return err
+			}
+			if _, err := s.Complete(); err != nil {
+				return err
+			}
+			st, err := s.Stats()
+			if err != nil {
+				return err
+			}
+			if st.Completed >= st.TxPackets || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	fwd := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
 	fmt.Fprintf(out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in %.2fs\n",
-		f.fwd[0], c.a, c.b, app.FormatRate(float64(f.fwd[0])/secs), f.fwd[1], c.b, c.a, app.FormatRate(float64(f.fwd[1])/secs), secs)
+		fwd[0], c.a, c.b, app.FormatRate(float64(fwd[0])/secs), fwd[1], c.b, c.a, app.FormatRate(float64(fwd[1])/secs), secs)
 	if counts != nil {
 		off, far := counts()
 		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", off-off0, far-far0)
 	}
-	for _, s := range f.socks {
+	for _, s := range x.Socks {
 		st, err := s.Stats()
 		if err != nil {
 			return err
@@ -224,50 +247,6 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 	}
 	if fr := a.Frames(); fr.User() != 0 {
 		return fmt.Errorf("frames still held after the run: %+v", fr)
-	}
-	return nil
-}
-
-// forwarder moves what each socket receives to the other.
-type forwarder struct {
-	socks   [2]*xsk.Socket
-	descs   []xsk.Desc
-	pending [2][]xsk.Desc // received on socks[i], not yet queued on the other
-	fwd     [2]uint64     // frames queued for transmit, per direction
-}
-
-// step receives a batch on each socket whose previous batch is all queued
-// and queues what it can on the other socket.
-func (f *forwarder) step() error {
-	for i, from := range f.socks {
-		to := f.socks[1-i]
-		if len(f.pending[i]) == 0 {
-			n, err := from.Receive(f.descs)
-			if err != nil {
-				return err
-			}
-			f.pending[i] = append(f.pending[i][:0], f.descs[:n]...)
-		}
-		if len(f.pending[i]) == 0 {
-			continue
-		}
-		n, err := to.Transmit(f.pending[i])
-		if err != nil {
-			return err
-		}
-		f.pending[i] = f.pending[i][n:]
-		f.fwd[i] += uint64(n)
-	}
-	return nil
-}
-
-// drain gives back the frames received and not forwarded.
-func (f *forwarder) drain() error {
-	for i, s := range f.socks {
-		if err := s.Release(f.pending[i]); err != nil {
-			return err
-		}
-		f.pending[i] = nil
 	}
 	return nil
 }
