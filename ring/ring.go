@@ -164,6 +164,21 @@ func (p *Producer[T]) Produce(src []T) int {
 	return int(n)
 }
 
+// Withdraw takes back the submitted entries that the consumer has not
+// taken, calling fn with each in ring order, and returns how many. It is
+// for a ring whose consumer is known to have stopped, or never to have
+// started (a fill ring of a socket whose bind failed).
+func (p *Producer[T]) Withdraw(fn func(T)) uint32 {
+	cons := atomic.LoadUint32(p.s.consumer)
+	n := p.prod - cons
+	for i := cons; i != p.prod; i++ {
+		fn(p.s.entries[i&p.s.mask])
+	}
+	p.prod, p.cachedProd = cons, cons
+	atomic.StoreUint32(p.s.producer, cons)
+	return n
+}
+
 // NeedWakeup reports whether the consumer (the kernel) asks to be woken by
 // a system call before it looks at the ring again.
 func (p *Producer[T]) NeedWakeup() bool {

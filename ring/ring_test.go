@@ -334,3 +334,43 @@ func FuzzRing(f *testing.F) {
 		}
 	})
 }
+
+// TestWithdraw takes back what the consumer has not taken, across the
+// wrap of the indices, and leaves the ring usable.
+func TestWithdraw(t *testing.T) {
+	p, c, mem := pair[uint64](t, 8, ^uint32(0)-2)
+	if n := p.Produce([]uint64{1, 2, 3, 4, 5}); n != 5 {
+		t.Fatalf("produced %d", n)
+	}
+	got := make([]uint64, 2)
+	if n := c.Consume(got); n != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("consumed %d: %v", n, got)
+	}
+	var back []uint64
+	if n := p.Withdraw(func(v uint64) { back = append(back, v) }); n != 3 {
+		t.Fatalf("withdrew %d entries, want 3", n)
+	}
+	if len(back) != 3 || back[0] != 3 || back[1] != 4 || back[2] != 5 {
+		t.Fatalf("withdrew %v, want [3 4 5]", back)
+	}
+	// The consumer stopped; one that starts over on the ring sees none
+	// of the withdrawn entries.
+	c, err := NewConsumer[uint64](mem, layout, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Consume(got); n != 0 {
+		t.Fatalf("consumer still sees %d withdrawn entries", n)
+	}
+	if n := p.Withdraw(func(uint64) { t.Fatal("withdrew from an empty ring") }); n != 0 {
+		t.Fatalf("second Withdraw: %d", n)
+	}
+	// The freed slots are the producer's again.
+	if n := p.Produce([]uint64{6, 7, 8, 9, 10, 11, 12, 13}); n != 8 {
+		t.Fatalf("produced %d after Withdraw, want 8", n)
+	}
+	all := make([]uint64, 8)
+	if n := c.Consume(all); n != 8 || all[0] != 6 || all[7] != 13 {
+		t.Fatalf("consumed %d after Withdraw: %v", n, all)
+	}
+}

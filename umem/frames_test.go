@@ -324,3 +324,32 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 	checkTotal(t, u)
 }
+
+// TestUnfill takes back the frames the fake kernel left in the fill ring:
+// they are free again and the next Refill hands them out anew.
+func TestUnfill(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 32})
+	u.Refill()
+	got := k.receive(12)
+	u.Received(got)
+	if n := u.own.Unfill(); n != 20 {
+		t.Fatalf("unfill took back %d frames, want 20", n)
+	}
+	if c := checkTotal(t, u); c.Fill != 0 || c.RxUser != 12 || c.Free != 52 {
+		t.Fatalf("after unfill %+v", c)
+	}
+	if n := u.own.Unfill(); n != 0 {
+		t.Fatalf("second unfill: %d", n)
+	}
+	for _, d := range got {
+		if err := u.Release(d.Addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := u.Refill(); n != 32 {
+		t.Fatalf("refill after unfill put %d frames in the fill ring, want 32", n)
+	}
+	if c := checkTotal(t, u); c.Fill != 32 || c.Free != 32 {
+		t.Fatalf("after refill %+v", c)
+	}
+}

@@ -129,6 +129,23 @@ func (r *Rings) Close() error {
 	return errors.Join(errs...)
 }
 
+// Unfill takes back the frames in the fill ring that the kernel has not
+// taken and returns how many: for a socket whose bind failed, so that the
+// frames Refill gave it are not lost to the UMEM. Receive side.
+func (r *Rings) Unfill() int {
+	if r.fill == nil {
+		return 0
+	}
+	u := r.u
+	f := &u.frames
+	n := r.fill.Withdraw(func(addr uint64) {
+		f.state[addr>>u.shift] = stateFree
+		f.rxFree = append(f.rxFree, addr)
+	})
+	f.rxFill -= int(n)
+	return int(n)
+}
+
 // FillRing and CompletionRing are the rings themselves, nil after Close.
 func (r *Rings) FillRing() *ring.Producer[uint64]       { return r.fill }
 func (r *Rings) CompletionRing() *ring.Consumer[uint64] { return r.comp }

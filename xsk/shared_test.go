@@ -207,7 +207,7 @@ func TestSharedUMEMCloseOrder(t *testing.T) {
 // fails with an error that names the fault, and leaves nothing behind.
 func TestSharedUMEMErrors(t *testing.T) {
 	v1 := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
-	v2 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
 	a := openOn(t, v1.Host, 0, &sharedOpts)
 	full := openOn(t, v1.Host, 1, &xsk.Options{Filter: udpFilter}) // its fill ring takes every receive frame
 	closed, err := xsk.Open(v2.Host.Name, 0, &sharedOpts)
@@ -215,6 +215,10 @@ func TestSharedUMEMErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed.Close()
+	// A socket of its own on v2's queue 1 makes binding there fail late,
+	// after the new socket's fill ring was primed.
+	openOn(t, v2.Host, 1, &xsk.Options{Filter: udpFilter})
+	fill := a.Frames().Fill
 	before := testenv.Snapshot(t)
 
 	tests := []struct {
@@ -236,6 +240,8 @@ func TestSharedUMEMErrors(t *testing.T) {
 		{"need_wakeup", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NoNeedWakeup: true}, "NoNeedWakeup true with ShareUMEM", nil},
 		{"too few frames", v2.Host.Name, 0, xsk.Options{ShareUMEM: full}, "UMEM too small for another fill ring of 2048: its 2048 receive frames already fill rings of 2048", nil},
 		{"fill ring size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FillRingSize: 1000}, "FillRingSize 1000: must be a power of two", nil},
+		{"queue taken", v2.Host.Name, 1, xsk.Options{ShareUMEM: a, FillRingSize: 512, CompletionRingSize: 512},
+			"sharing the UMEM of " + v1.Host.Name + " queue 0: another AF_XDP socket holds the queue", unix.EBUSY},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -256,8 +262,9 @@ func TestSharedUMEMErrors(t *testing.T) {
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
-	// The failed attempts took no frames and left the sockets working.
-	if c := a.Frames(); c.Total() != 4096 || c.User() != 0 {
-		t.Fatalf("first socket's frames: %+v", c)
+	// The failed attempts kept no frames: the late failure gave back
+	// what it had put in its fill ring.
+	if c := a.Frames(); c.Total() != 4096 || c.User() != 0 || c.Fill != fill {
+		t.Fatalf("first socket's frames: %+v, want %d in the fill ring as before", c, fill)
 	}
 }

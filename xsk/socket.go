@@ -354,6 +354,9 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 		return sys.BindShared(s.fd, s.ifindex, s.queue, sh.fd)
 	})
 	if err != nil {
+		// The kernel never saw the fill ring: its frames go back to
+		// the UMEM, which outlives this socket.
+		s.rings.Unfill()
 		return err
 	}
 	flags, err := sys.XDPOptions(s.fd)
