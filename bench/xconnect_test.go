@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/app"
-	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -16,16 +15,8 @@ import (
 // arrives (far), and two sockets on the inner ends share one UMEM.
 func xconnectTopology(tb testing.TB, c *app.Config) (in, far *app.Topology, x *app.XConnect) {
 	tb.Helper()
-	testenv.RequirePrivileged(tb)
-	ns, err := netenv.NewNetns("")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			tb.Error(err)
-		}
-	})
+	ns := testenv.NewNetns(tb)
+	var err error
 	for _, t := range []**app.Topology{&in, &far} {
 		o := &app.TopologyOptions{PeerNS: ns, Generator: t == &in, HostSink: t == &far, FrameLen: frameLen}
 		if *t, err = app.NewTopology(o); err != nil {
