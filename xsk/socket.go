@@ -764,8 +764,8 @@ func (s *Socket) NAPIID() (uint32, error) {
 	return uint32(id), nil
 }
 
-// Frames says where the UMEM's frames are. Call it only while no other
-// goroutine uses the socket.
+// Frames says where the UMEM's frames are, across every socket sharing
+// it. Call it only while no other goroutine uses those sockets.
 func (s *Socket) Frames() umem.Counts { return s.umem.Counts() }
 
 // FD is the socket's file descriptor, for registering it in an XSKMAP that
