@@ -86,9 +86,11 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	ns := (*netenv.Netns)(nil)
-	var gen *app.GenRun
-	var far *app.Topology
+	var (
+		ns      *netenv.Netns
+		gen     *app.GenRun
+		in, far *app.Topology
+	)
 	if c.a == "" {
 		ns, err = netenv.NewNetns("")
 		if err != nil {
@@ -97,8 +99,7 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 		defer func() { err = errors.Join(err, ns.Close()) }()
 		// in feeds the first interface; far swallows what the second
 		// sends and counts it.
-		in, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: c.frameLen, GenBatch: 64})
-		if err != nil {
+		if in, err = app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: c.frameLen, GenBatch: 64}); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, in.Close()) }()
@@ -116,6 +117,7 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 			}
 		}()
 		start := func() error {
+			var err error
 			gen, err = in.StartGenerator(c.genCPU)
 			return err
 		}
