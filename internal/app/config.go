@@ -108,7 +108,12 @@ type Config struct {
 	Duration time.Duration
 	// CPU pins the run loop's thread to a CPU (-1: no pinning).
 	CPU int
-	// Isolate keeps the process's other threads off CPU.
+	// Isolate keeps the process's other threads off CPU (see
+	// [KeepOffCPU]). It helps only where another CPU has time to spare:
+	// the Go runtime preempts a goroutine that has run for 10 ms, and
+	// one locked to its thread is resumed by another thread, which
+	// Isolate has put on the other CPUs. With those busy (the generator's
+	// CPU, on two cores) the loop waited up to 24 ms.
 	Isolate bool
 	// Quiet turns off the per-second report.
 	Quiet bool
@@ -178,7 +183,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Nap, "nap", c.Nap, "how long -wait nap sleeps")
 	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
 	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
-	fs.BoolVar(&c.Isolate, "isolate", true, "with -cpu: keep the process's other threads off that CPU")
+	fs.BoolVar(&c.Isolate, "isolate", false, "with -cpu: keep the process's other threads off that CPU (only if other CPUs have time to spare)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
 	fs.StringVar(&c.SrcMAC, "src-mac", "", "source MAC of transmitted frames (default: the interface's)")
 	fs.StringVar(&c.DstMAC, "dst-mac", "", "destination MAC of transmitted frames (default: broadcast, or the peer's)")

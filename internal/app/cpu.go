@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -86,29 +87,81 @@ func PinThread(cpu int) (func(), error) {
 // scheduler's spare threads, goroutines that print reports) do not
 // preempt a run loop pinned there. DPDK keeps its control threads off its
 // worker cores the same way. Threads made later inherit the affinity of
-// the thread that makes them. It does nothing on a one-CPU machine.
-func KeepOffCPU(cpu int) error {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		return os.NewSyscallError("sched_getaffinity", err)
+// the thread that makes them, which is one of the moved ones: the runtime
+// has a thread locked with LockOSThread ask another to make new threads.
+//
+// The CPUs the threads move to are those the process may use, taken as
+// the union of its threads' affinities less cpu; the calling thread's own
+// would not do, as it is usually pinned to cpu already. On a machine with
+// no other CPU it does nothing. restore gives every thread but the
+// calling one that union back.
+func KeepOffCPU(cpu int) (restore func() error, err error) {
+	tids, err := threadIDs()
+	if err != nil {
+		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
 	}
-	all.Clear(cpu)
-	if all.Count() == 0 {
-		return nil
+	var allowed unix.CPUSet
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			if err == unix.ESRCH { // the thread has exited
+				continue
+			}
+			return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, os.NewSyscallError("sched_getaffinity", err))
+		}
+		for i := range allowed {
+			allowed[i] |= set[i]
+		}
+	}
+	if cpu < 0 || !allowed.IsSet(cpu) {
+		return nil, fmt.Errorf("keep threads off cpu %d: not one of this process's CPUs", cpu)
+	}
+	off := allowed
+	off.Clear(cpu)
+	if off.Count() == 0 {
+		return func() error { return nil }, nil
 	}
 	self := unix.Gettid()
-	tasks, err := os.ReadDir("/proc/self/task")
+	setAll := func(set *unix.CPUSet) error {
+		tids, err := threadIDs()
+		if err != nil {
+			return err
+		}
+		for _, tid := range tids {
+			if tid == self {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
+				return os.NewSyscallError("sched_setaffinity", err)
+			}
+		}
+		return nil
+	}
+	if err := setAll(&off); err != nil {
+		setAll(&allowed)
+		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
+	}
+	return func() error {
+		if err := setAll(&allowed); err != nil {
+			return fmt.Errorf("give threads back cpu %d: %w", cpu, err)
+		}
+		return nil
+	}, nil
+}
+
+// threadIDs lists this process's threads.
+func threadIDs() ([]int, error) {
+	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, t := range tasks {
-		var tid int
-		if _, err := fmt.Sscan(t.Name(), &tid); err != nil || tid == self {
-			continue
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("/proc/self/task/%s: not a thread ID", e.Name())
 		}
-		if err := unix.SchedSetaffinity(tid, &all); err != nil && err != unix.ESRCH {
-			return os.NewSyscallError("sched_setaffinity", err)
-		}
+		tids = append(tids, tid)
 	}
-	return nil
+	return tids, nil
 }

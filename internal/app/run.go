@@ -207,10 +207,12 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		}
 		defer unpin()
 		if c.CPU >= 0 && c.Isolate {
-			if err := KeepOffCPU(c.CPU); err != nil {
+			restore, err := KeepOffCPU(c.CPU)
+			if err != nil {
 				loopErr = err
 				return
 			}
+			defer func() { loopErr = errors.Join(loopErr, restore()) }()
 		}
 		switch kind {
 		case RxDrop:

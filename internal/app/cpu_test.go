@@ -1,0 +1,125 @@
+package app
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// affinities returns every thread's CPU set but skip's.
+func affinities(t *testing.T, skip int) map[int]unix.CPUSet {
+	t.Helper()
+	tids, err := threadIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[int]unix.CPUSet{}
+	for _, tid := range tids {
+		var s unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &s); err == nil && tid != skip {
+			m[tid] = s
+		}
+	}
+	return m
+}
+
+// TestKeepOffCPU checks what the run loops rely on: called from a thread
+// already pinned to a CPU, KeepOffCPU moves every other thread, and those
+// the runtime makes afterwards, off that CPU, and restore gives the CPU
+// back to them all.
+func TestKeepOffCPU(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	cpu := -1
+	for i := 0; cpu < 0; i++ {
+		if all.IsSet(i) {
+			cpu = i
+		}
+	}
+
+	type result struct {
+		self       int
+		mine       unix.CPUSet
+		off, after map[int]unix.CPUSet
+		back       map[int]unix.CPUSet
+		keep, undo error
+	}
+	var r result
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		unpin, err := PinThread(cpu)
+		if err != nil {
+			r.keep = err
+			return
+		}
+		defer unpin()
+		r.self = unix.Gettid()
+		restore, err := KeepOffCPU(cpu)
+		if err != nil {
+			r.keep = err
+			return
+		}
+		r.off = affinities(t, r.self)
+		// Make the runtime start threads: goroutines blocked in
+		// system calls hand their Ps to new ones.
+		var wg sync.WaitGroup
+		for range 2 * runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ts := unix.NsecToTimespec((20 * time.Millisecond).Nanoseconds())
+				unix.Nanosleep(&ts, nil)
+			}()
+		}
+		wg.Wait()
+		r.after = affinities(t, r.self)
+		unix.SchedGetaffinity(0, &r.mine)
+		r.undo = restore()
+		r.back = affinities(t, r.self)
+	}()
+	<-done
+	if r.keep != nil {
+		t.Fatal(r.keep)
+	}
+	if r.undo != nil {
+		t.Fatal(r.undo)
+	}
+	if r.mine.Count() != 1 || !r.mine.IsSet(cpu) {
+		t.Errorf("the calling thread's CPUs changed: want only %d", cpu)
+	}
+	if len(r.after) <= len(r.off) {
+		t.Logf("no new threads were made (%d before, %d after)", len(r.off), len(r.after))
+	}
+	for name, m := range map[string]map[int]unix.CPUSet{"moved": r.off, "made later": r.after} {
+		if len(m) == 0 {
+			t.Fatalf("%s: no other threads to look at", name)
+		}
+		for tid, s := range m {
+			if s.IsSet(cpu) || s.Count() == 0 {
+				t.Errorf("%s: thread %d may run on %d CPUs, cpu %d among them=%v; want it kept off", name, tid, s.Count(), cpu, s.IsSet(cpu))
+			}
+		}
+	}
+	for tid, s := range r.back {
+		if s != all {
+			t.Errorf("after restore: thread %d has %d CPUs, want the process's %d", tid, s.Count(), all.Count())
+		}
+	}
+}
+
+func TestKeepOffCPUBadCPU(t *testing.T) {
+	for _, cpu := range []int{-1, 1 << 20} {
+		if _, err := KeepOffCPU(cpu); err == nil {
+			t.Errorf("KeepOffCPU(%d): no error", cpu)
+		}
+	}
+}
