@@ -5,7 +5,9 @@
 // With no interface (-i) it builds its own veth pair in throwaway network
 // namespaces and feeds it with a kernel-speed generator (BPF_PROG_RUN live
 // frames, internal/pktgen), printing what was offered beside what was
-// received, so it runs anywhere.
+// received, so it runs anywhere. At the end it stops the generator first,
+// lets the loop take in what is still arriving, and accounts for every
+// frame sent: received, dropped by the socket, or lost in veth.
 //
 // Needs Linux 5.18+ (6.17+ for -tx-budget), root (CAP_NET_ADMIN, CAP_BPF,
 // CAP_SYS_ADMIN for the namespaces). -wait picks how it idles: spin (a

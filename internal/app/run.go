@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -78,6 +79,29 @@ type Result struct {
 	// nothing).
 	BusyPoll time.Duration
 	NAPIID   uint32
+	// Account is where every generated frame went (own topology,
+	// receiving kinds); nil otherwise.
+	Account *Account
+}
+
+// Account follows the generator's frames over a whole run, warm-up and
+// drain included: the generator stops first and the loop runs on until it
+// has taken in everything that arrived.
+type Account struct {
+	// Sent is what the generator sent into the host end.
+	Sent uint64
+	// PeerIn is what the peer end took in (its rx_packets): Sent, less
+	// what veth lost, plus anything else the host end sent.
+	PeerIn uint64
+	// Received and Dropped are the socket's: Dropped is its RX-ring-full
+	// and no-fill-frame drops (Stats.RxRingFull + Stats.RxDropped).
+	Received, Dropped uint64
+}
+
+// Unaccounted is what the peer end took in that the socket neither
+// received nor dropped: 0 when every frame is accounted for.
+func (a *Account) Unaccounted() int64 {
+	return int64(a.PeerIn) - int64(a.Received) - int64(a.Dropped)
 }
 
 // Packets is what the run's data path handled: received for rxdrop,
@@ -169,7 +193,11 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 	}
 
 	var gen *GenRun
+	var peer0 pktgen.Counters
 	if t != nil && t.Gen != nil && kind != TxOnly {
+		if peer0, err = pktgen.ReadCounters(t.Veth.Peer); err != nil {
+			return nil, err
+		}
 		if gen, err = t.StartGenerator(c.GenCPU); err != nil {
 			return nil, err
 		}
@@ -254,17 +282,21 @@ loop:
 		}
 	}
 	end := take()
+	var genErr error
+	var genRate float64
+	var sent uint64
+	if gen != nil {
+		// Stop the generator first and let the loop take in what is
+		// still arriving, so that the statistics cover every frame.
+		_, genErr = gen.Stop()
+		genRate, sent = gen.Rate(), gen.Sent()
+		gen = nil
+		drain(l, loopDone, c)
+	}
 	l.Stop.Store(true)
 	wg.Wait()
 	if loopErr != nil && !errors.Is(loopErr, net.ErrClosed) {
-		return nil, fmt.Errorf("%s: %w", kind, loopErr)
-	}
-	var genErr error
-	var genRate float64
-	if gen != nil {
-		_, genErr = gen.Stop()
-		genRate = gen.Rate()
-		gen = nil
+		return nil, errors.Join(fmt.Errorf("%s: %w", kind, loopErr), genErr)
 	}
 	r := &Result{Kind: kind, Mode: sock.Mode(), Elapsed: end.at.Sub(start.at),
 		RxPackets: end.rx - start.rx, RxBytes: end.rxb - start.rxb,
@@ -278,6 +310,14 @@ loop:
 	if r.Stats, err = sock.Stats(); err != nil {
 		return nil, err
 	}
+	if sent > 0 {
+		p, err := pktgen.ReadCounters(t.Veth.Peer)
+		if err != nil {
+			return nil, err
+		}
+		r.Account = &Account{Sent: sent, PeerIn: p.RxPackets - peer0.RxPackets,
+			Received: r.Stats.RxPackets, Dropped: r.Stats.RxRingFull + r.Stats.RxDropped}
+	}
 	r.BusyPoll = c.BusyPoll
 	if r.NAPIID, err = sock.NAPIID(); err != nil {
 		return nil, err
@@ -286,6 +326,31 @@ loop:
 		PrintResult(out, r)
 	}
 	return r, genErr
+}
+
+// drain waits, after the generator has stopped, until the loop has
+// received nothing for a while (longer than it may sleep), or has
+// ended, or a few seconds have passed.
+func drain(l *Loop, loopDone <-chan struct{}, c *Config) {
+	quiet := 20 * time.Millisecond
+	switch c.Wait {
+	case WaitNap:
+		quiet += 2 * c.Nap
+	case WaitPoll, WaitHybrid:
+		quiet += pollTimeout
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	last, lastAt := l.C.RxPackets.Load(), time.Now()
+	for time.Since(lastAt) < quiet && time.Now().Before(deadline) {
+		select {
+		case <-loopDone:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		if n := l.C.RxPackets.Load(); n != last {
+			last, lastAt = n, time.Now()
+		}
+	}
 }
 
 // txFrame builds the frame txonly sends.
@@ -369,6 +434,19 @@ func PrintResult(out io.Writer, r *Result) {
 	fmt.Fprintln(out)
 	if r.BusyPoll > 0 && r.Stats.RxPackets > 0 && r.NAPIID == 0 {
 		fmt.Fprintf(out, "busy polling had no effect: the packets came from a NAPI instance without an ID (SO_INCOMING_NAPI_ID 0, as on veth), so there was nothing to busy-poll\n")
+	}
+	if a := r.Account; a != nil {
+		fmt.Fprintf(out, "accounting: the generator sent %d frames and the peer end took in %d", a.Sent, a.PeerIn)
+		if a.Sent > a.PeerIn {
+			fmt.Fprintf(out, " (%d lost in veth)", a.Sent-a.PeerIn)
+		}
+		fmt.Fprintf(out, "; the socket received %d and dropped %d (%d RX ring full, %d with no fill frame or too long)",
+			a.Received, a.Dropped, r.Stats.RxRingFull, r.Stats.RxDropped)
+		if u := a.Unaccounted(); u != 0 {
+			fmt.Fprintf(out, "; %d unaccounted\n", u)
+		} else {
+			fmt.Fprintf(out, ": every frame accounted for\n")
+		}
 	}
 	PrintStats(out, r.Stats)
 }
