@@ -94,7 +94,8 @@ type Account struct {
 	// what veth lost, plus anything else the host end sent.
 	PeerIn uint64
 	// Received and Dropped are the socket's: Dropped is its RX-ring-full
-	// and no-fill-frame drops (Stats.RxRingFull + Stats.RxDropped).
+	// drops plus its other ones, no fill frame or too long
+	// (Stats.RxRingFull + Stats.RxDropped).
 	Received, Dropped uint64
 }
 
