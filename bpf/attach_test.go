@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -254,4 +255,69 @@ func checkBusy(t *testing.T, err error, ifindex int, id uint32, mode AttachMode)
 	if !strings.HasPrefix(err.Error(), "attach xdp to ifindex ") {
 		t.Errorf("error %q does not say what failed", err)
 	}
+}
+
+// TestQueryXDPWhileLinksComeAndGo queries an interface while another
+// goroutine makes and closes bpf_links on a second one. A link the kernel
+// is still creating answers EAGAIN when opened by ID; the walk over links
+// must ride that out rather than fail the query (seen under a parallel
+// go test ./...).
+func TestQueryXDPWhileLinksComeAndGo(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	other := testenv.NewVeth(t, nil)
+	p := newTestProgram(t, nil)
+	a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: AttachGeneric})
+	mustOK(t, err)
+	defer a.Close()
+	want := mustQuery(t, v.Host.Index)
+	if want.Generic.ID != p.ID() || want.Generic.LinkID == 0 {
+		t.Fatalf("QueryXDP = %+v, want program %d through a bpf_link", want, p.ID())
+	}
+
+	foreign, _ := foreignProgram(t)
+	stop := make(chan struct{})
+	churned := make(chan int)
+	go func() {
+		n := 0
+		defer func() { churned <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l, err := link.AttachXDP(link.XDPOptions{Program: foreign, Interface: other.Host.Index, Flags: link.XDPGenericMode})
+			if errors.Is(err, unix.EBUSY) {
+				// The last link is held open for a moment by a query
+				// that was reading it, so it is still attached.
+				continue
+			}
+			if err != nil {
+				t.Errorf("attach churn link: %v", err)
+				return
+			}
+			l.Close()
+			n++
+		}
+	}()
+	const queries = 1500
+	var bad error
+	for i := 0; i < queries && bad == nil; i++ {
+		got, err := QueryXDP(v.Host.Index)
+		switch {
+		case err != nil:
+			bad = err
+		case got != want:
+			bad = fmt.Errorf("QueryXDP = %+v, want %+v", got, want)
+		}
+	}
+	close(stop)
+	n := <-churned
+	if bad != nil {
+		t.Fatalf("while %d links came and went: %v", n, bad)
+	}
+	if n == 0 {
+		t.Fatal("no link came and went during the queries")
+	}
+	t.Logf("%d queries while %d links came and went", queries, n)
 }

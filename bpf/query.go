@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -79,9 +81,33 @@ func QueryXDP(ifindex int) (XDPInfo, error) {
 	return info, nil
 }
 
+// linkWalkTries bounds how many times findXDPLinks walks the links when
+// it keeps meeting one that is being created.
+const linkWalkTries = 50
+
 // findXDPLinks fills in LinkID for the programs in info that a bpf_link to
 // ifindex holds.
+//
+// A link that another process is creating at that moment is already listed
+// but answers EAGAIN when opened by ID, until the kernel has finished
+// attaching it; the walk then starts over, after a millisecond, since that
+// link may be the one holding a program in info.
 func findXDPLinks(ifindex int, info *XDPInfo) error {
+	for try := 1; ; try++ {
+		found := *info
+		err := walkXDPLinks(ifindex, &found)
+		if err == nil {
+			*info = found
+			return nil
+		}
+		if !errors.Is(err, unix.EAGAIN) || try == linkWalkTries {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func walkXDPLinks(ifindex int, info *XDPInfo) error {
 	var it link.Iterator
 	defer it.Close()
 	for it.Next() {
