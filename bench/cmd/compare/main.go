@@ -58,6 +58,7 @@ var (
 	size     = flag.Int("size", 64, "frame length in bytes without FCS")
 	batch    = flag.Int("batch", 64, "afxdp batch size")
 	ring     = flag.Int("ring", 4096, "afxdp ring sizes")
+	bigRing  = flag.Int("big-ring", 16384, "ring sizes of the row that shows what rings deep enough to ride out the receiver's stalls cost (0: no such row)")
 	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
 	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
 	nap      = flag.Duration("nap", app.DefaultNap, "afxdp rxdrop nap: how long the receiver sleeps when its RX ring is empty")
@@ -182,7 +183,31 @@ func ensureTestpmd() error {
 	return err
 }
 
+// checkRings refuses ring sizes the sockets would refuse only in the
+// middle of a run.
+func checkRings(ring, bigRing, batch int) error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"-ring", ring}, {"-big-ring", bigRing}} {
+		if f.name == "-big-ring" && f.v == 0 {
+			continue
+		}
+		if f.v < batch || f.v > ringMax || f.v&(f.v-1) != 0 {
+			return fmt.Errorf("%s %d: must be a power of two between the batch size %d and %d", f.name, f.v, batch, ringMax)
+		}
+	}
+	return nil
+}
+
+// ringMax is the largest ring checkRings lets through: 1<<16-entry rings
+// make a 512 MiB UMEM of 2 KiB frames.
+const ringMax = 1 << 16
+
 func run(ctx context.Context) (err error) {
+	if err := checkRings(*ring, *bigRing, *batch); err != nil {
+		return err
+	}
 	if err := ensureTestpmd(); err != nil {
 		return err
 	}
@@ -207,6 +232,7 @@ func run(ctx context.Context) (err error) {
 		{name: "afxdp rxdrop hybrid", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitHybrid) }},
 		{name: "afxdp rxdrop poll", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) }},
 		{name: "afxdp rxdrop nap", group: "rx", run: func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) }},
+		{name: "afxdp rxdrop spin, big rings", group: "rx", run: func(e *env) (trial, error) { return afxdpRxRing(e, app.WaitSpin, *bigRing) }},
 		{name: "kernel UDP recvmmsg", group: "rx", run: udpRecv},
 		{name: "kernel XDP_DROP (ceiling), threaded NAPI", group: "rxt", run: threadedRx(xdpDrop)},
 		{name: "testpmd rxonly, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") })},
@@ -227,6 +253,9 @@ func run(ctx context.Context) (err error) {
 	}
 	var cs []*contender
 	for _, c := range all {
+		if *bigRing == 0 && strings.Contains(c.name, "big rings") {
+			continue
+		}
 		if onlyRe.MatchString(c.name) {
 			cs = append(cs, c)
 		}
@@ -502,10 +531,14 @@ func loopRun(fn func() error) (stop func() error) {
 	return func() error { wg.Wait(); return err }
 }
 
-func afxdpRx(e *env, w app.WaitMode) (trial, error) {
+func afxdpRx(e *env, w app.WaitMode) (trial, error) { return afxdpRxRing(e, w, *ring) }
+
+// afxdpRxRing runs afxdp's rxdrop with every ring of the given size (and
+// the UMEM four times that many frames).
+func afxdpRxRing(e *env, w app.WaitMode, ring int) (trial, error) {
 	var c app.Config
 	c.Defaults()
-	c.Batch, c.RingSize, c.Wait, c.Nap = *batch, *ring, w, *nap
+	c.Batch, c.RingSize, c.Wait, c.Nap = *batch, ring, w, *nap
 	s, err := openPeer(e, &c)
 	if err != nil {
 		return trial{}, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +12,30 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
+
+func TestCheckRings(t *testing.T) {
+	for _, tt := range []struct {
+		ring, big, batch int
+		bad              string // what the error must name; empty: no error
+	}{
+		{4096, 16384, 64, ""},
+		{4096, 0, 64, ""},
+		{64, 64, 64, ""},
+		{3000, 16384, 64, "-ring 3000"},
+		{4096, 1000, 64, "-big-ring 1000"},
+		{32, 16384, 64, "-ring 32"},
+		{4096, 1 << 17, 64, "-big-ring 131072"},
+		{0, 16384, 64, "-ring 0"},
+	} {
+		err := checkRings(tt.ring, tt.big, tt.batch)
+		switch {
+		case tt.bad == "" && err != nil:
+			t.Errorf("checkRings(%d, %d, %d) = %v, want nil", tt.ring, tt.big, tt.batch, err)
+		case tt.bad != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.bad+":")):
+			t.Errorf("checkRings(%d, %d, %d) = %v, want an error naming %q", tt.ring, tt.big, tt.batch, err, tt.bad)
+		}
+	}
+}
 
 // newEnv builds what run builds: a named namespace for the peer end and a
 // veth topology with a generator and a sink, removed when t ends.

@@ -41,6 +41,13 @@ var (
 	noPerf    = flag.Bool("no-perf", false, "skip the perf profiles")
 )
 
+// The ring sizes of compare's afxdp receivers, and of its row with rings
+// deep enough to ride out the receiver's stalls; the page quotes them.
+const (
+	compareRing    = 4096
+	compareBigRing = 16384
+)
+
 // Summary is one contender's line of bench/cmd/compare's -json output.
 type Summary = summary.Summary
 
@@ -109,7 +116,8 @@ func run() error {
 
 	// The comparison first: it installs dpdk-testpmd when missing.
 	js := filepath.Join(tmp, "compare.json")
-	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(), "-v", "-json", js}
+	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
+		"-ring", fmt.Sprint(compareRing), "-big-ring", fmt.Sprint(compareBigRing), "-v", "-json", js}
 	d.CompareCmd = "go " + strings.Join(cargs[:len(cargs)-2], " ")
 	if d.Compare, err = sh("go", cargs...); err != nil {
 		return fmt.Errorf("compare: %w", err)
@@ -156,7 +164,18 @@ func run() error {
 		}
 	}
 
-	t, err := template.New("page").Funcs(template.FuncMap{
+	b, err = render(&d)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(*out, b, 0o644)
+}
+
+// render fills the page's template with d.
+func render(d *data) ([]byte, error) {
+	t, err := template.New("page").Option("missingkey=error").Funcs(template.FuncMap{
+		"ring":    func() int { return compareRing },
+		"bigring": func() int { return compareBigRing },
 		"ratio": func(a, b Summary) string {
 			if b.Mpps == 0 {
 				return "n/a"
@@ -171,13 +190,13 @@ func run() error {
 		},
 	}).Parse(page)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, d); err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(*out, buf.Bytes(), 0o644)
+	return buf.Bytes(), nil
 }
 
 // profile records system-wide perf profiles of both CPUs while rxdrop runs

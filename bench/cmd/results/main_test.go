@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// contenders reads the contenders' names from bench/cmd/compare's source,
+// the names its -json output carries.
+func contenders(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile("../compare/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range regexp.MustCompile(`\{name: "([^"]+)"`).FindAllSubmatch(src, -1) {
+		names = append(names, string(m[1]))
+	}
+	if len(names) < 10 {
+		t.Fatalf("found only %d contenders in compare's source: %q", len(names), names)
+	}
+	return names
+}
+
+// TestPageNamesContenders checks that every row the page quotes is one
+// compare makes: a name that matches none would render as zeros.
+func TestPageNamesContenders(t *testing.T) {
+	known := map[string]bool{}
+	for _, n := range contenders(t) {
+		known[n] = true
+	}
+	quoted := regexp.MustCompile(`index \.S "([^"]+)"`).FindAllStringSubmatch(page, -1)
+	if len(quoted) == 0 {
+		t.Fatal("the page quotes no contender")
+	}
+	for _, q := range quoted {
+		if !known[q[1]] {
+			t.Errorf("the page quotes %q, which compare does not make", q[1])
+		}
+	}
+}
+
+// TestRender fills the page with made-up figures, every contender at a
+// different rate, and checks that the figures and ratios land in it.
+func TestRender(t *testing.T) {
+	d := data{Date: "today", Kernel: "k", CPU: "c", Cores: "2", Go: "go", DPDK: "dpdk",
+		Compare: "COMPARE-TABLE", Bench: "BENCH-TABLE", S: map[string]Summary{}}
+	for i, n := range contenders(t) {
+		d.S[n] = Summary{Name: n, Mpps: float64(i + 1), Drops: float64(1000 + i)}
+	}
+	d.S["testpmd rxonly"] = Summary{Name: "testpmd rxonly", Mpps: 2}
+	d.S["afxdp rxdrop spin, big rings"] = Summary{Name: "afxdp rxdrop spin, big rings", Mpps: 3, Drops: 0}
+	b, err := render(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	for _, want := range []string{"COMPARE-TABLE", "BENCH-TABLE",
+		"with 16384-entry rings", "dropped 0 frames per trial", "at 1.50× testpmd's rate",
+		"with 4096-entry rings"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("rendered page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "n/a") || strings.Contains(page, "<no value>") {
+		t.Error("rendered page has a figure missing (n/a or <no value>)")
+	}
+}
