@@ -107,6 +107,7 @@ func findXDPLinks(ifindex int, info *XDPInfo) error {
 	}
 }
 
+// walkXDPLinks is one walk over the kernel's bpf_links for findXDPLinks.
 func walkXDPLinks(ifindex int, info *XDPInfo) error {
 	var it link.Iterator
 	defer it.Close()
