@@ -3,6 +3,7 @@ package umem
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/afxdp/afxdp/ring"
 )
@@ -102,7 +103,10 @@ func (f *frames) init(num, rx int, shift uint) {
 
 // Refill moves free receive frames into the fill ring, first taking back
 // frames that transmit completed. It returns the number added. Receive side.
-func (r *Rings) Refill() int {
+func (r *Rings) Refill() int { return r.RefillUpTo(math.MaxInt) }
+
+// RefillUpTo is Refill adding at most max frames. Receive side.
+func (r *Rings) RefillUpTo(max int) int {
 	u := r.u
 	f := &u.frames
 	if f.recycleIn == nil || r.fill == nil {
@@ -119,8 +123,8 @@ func (r *Rings) Refill() int {
 			f.recycled += int(n)
 		}
 	}
-	want := uint32(len(f.rxFree))
-	if want == 0 {
+	want := uint32(min(len(f.rxFree), max))
+	if max <= 0 || want == 0 {
 		return 0
 	}
 	idx, n := r.fill.Reserve(want)

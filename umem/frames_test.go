@@ -353,3 +353,26 @@ func TestUnfill(t *testing.T) {
 		t.Fatalf("after refill %+v", c)
 	}
 }
+
+func TestRefillUpTo(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 128, FillRingSize: 32, CompletionRingSize: 32})
+	for _, max := range []int{-1, 0} {
+		if n := u.own.RefillUpTo(max); n != 0 {
+			t.Fatalf("RefillUpTo(%d) added %d frames", max, n)
+		}
+	}
+	if n := u.own.RefillUpTo(10); n != 10 {
+		t.Fatalf("RefillUpTo(10) added %d frames", n)
+	}
+	if c := checkTotal(t, u); c.Fill != 10 || c.Free != 118 {
+		t.Fatalf("after RefillUpTo(10) %+v", c)
+	}
+	if got := k.receive(32); len(got) != 10 {
+		t.Fatalf("the kernel found %d frames in the fill ring, want 10", len(got))
+	}
+	// The fill ring bounds it as it bounds Refill.
+	if n := u.own.RefillUpTo(100); n != 32 {
+		t.Fatalf("RefillUpTo(100) into a fill ring of 32 added %d frames", n)
+	}
+	checkTotal(t, u)
+}

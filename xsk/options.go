@@ -59,6 +59,16 @@ type Options struct {
 	HugePages bool
 
 	// Ring sizes in entries, powers of two. Default 2048 each.
+	//
+	// In copy mode the kernel holds at most RxRingSize receive frames at
+	// a time, in the fill and RX rings together: it fills a frame from
+	// the fill ring before it looks for room in the RX ring, so more
+	// frames would never let more packets in, and would only make the
+	// packets that come while the RX ring is full cost a copy before
+	// they are dropped (Stats.RxRingFull) instead of being dropped
+	// without one (Stats.FillRingEmpty). A FillRingSize above RxRingSize
+	// buys nothing there, and RxRingSize is what rides out a receiver's
+	// pause: at 4 Mpps, 4096 entries last 1 ms.
 	RxRingSize, TxRingSize, FillRingSize, CompletionRingSize int
 
 	// Bind selects zero-copy or copy mode. Default BindAuto.

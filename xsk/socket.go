@@ -3,6 +3,7 @@ package xsk
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -46,6 +47,10 @@ type Socket struct {
 	// nothing, to drive the driver's polling.
 	busyPoll bool
 	txBudget int
+	// rxCap, when not 0, caps the receive frames the kernel holds
+	// through this socket's fill ring (in it, and in the RX ring behind
+	// it); rxHeld counts them. Receive side. See refill.
+	rxCap, rxHeld int
 
 	prog     *sharedProg // the process's program, when this socket uses it
 	xskmap   *ebpf.Map   // where the socket is registered, when it is
@@ -198,6 +203,9 @@ func (s *Socket) bind(o *Options) error {
 		return err
 	}
 	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
+	if s.zc {
+		s.rxCap = 0
+	}
 	s.wakeup = !o.NoNeedWakeup
 	s.manual = o.ManualRings
 	return s.tune(o)
@@ -278,6 +286,7 @@ func (s *Socket) mapRxTx(o *Options) (err error) {
 		return fmt.Errorf("map tx ring: %w", err)
 	}
 	s.fill = s.rings.FillRing()
+	s.rxCap, s.rxHeld = o.RxRingSize, 0
 	return nil
 }
 
@@ -293,7 +302,7 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 		flags |= unix.XDP_COPY
 	}
 	// Prime the fill ring so that the first packets have frames.
-	s.rings.Refill()
+	s.refill()
 	return bindRetry(fmt.Sprintf("%s mode", mode), func() error {
 		return sys.Bind(s.fd, s.ifindex, s.queue, flags)
 	})
@@ -349,14 +358,14 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	if err := s.mapRxTx(o); err != nil {
 		return err
 	}
-	s.rings.Refill()
+	s.refill()
 	err = bindRetry(fmt.Sprintf("%s mode, sharing the UMEM of %s queue %d", sh.Mode(), sh.ifname, sh.queue), func() error {
 		return sys.BindShared(s.fd, s.ifindex, s.queue, sh.fd)
 	})
 	if err != nil {
 		// The kernel never saw the fill ring: its frames go back to
 		// the UMEM, which outlives this socket.
-		s.rings.Unfill()
+		s.rxHeld -= s.rings.Unfill()
 		return err
 	}
 	flags, err := sys.XDPOptions(s.fd)
@@ -364,6 +373,9 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 		return err
 	}
 	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
+	if s.zc {
+		s.rxCap = 0
+	}
 	s.wakeup = sh.wakeup
 	s.manual = o.ManualRings
 	return s.tune(o)
@@ -476,7 +488,7 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 		return 0, s.opErr("receive", net.ErrClosed)
 	}
 	if !s.manual {
-		s.rings.Refill()
+		s.refill()
 	}
 	n := s.rx.Consume(descs)
 	if n == 0 {
@@ -487,12 +499,31 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 		s.rxSide.busy.Store(0)
 		return 0, nil
 	}
+	s.rxHeld -= n
 	bytes := s.umem.Received(descs[:n])
 	s.rxSide.packets.Add(uint64(n))
 	s.rxSide.bytes.Add(bytes)
 	s.rxSide.batches.Add(1)
 	s.rxSide.busy.Store(0)
 	return n, nil
+}
+
+// refill moves free receive frames into the fill ring. In copy mode it
+// stops once the kernel holds as many as the RX ring has entries: the
+// kernel takes a frame from the fill ring and copies the packet into it
+// before it looks for room in the RX ring, so a frame beyond that count
+// cannot make a packet arrive; when the RX ring is full it only turns a
+// drop before the copy (no fill frame) into one after it (RX ring full),
+// on the CPU that runs the driver. In zero-copy mode the driver keeps
+// frames of its own ring posted besides, and the cap is off.
+func (s *Socket) refill() int {
+	limit := math.MaxInt
+	if s.rxCap > 0 {
+		limit = s.rxCap - s.rxHeld
+	}
+	n := s.rings.RefillUpTo(limit)
+	s.rxHeld += n
+	return n
 }
 
 // Frame returns the bytes of the packet d describes: the frame's memory in
@@ -519,12 +550,13 @@ func (s *Socket) Release(descs []Desc) error {
 }
 
 // Refill moves free receive frames into the fill ring and returns how many.
-// Receive does this itself unless ManualRings is set.
+// Receive does this itself unless ManualRings is set. In copy mode it gives
+// the kernel no more frames than the RX ring holds (see [Options]).
 func (s *Socket) Refill() (int, error) {
 	if !s.enter(&s.rxSide) {
 		return 0, s.opErr("refill", net.ErrClosed)
 	}
-	n := s.rings.Refill()
+	n := s.refill()
 	s.rxSide.busy.Store(0)
 	return n, nil
 }

@@ -212,3 +212,88 @@ func TestReceiveAndTransmit(t *testing.T) {
 		t.Fatalf("received %d and sent %d of %d frames", inSeen.n, outSeen.n, n)
 	}
 }
+
+// TestCopyModeHoldsNoMoreThanTheRXRing checks that in copy mode the kernel
+// is never given more receive frames than the RX ring holds: a receiver
+// that falls behind loses the excess packets before the kernel copies them
+// (no fill frame), never after (RX ring full), and gets the first ring's
+// worth intact.
+func TestCopyModeHoldsNoMoreThanTheRXRing(t *testing.T) {
+	const rxRing, burst = 64, 300
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{
+		Filter: udpFilter, Bind: xsk.BindCopy,
+		NumFrames: 1024, RxRingSize: rxRing, FillRingSize: 256,
+	})
+	if c := s.Frames(); c.Fill != rxRing {
+		t.Fatalf("after Open the kernel holds %d receive frames, want the RX ring's %d: %+v", c.Fill, rxRing, c)
+	}
+	peer := newPacketSocket(t, v.Peer)
+	fl := newFlow(v.Peer, v.Host, 18)
+	buf := make([]byte, 256)
+	for seq := range uint64(burst) {
+		n, err := fl.write(buf, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer.send(t, buf[:n])
+	}
+	var st xsk.Stats
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var err error
+		if st, err = s.Stats(); err != nil {
+			t.Fatal(err)
+		}
+		if st.RxDropped+st.RxRingFull >= burst-rxRing || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st.RxRingFull != 0 || st.RxDropped != burst-rxRing || st.FillRingEmpty == 0 {
+		t.Fatalf("%d frames into an RX ring of %d: want %d dropped for want of a fill frame and none for a full RX ring; stats %+v",
+			burst, rxRing, burst-rxRing, st)
+	}
+
+	// The first ring's worth arrived, in order and intact.
+	descs := make([]xsk.Desc, 16)
+	var next uint64
+	for deadline := time.Now().Add(5 * time.Second); next < rxRing && time.Now().Before(deadline); {
+		n, err := s.Receive(descs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range descs[:n] {
+			seq, err := fl.check(s.Frame(d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seq != next {
+				t.Fatalf("got frame %d, want %d", seq, next)
+			}
+			next++
+		}
+		if err := s.Release(descs[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next != rxRing {
+		t.Fatalf("received %d frames, want %d", next, rxRing)
+	}
+	if n, err := s.Receive(descs); n != 0 || err != nil {
+		t.Fatalf("Receive after the ring's worth: %d, %v", n, err)
+	}
+	if c := s.Frames(); c.Fill != rxRing || c.User() != 0 {
+		t.Fatalf("after the receiver caught up the kernel holds %d receive frames, want %d: %+v", c.Fill, rxRing, c)
+	}
+
+	// And the socket goes on receiving everything once it keeps up.
+	fl2 := newFlow(v.Peer, v.Host, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s, fl2, 5000, &got, time.Now().Add(30*time.Second)) }()
+	sendWindowed(t, fl2, 5000, rxRing/2, &got, func(b []byte) { peer.send(t, b) })
+	if sn := <-done; sn.n != 5000 {
+		t.Fatalf("after the overload received %d of 5000 frames", sn.n)
+	}
+	checkFramesHome(t, s)
+}
