@@ -1,5 +1,6 @@
 // Command results regenerates bench/RESULTS.md: it records the machine
-// (kernel, CPU, Go, DPDK), runs the benchmarks of package bench (through
+// (kernel, CPU, Go, DPDK), measures how often the receivers' CPU is taken
+// from them (bench/cmd/jitter), runs the benchmarks of package bench (through
 // benchstat when it can be fetched), runs bench/cmd/compare (afxdp side by
 // side with DPDK's testpmd), profiles rxdrop and the kernel's XDP_DROP
 // with perf (installing linux-perf when missing), and writes the tables
@@ -55,6 +56,7 @@ type data struct {
 	Date, Kernel, CPU, Go, DPDK, Cores string
 	BenchCmd, BenchstatCmd, Bench      string
 	CompareCmd, Compare                string
+	JitterCmd, Jitter                  string
 	PerfCmd, PerfRx, PerfDrop          string
 	S                                  map[string]Summary
 	Generated                          string
@@ -114,7 +116,15 @@ func run() error {
 		Generated: "go run ./bench/cmd/results " + strings.Join(os.Args[1:], " "),
 	}
 
-	// The comparison first: it installs dpdk-testpmd when missing.
+	// How often the receivers' CPU is taken away from them, measured
+	// while the machine is otherwise idle.
+	jargs := []string{"run", "./bench/cmd/jitter", "-cpu", "1", "-d", "10s"}
+	d.JitterCmd = "go " + strings.Join(jargs, " ")
+	if d.Jitter, err = sh("go", jargs...); err != nil {
+		return fmt.Errorf("jitter: %w", err)
+	}
+
+	// The comparison: it installs dpdk-testpmd when missing.
 	js := filepath.Join(tmp, "compare.json")
 	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
 		"-ring", fmt.Sprint(compareRing), "-big-ring", fmt.Sprint(compareBigRing), "-v", "-json", js}

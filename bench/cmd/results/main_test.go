@@ -47,7 +47,8 @@ func TestPageNamesContenders(t *testing.T) {
 // different rate, and checks that the figures and ratios land in it.
 func TestRender(t *testing.T) {
 	d := data{Date: "today", Kernel: "k", CPU: "c", Cores: "2", Go: "go", DPDK: "dpdk",
-		Compare: "COMPARE-TABLE", Bench: "BENCH-TABLE", S: map[string]Summary{}}
+		Compare: "COMPARE-TABLE", Bench: "BENCH-TABLE", JitterCmd: "JITTER-CMD", Jitter: "JITTER-OUT\n",
+		S: map[string]Summary{}}
 	for i, n := range contenders(t) {
 		d.S[n] = Summary{Name: n, Mpps: float64(i + 1), Drops: float64(1000 + i)}
 	}
@@ -58,7 +59,7 @@ func TestRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := string(b)
-	for _, want := range []string{"COMPARE-TABLE", "BENCH-TABLE",
+	for _, want := range []string{"COMPARE-TABLE", "BENCH-TABLE", "`JITTER-CMD`", "```\nJITTER-OUT\n```",
 		"with 16384-entry rings", "dropped 0 frames per trial", "at 1.50× testpmd's rate",
 		"with 4096-entry rings"} {
 		if !strings.Contains(page, want) {
