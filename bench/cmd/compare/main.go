@@ -71,7 +71,7 @@ var (
 type trial struct {
 	pps     float64 // packets received (rx) or arriving at the peer (tx) per second
 	offered float64 // generator's rate (rx)
-	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp)
+	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp, C, testpmd rxonly)
 	full    float64 // of which RX ring full (afxdp)
 	cpu     float64 // CPU-s per million packets of the code under test
 }
@@ -419,9 +419,13 @@ func report(w io.Writer, cs []*contender) {
 		if off > 0 {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
-		if strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C ") {
+		switch {
+		case strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C "):
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
+		case strings.HasPrefix(c.name, "testpmd rxonly"):
+			// Counted at the veth (see testpmd): of either kind.
+			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 		}
 		if r := ref[c.group]; r > 0 {
 			ratio = fmt.Sprintf("%.2f×", pps/r)
@@ -708,8 +712,19 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 	var tr trial
 	var cpu [2]time.Duration
 	if mode == "rxonly" {
-		off, frames, secs, _, err := windowFrames(e, func(i int) { cpu[i], _ = app.ProcCPU(pid) })
-		if err != nil {
+		// testpmd does not tell its drops apart, and reports them only
+		// when it stops; the peer end's rx_dropped counts the frames its
+		// XDP program failed to redirect into the socket, which are the
+		// socket's drops of either kind, over the window.
+		var peer [2]pktgen.Counters
+		var perr error
+		off, frames, secs, _, err := windowFrames(e, func(i int) {
+			cpu[i], _ = app.ProcCPU(pid)
+			var err error
+			peer[i], err = pktgen.ReadCounters(e.topo.Veth.Peer)
+			perr = errors.Join(perr, err)
+		})
+		if err = errors.Join(err, perr); err != nil {
 			return trial{}, err
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -726,7 +741,7 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 			return trial{}, errors.New("testpmd rxonly: the generator offered nothing")
 		}
 		pps := off * float64(total) / float64(frames)
-		tr = trial{pps: pps, offered: off}
+		tr = trial{pps: pps, offered: off, drops: float64(peer[1].Sub(peer[0]).RxDropped)}
 		tr.cpu = (cpu[1] - cpu[0]).Seconds() / (pps * secs / 1e6)
 		return tr, nil
 	}
