@@ -180,3 +180,36 @@ func TestThreadedRowCleansUp(t *testing.T) {
 		t.Errorf("XDP program left on the peer: %+v", q)
 	}
 }
+
+// TestReport renders made-up trials and checks each row's medians, ratios
+// and drop columns: drops with their RX-ring-full share for the AF_XDP
+// receivers that count both, drops alone for testpmd (counted at the
+// veth), nothing for the kernel's own paths and for transmit.
+func TestReport(t *testing.T) {
+	cs := []*contender{
+		{name: "testpmd rxonly", group: "rx", res: []trial{{pps: 2e6, offered: 3e6, drops: 900, cpu: 0.3}, {pps: 3e6, offered: 3e6, drops: 100, cpu: 0.3}, {pps: 4e6, offered: 5e6, drops: 500, cpu: 0.3}}},
+		{name: "afxdp rxdrop spin", group: "rx", res: []trial{{pps: 3.3e6, offered: 3e6, drops: 10, full: 0, cpu: 0.25}}},
+		{name: "kernel UDP recvmmsg", group: "rx", res: []trial{{pps: 0.5e6, offered: 0.6e6, cpu: 1.5}}},
+		{name: "testpmd txonly", group: "tx", res: []trial{{pps: 1e6, cpu: 1.6}}},
+		{name: "afxdp txonly", group: "tx", res: []trial{{pps: 1.1e6, cpu: 1.5}}},
+	}
+	var b strings.Builder
+	report(&b, cs)
+	rows := map[string]string{}
+	for _, l := range strings.Split(b.String(), "\n") {
+		if f := strings.Split(l, "|"); len(f) > 2 {
+			rows[strings.TrimSpace(f[1])] = l
+		}
+	}
+	for name, want := range map[string]string{
+		"testpmd rxonly":      "| testpmd rxonly | 3.00 | 2.00–4.00 | 3.00 | 500 |  | 0.300 | 1.00× | 6.0× |",
+		"afxdp rxdrop spin":   "| afxdp rxdrop spin | 3.30 | 3.30–3.30 | 3.00 | 10 | 0 | 0.250 | 1.10× | 6.6× |",
+		"kernel UDP recvmmsg": "| kernel UDP recvmmsg | 0.50 | 0.50–0.50 | 0.60 |  |  | 1.500 | 0.17× | 1.0× |",
+		"testpmd txonly":      "| testpmd txonly | 1.00 | 1.00–1.00 |  |  |  | 1.600 | 1.00× |  |",
+		"afxdp txonly":        "| afxdp txonly | 1.10 | 1.10–1.10 |  | 0 | 0 | 1.500 | 1.10× |  |",
+	} {
+		if rows[name] != want {
+			t.Errorf("row %q:\n got %s\nwant %s", name, rows[name], want)
+		}
+	}
+}
