@@ -15,7 +15,9 @@
 //
 // A receive frame's life: free → fill ring → RX ring → [Socket.Receive]
 // hands its descriptor to the program → [Socket.Release] makes it free
-// again (the next Receive puts it back in the fill ring). A transmit
+// again (the next Receive puts it back in the fill ring; in copy mode only
+// as many frames as the RX ring holds are ever with the kernel, see
+// [Options.RxRingSize]). A transmit
 // frame's: free → [Socket.Alloc] → the program writes a packet into
 // [Socket.Frame] → [Socket.Transmit] → completion ring → free (reaped by
 // Alloc, Transmit or [Socket.Complete]). A received frame may be passed
