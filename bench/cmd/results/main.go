@@ -35,7 +35,7 @@ var page string
 
 var (
 	out       = flag.String("o", "bench/RESULTS.md", "file to write")
-	count     = flag.Int("count", 5, "go test -count for the benchmarks")
+	count     = flag.Int("count", 6, "go test -count for the benchmarks (benchstat needs 6 for a confidence interval)")
 	benchtime = flag.String("benchtime", "1s", "go test -benchtime")
 	rounds    = flag.Int("rounds", 5, "compare: rounds")
 	dur       = flag.Duration("d", 5*time.Second, "compare: measured time per trial")
@@ -70,9 +70,14 @@ func main() {
 	}
 }
 
-func sh(name string, args ...string) (string, error) {
+func sh(name string, args ...string) (string, error) { return shIn("", name, args...) }
+
+// shIn runs a command in dir (empty: the current directory) and returns
+// its standard output; its standard error goes to ours.
+func shIn(dir, name string, args ...string) (string, error) {
 	fmt.Fprintf(os.Stderr, "+ %s %s\n", name, strings.Join(args, " "))
 	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
 	var b bytes.Buffer
 	cmd.Stdout = &b
 	cmd.Stderr = os.Stderr
@@ -158,8 +163,9 @@ func run() error {
 	if err := os.WriteFile(rawFile, []byte(raw), 0o644); err != nil {
 		return err
 	}
-	d.BenchstatCmd = "go run golang.org/x/perf/cmd/benchstat@latest -col .name bench.txt"
-	if st, err := sh("go", "run", "golang.org/x/perf/cmd/benchstat@latest", rawFile); err == nil {
+	// In the file's directory, so that its tables are headed by the
+	// file's name alone.
+	if st, err := shIn(tmp, "go", "run", "golang.org/x/perf/cmd/benchstat@latest", filepath.Base(rawFile)); err == nil {
 		d.BenchstatCmd = "go run golang.org/x/perf/cmd/benchstat@latest bench.txt"
 		d.Bench = st
 	} else {
