@@ -198,6 +198,17 @@ func (s *Socket) bind(o *Options) error {
 		}
 		return err
 	}
+	if err := s.learnMode(); err != nil {
+		return err
+	}
+	s.wakeup = !o.NoNeedWakeup
+	s.manual = o.ManualRings
+	return s.tune(o)
+}
+
+// learnMode reads the mode the bound socket got. Zero-copy lifts the cap
+// on the frames refill lends the kernel (see refill).
+func (s *Socket) learnMode() error {
 	flags, err := sys.XDPOptions(s.fd)
 	if err != nil {
 		return err
@@ -206,9 +217,7 @@ func (s *Socket) bind(o *Options) error {
 	if s.zc {
 		s.rxCap = 0
 	}
-	s.wakeup = !o.NoNeedWakeup
-	s.manual = o.ManualRings
-	return s.tune(o)
+	return nil
 }
 
 // tune sets the socket options that change how the kernel serves it.
@@ -368,13 +377,8 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 		s.rxHeld -= s.rings.Unfill()
 		return err
 	}
-	flags, err := sys.XDPOptions(s.fd)
-	if err != nil {
+	if err := s.learnMode(); err != nil {
 		return err
-	}
-	s.zc = flags&unix.XDP_OPTIONS_ZEROCOPY != 0
-	if s.zc {
-		s.rxCap = 0
 	}
 	s.wakeup = sh.wakeup
 	s.manual = o.ManualRings
