@@ -105,8 +105,8 @@ func (f *frames) init(num, rx int, shift uint) {
 // frames that transmit completed. It returns the number added. Receive side.
 func (r *Rings) Refill() int { return r.RefillUpTo(math.MaxInt) }
 
-// RefillUpTo is Refill adding at most max frames. Receive side.
-func (r *Rings) RefillUpTo(max int) int {
+// RefillUpTo is Refill adding at most limit frames. Receive side.
+func (r *Rings) RefillUpTo(limit int) int {
 	u := r.u
 	f := &u.frames
 	if f.recycleIn == nil || r.fill == nil {
@@ -123,8 +123,8 @@ func (r *Rings) RefillUpTo(max int) int {
 			f.recycled += int(n)
 		}
 	}
-	want := uint32(min(len(f.rxFree), max))
-	if max <= 0 || want == 0 {
+	want := uint32(min(len(f.rxFree), limit))
+	if limit <= 0 || want == 0 {
 		return 0
 	}
 	idx, n := r.fill.Reserve(want)

@@ -356,9 +356,9 @@ func TestUnfill(t *testing.T) {
 
 func TestRefillUpTo(t *testing.T) {
 	u, k := newFake(t, &Options{NumFrames: 128, FillRingSize: 32, CompletionRingSize: 32})
-	for _, max := range []int{-1, 0} {
-		if n := u.own.RefillUpTo(max); n != 0 {
-			t.Fatalf("RefillUpTo(%d) added %d frames", max, n)
+	for _, limit := range []int{-1, 0} {
+		if n := u.own.RefillUpTo(limit); n != 0 {
+			t.Fatalf("RefillUpTo(%d) added %d frames", limit, n)
 		}
 	}
 	if n := u.own.RefillUpTo(10); n != 10 {
