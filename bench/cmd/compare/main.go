@@ -1,8 +1,9 @@
-// Command compare puts afxdp's rxdrop and txonly side by side with DPDK's
-// testpmd (AF_XDP driver, busy_budget=0) on the same veth pair, fed by the
-// same generator (internal/pktgen, BPF_PROG_RUN live frames, on CPU 0; the
-// code under test on CPU 1), alternating them for several rounds, and
-// prints a Markdown table of medians and ratios. The kernel's own XDP_DROP
+// Command compare puts afxdp's rxdrop, l2fwd and txonly side by side with
+// DPDK's testpmd (AF_XDP driver, busy_budget=0; rxonly, macswap and
+// txonly) on the same veth pair, fed by the same generator
+// (internal/pktgen, BPF_PROG_RUN live frames, on CPU 0; the code under
+// test on CPU 1), alternating them for several rounds, and prints a
+// Markdown table of medians and ratios. The kernel's own XDP_DROP
 // rate (the ceiling for any receiver), a C receiver on libxdp's xsk API
 // (bench/cref/rxdrop.c, the reference that afxdp's Go has to match) and
 // kernel UDP recvmmsg run in the same rounds.
@@ -243,6 +244,8 @@ func run(ctx context.Context) (err error) {
 		{name: "afxdp rxdrop poll, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitPoll) })},
 		{name: "afxdp rxdrop nap, threaded NAPI", group: "rxt", run: threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })},
 		{name: "kernel UDP recvmmsg, threaded NAPI", group: "rxt", run: threadedRx(udpRecv)},
+		{name: "testpmd macswap", group: "fwd", run: func(e *env) (trial, error) { return testpmd(ctx, e, "macswap") }},
+		{name: "afxdp l2fwd", group: "fwd", run: afxdpFwd},
 		{name: "testpmd txonly", group: "tx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") }},
 		{name: "afxdp txonly", group: "tx", run: afxdpTx},
 		{name: "testpmd txonly, peer threaded NAPI", group: "txt", run: threaded(func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") })},
@@ -423,7 +426,7 @@ func report(w io.Writer, cs []*contender) {
 		case strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C "):
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
-		case strings.HasPrefix(c.name, "testpmd rxonly"):
+		case strings.HasPrefix(c.name, "testpmd rxonly"), strings.HasPrefix(c.name, "testpmd macswap"):
 			// Counted at the veth (see testpmd): of either kind.
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 		}
@@ -594,6 +597,45 @@ func afxdpTx(e *env) (trial, error) {
 	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (c1 - c0).Seconds() / (got / 1e6)}, nil
 }
 
+// afxdpFwd runs afxdp's l2fwd on the peer end: every frame the generator
+// sends is received, its MAC addresses swapped, and transmitted back out
+// of the same socket to the host end, where it is counted.
+func afxdpFwd(e *env) (trial, error) {
+	var c app.Config
+	c.Defaults()
+	c.Batch, c.RingSize, c.TxBudget = *batch, *ring, *txBudget
+	s, err := openPeer(e, &c)
+	if err != nil {
+		return trial{}, err
+	}
+	defer s.Close()
+	l := app.NewLoop(s, &c)
+	wait := loopRun(func() error { _, err := l.L2Fwd(0); return err })
+	var host [2]uint64
+	var cpu [2]time.Duration
+	var st [2]xsk.Stats
+	var herr error
+	off, secs, gcpu, err := window(e, func(i int) {
+		var e1, e2 error
+		host[i], e1 = e.topo.HostReceived()
+		cpu[i] = app.ProcessCPU()
+		st[i], e2 = s.Stats()
+		herr = errors.Join(herr, e1, e2)
+	})
+	l.Stop.Store(true)
+	if err = errors.Join(err, herr, wait()); err != nil {
+		return trial{}, err
+	}
+	got := float64(host[1] - host[0])
+	if got == 0 {
+		return trial{}, errors.New("afxdp l2fwd forwarded nothing")
+	}
+	return trial{pps: got / secs, offered: off,
+		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
+		full:  float64(st[1].RxRingFull - st[0].RxRingFull),
+		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+}
+
 func txFrame(e *env) []byte {
 	// The generator's frame, turned around: peer to host.
 	f := slices.Clone(e.topo.Frame)
@@ -658,44 +700,70 @@ var (
 	reTx = regexp.MustCompile(`TX-packets:\s+(\d+)`)
 )
 
-// testpmd runs dpdk-testpmd in mode (rxonly or txonly) on the peer end,
-// lcore 0 its main thread and lcore 1 forwarding, as PEERS.md has it.
+// testpmd measures dpdk-testpmd in mode (rxonly, txonly or macswap) on
+// the peer end.
 func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
+	p, err := startTestpmd(ctx, e, mode)
+	if err != nil {
+		return trial{}, err
+	}
+	defer p.kill()
+	switch mode {
+	case "rxonly":
+		return testpmdRx(e, p)
+	case "macswap":
+		return testpmdFwd(e, p)
+	}
+	return testpmdTx(e, p)
+}
+
+// testpmdProc is a running dpdk-testpmd.
+type testpmdProc struct {
+	cmd     *exec.Cmd
+	mode    string
+	out     strings.Builder // stdout; read only once scanned is closed
+	stderr  strings.Builder
+	scanned chan struct{} // closed when stdout ends
+	done    bool
+}
+
+// startTestpmd starts dpdk-testpmd in mode on the peer end, lcore 0 its
+// main thread and lcore 1 forwarding, as PEERS.md has it, and returns once
+// it forwards.
+func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error) {
 	args := []string{"netns", "exec", e.ns.Name(), "dpdk-testpmd", "-l", "0-1", "--no-pci", "--no-huge", "-m", "1024",
 		"--no-shconf", "--file-prefix", "afxcmp" + strconv.Itoa(os.Getpid()),
 		"--vdev", "net_af_xdp0,iface=" + e.topo.Veth.Peer.Name + ",start_queue=0,queue_count=1,busy_budget=0",
 		"--", "--forward-mode=" + mode, "--nb-cores=1", "--stats-period", "1"}
-	if mode == "txonly" {
+	switch mode {
+	case "rxonly":
+	case "txonly":
 		args = append(args, fmt.Sprintf("--txpkts=%d", *size))
+	case "macswap":
+		// One port: forward back out of the port a frame came in on.
+		args = append(args, "--port-topology=loop")
+	default:
+		return nil, fmt.Errorf("testpmd mode %q: want rxonly, txonly or macswap", mode)
 	}
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Cancel = func() error { return cmd.Process.Kill() }
-	stdout, err := cmd.StdoutPipe()
+	p := &testpmdProc{mode: mode, scanned: make(chan struct{})}
+	p.cmd = exec.CommandContext(ctx, "ip", args...)
+	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
+	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
-		return trial{}, err
+		return nil, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return trial{}, err
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
 	}
-	killed := false
-	defer func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}()
-	var out strings.Builder
 	ready := make(chan struct{})
-	scanned := make(chan struct{})
 	go func() {
-		defer close(scanned)
+		defer close(p.scanned)
 		sc := bufio.NewScanner(stdout)
 		once := sync.Once{}
 		for sc.Scan() {
 			line := sc.Text()
-			out.WriteString(line + "\n")
+			p.out.WriteString(line + "\n")
 			if strings.Contains(line, "Port statistics") || strings.Contains(line, "Press Ctrl+C") {
 				once.Do(func() { close(ready) })
 			}
@@ -703,64 +771,140 @@ func testpmd(ctx context.Context, e *env, mode string) (trial, error) {
 	}()
 	select {
 	case <-ready:
-	case <-scanned:
-		return trial{}, fmt.Errorf("testpmd exited before it started forwarding:\n%s\n%s", out.String(), stderr.String())
+		return p, nil
+	case <-p.scanned:
+		p.kill()
+		return nil, fmt.Errorf("testpmd %s exited before it started forwarding:\n%s\n%s", mode, p.out.String(), p.stderr.String())
 	case <-time.After(30 * time.Second):
-		return trial{}, fmt.Errorf("testpmd did not start within 30s:\n%s\n%s", out.String(), stderr.String())
+		p.kill()
+		return nil, fmt.Errorf("testpmd %s did not start within 30s:\n%s\n%s", mode, p.out.String(), p.stderr.String())
 	}
-	pid := cmd.Process.Pid
-	var tr trial
+}
+
+// stop interrupts testpmd, waits for it and returns the last RX-packets
+// and TX-packets counts in its output: the totals it prints on its way
+// out.
+func (p *testpmdProc) stop() (rx, tx uint64, err error) {
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.scanned:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.scanned
+	}
+	p.cmd.Wait()
+	p.done = true
+	out := p.out.String()
+	if rx, err = lastCount(reRx, out); err != nil {
+		return 0, 0, err
+	}
+	if tx, err = lastCount(reTx, out); err != nil {
+		return 0, 0, err
+	}
+	return rx, tx, nil
+}
+
+// kill ends testpmd unless stop already did.
+func (p *testpmdProc) kill() {
+	if !p.done {
+		p.cmd.Process.Kill()
+		<-p.scanned
+		p.cmd.Wait()
+		p.done = true
+	}
+}
+
+func (p *testpmdProc) pid() int { return p.cmd.Process.Pid }
+
+// lastCount returns the number in the last match of re in out.
+func lastCount(re *regexp.Regexp, out string) (uint64, error) {
+	m := re.FindAllStringSubmatch(out, -1)
+	if len(m) == 0 {
+		return 0, fmt.Errorf("no %s in testpmd's output:\n%s", re, out)
+	}
+	return strconv.ParseUint(m[len(m)-1][1], 10, 64)
+}
+
+// testpmdRx measures testpmd rxonly. testpmd does not tell its drops
+// apart, and reports them only when it stops; the peer end's rx_dropped
+// counts the frames its XDP program failed to redirect into the socket,
+// which are the socket's drops of either kind, over the window.
+func testpmdRx(e *env, p *testpmdProc) (trial, error) {
 	var cpu [2]time.Duration
-	if mode == "rxonly" {
-		// testpmd does not tell its drops apart, and reports them only
-		// when it stops; the peer end's rx_dropped counts the frames its
-		// XDP program failed to redirect into the socket, which are the
-		// socket's drops of either kind, over the window.
-		var peer [2]pktgen.Counters
-		var perr error
-		off, frames, secs, _, err := windowFrames(e, func(i int) {
-			cpu[i], _ = app.ProcCPU(pid)
-			var err error
-			peer[i], err = pktgen.ReadCounters(e.topo.Veth.Peer)
-			perr = errors.Join(perr, err)
-		})
-		if err = errors.Join(err, perr); err != nil {
-			return trial{}, err
-		}
-		time.Sleep(100 * time.Millisecond)
-		total, err := stopTestpmd(cmd, &out, scanned, reRx)
-		killed = true
-		if err != nil {
-			return trial{}, err
-		}
-		// testpmd's count covers the generator's whole run, which
-		// goes on past the window to the end of its current call: its
-		// rate is the share of the offered frames it received times
-		// the rate they were offered at.
-		if frames == 0 {
-			return trial{}, errors.New("testpmd rxonly: the generator offered nothing")
-		}
-		pps := off * float64(total) / float64(frames)
-		tr = trial{pps: pps, offered: off, drops: float64(peer[1].Sub(peer[0]).RxDropped)}
-		tr.cpu = (cpu[1] - cpu[0]).Seconds() / (pps * secs / 1e6)
-		return tr, nil
+	var peer [2]pktgen.Counters
+	var perr error
+	off, frames, secs, _, err := windowFrames(e, func(i int) {
+		cpu[i], _ = app.ProcCPU(p.pid())
+		var err error
+		peer[i], err = pktgen.ReadCounters(e.topo.Veth.Peer)
+		perr = errors.Join(perr, err)
+	})
+	if err = errors.Join(err, perr); err != nil {
+		return trial{}, err
 	}
+	time.Sleep(100 * time.Millisecond)
+	total, _, err := p.stop()
+	if err != nil {
+		return trial{}, err
+	}
+	// testpmd's count covers the generator's whole run, which goes on
+	// past the window to the end of its current call: its rate is the
+	// share of the offered frames it received times the rate they were
+	// offered at.
+	if frames == 0 {
+		return trial{}, errors.New("testpmd rxonly: the generator offered nothing")
+	}
+	pps := off * float64(total) / float64(frames)
+	return trial{pps: pps, offered: off, drops: float64(peer[1].Sub(peer[0]).RxDropped),
+		cpu: (cpu[1] - cpu[0]).Seconds() / (pps * secs / 1e6)}, nil
+}
+
+// testpmdFwd measures testpmd macswap: forwarded is what came back to the
+// host end while the generator ran; drops are counted at the peer end, as
+// for rxonly.
+func testpmdFwd(e *env, p *testpmdProc) (trial, error) {
+	var cpu [2]time.Duration
+	var peer [2]pktgen.Counters
+	var host [2]uint64
+	var perr error
+	off, secs, _, err := window(e, func(i int) {
+		cpu[i], _ = app.ProcCPU(p.pid())
+		var e1, e2 error
+		peer[i], e1 = pktgen.ReadCounters(e.topo.Veth.Peer)
+		host[i], e2 = e.topo.HostReceived()
+		perr = errors.Join(perr, e1, e2)
+	})
+	_, _, serr := p.stop()
+	if err = errors.Join(err, perr, serr); err != nil {
+		return trial{}, err
+	}
+	got := float64(host[1] - host[0])
+	if got == 0 {
+		return trial{}, errors.New("testpmd macswap forwarded nothing")
+	}
+	return trial{pps: got / secs, offered: off, drops: float64(peer[1].Sub(peer[0]).RxDropped),
+		cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
+}
+
+// testpmdTx measures testpmd txonly by what arrived at the host end.
+func testpmdTx(e *env, p *testpmdProc) (trial, error) {
+	var cpu [2]time.Duration
 	time.Sleep(*warmup)
 	p0, err0 := e.topo.HostReceived()
-	cpu[0] = must(app.ProcCPU(pid))
+	cpu[0], _ = app.ProcCPU(p.pid())
 	t0 := time.Now()
 	time.Sleep(*dur)
 	p1, err1 := e.topo.HostReceived()
-	cpu[1] = must(app.ProcCPU(pid))
+	cpu[1], _ = app.ProcCPU(p.pid())
 	t1 := time.Now()
-	if _, err := stopTestpmd(cmd, &out, scanned, reTx); err != nil {
-		return trial{}, err
-	}
-	killed = true
-	if err := errors.Join(err0, err1); err != nil {
+	_, _, serr := p.stop()
+	if err := errors.Join(err0, err1, serr); err != nil {
 		return trial{}, err
 	}
 	got := float64(p1 - p0)
+	if got == 0 {
+		return trial{}, errors.New("testpmd txonly: nothing arrived")
+	}
 	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
 }
 
@@ -895,24 +1039,4 @@ func cRxDrop(ctx context.Context, e *env) (trial, error) {
 	return trial{pps: got / secs, offered: off,
 		drops: float64(c[1].drops - c[0].drops), full: float64(c[1].full - c[0].full),
 		cpu: (cpu[1] - cpu[0]).Seconds() / (got / 1e6)}, nil
-}
-
-func must(d time.Duration, _ error) time.Duration { return d }
-
-// stopTestpmd interrupts testpmd, waits for it and returns the last count
-// re finds in its output (the totals it prints on its way out).
-func stopTestpmd(cmd *exec.Cmd, out *strings.Builder, scanned chan struct{}, re *regexp.Regexp) (uint64, error) {
-	cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-scanned:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-scanned
-	}
-	cmd.Wait()
-	m := re.FindAllStringSubmatch(out.String(), -1)
-	if len(m) == 0 {
-		return 0, fmt.Errorf("no %s in testpmd's output:\n%s", re, out.String())
-	}
-	return strconv.ParseUint(m[len(m)-1][1], 10, 64)
 }

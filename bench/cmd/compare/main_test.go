@@ -10,6 +10,7 @@ import (
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -190,6 +191,8 @@ func TestReport(t *testing.T) {
 		{name: "testpmd rxonly", group: "rx", res: []trial{{pps: 2e6, offered: 3e6, drops: 900, cpu: 0.3}, {pps: 3e6, offered: 3e6, drops: 100, cpu: 0.3}, {pps: 4e6, offered: 5e6, drops: 500, cpu: 0.3}}},
 		{name: "afxdp rxdrop spin", group: "rx", res: []trial{{pps: 3.3e6, offered: 3e6, drops: 10, full: 0, cpu: 0.25}}},
 		{name: "kernel UDP recvmmsg", group: "rx", res: []trial{{pps: 0.5e6, offered: 0.6e6, cpu: 1.5}}},
+		{name: "testpmd macswap", group: "fwd", res: []trial{{pps: 0.5e6, offered: 3e6, drops: 7e6, cpu: 2}}},
+		{name: "afxdp l2fwd", group: "fwd", res: []trial{{pps: 0.55e6, offered: 3.2e6, drops: 6e6, cpu: 1.9}}},
 		{name: "testpmd txonly", group: "tx", res: []trial{{pps: 1e6, cpu: 1.6}}},
 		{name: "afxdp txonly", group: "tx", res: []trial{{pps: 1.1e6, cpu: 1.5}}},
 	}
@@ -205,6 +208,8 @@ func TestReport(t *testing.T) {
 		"testpmd rxonly":      "| testpmd rxonly | 3.00 | 2.00–4.00 | 3.00 | 500 |  | 0.300 | 1.00× | 6.0× |",
 		"afxdp rxdrop spin":   "| afxdp rxdrop spin | 3.30 | 3.30–3.30 | 3.00 | 10 | 0 | 0.250 | 1.10× | 6.6× |",
 		"kernel UDP recvmmsg": "| kernel UDP recvmmsg | 0.50 | 0.50–0.50 | 0.60 |  |  | 1.500 | 0.17× | 1.0× |",
+		"testpmd macswap":     "| testpmd macswap | 0.50 | 0.50–0.50 | 3.00 | 7000000 |  | 2.000 | 1.00× |  |",
+		"afxdp l2fwd":         "| afxdp l2fwd | 0.55 | 0.55–0.55 | 3.20 | 6000000 | 0 | 1.900 | 1.10× |  |",
 		"testpmd txonly":      "| testpmd txonly | 1.00 | 1.00–1.00 |  |  |  | 1.600 | 1.00× |  |",
 		"afxdp txonly":        "| afxdp txonly | 1.10 | 1.10–1.10 |  | 0 | 0 | 1.500 | 1.10× |  |",
 	} {
@@ -212,4 +217,151 @@ func TestReport(t *testing.T) {
 			t.Errorf("row %q:\n got %s\nwant %s", name, rows[name], want)
 		}
 	}
+}
+
+// TestFwdRow runs the afxdp l2fwd row briefly and checks that it
+// forwarded frames, no more than were offered, and left no XDP program on
+// the peer.
+func TestFwdRow(t *testing.T) {
+	e := newEnv(t, "afxfwd")
+	oldDur, oldWarm := *dur, *warmup
+	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
+
+	tr, err := afxdpFwd(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rates over slightly different spans (see windowFrames): allow a
+	// little.
+	if tr.pps <= 0 || tr.pps > 1.1*tr.offered {
+		t.Errorf("l2fwd: %.0f pps forwarded of %.0f offered", tr.pps, tr.offered)
+	}
+	var info bpf.XDPInfo
+	if err := e.topo.Veth.Peer.Do(func() (err error) {
+		info, err = bpf.QueryXDP(e.topo.Veth.Peer.Index)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Errorf("XDP program left on %s after the l2fwd row: %+v", e.topo.Veth.Peer.Name, info)
+	}
+	t.Logf("forwarded %.0f pps of %.0f offered, %.0f dropped", tr.pps, tr.offered, tr.drops)
+}
+
+// TestTestpmdAccountsForEveryFrame runs dpdk-testpmd the way the testpmd
+// rows do, in each of their modes, and checks its counts against the
+// veth's, which is what those rows' figures rest on: in rxonly every frame
+// the generator sent is received or counted as dropped at the peer end
+// (testpmd's drops column), in macswap every paced frame comes back to the
+// host end, and in txonly the host end receives exactly what testpmd says
+// it sent. Once testpmd exits, its XDP program is gone from the peer.
+func TestTestpmdAccountsForEveryFrame(t *testing.T) {
+	e := newEnv(t, "afxpmd")
+	if err := ensureTestpmd(); err != nil {
+		t.Fatalf("dpdk-testpmd (package dpdk-dev, which .ci/deps.sh installs): %v", err)
+	}
+	topo := e.topo
+	ctx := context.Background()
+	send := func(n uint64) {
+		t.Helper()
+		if sent, err := topo.Gen.Send(n); err != nil || sent != n {
+			t.Fatalf("generator sent %d of %d: %v", sent, n, err)
+		}
+	}
+	// paced sends frames in chunks far smaller than testpmd's rings,
+	// with pauses in which it can take them all.
+	const chunk, paced = 512, 20 * 512
+	sendPaced := func() {
+		t.Helper()
+		for sent := 0; sent < paced; sent += chunk {
+			send(chunk)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	counters := func(ep netenv.Endpoint) pktgen.Counters {
+		t.Helper()
+		c, err := pktgen.ReadCounters(ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	start := func(mode string) *testpmdProc {
+		t.Helper()
+		p, err := startTestpmd(ctx, e, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.kill)
+		return p
+	}
+	stop := func(p *testpmdProc) (rx, tx uint64) {
+		t.Helper()
+		rx, tx, err := p.stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info bpf.XDPInfo
+		if err := topo.Veth.Peer.Do(func() (err error) {
+			info, err = bpf.QueryXDP(topo.Veth.Peer.Index)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if info.Attached() {
+			t.Fatalf("XDP program left on %s after testpmd %s exited: %+v", topo.Veth.Peer.Name, p.mode, info)
+		}
+		return rx, tx
+	}
+
+	t.Run("rxonly", func(t *testing.T) {
+		p := start("rxonly")
+		c0 := counters(topo.Veth.Peer)
+		sendPaced()
+		const burst = 200000
+		send(burst)
+		time.Sleep(100 * time.Millisecond)
+		rx, _ := stop(p)
+		dropped := counters(topo.Veth.Peer).Sub(c0).RxDropped
+		if rx+dropped != paced+burst {
+			t.Fatalf("testpmd received %d, the peer dropped %d: %d of %d sent", rx, dropped, rx+dropped, paced+burst)
+		}
+		if rx < paced {
+			t.Fatalf("testpmd received %d, fewer than the %d paced frames", rx, paced)
+		}
+		t.Logf("received %d, dropped %d of %d", rx, dropped, paced+burst)
+	})
+
+	t.Run("macswap", func(t *testing.T) {
+		p := start("macswap")
+		h0, p0 := counters(topo.Veth.Host), counters(topo.Veth.Peer)
+		sendPaced()
+		var back uint64
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if back = counters(topo.Veth.Host).Sub(h0).RxPackets; back >= paced {
+				break
+			}
+		}
+		rx, tx := stop(p)
+		dropped := counters(topo.Veth.Peer).Sub(p0).RxDropped
+		if rx != paced || tx != paced || back != paced || dropped != 0 {
+			t.Fatalf("sent %d: testpmd received %d and sent %d, the host end got %d back, the peer dropped %d",
+				paced, rx, tx, back, dropped)
+		}
+	})
+
+	t.Run("txonly", func(t *testing.T) {
+		// Before testpmd starts, which is when it starts sending.
+		h0 := counters(topo.Veth.Host)
+		p := start("txonly")
+		time.Sleep(300 * time.Millisecond)
+		_, tx := stop(p)
+		got := counters(topo.Veth.Host).Sub(h0).RxPackets
+		if tx == 0 || got != tx {
+			t.Fatalf("testpmd says it sent %d; the host end received %d", tx, got)
+		}
+		t.Logf("sent and received %d", tx)
+	})
 }
