@@ -54,6 +54,8 @@ func TestRender(t *testing.T) {
 	}
 	d.S["testpmd rxonly"] = Summary{Name: "testpmd rxonly", Mpps: 2}
 	d.S["afxdp rxdrop spin, big rings"] = Summary{Name: "afxdp rxdrop spin, big rings", Mpps: 3, Drops: 0}
+	d.S["afxdp l2fwd"] = Summary{Name: "afxdp l2fwd", Mpps: 0.5, OfferedMpps: 3, CPUPerMpkt: 2}
+	d.S["testpmd macswap"] = Summary{Name: "testpmd macswap", Mpps: 0.4, OfferedMpps: 3.1, CPUPerMpkt: 2.5}
 	b, err := render(&d)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +63,7 @@ func TestRender(t *testing.T) {
 	page := string(b)
 	for _, want := range []string{"COMPARE-TABLE", "BENCH-TABLE", "`JITTER-CMD`", "```\nJITTER-OUT\n```",
 		"with 16384-entry rings", "dropped 0 frames per trial", "at 1.50× testpmd's rate",
-		"with 4096-entry rings"} {
+		"with 4096-entry rings", "l2fwd vs testpmd macswap: 1.25×\n  (0.50 against 0.40 Mpps forwarded, of\n  3.00 and 3.10 Mpps offered; 2.000 against\n  2.500 CPU-s/Mpkt)"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("rendered page lacks %q", want)
 		}
