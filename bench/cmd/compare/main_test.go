@@ -64,6 +64,29 @@ func newEnv(t *testing.T, prefix string) *env {
 	return &env{ns: ns, topo: topo}
 }
 
+// shortTrials makes trials brief for the rest of t.
+func shortTrials(t *testing.T) {
+	oldDur, oldWarm := *dur, *warmup
+	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
+}
+
+// checkNoXDP fails t if an XDP program is still attached to the peer end
+// after what says what ended.
+func checkNoXDP(t *testing.T, e *env, after string) {
+	t.Helper()
+	var info bpf.XDPInfo
+	if err := e.topo.Veth.Peer.Do(func() (err error) {
+		info, err = bpf.QueryXDP(e.topo.Veth.Peer.Index)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Fatalf("XDP program left on %s after %s: %+v", e.topo.Veth.Peer.Name, after, info)
+	}
+}
+
 // TestCRefAccountsForEveryFrame builds the C reference receiver, feeds it
 // an exact number of frames from the generator and checks its counts: in
 // paced chunks that fit its rings every frame is received, and after an
@@ -132,16 +155,7 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 	}
 	t.Logf("overload: received %d of %d, dropped %d (%d RX ring full)", c.rx-paced, burst, c.drops, c.full)
 
-	var info bpf.XDPInfo
-	if err := topo.Veth.Peer.Do(func() (err error) {
-		info, err = bpf.QueryXDP(topo.Veth.Peer.Index)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if info.Attached() {
-		t.Fatalf("XDP program left on %s after the C reference exited: %+v", topo.Veth.Peer.Name, info)
-	}
+	checkNoXDP(t, e, "the C reference exited")
 }
 
 // TestThreadedRowCleansUp runs a threaded-NAPI row (afxdp nap, the NAPI
@@ -151,9 +165,7 @@ func TestCRefAccountsForEveryFrame(t *testing.T) {
 func TestThreadedRowCleansUp(t *testing.T) {
 	e := newEnv(t, "afxthr")
 	topo := e.topo
-	oldDur, oldWarm := *dur, *warmup
-	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
-	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
+	shortTrials(t)
 
 	tr, err := threadedRx(func(e *env) (trial, error) { return afxdpRx(e, app.WaitNap) })(e)
 	if err != nil {
@@ -168,18 +180,7 @@ func TestThreadedRowCleansUp(t *testing.T) {
 	if n, err := app.PinNAPIThreads(topo.Veth.Peer, 0); err != nil || n != 0 {
 		t.Errorf("after the row: %d NAPI threads of the peer left (err %v)", n, err)
 	}
-	var q bpf.XDPInfo
-	err = topo.Veth.Peer.Do(func() error {
-		var err error
-		q, err = bpf.QueryXDP(topo.Veth.Peer.Index)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Attached() {
-		t.Errorf("XDP program left on the peer: %+v", q)
-	}
+	checkNoXDP(t, e, "the threaded row")
 }
 
 // TestReport renders made-up trials and checks each row's medians, ratios
@@ -224,9 +225,7 @@ func TestReport(t *testing.T) {
 // the peer.
 func TestFwdRow(t *testing.T) {
 	e := newEnv(t, "afxfwd")
-	oldDur, oldWarm := *dur, *warmup
-	*dur, *warmup = 300*time.Millisecond, 100*time.Millisecond
-	t.Cleanup(func() { *dur, *warmup = oldDur, oldWarm })
+	shortTrials(t)
 
 	tr, err := afxdpFwd(e)
 	if err != nil {
@@ -237,16 +236,7 @@ func TestFwdRow(t *testing.T) {
 	if tr.pps <= 0 || tr.pps > 1.1*tr.offered {
 		t.Errorf("l2fwd: %.0f pps forwarded of %.0f offered", tr.pps, tr.offered)
 	}
-	var info bpf.XDPInfo
-	if err := e.topo.Veth.Peer.Do(func() (err error) {
-		info, err = bpf.QueryXDP(e.topo.Veth.Peer.Index)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if info.Attached() {
-		t.Errorf("XDP program left on %s after the l2fwd row: %+v", e.topo.Veth.Peer.Name, info)
-	}
+	checkNoXDP(t, e, "the l2fwd row")
 	t.Logf("forwarded %.0f pps of %.0f offered, %.0f dropped", tr.pps, tr.offered, tr.drops)
 }
 
@@ -303,16 +293,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var info bpf.XDPInfo
-		if err := topo.Veth.Peer.Do(func() (err error) {
-			info, err = bpf.QueryXDP(topo.Veth.Peer.Index)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if info.Attached() {
-			t.Fatalf("XDP program left on %s after testpmd %s exited: %+v", topo.Veth.Peer.Name, p.mode, info)
-		}
+		checkNoXDP(t, e, "testpmd "+p.mode+" exited")
 		return rx, tx
 	}
 
