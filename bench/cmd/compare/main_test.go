@@ -254,7 +254,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 	}
 	topo := e.topo
 	ctx := context.Background()
-	send := func(n uint64) {
+	send := func(t *testing.T, n uint64) {
 		t.Helper()
 		if sent, err := topo.Gen.Send(n); err != nil || sent != n {
 			t.Fatalf("generator sent %d of %d: %v", sent, n, err)
@@ -263,14 +263,14 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 	// paced sends frames in chunks far smaller than testpmd's rings,
 	// with pauses in which it can take them all.
 	const chunk, paced = 512, 20 * 512
-	sendPaced := func() {
+	sendPaced := func(t *testing.T) {
 		t.Helper()
 		for sent := 0; sent < paced; sent += chunk {
-			send(chunk)
+			send(t, chunk)
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	counters := func(ep netenv.Endpoint) pktgen.Counters {
+	counters := func(t *testing.T, ep netenv.Endpoint) pktgen.Counters {
 		t.Helper()
 		c, err := pktgen.ReadCounters(ep)
 		if err != nil {
@@ -278,7 +278,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 		}
 		return c
 	}
-	start := func(mode string) *testpmdProc {
+	start := func(t *testing.T, mode string) *testpmdProc {
 		t.Helper()
 		p, err := startTestpmd(ctx, e, mode)
 		if err != nil {
@@ -287,7 +287,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 		t.Cleanup(p.kill)
 		return p
 	}
-	stop := func(p *testpmdProc) (rx, tx uint64) {
+	stop := func(t *testing.T, p *testpmdProc) (rx, tx uint64) {
 		t.Helper()
 		rx, tx, err := p.stop()
 		if err != nil {
@@ -298,14 +298,14 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 	}
 
 	t.Run("rxonly", func(t *testing.T) {
-		p := start("rxonly")
-		c0 := counters(topo.Veth.Peer)
-		sendPaced()
+		p := start(t, "rxonly")
+		c0 := counters(t, topo.Veth.Peer)
+		sendPaced(t)
 		const burst = 200000
-		send(burst)
+		send(t, burst)
 		time.Sleep(100 * time.Millisecond)
-		rx, _ := stop(p)
-		dropped := counters(topo.Veth.Peer).Sub(c0).RxDropped
+		rx, _ := stop(t, p)
+		dropped := counters(t, topo.Veth.Peer).Sub(c0).RxDropped
 		if rx+dropped != paced+burst {
 			t.Fatalf("testpmd received %d, the peer dropped %d: %d of %d sent", rx, dropped, rx+dropped, paced+burst)
 		}
@@ -316,17 +316,17 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 	})
 
 	t.Run("macswap", func(t *testing.T) {
-		p := start("macswap")
-		h0, p0 := counters(topo.Veth.Host), counters(topo.Veth.Peer)
-		sendPaced()
+		p := start(t, "macswap")
+		h0, p0 := counters(t, topo.Veth.Host), counters(t, topo.Veth.Peer)
+		sendPaced(t)
 		var back uint64
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if back = counters(topo.Veth.Host).Sub(h0).RxPackets; back >= paced {
+			if back = counters(t, topo.Veth.Host).Sub(h0).RxPackets; back >= paced {
 				break
 			}
 		}
-		rx, tx := stop(p)
-		dropped := counters(topo.Veth.Peer).Sub(p0).RxDropped
+		rx, tx := stop(t, p)
+		dropped := counters(t, topo.Veth.Peer).Sub(p0).RxDropped
 		if rx != paced || tx != paced || back != paced || dropped != 0 {
 			t.Fatalf("sent %d: testpmd received %d and sent %d, the host end got %d back, the peer dropped %d",
 				paced, rx, tx, back, dropped)
@@ -335,11 +335,11 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 
 	t.Run("txonly", func(t *testing.T) {
 		// Before testpmd starts, which is when it starts sending.
-		h0 := counters(topo.Veth.Host)
-		p := start("txonly")
+		h0 := counters(t, topo.Veth.Host)
+		p := start(t, "txonly")
 		time.Sleep(300 * time.Millisecond)
-		_, tx := stop(p)
-		got := counters(topo.Veth.Host).Sub(h0).RxPackets
+		_, tx := stop(t, p)
+		got := counters(t, topo.Veth.Host).Sub(h0).RxPackets
 		if tx == 0 || got != tx {
 			t.Fatalf("testpmd says it sent %d; the host end received %d", tx, got)
 		}
