@@ -563,10 +563,9 @@ func afxdpRxRing(e *env, w app.WaitMode, ring int) (trial, error) {
 		return trial{}, err
 	}
 	got := float64(n[1] - n[0])
-	return trial{pps: got / secs, offered: off,
-		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
-		full:  float64(st[1].RxRingFull - st[0].RxRingFull),
-		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+	drops, full := socketDrops(st)
+	return trial{pps: got / secs, offered: off, drops: drops, full: full,
+		cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
 }
 
 func afxdpTx(e *env) (trial, error) {
@@ -595,6 +594,14 @@ func afxdpTx(e *env) (trial, error) {
 	}
 	got := float64(p1 - p0)
 	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (c1 - c0).Seconds() / (got / 1e6)}, nil
+}
+
+// socketDrops returns the socket's drops between two readings of its
+// statistics: RX ring full plus no frame in the fill ring, and of those
+// RX ring full.
+func socketDrops(st [2]xsk.Stats) (drops, full float64) {
+	full = float64(st[1].RxRingFull - st[0].RxRingFull)
+	return full + float64(st[1].RxDropped-st[0].RxDropped), full
 }
 
 // afxdpFwd runs afxdp's l2fwd on the peer end: every frame the generator
@@ -630,10 +637,9 @@ func afxdpFwd(e *env) (trial, error) {
 	if got == 0 {
 		return trial{}, errors.New("afxdp l2fwd forwarded nothing")
 	}
-	return trial{pps: got / secs, offered: off,
-		drops: float64(st[1].RxRingFull - st[0].RxRingFull + st[1].RxDropped - st[0].RxDropped),
-		full:  float64(st[1].RxRingFull - st[0].RxRingFull),
-		cpu:   (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+	drops, full := socketDrops(st)
+	return trial{pps: got / secs, offered: off, drops: drops, full: full,
+		cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
 }
 
 func txFrame(e *env) []byte {
