@@ -74,6 +74,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{func(c *Config) { c.Batch = 0 }, "batch 0"},
 		{func(c *Config) { c.RingSize = 32; c.Batch = 64 }, "ring 32"},
+		{func(c *Config) { c.RingSize = 1000 }, "ring 1000: must be a power of two"},
+		{func(c *Config) { c.RingSize = 0 }, "ring 0"},
 		{func(c *Config) { c.PacketSize = 20 }, "size 20"},
 		{func(c *Config) { c.PacketSize = 3000 }, "size 3000"},
 		{func(c *Config) { c.Spin = -1 }, "spin"},

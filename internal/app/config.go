@@ -201,6 +201,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Batch < 1 || c.Batch > 4096:
 		return fmt.Errorf("batch %d: must be between 1 and 4096", c.Batch)
+	case c.RingSize <= 0 || c.RingSize&(c.RingSize-1) != 0:
+		return fmt.Errorf("ring %d: must be a power of two", c.RingSize)
 	case c.RingSize < c.Batch:
 		return fmt.Errorf("ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
 	case c.PacketSize < packet.MinFrame || c.PacketSize > c.FrameSize:

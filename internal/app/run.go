@@ -127,6 +127,9 @@ func (r *Result) CPUPerMpkt() float64 {
 // reporting to out (nil: no output). Without c.Interface it first builds
 // its own topology (see [NewTopology]) and feeds it with a generator.
 func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	if c.Interface != "" {
 		return RunOn(ctx, kind, c, nil, 0, out)
 	}

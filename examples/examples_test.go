@@ -1,0 +1,256 @@
+// Package examples_test runs the rxdrop, txonly and l2fwd commands as a
+// user would, as processes, and checks what they promise in their header
+// comments: a rate line every second (with bits per second for frames
+// above 64 bytes), the socket statistics at the end, a clean exit at the
+// end of -d or on Ctrl-C, and a clear error on bad flags. Their loops are
+// tested in internal/app; this is the command line around them.
+package examples_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// build compiles the three commands, once for all tests, and returns the
+// directory that holds them.
+func build(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "afxdp-examples"); binErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "./rxdrop", "./txonly", "./l2fwd").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+// rateLines returns the per-second lines ("   1.0s  rx 2.95 Mpps ...").
+func rateLines(out string) []string {
+	var ls []string
+	for _, l := range strings.Split(out, "\n") {
+		if regexp.MustCompile(`^\s*\d+\.\ds  `).MatchString(l) {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// stat returns the value of one line of the closing socket statistics.
+func stat(t *testing.T, out, name string) uint64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + `\s+(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no %q in the socket statistics:\n%s", name, out)
+	}
+	v, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestRxDropDuration runs rxdrop on its own generator-fed veth pair with
+// frames above 64 bytes until -d ends.
+func TestRxDropDuration(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	bin := build(t)
+	out, err := exec.Command(filepath.Join(bin, "rxdrop"), "-d", "2500ms", "-size", "256", "-cpu", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rxdrop: %v\n%s", err, out)
+	}
+	s := string(out)
+	t.Logf("rxdrop:\n%s", s)
+	lines := rateLines(s)
+	if len(lines) < 2 {
+		t.Fatalf("%d rate lines in a 2.5 s run; want one a second", len(lines))
+	}
+	for _, l := range lines {
+		if !regexp.MustCompile(`rx [\d.]+ [kM]?pps [\d.]+ Gb/s`).MatchString(l) {
+			t.Errorf("rate line without packets and bits per second for 256-byte frames: %q", l)
+		}
+	}
+	if !strings.Contains(s, "every frame accounted for") {
+		t.Error("no closing account")
+	}
+	rx := stat(t, s, "rx packets")
+	if rx == 0 {
+		t.Fatal("received nothing")
+	}
+	if b := stat(t, s, "rx bytes"); b != 256*rx {
+		t.Errorf("rx bytes %d for %d frames of 256 bytes", b, rx)
+	}
+}
+
+// TestL2FwdInterrupt stops l2fwd with SIGINT, as Ctrl-C would, and
+// expects a normal exit with the closing statistics and account.
+func TestL2FwdInterrupt(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	bin := build(t)
+	cmd := exec.Command(filepath.Join(bin, "l2fwd"), "-cpu", "1")
+	var out testenv.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(rateLines(out.String())) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("l2fwd still running 20 s after SIGINT:\n%s", out.String())
+	}
+	s := out.String()
+	t.Logf("l2fwd:\n%s", s)
+	if err != nil {
+		t.Fatalf("l2fwd after SIGINT: %v", err)
+	}
+	if n := len(rateLines(s)); n < 2 {
+		t.Fatalf("%d rate lines before SIGINT", n)
+	}
+	if !strings.Contains(s, "every frame accounted for") {
+		t.Error("no closing account")
+	}
+	rx, tx := stat(t, s, "rx packets"), stat(t, s, "tx packets")
+	if rx == 0 || tx != rx {
+		t.Errorf("l2fwd received %d and queued %d for transmit; want the same, above 0", rx, tx)
+	}
+}
+
+// TestTxOnlyInterface runs txonly on an interface of the test's own
+// namespace (-i) and counts its frames where they arrive: every frame
+// the socket sent reached the other end, and no XDP program is left on
+// the interface once the process has exited.
+func TestTxOnlyInterface(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	bin := build(t)
+	v, err := netenv.NewVeth(&netenv.VethOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := v.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	sink, err := pktgen.AttachSink(v.Peer, pktgen.Drop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	before, err := pktgen.ReadCounters(v.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "txonly"), "-i", v.Host.Name, "-d", "1500ms", "-size", "128").CombinedOutput()
+	s := string(out)
+	t.Logf("txonly:\n%s", s)
+	if err != nil {
+		t.Fatalf("txonly: %v", err)
+	}
+	after, err := pktgen.ReadCounters(v.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := after.Sub(before)
+	sent, completed := stat(t, s, "tx packets"), stat(t, s, "tx completed")
+	if sent == 0 || completed != sent {
+		t.Fatalf("txonly sent %d frames and had %d completed; want the same, above 0", sent, completed)
+	}
+	if got.RxPackets+got.RxDropped != sent {
+		t.Errorf("txonly sent %d frames; the other end received %d and dropped %d", sent, got.RxPackets, got.RxDropped)
+	}
+	if b := stat(t, s, "tx bytes"); b != 128*sent {
+		t.Errorf("tx bytes %d for %d frames of 128 bytes", b, sent)
+	}
+	for _, l := range rateLines(s) {
+		if !strings.Contains(l, "Gb/s") {
+			t.Errorf("rate line without bits per second for 128-byte frames: %q", l)
+		}
+	}
+	info, err := bpf.QueryXDP(v.Host.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Errorf("XDP program left on %s after txonly exited: %+v", v.Host.Name, info)
+	}
+}
+
+// TestBadFlags expects exit status 1 and an error that names what was
+// wrong, before anything is built.
+func TestBadFlags(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	bin := build(t)
+	for _, tc := range []struct {
+		cmd  string
+		args []string
+		want string
+	}{
+		{"rxdrop", []string{"-ring", "1000"}, "ring 1000: must be a power of two"},
+		{"rxdrop", []string{"-batch", "0"}, "batch 0"},
+		{"txonly", []string{"-size", "9000"}, "size 9000"},
+		{"txonly", []string{"-i", "afxdp-nosuch0"}, "afxdp-nosuch0"},
+		{"l2fwd", []string{"-wait", "sometimes"}, "sometimes"},
+	} {
+		out, err := exec.Command(filepath.Join(bin, tc.cmd), tc.args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("%s %v: %v, want a failing exit\n%s", tc.cmd, tc.args, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s %v: error does not name %q:\n%s", tc.cmd, tc.args, tc.want, out)
+		}
+		if strings.Contains(string(out), "built veth pair") {
+			t.Errorf("%s %v built its topology before checking its flags:\n%s", tc.cmd, tc.args, out)
+		}
+		if strings.Contains(string(out), "panic") {
+			t.Errorf("%s %v panicked:\n%s", tc.cmd, tc.args, out)
+		}
+	}
+}
