@@ -305,7 +305,7 @@ func writeJSON(path string, cs []*contender) error {
 	var out []summary.Summary
 	for _, c := range cs {
 		pps := func(t trial) float64 { return t.pps / 1e6 }
-		out = append(out, summary.Summary{
+		s := summary.Summary{
 			Name: c.name, Group: c.group, Trials: len(c.res),
 			Mpps:        median(c.res, pps),
 			Min:         pps(slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
@@ -314,7 +314,11 @@ func writeJSON(path string, cs []*contender) error {
 			Drops:       median(c.res, func(t trial) float64 { return t.drops }),
 			RxRingFull:  median(c.res, func(t trial) float64 { return t.full }),
 			CPUPerMpkt:  median(c.res, func(t trial) float64 { return t.cpu }),
-		})
+		}
+		for _, t := range c.res {
+			s.Rounds = append(s.Rounds, pps(t))
+		}
+		out = append(out, s)
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -217,6 +223,36 @@ func TestReport(t *testing.T) {
 		if rows[name] != want {
 			t.Errorf("row %q:\n got %s\nwant %s", name, rows[name], want)
 		}
+	}
+}
+
+// TestWriteJSON checks the summary that bench/cmd/results reads: medians,
+// and each round's rate in round order, so that ratios can be taken
+// round by round.
+func TestWriteJSON(t *testing.T) {
+	cs := []*contender{
+		{name: "testpmd rxonly", group: "rx", res: []trial{{pps: 2e6, cpu: 0.3}, {pps: 4e6, cpu: 0.3}, {pps: 3e6, cpu: 0.3}}},
+		{name: "afxdp rxdrop spin", group: "rx", res: []trial{{pps: 3e6, full: 2}, {pps: 4e6}, {pps: 3.3e6}}},
+	}
+	path := filepath.Join(t.TempDir(), "s.json")
+	if err := writeJSON(path, cs); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []summary.Summary
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Mpps != 3 || got[0].Min != 2 || got[0].Max != 4 || got[0].Trials != 3 ||
+		!slices.Equal(got[0].Rounds, []float64{2, 4, 3}) || !slices.Equal(got[1].Rounds, []float64{3, 4, 3.3}) {
+		t.Fatalf("summary:\n%s", b)
+	}
+	med, lo, hi, err := summary.Paired(got[1], got[0])
+	if err != nil || math.Abs(med-1.1) > 1e-9 || lo != 1 || hi != 1.5 {
+		t.Fatalf("per-round ratios: %v, %v, %v, %v; want 1.1, 1, 1.5", med, lo, hi, err)
 	}
 }
 

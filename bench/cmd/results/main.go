@@ -198,6 +198,15 @@ func render(d *data) ([]byte, error) {
 			}
 			return fmt.Sprintf("%.2f×", a.Mpps/b.Mpps)
 		},
+		// paired fills two cells of a table: the median of a/b over
+		// the rounds, and the range.
+		"paired": func(a, b Summary) string {
+			med, lo, hi, err := summary.Paired(a, b)
+			if err != nil {
+				return "n/a | n/a"
+			}
+			return fmt.Sprintf("%.2f× | %.2f–%.2f×", med, lo, hi)
+		},
 		"pct": func(a, b Summary) string {
 			if b.Mpps == 0 {
 				return "n/a"

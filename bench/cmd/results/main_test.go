@@ -50,12 +50,15 @@ func TestRender(t *testing.T) {
 		Compare: "COMPARE-TABLE", Bench: "BENCH-TABLE", JitterCmd: "JITTER-CMD", Jitter: "JITTER-OUT\n",
 		S: map[string]Summary{}}
 	for i, n := range contenders(t) {
-		d.S[n] = Summary{Name: n, Mpps: float64(i + 1), Drops: float64(1000 + i)}
+		d.S[n] = Summary{Name: n, Mpps: float64(i + 1), Drops: float64(1000 + i), Rounds: []float64{1, 2, 3}}
 	}
-	d.S["testpmd rxonly"] = Summary{Name: "testpmd rxonly", Mpps: 2}
+	// Its rounds go the other way from testpmd's: 0.5×, 1×, 2×.
+	d.S["afxdp txonly"] = Summary{Name: "afxdp txonly", Mpps: 2, Rounds: []float64{1, 2, 4}}
+	d.S["testpmd txonly"] = Summary{Name: "testpmd txonly", Mpps: 2, Rounds: []float64{2, 2, 2}}
+	d.S["testpmd rxonly"] = Summary{Name: "testpmd rxonly", Mpps: 2, Rounds: []float64{1, 2, 3}}
 	d.S["afxdp rxdrop spin, big rings"] = Summary{Name: "afxdp rxdrop spin, big rings", Mpps: 3, Drops: 0}
-	d.S["afxdp l2fwd"] = Summary{Name: "afxdp l2fwd", Mpps: 0.5, OfferedMpps: 3, CPUPerMpkt: 2}
-	d.S["testpmd macswap"] = Summary{Name: "testpmd macswap", Mpps: 0.4, OfferedMpps: 3.1, CPUPerMpkt: 2.5}
+	d.S["afxdp l2fwd"] = Summary{Name: "afxdp l2fwd", Mpps: 0.5, OfferedMpps: 3, CPUPerMpkt: 2, Rounds: []float64{0.5, 0.5, 0.6}}
+	d.S["testpmd macswap"] = Summary{Name: "testpmd macswap", Mpps: 0.4, OfferedMpps: 3.1, CPUPerMpkt: 2.5, Rounds: []float64{0.4, 0.5, 0.4}}
 	b, err := render(&d)
 	if err != nil {
 		t.Fatal(err)
