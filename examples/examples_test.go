@@ -59,11 +59,14 @@ func build(t *testing.T) string {
 	return binDir
 }
 
-// rateLines returns the per-second lines ("   1.0s  rx 2.95 Mpps ...").
+// rateLine is a per-second line: "   1.0s  rx 2.95 Mpps ...".
+var rateLine = regexp.MustCompile(`^\s*\d+\.\ds  `)
+
+// rateLines returns the per-second lines.
 func rateLines(out string) []string {
 	var ls []string
 	for _, l := range strings.Split(out, "\n") {
-		if regexp.MustCompile(`^\s*\d+\.\ds  `).MatchString(l) {
+		if rateLine.MatchString(l) {
 			ls = append(ls, l)
 		}
 	}
@@ -221,8 +224,8 @@ func TestTxOnlyInterface(t *testing.T) {
 	}
 }
 
-// TestBadFlags expects exit status 1 and an error that names what was
-// wrong, before anything is built.
+// TestBadFlags expects a failing exit status and an error that names
+// what was wrong, before anything is built.
 func TestBadFlags(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	bin := build(t)
