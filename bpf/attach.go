@@ -50,6 +50,12 @@ type AttachOptions struct {
 	// Replace removes another XDP program attached to the interface in
 	// driver or generic mode, whether through netlink or a bpf_link,
 	// before attaching. Without it, Attach fails with a *BusyError.
+	//
+	// If the attach then fails, a program that was attached through
+	// netlink is put back; one that a bpf_link held cannot be (the link
+	// belongs to its owner), and the error says so. A program that a
+	// bpf_link holds is replaced only if that link can be told apart from
+	// links to interfaces with the same index in other network namespaces.
 	Replace bool
 }
 
@@ -174,13 +180,26 @@ func (p *Program) Attach(ifindex int, opts *AttachOptions) (*Attachment, error) 
 	if err != nil {
 		return nil, fail(o.Mode, err)
 	}
-	for _, other := range p.foreign(ifindex, info) {
-		if !o.Replace {
-			return nil, fail(o.Mode, other)
+	others := p.foreign(ifindex, info)
+	if len(others) > 0 && !o.Replace {
+		return nil, fail(o.Mode, others[0])
+	}
+	var removed []removedProgram
+	defer func() {
+		for _, r := range removed {
+			r.close()
 		}
-		if err := detachForeign(ifindex, other.Mode, info); err != nil {
-			return nil, fail(o.Mode, err)
+	}()
+	for _, other := range others {
+		r, err := detachForeign(ifindex, other.Mode, other.ProgramID)
+		if err != nil {
+			return nil, fail(o.Mode, errors.Join(err, restoreForeign(ifindex, removed)))
 		}
+		removed = append(removed, r)
+	}
+	// failRestoring is fail, after putting back what Replace removed.
+	failRestoring := func(mode AttachMode, err error) error {
+		return errors.Join(fail(mode, err), restoreForeign(ifindex, removed))
 	}
 
 	modes := []AttachMode{o.Mode}
@@ -200,16 +219,16 @@ func (p *Program) Attach(ifindex int, opts *AttachOptions) (*Attachment, error) 
 			p.attachments[a] = struct{}{}
 			return a, nil
 		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
-			return nil, fail(mode, p.busyFromKernel(ifindex, err))
+			return nil, failRestoring(mode, p.busyFromKernel(ifindex, err))
 		case o.Mode == AttachAuto && mode == AttachDriver && driverUnsupported(err):
 			driverErr = err
 			continue
 		case driverErr != nil:
-			return nil, fmt.Errorf("%w (driver mode failed first: %w)", fail(mode, err), driverErr)
+			return nil, failRestoring(mode, fmt.Errorf("%w (driver mode failed first: %w)", err, driverErr))
 		}
-		return nil, fail(mode, err)
+		return nil, failRestoring(mode, err)
 	}
-	return nil, fail(o.Mode, errors.New("no mode left to try"))
+	return nil, failRestoring(o.Mode, errors.New("no mode left to try"))
 }
 
 // driverUnsupported reports whether err, from attaching in driver mode,
@@ -248,42 +267,105 @@ func (p *Program) busyFromKernel(ifindex int, kerr error) error {
 	return be
 }
 
-// detachForeign removes the program attached to ifindex in mode: through
-// its bpf_link if it has one, through netlink otherwise. It detaches only
-// the program that info names; if another took its place meanwhile, it
-// fails instead.
-func detachForeign(ifindex int, mode AttachMode, info XDPInfo) error {
-	ap := info.Driver
-	if mode == AttachGeneric {
-		ap = info.Generic
-	}
-	if ap.LinkID != 0 {
-		l, err := link.NewFromID(link.ID(ap.LinkID))
-		if errors.Is(err, unix.ENOENT) {
-			return nil // closed meanwhile, so detached
-		}
-		if err != nil {
-			return fmt.Errorf("replace xdp program %d (%s mode): open bpf link %d: %w", ap.ID, mode, ap.LinkID, err)
-		}
-		defer l.Close()
-		if err := l.Detach(); err != nil {
-			return fmt.Errorf("replace xdp program %d (%s mode): detach bpf link %d: %w", ap.ID, mode, ap.LinkID, err)
-		}
-		return nil
-	}
+// removedProgram is a foreign program that Attach detached to make room
+// for its own.
+type removedProgram struct {
+	id   uint32
+	mode AttachMode
+	// prog, if not nil, holds the program (so that it is not freed) and
+	// means it was attached through netlink, and can be put back the same
+	// way.
+	prog *ebpf.Program
+	// link means a bpf_link held the program. It cannot be put back: the
+	// link, which its owner holds, stays detached.
+	link bool
+}
 
-	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(ap.ID))
+func (r removedProgram) close() {
+	if r.prog != nil {
+		r.prog.Close()
+	}
+}
+
+// restoreForeign puts back, through netlink, the programs in removed that
+// were attached through netlink, after a replacement failed. It reports
+// the ones it could not put back.
+func restoreForeign(ifindex int, removed []removedProgram) error {
+	var errs []error
+	for _, r := range removed {
+		if r.link {
+			errs = append(errs, fmt.Errorf("xdp program %d (%s mode), which a bpf link held, stays detached", r.id, r.mode))
+			continue
+		}
+		if r.prog == nil {
+			continue // it went away by itself
+		}
+		if err := sys.AttachLinkXDP(ifindex, r.prog.FD(), modeFlags(r.mode)); err != nil {
+			errs = append(errs, fmt.Errorf("put back xdp program %d (%s mode): %w", r.id, r.mode, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// detachForeign removes program id, attached to ifindex in mode.
+//
+// It tries netlink first, naming the program it expects, so that it
+// removes only that program, and only if it was attached through netlink
+// in this network namespace. If a bpf_link holds the hook instead, the
+// kernel refuses (EBUSY); the link is then found among the kernel's XDP
+// links by interface index and program. A link's interface index does not
+// say which namespace the interface is in, so when more than one link
+// matches, detachForeign cannot tell which one holds this hook, and fails
+// rather than detach another namespace's program.
+func detachForeign(ifindex int, mode AttachMode, id uint32) (removedProgram, error) {
+	r := removedProgram{id: id, mode: mode}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
 	if errors.Is(err, unix.ENOENT) {
-		return nil // an attached program cannot be freed, so it is gone
+		return r, nil // an attached program cannot be freed, so it is gone
 	}
 	if err != nil {
-		return fmt.Errorf("replace xdp program %d (%s mode): open program: %w", ap.ID, mode, err)
+		return r, fmt.Errorf("replace xdp program %d (%s mode): open program: %w", id, mode, err)
 	}
-	defer prog.Close()
-	if err := sys.DetachLinkXDP(ifindex, modeFlags(mode), prog.FD()); err != nil {
-		return fmt.Errorf("replace xdp program %d (%s mode): %w", ap.ID, mode, err)
+	err = sys.DetachLinkXDP(ifindex, modeFlags(mode), prog.FD())
+	if err == nil {
+		r.prog = prog
+		return r, nil
 	}
-	return nil
+	prog.Close()
+	if !errors.Is(err, unix.EBUSY) {
+		return r, fmt.Errorf("replace xdp program %d (%s mode): %w", id, mode, err)
+	}
+
+	links, err := xdpLinks(ifindex)
+	if err != nil {
+		return r, fmt.Errorf("replace xdp program %d (%s mode): %w", id, mode, err)
+	}
+	var ids []uint32
+	for _, l := range links {
+		if l.prog == id {
+			ids = append(ids, l.id)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return r, fmt.Errorf("replace xdp program %d (%s mode): a bpf link holds it, but no link to ifindex %d runs it: %w", id, mode, ifindex, unix.EBUSY)
+	case 1:
+	default:
+		return r, fmt.Errorf("replace xdp program %d (%s mode): a bpf link holds it, and bpf links %v all run it on an interface with index %d, in namespaces that cannot be told apart; detach it yourself: %w", id, mode, ids, ifindex, unix.EBUSY)
+	}
+	l, err := link.NewFromID(link.ID(ids[0]))
+	if errors.Is(err, unix.ENOENT) {
+		return r, nil // closed meanwhile, so detached
+	}
+	if err != nil {
+		return r, fmt.Errorf("replace xdp program %d (%s mode): open bpf link %d: %w", id, mode, ids[0], err)
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil {
+		return r, fmt.Errorf("replace xdp program %d (%s mode): detach bpf link %d: %w", id, mode, ids[0], err)
+	}
+	r.link = true
+	return r, nil
 }
 
 // linkFlags returns the bpf_link XDP flags for an attach mode.

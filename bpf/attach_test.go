@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -320,4 +322,159 @@ func TestQueryXDPWhileLinksComeAndGo(t *testing.T) {
 		t.Fatal("no link came and went during the queries")
 	}
 	t.Logf("%d queries while %d links came and went", queries, n)
+}
+
+// linkIn makes a link in ns with the given interface index (a veth whose
+// peer takes the next free one, or a bridge) and returns its index.
+func linkIn(t *testing.T, ns *netenv.Netns, index int, bridge bool) int {
+	t.Helper()
+	la := netlink.NewLinkAttrs()
+	la.Name = netenv.RandomName("afxr")
+	la.Index = index
+	var l netlink.Link = &netlink.Veth{LinkAttrs: la, PeerName: netenv.RandomName("afxr")}
+	if bridge {
+		l = &netlink.Bridge{LinkAttrs: la}
+	}
+	mustOK(t, ns.Do(func() error {
+		if err := netlink.LinkAdd(l); err != nil {
+			return fmt.Errorf("add %s with index %d: %w", la.Name, index, err)
+		}
+		got, err := netlink.LinkByName(la.Name)
+		if err != nil {
+			return err
+		}
+		index = got.Attrs().Index
+		return netlink.LinkSetUp(got)
+	}))
+	return index
+}
+
+// queryIn is QueryXDP inside ns.
+func queryIn(t *testing.T, ns *netenv.Netns, ifindex int) XDPInfo {
+	t.Helper()
+	var info XDPInfo
+	mustOK(t, ns.Do(func() (err error) {
+		info, err = QueryXDP(ifindex)
+		return err
+	}))
+	return info
+}
+
+// TestReplaceLeavesOtherNamespaces puts the same foreign program on
+// interfaces with the same index in two namespaces, which is what
+// containers with an eth0 each look like to the kernel's bpf_link list,
+// and checks that Replace in one never detaches the other's.
+func TestReplaceLeavesOtherNamespaces(t *testing.T) {
+	const index = 4711
+	nsA, nsB := testenv.NewNetns(t), testenv.NewNetns(t)
+	ia, ib := linkIn(t, nsA, index, false), linkIn(t, nsB, index, false)
+	if ia != index || ib != index {
+		t.Fatalf("interfaces got indexes %d and %d, want %d", ia, ib, index)
+	}
+	foreign, foreignID := foreignProgram(t)
+	var lb link.Link
+	mustOK(t, nsB.Do(func() (err error) {
+		lb, err = link.AttachXDP(link.XDPOptions{Program: foreign, Interface: index, Flags: link.XDPGenericMode})
+		return err
+	}))
+	defer lb.Close()
+	p := newTestProgram(t, nil)
+
+	t.Run("netlink here, link there", func(t *testing.T) {
+		mustOK(t, nsA.Do(func() error {
+			l, err := netlink.LinkByIndex(index)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), unix.XDP_FLAGS_SKB_MODE)
+		}))
+		var a *Attachment
+		mustOK(t, nsA.Do(func() (err error) {
+			a, err = p.Attach(index, &AttachOptions{Mode: AttachGeneric, Replace: true})
+			return err
+		}))
+		if info := queryIn(t, nsA, index); info.Generic.ID != p.ID() {
+			t.Errorf("namespace A after Replace: %+v, want program %d", info, p.ID())
+		}
+		mustOK(t, a.Close())
+		if info := queryIn(t, nsB, index); info.Generic.ID != foreignID {
+			t.Errorf("namespace B after Replace in A: %+v, want program %d still there", info, foreignID)
+		}
+	})
+
+	t.Run("link here, link there", func(t *testing.T) {
+		var la link.Link
+		mustOK(t, nsA.Do(func() (err error) {
+			la, err = link.AttachXDP(link.XDPOptions{Program: foreign, Interface: index, Flags: link.XDPGenericMode})
+			return err
+		}))
+		defer la.Close()
+		var err error
+		mustOK(t, nsA.Do(func() error {
+			_, err = p.Attach(index, &AttachOptions{Mode: AttachGeneric, Replace: true})
+			return nil
+		}))
+		if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "cannot be told apart") {
+			t.Errorf("Replace with two candidate links: %v, want EBUSY saying the links cannot be told apart", err)
+		}
+		for name, ns := range map[string]*netenv.Netns{"A": nsA, "B": nsB} {
+			if info := queryIn(t, ns, index); info.Generic.ID != foreignID || info.Generic.LinkID == 0 {
+				t.Errorf("namespace %s after the refused Replace: %+v, want program %d held by a link", name, info, foreignID)
+			}
+		}
+	})
+}
+
+// TestReplaceRestores makes the attach after the detach fail (a bridge
+// has no native XDP) and checks what Replace leaves: the netlink-attached
+// program it removed is back, and the error says when a link's program
+// could not be put back.
+func TestReplaceRestores(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	idx := linkIn(t, ns, 0, true)
+	foreign, foreignID := foreignProgram(t)
+	p := newTestProgram(t, nil)
+
+	t.Run("netlink", func(t *testing.T) {
+		var err error
+		mustOK(t, ns.Do(func() error {
+			l, err := netlink.LinkByIndex(idx)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), unix.XDP_FLAGS_SKB_MODE)
+		}))
+		mustOK(t, ns.Do(func() error {
+			_, err = p.Attach(idx, &AttachOptions{Mode: AttachDriver, Replace: true})
+			return nil
+		}))
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("Attach(driver) on a bridge: %v, want EOPNOTSUPP", err)
+		}
+		info := queryIn(t, ns, idx)
+		if info.Generic.ID != foreignID || info.Generic.LinkID != 0 || info.Driver.Attached() {
+			t.Errorf("after the failed Replace: %+v, want program %d back in generic mode through netlink", info, foreignID)
+		}
+		mustOK(t, ns.Do(func() error { return sys.DetachLinkXDP(idx, unix.XDP_FLAGS_SKB_MODE, foreign.FD()) }))
+	})
+
+	t.Run("link", func(t *testing.T) {
+		var fl link.Link
+		mustOK(t, ns.Do(func() (err error) {
+			fl, err = link.AttachXDP(link.XDPOptions{Program: foreign, Interface: idx, Flags: link.XDPGenericMode})
+			return err
+		}))
+		defer fl.Close()
+		var err error
+		mustOK(t, ns.Do(func() error {
+			_, err = p.Attach(idx, &AttachOptions{Mode: AttachDriver, Replace: true})
+			return nil
+		}))
+		if !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(err.Error(), fmt.Sprintf("xdp program %d (generic mode), which a bpf link held, stays detached", foreignID)) {
+			t.Errorf("Attach(driver) on a bridge over a link: %v, want EOPNOTSUPP and the link's program named as not put back", err)
+		}
+		if info := queryIn(t, ns, idx); info.Attached() {
+			t.Errorf("after the failed Replace: %+v, want nothing attached", info)
+		}
+	})
 }

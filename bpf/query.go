@@ -87,53 +87,66 @@ const linkWalkTries = 50
 
 // findXDPLinks fills in LinkID for the programs in info that a bpf_link to
 // ifindex holds.
+func findXDPLinks(ifindex int, info *XDPInfo) error {
+	links, err := xdpLinks(ifindex)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		for _, ap := range []*AttachedProgram{&info.Driver, &info.Generic, &info.Offload} {
+			if ap.ID != 0 && ap.ID == l.prog && ap.LinkID == 0 {
+				ap.LinkID = l.id
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// xdpLink is a bpf_link of XDP type: its ID and its program's.
+type xdpLink struct{ id, prog uint32 }
+
+// xdpLinks lists the kernel's XDP bpf_links to an interface with index
+// ifindex, in any network namespace.
 //
 // A link that another process is creating at that moment is already listed
 // but answers EAGAIN when opened by ID, until the kernel has finished
 // attaching it; the walk then starts over, after a millisecond, since that
-// link may be the one holding a program in info.
-func findXDPLinks(ifindex int, info *XDPInfo) error {
+// link may be one to ifindex.
+func xdpLinks(ifindex int) ([]xdpLink, error) {
 	for try := 1; ; try++ {
-		found := *info
-		err := walkXDPLinks(ifindex, &found)
+		links, err := walkXDPLinks(ifindex)
 		if err == nil {
-			*info = found
-			return nil
+			return links, nil
 		}
 		if !errors.Is(err, unix.EAGAIN) || try == linkWalkTries {
-			return err
+			return nil, err
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// walkXDPLinks is one walk over the kernel's bpf_links for findXDPLinks.
-func walkXDPLinks(ifindex int, info *XDPInfo) error {
+// walkXDPLinks is one walk over the kernel's bpf_links for xdpLinks.
+func walkXDPLinks(ifindex int) ([]xdpLink, error) {
+	var links []xdpLink
 	var it link.Iterator
 	defer it.Close()
 	for it.Next() {
 		li, err := it.Link.Info()
 		if err != nil {
-			return fmt.Errorf("read info of bpf link %d: %w", it.ID, err)
+			return nil, fmt.Errorf("read info of bpf link %d: %w", it.ID, err)
 		}
 		if li.Type != link.XDPType {
 			continue
 		}
-		x := li.XDP()
-		if x == nil || int(x.Ifindex) != ifindex {
-			continue
-		}
-		for _, ap := range []*AttachedProgram{&info.Driver, &info.Generic, &info.Offload} {
-			if ap.ID != 0 && ap.ID == uint32(li.Program) && ap.LinkID == 0 {
-				ap.LinkID = uint32(li.ID)
-				break
-			}
+		if x := li.XDP(); x != nil && int(x.Ifindex) == ifindex {
+			links = append(links, xdpLink{id: uint32(li.ID), prog: uint32(li.Program)})
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("list bpf links: %w", err)
+		return nil, fmt.Errorf("list bpf links: %w", err)
 	}
-	return nil
+	return links, nil
 }
 
 // modeFlags returns the netlink XDP_FLAGS_* bit for an attach mode.

@@ -2,9 +2,10 @@ package sys
 
 // This file is the only place in afxdp that speaks rtnetlink. It knows two
 // requests, both about one interface's XDP hook: RTM_GETLINK, to learn which
-// programs are attached (the IFLA_XDP nest), and RTM_SETLINK with
-// IFLA_XDP_FD = -1, to detach a program that was attached through netlink.
-// Everything else (attaching, bpf_link) goes through the bpf(2) system call.
+// programs are attached (the IFLA_XDP nest), and RTM_SETLINK, to detach a
+// program that was attached through netlink (IFLA_XDP_FD = -1) or to put
+// such a program back after a failed replacement. afxdp's own programs are
+// attached through bpf_links, with the bpf(2) system call.
 //
 // Messages are built and parsed with encoding/binary in the host's byte
 // order, which is the order netlink uses; nothing here needs package unsafe.
@@ -122,12 +123,33 @@ func queryLink(ifindex int, fn func([]attr) error) error {
 // program is still the one attached (XDP_FLAGS_REPLACE with
 // IFLA_XDP_EXPECTED_FD) and otherwise fails with EEXIST. This keeps a caller
 // from removing a program that someone attached after it looked.
+//
+// If a bpf_link holds the hook in that mode, the kernel refuses with EBUSY.
 func DetachLinkXDP(ifindex int, flags uint32, expectedFD int) error {
+	return setLinkXDP(ifindex, -1, flags, expectedFD)
+}
+
+// AttachLinkXDP attaches the program progFD to ifindex through netlink, in
+// the mode given by flags, and only if no program is attached in that mode
+// (XDP_FLAGS_UPDATE_IF_NOEXIST is added): otherwise the kernel fails with
+// EBUSY. Unlike a bpf_link, such an attachment outlives the process; it
+// lasts until someone detaches it.
+func AttachLinkXDP(ifindex int, progFD int, flags uint32) error {
+	if progFD < 0 {
+		return fmt.Errorf("netlink RTM_SETLINK: ifindex %d: program fd %d: %w", ifindex, progFD, unix.EBADF)
+	}
+	return setLinkXDP(ifindex, progFD, flags|unix.XDP_FLAGS_UPDATE_IF_NOEXIST, -1)
+}
+
+// setLinkXDP sends RTM_SETLINK with an IFLA_XDP nest: progFD (-1 for
+// none), flags and, if expectedFD is not negative, XDP_FLAGS_REPLACE with
+// IFLA_XDP_EXPECTED_FD.
+func setLinkXDP(ifindex int, progFD int, flags uint32, expectedFD int) error {
 	if ifindex <= 0 || ifindex > math.MaxInt32 {
 		return fmt.Errorf("netlink RTM_SETLINK: ifindex %d: %w", ifindex, unix.ENODEV)
 	}
 	var nest []byte
-	nest = appendAttr(nest, unix.IFLA_XDP_FD, binary.NativeEndian.AppendUint32(nil, math.MaxUint32)) // -1: no program
+	nest = appendAttr(nest, unix.IFLA_XDP_FD, binary.NativeEndian.AppendUint32(nil, uint32(int32(progFD))))
 	if expectedFD >= 0 {
 		flags |= unix.XDP_FLAGS_REPLACE
 		nest = appendAttr(nest, unix.IFLA_XDP_EXPECTED_FD, binary.NativeEndian.AppendUint32(nil, uint32(int32(expectedFD))))
