@@ -34,8 +34,10 @@ type Filter struct {
 
 	// DstPort is the UDP or TCP destination port to match, in host byte
 	// order. Zero matches any. When set, IPProto must be 6 (TCP) or 17
-	// (UDP). The IPv4 header's length (IHL) is honoured; IPv4 fragments
-	// other than the first carry no port and do not match.
+	// (UDP). The IPv4 header's length (IHL) is honoured. IPv4 fragments
+	// do not match, the first one included: only the first carries the
+	// port, and a socket that got it could not reassemble the datagram
+	// without the rest, so all of them go on to the kernel, which can.
 	DstPort uint16
 }
 
@@ -52,7 +54,8 @@ const (
 	vlanTagLen      = 4
 	ipv4MinHeader   = 20
 	ipv6HeaderLen   = 40
-	l4DstPortOffset = 2 // same in the UDP and the TCP header
+	l4DstPortOffset = 2      // same in the UDP and the TCP header
+	ipv4MFOffset    = 0x3fff // IPv4 flags and fragment offset: MF and the offset
 )
 
 // any reports whether the filter checks anything.
@@ -234,9 +237,10 @@ func l3Instructions(f Filter) asm.Instructions {
 		)
 		if f.DstPort != 0 {
 			insns = append(insns,
-				// A fragment other than the first has no L4 header.
+				// A fragment (more fragments set, or an offset) goes
+				// to the kernel, whole datagram or not.
 				asm.LoadMem(asm.R0, asm.R4, 6, asm.Half),
-				asm.And.Imm(asm.R0, netImm(0x1fff)),
+				asm.And.Imm(asm.R0, netImm(ipv4MFOffset)),
 				asm.JNE.Imm(asm.R0, 0, lblPass),
 				// Skip IHL*4 bytes; IHL < 5 is malformed.
 				asm.LoadMem(asm.R0, asm.R4, 0, asm.Byte),

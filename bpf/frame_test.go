@@ -28,6 +28,7 @@ func eth(typ uint16, payload []byte, tpids ...uint16) []byte {
 type ipv4Opts struct {
 	ihl     int    // header length in 32-bit words; 0 means 5
 	fragOff uint16 // fragment offset in 8-byte units
+	mf      bool   // more fragments
 	options []byte // filled into the bytes after the first 20; padded
 }
 
@@ -41,7 +42,11 @@ func ipv4(proto uint8, payload []byte, o ipv4Opts) []byte {
 	h := make([]byte, hl)
 	h[0] = 0x40 | byte(ihl&0x0f)
 	binary.BigEndian.PutUint16(h[2:4], uint16(hl+len(payload)))
-	binary.BigEndian.PutUint16(h[6:8], o.fragOff&0x1fff)
+	flags := o.fragOff & 0x1fff
+	if o.mf {
+		flags |= 0x2000
+	}
+	binary.BigEndian.PutUint16(h[6:8], flags)
 	h[8] = 64
 	h[9] = proto
 	copy(h[20:], o.options)

@@ -79,6 +79,7 @@ func TestVerdicts(t *testing.T) {
 		optsMatch = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{ihl: 6})))
 		badIHL    = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{ihl: 4})))
 		fragment  = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{fragOff: 100})))
+		firstFrag = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{mf: true})))
 		custom    = pad(eth(0x88B5, []byte("hello")))
 		// Truncated frames; BPF_PROG_RUN refuses frames shorter than an
 		// Ethernet header (14 bytes), so that is the shortest here.
@@ -116,6 +117,7 @@ func TestVerdicts(t *testing.T) {
 			{"ihl6-udp4", optsMatch, true},
 			{"ihl4-malformed", badIHL, false},
 			{"non-first-fragment", fragment, false},
+			{"first-fragment", firstFrag, false}, // the kernel reassembles
 			{"custom-ethertype", custom, false},
 			{"eth-only", ethOnly, false},
 			{"vlan-cut", vlanCut, false},
@@ -144,6 +146,7 @@ func TestVerdicts(t *testing.T) {
 			{"udp4", udp4, true},
 			{"udp6", udp6, true},
 			{"non-first-fragment", fragment, true}, // no port to check
+			{"first-fragment", firstFrag, true},
 			{"tcp4", tcp4, false},
 			{"ipv4-cut", ipv4Cut, false},
 		}},
