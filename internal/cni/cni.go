@@ -29,8 +29,6 @@ const DefaultPluginDir = "/usr/lib/cni"
 // Version is the CNI specification version of the configurations written.
 const Version = "1.0.0"
 
-const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
-
 // Config says how to wire one namespace. NetnsPath, and Master for macvlan
 // and ipvlan, are required; the rest have defaults.
 type Config struct {
@@ -95,7 +93,7 @@ type Attachment struct {
 	pluginPath string
 	dataDir    string
 	ownBridge  bool
-	forward    []byte // ip_forward before ADD; nil: leave alone
+	forward    *forwardHold // ptp and bridge: this attachment's share of ip_forward=1
 
 	closeOnce sync.Once
 	closeErr  error
@@ -185,15 +183,16 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		a.ownBridge = lerr != nil
 		a.Bridge = c.Bridge
 	}
-	if c.Plugin == "bridge" || c.Plugin == "ptp" {
-		a.forward, err = os.ReadFile(ipForwardPath)
-		if err != nil {
-			return nil, fmt.Errorf("cni attach: read ip_forward: %w", err)
-		}
-	}
 	a.dataDir, err = os.MkdirTemp("", "afxdp-cni-ipam-")
 	if err != nil {
 		return nil, fmt.Errorf("cni attach: %w", err)
+	}
+	if c.Plugin == "bridge" || c.Plugin == "ptp" {
+		// Before ADD, which sets ip_forward=1 in this namespace.
+		a.forward, err = holdForward()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), os.RemoveAll(a.dataDir))
+		}
 	}
 	a.IPAMDir = a.dataDir
 	a.conf = netConf(c, a.dataDir)
@@ -345,8 +344,9 @@ func (a *Attachment) parse(out []byte) error {
 }
 
 // Close runs the plugin's DEL and removes what DEL leaves: the bridge if
-// Attach made it, the IPAM data directory, and ip_forward's change. A second
-// Close returns nil.
+// Attach made it, the IPAM data directory, and ip_forward's change once no
+// other ptp or bridge attachment of this process in the same namespace
+// needs it (see the package documentation). A second Close returns nil.
 func (a *Attachment) Close() error {
 	a.closeOnce.Do(func() {
 		var errs []error
@@ -372,12 +372,8 @@ func (a *Attachment) Close() error {
 			errs = append(errs, fmt.Errorf("cni detach: remove ipam dir: %w", err))
 		}
 		if a.forward != nil {
-			now, err := os.ReadFile(ipForwardPath)
-			if err == nil && !bytes.Equal(now, a.forward) {
-				err = os.WriteFile(ipForwardPath, a.forward, 0)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("cni detach: restore ip_forward: %w", err))
+			if err := a.forward.release(); err != nil {
+				errs = append(errs, fmt.Errorf("cni detach: %w", err))
 			}
 		}
 		a.closeErr = errors.Join(errs...)

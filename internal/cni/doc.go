@@ -8,7 +8,7 @@
 // executes the plugin with CNI_COMMAND=ADD; [Attachment.Close] executes DEL
 // with the ADD's result as prevResult and then removes what DEL leaves
 // behind: the bridge device, the IPAM directory, and net.ipv4.ip_forward=1,
-// which the bridge and ptp plugins set (Close restores the value it had).
+// which the bridge and ptp plugins set and never unset.
 //
 // The plugins are executed directly rather than through libcni: the protocol
 // is a process with six environment variables, the configuration on stdin
@@ -18,8 +18,19 @@
 // (code, msg, details), from which a kernel without ipvlan is recognised and
 // reported as [netenv.ErrNotSupported].
 //
+// ip_forward belongs to the caller's network namespace (the one the plugins
+// run in), not to one attachment: every veth that ptp or bridge gives a
+// container there routes through it. So this process counts its open ptp
+// and bridge attachments per namespace. The first Attach in a namespace
+// saves the value; the Close of the last one still open there writes it
+// back, in that namespace, if the value differs then; Closes before that
+// leave it at 1. A test that found forwarding off thus finds it off again,
+// and no attachment loses forwarding while it is open. The count is only
+// this process's: another process attaching in the same namespace is not
+// seen, and a change made by someone else while attachments are open is
+// overwritten by the last Close.
+//
 // Attach and Close need CAP_NET_ADMIN and CAP_SYS_ADMIN (the plugins enter the
-// namespace). Restoring ip_forward is not coordinated between attachments:
-// overlapping attachments that both found it 0 may turn it off under one
-// another.
+// namespace). Call Close from the namespace Attach was called in: DEL runs
+// there.
 package cni
