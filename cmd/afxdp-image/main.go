@@ -17,12 +17,21 @@
 // config.json: the image's user, only CAP_NET_RAW, read-only rootfs),
 // optionally joining a network namespace (--netns), with bind mounts
 // (--bind SRC:DST, such as the agent's socket directory) and arguments
-// after the entrypoint (--run-arg):
+// after the entrypoint (--run-arg). The bundle directory must not exist or
+// be empty:
 //
 //	afxdp-image --binary /tmp/sender --tag afxdp/sender:dev --bundle /tmp/sender-bundle \
 //	    --netns /var/run/netns/c1 --bind /tmp/afxdp_dp/eth0:/tmp/afxdp_dp/eth0 \
 //	    --run-arg=-dst --run-arg=10.79.2.1
 //	runc run --bundle /tmp/sender-bundle sender1
+//
+// Every flag is checked before anything is written. The tarball and the
+// bundle are made under temporary names beside their destinations and
+// renamed into place once every output is ready; if a step fails, the run
+// removes what it made (its temporary files, the directories it created,
+// the layout directory if it created it) and leaves a bundle directory
+// that was there, empty, as it was. Only an image added to an
+// --oci-layout that already existed stays, if a rename after it fails.
 package main
 
 import (
@@ -31,6 +40,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/afxdp/afxdp/internal/oci"
@@ -52,7 +62,7 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-func run(args []string, stdout, stderr io.Writer) error {
+func run(args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("afxdp-image", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -71,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		binds      multi
 		runArgs    multi
 	)
-	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST (repeatable)")
+	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST, both absolute (repeatable)")
 	fs.Var(&runArgs, "run-arg", "for --bundle: argument after the entrypoint, replacing the image's (repeatable)")
 	fs.Var(&labels, "label", "image label KEY=VALUE (repeatable)")
 	fs.Var(&envs, "env", "environment variable KEY=VALUE (repeatable)")
@@ -79,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+
+	// Check every flag before anything is written.
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -92,16 +104,27 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errors.New("--netns, --bind and --run-arg need --bundle")
 	}
 	var spec runc.SpecOptions
+	if *netnsPath != "" && !filepath.IsAbs(*netnsPath) {
+		return fmt.Errorf("--netns %q: must be an absolute path", *netnsPath)
+	}
 	spec.NetnsPath = *netnsPath
 	for _, b := range binds {
 		src, dst, ok := strings.Cut(b, ":")
 		if !ok || src == "" || dst == "" {
 			return fmt.Errorf("--bind %q: must be SRC:DST", b)
 		}
+		if !filepath.IsAbs(src) || !filepath.IsAbs(dst) || filepath.Clean(dst) == "/" {
+			return fmt.Errorf("--bind %q: SRC and DST must be absolute paths, DST not /", b)
+		}
 		spec.Binds = append(spec.Binds, runc.Bind{Source: src, Destination: dst})
 	}
 	if *tarFile != "" && *tag == "" {
 		return errors.New("--tar needs --tag: docker load names the image by it")
+	}
+	if *tarFile != "" {
+		if fi, err := os.Stat(*tarFile); err == nil && fi.IsDir() {
+			return fmt.Errorf("--tar %q: is a directory", *tarFile)
+		}
 	}
 	lm := map[string]string{}
 	for _, l := range labels {
@@ -111,7 +134,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		lm[k] = v
 	}
-
+	var bundleExists bool
+	if *bundleDir != "" {
+		if bundleExists, err = checkBundleDir(*bundleDir); err != nil {
+			return err
+		}
+	}
+	// Build checks the rest (the binary, --entrypoint, --user, --env,
+	// --arch) and writes nothing.
 	img, err := oci.Build(&oci.Options{
 		Binary:       *binary,
 		Entrypoint:   *entrypoint,
@@ -128,29 +158,64 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("compute digest: %w", err)
 	}
-	if *layoutDir != "" {
-		if err := oci.WriteLayout(*layoutDir, img, *tag); err != nil {
-			return err
+
+	// From here on, a failure removes what this run made (see stage.go).
+	var made undo
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, made.run())
 		}
-		fmt.Fprintf(stdout, "wrote %s to OCI layout %s\n", digest, *layoutDir)
-	}
+	}()
+	var tarTmp string
 	if *tarFile != "" {
-		if err := oci.WriteTarball(*tarFile, img, *tag); err != nil {
-			return err
+		tarTmp, err = unique(filepath.Dir(*tarFile), "."+filepath.Base(*tarFile)+".afxdp-image-", mkfile)
+		if err != nil {
+			return fmt.Errorf("--tar %q: %w", *tarFile, err)
 		}
-		fmt.Fprintf(stdout, "wrote %s as %s to %s\n", digest, *tag, *tarFile)
+		made.add(func() error { return os.RemoveAll(tarTmp) })
+		if err := oci.WriteTarball(tarTmp, img, *tag); err != nil {
+			return fmt.Errorf("--tar %q: %w", *tarFile, err)
+		}
 	}
+	var bundle *stagedBundle
 	if *bundleDir != "" {
-		b, err := runc.UnpackImage(img, *bundleDir)
+		bundle, err = stageBundle(&made, img, *bundleDir, bundleExists, &spec, runArgs)
 		if err != nil {
 			return err
 		}
-		if len(runArgs) > 0 {
-			spec.Args = append(append([]string{}, b.Image.Entrypoint...), runArgs...)
+	}
+	// The layout last but for the renames: an image added to a layout
+	// that was there before is not taken out again.
+	if *layoutDir != "" {
+		top, err := firstMissing(*layoutDir)
+		if err != nil {
+			return fmt.Errorf("--oci-layout %q: %w", *layoutDir, err)
 		}
-		if err := b.WriteConfig(&spec); err != nil {
+		if top != "" {
+			made.add(func() error { return os.RemoveAll(top) })
+		}
+		if err := oci.WriteLayout(*layoutDir, img, *tag); err != nil {
 			return err
 		}
+	}
+	if bundle != nil {
+		if err := bundle.commit(&made); err != nil {
+			return err
+		}
+	}
+	if *tarFile != "" {
+		if err := os.Rename(tarTmp, *tarFile); err != nil {
+			return fmt.Errorf("--tar %q: %w", *tarFile, err)
+		}
+	}
+
+	if *layoutDir != "" {
+		fmt.Fprintf(stdout, "wrote %s to OCI layout %s\n", digest, *layoutDir)
+	}
+	if *tarFile != "" {
+		fmt.Fprintf(stdout, "wrote %s as %s to %s\n", digest, *tag, *tarFile)
+	}
+	if *bundleDir != "" {
 		fmt.Fprintf(stdout, "unpacked %s into runc bundle %s\n", digest, *bundleDir)
 	}
 	return nil

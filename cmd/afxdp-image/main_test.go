@@ -2,23 +2,57 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/afxdp/afxdp/internal/oci"
 )
 
-func TestRun(t *testing.T) {
-	dir := t.TempDir()
+// helloBinary builds the static test program once for the package's tests.
+var helloBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "afxdp-image-test-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
 	bin := filepath.Join(dir, "hello")
 	cmd := exec.Command("go", "build", "-o", bin, "../../internal/oci/testdata/hello")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
+	return bin, nil
+})
+
+var binDir string // removed by TestMain
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func hello(t *testing.T) string {
+	t.Helper()
+	bin, err := helloBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	bin := hello(t)
 	layout := filepath.Join(dir, "layout")
 	tarFile := filepath.Join(dir, "hello.tar")
 	var stdout, stderr bytes.Buffer
@@ -77,5 +111,165 @@ func TestRun(t *testing.T) {
 		if err := run(bad, &stdout, &stderr); err == nil {
 			t.Errorf("run(%q): no error", bad)
 		}
+	}
+}
+
+// snapshot is what a test compares a directory tree by: each path below
+// root (root itself as ".") with its mode, and a regular file's contents.
+func snapshot(t *testing.T, root string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		v := fi.Mode().String()
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += " " + string(b)
+		}
+		m[rel] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func sameTree(t *testing.T, root string, before map[string]string, what string) {
+	t.Helper()
+	after := snapshot(t, root)
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s: %s left behind", what, filepath.Join(root, p))
+		}
+	}
+	for p, v := range before {
+		if w, ok := after[p]; !ok {
+			t.Errorf("%s: %s removed", what, filepath.Join(root, p))
+		} else if w != v {
+			t.Errorf("%s: %s changed", what, filepath.Join(root, p))
+		}
+	}
+}
+
+// A flag the bundle's config would refuse fails the run before it writes
+// anything: no bundle directory, no half-made rootfs that makes the next
+// run fail with "directory not empty".
+func TestRunBadFlagWritesNothing(t *testing.T) {
+	bin := hello(t)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"bind relative source", []string{"--bind", "rel:/x"}, `--bind "rel:/x"`},
+		{"bind relative destination", []string{"--bind", "/tmp:x"}, `--bind "/tmp:x"`},
+		{"bind onto /", []string{"--bind", "/tmp:/"}, `--bind "/tmp:/"`},
+		{"netns relative", []string{"--netns", "netns/c1"}, `--netns "netns/c1"`},
+	} {
+		for _, exists := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/exists=%v", tc.name, exists), func(t *testing.T) {
+				dir := t.TempDir()
+				bundle := filepath.Join(dir, "parent", "bundle")
+				tarFile := filepath.Join(dir, "img.tar")
+				if exists {
+					if err := os.MkdirAll(bundle, 0o750); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := snapshot(t, dir)
+				args := append([]string{"--binary", bin, "--tag", "afxdp/hello:t", "--bundle", bundle,
+					"--tar", tarFile, "--oci-layout", filepath.Join(dir, "layout")}, tc.flags...)
+				var stdout, stderr bytes.Buffer
+				err := run(args, &stdout, &stderr)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("run: %v, want an error naming %s", err, tc.want)
+				}
+				sameTree(t, dir, before, "failed run")
+				if stdout.Len() > 0 {
+					t.Errorf("failed run said %q", stdout.String())
+				}
+			})
+		}
+	}
+}
+
+// A step that fails after others have written removes what they wrote:
+// the staged tarball and bundle and the directories made for them, and
+// leaves what was there (an empty bundle directory, an old tarball) as it
+// was. A run with the failure mended then succeeds in the same places.
+func TestRunFailureRemovesWhatItMade(t *testing.T) {
+	bin := hello(t)
+	for _, exists := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exists=%v", exists), func(t *testing.T) {
+			dir := t.TempDir()
+			bundle := filepath.Join(dir, "new", "bundle")
+			tarFile := filepath.Join(dir, "img.tar")
+			if exists {
+				bundle = filepath.Join(dir, "bundle")
+				if err := os.Mkdir(bundle, 0o750); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(tarFile, []byte("old tarball"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The layout is written after the tarball and the bundle are
+			// staged; below a regular file it cannot be.
+			notDir := filepath.Join(dir, "file")
+			if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, dir)
+			args := []string{"--binary", bin, "--tag", "afxdp/hello:t", "--bundle", bundle,
+				"--tar", tarFile, "--bind", "/tmp:/mnt/tmp", "--run-arg", "sleep"}
+			var stdout, stderr bytes.Buffer
+			err := run(append(args, "--oci-layout", filepath.Join(notDir, "layout")), &stdout, &stderr)
+			if err == nil {
+				t.Fatal("run with a layout below a regular file: no error")
+			}
+			t.Log(err)
+			sameTree(t, dir, before, "failed run")
+
+			layout := filepath.Join(dir, "layout")
+			if err := run(append(args, "--oci-layout", layout), &stdout, &stderr); err != nil {
+				t.Fatalf("second run: %v", err)
+			}
+			ents, err := os.ReadDir(bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			if !slices.Equal(names, []string{"config.json", "rootfs"}) {
+				t.Errorf("bundle holds %q, want config.json and rootfs only", names)
+			}
+			if fi, err := os.Stat(filepath.Join(bundle, "rootfs", "hello")); err != nil || fi.Mode().Perm() != 0o755 {
+				t.Errorf("rootfs/hello: %v", err)
+			}
+			if b, err := os.ReadFile(tarFile); err != nil || len(b) < 1024 {
+				t.Errorf("tarball: %d bytes, %v", len(b), err)
+			}
+			if _, err := oci.Image(layout, "afxdp/hello:t"); err != nil {
+				t.Error(err)
+			}
+			leftovers, _ := filepath.Glob(filepath.Join(dir, "*", ".*afxdp-image-*"))
+			top, _ := filepath.Glob(filepath.Join(dir, ".*afxdp-image-*"))
+			if len(leftovers)+len(top) > 0 {
+				t.Errorf("staging entries left: %q %q", top, leftovers)
+			}
+		})
 	}
 }
