@@ -372,10 +372,23 @@ func TestUnpackLayers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b, err := runc.UnpackImage(img, filepath.Join(t.TempDir(), "evil")); err == nil {
-			b.Close()
-		} else {
+		// A directory the caller made must still be there, empty,
+		// after a failure; one Unpack made must be gone.
+		made := t.TempDir()
+		for _, dir := range []string{made, filepath.Join(t.TempDir(), "evil")} {
+			b, err := runc.UnpackImage(img, dir)
+			if err == nil {
+				b.Close()
+				continue
+			}
 			t.Logf("case %d: %v", i, err)
+			ents, err := os.ReadDir(dir)
+			switch {
+			case dir == made && (err != nil || len(ents) != 0):
+				t.Errorf("case %d: after a failed unpack, the caller's directory holds %v (%v), want it empty", i, ents, err)
+			case dir != made && !errors.Is(err, os.ErrNotExist):
+				t.Errorf("case %d: after a failed unpack, the directory it made is still there (%v)", i, err)
+			}
 		}
 		if ents, _ := os.ReadDir(outside); len(ents) != 0 {
 			t.Errorf("case %d: archive wrote outside the rootfs: %v", i, ents)

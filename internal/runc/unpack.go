@@ -52,13 +52,16 @@ func Unpack(layoutDir, tag, dir string) (_ *Bundle, err error) {
 	return UnpackImage(img, dir)
 }
 
-// UnpackImage makes a bundle in dir from img; see [Unpack].
+// UnpackImage makes a bundle in dir from img; see [Unpack]. If it fails,
+// it removes what it made: dir itself only if it did not exist before.
 func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("unpack: read image config: %w", err)
 	}
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+	ents, err := os.ReadDir(dir)
+	existed := err == nil
+	if len(ents) > 0 {
 		return nil, fmt.Errorf("unpack into %s: directory not empty", dir)
 	}
 	rootfs := filepath.Join(dir, "rootfs")
@@ -73,7 +76,11 @@ func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 		User:       cf.Config.User,
 	}}
 	defer func() {
-		if err != nil {
+		// A failure leaves dir as it was found: a directory the caller
+		// made stays, empty.
+		if err != nil && existed {
+			os.RemoveAll(rootfs)
+		} else if err != nil {
 			b.Close()
 		}
 	}()
