@@ -1,6 +1,7 @@
 package sys
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -12,6 +13,16 @@ import (
 // path (/var/run/netns/NAME, /proc/PID/ns/net). Sockets, links and BPF
 // attachments that fn creates belong to that namespace; a child process
 // that fn forks starts in it; goroutines that fn starts do not run in it.
+//
+// Afterwards the thread is moved back to the namespace it came from. If
+// that fails (fn may have dropped the capability setns needs, say), the
+// error says so, joined with fn's, and the calling goroutine stays locked
+// to the thread, which is still in path's namespace: no other goroutine
+// ever runs on it, and the Go runtime discards it when the goroutine
+// exits. A caller that gets such an error should therefore end the
+// goroutine soon, and not trust the namespace it is in until then; code
+// whose fn may fail to let the thread go back runs InNetnsPath on a
+// goroutine of its own.
 func InNetnsPath(path string, fn func() error) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -21,8 +32,8 @@ func InNetnsPath(path string, fn func() error) error {
 	return InNetnsFD(int(f.Fd()), fn)
 }
 
-// InNetnsFD is InNetnsPath for a namespace open as fd.
-func InNetnsFD(fd int, fn func() error) error {
+// InNetnsFD is [InNetnsPath] for a namespace open as fd.
+func InNetnsFD(fd int, fn func() error) (err error) {
 	runtime.LockOSThread()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -35,11 +46,15 @@ func InNetnsFD(fd int, fn func() error) error {
 		return fmt.Errorf("enter netns: %w", os.NewSyscallError("setns", err))
 	}
 	defer func() {
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
+		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+			// The thread is stuck in the wrong namespace: leave it
+			// locked (no UnlockOSThread), so that nothing else runs on
+			// it and the runtime discards it when the goroutine ends.
+			err = errors.Join(err, fmt.Errorf("restore netns: %w (thread left locked in the entered namespace)",
+				os.NewSyscallError("setns", serr)))
+			return
 		}
-		// Otherwise the thread stays locked in the wrong namespace, and
-		// the runtime discards it when the goroutine ends.
+		runtime.UnlockOSThread()
 	}()
 	return fn()
 }
