@@ -41,27 +41,40 @@ func (e Endpoint) Do(fn func() error) error {
 	return e.NS.Do(fn)
 }
 
-func (e Endpoint) handle() (*netlink.Handle, error) {
+// handle returns a netlink handle in e's namespace and a function that
+// releases it. A closed namespace gives an error wrapping [net.ErrClosed]
+// rather than a handle that would act in the caller's namespace.
+func (e Endpoint) handle() (*netlink.Handle, func(), error) {
 	if e.NS != nil {
-		return e.NS.Handle(), nil
+		h, err := e.NS.Netlink()
+		if err != nil {
+			return nil, nil, err
+		}
+		return h, func() {}, nil
 	}
-	return netlink.NewHandle()
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, h.Close, nil
 }
 
 // VethOptions configures [NewVeth]. The zero value gives one queue, MTU 1500,
 // the host end in the caller's namespace and the peer in a new anonymous one.
 type VethOptions struct {
-	// Queues is the number of RX and TX queues on each end. Default 1.
+	// Queues is the number of RX and TX queues on each end, from 1 to 64.
+	// Default 1.
 	Queues int
-	// MTU of both ends. Default 1500.
+	// MTU of both ends, in bytes, from 68 to 65535. Default 1500.
 	MTU int
-	// HostNS holds the host end; nil means the caller's namespace.
+	// HostNS holds the host end; nil means the caller's namespace. It
+	// must be open.
 	HostNS *Netns
 	// PeerNS holds the peer end; nil means a new anonymous namespace that
-	// the Veth owns and removes on Close.
+	// the Veth owns and removes on Close. It must be open.
 	PeerNS *Netns
-	// Subnet is the IPv4 /24 for the pair (host .1, peer .2). Default: a
-	// random 10.x.y.0/24.
+	// Subnet is the IPv4 /24 for the pair (host .1, peer .2); any other
+	// prefix is refused. Default: a random 10.x.y.0/24.
 	Subnet netip.Prefix
 	// NoAddr leaves both ends without IPv4 addresses.
 	NoAddr bool
@@ -73,33 +86,26 @@ type Veth struct {
 	Host, Peer Endpoint
 
 	ownNS     *Netns
+	made      bool // the pair exists (Host.Index may not be known yet)
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// NewVeth makes a veth pair.
+// NewVeth makes a veth pair. It checks opts before it makes anything, and
+// on failure removes what it made.
 func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 	var o VethOptions
 	if opts != nil {
 		o = *opts
 	}
-	if o.Queues == 0 {
-		o.Queues = 1
-	}
-	if o.Queues < 0 || o.Queues > 64 {
-		return nil, fmt.Errorf("create veth: Queues %d: must be between 1 and 64", o.Queues)
-	}
-	if o.MTU == 0 {
-		o.MTU = 1500
-	}
-	if !o.Subnet.IsValid() {
-		o.Subnet = RandomSubnet()
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("create veth: %w", err)
 	}
 
 	v := &Veth{}
 	defer func() {
 		if err != nil {
-			v.Close()
+			err = errors.Join(err, v.Close())
 		}
 	}()
 	if o.PeerNS == nil {
@@ -120,13 +126,11 @@ func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 		v.Peer.Addr = netip.PrefixFrom(netip.AddrFrom4(base), 24)
 	}
 
-	hh, err := v.Host.handle()
+	hh, release, err := v.Host.handle()
 	if err != nil {
 		return nil, fmt.Errorf("create veth: netlink: %w", err)
 	}
-	if o.HostNS == nil {
-		defer hh.Close()
-	}
+	defer release()
 
 	la := netlink.NewLinkAttrs()
 	la.Name = v.Host.Name
@@ -146,6 +150,7 @@ func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 	if err := hh.LinkAdd(link); err != nil {
 		return nil, fmt.Errorf("create veth %s: %w", v.Host.Name, err)
 	}
+	v.made = true
 	if err := configure(&v.Host); err != nil {
 		return nil, err
 	}
@@ -155,16 +160,59 @@ func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 	return v, nil
 }
 
+// validate checks o and fills in its defaults.
+func (o *VethOptions) validate() error {
+	if o.Queues == 0 {
+		o.Queues = 1
+	}
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	switch {
+	case o.Queues < 0 || o.Queues > 64:
+		return fmt.Errorf("Queues %d: must be between 1 and 64", o.Queues)
+	case o.MTU < 68 || o.MTU > 65535:
+		return fmt.Errorf("MTU %d: must be between 68 and 65535", o.MTU)
+	case o.Subnet.IsValid() && (!o.Subnet.Addr().Is4() || o.Subnet.Bits() != 24):
+		return fmt.Errorf("Subnet %s: must be an IPv4 /24", o.Subnet)
+	}
+	if err := checkOpen("HostNS", o.HostNS); err != nil {
+		return err
+	}
+	if err := checkOpen("PeerNS", o.PeerNS); err != nil {
+		return err
+	}
+	if !o.Subnet.IsValid() {
+		o.Subnet = RandomSubnet()
+	}
+	return nil
+}
+
+// checkOpen refuses a closed namespace given in the option named field.
+func checkOpen(field string, ns *Netns) error {
+	if ns != nil && ns.closed.Load() {
+		return fmt.Errorf("%s %s: %w", field, ns, net.ErrClosed)
+	}
+	return nil
+}
+
+// checkAddr refuses an address that is not an IPv4 prefix, in the option
+// named field; the zero value (no address) passes.
+func checkAddr(field string, p netip.Prefix) error {
+	if p.IsValid() && !p.Addr().Is4() {
+		return fmt.Errorf("%s %s: must be an IPv4 prefix", field, p)
+	}
+	return nil
+}
+
 // configure disables IPv6, adds the address, brings the link up and fills in
 // the index.
 func configure(e *Endpoint) error {
-	h, err := e.handle()
+	h, release, err := e.handle()
 	if err != nil {
 		return fmt.Errorf("configure %s: netlink: %w", e.Name, err)
 	}
-	if e.NS == nil {
-		defer h.Close()
-	}
+	defer release()
 	l, err := h.LinkByName(e.Name)
 	if err != nil {
 		return fmt.Errorf("configure %s: %w", e.Name, err)
@@ -204,7 +252,7 @@ func disableIPv6(ifname string) error {
 func (v *Veth) Close() error {
 	v.closeOnce.Do(func() {
 		var errs []error
-		if v.Host.Index != 0 {
+		if v.made {
 			errs = append(errs, deleteLink(v.Host))
 		}
 		if v.ownNS != nil {
@@ -215,15 +263,25 @@ func (v *Veth) Close() error {
 	return v.closeErr
 }
 
+// deleteLink deletes e's link: by index, or by name when a constructor
+// unwinds before it learnt the index (the name is random, and the link is
+// still in the namespace where it was made or last moved). A link whose
+// namespace was closed has gone, or goes, with the namespace.
 func deleteLink(e Endpoint) error {
-	h, err := e.handle()
+	h, release, err := e.handle()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("delete %s: netlink: %w", e.Name, err)
 	}
-	if e.NS == nil {
-		defer h.Close()
+	defer release()
+	var l netlink.Link
+	if e.Index != 0 {
+		l, err = h.LinkByIndex(e.Index)
+	} else {
+		l, err = h.LinkByName(e.Name)
 	}
-	l, err := h.LinkByIndex(e.Index)
 	if err != nil {
 		var lnf netlink.LinkNotFoundError
 		if errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) {
@@ -257,14 +315,17 @@ func (l *Link) Close() error {
 // MacvlanOptions configures [NewMacvlan].
 type MacvlanOptions struct {
 	// NS receives the macvlan; nil leaves it in the parent's namespace.
+	// It must be open.
 	NS *Netns
-	// Addr is the macvlan's IPv4 address; zero means none.
+	// Addr is the macvlan's IPv4 address with its prefix length; zero
+	// means none.
 	Addr netip.Prefix
-	// Mode is the macvlan mode; default bridge.
+	// Mode is the macvlan mode, up to MACVLAN_MODE_SOURCE; default bridge.
 	Mode netlink.MacvlanMode
 }
 
-// NewMacvlan makes a macvlan on top of parent.
+// NewMacvlan makes a macvlan on top of parent. It checks opts before it
+// makes anything, and on failure removes what it made.
 func NewMacvlan(parent Endpoint, opts *MacvlanOptions) (*Link, error) {
 	var o MacvlanOptions
 	if opts != nil {
@@ -272,6 +333,12 @@ func NewMacvlan(parent Endpoint, opts *MacvlanOptions) (*Link, error) {
 	}
 	if o.Mode == netlink.MACVLAN_MODE_DEFAULT {
 		o.Mode = netlink.MACVLAN_MODE_BRIDGE
+	}
+	if err := checkStack(parent, o.NS, o.Addr); err != nil {
+		return nil, fmt.Errorf("create macvlan on %s: %w", parent.Name, err)
+	}
+	if o.Mode > netlink.MACVLAN_MODE_SOURCE {
+		return nil, fmt.Errorf("create macvlan on %s: Mode %d: must be at most %d (source)", parent.Name, o.Mode, netlink.MACVLAN_MODE_SOURCE)
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = RandomName("afxm")
@@ -282,18 +349,29 @@ func NewMacvlan(parent Endpoint, opts *MacvlanOptions) (*Link, error) {
 
 // IPVlanOptions configures [NewIPVlan].
 type IPVlanOptions struct {
-	NS   *Netns
+	// NS receives the ipvlan; nil leaves it in the parent's namespace.
+	// It must be open.
+	NS *Netns
+	// Addr is the ipvlan's IPv4 address with its prefix length; zero
+	// means none.
 	Addr netip.Prefix
-	// Mode is L2 (default) or L3.
+	// Mode is L2 (default), L3 or L3S.
 	Mode netlink.IPVlanMode
 }
 
 // NewIPVlan makes an ipvlan on top of parent. On a kernel built without
-// CONFIG_IPVLAN it returns an error wrapping [ErrNotSupported].
+// CONFIG_IPVLAN it returns an error wrapping [ErrNotSupported]. It checks
+// opts before it makes anything, and on failure removes what it made.
 func NewIPVlan(parent Endpoint, opts *IPVlanOptions) (*Link, error) {
 	var o IPVlanOptions
 	if opts != nil {
 		o = *opts
+	}
+	if err := checkStack(parent, o.NS, o.Addr); err != nil {
+		return nil, fmt.Errorf("create ipvlan on %s: %w", parent.Name, err)
+	}
+	if o.Mode >= netlink.IPVLAN_MODE_MAX {
+		return nil, fmt.Errorf("create ipvlan on %s: Mode %d: must be L2, L3 or L3S", parent.Name, o.Mode)
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = RandomName("afxi")
@@ -301,14 +379,30 @@ func NewIPVlan(parent Endpoint, opts *IPVlanOptions) (*Link, error) {
 	return stack(parent, &netlink.IPVlan{LinkAttrs: la, Mode: o.Mode}, o.NS, o.Addr, "ipvlan")
 }
 
+// checkStack checks what stack needs of its caller: a parent with an index
+// in an open namespace, an open NS and an IPv4 Addr.
+func checkStack(parent Endpoint, ns *Netns, addr netip.Prefix) error {
+	if parent.Index <= 0 {
+		return fmt.Errorf("parent index %d: must be positive", parent.Index)
+	}
+	if err := checkOpen("parent namespace", parent.NS); err != nil {
+		return err
+	}
+	if err := checkOpen("NS", ns); err != nil {
+		return err
+	}
+	return checkAddr("Addr", addr)
+}
+
+// stack adds nl on parent, in parent's namespace, moves it to ns (unless
+// nil), and configures it. Once the link exists, every failure deletes it
+// again, wherever it is by then.
 func stack(parent Endpoint, nl netlink.Link, ns *Netns, addr netip.Prefix, kind string) (_ *Link, err error) {
-	h, err := parent.handle()
+	h, release, err := parent.handle()
 	if err != nil {
 		return nil, fmt.Errorf("create %s on %s: netlink: %w", kind, parent.Name, err)
 	}
-	if parent.NS == nil {
-		defer h.Close()
-	}
+	defer release()
 	name := nl.Attrs().Name
 	if err := h.LinkAdd(nl); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) {
@@ -317,10 +411,12 @@ func stack(parent Endpoint, nl netlink.Link, ns *Netns, addr netip.Prefix, kind 
 		}
 		return nil, fmt.Errorf("create %s on %s: %w", kind, parent.Name, err)
 	}
+	// Until configure learns the index, Close finds the link by its
+	// (random) name in l.NS, which follows the link when it moves.
 	l := &Link{Endpoint: Endpoint{Name: name, NS: parent.NS, Addr: addr}}
 	defer func() {
 		if err != nil {
-			l.Close()
+			err = errors.Join(err, l.Close())
 		}
 	}()
 	if ns != nil && ns != parent.NS {
@@ -336,13 +432,11 @@ func stack(parent Endpoint, nl netlink.Link, ns *Netns, addr netip.Prefix, kind 
 	if err := configure(&l.Endpoint); err != nil {
 		return nil, err
 	}
-	lh, err := l.handle()
+	lh, lrelease, err := l.handle()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create %s %s: netlink: %w", kind, name, err)
 	}
-	if l.NS == nil {
-		defer lh.Close()
-	}
+	defer lrelease()
 	got, err := lh.LinkByIndex(l.Index)
 	if err != nil {
 		return nil, fmt.Errorf("create %s %s: %w", kind, name, err)

@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netlink"
@@ -18,12 +20,18 @@ import (
 // Netns is a network namespace made by [NewNetns].
 //
 // Code runs inside it through [Netns.Do]; links inside it are managed through
-// [Netns.Handle] without switching threads.
+// [Netns.Netlink] (or [Netns.Handle]) without switching threads.
+//
+// Its methods may be called from several goroutines, but not while Close
+// runs: after Close, Do and Netlink return an error wrapping [net.ErrClosed]
+// and Handle panics, rather than act in the caller's namespace.
 type Netns struct {
 	name string
 	h    netns.NsHandle
+	fd   int // h's descriptor, kept for String after Close
 	nl   *netlink.Handle
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -63,7 +71,7 @@ func NewNetns(name string) (_ *Netns, err error) {
 		return nil, fmt.Errorf("create netns %q: %w", name, err)
 	}
 
-	n := &Netns{name: name, h: h}
+	n := &Netns{name: name, h: h, fd: int(h)}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -87,10 +95,31 @@ func NewNetns(name string) (_ *Netns, err error) {
 // Name is the namespace's name, or "" for an anonymous one.
 func (n *Netns) Name() string { return n.name }
 
-// Handle is a netlink handle that operates inside the namespace.
-func (n *Netns) Handle() *netlink.Handle { return n.nl }
+// Netlink returns a netlink handle that operates inside the namespace, or,
+// after Close, an error wrapping [net.ErrClosed]. The handle belongs to n:
+// do not close it, and do not keep it past n's Close, for a closed
+// netlink.Handle silently falls back to sockets in the namespace of the
+// calling thread.
+func (n *Netns) Netlink() (*netlink.Handle, error) {
+	if n.closed.Load() {
+		return nil, fmt.Errorf("use netns %s: %w", n, net.ErrClosed)
+	}
+	return n.nl, nil
+}
 
-// NsHandle is the namespace's file descriptor handle.
+// Handle is [Netns.Netlink] for code that holds n open, such as a test
+// before its cleanup runs. It panics after Close instead of returning a
+// handle that would act in the caller's namespace.
+func (n *Netns) Handle() *netlink.Handle {
+	h, err := n.Netlink()
+	if err != nil {
+		panic("netenv: Handle of a closed namespace: " + err.Error())
+	}
+	return h
+}
+
+// NsHandle is the namespace's file descriptor handle; after Close it is
+// closed (-1).
 func (n *Netns) NsHandle() netns.NsHandle { return n.h }
 
 // Path is a path that names the namespace: /var/run/netns/NAME for a named
@@ -106,6 +135,9 @@ func (n *Netns) Path() string {
 // that fn creates belong to the namespace and may be used from any goroutine
 // afterwards; goroutines that fn starts do not run inside it.
 func (n *Netns) Do(fn func() error) error {
+	if n.closed.Load() {
+		return fmt.Errorf("in netns %s: %w", n, net.ErrClosed)
+	}
 	if err := sys.InNetnsFD(int(n.h), fn); err != nil {
 		return fmt.Errorf("in netns %s: %w", n, err)
 	}
@@ -116,7 +148,7 @@ func (n *Netns) String() string {
 	if n.name != "" {
 		return n.name
 	}
-	return fmt.Sprintf("netns(fd %d)", int(n.h))
+	return fmt.Sprintf("netns(fd %d)", n.fd)
 }
 
 // Close deletes a named namespace's mount and closes the handle. The
@@ -124,6 +156,7 @@ func (n *Netns) String() string {
 // it. A second Close returns nil.
 func (n *Netns) Close() error {
 	n.closeOnce.Do(func() {
+		n.closed.Store(true)
 		var errs []error
 		if n.nl != nil {
 			n.nl.Close()

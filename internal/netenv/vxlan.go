@@ -50,6 +50,9 @@ func NewVXLAN(underlay Endpoint, opts *VXLANOptions) (*Link, error) {
 	case o.MTU < 0:
 		return nil, fmt.Errorf("create vxlan on %s: MTU %d: must not be negative", underlay.Name, o.MTU)
 	}
+	if err := checkStack(underlay, nil, o.Addr); err != nil {
+		return nil, fmt.Errorf("create vxlan on %s: %w", underlay.Name, err)
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name = RandomName("afxv")
 	la.HardwareAddr = RandomMAC()

@@ -120,7 +120,12 @@ func ReadCounters(ep netenv.Endpoint) (Counters, error) {
 		err error
 	)
 	if ep.NS != nil {
-		l, err = ep.NS.Handle().LinkByIndex(ep.Index)
+		// Netlink fails once the namespace is closed, where a closed
+		// handle would read a link of the same index in ours.
+		var h *netlink.Handle
+		if h, err = ep.NS.Netlink(); err == nil {
+			l, err = h.LinkByIndex(ep.Index)
+		}
 	} else {
 		l, err = netlink.LinkByIndex(ep.Index)
 	}
@@ -156,7 +161,10 @@ func AddNeighbors(v *netenv.Veth) error {
 		}
 		var err error
 		if at.NS != nil {
-			err = at.NS.Handle().NeighSet(n)
+			var h *netlink.Handle
+			if h, err = at.NS.Netlink(); err == nil {
+				err = h.NeighSet(n)
+			}
 		} else {
 			err = netlink.NeighSet(n)
 		}

@@ -1,0 +1,278 @@
+package netenv_test
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// linkNames lists the links in the caller's namespace whose names start
+// with one of prefixes.
+func linkNames(t *testing.T, prefixes ...string) map[string]bool {
+	t.Helper()
+	ls, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, l := range ls {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l.Attrs().Name, p) {
+				out[l.Attrs().Name] = true
+			}
+		}
+	}
+	return out
+}
+
+// closedNetns returns a namespace that has been closed.
+func closedNetns(t *testing.T) *netenv.Netns {
+	t.Helper()
+	ns, err := netenv.NewNetns("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func TestNewVethRefusesBadOptionsBeforeMakingAnything(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	closed := closedNetns(t)
+	for _, tc := range []struct {
+		name  string
+		opts  netenv.VethOptions
+		field string
+		is    error
+	}{
+		{"ipv6 subnet", netenv.VethOptions{Subnet: netip.MustParsePrefix("fd00::/64")}, "Subnet", nil},
+		{"ipv4-mapped subnet", netenv.VethOptions{Subnet: netip.MustParsePrefix("::ffff:10.1.2.0/120")}, "Subnet", nil},
+		{"subnet not a /24", netenv.VethOptions{Subnet: netip.MustParsePrefix("10.1.0.0/16")}, "Subnet", nil},
+		{"negative queues", netenv.VethOptions{Queues: -1}, "Queues", nil},
+		{"too many queues", netenv.VethOptions{Queues: 65}, "Queues", nil},
+		{"negative mtu", netenv.VethOptions{MTU: -1}, "MTU", nil},
+		{"mtu below 68", netenv.VethOptions{MTU: 67}, "MTU", nil},
+		{"mtu above 65535", netenv.VethOptions{MTU: 65536}, "MTU", nil},
+		{"closed host namespace", netenv.VethOptions{HostNS: closed}, "HostNS", net.ErrClosed},
+		{"closed peer namespace", netenv.VethOptions{PeerNS: closed}, "PeerNS", net.ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testenv.Snapshot(t)
+			links := linkNames(t, "afxh", "afxp")
+			var (
+				v   *netenv.Veth
+				err error
+			)
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Errorf("NewVeth panicked: %v", r)
+					}
+				}()
+				v, err = netenv.NewVeth(&tc.opts)
+			}()
+			if v != nil {
+				v.Close()
+				t.Fatal("NewVeth succeeded")
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("NewVeth: %v; want an error naming %s", err, tc.field)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("NewVeth: %v; want it to wrap %v", err, tc.is)
+			}
+			// A namespace NewVeth made would hold a file descriptor.
+			if after := testenv.Snapshot(t); after.FDs != before.FDs {
+				t.Errorf("fds: %d before, %d after", before.FDs, after.FDs)
+			}
+			for n := range linkNames(t, "afxh", "afxp") {
+				if !links[n] {
+					t.Errorf("link %s left behind", n)
+				}
+			}
+		})
+	}
+}
+
+// TestStackRemovesLinkWhenMoveFails makes the move of a new link into its
+// namespace fail (a link of the same name is there already) and checks
+// that the link is gone from where it was made, though its index was not
+// known yet.
+func TestStackRemovesLinkWhenMoveFails(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	for _, parent := range []netenv.Endpoint{v.Host, v.Peer} {
+		where := "the caller's namespace"
+		if parent.NS != nil {
+			where = "a namespace"
+		}
+		t.Run("parent in "+where, func(t *testing.T) {
+			h, err := netlink.NewHandle()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			if parent.NS != nil {
+				h = parent.NS.Handle()
+			}
+			target := testenv.NewNetns(t)
+			name := netenv.RandomName("afxt")
+			la := netlink.NewLinkAttrs()
+			la.Name = name
+			if err := target.Handle().LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: netenv.RandomName("afxt")}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { // in case the test fails
+				if l, err := h.LinkByName(name); err == nil {
+					h.LinkDel(l)
+				}
+			})
+
+			la = netlink.NewLinkAttrs()
+			la.Name = name
+			la.ParentIndex = parent.Index
+			mv := &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
+			l, err := netenv.Stack(parent, mv, target, netip.Prefix{}, "macvlan")
+			if err == nil {
+				l.Close()
+				t.Fatal("stack succeeded though the target namespace has a link of the same name")
+			}
+			if !errors.Is(err, unix.EEXIST) {
+				t.Errorf("stack: %v; want EEXIST", err)
+			}
+			t.Log(err)
+			if l, err := h.LinkByName(name); err == nil {
+				t.Errorf("macvlan %s (index %d) left in %s after the failed move", name, l.Attrs().Index, where)
+			}
+		})
+	}
+}
+
+func TestClosedNetnsFailsInsteadOfUsingCallersNamespace(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	ns := closedNetns(t)
+
+	if h, err := ns.Netlink(); !errors.Is(err, net.ErrClosed) || h != nil {
+		t.Errorf("Netlink after Close = %v, %v; want nil and net.ErrClosed", h, err)
+	}
+	ran := false
+	if err := ns.Do(func() error { ran = true; return nil }); !errors.Is(err, net.ErrClosed) || ran {
+		t.Errorf("Do after Close = %v (fn ran: %v); want net.ErrClosed, fn not run", err, ran)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("Handle after Close did not panic")
+			}
+		}()
+		ns.Handle().LinkByName(v.Host.Name)
+	}()
+
+	// A parent said to be in the closed namespace, whose index is that of
+	// a link in ours: nothing may be made on our link.
+	parent := netenv.Endpoint{Name: v.Host.Name, Index: v.Host.Index, NS: ns}
+	before := linkNames(t, "afxm", "afxi")
+	if l, err := netenv.NewMacvlan(parent, nil); !errors.Is(err, net.ErrClosed) {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("NewMacvlan on a parent in a closed namespace: %v; want net.ErrClosed", err)
+	}
+	if l, err := netenv.NewIPVlan(parent, nil); !errors.Is(err, net.ErrClosed) {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("NewIPVlan on a parent in a closed namespace: %v; want net.ErrClosed", err)
+	}
+	if l, err := netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{NS: ns}); !errors.Is(err, net.ErrClosed) {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("NewMacvlan into a closed namespace: %v; want net.ErrClosed", err)
+	}
+	for n := range linkNames(t, "afxm", "afxi") {
+		if !before[n] {
+			t.Errorf("link %s made in the caller's namespace", n)
+		}
+	}
+}
+
+// TestLinkCloseAfterItsNamespace closes a macvlan's namespace first: the
+// link went with it, and Close says nothing more.
+func TestLinkCloseAfterItsNamespace(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	ns, err := netenv.NewNetns("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{NS: ns})
+	if err != nil {
+		ns.Close()
+		t.Fatal(err)
+	}
+	if err := ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close of a link whose namespace is closed: %v", err)
+	}
+}
+
+func TestStackedLinksRefuseBadOptions(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	v6 := netip.MustParsePrefix("fd00::1/64")
+	before := linkNames(t, "afxm", "afxi", "afxv")
+	for _, tc := range []struct {
+		name  string
+		make  func() (*netenv.Link, error)
+		field string
+	}{
+		{"macvlan ipv6 addr", func() (*netenv.Link, error) {
+			return netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{Addr: v6})
+		}, "Addr"},
+		{"macvlan mode", func() (*netenv.Link, error) {
+			return netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{Mode: netlink.MACVLAN_MODE_SOURCE + 1})
+		}, "Mode"},
+		{"macvlan no parent index", func() (*netenv.Link, error) {
+			return netenv.NewMacvlan(netenv.Endpoint{Name: v.Host.Name}, nil)
+		}, "parent index"},
+		{"ipvlan ipv6 addr", func() (*netenv.Link, error) {
+			return netenv.NewIPVlan(v.Host, &netenv.IPVlanOptions{Addr: v6})
+		}, "Addr"},
+		{"ipvlan mode", func() (*netenv.Link, error) {
+			return netenv.NewIPVlan(v.Host, &netenv.IPVlanOptions{Mode: netlink.IPVLAN_MODE_MAX})
+		}, "Mode"},
+		{"vxlan ipv6 addr", func() (*netenv.Link, error) {
+			return netenv.NewVXLAN(v.Host, &netenv.VXLANOptions{Remote: v.Peer.IP(), Addr: v6})
+		}, "Addr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := tc.make()
+			if l != nil {
+				l.Close()
+				t.Fatal("succeeded")
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("%v; want an error naming %s", err, tc.field)
+			}
+		})
+	}
+	for n := range linkNames(t, "afxm", "afxi", "afxv") {
+		if !before[n] {
+			t.Errorf("link %s left behind", n)
+		}
+	}
+}
