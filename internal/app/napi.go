@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -68,10 +69,15 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 // scheduler moves them between CPUs, and on two cores a receiver's rate
 // then depends on where the thread happened to run. Threads exist only
 // while the device is threaded and has NAPI instances (on veth: while an
-// XDP program is attached), so call it after the receiver started.
+// XDP program is attached), so call it after the receiver started. cpu
+// must be one of [pktgen.AllowedCPUs], the CPUs this process may run on.
 func PinNAPIThreads(ep netenv.Endpoint, cpu int) (int, error) {
-	if cpu < 0 || cpu >= runtime.NumCPU() {
-		return 0, fmt.Errorf("pin napi threads of %s: cpu %d: must be in [0, %d)", ep.Name, cpu, runtime.NumCPU())
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		return 0, fmt.Errorf("pin napi threads of %s: %w", ep.Name, err)
+	}
+	if !cpus.Contains(cpu) {
+		return 0, fmt.Errorf("pin napi threads of %s: cpu %d: not one of the CPUs this process may run on (%s)", ep.Name, cpu, cpus)
 	}
 	ts, err := napiThreads(ep)
 	if err != nil {

@@ -3,7 +3,6 @@ package app
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,8 +27,12 @@ func TestPinNAPIThreads(t *testing.T) {
 		}
 	})
 	peer := topo.Veth.Peer
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	if n, err := PinNAPIThreads(peer, 0); err != nil || n != 0 {
+	if n, err := PinNAPIThreads(peer, cpus[0]); err != nil || n != 0 {
 		t.Fatalf("before threaded NAPI: pinned %d threads, err %v; want 0, nil", n, err)
 	}
 	if err := SetThreadedNAPI(peer, true); err != nil {
@@ -40,7 +43,7 @@ func TestPinNAPIThreads(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	cpu := runtime.NumCPU() - 1
+	cpu := cpus[len(cpus)-1]
 	n, err := PinNAPIThreads(peer, cpu)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +98,7 @@ func TestPinNAPIThreads(t *testing.T) {
 		t.Errorf("no NAPI thread of %s used CPU time while %d frames were received", peer.Name, frames)
 	}
 
-	for _, bad := range []int{-1, runtime.NumCPU()} {
+	for _, bad := range []int{-1, cpus[len(cpus)-1] + 1} {
 		_, err := PinNAPIThreads(peer, bad)
 		if err == nil || !strings.Contains(err.Error(), "cpu "+strconv.Itoa(bad)) {
 			t.Errorf("PinNAPIThreads(cpu %d) = %v; want an error naming the cpu", bad, err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/pktgen"
 )
 
 // CPU accounting comes from the kernel, not from guesses: getrusage
@@ -69,18 +71,20 @@ func readSysCPU() (sysCPU, error) {
 }
 
 // pinThread locks the calling goroutine to its thread and moves the
-// thread to cpu, when the machine has more than one; the returned function
-// undoes both.
+// thread to the cpu'th CPU this process may run on (0 the first, modulo
+// their number; under `taskset -c 2,3`, 0 is CPU 2), when it may run on
+// more than one; the returned function undoes both.
 func pinThread(cpu int) func() {
 	runtime.LockOSThread()
-	if runtime.NumCPU() < 2 {
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil || len(cpus) < 2 {
 		return runtime.UnlockOSThread
 	}
 	var old, set unix.CPUSet
 	if unix.SchedGetaffinity(0, &old) != nil {
 		return runtime.UnlockOSThread
 	}
-	set.Set(cpu % runtime.NumCPU())
+	set.Set(cpus[cpu%len(cpus)])
 	if unix.SchedSetaffinity(0, &set) != nil {
 		return runtime.UnlockOSThread
 	}

@@ -3,7 +3,6 @@ package matrix
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -29,7 +28,12 @@ func newGenerator(t *topo, size int) (*generator, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := pktgen.NewFor(t.genAt, &pktgen.Options{Frame: frame, Chunk: 4096, Pin: runtime.NumCPU() > 1, CPU: 0})
+	// Pinned like pinThread(0): to the first CPU this process may run on.
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		return nil, err
+	}
+	g, err := pktgen.NewFor(t.genAt, &pktgen.Options{Frame: frame, Chunk: 4096, Pin: len(cpus) > 1, CPU: cpus[0]})
 	if err != nil {
 		return nil, err
 	}

@@ -73,7 +73,8 @@ type Options struct {
 	// the program picks the RX queue on the far side (CPU modulo the
 	// number of queues). Default: no pinning.
 	Pin bool
-	// CPU is the CPU number used when Pin is set.
+	// CPU is the CPU number used when Pin is set: one of [AllowedCPUs]
+	// (under `taskset -c 2,3` only 2 and 3 are). Default 0.
 	CPU int
 }
 
@@ -227,8 +228,15 @@ func (o *Options) validate(ifi *net.Interface) error {
 		return fmt.Errorf("Chunk %d: must be between 1 and %d", o.Chunk, uint32(math.MaxUint32))
 	case o.SrcPorts < 0 || o.SrcPorts > 1<<16:
 		return fmt.Errorf("SrcPorts %d: must be between 1 and 65536", o.SrcPorts)
-	case o.Pin && (o.CPU < 0 || o.CPU >= runtime.NumCPU()):
-		return fmt.Errorf("CPU %d: must be between 0 and %d", o.CPU, runtime.NumCPU()-1)
+	}
+	if o.Pin {
+		cpus, err := AllowedCPUs()
+		if err != nil {
+			return fmt.Errorf("CPU %d: %w", o.CPU, err)
+		}
+		if !cpus.Contains(o.CPU) {
+			return fmt.Errorf("CPU %d: not one of the CPUs this process may run on (%s)", o.CPU, cpus)
+		}
 	}
 	if o.BatchSize == 0 {
 		o.BatchSize = DefaultBatchSize
@@ -255,9 +263,10 @@ func (o *Options) validate(ifi *net.Interface) error {
 // how many it offered to the target: n, unless an error stopped it early.
 // A frame is offered when the program redirected it; the target may still
 // drop it (a full veth ring, a link that is down), which its own counters
-// show.
+// show. Send(0) sends nothing and returns 0 and nil at once (an error
+// wrapping [net.ErrClosed] after Close).
 func (g *Generator) Send(n uint64) (uint64, error) {
-	return g.SendContext(context.Background(), n)
+	return g.send(context.Background(), n, false)
 }
 
 // SendFor sends for about d and returns the number of frames offered.
@@ -273,12 +282,25 @@ func (g *Generator) SendFor(d time.Duration) (uint64, error) {
 
 // SendContext sends n frames, or with n == 0 until ctx is done, and returns
 // the number offered. When ctx ends first it returns ctx's error with the
-// count so far; a chunk already handed to the kernel runs to its end.
+// count so far; a chunk already handed to the kernel runs to its end. With
+// n == 0, a ctx that can never be done (context.Background) is refused:
+// the send would never end, nor could Close stop it.
 func (g *Generator) SendContext(ctx context.Context, n uint64) (sent uint64, err error) {
+	if n == 0 && ctx.Done() == nil {
+		return 0, errors.New("send frames until ctx is done: ctx can never be done")
+	}
+	return g.send(ctx, n, n == 0)
+}
+
+// send sends n frames, or with untilDone until ctx is done.
+func (g *Generator) send(ctx context.Context, n uint64, untilDone bool) (sent uint64, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return 0, fmt.Errorf("send frames: %w", net.ErrClosed)
+	}
+	if n == 0 && !untilDone {
+		return 0, nil
 	}
 	if g.opts.Pin {
 		runtime.LockOSThread()
@@ -292,7 +314,7 @@ func (g *Generator) SendContext(ctx context.Context, n uint64) (sent uint64, err
 
 	chunk := uint64(g.opts.Chunk)
 	_, hasDeadline := ctx.Deadline()
-	if ctx.Done() != nil && (hasDeadline || n == 0) && chunk > 1<<16 {
+	if ctx.Done() != nil && (hasDeadline || untilDone) && chunk > 1<<16 {
 		chunk = 1 << 16 // notice the end within some milliseconds
 	}
 	var start time.Time
@@ -300,12 +322,12 @@ func (g *Generator) SendContext(ctx context.Context, n uint64) (sent uint64, err
 		chunk = min(chunk, max(uint64(g.opts.BatchSize), g.opts.PPS/1000))
 		start = time.Now()
 	}
-	for n == 0 || sent < n {
+	for untilDone || sent < n {
 		if err := ctx.Err(); err != nil {
 			return sent, err
 		}
 		c := chunk
-		if n != 0 {
+		if !untilDone {
 			c = min(c, n-sent)
 		}
 		if g.opts.PPS > 0 {

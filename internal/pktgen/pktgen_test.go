@@ -222,6 +222,55 @@ func TestSendFor(t *testing.T) {
 	}
 }
 
+// TestSendZeroSendsNothing checks that Send(0) sends exactly no frames and
+// returns at once, where "until the context is done" would never end (nor
+// let Close finish), and that SendContext refuses that with a context that
+// is never done.
+func TestSendZeroSendsNothing(t *testing.T) {
+	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Drop)
+	// A rate, so that a send that never ends costs little.
+	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18), PPS: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := readCounters(t, v.Peer)
+	type result struct {
+		n   uint64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := g.Send(0)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.n != 0 || r.err != nil {
+			t.Errorf("Send(0) = %d, %v; want 0, nil", r.n, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		// Close would wait for the send forever: leave g be.
+		t.Fatalf("Send(0) still sending after 5s (%d frames)", g.Total())
+	}
+	if n, err := g.SendContext(context.Background(), 0); err == nil || n != 0 {
+		t.Errorf("SendContext(context.Background(), 0) = %d, %v; want 0 and an error", n, err)
+	}
+	if got := g.Total(); got != 0 {
+		t.Errorf("Total = %d after Send(0), want 0", got)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if d := readCounters(t, v.Peer).Sub(before); d.RxPackets != 0 {
+		t.Errorf("peer received %d packets after Send(0)", d.RxPackets)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Send(0) after Close: %v, want net.ErrClosed", err)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	v := newVeth(t)
 	frame := udpFrame(t, v.Host, v.Peer, 18)
@@ -263,7 +312,11 @@ func TestBadInput(t *testing.T) {
 func TestCloseTwiceAndSendAfterClose(t *testing.T) {
 	v := newVeth(t)
 	before := testenv.Snapshot(t)
-	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18), Pin: true, CPU: 0})
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18), Pin: true, CPU: cpus[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
