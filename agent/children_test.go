@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+
+	xskpkg "github.com/afxdp/afxdp/xsk"
 )
 
 // children are the functions a re-executed test binary runs as an
@@ -21,20 +23,25 @@ var children = map[string]func() int{
 	"refused": childRefused,
 }
 
-// childHold plays a workload with CAP_NET_RAW: it makes an AF_XDP socket,
-// connects to the agent, puts the socket into the XSKMAP (AGENT_MODE
-// "register": through /xsk_register; "mapfd": itself, through the map fd),
-// prints "ready" and waits to be killed, holding its connection.
+// childHold plays a workload with CAP_NET_RAW: it makes an AF_XDP socket
+// bound to queue 0 of AGENT_DEVICE, connects to the agent, puts the socket
+// into the XSKMAP (AGENT_MODE "register": through /xsk_register; "mapfd":
+// itself, through the map fd), prints "ready" and waits to be killed,
+// holding its connection.
 func childHold() int {
 	fail := func(format string, args ...any) int {
 		fmt.Printf("error: "+format+"\n", args...)
 		return 1
 	}
-	xsk, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fail("create AF_XDP socket: %v", err)
-	}
 	dev := os.Getenv("AGENT_DEVICE")
+	o := *smallXSK
+	o.NoXDP = true
+	sock, err := xskpkg.Open(dev, 0, &o)
+	if err != nil {
+		return fail("open AF_XDP socket: %v", err)
+	}
+	defer sock.Close()
+	xsk := sock.FD()
 	c, err := Dial(os.Getenv("AGENT_SOCKET"))
 	if err != nil {
 		return fail("%v", err)
@@ -62,8 +69,9 @@ func childHold() int {
 }
 
 // childRefused connects with a UID the agent does not allow and reports
-// what it got: the answer, how many descriptors came with it, and whether
-// the agent then hung up.
+// what it got, without sending anything: the answer, how many descriptors
+// came with it, and whether the agent then hung up. A request sent after
+// the answer fails: the agent shut the connection.
 func childRefused() int {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: os.Getenv("AGENT_SOCKET"), Net: "unixpacket"})
 	if err != nil {
@@ -72,10 +80,6 @@ func childRefused() int {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte("/connect, child-pod")); err != nil {
-		fmt.Printf("write: %v\n", err)
-		return 1
-	}
 	buf := make([]byte, 128)
 	oob := make([]byte, oobSize)
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -85,7 +89,9 @@ func childRefused() int {
 	}
 	resp, fds := string(buf[:n]), parseRights(oob[:oobn])
 	_, _, _, _, err = c.ReadMsgUnix(buf, oob)
-	fmt.Printf("resp=%s fds=%d hangup=%v\n", resp, len(fds), errors.Is(err, io.EOF))
+	hangup := errors.Is(err, io.EOF)
+	_, err = c.Write([]byte("/connect, child-pod"))
+	fmt.Printf("resp=%s fds=%d hangup=%v send_after=%v\n", resp, len(fds), hangup, errors.Is(err, syscall.EPIPE))
 	return 0
 }
 

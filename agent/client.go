@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -47,11 +48,19 @@ func (e *ResponseError) Unwrap() error {
 // Client is the unprivileged side of the protocol. Each method sends one
 // request and waits for its answer; methods may be called from several
 // goroutines, one request at a time on the wire.
+//
+// A request whose send or receive fails (a timeout, say) leaves the
+// connection out of step: its answer may still come, and would be read as
+// the answer to the next request. So the Client is broken from then on:
+// every later request fails with an error that matches net.ErrClosed (and
+// the first failure). The connection stays open until Close, since the
+// agent keeps the registrations made through it as long as it is open.
 type Client struct {
 	mu      sync.Mutex
 	c       *net.UnixConn
 	timeout time.Duration
 	closed  bool
+	broken  error // the failure that broke the connection, or nil
 }
 
 // DefaultClientTimeout bounds each request's round trip.
@@ -88,19 +97,35 @@ func (c *Client) roundTrip(req Request, fd int) (string, int, error) {
 	if c.closed {
 		return "", -1, fmt.Errorf("%s: %w", req.Op, net.ErrClosed)
 	}
+	if c.broken != nil {
+		return "", -1, fmt.Errorf("%s: %w: connection out of step after an earlier failure: %w", req.Op, net.ErrClosed, c.broken)
+	}
 	if c.timeout > 0 {
 		c.c.SetDeadline(time.Now().Add(c.timeout))
 	} else {
 		c.c.SetDeadline(time.Time{})
 	}
-	if err := writeMessage(c.c, string(msg), fd); err != nil {
-		return "", -1, fmt.Errorf("%s: send: %w", req.Op, err)
-	}
 	buf := make([]byte, 512)
 	oob := make([]byte, oobSize)
+	if err := writeMessage(c.c, string(msg), fd); err != nil {
+		c.broken = fmt.Errorf("%s: send: %w", req.Op, err)
+		// An agent that refuses the peer answers /host_nak as soon as it
+		// accepts the connection and hangs up, so the request may find
+		// the connection shut: read what the agent said.
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			if m, rerr := readMessage(c.c, buf, oob); rerr == nil {
+				m.closeFDs()
+				if string(m.data) == RespHostNak {
+					return RespHostNak, -1, nil
+				}
+			}
+		}
+		return "", -1, c.broken
+	}
 	m, err := readMessage(c.c, buf, oob)
 	if err != nil {
-		return "", -1, fmt.Errorf("%s: receive: %w", req.Op, err)
+		c.broken = fmt.Errorf("%s: receive: %w", req.Op, err)
+		return "", -1, c.broken
 	}
 	rfd := -1
 	if len(m.fds) > 0 {
@@ -194,8 +219,11 @@ func (c *Client) ConfigBusyPoll(sockFD, timeout, budget int) error {
 // Register asks the agent to put the AF_XDP socket sockFD, bound to queue
 // of device, into the XSKMAP (an afxdp extension of the protocol, for
 // kernels that refuse the map update from an unprivileged process). The
-// registration lasts until this Client is closed or its connection ends
-// some other way; the kernel also drops it when the socket is closed.
+// agent refuses a socket that is not bound to that queue of device, and a
+// queue that another connection holds. The registration lasts until this
+// Client is closed or its connection ends some other way, however long
+// the connection stays silent; the kernel also drops it when the socket
+// is closed.
 func (c *Client) Register(device string, queue, sockFD int) error {
 	if sockFD < 0 {
 		return fmt.Errorf("%s: invalid socket fd %d", ReqXSKRegister, sockFD)
@@ -206,15 +234,20 @@ func (c *Client) Register(device string, queue, sockFD int) error {
 // Close sends /fin, waits for /fin_ack and closes the connection. The
 // agent then removes the registrations made through this Client. A server
 // that already hung up (after a refusal, say) is not an error; an answer
-// other than /fin_ack is. A second Close returns nil.
+// other than /fin_ack is. A broken Client (see Client) sends nothing and
+// only closes the connection, the failure having been reported by the
+// call that met it. A second Close returns nil.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	closed := c.closed
+	closed, broken := c.closed, c.broken != nil
 	c.mu.Unlock()
 	if closed {
 		return nil
 	}
-	err := c.expect(Request{Op: OpFin}, -1, RespFinAck)
+	var err error
+	if !broken {
+		err = c.expect(Request{Op: OpFin}, -1, RespFinAck)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

@@ -43,18 +43,34 @@
 //
 // Order is enforced as in the plugin: the first request must be /connect.
 // The plugin hangs up without a word on any other first request; this
-// server answers /nak and then hangs up. A malformed /connect, a pod that
-// [ServerOptions.ValidatePod] refuses, or a peer whose UID is not in
-// [ServerOptions.AllowedUIDs] (checked with SO_PEERCRED) gets /host_nak and
-// the connection is closed: a refused peer never gets the map fd. After
-// /host_ok any request in any order is served; a second /connect gets /nak.
-// Malformed requests (too long, unknown, wrong arguments, a descriptor
-// attached to a request that takes none, more than one descriptor) get /nak
-// (or /config_busy_poll_nak and /xsk_register_nak when the descriptor is
-// what is wrong) and the session goes on, where the plugin would sometimes
-// hang up or answer twice. /xsk_map_fd and /xsk_register only name the
-// device whose socket the client connected to; another device gets /fd_nak.
-// Every descriptor received is closed once the request is answered.
+// server answers /nak and then hangs up. A peer whose UID is not in
+// [ServerOptions.AllowedUIDs] (checked with SO_PEERCRED when the connection
+// is accepted) is answered /host_nak at once, before it sends anything,
+// and hung up on: a request it sends reads that answer, or fails with EPIPE
+// once the server has shut the connection ([Client] reads the answer then
+// too). A malformed /connect or a pod that [ServerOptions.ValidatePod]
+// refuses also gets /host_nak and the connection is closed: a refused peer
+// never gets the map fd. After /host_ok any request in any order is
+// served; a second /connect gets /nak. Malformed requests (too long,
+// unknown, wrong arguments, a descriptor attached to a request that takes
+// none, more than one descriptor) get /nak (or /config_busy_poll_nak and
+// /xsk_register_nak when the descriptor is what is wrong) and the session
+// goes on, where the plugin would sometimes hang up or answer twice.
+// /xsk_map_fd and /xsk_register only name the device whose socket the
+// client connected to; another device gets /fd_nak and /xsk_register_nak
+// respectively. Every descriptor received is closed once the request is
+// answered. When the server hangs up, it first discards what the client
+// sent after the last request it answered, so that the client reads that
+// answer and then the end of the connection, not a reset.
+//
+// /xsk_register is acknowledged only for an AF_XDP socket bound to the
+// named queue of the device (checked with bind(2), see below), and only
+// when no other live connection holds that queue: a queue is held by the
+// connection that registered it while the entry is still its socket.
+//
+// A connection silent for [ServerOptions.IdleTimeout] is closed, unless it
+// holds a registration; an answer the client leaves unread for
+// [ServerOptions.WriteTimeout] closes the connection too.
 //
 // For /config_busy_poll the server sets SO_PREFER_BUSY_POLL=1,
 // SO_BUSY_POLL=<usec> and SO_BUSY_POLL_BUDGET=<budget> on the socket, which
@@ -70,13 +86,26 @@
 // with nothing for the agent to do (it cannot see those entries: XSKMAP
 // lookups from user space are not supported). Entries made with
 // /xsk_register are also removed by the agent when the connection that made
-// them ends (by /fin, idle timeout or the client's death), unless another
-// registration replaced them since; a client using that path keeps its
-// connection open while it uses the socket.
+// them ends (by /fin, an error or the client's death), unless they are no
+// longer the socket registered: the agent keeps a second XSKMAP with the
+// sockets it registered and compares the two entries with a small BPF
+// program (run with BPF_PROG_TEST_RUN, never attached), so that it never
+// removes an entry the kernel or another client put there since. A client
+// using that path keeps its connection open while it uses the socket; the
+// idle timeout does not end a connection whose registration holds.
+//
+// The kernel does not tell where an AF_XDP socket is bound (getsockname
+// fails, and sock_diag needs CONFIG_XDP_SOCKETS_DIAG), so before it
+// registers a socket the agent binds a probe socket to the queue with
+// XDP_SHARED_UMEM on the client's UMEM, which the kernel allows only when
+// the client's socket is bound to that device and queue, and closes it.
 //
 // # Permissions
 //
 // Each device's directory and socket are owned and moded so that only the
 // allowed users may connect (see [NewServer]); SO_PEERCRED is checked on
-// every connection regardless.
+// every connection regardless. The agent works as root in the socket
+// directory, so it refuses one that another user could write to or
+// redirect, and never follows a symbolic link when it sets a mode or an
+// owner (see [ServerOptions.SocketDir]).
 package agent

@@ -17,6 +17,7 @@ import (
 	"github.com/afxdp/afxdp/internal/container"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 func TestMain(m *testing.M) {
@@ -156,6 +157,20 @@ func newXSK(t *testing.T) int {
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
+}
+
+// newBoundXSK returns an AF_XDP socket bound to queue of dev, with no XDP
+// program of its own, closed at cleanup.
+func newBoundXSK(t *testing.T, dev string, queue int) *xsk.Socket {
+	t.Helper()
+	o := *smallXSK
+	o.NoXDP = true
+	s, err := xsk.Open(dev, queue, &o)
+	if err != nil {
+		t.Fatalf("open AF_XDP socket on %s queue %d: %v", dev, queue, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // newPipe returns a pipe's read end, closed at cleanup.

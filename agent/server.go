@@ -29,8 +29,12 @@ const (
 	// PinName is the XSKMAP's file name inside <PinDir>/<device>/, the
 	// name DPDK's AF_XDP driver opens with use_pinned_map=1.
 	PinName = "xsks_map"
-	// DefaultIdleTimeout is how long a connection may stay silent.
+	// DefaultIdleTimeout is how long a connection that holds no
+	// registration may stay silent.
 	DefaultIdleTimeout = 30 * time.Second
+	// DefaultWriteTimeout is how long an answer may wait for the client to
+	// make room for it.
+	DefaultWriteTimeout = 10 * time.Second
 	// DefaultMaxMessageSize bounds a request, in bytes.
 	DefaultMaxMessageSize = 256
 	// maxMaxMessageSize bounds ServerOptions.MaxMessageSize.
@@ -69,11 +73,19 @@ type ServerOptions struct {
 	Devices []Device
 
 	// SocketDir holds one directory per device with the socket in it.
-	// Default /tmp/afxdp_dp. It is created (mode 0755) if missing.
+	// Default /tmp/afxdp_dp. What is missing of it is created (mode
+	// 0755). Since the agent creates and chowns files in it as root,
+	// NewServer refuses a SocketDir that is a symbolic link, or that
+	// belongs to another user than root (or the agent's), or that group or
+	// others may write to; the directories above it must belong to root
+	// and be writable by nobody else unless sticky (as /tmp is). A
+	// <SocketDir>/<device> left by an earlier run is taken back and
+	// reused; a symbolic link there is refused.
 	SocketDir string
 
 	// AllowedUIDs are the user IDs that may use the sockets, checked with
-	// SO_PEERCRED on every connection. Default (empty): only root.
+	// SO_PEERCRED when a connection is accepted: another user is answered
+	// /host_nak at once and hung up on. Default (empty): only root.
 	AllowedUIDs []int
 
 	// SocketGID, when not zero, is a group that owns each device's
@@ -81,9 +93,17 @@ type ServerOptions struct {
 	// modes that result.
 	SocketGID int
 
-	// IdleTimeout closes a connection silent for this long. Default 30s;
-	// negative means never.
+	// IdleTimeout closes a connection silent for this long, unless it
+	// holds a registration: a connection whose /xsk_register entries are
+	// still in the XSKMAP is what keeps them, and lasts until the client
+	// hangs up or sends /fin (or its socket goes, and the idle timeout
+	// applies again). Default 30s; negative means never.
 	IdleTimeout time.Duration
+
+	// WriteTimeout closes a connection whose client leaves an answer
+	// unread for this long (its receive queue full). Default 10s; it must
+	// not be negative.
+	WriteTimeout time.Duration
 
 	// MaxMessageSize is the longest request accepted, in bytes; longer
 	// ones are refused with /nak. Default 256; at most 65536.
@@ -95,13 +115,15 @@ type ServerOptions struct {
 	PinDir string
 
 	// ReadOnlyMap makes /xsk_map_fd send a read-only descriptor of the
-	// XSKMAP. A client holding a writable one may put its socket at any
+	// XSKMAP. A client holding a writable one may put any socket at any
 	// queue, or remove another client's; with a read-only one the kernel
 	// refuses its updates (EPERM) and it must ask the agent with
-	// /xsk_register, whose registrations the agent tracks and undoes.
-	// Clients using OpenSocket with RegisterAuto fall back to that by
-	// themselves. Default false: a writable descriptor, as the device
-	// plugin sends (DPDK's AF_XDP driver needs it).
+	// /xsk_register. The agent registers only a socket bound to that queue
+	// of the device, refuses a queue that another live connection holds,
+	// and removes the entry when the connection ends. Clients using
+	// OpenSocket with RegisterAuto fall back to that by themselves.
+	// Default false: a writable descriptor, as the device plugin sends
+	// (DPDK's AF_XDP driver needs it).
 	ReadOnlyMap bool
 
 	// ValidatePod decides whether a /connect's pod name is accepted, for
@@ -125,12 +147,15 @@ type PeerCred struct {
 // connection.
 //
 // Registrations made with /xsk_register belong to the connection that made
-// them: the server removes them from the XSKMAP when that connection ends,
-// whether by /fin, an idle timeout, an error or the client's death, unless a
-// later registration replaced them. Entries written by a client itself
-// through the map fd (/xsk_map_fd) are invisible to the server; the kernel
-// removes an XSKMAP entry when its AF_XDP socket is released, so those
-// disappear when the client closes its socket or dies.
+// them, which holds the queue while the entry is its socket: no other
+// connection may register that queue meanwhile, and the idle timeout does
+// not end the connection. The server removes the entry when the connection
+// ends, by /fin, an error, the client's death or Close, unless the entry
+// is no longer that socket: the kernel drops an entry when its socket is
+// released, and a client with a writable map fd may have replaced it.
+// Entries written by a client itself through the map fd (/xsk_map_fd) are
+// invisible to the server; they disappear when the client closes its
+// socket or dies.
 //
 // Close stops the server. Its methods are safe for concurrent use.
 type Server struct {
@@ -154,10 +179,8 @@ type device struct {
 	dir      string
 	sockPath string
 	pinPath  string
-	roFD     int // read-only XSKMAP descriptor (ReadOnlyMap), or -1
-
-	mu     sync.Mutex
-	owners map[int]*conn // queue -> connection whose /xsk_register holds it
+	roFD     int       // read-only XSKMAP descriptor (ReadOnlyMap), or -1
+	reg      *registry // who holds which queue through /xsk_register
 }
 
 // NewServer loads and attaches a program on every device, then listens on
@@ -170,6 +193,10 @@ type device struct {
 //   - else with only root allowed: 0700 and 0600, owned by root;
 //   - else (several UIDs, no group): 0755 and 0666, anyone may connect and
 //     SO_PEERCRED alone refuses the users not allowed.
+//
+// The socket directory is checked first (see ServerOptions.SocketDir), and
+// each device's directory stays root's alone until its socket has its
+// owner and mode.
 //
 // A container reaches its socket through a bind mount of the device's
 // directory (the device plugin mounts it at /tmp/afxdp.sock in the pod).
@@ -189,13 +216,15 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
-	if err := os.MkdirAll(o.SocketDir, 0o755); err != nil {
+	sdfd, err := openSocketDir(o.SocketDir)
+	if err != nil {
 		return nil, fmt.Errorf("new agent server: %w", err)
 	}
+	defer unix.Close(sdfd)
 	for _, dc := range o.Devices {
-		d := &device{Device: dc, owners: make(map[int]*conn), roFD: -1}
+		d := &device{Device: dc, roFD: -1}
 		s.devices[dc.Name] = d
-		if err := s.setupDevice(d); err != nil {
+		if err := s.setupDevice(d, sdfd); err != nil {
 			return nil, fmt.Errorf("new agent server: device %s: %w", dc.Name, err)
 		}
 	}
@@ -245,6 +274,12 @@ func (o *ServerOptions) withDefaults() (ServerOptions, error) {
 		r.IdleTimeout = DefaultIdleTimeout
 	}
 	switch {
+	case r.WriteTimeout == 0:
+		r.WriteTimeout = DefaultWriteTimeout
+	case r.WriteTimeout < 0:
+		return r, fmt.Errorf("WriteTimeout %v: must not be negative", r.WriteTimeout)
+	}
+	switch {
 	case r.MaxMessageSize == 0:
 		r.MaxMessageSize = DefaultMaxMessageSize
 	case r.MaxMessageSize < len(ReqConfigBusyPoll) || r.MaxMessageSize > maxMaxMessageSize:
@@ -256,11 +291,15 @@ func (o *ServerOptions) withDefaults() (ServerOptions, error) {
 	return r, nil
 }
 
-// setupDevice loads, attaches, pins and listens for one device.
-func (s *Server) setupDevice(d *device) error {
+// setupDevice loads, attaches, pins and listens for one device, whose
+// directory it makes in the socket directory open as sdfd.
+func (s *Server) setupDevice(d *device, sdfd int) error {
 	var err error
 	d.prog, err = bpf.NewProgram(&bpf.ProgramOptions{Filter: d.Filter, MaxQueues: d.MaxQueues})
 	if err != nil {
+		return err
+	}
+	if d.reg, err = newRegistry(d.prog); err != nil {
 		return err
 	}
 	err = inNetns(d.Netns, func() error {
@@ -286,36 +325,45 @@ func (s *Server) setupDevice(d *device) error {
 		}
 	}
 
+	if err := s.listen(d, sdfd); err != nil {
+		return err
+	}
+	s.log.Info("serving device", "device", d.Name, "ifindex", d.ifindex, "xdp_mode", d.att.Mode().String(),
+		"filter", d.Filter.String(), "socket", d.sockPath, "pinned", d.pinPath)
+	return nil
+}
+
+// listen makes the device's directory and socket. The directory stays the
+// agent's alone (root, 0700) until the socket in it has its owner and
+// mode, and only then is handed to its owner: an allowed user who owns the
+// directory cannot swap the socket for a symbolic link to something the
+// agent would then chown. Nothing is changed through a path that could
+// lead elsewhere: the directory is worked on through its descriptor, and
+// the socket with calls that do not follow a symbolic link.
+func (s *Server) listen(d *device, sdfd int) error {
 	mode, sockMode, uid, gid := s.permissions()
 	d.dir = filepath.Join(s.opts.SocketDir, d.Name)
-	if err := os.Mkdir(d.dir, mode); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("create socket directory: %w", err)
+	dir, err := openDeviceDir(sdfd, d.Name, d.dir)
+	if err != nil {
+		return err
 	}
-	if err := os.Chmod(d.dir, mode); err != nil {
-		return fmt.Errorf("create socket directory: %w", err)
-	}
-	if err := os.Chown(d.dir, uid, gid); err != nil {
-		return fmt.Errorf("create socket directory: %w", err)
-	}
+	defer dir.Close()
 	d.sockPath = filepath.Join(d.dir, SocketName)
 	// A socket file left by an agent that died is in the way.
-	if err := os.Remove(d.sockPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
+	if err := dir.removeStale(SocketName); err != nil {
+		return err
 	}
+	// The path leads where the descriptor does: every directory on it
+	// belongs to root and is writable by nobody else (openSocketDir).
 	d.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: d.sockPath, Net: "unixpacket"})
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	d.ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(d.sockPath, sockMode); err != nil {
-		return fmt.Errorf("set socket mode: %w", err)
+	if err := dir.setEntry(SocketName, sockMode, uid, gid); err != nil {
+		return err
 	}
-	if err := os.Chown(d.sockPath, uid, gid); err != nil {
-		return fmt.Errorf("set socket owner: %w", err)
-	}
-	s.log.Info("serving device", "device", d.Name, "ifindex", d.ifindex, "xdp_mode", d.att.Mode().String(),
-		"filter", d.Filter.String(), "socket", d.sockPath, "pinned", d.pinPath)
-	return nil
+	return dir.handOver(mode, uid, gid)
 }
 
 // permissions returns the modes of a device's directory and socket and
@@ -461,6 +509,11 @@ func (s *Server) Close() error {
 			}
 			os.Remove(filepath.Dir(d.pinPath)) // only if empty
 		}
+		if d.reg != nil {
+			if err := d.reg.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
+			}
+		}
 		if d.roFD >= 0 {
 			if err := unix.Close(d.roFD); err != nil {
 				errs = append(errs, fmt.Errorf("close read-only xskmap of %s: %w", d.Name, os.NewSyscallError("close", err)))
@@ -492,21 +545,36 @@ type conn struct {
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
+	hangup := false // end so that the client reads the last answer
 	defer func() {
-		c.c.Close()
-		c.releaseQueues()
+		if hangup {
+			hangUp(c.c)
+		} else {
+			c.c.Close()
+		}
+		c.d.reg.release(c)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
 	}()
 	c.log = c.s.log.With("device", c.d.Name)
-	allowed := false
-	if cred, err := peerCred(c.c); err != nil {
-		c.log.Error("refusing connection", "err", err)
-	} else {
+	// The peer is checked before anything is read: one that is refused
+	// costs the server one answer, whatever it sends and however slowly.
+	cred, err := peerCred(c.c)
+	if err == nil {
 		c.peer = PeerCred{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}
 		c.log = c.log.With("pid", c.peer.PID, "uid", c.peer.UID)
-		allowed = slices.Contains(c.s.opts.AllowedUIDs, c.peer.UID)
+		if !slices.Contains(c.s.opts.AllowedUIDs, c.peer.UID) {
+			err = errors.New("uid not allowed")
+		}
+	}
+	if err != nil {
+		c.log.Warn("refused peer", "err", err)
+		if err := c.write(RespHostNak, -1); err != nil {
+			c.log.Info("write failed", "response", RespHostNak, "err", err)
+		}
+		hangup = true
+		return
 	}
 
 	buf := make([]byte, c.s.opts.MaxMessageSize+1)
@@ -517,32 +585,43 @@ func (c *conn) serve() {
 			c.c.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
 		}
 		m, err := readMessage(c.c, buf, oob)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if c.d.reg.holding(c) {
+				continue // the connection is what keeps the registrations
+			}
+			c.log.Info("closing idle connection", "idle_timeout", c.s.opts.IdleTimeout)
+			hangup = true
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 				c.log.Info("connection ended", "err", err)
 			}
 			return
 		}
-		resp, fd, keep := c.handle(&m, allowed, &connected)
+		resp, fd, keep := c.handle(&m, &connected)
 		m.closeFDs()
-		if err := writeMessage(c.c, resp, fd); err != nil {
+		if err := c.write(resp, fd); err != nil {
 			c.log.Info("write failed", "response", resp, "err", err)
 			return
 		}
 		if !keep {
+			hangup = true
 			return
 		}
 	}
 }
 
+// write sends one answer, giving up after WriteTimeout.
+func (c *conn) write(resp string, fd int) error {
+	c.c.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+	return writeMessage(c.c, resp, fd)
+}
+
 // handle answers one message: the response, a descriptor to send with it
 // (or -1), and whether to keep the connection. It never closes m's fds.
-func (c *conn) handle(m *message, allowed bool, connected *bool) (resp string, fd int, keep bool) {
+func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bool) {
 	fd = -1
-	if !allowed {
-		c.log.Warn("refused peer: uid not allowed")
-		return RespHostNak, fd, false
-	}
 	if m.truncated {
 		c.log.Warn("refused request: too long", "max", c.s.opts.MaxMessageSize)
 		return RespNak, fd, *connected
@@ -634,7 +713,9 @@ func (c *conn) handle(m *message, allowed bool, connected *bool) (resp string, f
 	return RespError, fd, true // unreachable: every Op is handled
 }
 
-// register puts the client's socket into the XSKMAP at req.Queue.
+// register puts the client's socket into the XSKMAP at req.Queue. The
+// socket must be bound to that queue of this device, and no other
+// connection may hold the queue.
 func (c *conn) register(req Request, fds []int) error {
 	if len(fds) != 1 {
 		return fmt.Errorf("need exactly one descriptor, got %d", len(fds))
@@ -645,31 +726,13 @@ func (c *conn) register(req Request, fds []int) error {
 	if err := checkXSK(fds[0]); err != nil {
 		return err
 	}
-	c.d.mu.Lock()
-	defer c.d.mu.Unlock()
-	if err := c.d.prog.Register(req.Queue, fds[0]); err != nil {
+	if req.Queue >= c.d.prog.MaxQueues() {
+		return fmt.Errorf("queue %d: out of range: the XSKMAP holds queues 0 to %d", req.Queue, c.d.prog.MaxQueues()-1)
+	}
+	if err := checkBound(c.d.Netns, c.d.ifindex, req.Queue, fds[0]); err != nil {
 		return err
 	}
-	c.d.owners[req.Queue] = c
-	return nil
-}
-
-// releaseQueues removes the XSKMAP entries this connection registered and
-// still owns.
-func (c *conn) releaseQueues() {
-	c.d.mu.Lock()
-	defer c.d.mu.Unlock()
-	for q, owner := range c.d.owners {
-		if owner != c {
-			continue
-		}
-		delete(c.d.owners, q)
-		if err := c.d.prog.Unregister(q); err != nil {
-			c.log.Error("unregister failed", "queue", q, "err", err)
-			continue
-		}
-		c.log.Info("unregistered socket", "queue", q)
-	}
+	return c.d.reg.register(c, req.Queue, fds[0])
 }
 
 // xskMap is here so that the package's tests can reach a device's map.

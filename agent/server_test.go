@@ -23,6 +23,7 @@ import (
 // a real Server over a real SOCK_SEQPACKET socket.
 func TestConformance(t *testing.T) {
 	e := newTestEnv(t, nil)
+	bound := newBoundXSK(t, e.dev, 0)
 	before := fdCount(t)
 
 	t.Run("session", func(t *testing.T) {
@@ -74,9 +75,10 @@ func TestConformance(t *testing.T) {
 		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollNak, 0, udp)
 		unix.Close(udp)
 
-		r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterAck, 0, xsk)
-		r.roundTrip("/xsk_register, "+e.dev+", 64", RespXSKRegisterNak, 0, xsk) // beyond MaxQueues
-		r.roundTrip("/xsk_register, nosuchdev, 0", RespXSKRegisterNak, 0, xsk)
+		r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterAck, 0, bound.FD())
+		r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterNak, 0, xsk)         // not bound
+		r.roundTrip("/xsk_register, "+e.dev+", 64", RespXSKRegisterNak, 0, bound.FD()) // beyond MaxQueues
+		r.roundTrip("/xsk_register, nosuchdev, 0", RespXSKRegisterNak, 0, bound.FD())  // another device
 		r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterNak, 0)
 		r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterNak, 0, newPipe(t))
 		r.roundTrip("/xsk_register, "+e.dev, RespNak, 0, xsk)
@@ -93,6 +95,25 @@ func TestConformance(t *testing.T) {
 		r.roundTrip("/version", ProtocolVersion, 0)
 		r.roundTrip("/xsk_map_fd,"+e.dev, RespFDAck, 1)
 		r.roundTrip("/fin", RespFinAck, 0)
+		r.wantHangup()
+	})
+
+	t.Run("pipelined", func(t *testing.T) {
+		// Requests sent before the answers are read, some after /fin: the
+		// client reads every answer up to /fin_ack, then the end, not a
+		// reset (ECONNRESET) for what it sent after /fin.
+		r := dialRaw(t, e.sock)
+		for _, req := range []string{"/connect, pod", "/version", "/fin"} {
+			r.send([]byte(req))
+		}
+		for range 2 {
+			r.c.Write([]byte("/version")) // EPIPE if the server hung up already
+		}
+		for _, want := range []string{RespHostOK, ProtocolVersion, RespFinAck} {
+			if got, _, err := r.recv(); err != nil || got != want {
+				t.Fatalf("got %q, %v; want %q", got, err, want)
+			}
+		}
 		r.wantHangup()
 	})
 
@@ -141,10 +162,10 @@ func TestConformance(t *testing.T) {
 		if err := c.ConfigBusyPoll(xsk, 50, 16); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Register(e.dev, 0, xsk); err != nil {
+		if err := c.Register(e.dev, 0, bound.FD()); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Register(e.dev, 1000, xsk); !errors.Is(err, ErrRejected) {
+		if err := c.Register(e.dev, 1000, bound.FD()); !errors.Is(err, ErrRejected) {
 			t.Errorf("Register(queue 1000) = %v, want ErrRejected", err)
 		}
 		if err := c.Close(); err != nil {
@@ -272,25 +293,52 @@ func TestManyClients(t *testing.T) {
 	}
 }
 
-// TestRefusedUID: a peer whose UID is not allowed gets /host_nak and is hung
-// up on, with no descriptor, whatever it asks first.
+// TestRefusedUID: a peer whose UID is not allowed gets /host_nak as soon as
+// it connects, before it sends anything, with no descriptor, and is hung up
+// on; the connection is gone from the server at once.
 func TestRefusedUID(t *testing.T) {
 	t.Run("root_excluded", func(t *testing.T) {
 		e := newTestEnv(t, func(o *ServerOptions) { o.AllowedUIDs = []int{4242} })
+		before := fdCount(t)
+		for range 3 {
+			r := dialRaw(t, e.sock)
+			got, fds, err := r.recv()
+			if err != nil || got != RespHostNak || len(fds) != 0 {
+				t.Fatalf("unasked: got %q with %d fds, %v; want %q", got, len(fds), err, RespHostNak)
+			}
+			r.wantHangup()
+			r.c.Close()
+		}
+		waitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
+
+		// A client that sends its request before reading gets the answer
+		// too, or EPIPE on the send and then the answer: the Client
+		// handles both.
 		for _, first := range []string{"/connect, pod", "/xsk_map_fd, " + e.dev, "garbage"} {
 			r := dialRaw(t, e.sock)
-			r.roundTrip(first, RespHostNak, 0)
+			r.c.Write([]byte(first)) // EPIPE once the server has shut the connection
+			got, fds, err := r.recv()
+			if err != nil || got != RespHostNak || len(fds) != 0 {
+				t.Fatalf("%q: got %q with %d fds, %v; want %q", first, got, len(fds), err, RespHostNak)
+			}
 			r.wantHangup()
+			r.c.Close()
 		}
-		c, err := Dial(e.sock)
-		if err != nil {
-			t.Fatal(err)
+		for range 5 {
+			c, err := Dial(e.sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Connect("pod"); !errors.Is(err, ErrRefused) {
+				t.Errorf("Connect = %v, want ErrRefused", err)
+			}
+			if err := c.Close(); err != nil {
+				t.Errorf("Close after refusal: %v", err)
+			}
 		}
-		if err := c.Connect("pod"); !errors.Is(err, ErrRefused) {
-			t.Errorf("Connect = %v, want ErrRefused", err)
-		}
-		if err := c.Close(); err != nil {
-			t.Errorf("Close after refusal: %v", err)
+		waitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
+		if after := fdCount(t); after != before {
+			t.Errorf("fds: %d before, %d after", before, after)
 		}
 	})
 
@@ -309,7 +357,7 @@ func TestRefusedUID(t *testing.T) {
 		if err := p.Wait(); err != nil {
 			t.Fatalf("child: %v: %s", err, out.String())
 		}
-		if got, want := out.String(), "resp=/host_nak fds=0 hangup=true\n"; got != want {
+		if got, want := out.String(), "resp=/host_nak fds=0 hangup=true send_after=true\n"; got != want {
 			t.Errorf("child got %q, want %q", got, want)
 		}
 	})
@@ -425,7 +473,7 @@ func TestKernelDropsEntryOnClose(t *testing.T) {
 // when the connection that made them ends, even though the socket lives on.
 func TestRegisterEndsWithConnection(t *testing.T) {
 	e := newTestEnv(t, nil)
-	xsk := newXSK(t)
+	xsk := newBoundXSK(t, e.dev, 0).FD()
 	c, err := Dial(e.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -448,12 +496,53 @@ func TestRegisterEndsWithConnection(t *testing.T) {
 	}
 }
 
+// TestIdleTimeout: a connection that holds nothing is closed when idle.
 func TestIdleTimeout(t *testing.T) {
 	e := newTestEnv(t, func(o *ServerOptions) { o.IdleTimeout = 100 * time.Millisecond })
 	r := dialRaw(t, e.sock)
 	r.roundTrip("/connect, pod", RespHostOK, 0)
 	r.wantHangup()
 	waitFor(t, "connection to end", func() bool { return e.srv.Conns() == 0 })
+}
+
+// TestIdleTimeoutKeepsRegistration: a connection whose /xsk_register entry
+// holds is the registration's lifetime handle; it outlives the idle timeout
+// and traffic keeps reaching its socket, while an idle connection holding
+// nothing is closed beside it. Once the socket is closed (the kernel drops
+// the entry), the connection holds nothing and the idle timeout ends it.
+func TestIdleTimeoutKeepsRegistration(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	e := newTestEnv(t, func(o *ServerOptions) { o.IdleTimeout = idle })
+	sock := newBoundXSK(t, e.dev, 0)
+	c, err := Dial(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect("pod"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Register(e.dev, 0, sock.FD()); err != nil {
+		t.Fatal(err)
+	}
+	idler := dialRaw(t, e.sock)
+	idler.roundTrip("/connect, idler", RespHostOK, 0)
+
+	time.Sleep(5 * idle)
+	idler.wantHangup()
+	waitFor(t, "the idle connection to end", func() bool { return e.srv.Conns() == 1 })
+	e.receiveUDP(t, sock, 5)
+	if v, err := c.Version(); err != nil || v != ProtocolVersion {
+		t.Fatalf("registered connection after %v idle: Version() = %q, %v", 5*idle, v, err)
+	}
+
+	if err := sock.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connection to end once its socket is gone", func() bool { return e.srv.Conns() == 0 })
+	if !e.udpReachesStack(t) {
+		t.Error("UDP still redirected after the socket closed")
+	}
 }
 
 // TestCloseCleansUp: Close detaches the program, removes the socket and ends
@@ -525,6 +614,7 @@ func TestServerOptionsValidation(t *testing.T) {
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, SocketGID: -2}, "SocketGID"},
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, MaxMessageSize: 1 << 20}, "MaxMessageSize"},
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, MaxMessageSize: 3}, "MaxMessageSize"},
+		{&ServerOptions{Devices: []Device{{Name: "a"}}, WriteTimeout: -time.Second}, "WriteTimeout -1s"},
 	} {
 		_, err := NewServer(tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

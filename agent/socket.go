@@ -109,8 +109,9 @@ func (s *Socket) Close() error {
 // before either: a UMEM's memory leaves RLIMIT_MEMLOCK only some time after
 // its socket is closed, so opening a second one after a refusal could fail
 // with ENOBUFS.) A registration made by the agent lasts as long as c's
-// connection, so c must stay open while the socket is used; an entry
-// written through the map fd lasts until the socket is closed.
+// connection, however long it stays silent, so c must stay open while the
+// socket is used; an entry written through the map fd lasts until the
+// socket is closed.
 //
 // It must run in the network namespace of device (a container's own), with
 // CAP_NET_RAW. The returned socket's Close does not close c.

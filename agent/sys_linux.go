@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // The few system calls the agent makes on sockets, kept together here.
@@ -108,6 +110,44 @@ func writeMessage(c *net.UnixConn, msg string, fd int) error {
 	return err
 }
 
+// maxDrain bounds the datagrams hangUp discards. The peer cannot queue
+// more than its send buffer holds, a few hundred requests.
+const maxDrain = 4096
+
+// hangUp ends the connection so that the peer reads every answer sent
+// before it. Closing a Unix socket whose receive queue is not empty makes
+// the peer's next read fail with ECONNRESET, ahead of the answers still
+// queued for it; so hangUp first shuts the socket for reading (the peer's
+// later sends fail with EPIPE), discards what the peer had queued, closing
+// the descriptors that came with it, and then closes the socket.
+func hangUp(c *net.UnixConn) error {
+	c.CloseRead()
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { drain(int(fd)) })
+	}
+	return c.Close()
+}
+
+// drain discards the datagrams queued on the socket fd, which is shut for
+// reading, until it reads the end of the stream. (An empty datagram reads
+// like the end too and stops it early: only a peer that sends them after
+// its answer can be the worse for it.)
+func drain(fd int) {
+	buf := make([]byte, 1) // the rest of a longer datagram is discarded
+	oob := make([]byte, oobSize)
+	for range maxDrain {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if oobn > 0 {
+			for _, rfd := range parseRights(oob[:oobn]) {
+				unix.Close(rfd)
+			}
+		}
+		if err != nil || n == 0 && oobn == 0 {
+			return
+		}
+	}
+}
+
 // peerCred returns the credentials the peer had when it connected.
 func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := c.SyscallConn()
@@ -163,3 +203,49 @@ func setBusyPoll(fd, timeout, budget int) error {
 	}
 	return nil
 }
+
+// checkBound fails unless the AF_XDP socket fd is bound to queue of the
+// interface ifindex, which lives in the network namespace netns ("" for
+// the agent's).
+//
+// The kernel does not say where an AF_XDP socket is bound: getsockname
+// fails with EOPNOTSUPP, and sock_diag needs CONFIG_XDP_SOCKETS_DIAG,
+// which many kernels lack. bind(2) tells, though. checkBound binds a probe
+// socket, with an RX ring and no fill or completion ring, to queue of
+// ifindex with XDP_SHARED_UMEM on fd's UMEM. The kernel lets the probe
+// share fd's buffer pool only if fd is bound to that very device and
+// queue; it answers EBADF if fd is not bound at all, and EINVAL if fd is
+// bound elsewhere (a UMEM shared across queues needs the probe's own fill
+// and completion rings). The probe is in no XSKMAP, so it receives
+// nothing, and it is closed at once.
+func checkBound(netns string, ifindex, queue, fd int) error {
+	var probe int
+	err := inNetns(netns, func() error {
+		var err error
+		probe, err = sys.XSKSocket()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("check socket binding: create probe: %w", err)
+	}
+	defer unix.Close(probe)
+	if err := sys.SetRingSize(probe, unix.XDP_RX_RING, 1); err != nil {
+		return fmt.Errorf("check socket binding: set up probe: %w", err)
+	}
+	err = sys.BindShared(probe, ifindex, queue, fd)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EBADF):
+		return fmt.Errorf("check socket is bound to ifindex %d queue %d: %w: %w", ifindex, queue, errNotBound, err)
+	case errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("check socket is bound to ifindex %d queue %d: %w: %w", ifindex, queue, errBoundElsewhere, err)
+	}
+	return fmt.Errorf("check socket is bound to ifindex %d queue %d: %w", ifindex, queue, err)
+}
+
+// Why checkBound refused a socket.
+var (
+	errNotBound       = errors.New("socket not bound")
+	errBoundElsewhere = errors.New("socket bound to another interface or queue")
+)

@@ -7,10 +7,13 @@
 // or hand their AF_XDP socket to the agent to register, and ask it to set
 // busy-poll options.
 //
-// It needs root (CAP_NET_ADMIN, CAP_BPF or CAP_SYS_ADMIN, CAP_CHOWN) and
-// Linux 5.11 or later for busy-poll options; unprivileged workloads can put
-// their socket in the map through the fd on Linux 6.5 and later, and use the
-// /xsk_register request otherwise.
+// It needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON or
+// CAP_SYS_ADMIN, CAP_CHOWN, CAP_FOWNER) and Linux 5.11 or later for
+// busy-poll options; unprivileged workloads can put their socket in the map
+// through the fd on Linux 6.5 and later, and use the /xsk_register request
+// otherwise. The socket directory must belong to root and be writable by
+// root alone, and so must the directories above it, unless sticky like
+// /tmp: the agent refuses to start otherwise (see agent.ServerOptions).
 //
 // Run it, for example, as:
 //
@@ -153,7 +156,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		etherType  = fs.String("filter-ethertype", "", "redirect only this EtherType (e.g. 0x0800)")
 		ipProto    = fs.Uint("filter-ipproto", 0, "redirect only this IP protocol (e.g. 17)")
 		dstPort    = fs.Uint("filter-port", 0, "redirect only this UDP/TCP destination port")
-		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long (default 30s)")
+		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long, unless they hold an /xsk_register registration (default 30s)")
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
 		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
 		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+")")

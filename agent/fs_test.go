@@ -1,0 +1,199 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// stat returns the owner and permission bits of path, not following a
+// symbolic link.
+func stat(t *testing.T, path string) (uid uint32, mode os.FileMode) {
+	t.Helper()
+	st, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Uid, st.Mode()
+}
+
+// TestSocketDirRefused: NewServer refuses a socket directory that another
+// user could write to or redirect, names it, and changes nothing. The
+// directory is checked before any device is set up, so these need no
+// interface.
+func TestSocketDirRefused(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, base string) (socketDir, named string)
+		want  string
+	}{
+		{"owned_by_another_user", func(t *testing.T, base string) (string, string) {
+			d := mkdir(t, base, "sd", 0o755)
+			chown(t, d, 65534)
+			return d, d
+		}, "owned by uid 65534"},
+		{"world_writable", func(t *testing.T, base string) (string, string) {
+			d := mkdir(t, base, "sd", 0o777)
+			return d, d
+		}, "writable by group or others"},
+		{"sticky_world_writable", func(t *testing.T, base string) (string, string) {
+			d := mkdir(t, base, "sd", 0o777|os.ModeSticky)
+			return d, d
+		}, "writable by group or others"},
+		{"symlink", func(t *testing.T, base string) (string, string) {
+			d := mkdir(t, base, "real", 0o755)
+			l := filepath.Join(base, "link")
+			symlink(t, d, l)
+			return l, l
+		}, "symbolic link"},
+		{"parent_owned_by_another_user", func(t *testing.T, base string) (string, string) {
+			p := mkdir(t, base, "parent", 0o755)
+			chown(t, p, 65534)
+			return filepath.Join(p, "sd"), p
+		}, "owned by uid 65534"},
+		{"parent_group_writable", func(t *testing.T, base string) (string, string) {
+			p := mkdir(t, base, "parent", 0o775)
+			return filepath.Join(p, "sd"), p
+		}, "writable by group or others"},
+		{"link_on_the_way_owned_by_another_user", func(t *testing.T, base string) (string, string) {
+			real := mkdir(t, base, "real", 0o755)
+			l := filepath.Join(base, "link")
+			symlink(t, real, l)
+			if err := os.Lchown(l, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(l, "sd"), l
+		}, "symbolic link owned by uid 65534"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := socketDir(t)
+			sd, named := tc.setup(t, base)
+			_, err := NewServer(&ServerOptions{Devices: []Device{{Name: "afxdp-none"}}, SocketDir: sd, Logger: testLogger(t)})
+			if err == nil || !strings.Contains(err.Error(), named+":") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewServer = %v, want an error naming %s: %s", err, named, tc.want)
+			}
+			if _, err := os.Lstat(filepath.Join(sd, "afxdp-none")); err == nil {
+				t.Error("a device directory was made in a refused socket directory")
+			}
+		})
+	}
+}
+
+// TestSocketDirCreated: what is missing of SocketDir is made, root's and
+// 0755; a symbolic link on the way that root owns is followed.
+func TestSocketDirCreated(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	base := socketDir(t)
+	real := mkdir(t, base, "real", 0o755)
+	symlink(t, "real", filepath.Join(base, "link"))
+	sd := filepath.Join(base, "link", "a", "b")
+	// The device does not exist: NewServer fails after the directories.
+	if _, err := NewServer(&ServerOptions{Devices: []Device{{Name: "afxdp-none"}}, SocketDir: sd, Logger: testLogger(t)}); err == nil {
+		t.Fatal("NewServer for a missing interface succeeded")
+	}
+	for _, d := range []string{filepath.Join(real, "a"), filepath.Join(real, "a", "b")} {
+		uid, mode := stat(t, d)
+		if uid != 0 || !mode.IsDir() || mode.Perm()&0o022 != 0 {
+			t.Errorf("%s: uid %d mode %v, want a directory of root's that only root writes", d, uid, mode)
+		}
+	}
+}
+
+// TestSocketDirSymlinkedDevice: a symbolic link where the device's
+// directory goes makes NewServer fail, naming it, without touching what the
+// link points to, and leaves the interface as it found it.
+func TestSocketDirSymlinkedDevice(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	sd := socketDir(t)
+	victim := mkdir(t, t.TempDir(), "victim", 0o755)
+	link := filepath.Join(sd, v.Host.Name)
+	symlink(t, victim, link)
+	_, err := NewServer(&ServerOptions{
+		Devices:     []Device{{Name: v.Host.Name}},
+		SocketDir:   sd,
+		AllowedUIDs: []int{4242},
+		Logger:      testLogger(t),
+	})
+	if err == nil || !strings.Contains(err.Error(), link+": is a symbolic link") {
+		t.Fatalf("NewServer = %v, want an error naming %s", err, link)
+	}
+	if uid, mode := stat(t, victim); uid != 0 || mode.Perm() != 0o755 {
+		t.Errorf("link target now uid %d mode %v, want uid 0 mode 0755", uid, mode.Perm())
+	}
+	if _, err := os.Lstat(filepath.Join(victim, SocketName)); err == nil {
+		t.Error("socket made in the link's target")
+	}
+	if info, err := bpf.QueryXDP(v.Host.Index); err != nil || info.Attached() {
+		t.Errorf("program left attached after a failed NewServer: %+v, %v", info, err)
+	}
+}
+
+// TestSocketDirLeftover: the device directory of an agent that died
+// belongs to the user it was handed to, who may have planted a symbolic
+// link where the socket goes. NewServer takes the directory back, removes
+// the link without following it, and sets up the socket; the link's target
+// is untouched.
+func TestSocketDirLeftover(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	sd := socketDir(t)
+	dir := mkdir(t, sd, v.Host.Name, 0o700)
+	chown(t, dir, 4242)
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	symlink(t, victim, filepath.Join(dir, SocketName))
+	srv, err := NewServer(&ServerOptions{
+		Devices:     []Device{{Name: v.Host.Name}},
+		SocketDir:   sd,
+		AllowedUIDs: []int{4242},
+		Logger:      testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if uid, mode := stat(t, victim); uid != 0 || mode.Perm() != 0o644 {
+		t.Errorf("link target now uid %d mode %v, want uid 0 mode 0644", uid, mode.Perm())
+	}
+	if uid, mode := stat(t, srv.SocketPath(v.Host.Name)); uid != 4242 || mode.Type() != os.ModeSocket || mode.Perm() != 0o600 {
+		t.Errorf("socket uid %d mode %v, want a socket of uid 4242, 0600", uid, mode)
+	}
+	if uid, mode := stat(t, dir); uid != 4242 || mode.Perm() != 0o700 {
+		t.Errorf("device directory uid %d mode %v, want uid 4242, 0700", uid, mode.Perm())
+	}
+}
+
+func mkdir(t *testing.T, parent, name string, mode os.FileMode) string {
+	t.Helper()
+	d := filepath.Join(parent, name)
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, mode); err != nil { // not subject to the umask
+		t.Fatal(err)
+	}
+	return d
+}
+
+func chown(t *testing.T, path string, uid int) {
+	t.Helper()
+	if err := os.Chown(path, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// connect dials the agent at path and opens a session as pod; the client
+// is closed at cleanup.
+func connect(t *testing.T, path, pod string) *Client {
+	t.Helper()
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Connect(pod); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestReleaseSparesOthersEntry: when a connection ends, the agent removes
+// the entry it registered only if the entry is still that socket, never one
+// that another client wrote through the map fd since.
+func TestReleaseSparesOthersEntry(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// lose is given a's socket's Close; it makes a lose queue 0
+		// before b writes its own socket there, or not.
+		lose func(t *testing.T, closeXA func() error)
+	}{
+		// a closes its socket: the kernel drops the entry at once.
+		{"socket_closed", func(t *testing.T, closeXA func() error) {
+			if err := closeXA(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		// a's socket stays open; b simply overwrites the entry.
+		{"overwritten", func(*testing.T, func() error) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, nil)
+			xa := newBoundXSK(t, e.dev, 0)
+			a := connect(t, e.sock, "pod-a")
+			if err := a.Register(e.dev, 0, xa.FD()); err != nil {
+				t.Fatal(err)
+			}
+			tc.lose(t, xa.Close)
+
+			b := connect(t, e.sock, "pod-b")
+			m, err := b.XSKMap(e.dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			xb := newXSK(t)
+			if err := m.Update(uint32(0), uint32(xb), ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+			if e.udpReachesStack(t) {
+				t.Fatal("b's entry is not in the map")
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
+			if e.udpReachesStack(t) {
+				t.Fatal("a's disconnect removed b's entry")
+			}
+		})
+	}
+}
+
+// TestRegisterChecks: /xsk_register takes only a socket bound to the queue
+// it names on this device, and not a queue that another live connection
+// holds. The map fds are read-only, so /xsk_register is the only way in.
+func TestRegisterChecks(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	other := testenv.NewVeth(t, nil)
+	srv, err := NewServer(&ServerOptions{
+		Devices:     []Device{{Name: v.Host.Name}},
+		SocketDir:   socketDir(t),
+		ReadOnlyMap: true,
+		Logger:      testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	dev, path := v.Host.Name, srv.SocketPath(v.Host.Name)
+	q0 := newBoundXSK(t, dev, 0)
+	q1 := newBoundXSK(t, dev, 1)
+	elsewhere := newBoundXSK(t, other.Host.Name, 0)
+
+	a := connect(t, path, "pod-a")
+	if err := a.Register(dev, 0, q0.FD()); err != nil {
+		t.Fatal(err)
+	}
+	b := connect(t, path, "pod-b")
+	for _, tc := range []struct {
+		name  string
+		queue int
+		fd    int
+	}{
+		// A second socket cannot bind queue 0 with a UMEM of its own
+		// while a's is bound there, so b passes a's socket itself.
+		{"held_by_another", 0, q0.FD()},
+		{"unbound", 0, newXSK(t)},
+		{"bound_to_another_queue", 0, q1.FD()},
+		{"bound_to_another_device", 0, elsewhere.FD()},
+		{"beyond_the_map", 64, q0.FD()},
+	} {
+		if err := b.Register(dev, tc.queue, tc.fd); !errors.Is(err, ErrRejected) {
+			t.Errorf("%s: Register = %v, want ErrRejected", tc.name, err)
+		}
+	}
+	// b's session goes on, and a free queue is b's for the asking.
+	if err := b.Register(dev, 1, q1.FD()); err != nil {
+		t.Fatalf("Register of a free queue: %v", err)
+	}
+	// a may register its own queue again.
+	if err := a.Register(dev, 0, q0.FD()); err != nil {
+		t.Fatalf("Register of a queue a holds: %v", err)
+	}
+	// Once a's connection ends, its queue is free.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's connection to end", func() bool { return srv.Conns() == 1 })
+	if err := b.Register(dev, 0, q0.FD()); err != nil {
+		t.Fatalf("Register of the queue a held, after a left: %v", err)
+	}
+}
+
+// TestWriteTimeout: a client that sends requests and never reads the
+// answers fills its receive queue; the server gives up on it after
+// WriteTimeout rather than wait for it forever, idle timeout or not.
+func TestWriteTimeout(t *testing.T) {
+	e := newTestEnv(t, func(o *ServerOptions) {
+		o.IdleTimeout = -1
+		o.WriteTimeout = 200 * time.Millisecond
+	})
+	r := dialRaw(t, e.sock)
+	r.roundTrip("/connect, pod", RespHostOK, 0)
+	// Send until the send blocks too: the server no longer reads.
+	sent := 0
+	for ; sent < 100_000; sent++ {
+		r.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := r.c.Write([]byte(ReqVersion)); err != nil {
+			break
+		}
+	}
+	t.Logf("%d requests sent before the send blocked", sent)
+	waitFor(t, "the server to drop the connection", func() bool { return e.srv.Conns() == 0 })
+}
