@@ -9,6 +9,8 @@ package examples_test
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,8 +168,10 @@ func TestL2FwdInterrupt(t *testing.T) {
 
 // TestTxOnlyInterface runs txonly on an interface of the test's own
 // namespace (-i) and counts its frames where they arrive: every frame
-// the socket sent reached the other end, and no XDP program is left on
-// the interface once the process has exited.
+// the socket sent reached the other end. While it runs, the interface
+// still receives for the kernel: txonly attaches no XDP program, and a
+// kernel UDP socket there gets every datagram sent to it. No XDP program
+// is left on the interface once the process has exited.
 func TestTxOnlyInterface(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	bin := build(t)
@@ -180,32 +184,106 @@ func TestTxOnlyInterface(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	// The peer's sink drops what arrives there, ARP replies included:
+	// static neighbours let the peer send to the host end.
+	if err := pktgen.AddNeighbors(v); err != nil {
+		t.Fatal(err)
+	}
 	sink, err := pktgen.AttachSink(v.Peer, pktgen.Drop)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
+	ln, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(v.Host.IP(), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	before, err := pktgen.ReadCounters(v.Peer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(filepath.Join(bin, "txonly"), "-i", v.Host.Name, "-d", "1500ms", "-size", "128").CombinedOutput()
-	s := string(out)
-	t.Logf("txonly:\n%s", s)
+	cmd := exec.Command(filepath.Join(bin, "txonly"), "-i", v.Host.Name, "-d", "3s", "-size", "128")
+	var out testenv.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "txonly on ") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "txonly on ") {
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("txonly did not start:\n%s", out.String())
+	}
+
+	// While it sends: no program on the interface, and the kernel's
+	// UDP socket there receives what the peer sends it.
+	info, err := bpf.QueryXDP(v.Host.Index)
 	if err != nil {
-		t.Fatalf("txonly: %v", err)
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Errorf("txonly attached an XDP program to %s: %+v", v.Host.Name, info)
+	}
+	const datagrams = 20
+	err = v.Peer.Do(func() error {
+		conn, err := net.DialUDP("udp4", nil, ln.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for i := range datagrams {
+			if _, err := fmt.Fprintf(conn, "datagram %d", i); err != nil {
+				return err
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	buf := make([]byte, 100)
+	for got < datagrams {
+		ln.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := ln.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got != datagrams {
+		t.Errorf("during txonly -i %s, a kernel UDP socket on it received %d of %d datagrams", v.Host.Name, got, datagrams)
+	}
+
+	var werr error
+	select {
+	case werr = <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		werr = <-done
+		t.Errorf("txonly still running 20 s into a 3 s run")
+	}
+	s := out.String()
+	t.Logf("txonly:\n%s", s)
+	if werr != nil {
+		t.Fatalf("txonly: %v", werr)
 	}
 	after, err := pktgen.ReadCounters(v.Peer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := after.Sub(before)
+	rx := after.Sub(before)
 	sent, completed := stat(t, s, "tx packets"), stat(t, s, "tx completed")
 	if sent == 0 || completed != sent {
 		t.Fatalf("txonly sent %d frames and had %d completed; want the same, above 0", sent, completed)
 	}
-	if got.RxPackets+got.RxDropped != sent {
-		t.Errorf("txonly sent %d frames; the other end received %d and dropped %d", sent, got.RxPackets, got.RxDropped)
+	if rx.RxPackets+rx.RxDropped != sent {
+		t.Errorf("txonly sent %d frames; the other end received %d and dropped %d", sent, rx.RxPackets, rx.RxDropped)
 	}
 	if b := stat(t, s, "tx bytes"); b != 128*sent {
 		t.Errorf("tx bytes %d for %d frames of 128 bytes", b, sent)
@@ -215,7 +293,7 @@ func TestTxOnlyInterface(t *testing.T) {
 			t.Errorf("rate line without bits per second for 128-byte frames: %q", l)
 		}
 	}
-	info, err := bpf.QueryXDP(v.Host.Index)
+	info, err = bpf.QueryXDP(v.Host.Index)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +315,13 @@ func TestBadFlags(t *testing.T) {
 		{"rxdrop", []string{"-ring", "1000"}, "ring 1000: must be a power of two"},
 		{"rxdrop", []string{"-batch", "0"}, "batch 0"},
 		{"txonly", []string{"-size", "9000"}, "size 9000"},
+		{"txonly", []string{"-size", "1600"}, "size 1600: longer than the MTU 1500"},
+		{"rxdrop", []string{"-size", "2000"}, "size 2000: longer than the MTU 1500"},
+		{"rxdrop", []string{"-cpu", "-5", "-isolate"}, "cpu -5"},
+		{"rxdrop", []string{"-isolate"}, "isolate: needs -cpu"},
+		{"rxdrop", []string{"-gen-batch", "0"}, "gen-batch 0"},
+		{"rxdrop", []string{"-cpu", "4096"}, "cpu 4096: not one of the CPUs"},
+		{"l2fwd", []string{"-gen-cpu", "4096"}, "gen-cpu 4096: not one of the CPUs"},
 		{"txonly", []string{"-i", "afxdp-nosuch0"}, "afxdp-nosuch0"},
 		{"l2fwd", []string{"-wait", "sometimes"}, "sometimes"},
 	} {

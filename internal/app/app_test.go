@@ -2,14 +2,18 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -83,6 +87,12 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Wait, c.Nap = WaitNap, 2*time.Second }, "nap 2s"},
 		{func(c *Config) { c.Wait = WaitMode(7) }, "wait 7"},
 		{func(c *Config) { c.DstPort = 70000 }, "ports"},
+		{func(c *Config) { c.CPU = -5 }, "cpu -5"},
+		{func(c *Config) { c.CPU, c.Isolate = -5, true }, "cpu -5"},
+		{func(c *Config) { c.Isolate = true }, "isolate: needs -cpu"},
+		{func(c *Config) { c.GenCPU = -2 }, "gen-cpu -2"},
+		{func(c *Config) { c.GenBatch = 0 }, "gen-batch 0: must be between 1 and 256"},
+		{func(c *Config) { c.GenBatch = 257 }, "gen-batch 257"},
 	} {
 		var c Config
 		c.Defaults()
@@ -179,5 +189,135 @@ func TestProcCPU(t *testing.T) {
 	}
 	if d < 0 || ProcessCPU() <= 0 {
 		t.Fatalf("cpu times %v, %v", d, ProcessCPU())
+	}
+}
+
+// TestValidateCPUs checks that -cpu and -gen-cpu name CPUs this process
+// may run on, by its affinity rather than by the machine's CPU count, and
+// that the generator's knobs are checked only where there is a generator
+// (no -i).
+func TestValidateCPUs(t *testing.T) {
+	allowed, err := processCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := 0 // the first CPU number the process may not use
+	for allowed.IsSet(outside) {
+		outside++
+	}
+	first := 0
+	for !allowed.IsSet(first) {
+		first++
+	}
+	for _, tc := range []struct {
+		set  func(*Config)
+		want string // "": valid
+	}{
+		{func(c *Config) { c.CPU = first }, ""},
+		{func(c *Config) { c.CPU, c.Isolate = first, true }, ""},
+		{func(c *Config) { c.CPU, c.GenCPU = -1, -1 }, ""},
+		{func(c *Config) { c.CPU = outside }, fmt.Sprintf("cpu %d: not one of the CPUs this process may run on", outside)},
+		{func(c *Config) { c.CPU = 1 << 20 }, fmt.Sprintf("cpu %d: not one of", 1<<20)},
+		{func(c *Config) { c.GenCPU = outside }, fmt.Sprintf("gen-cpu %d: not one of", outside)},
+		// With -i there is no generator: its knobs do not matter.
+		{func(c *Config) { c.Interface, c.GenCPU, c.GenBatch = "eth0", outside, 0 }, ""},
+		{func(c *Config) { c.Interface, c.CPU = "eth0", outside }, fmt.Sprintf("cpu %d", outside)},
+	} {
+		var c Config
+		c.Defaults()
+		c.GenCPU = first
+		tc.set(&c)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("cpu %d, gen-cpu %d, -i %q: %v; want valid", c.CPU, c.GenCPU, c.Interface, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("cpu %d, gen-cpu %d, -i %q: %v; want an error starting %q", c.CPU, c.GenCPU, c.Interface, err, tc.want)
+		}
+	}
+}
+
+// TestTxOnlyLoadsNoXDPProgram checks that a transmit-only run opens its
+// socket without an XDP program, which would redirect everything arriving
+// on the queue to a socket that never receives, and that the receiving
+// kinds do load one.
+func TestTxOnlyLoadsNoXDPProgram(t *testing.T) {
+	var c Config
+	c.Defaults()
+	for kind, want := range map[Kind]bool{TxOnly: true, RxDrop: false, L2Fwd: false} {
+		o := socketOptions(&c, kind)
+		if o.NoXDP != want {
+			t.Errorf("%s: NoXDP %v, want %v", kind, o.NoXDP, want)
+		}
+		o.NoXDP = false
+		if *o != *c.XSKOptions() {
+			t.Errorf("%s: options %+v differ from the config's %+v in more than NoXDP", kind, *o, *c.XSKOptions())
+		}
+	}
+}
+
+// TestRunRefusesSizeAboveMTU checks that -size is checked against the MTU
+// of the built-in veth pair before it is built: longer frames would be
+// dropped on the way, and txonly would report a rate while nothing
+// arrived.
+func TestRunRefusesSizeAboveMTU(t *testing.T) {
+	for _, kind := range []Kind{TxOnly, RxDrop, L2Fwd} {
+		var c Config
+		c.Defaults()
+		c.PacketSize = TopologyMTU + packet.EthLen + 1
+		var out bytes.Buffer
+		_, err := Run(context.Background(), kind, &c, &out)
+		want := fmt.Sprintf("size %d: longer than the MTU %d of the built-in veth pair", c.PacketSize, TopologyMTU)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want an error containing %q", kind, err, want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%s: built something before refusing -size:\n%s", kind, out.String())
+		}
+	}
+	c := Config{}
+	c.Defaults()
+	c.PacketSize = TopologyMTU + packet.EthLen
+	if err := checkSize(c.PacketSize, "veth", TopologyMTU); err != nil {
+		t.Errorf("a frame of MTU plus the Ethernet header refused: %v", err)
+	}
+}
+
+// TestRunOnInterfaceRefusesSizeAboveMTU runs txonly with -i on an
+// interface of MTU 1000 and a -size of 1100, which that interface would
+// drop: it must fail naming -size and the MTU, before attaching anything.
+func TestRunOnInterfaceRefusesSizeAboveMTU(t *testing.T) {
+	v := testenv.NewVeth(t, &netenv.VethOptions{MTU: 1000})
+	var c Config
+	c.Defaults()
+	c.Interface, c.PacketSize = v.Host.Name, 1100
+	_, err := Run(context.Background(), TxOnly, &c, nil)
+	want := fmt.Sprintf("size 1100: longer than the MTU 1000 of %s", v.Host.Name)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("%v; want an error containing %q", err, want)
+	}
+	c.PacketSize = 1014
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := Run(ctx, TxOnly, &c, nil); err != nil {
+		t.Fatalf("size 1014 on MTU 1000: %v", err)
+	}
+}
+
+// TestPrintResultNothingArrived checks that a transmit run whose frames
+// never reached the peer says so, rather than leaving the peer's count
+// out and reporting only the transmit rate.
+func TestPrintResultNothingArrived(t *testing.T) {
+	var b strings.Builder
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, PeerCounted: true})
+	for _, want := range []string{"peer received 0 pps", "nothing arrived at the peer end"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, PeerReceived: 1000, PeerCounted: true})
+	if strings.Contains(b.String(), "nothing arrived") {
+		t.Errorf("warned although everything arrived:\n%s", b.String())
 	}
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -217,6 +219,41 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("duration %v: must not be negative", c.Duration)
 	case c.SrcPort > 0xffff || c.DstPort > 0xffff:
 		return fmt.Errorf("ports %d, %d: must be at most 65535", c.SrcPort, c.DstPort)
+	case c.CPU < -1:
+		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.CPU)
+	case c.Isolate && c.CPU < 0:
+		return errors.New("isolate: needs -cpu: it keeps the other threads off the run loop's CPU")
+	case c.Interface == "" && c.GenCPU < -1:
+		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
+	case c.Interface == "" && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
+		return fmt.Errorf("gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
+	}
+	return c.checkCPUs()
+}
+
+// checkCPUs checks that the CPUs to pin to are ones this process may run
+// on (its affinity, which taskset or a container's cpuset narrow), so that
+// a bad -cpu fails before anything is built rather than when the run loop
+// starts.
+func (c *Config) checkCPUs() error {
+	gen := c.GenCPU
+	if c.Interface != "" {
+		gen = -1 // no generator
+	}
+	if c.CPU < 0 && gen < 0 {
+		return nil
+	}
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", c.CPU, gen, err)
+	}
+	for _, p := range [...]struct {
+		flag string
+		cpu  int
+	}{{"cpu", c.CPU}, {"gen-cpu", gen}} {
+		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
+			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
+		}
 	}
 	return nil
 }

@@ -10,20 +10,48 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func rusage(who int) time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(who, &ru); err != nil {
-		return 0
+// clockCPU reads one of the kernel's CPU-time clocks.
+func clockCPU(clock int32) (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(clock, &ts); err != nil {
+		return 0, os.NewSyscallError("clock_gettime", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano()), nil
 }
 
-// ProcessCPU is the CPU time (user and system) this process has used.
-func ProcessCPU() time.Duration { return rusage(unix.RUSAGE_SELF) }
+// ProcessCPU is the CPU time (user and system) this process has used, in
+// nanoseconds, from the scheduler's own accounting
+// (CLOCK_PROCESS_CPUTIME_ID): the same clock as [ThreadCPU] and
+// [ThreadCPUOf], so that one thread's share can be taken out of it.
+func ProcessCPU() time.Duration {
+	d, _ := clockCPU(unix.CLOCK_PROCESS_CPUTIME_ID)
+	return d
+}
 
-// ThreadCPU is the CPU time the calling thread has used; lock the
-// goroutine to its thread (runtime.LockOSThread) for it to mean anything.
-func ThreadCPU() time.Duration { return rusage(unix.RUSAGE_THREAD) }
+// ThreadCPU is the CPU time the calling thread has used
+// (CLOCK_THREAD_CPUTIME_ID); lock the goroutine to its thread
+// (runtime.LockOSThread) for it to mean anything.
+func ThreadCPU() time.Duration {
+	d, _ := clockCPU(unix.CLOCK_THREAD_CPUTIME_ID)
+	return d
+}
+
+// ThreadCPUOf is the CPU time thread tid of this process has used, read
+// from another thread: its CPU-time clock, which pthread_getcpuclockid
+// would give (MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED) in the kernel).
+// It is exact to the nanosecond and on the same clock as [ProcessCPU],
+// unlike [TaskCPU], which counts in clock ticks.
+func ThreadCPUOf(tid int) (time.Duration, error) {
+	const perThread, sched = 4, 2
+	if tid <= 0 || tid >= 1<<28 { // the clock ID holds 28 bits of it
+		return 0, fmt.Errorf("cpu time of thread %d: %w", tid, unix.ESRCH)
+	}
+	d, err := clockCPU(int32(^tid<<3 | perThread | sched))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of thread %d: %w", tid, err)
+	}
+	return d, nil
+}
 
 // ProcCPU is the CPU time of process pid, from /proc/PID/stat (clock
 // ticks, usually 10 ms).
@@ -90,30 +118,22 @@ func PinThread(cpu int) (func(), error) {
 // the thread that makes them, which is one of the moved ones: the runtime
 // has a thread locked with LockOSThread ask another to make new threads.
 //
-// The CPUs the threads move to are those the process may use, taken as
-// the union of its threads' affinities less cpu; the calling thread's own
-// would not do, as it is usually pinned to cpu already. On a machine with
-// no other CPU it does nothing. restore gives every thread but the
-// calling one that union back.
+// A thread keeps the rest of its own affinity: one pinned elsewhere (a
+// traffic generator's, say) stays where it is, and one that may run on
+// cpu and others loses only cpu. A thread that may run on cpu alone moves
+// to the process's other CPUs: the union of its threads' affinities less
+// cpu. On a machine with no other CPU it does nothing.
+//
+// restore gives the moved threads that still have the affinity KeepOffCPU
+// left them with their own back, and cpu to the threads made since, which
+// inherited such an affinity; a thread pinned somewhere in between keeps
+// its pin.
 func KeepOffCPU(cpu int) (restore func() error, err error) {
-	tids, err := threadIDs()
+	allowed, err := processCPUs()
 	if err != nil {
 		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
 	}
-	var allowed unix.CPUSet
-	for _, tid := range tids {
-		var set unix.CPUSet
-		if err := unix.SchedGetaffinity(tid, &set); err != nil {
-			if err == unix.ESRCH { // the thread has exited
-				continue
-			}
-			return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, os.NewSyscallError("sched_getaffinity", err))
-		}
-		for i := range allowed {
-			allowed[i] |= set[i]
-		}
-	}
-	if cpu < 0 || !allowed.IsSet(cpu) {
+	if cpu < 0 || cpu >= len(allowed)*64 || !allowed.IsSet(cpu) {
 		return nil, fmt.Errorf("keep threads off cpu %d: not one of this process's CPUs", cpu)
 	}
 	off := allowed
@@ -122,7 +142,16 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 		return func() error { return nil }, nil
 	}
 	self := unix.Gettid()
-	setAll := func(set *unix.CPUSet) error {
+	// left holds each moved thread's affinity before and after; seen
+	// every thread there was, and given the affinities handed out, to
+	// recognise the threads made later (which inherit one of them).
+	type move struct{ from, to unix.CPUSet }
+	left := map[int]move{}
+	seen := map[int]bool{}
+	given := map[unix.CPUSet]bool{}
+	// each calls fn for every thread but the calling one with its
+	// affinity; threads that have exited are skipped.
+	each := func(fn func(tid int, set unix.CPUSet) error) error {
 		tids, err := threadIDs()
 		if err != nil {
 			return err
@@ -131,22 +160,87 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 			if tid == self {
 				continue
 			}
-			if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
-				return os.NewSyscallError("sched_setaffinity", err)
+			var set unix.CPUSet
+			if err := unix.SchedGetaffinity(tid, &set); err != nil {
+				if err == unix.ESRCH {
+					continue
+				}
+				return os.NewSyscallError("sched_getaffinity", err)
+			}
+			if err := fn(tid, set); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
-	if err := setAll(&off); err != nil {
-		setAll(&allowed)
-		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
+	setAffinity := func(tid int, set unix.CPUSet) error {
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+			return os.NewSyscallError("sched_setaffinity", err)
+		}
+		return nil
 	}
-	return func() error {
-		if err := setAll(&allowed); err != nil {
+	restore = func() error {
+		err := each(func(tid int, set unix.CPUSet) error {
+			m, moved := left[tid]
+			switch {
+			case set.IsSet(cpu), moved && set != m.to, !moved && (seen[tid] || !given[set]):
+				return nil // not ours to change, or pinned since
+			case moved:
+				return setAffinity(tid, m.from)
+			}
+			set.Set(cpu)
+			return setAffinity(tid, set)
+		})
+		if err != nil {
 			return fmt.Errorf("give threads back cpu %d: %w", cpu, err)
 		}
 		return nil
-	}, nil
+	}
+	err = each(func(tid int, set unix.CPUSet) error {
+		seen[tid] = true
+		if !set.IsSet(cpu) {
+			return nil // kept off cpu already: leave its pin alone
+		}
+		to := set
+		to.Clear(cpu)
+		if to.Count() == 0 {
+			to = off
+		}
+		if err := setAffinity(tid, to); err != nil {
+			return err
+		}
+		left[tid], given[to] = move{set, to}, true
+		return nil
+	})
+	if err != nil {
+		restore()
+		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
+	}
+	return restore, nil
+}
+
+// processCPUs is the set of CPUs this process may use: the union of its
+// threads' affinities. A single thread's would not do, as the calling one
+// may be pinned already.
+func processCPUs() (unix.CPUSet, error) {
+	var all unix.CPUSet
+	tids, err := threadIDs()
+	if err != nil {
+		return all, err
+	}
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			if err == unix.ESRCH { // the thread has exited
+				continue
+			}
+			return all, os.NewSyscallError("sched_getaffinity", err)
+		}
+		for i := range all {
+			all[i] |= set[i]
+		}
+	}
+	return all, nil
 }
 
 // threadIDs lists this process's threads.

@@ -123,3 +123,125 @@ func TestKeepOffCPUBadCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepOffCPUKeepsOtherPins checks that a thread pinned to another CPU
+// (a traffic generator's, as RunOn starts one before its loop) keeps its
+// pin while a run loop keeps the other threads off its own CPU, and after
+// restore.
+func TestKeepOffCPUKeepsOtherPins(t *testing.T) {
+	all, err := processCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	var cpus []int
+	for i := 0; len(cpus) < 2; i++ {
+		if all.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	loopCPU, genCPU := cpus[0], cpus[1]
+
+	pinned := make(chan int)
+	release := make(chan struct{})
+	genDone := make(chan struct{})
+	go func() {
+		defer close(genDone)
+		unpin, err := PinThread(genCPU)
+		if err != nil {
+			t.Error(err)
+			close(pinned)
+			return
+		}
+		defer unpin()
+		pinned <- unix.Gettid()
+		<-release
+	}()
+	gen, ok := <-pinned
+	if !ok {
+		return
+	}
+	defer func() { close(release); <-genDone }()
+
+	var during, after unix.CPUSet
+	var keepErr, undoErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		unpin, err := PinThread(loopCPU)
+		if err != nil {
+			keepErr = err
+			return
+		}
+		defer unpin()
+		restore, err := KeepOffCPU(loopCPU)
+		if err != nil {
+			keepErr = err
+			return
+		}
+		unix.SchedGetaffinity(gen, &during)
+		undoErr = restore()
+		unix.SchedGetaffinity(gen, &after)
+	}()
+	<-done
+	if keepErr != nil || undoErr != nil {
+		t.Fatal(keepErr, undoErr)
+	}
+	var want unix.CPUSet
+	want.Set(genCPU)
+	if during != want {
+		t.Errorf("while kept off cpu %d: the thread pinned to cpu %d may run on %d CPUs", loopCPU, genCPU, during.Count())
+	}
+	if after != want {
+		t.Errorf("after restore: the thread pinned to cpu %d may run on %d CPUs", genCPU, after.Count())
+	}
+}
+
+// TestThreadCPUOfIsProcessClock checks that another thread's CPU time is
+// read exactly and on the process's clock: a thread that spun for 50 ms
+// shows at least that much, and never more than the whole process used
+// over the same span, which is what lets the run loops take a generator's
+// CPU out of the process's without going negative.
+func TestThreadCPUOfIsProcessClock(t *testing.T) {
+	tid := make(chan int)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tid <- unix.Gettid()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	id := <-tid
+	defer func() { close(stop); <-done }()
+	p0 := ProcessCPU()
+	t0, err := ThreadCPUOf(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	t1, err := ThreadCPUOf(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1 := ProcessCPU()
+	thread, process := t1-t0, p1-p0
+	if thread < 10*time.Millisecond || thread > process {
+		t.Fatalf("a thread spinning for 50 ms used %v; the process %v over a span that holds it", thread, process)
+	}
+	if thread%(10*time.Millisecond) == 0 {
+		t.Errorf("thread CPU time %v: a whole number of clock ticks, not the scheduler's clock", thread)
+	}
+	if _, err := ThreadCPUOf(1 << 23); err == nil { // beyond PID_MAX_LIMIT
+		t.Error("ThreadCPUOf of a thread that does not exist: no error")
+	}
+}

@@ -65,8 +65,10 @@ type Result struct {
 	// Offered is what the generator offered (own topology only), from
 	// its average rate.
 	Offered uint64
-	// PeerReceived is what arrived at the host end (own topology only).
+	// PeerReceived is what arrived at the host end, counted when
+	// PeerCounted (own topology with a sink, for the sending kinds).
 	PeerReceived uint64
+	PeerCounted  bool
 	// CPU is the process's CPU time minus the generator thread's;
 	// GenCPU the generator thread's.
 	CPU, GenCPU time.Duration
@@ -133,6 +135,10 @@ func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, e
 	if c.Interface != "" {
 		return RunOn(ctx, kind, c, nil, 0, out)
 	}
+	// The generator sends -size frames too: check before building.
+	if err := checkSize(c.PacketSize, "the built-in veth pair", TopologyMTU); err != nil {
+		return nil, err
+	}
 	t, err := NewTopology(&TopologyOptions{
 		Generator: kind != TxOnly, FrameLen: c.PacketSize, GenBatch: c.GenBatch, GenPPS: c.GenPPS,
 		HostSink: kind != RxDrop,
@@ -156,6 +162,28 @@ type snapshot struct {
 	sleeps           uint64
 }
 
+// checkSize refuses a -size that ifname would not carry: longer than its
+// MTU plus the Ethernet header, such frames are dropped on the way and
+// never arrive.
+func checkSize(size int, ifname string, mtu int) error {
+	if mtu > 0 && size > mtu+packet.EthLen {
+		return fmt.Errorf("size %d: longer than the MTU %d of %s plus the %d-byte Ethernet header (at most %d)",
+			size, mtu, ifname, packet.EthLen, mtu+packet.EthLen)
+	}
+	return nil
+}
+
+// socketOptions is the socket configuration of a run of kind. A socket
+// that only transmits loads no XDP program (xsk.Options.NoXDP): the
+// program would redirect every frame arriving on the queue to a socket
+// that never receives, cutting the interface off from the kernel's stack
+// for as long as the run lasts.
+func socketOptions(c *Config, kind Kind) *xsk.Options {
+	o := c.XSKOptions()
+	o.NoXDP = kind == TxOnly
+	return o
+}
+
 // RunOn runs kind on the peer end of t (nil: on c.Interface in the calling
 // thread's namespace) until ctx ends. The measured window starts after
 // warmup.
@@ -164,14 +192,25 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		return nil, err
 	}
 	ifname := c.Interface
+	if t != nil {
+		ifname = t.Veth.Peer.Name
+	}
 	var sock *xsk.Socket
 	open := func() error {
+		if kind == TxOnly {
+			// An interface that does not exist is left for Open to
+			// report.
+			if ifi, err := net.InterfaceByName(ifname); err == nil {
+				if err := checkSize(c.PacketSize, ifname, ifi.MTU); err != nil {
+					return err
+				}
+			}
+		}
 		var err error
-		sock, err = xsk.Open(ifname, c.Queue, c.XSKOptions())
+		sock, err = xsk.Open(ifname, c.Queue, socketOptions(c, kind))
 		return err
 	}
 	if t != nil {
-		ifname = t.Veth.Peer.Name
 		err = t.Veth.Peer.Do(open)
 	} else {
 		err = open()
@@ -192,8 +231,12 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		}
 	}
 	if out != nil {
-		fmt.Fprintf(out, "%s on %s queue %d: %s mode, XDP %s, batch %d, rings %d, frames of %d, need_wakeup %v, busy-poll %v, wait %s\n",
-			kind, ifname, c.Queue, sock.Mode(), sock.XDPMode(), c.Batch, c.RingSize, c.FrameSize, c.NeedWakeup, c.BusyPoll, c.Wait)
+		xdp := "XDP " + sock.XDPMode().String()
+		if sock.Program() == nil {
+			xdp = "no XDP program (transmit only)"
+		}
+		fmt.Fprintf(out, "%s on %s queue %d: %s mode, %s, batch %d, rings %d, frames of %d, need_wakeup %v, busy-poll %v, wait %s\n",
+			kind, ifname, c.Queue, sock.Mode(), xdp, c.Batch, c.RingSize, c.FrameSize, c.NeedWakeup, c.BusyPoll, c.Wait)
 	}
 
 	var gen *GenRun
@@ -305,9 +348,11 @@ loop:
 	r := &Result{Kind: kind, Mode: sock.Mode(), Elapsed: end.at.Sub(start.at),
 		RxPackets: end.rx - start.rx, RxBytes: end.rxb - start.rxb,
 		TxPackets: end.tx - start.tx, TxBytes: end.txb - start.txb,
-		PeerReceived: end.peer - start.peer,
-		GenCPU:       end.gen - start.gen, Sleeps: end.sleeps - start.sleeps}
-	r.CPU = end.cpu - start.cpu - r.GenCPU
+		PeerReceived: end.peer - start.peer, PeerCounted: t != nil && t.Sink != nil,
+		GenCPU: end.gen - start.gen, Sleeps: end.sleeps - start.sleeps}
+	// Both on the scheduler's clock; the readings of a snapshot are a
+	// few microseconds apart, which must not make the rest negative.
+	r.CPU = max(end.cpu-start.cpu-r.GenCPU, 0)
 	// The generator's count moves once per call (2^20 frames): its
 	// average rate over its run is the better figure.
 	r.Offered = uint64(genRate * r.Elapsed.Seconds())
@@ -432,10 +477,13 @@ func PrintResult(out io.Writer, r *Result) {
 	if r.Offered > 0 {
 		fmt.Fprintf(out, "; generator offered %s (%.2f CPU-s)", FormatRate(float64(r.Offered)/secs), r.GenCPU.Seconds())
 	}
-	if r.PeerReceived > 0 {
+	if r.PeerCounted {
 		fmt.Fprintf(out, "; peer received %s", FormatRate(float64(r.PeerReceived)/secs))
 	}
 	fmt.Fprintln(out)
+	if r.PeerCounted && r.PeerReceived == 0 && r.TxPackets > 0 {
+		fmt.Fprintf(out, "nothing arrived at the peer end: the %d frames queued for transmit were lost on the way\n", r.TxPackets)
+	}
 	if r.BusyPoll > 0 && r.Stats.RxPackets > 0 && r.NAPIID == 0 {
 		fmt.Fprintf(out, "busy polling had no effect: the packets came from a NAPI instance without an ID (SO_INCOMING_NAPI_ID 0, as on veth), so there was nothing to busy-poll\n")
 	}

@@ -96,3 +96,36 @@ func TestRunAccountsForEveryFrame(t *testing.T) {
 		})
 	}
 }
+
+// TestRunWithGenPPSEndsPromptly runs rxdrop on the built-in topology with
+// a generator paced to 20,000 frames per second for 500 ms: the run must
+// end within a few seconds, not once the generator's call of 2^20 frames
+// (52 s at that rate) is through, and Ctrl-C (the same context) likewise.
+// The bound is generous: this is a hang test, not a timing assertion.
+func TestRunWithGenPPSEndsPromptly(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const pps = 20000
+	var c Config
+	c.Defaults()
+	c.GenPPS, c.Wait = pps, WaitPoll
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out bytes.Buffer
+	start := time.Now()
+	r, err := Run(ctx, RxDrop, &c, &out)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if took > 10*time.Second {
+		t.Fatalf("a 500 ms run at %d pps took %v to end\n%s", pps, took, out.String())
+	}
+	a := r.Account
+	if a == nil || a.Sent == 0 || float64(a.Sent) > 2*pps*took.Seconds() {
+		t.Fatalf("account %+v after %v at %d pps\n%s", a, took, pps, out.String())
+	}
+	if r.CPU < 0 || r.GenCPU <= 0 {
+		t.Errorf("CPU %v, generator's %v: want the generator's positive and the rest not negative", r.CPU, r.GenCPU)
+	}
+	t.Logf("ended after %v; the generator sent %d frames", took, a.Sent)
+}

@@ -1,10 +1,10 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -45,6 +45,10 @@ type TopologyOptions struct {
 // percent, at the price of Offered moving only once per call.
 const genChunk = 1 << 20
 
+// TopologyMTU is the MTU of both ends of the topology's veth pair: frames
+// longer than it plus the 14-byte Ethernet header do not get through.
+const TopologyMTU = 1500
+
 // Topology is a veth pair whose host end sits in a throwaway namespace and
 // whose peer end is where the program under test binds, with a generator
 // that feeds the peer and a sink that swallows what the peer sends.
@@ -72,7 +76,7 @@ func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
 	if t.HostNS, err = netenv.NewNetns(""); err != nil {
 		return nil, err
 	}
-	if t.Veth, err = netenv.NewVeth(&netenv.VethOptions{HostNS: t.HostNS, PeerNS: o.PeerNS}); err != nil {
+	if t.Veth, err = netenv.NewVeth(&netenv.VethOptions{HostNS: t.HostNS, PeerNS: o.PeerNS, MTU: TopologyMTU}); err != nil {
 		return nil, err
 	}
 	if err := pktgen.AddNeighbors(t.Veth); err != nil {
@@ -145,15 +149,17 @@ func (t *Topology) PeerReceived() (uint64, error) {
 
 // GenRun is a generator running in the background.
 type GenRun struct {
-	g     *pktgen.Generator
-	stop  atomic.Bool
-	done  chan struct{}
-	start time.Time
-	end   time.Time
-	sent  uint64
-	cpu   time.Duration // the generator thread's CPU time, once done
-	tid   int
-	err   error
+	g      *pktgen.Generator
+	cancel context.CancelFunc
+	done   chan struct{}
+	tid    int           // the generator's thread, locked to it until done
+	cpu0   time.Duration // that thread's CPU time at the start
+	start  time.Time
+	// Set by the generator's goroutine before done is closed.
+	end  time.Time
+	sent uint64
+	cpu  time.Duration // the thread's CPU time over the run
+	err  error
 }
 
 // StartGenerator sends as fast as the generator can (or at its PPS) on a
@@ -162,33 +168,40 @@ func (t *Topology) StartGenerator(cpu int) (*GenRun, error) {
 	if t.Gen == nil {
 		return nil, errors.New("start generator: the topology has none")
 	}
-	r := &GenRun{g: t.Gen, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &GenRun{g: t.Gen, cancel: cancel, done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
-		defer close(r.done)
 		unpin, err := PinThread(cpu)
-		r.tid = unix.Gettid()
-		ready <- err
 		if err != nil {
+			close(r.done)
+			ready <- err
 			return
 		}
-		defer unpin()
-		c0, t0 := ThreadCPU(), time.Now()
-		r.start = t0
-		// Send without a context: SendContext would cap each call at
-		// 2^16 frames to notice cancellation sooner.
-		for !r.stop.Load() {
-			n, err := t.Gen.Send(genChunk)
+		r.tid, r.cpu0, r.start = unix.Gettid(), ThreadCPU(), time.Now()
+		ready <- nil
+		// Calls of genChunk frames: SendContext keeps a chunk that big
+		// when ctx has no deadline, and Stop's cancel ends a paced send
+		// (PPS) in its sleep; an unpaced chunk runs to its end.
+		for ctx.Err() == nil {
+			n, err := t.Gen.SendContext(ctx, genChunk)
 			r.sent += n
 			if err != nil {
-				r.err = fmt.Errorf("generator: %w", err)
+				if !errors.Is(err, context.Canceled) || ctx.Err() == nil {
+					r.err = fmt.Errorf("generator: %w", err)
+				}
 				break
 			}
 		}
 		r.end = time.Now()
-		r.cpu = ThreadCPU() - c0
+		r.cpu = ThreadCPU() - r.cpu0
+		// Done before the thread is unlocked, so that CPU never reads a
+		// thread that has gone on to run other goroutines.
+		close(r.done)
+		unpin()
 	}()
 	if err := <-ready; err != nil {
+		cancel()
 		return nil, err
 	}
 	return r, nil
@@ -197,17 +210,27 @@ func (t *Topology) StartGenerator(cpu int) (*GenRun, error) {
 // Offered is the number of frames offered so far.
 func (r *GenRun) Offered() uint64 { return r.g.Total() }
 
-// CPU is the CPU time the generator's thread has used so far, in clock
-// ticks (10 ms).
+// CPU is the CPU time the generator's thread has used since it started,
+// to the nanosecond and on the same clock as [ProcessCPU], so that the
+// difference of the two is the rest of the process's.
 func (r *GenRun) CPU() time.Duration {
-	d, _ := TaskCPU(r.tid)
-	return d
+	select {
+	case <-r.done:
+		return r.cpu
+	default:
+	}
+	d, err := ThreadCPUOf(r.tid)
+	if err != nil {
+		return 0
+	}
+	return d - r.cpu0
 }
 
-// Stop stops the generator at the end of its current call and returns
-// its thread's CPU time and its error, if it failed.
+// Stop stops the generator, ending a paced wait at once and an unpaced
+// call at its end, and returns its thread's CPU time and its error, if it
+// failed. It may be called more than once.
 func (r *GenRun) Stop() (time.Duration, error) {
-	r.stop.Store(true)
+	r.cancel()
 	<-r.done
 	return r.cpu, r.err
 }
