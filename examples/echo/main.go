@@ -5,11 +5,24 @@
 // checksums recomputed) and transmits it from the same UMEM frame. Plain
 // kernel UDP clients (net.Dial, nc -u) get their datagrams back: the frames
 // built here are real packets to the kernel, which would drop them on a
-// bad checksum.
+// bad checksum. A request with IP options gets a plain answer, without
+// them, as a kernel UDP socket would send.
 //
 // Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter); ARP and
 // everything else go on to the kernel, which therefore still answers the
-// clients' ARP requests for the interface's address.
+// clients' ARP requests for the interface's address. -port must be 1 to
+// 65535: port 0 would make the filter match every UDP port.
+//
+// Limits: a datagram larger than the MTU arrives in fragments, and the
+// filter leaves IPv4 fragments to the kernel, the first one too (see
+// bpf.Filter.DstPort): echo does not reassemble, so it does not answer
+// such a datagram, and the kernel, which does reassemble, delivers it to a
+// kernel socket on -port or answers ICMP port unreachable. The filter
+// looks through a VLAN tag, though, and redirects a tagged datagram for
+// -port, which echo does not answer (it answers untagged frames only) and
+// the kernel then never sees. echo counts those, and any first fragment
+// that reaches it all the same (from an XDP program of someone else's
+// that redirects more), and reports them at the end as not answered.
 //
 // With no interface (-i) it builds its own veth pair in throwaway network
 // namespaces, serves on the peer end, and runs a kernel UDP client on the
@@ -31,7 +44,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,18 +57,38 @@ import (
 func main() {
 	var c app.Config
 	c.RegisterFlags(flag.CommandLine)
-	port := flag.Uint("port", 9000, "UDP port to answer")
-	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends")
+	port := flag.Uint("port", 9000, "UDP port to answer, 1..65535")
+	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends (at least 1)")
 	flag.Parse()
-	ctx, cancel := app.Context(c.Duration)
-	defer cancel()
-	if err := run(ctx, &c, uint16(*port), *n, os.Stdout); err != nil {
+	p, err := checkFlags(*port, *n)
+	if err == nil {
+		ctx, cancel := app.Context(c.Duration)
+		err = run(ctx, &c, p, *n, os.Stdout)
+		cancel()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "echo:", err)
 		os.Exit(1)
 	}
 }
 
+// checkFlags checks -port and -n and returns the port.
+func checkFlags(port uint, n int) (uint16, error) {
+	switch {
+	case port == 0:
+		return 0, errors.New("port 0: must be between 1 and 65535 (0 would match every UDP port and take all UDP/IPv4 on the queue from the kernel)")
+	case port > 0xffff:
+		return 0, fmt.Errorf("port %d: must be between 1 and 65535", port)
+	case n < 1:
+		return 0, fmt.Errorf("n %d: must be at least 1", n)
+	}
+	return uint16(port), nil
+}
+
 func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) (err error) {
+	if _, err := checkFlags(uint(port), n); err != nil {
+		return err
+	}
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -84,42 +116,56 @@ func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) 
 	fmt.Fprintf(out, "echo on %s queue %d port %d: %s mode\n", ifname, c.Queue, port, sock.Mode())
 
 	s := &server{sock: sock, port: port, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
-	var wg sync.WaitGroup
-	var serveErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		serveErr = s.serve()
-	}()
-	stop := func() {
-		s.stop.Store(true)
-		wg.Wait()
-	}
-	if v == nil {
+	body := func(ctx context.Context) error { // serve until interrupted
 		<-ctx.Done()
-		stop()
-	} else {
-		cerr := v.Host.Do(func() error {
-			return client(ctx, netip.AddrPortFrom(v.Peer.IP(), port), n, out)
-		})
-		stop()
-		if cerr != nil {
-			if st, err := sock.Stats(); err == nil {
-				app.PrintStats(out, st)
-			}
-			return cerr
+		return nil
+	}
+	if v != nil {
+		body = func(ctx context.Context) error {
+			return v.Host.Do(func() error {
+				return client(ctx, netip.AddrPortFrom(v.Peer.IP(), port), n, out)
+			})
 		}
 	}
-	if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
-		return serveErr
+	if err := serveWhile(ctx, s.serve, func() { s.stop.Store(true) }, body); err != nil {
+		if st, serr := sock.Stats(); serr == nil {
+			s.report(out)
+			app.PrintStats(out, st)
+		}
+		return err
 	}
 	st, err := sock.Stats()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "answered %d datagrams, dropped %d frames that were not for us\n", s.answered.Load(), s.dropped.Load())
+	s.report(out)
 	app.PrintStats(out, st)
 	return nil
+}
+
+// serveWhile runs serve on a goroutine of its own while body runs, and
+// calls stop, which makes serve return, once body has returned. body's
+// context ends with ctx or as soon as serve fails, so that a server that
+// failed ends the run instead of leaving it waiting for Ctrl-C or for a
+// client that will get no answer. The error is serve's, if it failed
+// (other than with the socket closed), else body's.
+func serveWhile(ctx context.Context, serve func() error, stop func(), body func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		err := serve()
+		if err != nil {
+			cancel()
+		}
+		served <- err
+	}()
+	berr := body(ctx)
+	stop()
+	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return berr
 }
 
 // open binds an echo socket whose XDP program redirects only UDP/IPv4 to
@@ -142,15 +188,24 @@ func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.
 	return sock, err
 }
 
-// server answers datagrams on one socket. serve runs on one goroutine.
+// server answers datagrams on one socket. serve runs on one goroutine;
+// the counters may be read from any.
 type server struct {
-	sock     *xsk.Socket
-	port     uint16
-	wait     app.WaitMode
-	descs    []xsk.Desc
-	stop     atomic.Bool
-	answered atomic.Uint64
-	dropped  atomic.Uint64
+	sock  *xsk.Socket
+	port  uint16
+	wait  app.WaitMode
+	descs []xsk.Desc
+	stop  atomic.Bool
+	// answered counts the datagrams answered; fragments and tagged the
+	// ones for port that echo cannot answer (see verdict); dropped the
+	// frames that were not for port at all.
+	answered, fragments, tagged, dropped atomic.Uint64
+}
+
+// report prints what the server did with the frames it received.
+func (s *server) report(out io.Writer) {
+	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged; dropped %d frames that were not for port %d\n",
+		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.dropped.Load(), s.port)
 }
 
 func (s *server) serve() error {
@@ -173,15 +228,22 @@ func (s *server) serve() error {
 		out := s.descs[:0]
 		drop = drop[:0]
 		for _, d := range s.descs[:k] {
-			if l := reply(s.sock.Frame(d), s.port); l > 0 {
+			l, v := reply(s.sock.Frame(d), s.port)
+			switch v {
+			case answered:
 				d.Len = uint32(l)
 				out = append(out, d)
-			} else {
-				drop = append(drop, d)
+				continue
+			case fragment:
+				s.fragments.Add(1)
+			case tagged:
+				s.tagged.Add(1)
+			default:
+				s.dropped.Add(1)
 			}
+			drop = append(drop, d)
 		}
 		if len(drop) > 0 {
-			s.dropped.Add(uint64(len(drop)))
 			if err := s.sock.Release(drop); err != nil {
 				return err
 			}
@@ -206,30 +268,68 @@ func (s *server) serve() error {
 	return nil
 }
 
+// verdict is what reply made of a frame.
+type verdict int
+
+const (
+	// answered: the frame now holds the answer.
+	answered verdict = iota
+	// notOurs: not a well-formed UDP/IPv4 datagram for the port.
+	notOurs
+	// fragment: the first fragment of a datagram for the port. echo's
+	// filter leaves fragments to the kernel, but a program that
+	// redirects more may pass one on; answering needs the whole
+	// datagram, and without reassembly here it cannot be answered.
+	fragment
+	// tagged: a well-formed datagram for the port behind a VLAN tag,
+	// which the XDP filter looks through; echo answers untagged frames
+	// only.
+	tagged
+)
+
 // reply turns the UDP/IPv4 datagram to port in frame into its answer, in
-// place, and returns the answer's length, or 0 when frame is not a
-// well-formed, unfragmented datagram for port without IP options. It
-// allocates nothing.
+// place, and returns the answer's length and answered; otherwise it
+// leaves frame alone and says why not. IP options are honoured in the
+// request and left out of the answer: the UDP header and payload move up
+// to follow a 20-byte IPv4 header. It allocates nothing.
 //
 // The incoming UDP checksum is not verified: a kernel that sends over veth
 // (or any device with checksum offload) leaves it partial, for hardware
 // that veth does not have to fill in. The IPv4 header checksum is always
 // complete and is checked; the answer gets both checksums in full.
-func reply(frame []byte, port uint16) int {
-	const eth, ip = packet.EthLen, packet.EthLen + packet.IPv4Len
-	if len(frame) < packet.HeadersLen || be16(frame[12:]) != 0x0800 || frame[eth] != 0x45 || frame[eth+9] != 17 {
-		return 0
+func reply(frame []byte, port uint16) (int, verdict) {
+	const eth = packet.EthLen
+	if len(frame) < packet.HeadersLen {
+		return 0, notOurs
 	}
-	if be16(frame[eth+6:])&0x3fff != 0 {
-		return 0 // a fragment: the kernel would reassemble it; we do not
+	switch be16(frame[12:]) {
+	case 0x0800:
+	case 0x8100, 0x88a8:
+		if be16(frame[16:]) == 0x0800 && forPort(frame, eth+4, port) {
+			return 0, tagged
+		}
+		return 0, notOurs
+	default:
+		return 0, notOurs
+	}
+	if !forPort(frame, eth, port) {
+		return 0, notOurs
+	}
+	hl := int(frame[eth]&0x0f) * 4
+	udp := eth + hl
+	if ipChecksum(frame[eth:udp]) != 0 {
+		return 0, notOurs
+	}
+	if flags := be16(frame[eth+6:]); flags&0x2000 != 0 { // more fragments
+		return 0, fragment
 	}
 	total := int(be16(frame[eth+2:]))
-	if total < packet.IPv4Len+packet.UDPLen || eth+total > len(frame) || ipChecksum(frame[eth:ip]) != 0 {
-		return 0
+	if total < hl+packet.UDPLen || eth+total > len(frame) {
+		return 0, notOurs
 	}
-	ulen := int(be16(frame[ip+4:]))
-	if ulen != total-packet.IPv4Len || be16(frame[ip+2:]) != port {
-		return 0
+	ulen := int(be16(frame[udp+4:]))
+	if ulen != total-hl {
+		return 0, notOurs
 	}
 	var srcMAC, dstMAC [6]byte
 	copy(srcMAC[:], frame[0:6])
@@ -237,16 +337,34 @@ func reply(frame []byte, port uint16) int {
 	h := packet.UDP{
 		SrcMAC: srcMAC[:], DstMAC: dstMAC[:],
 		SrcIP: netip.AddrFrom4([4]byte(frame[eth+16 : eth+20])), DstIP: netip.AddrFrom4([4]byte(frame[eth+12 : eth+16])),
-		SrcPort: port, DstPort: be16(frame[ip:]),
+		SrcPort: port, DstPort: be16(frame[udp:]),
 		ID: be16(frame[eth+4:]),
 	}
-	// The payload stays where it is: Write rebuilds the headers around it
-	// and computes both checksums.
+	if hl > packet.IPv4Len {
+		// Drop the options: the payload moves up behind a plain header.
+		copy(frame[eth+packet.IPv4Len:], frame[udp:eth+total])
+	}
+	// Write rebuilds the headers around the payload and computes both
+	// checksums.
 	l, err := h.Write(frame, ulen-packet.UDPLen)
 	if err != nil {
-		return 0
+		return 0, notOurs
 	}
-	return l
+	return l, answered
+}
+
+// forPort reports whether frame holds, at ip, the IPv4 header of an
+// unfragmented datagram or first fragment whose UDP header is in frame and
+// names port as its destination.
+func forPort(frame []byte, ip int, port uint16) bool {
+	if len(frame) < ip+packet.IPv4Len || frame[ip]>>4 != 4 || frame[ip+9] != 17 {
+		return false
+	}
+	hl := int(frame[ip]&0x0f) * 4
+	if hl < packet.IPv4Len || len(frame) < ip+hl+packet.UDPLen || be16(frame[ip+6:])&0x1fff != 0 {
+		return false // malformed, or a fragment other than the first
+	}
+	return be16(frame[ip+hl+2:]) == port
 }
 
 func be16(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
