@@ -10,8 +10,18 @@
 //
 // Each benchmark reports pps and ns/pkt, offered-pps (what the generator
 // offered), drops, and cpu-s/Mpkt: the CPU seconds the process spent per
-// million packets, the generator's thread excluded. An iteration handles
-// 4096 packets, so allocs/op is per 4096 packets.
+// million packets, the generator's thread excluded (both read from the
+// scheduler's clock, to the nanosecond). The send benchmarks report
+// peer-pps and lost: frames sent that did not arrive at the far end, once
+// the TX ring has been drained.
+//
+// An iteration handles 4096 packets, so allocs/op is per 4096 packets. It
+// counts every allocation the process made during the timed loop: in the
+// receive benchmarks that includes the generator's goroutine, which
+// allocates a few times per BPF_PROG_RUN call of 2^20 frames, so it is an
+// upper bound for the loop under test. TestLoopsAllocateNothing is what
+// shows that the loops themselves allocate nothing per packet
+// (testing.AllocsPerRun with the generator stopped).
 //
 // bench/cmd/compare runs the same loops side by side with DPDK's testpmd;
 // bench/cmd/results regenerates bench/RESULTS.md.
