@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -43,6 +44,7 @@ import (
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/baseline"
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -206,8 +208,46 @@ func checkRings(ring, bigRing, batch int) error {
 // make a 512 MiB UMEM of 2 KiB frames.
 const ringMax = 1 << 16
 
-func run(ctx context.Context) (err error) {
+// checkFlags refuses flag values that would fail only once the topology
+// is built, or in the middle of a run, or (-rounds 0) leave nothing to
+// report.
+func checkFlags() error {
+	switch {
+	case *rounds < 1:
+		return fmt.Errorf("-rounds %d: must be at least 1", *rounds)
+	case *dur <= 0:
+		return fmt.Errorf("-d %v: must be positive", *dur)
+	case *warmup < 0:
+		return fmt.Errorf("-warmup %v: must not be negative", *warmup)
+	case *size < packet.MinFrame || *size > app.TopologyMTU+packet.EthLen:
+		return fmt.Errorf("-size %d: must be between %d and %d (the veth pair's MTU %d plus the Ethernet header)",
+			*size, packet.MinFrame, app.TopologyMTU+packet.EthLen, app.TopologyMTU)
+	case *batch < 1 || *batch > 4096:
+		return fmt.Errorf("-batch %d: must be between 1 and 4096", *batch)
+	case *txBatch < 1 || *txBatch > *ring:
+		return fmt.Errorf("-tx-batch %d: must be between 1 and the ring size %d", *txBatch, *ring)
+	case *txBudget != 0 && (*txBudget < 32 || *txBudget > *ring):
+		return fmt.Errorf("-tx-budget %d: must be 0 or between 32 and the ring size %d", *txBudget, *ring)
+	case *nap <= 0 || *nap > time.Second:
+		return fmt.Errorf("-nap %v: must be above 0 and at most 1s", *nap)
+	}
 	if err := checkRings(*ring, *bigRing, *batch); err != nil {
+		return err
+	}
+	cpus, err := pktgen.AllowedCPUs()
+	if err != nil {
+		return err
+	}
+	for _, cpu := range []int{genCPU, loopCPU} {
+		if !cpus.Contains(cpu) {
+			return fmt.Errorf("needs CPUs %d (generator) and %d (code under test); this process may run on %s", genCPU, loopCPU, cpus)
+		}
+	}
+	return nil
+}
+
+func run(ctx context.Context) (err error) {
+	if err := checkFlags(); err != nil {
 		return err
 	}
 	if err := ensureTestpmd(); err != nil {
@@ -301,15 +341,21 @@ func run(ctx context.Context) (err error) {
 	return nil
 }
 
+// writeJSON writes the medians of every contender to path. A contender
+// without trials gets zeros; a figure that is not a finite number (a
+// trial that should have been refused) fails the write with an error that
+// names the contender and the figure, rather than json's "unsupported
+// value".
 func writeJSON(path string, cs []*contender) error {
 	var out []summary.Summary
 	for _, c := range cs {
 		pps := func(t trial) float64 { return t.pps / 1e6 }
+		lo, hi := ppsRange(c.res)
 		s := summary.Summary{
 			Name: c.name, Group: c.group, Trials: len(c.res),
 			Mpps:        median(c.res, pps),
-			Min:         pps(slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
-			Max:         pps(slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) })),
+			Min:         lo / 1e6,
+			Max:         hi / 1e6,
 			OfferedMpps: median(c.res, func(t trial) float64 { return t.offered / 1e6 }),
 			Drops:       median(c.res, func(t trial) float64 { return t.drops }),
 			RxRingFull:  median(c.res, func(t trial) float64 { return t.full }),
@@ -317,6 +363,20 @@ func writeJSON(path string, cs []*contender) error {
 		}
 		for _, t := range c.res {
 			s.Rounds = append(s.Rounds, pps(t))
+		}
+		for _, f := range []struct {
+			name string
+			v    []float64
+		}{
+			{"Mpps", []float64{s.Mpps, s.Min, s.Max}}, {"offered Mpps", []float64{s.OfferedMpps}},
+			{"drops", []float64{s.Drops, s.RxRingFull}}, {"CPU-s/Mpkt", []float64{s.CPUPerMpkt}},
+			{"rounds' Mpps", s.Rounds},
+		} {
+			for _, v := range f.v {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return fmt.Errorf("write %s: %s: %s is %v", path, c.name, f.name, v)
+				}
+			}
 		}
 		out = append(out, s)
 	}
@@ -419,8 +479,7 @@ func report(w io.Writer, cs []*contender) {
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range cs {
 		pps := median(c.res, func(t trial) float64 { return t.pps })
-		lo := slices.MinFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
-		hi := slices.MaxFunc(c.res, func(a, b trial) int { return cmpf(a.pps, b.pps) }).pps
+		lo, hi := ppsRange(c.res)
 		off := median(c.res, func(t trial) float64 { return t.offered })
 		offs, drops, full, ratio, vsUDP := "", "", "", "", ""
 		if off > 0 {
@@ -443,6 +502,15 @@ func report(w io.Writer, cs []*contender) {
 		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %s | %.3f | %s | %s |\n",
 			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, full, median(c.res, func(t trial) float64 { return t.cpu }), ratio, vsUDP)
 	}
+}
+
+// ppsRange returns the lowest and highest rate of ts, 0 and 0 for none.
+func ppsRange(ts []trial) (lo, hi float64) {
+	if len(ts) == 0 {
+		return 0, 0
+	}
+	by := func(a, b trial) int { return cmpf(a.pps, b.pps) }
+	return slices.MinFunc(ts, by).pps, slices.MaxFunc(ts, by).pps
 }
 
 func cmpf(a, b float64) int {
@@ -479,8 +547,11 @@ func windowFrames(e *env, at func(i int)) (offered float64, frames uint64, secs 
 		return 0, 0, 0, 0, err
 	}
 	time.Sleep(*warmup)
-	c0, t0 := g.CPU(), time.Now()
+	// The process's CPU time, which at reads, and the generator's are on
+	// one clock: read so that the process's span holds the generator's.
+	t0 := time.Now()
 	at(0)
+	c0 := g.CPU()
 	time.Sleep(*dur)
 	c1, t1 := g.CPU(), time.Now()
 	at(1)
@@ -509,7 +580,25 @@ func xdpDrop(e *env) (trial, error) {
 	if err = errors.Join(err, rerr); err != nil {
 		return trial{}, err
 	}
-	return trial{pps: float64(p[1]-p[0]) / secs, offered: off}, nil
+	pps, _, err := rates("the peer end took in nothing", float64(p[1]-p[0]), secs, 0)
+	if err != nil {
+		return trial{}, err
+	}
+	return trial{pps: pps, offered: off}, nil
+}
+
+// rates turns what a trial counted over its window into a rate and the
+// CPU seconds per million packets. A trial that moved no packet is
+// refused, as the testpmd and C rows refuse theirs: the row is broken,
+// and its CPU per packet would be NaN or infinite, which no JSON summary
+// can hold. what says what went wrong ("received nothing"). cpu is
+// clamped at 0: it is the process's time less the generator thread's,
+// both on the scheduler's clock, read microseconds apart.
+func rates(what string, got, secs float64, cpu time.Duration) (pps, cpuPerMpkt float64, err error) {
+	if !(got > 0) || !(secs > 0) {
+		return 0, 0, fmt.Errorf("%s in %.2fs", what, secs)
+	}
+	return got / secs, max(cpu, 0).Seconds() / (got / 1e6), nil
 }
 
 func openPeer(e *env, c *app.Config) (*xsk.Socket, error) {
@@ -566,10 +655,12 @@ func afxdpRxRing(e *env, w app.WaitMode, ring int) (trial, error) {
 	if err = errors.Join(err, wait()); err != nil {
 		return trial{}, err
 	}
-	got := float64(n[1] - n[0])
+	pps, cpuPer, err := rates("received nothing", float64(n[1]-n[0]), secs, cpu[1]-cpu[0]-gcpu)
+	if err != nil {
+		return trial{}, err
+	}
 	drops, full := socketDrops(st)
-	return trial{pps: got / secs, offered: off, drops: drops, full: full,
-		cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+	return trial{pps: pps, offered: off, drops: drops, full: full, cpu: cpuPer}, nil
 }
 
 func afxdpTx(e *env) (trial, error) {
@@ -596,8 +687,11 @@ func afxdpTx(e *env) (trial, error) {
 	if err := errors.Join(err0, err1, wait()); err != nil {
 		return trial{}, err
 	}
-	got := float64(p1 - p0)
-	return trial{pps: got / t1.Sub(t0).Seconds(), cpu: (c1 - c0).Seconds() / (got / 1e6)}, nil
+	pps, cpuPer, err := rates("nothing arrived at the host end", float64(p1-p0), t1.Sub(t0).Seconds(), c1-c0)
+	if err != nil {
+		return trial{}, err
+	}
+	return trial{pps: pps, cpu: cpuPer}, nil
 }
 
 // socketDrops returns the socket's drops between two readings of its
@@ -637,13 +731,12 @@ func afxdpFwd(e *env) (trial, error) {
 	if err = errors.Join(err, herr, wait()); err != nil {
 		return trial{}, err
 	}
-	got := float64(host[1] - host[0])
-	if got == 0 {
-		return trial{}, errors.New("afxdp l2fwd forwarded nothing")
+	pps, cpuPer, err := rates("forwarded nothing", float64(host[1]-host[0]), secs, cpu[1]-cpu[0]-gcpu)
+	if err != nil {
+		return trial{}, err
 	}
 	drops, full := socketDrops(st)
-	return trial{pps: got / secs, offered: off, drops: drops, full: full,
-		cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+	return trial{pps: pps, offered: off, drops: drops, full: full, cpu: cpuPer}, nil
 }
 
 func txFrame(e *env) []byte {
@@ -701,8 +794,11 @@ func udpRecv(e *env) (trial, error) {
 	if err = errors.Join(err, rerr); err != nil {
 		return trial{}, err
 	}
-	got := float64(st[1].Packets - st[0].Packets)
-	return trial{pps: got / secs, offered: off, cpu: (cpu[1] - cpu[0] - gcpu).Seconds() / (got / 1e6)}, nil
+	pps, cpuPer, err := rates("received nothing", float64(st[1].Packets-st[0].Packets), secs, cpu[1]-cpu[0]-gcpu)
+	if err != nil {
+		return trial{}, err
+	}
+	return trial{pps: pps, offered: off, cpu: cpuPer}, nil
 }
 
 var (
@@ -742,7 +838,7 @@ type testpmdProc struct {
 // it forwards.
 func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error) {
 	args := []string{"netns", "exec", e.ns.Name(), "dpdk-testpmd", "-l", "0-1", "--no-pci", "--no-huge", "-m", "1024",
-		"--no-shconf", "--file-prefix", "afxcmp" + strconv.Itoa(os.Getpid()),
+		"--no-shconf", "--file-prefix", testpmdPrefix(),
 		"--vdev", "net_af_xdp0,iface=" + e.topo.Veth.Peer.Name + ",start_queue=0,queue_count=1,busy_budget=0",
 		"--", "--forward-mode=" + mode, "--nb-cores=1", "--stats-period", "1"}
 	switch mode {
@@ -791,6 +887,28 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 	}
 }
 
+// testpmdPrefix is testpmd's --file-prefix, one per compare process.
+func testpmdPrefix() string { return "afxcmp" + strconv.Itoa(os.Getpid()) }
+
+// testpmdRuntimeDir is the directory DPDK makes for the prefix, even with
+// --no-shconf (eal_create_runtime_dir: /var/run/dpdk/PREFIX as root), and
+// leaves behind when testpmd exits.
+func testpmdRuntimeDir() string {
+	base := "/var/run"
+	if os.Getuid() != 0 {
+		if base = os.Getenv("XDG_RUNTIME_DIR"); base == "" {
+			base = "/tmp"
+		}
+	}
+	return filepath.Join(base, "dpdk", testpmdPrefix())
+}
+
+// exited removes what testpmd left behind once it has exited.
+func (p *testpmdProc) exited() {
+	p.done = true
+	os.RemoveAll(testpmdRuntimeDir())
+}
+
 // stop interrupts testpmd, waits for it and returns the last RX-packets
 // and TX-packets counts in its output: the totals it prints on its way
 // out.
@@ -803,7 +921,7 @@ func (p *testpmdProc) stop() (rx, tx uint64, err error) {
 		<-p.scanned
 	}
 	p.cmd.Wait()
-	p.done = true
+	p.exited()
 	out := p.out.String()
 	if rx, err = lastCount(reRx, out); err != nil {
 		return 0, 0, err
@@ -820,7 +938,7 @@ func (p *testpmdProc) kill() {
 		p.cmd.Process.Kill()
 		<-p.scanned
 		p.cmd.Wait()
-		p.done = true
+		p.exited()
 	}
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -330,6 +333,9 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkNoXDP(t, e, "testpmd "+p.mode+" exited")
+		if _, err := os.Stat(testpmdRuntimeDir()); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("after testpmd %s exited, its runtime directory %s: %v; want it removed", p.mode, testpmdRuntimeDir(), err)
+		}
 		return rx, tx
 	}
 
@@ -381,4 +387,97 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 		}
 		t.Logf("sent and received %d", tx)
 	})
+}
+
+// TestCheckFlags refuses, before anything is built, the flag values that
+// used to fail late: -rounds 0 or below (report and writeJSON had no
+// trial to take a minimum of), and the others each row would refuse
+// only when it ran.
+func TestCheckFlags(t *testing.T) {
+	if err := checkFlags(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		set  func()
+		want string
+	}{
+		{func() { *rounds = 0 }, "-rounds 0: must be at least 1"},
+		{func() { *rounds = -2 }, "-rounds -2"},
+		{func() { *dur = 0 }, "-d 0s"},
+		{func() { *warmup = -time.Second }, "-warmup -1s"},
+		{func() { *size = 20 }, "-size 20"},
+		{func() { *size = 1515 }, "-size 1515"},
+		{func() { *batch = 0 }, "-batch 0"},
+		{func() { *txBatch = 0 }, "-tx-batch 0"},
+		{func() { *txBatch = 8192 }, "-tx-batch 8192"},
+		{func() { *txBudget = 16 }, "-tx-budget 16"},
+		{func() { *nap = 0 }, "-nap 0s"},
+		{func() { *ring = 1000 }, "-ring 1000"},
+	} {
+		restore := saveFlags()
+		tc.set()
+		err := checkFlags()
+		restore()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("checkFlags() = %v; want an error starting %q", err, tc.want)
+		}
+	}
+}
+
+// saveFlags returns a function that sets the flags checkFlags reads back
+// to their values now.
+func saveFlags() (restore func()) {
+	r, d, w, sz, b, tb, bud, n, rg := *rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring
+	return func() {
+		*rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring = r, d, w, sz, b, tb, bud, n, rg
+	}
+}
+
+// TestZeroPacketTrialRefused checks the rows' common arithmetic: a trial
+// that moved no packet is an error that says so, not a rate of 0 with a
+// CPU cost of NaN or infinity; and the CPU figure never goes negative.
+func TestZeroPacketTrialRefused(t *testing.T) {
+	for _, got := range []float64{0, -1, math.NaN()} {
+		if _, _, err := rates("received nothing", got, 5, time.Second); err == nil || !strings.HasPrefix(err.Error(), "received nothing in 5.00s") {
+			t.Errorf("rates(%v packets) = %v; want an error saying nothing was received", got, err)
+		}
+	}
+	if _, _, err := rates("received nothing", 100, 0, time.Second); err == nil {
+		t.Error("rates over a window of 0s: no error")
+	}
+	pps, cpu, err := rates("received nothing", 2e6, 2, 500*time.Millisecond)
+	if err != nil || pps != 1e6 || cpu != 0.25 {
+		t.Errorf("rates(2e6 packets, 2s, 0.5 CPU-s) = %v, %v, %v; want 1e6, 0.25, nil", pps, cpu, err)
+	}
+	if _, cpu, _ := rates("received nothing", 1e6, 1, -time.Millisecond); cpu != 0 {
+		t.Errorf("CPU per Mpkt %v for a negative CPU time; want 0", cpu)
+	}
+}
+
+// TestReportAndJSONWithoutTrials renders contenders that have no trials
+// (what -rounds 0 used to leave), which must not panic, and checks that
+// writeJSON names the contender and figure of a value JSON cannot hold
+// instead of failing with json's "unsupported value".
+func TestReportAndJSONWithoutTrials(t *testing.T) {
+	cs := []*contender{{name: "afxdp rxdrop spin", group: "rx"}, {name: "testpmd rxonly", group: "rx"}}
+	var b strings.Builder
+	report(&b, cs)
+	if !strings.Contains(b.String(), "| afxdp rxdrop spin | 0.00 | 0.00–0.00 |") {
+		t.Errorf("report without trials:\n%s", b.String())
+	}
+	path := filepath.Join(t.TempDir(), "s.json")
+	if err := writeJSON(path, cs); err != nil {
+		t.Fatalf("writeJSON without trials: %v", err)
+	}
+	var got []summary.Summary
+	if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &got) != nil || len(got) != 2 || got[0].Trials != 0 {
+		t.Fatalf("summary without trials: %v\n%s", err, b)
+	}
+
+	cs = []*contender{{name: "afxdp rxdrop spin", group: "rx", res: []trial{{pps: 0, cpu: math.NaN()}}}}
+	err := writeJSON(filepath.Join(t.TempDir(), "nan.json"), cs)
+	if err == nil || !strings.Contains(err.Error(), "afxdp rxdrop spin: CPU-s/Mpkt is NaN") {
+		t.Fatalf("writeJSON with a NaN: %v; want an error naming the contender and the figure", err)
+	}
+	report(io.Discard, cs)
 }
