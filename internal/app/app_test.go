@@ -13,6 +13,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -197,7 +198,7 @@ func TestProcCPU(t *testing.T) {
 // that the generator's knobs are checked only where there is a generator
 // (no -i).
 func TestValidateCPUs(t *testing.T) {
-	allowed, err := processCPUs()
+	allowed, err := sys.AllowedCPUSet()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -243,7 +244,7 @@ func (c *Config) checkCPUs() error {
 	if c.CPU < 0 && gen < 0 {
 		return nil
 	}
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", c.CPU, gen, err)
 	}

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // clockCPU reads one of the kernel's CPU-time clocks.
@@ -129,7 +130,7 @@ func PinThread(cpu int) (func(), error) {
 // inherited such an affinity; a thread pinned somewhere in between keeps
 // its pin.
 func KeepOffCPU(cpu int) (restore func() error, err error) {
-	allowed, err := processCPUs()
+	allowed, err := sys.AllowedCPUSet()
 	if err != nil {
 		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
 	}
@@ -152,7 +153,7 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 	// each calls fn for every thread but the calling one with its
 	// affinity; threads that have exited are skipped.
 	each := func(fn func(tid int, set unix.CPUSet) error) error {
-		tids, err := threadIDs()
+		tids, err := sys.ThreadIDs()
 		if err != nil {
 			return err
 		}
@@ -217,45 +218,4 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
 	}
 	return restore, nil
-}
-
-// processCPUs is the set of CPUs this process may use: the union of its
-// threads' affinities. A single thread's would not do, as the calling one
-// may be pinned already.
-func processCPUs() (unix.CPUSet, error) {
-	var all unix.CPUSet
-	tids, err := threadIDs()
-	if err != nil {
-		return all, err
-	}
-	for _, tid := range tids {
-		var set unix.CPUSet
-		if err := unix.SchedGetaffinity(tid, &set); err != nil {
-			if err == unix.ESRCH { // the thread has exited
-				continue
-			}
-			return all, os.NewSyscallError("sched_getaffinity", err)
-		}
-		for i := range all {
-			all[i] |= set[i]
-		}
-	}
-	return all, nil
-}
-
-// threadIDs lists this process's threads.
-func threadIDs() ([]int, error) {
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return nil, err
-	}
-	tids := make([]int, 0, len(ents))
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("/proc/self/task/%s: not a thread ID", e.Name())
-		}
-		tids = append(tids, tid)
-	}
-	return tids, nil
 }

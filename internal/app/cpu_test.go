@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // affinities returns every thread's CPU set but skip's.
 func affinities(t *testing.T, skip int) map[int]unix.CPUSet {
 	t.Helper()
-	tids, err := threadIDs()
+	tids, err := sys.ThreadIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,7 @@ func TestKeepOffCPUBadCPU(t *testing.T) {
 // pin while a run loop keeps the other threads off its own CPU, and after
 // restore.
 func TestKeepOffCPUKeepsOtherPins(t *testing.T) {
-	all, err := processCPUs()
+	all, err := sys.AllowedCPUSet()
 	if err != nil {
 		t.Fatal(err)
 	}

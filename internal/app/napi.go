@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/afxdp/afxdp/internal/netenv"
-	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -70,9 +70,9 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 // then depends on where the thread happened to run. Threads exist only
 // while the device is threaded and has NAPI instances (on veth: while an
 // XDP program is attached), so call it after the receiver started. cpu
-// must be one of [pktgen.AllowedCPUs], the CPUs this process may run on.
+// must be one of [sys.AllowedCPUs], the CPUs this process may run on.
 func PinNAPIThreads(ep netenv.Endpoint, cpu int) (int, error) {
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		return 0, fmt.Errorf("pin napi threads of %s: %w", ep.Name, err)
 	}

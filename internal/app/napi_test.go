@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +28,7 @@ func TestPinNAPIThreads(t *testing.T) {
 		}
 	})
 	peer := topo.Veth.Peer
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // CPU accounting comes from the kernel, not from guesses: getrusage
@@ -76,7 +76,7 @@ func readSysCPU() (sysCPU, error) {
 // more than one; the returned function undoes both.
 func pinThread(cpu int) func() {
 	runtime.LockOSThread()
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil || len(cpus) < 2 {
 		return runtime.UnlockOSThread
 	}

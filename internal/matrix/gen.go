@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // generator feeds rx measurements.
@@ -29,7 +30,7 @@ func newGenerator(t *topo, size int) (*generator, error) {
 		return nil, err
 	}
 	// Pinned like pinThread(0): to the first CPU this process may run on.
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		return nil, err
 	}

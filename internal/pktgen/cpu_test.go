@@ -12,41 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
-
-func TestCPUList(t *testing.T) {
-	for _, tc := range []struct {
-		l    pktgen.CPUList
-		want string
-	}{
-		{nil, ""},
-		{pktgen.CPUList{1}, "1"},
-		{pktgen.CPUList{0, 1, 2, 3}, "0-3"},
-		{pktgen.CPUList{0, 2, 3, 4, 7}, "0,2-4,7"},
-		{pktgen.CPUList{1, 3, 5}, "1,3,5"},
-	} {
-		if got := tc.l.String(); got != tc.want {
-			t.Errorf("%v.String() = %q, want %q", []int(tc.l), got, tc.want)
-		}
-		for cpu := -1; cpu < 9; cpu++ {
-			want := false
-			for _, c := range tc.l {
-				want = want || c == cpu
-			}
-			if got := tc.l.Contains(cpu); got != want {
-				t.Errorf("%v.Contains(%d) = %v, want %v", []int(tc.l), cpu, got, want)
-			}
-		}
-	}
-	cpus, err := pktgen.AllowedCPUs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cpus) == 0 || len(cpus) < runtime.NumCPU() {
-		t.Errorf("AllowedCPUs = %s; runtime.NumCPU = %d", cpus, runtime.NumCPU())
-	}
-}
 
 // affinityEnv tells the test binary, run again by
 // TestPinAcceptsAnyCPUOfTheAffinityMask, that it runs under a narrowed
@@ -67,7 +35,7 @@ func TestPinAcceptsAnyCPUOfTheAffinityMask(t *testing.T) {
 		return
 	}
 	testenv.RequirePrivileged(t)
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +67,7 @@ func TestPinAcceptsAnyCPUOfTheAffinityMask(t *testing.T) {
 
 func pinUnderNarrowMask(t *testing.T, only int) {
 	testenv.RequirePrivileged(t)
-	if cpus, err := pktgen.AllowedCPUs(); err != nil || len(cpus) != 1 || cpus[0] != only {
+	if cpus, err := sys.AllowedCPUs(); err != nil || len(cpus) != 1 || cpus[0] != only {
 		t.Fatalf("AllowedCPUs = %s, %v; want %d alone", cpus, err, only)
 	}
 	t.Logf("runtime.NumCPU = %d, allowed CPU %d", runtime.NumCPU(), only)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // Limits of the kernel's live-frame mode.
@@ -73,7 +74,7 @@ type Options struct {
 	// the program picks the RX queue on the far side (CPU modulo the
 	// number of queues). Default: no pinning.
 	Pin bool
-	// CPU is the CPU number used when Pin is set: one of [AllowedCPUs]
+	// CPU is the CPU number used when Pin is set: one of [sys.AllowedCPUs]
 	// (under `taskset -c 2,3` only 2 and 3 are). Default 0.
 	CPU int
 }
@@ -230,7 +231,7 @@ func (o *Options) validate(ifi *net.Interface) error {
 		return fmt.Errorf("SrcPorts %d: must be between 1 and 65536", o.SrcPorts)
 	}
 	if o.Pin {
-		cpus, err := AllowedCPUs()
+		cpus, err := sys.AllowedCPUs()
 		if err != nil {
 			return fmt.Errorf("CPU %d: %w", o.CPU, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -312,7 +313,7 @@ func TestBadInput(t *testing.T) {
 func TestCloseTwiceAndSendAfterClose(t *testing.T) {
 	v := newVeth(t)
 	before := testenv.Snapshot(t)
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

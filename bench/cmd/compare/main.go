@@ -46,6 +46,7 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -234,7 +235,7 @@ func checkFlags() error {
 	if err := checkRings(*ring, *bigRing, *batch); err != nil {
 		return err
 	}
-	cpus, err := pktgen.AllowedCPUs()
+	cpus, err := sys.AllowedCPUs()
 	if err != nil {
 		return err
 	}
