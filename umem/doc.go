@@ -36,7 +36,9 @@
 // The rules above then hold across the sockets: one goroutine makes the
 // receive-side calls of all of them, one goroutine their transmit-side
 // calls. The area is unmapped by the last of [UMEM.Close] and the added
-// rings' [Rings.Close].
+// rings' [Rings.Close]; until then AddRings lets more sockets join. The
+// receive frames the kernel held through rings that were closed are
+// counted as lost ([Counts].Lost) and leave no room for new fill rings.
 //
 // The xsk package composes a UMEM with an AF_XDP socket; most programs use
 // it rather than this package directly.

@@ -42,6 +42,14 @@ type Counts struct {
 	// Recycling frames were received, transmitted and completed, and are
 	// on their way back to the receive side.
 	Recycling int
+	// Lost frames were in the fill or RX ring of a socket when its rings
+	// were unmapped (it closed). They are out of use for good: the
+	// sockets that share the UMEM and stay open cannot have them back,
+	// since the kernel lets go of them only once it has released the
+	// closed socket (in zero-copy mode in a deferred work item, after
+	// close returns), and Close may run on any goroutine while the
+	// receiving one uses the free frames.
+	Lost int
 }
 
 // Kernel is the number of frames the kernel holds.
@@ -51,7 +59,7 @@ func (c Counts) Kernel() int { return c.Fill + c.Tx }
 func (c Counts) User() int { return c.RxUser + c.TxUser }
 
 // Total is the number of frames accounted for.
-func (c Counts) Total() int { return c.Free + c.Kernel() + c.User() + c.Recycling }
+func (c Counts) Total() int { return c.Free + c.Kernel() + c.User() + c.Recycling + c.Lost }
 
 // recycleLayout places the recycle ring's words on separate cache lines.
 var recycleLayout = ring.Offsets{Producer: 0, Consumer: 64, Flags: 128, Desc: 192}
@@ -140,12 +148,29 @@ func (r *Rings) RefillUpTo(limit int) int {
 	f.rxFree = f.rxFree[:top-int(n)]
 	r.fill.Submit(n)
 	f.rxFill += int(n)
+	r.held += int(n)
 	return int(n)
 }
 
 // Received records that the kernel handed descs to the user through the RX
-// ring, and returns their total length in bytes. Receive side.
-func (u *UMEM) Received(descs []ring.Desc) (bytes uint64) {
+// ring of the socket these rings belong to, and returns their total length
+// in bytes. Receive side.
+func (r *Rings) Received(descs []ring.Desc) uint64 {
+	r.held -= len(descs)
+	return r.u.received(descs)
+}
+
+// Received is Rings.Received for the rings Register made: the kernel handed
+// descs to the user through the RX ring of the socket the UMEM was
+// registered with. Receive side.
+func (u *UMEM) Received(descs []ring.Desc) uint64 {
+	if u.own != nil {
+		return u.own.Received(descs)
+	}
+	return u.received(descs)
+}
+
+func (u *UMEM) received(descs []ring.Desc) (bytes uint64) {
 	f := &u.frames
 	for i := range descs {
 		if idx := descs[i].Addr >> u.shift; idx < uint64(len(f.state)) {
@@ -166,7 +191,7 @@ func (u *UMEM) Release(addr uint64) error {
 	f := &u.frames
 	i := addr >> u.shift
 	if i >= uint64(len(f.state)) {
-		return fmt.Errorf("release frame at %#x: outside the %d-byte UMEM: %w", addr, len(u.area), ErrInvalidDesc)
+		return fmt.Errorf("release frame at %#x: outside the %d-byte UMEM: %w", addr, u.size, ErrInvalidDesc)
 	}
 	base := addr &^ u.mask
 	switch f.state[i] {
@@ -292,13 +317,17 @@ func (r *Rings) Complete() int {
 // Counts says where the frames are. Call it only when no other goroutine
 // is using the UMEM.
 func (u *UMEM) Counts() Counts {
+	u.mu.Lock()
+	lost := u.lost
+	u.mu.Unlock()
 	f := &u.frames
 	return Counts{
 		Free:      len(f.rxFree) + len(f.txFree),
-		Fill:      f.rxFill,
+		Fill:      f.rxFill - lost,
 		Tx:        f.tx,
 		RxUser:    f.rxUser,
 		TxUser:    f.txUser,
 		Recycling: f.recycling - f.recycled,
+		Lost:      lost,
 	}
 }

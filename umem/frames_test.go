@@ -219,6 +219,33 @@ func TestForwardRecycles(t *testing.T) {
 	}
 }
 
+// TestAllocFreeReapsNothing: with completions waiting, AllocFree takes
+// only the frames already free, where Alloc reaps the completion ring to
+// find more.
+func TestAllocFreeReapsNothing(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 64})
+	descs := make([]ring.Desc, 32)
+	if n := u.AllocFree(descs); n != 32 {
+		t.Fatalf("AllocFree got %d of 32 free transmit frames", n)
+	}
+	for i := range descs {
+		descs[i].Len = 60
+	}
+	if n, err := u.Send(descs); n != 32 || err != nil {
+		t.Fatalf("send: %d %v", n, err)
+	}
+	k.complete(descs)
+	if n := u.AllocFree(descs[:1]); n != 0 {
+		t.Fatalf("AllocFree got %d frames with all in flight, want 0", n)
+	}
+	if c := checkTotal(t, u); c.Tx != 32 || u.own.Completed() != 0 {
+		t.Fatalf("AllocFree reaped the completion ring: %+v, %d completed", c, u.own.Completed())
+	}
+	if n := u.Alloc(descs[:1]); n != 1 || u.own.Completed() != 32 {
+		t.Fatalf("Alloc got %d frames and reaped %d completions, want 1 and 32", n, u.own.Completed())
+	}
+}
+
 func TestReleaseOutside(t *testing.T) {
 	u, _ := newFake(t, &Options{NumFrames: 64, FillRingSize: 32})
 	if err := u.Release(64 * 2048); !errors.Is(err, ErrInvalidDesc) || !strings.Contains(err.Error(), "outside") {
@@ -332,8 +359,14 @@ func TestUnfill(t *testing.T) {
 	u.Refill()
 	got := k.receive(12)
 	u.Received(got)
+	if h := u.own.Held(); h != 20 {
+		t.Fatalf("the kernel holds %d frames through the rings, want 20", h)
+	}
 	if n := u.own.Unfill(); n != 20 {
 		t.Fatalf("unfill took back %d frames, want 20", n)
+	}
+	if h := u.own.Held(); h != 0 {
+		t.Fatalf("after unfill the kernel holds %d frames through the rings, want 0", h)
 	}
 	if c := checkTotal(t, u); c.Fill != 0 || c.RxUser != 12 || c.Free != 52 {
 		t.Fatalf("after unfill %+v", c)

@@ -2,6 +2,7 @@ package umem
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 
@@ -92,7 +93,7 @@ func TestRegisterRefused(t *testing.T) {
 // TestAddRings shares a registered UMEM with a second socket: the rings
 // are the second socket's own, the receive frames must cover every fill
 // ring, and the area outlives Close of the UMEM until the added rings
-// close too.
+// close too; then AddRings is refused.
 func TestAddRings(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	before := testenv.Snapshot(t)
@@ -147,9 +148,6 @@ func TestAddRings(t *testing.T) {
 	if !testenv.Mapped(t, area) {
 		t.Fatal("area unmapped while added rings still use it")
 	}
-	if _, err := u.AddRings(fd2, 1, 1); err == nil {
-		t.Fatal("AddRings after Close succeeded")
-	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -159,8 +157,97 @@ func TestAddRings(t *testing.T) {
 	if testenv.Mapped(t, area) {
 		t.Fatal("area still mapped after the last rings closed")
 	}
+	if _, err := u.AddRings(fd2, 1, 1); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AddRings after the last rings closed: %v, want net.ErrClosed", err)
+	}
 	if err := sys.Close(fd2); err != nil {
 		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
+// TestAddRingsOutlivesFirstSocket closes the socket the UMEM was
+// registered with while another shares it: a third may still join
+// through AddRings, the frames the closed rings held are counted as lost
+// and leave no room for fill rings, and the area goes with the last
+// rings.
+func TestAddRingsOutlivesFirstSocket(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	before := testenv.Snapshot(t)
+	u, err := New(&Options{NumFrames: 2048, FillRingSize: 256, CompletionRingSize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := make([]int, 3)
+	for i := range fds {
+		if fds[i], err = sys.XSKSocket(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Register(fds[0]); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := u.AddRings(fds[1], 256, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sockets are not bound: the kernel takes nothing from the fill
+	// rings, and what Refill puts there stays held.
+	if a, b := u.Refill(), r1.Refill(); a != 256 || b != 256 {
+		t.Fatalf("refills put %d and %d frames in the fill rings, want 256 each", a, b)
+	}
+	area := sys.Addr(u.Area())
+	if err := u.UnmapRings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Close(fds[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := u.Counts(); c.Lost != 256 || c.Fill != 256 || c.Free != 1536 || c.Total() != 2048 {
+		t.Fatalf("after the first socket closed: %+v, want 256 lost and 256 in the fill ring", c)
+	}
+
+	// 1024 receive frames: 256 fill r1's ring and 256 are lost, so 512
+	// more fit and 1024 do not.
+	if _, err := u.AddRings(fds[2], 1024, 256); err == nil || !strings.Contains(err.Error(),
+		"UMEM too small for another fill ring of 1024: its 1024 receive frames already fill rings of 256 in all, and 256 went with closed sockets") {
+		t.Fatalf("AddRings beyond the frames left: %v", err)
+	}
+	r2, err := u.AddRings(fds[2], 512, 256)
+	if err != nil {
+		t.Fatalf("AddRings while a socket still shares the closed UMEM: %v", err)
+	}
+	if n := r2.Refill(); n != 512 {
+		t.Fatalf("refill of the third socket's fill ring: %d, want 512", n)
+	}
+	if h := r2.Held(); h != 512 {
+		t.Fatalf("third socket's rings hold %d frames, want 512", h)
+	}
+
+	for i, r := range []*Rings{r1, r2} {
+		if !testenv.Mapped(t, area) {
+			t.Fatalf("area unmapped while %d added rings remain", 2-i)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sys.Close(fds[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if testenv.Mapped(t, area) {
+		t.Fatal("area still mapped after the last rings closed")
+	}
+	if c := u.Counts(); c.Lost != 1024 || c.Fill != 0 || c.Total() != 2048 {
+		t.Fatalf("after every socket closed: %+v, want all 1024 receive frames lost", c)
+	}
+	if _, err := u.AddRings(-1, 1, 1); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AddRings once no socket uses the UMEM: %v, want net.ErrClosed", err)
 	}
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)

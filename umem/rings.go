@@ -30,6 +30,10 @@ type Rings struct {
 	// completed counts the frames Complete took off the completion
 	// ring; Stats read it from other goroutines.
 	completed atomic.Uint64
+	// held counts the receive frames Refill put in the fill ring that
+	// have not come back through Received or Unfill: the kernel holds
+	// them, in the fill ring, the RX ring or in between. Receive side.
+	held int
 	// added: made by AddRings, holding the area for its socket.
 	added  bool
 	closed bool
@@ -68,9 +72,13 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 // AddRings creates fill and completion rings of fillSize and compSize
 // entries (powers of two) on fd, an AF_XDP socket that will bind to
 // another interface or queue sharing this UMEM (XDP_SHARED_UMEM), and maps
-// them. The UMEM must be registered, and have receive frames enough to fill
-// every fill ring at once. The area stays mapped until both Close and the
-// Close of every Rings from AddRings; unmap the rings before closing fd.
+// them. The UMEM must have been registered, and a socket must still use
+// it: the one it was registered with, or one that shares it, so that
+// sharing goes on after the first socket closes. It must have receive
+// frames enough to fill every fill ring at once, not counting the frames
+// lost with closed sockets (Counts.Lost). The area stays mapped until both
+// Close and the Close of every Rings from AddRings; unmap the rings before
+// closing fd.
 func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	for _, r := range []struct {
 		name string
@@ -83,14 +91,21 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	switch {
-	case u.closed || u.area == nil:
+	case u.area == nil:
 		return nil, fmt.Errorf("share umem: %w", errClosed)
-	case u.own == nil:
+	case !u.registered:
 		return nil, errors.New("share umem: not registered with a socket yet")
+	case u.own == nil && u.shared == 0:
+		// The kernel's UMEM went with the last socket that used it.
+		return nil, fmt.Errorf("share umem: no socket uses it any more: %w", errClosed)
 	}
-	if rx := int(u.frames.rxFrames); u.fillFrames+fillSize > rx {
-		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all; raise NumFrames or lower FillRingSize",
-			fillSize, rx, u.fillFrames)
+	if rx := int(u.frames.rxFrames); u.fillFrames+u.lost+fillSize > rx {
+		var lost string
+		if u.lost > 0 {
+			lost = fmt.Sprintf(", and %d went with closed sockets", u.lost)
+		}
+		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all%s; raise NumFrames or lower FillRingSize",
+			fillSize, rx, u.fillFrames, lost)
 	}
 	r, err := u.newRings(fd, fillSize, compSize)
 	if err != nil {
@@ -110,8 +125,9 @@ func (r *Rings) unmap() error {
 }
 
 // Close unmaps rings from AddRings, and the UMEM's area if the UMEM was
-// closed and these were the last. Frames that the kernel held in them are
-// lost to the UMEM. Close the socket after. A second Close returns nil.
+// closed and these were the last. The receive frames that the kernel held
+// through them are lost to the UMEM (see Counts.Lost). Close the socket
+// after. A second Close returns nil.
 func (r *Rings) Close() error {
 	u := r.u
 	u.mu.Lock()
@@ -123,6 +139,7 @@ func (r *Rings) Close() error {
 	errs := []error{r.unmap()}
 	u.shared--
 	u.fillFrames -= r.fillSize
+	u.lost += r.held
 	if u.shared == 0 && u.closed {
 		errs = append(errs, u.unmapArea())
 	}
@@ -143,8 +160,14 @@ func (r *Rings) Unfill() int {
 		f.rxFree = append(f.rxFree, addr)
 	})
 	f.rxFill -= int(n)
+	r.held -= int(n)
 	return int(n)
 }
+
+// Held is the number of receive frames the kernel holds through these
+// rings: put in the fill ring by Refill and not yet handed back through
+// Received. Receive side.
+func (r *Rings) Held() int { return r.held }
 
 // FillRing and CompletionRing are the rings themselves, nil after Close.
 func (r *Rings) FillRing() *ring.Producer[uint64]       { return r.fill }
@@ -154,7 +177,8 @@ func (r *Rings) CompletionRing() *ring.Consumer[uint64] { return r.comp }
 // ring. It may be read from any goroutine.
 func (r *Rings) Completed() uint64 { return r.completed.Load() }
 
-// Refill, Alloc and Complete of the UMEM work on the rings Register made.
+// Refill, Received, Alloc and Complete of the UMEM work on the rings
+// Register made.
 
 // Refill moves free receive frames into the fill ring, first taking back
 // frames that transmit completed. It returns the number added. Receive side.
@@ -175,6 +199,10 @@ func (u *UMEM) Alloc(dst []ring.Desc) int {
 	}
 	return u.own.Alloc(dst)
 }
+
+// AllocFree is Alloc that takes only frames already free and never reaps a
+// completion ring: for callers that reap themselves. Transmit side.
+func (u *UMEM) AllocFree(dst []ring.Desc) int { return u.alloc(dst) }
 
 // Complete takes finished transmissions off the completion ring: transmit
 // frames become free, forwarded receive frames start back to the receive

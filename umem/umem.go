@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"net"
 	"sync"
 
 	"github.com/afxdp/afxdp/internal/sys"
@@ -103,7 +104,11 @@ func (o *Options) Validate() error {
 // See the package documentation for which goroutine may call what.
 type UMEM struct {
 	opts Options
+	// area is the mapping, which huge pages round up to 2 MiB; size is
+	// the part of it registered with the kernel, NumFrames*FrameSize
+	// bytes, where the frames are.
 	area []byte
+	size uint64
 	huge bool
 	// hugeErr says why huge pages were asked for and not used.
 	hugeErr error
@@ -119,14 +124,16 @@ type UMEM struct {
 	// goroutines: the rings added for them and the end of the area.
 	mu sync.Mutex
 	// shared counts the Rings from AddRings not yet closed; fillFrames
-	// is the frames all fill rings hold when full.
-	shared, fillFrames int
+	// is the frames all fill rings hold when full; lost is the receive
+	// frames that rings held when they were closed (see Counts.Lost).
+	shared, fillFrames, lost int
+	// registered: Register succeeded once.
+	registered bool
 	// closed: Close was called. The area goes with the last of Close
 	// and the shared Rings' Close.
 	closed bool
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // New maps the packet area. The UMEM is not usable for packets until
@@ -139,27 +146,41 @@ func New(opts *Options) (_ *UMEM, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("create umem: %w", err)
 	}
-	u := &UMEM{
-		opts:  o,
-		shift: uint(bits.TrailingZeros(uint(o.FrameSize))),
-		mask:  uint64(o.FrameSize - 1),
-	}
 	size := o.NumFrames * o.FrameSize
+	var area []byte
+	var hugeErr error
 	if o.HugePages {
-		u.area, err = sys.MmapAnon(roundUp(size, 2<<20), true)
-		u.huge = err == nil
+		// Huge pages come in 2 MiB: the mapping may be longer than
+		// the frames.
+		area, err = sys.MmapAnon(roundUp(size, 2<<20), true)
 		if err != nil {
-			u.hugeErr = fmt.Errorf("huge pages unavailable, using normal pages (reserve some in /proc/sys/vm/nr_hugepages): %w", err)
+			hugeErr = fmt.Errorf("huge pages unavailable, using normal pages (reserve some in /proc/sys/vm/nr_hugepages): %w", err)
 		}
 	}
-	if u.area == nil {
-		u.area, err = sys.MmapAnon(size, false)
+	huge := area != nil
+	if area == nil {
+		area, err = sys.MmapAnon(size, false)
 		if err != nil {
 			return nil, fmt.Errorf("create umem of %d bytes: %w", size, err)
 		}
 	}
-	u.frames.init(o.NumFrames, o.NumFrames-o.TxFrames, u.shift)
+	u := newUMEM(o, area)
+	u.huge, u.hugeErr = huge, hugeErr
 	return u, nil
+}
+
+// newUMEM makes the UMEM of the validated options o on area, which holds
+// at least NumFrames*FrameSize bytes.
+func newUMEM(o Options, area []byte) *UMEM {
+	u := &UMEM{
+		opts:  o,
+		area:  area,
+		size:  uint64(o.NumFrames) * uint64(o.FrameSize),
+		shift: uint(bits.TrailingZeros(uint(o.FrameSize))),
+		mask:  uint64(o.FrameSize - 1),
+	}
+	u.frames.init(o.NumFrames, o.NumFrames-o.TxFrames, u.shift)
+	return u
 }
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
@@ -177,7 +198,7 @@ func (u *UMEM) Register(fd int) (err error) {
 		return errors.New("register umem: already registered")
 	}
 	o := &u.opts
-	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), uint64(o.NumFrames*o.FrameSize), uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
+	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), u.size, uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
 		return fmt.Errorf("register umem: %w", err)
 	}
 	r, err := u.newRings(fd, o.FillRingSize, o.CompletionRingSize)
@@ -185,6 +206,7 @@ func (u *UMEM) Register(fd int) (err error) {
 		return err
 	}
 	u.own = r
+	u.registered = true
 	u.fillFrames += o.FillRingSize
 	return nil
 }
@@ -214,7 +236,8 @@ func mapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize
 
 // UnmapRings unmaps the fill and completion rings that Register made. The
 // mappings hold a reference to the socket, so they go before the socket
-// is closed.
+// is closed. The receive frames the kernel held through them are lost
+// (see [Counts]).
 func (u *UMEM) UnmapRings() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -224,14 +247,16 @@ func (u *UMEM) UnmapRings() error {
 	}
 	u.own = nil
 	u.fillFrames -= u.opts.FillRingSize
+	u.lost += r.held
 	return r.unmap()
 }
 
 // Close unmaps the rings Register made and the area. The socket it was
 // registered with should be closed first. While sockets that share the
-// UMEM (AddRings) remain, the area stays mapped for them, and the last
-// [Rings.Close] unmaps it. A second Close returns nil.
-func (u *UMEM) Close() error {
+// UMEM (AddRings) remain, the area stays mapped for them, more may join
+// them through AddRings, and the last [Rings.Close] unmaps it. The first
+// Close reports what failed; later ones return nil.
+func (u *UMEM) Close() (err error) {
 	u.closeOnce.Do(func() {
 		errs := []error{u.UnmapRings()}
 		u.mu.Lock()
@@ -240,9 +265,9 @@ func (u *UMEM) Close() error {
 			errs = append(errs, u.unmapArea())
 		}
 		u.mu.Unlock()
-		u.closeErr = errors.Join(errs...)
+		err = errors.Join(errs...)
 	})
-	return u.closeErr
+	return err
 }
 
 // unmapArea unmaps the packet area. u.mu is held.
@@ -265,8 +290,15 @@ func (u *UMEM) HugePages() bool { return u.huge }
 // they were used or not asked for.
 func (u *UMEM) HugePagesErr() error { return u.hugeErr }
 
-// Area is the whole packet area. It is valid until Close.
-func (u *UMEM) Area() []byte { return u.area }
+// Area is the packet area: the NumFrames*FrameSize bytes registered with
+// the kernel, without what rounding the mapping up to huge pages added. It
+// is valid until the area is unmapped (see Close), nil after.
+func (u *UMEM) Area() []byte {
+	if u.area == nil {
+		return nil
+	}
+	return u.area[:u.size:u.size]
+}
 
 // FrameSize is the size of one frame in bytes.
 func (u *UMEM) FrameSize() int { return u.opts.FrameSize }
@@ -290,16 +322,25 @@ func (u *UMEM) CompletionRing() *ring.Consumer[uint64] {
 }
 
 func (u *UMEM) frameBase(addr uint64) uint64    { return addr &^ u.mask }
-func (u *UMEM) inArea(addr uint64) bool         { return addr < uint64(len(u.area)) }
+func (u *UMEM) inArea(addr uint64) bool         { return addr < u.size }
 func (u *UMEM) frameEnd(addr uint64) uint64     { return u.frameBase(addr) + uint64(u.opts.FrameSize) }
 func (u *UMEM) payloadStart(base uint64) uint64 { return base + uint64(u.opts.Headroom) }
 func (u *UMEM) capacity() uint32                { return uint32(u.opts.FrameSize - u.opts.Headroom) }
-func (u *UMEM) Frame(d ring.Desc) []byte        { return u.slice(d.Addr, d.Len) }
+
+// Frame returns the d.Len bytes at d.Addr, with capacity to the end of
+// their frame, or nil when they are not inside one of the NumFrames
+// frames (or the area is unmapped).
+func (u *UMEM) Frame(d ring.Desc) []byte { return u.slice(d.Addr, d.Len) }
+
 func (u *UMEM) slice(addr uint64, n uint32) []byte {
-	if !u.inArea(addr) || uint64(n) > u.frameEnd(addr)-addr {
+	// The last test fails only once the area is unmapped.
+	end := u.frameEnd(addr)
+	if !u.inArea(addr) || uint64(n) > end-addr || end > uint64(len(u.area)) {
 		return nil
 	}
-	return u.area[addr : addr+uint64(n) : u.frameEnd(addr)]
+	return u.area[addr : addr+uint64(n) : end]
 }
 
-var errClosed = errors.New("umem closed")
+// errClosed is the error for a UMEM that is closed; it matches
+// net.ErrClosed.
+var errClosed = fmt.Errorf("the UMEM is closed: %w", net.ErrClosed)
