@@ -569,3 +569,101 @@ func TestManualRings(t *testing.T) {
 	}
 	checkFramesHome(t, s)
 }
+
+// TestManualRingsAllocReapsNothing: with ManualRings, Alloc takes only
+// frames already free and leaves completions on the completion ring for
+// Complete, even when it finds no free frame.
+func TestManualRingsAllocReapsNothing(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{
+		Filter: udpFilter, ManualRings: true,
+		NumFrames: 256, FillRingSize: 128, TxFrames: 128,
+	})
+	descs := make([]xsk.Desc, 128)
+	n, err := s.Alloc(descs)
+	if n != 128 || err != nil {
+		t.Fatalf("Alloc: %d %v, want all 128 transmit frames", n, err)
+	}
+	for i := range descs {
+		descs[i].Len = 60
+	}
+	if k, err := s.Transmit(descs); k != 128 || err != nil {
+		t.Fatalf("Transmit: %d %v", k, err)
+	}
+	// In copy mode the kick sends; give the kernel time to complete.
+	time.Sleep(100 * time.Millisecond)
+	if n, err := s.Alloc(descs[:1]); n != 0 || err != nil {
+		t.Fatalf("Alloc with every transmit frame in flight: %d %v, want 0", n, err)
+	}
+	if st, _ := s.Stats(); st.Completed != 0 {
+		t.Fatalf("Alloc reaped %d completions with ManualRings", st.Completed)
+	}
+	if c := s.Frames(); c.Tx != 128 {
+		t.Fatalf("frames: %+v, want all 128 in the transmit path", c)
+	}
+	completed := 0
+	for deadline := time.Now().Add(5 * time.Second); completed < 128 && time.Now().Before(deadline); {
+		c, err := s.Complete()
+		if err != nil {
+			t.Fatal(err)
+		}
+		completed += c
+		time.Sleep(time.Millisecond)
+	}
+	if completed != 128 {
+		t.Fatalf("Complete reaped %d of 128", completed)
+	}
+	if n, err := s.Alloc(descs[:1]); n != 1 || err != nil {
+		t.Fatalf("Alloc after Complete: %d %v, want 1", n, err)
+	}
+	if err := s.Release(descs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	checkFramesHome(t, s)
+}
+
+// TestOpenReportsInterfaceTableFailure makes Open unable to read the
+// interface table (no descriptor left for the netlink socket): the error
+// carries EMFILE, and does not call the interface unknown.
+func TestOpenReportsInterfaceTableFailure(t *testing.T) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// The lowest free descriptor becomes the limit: the next one opened
+	// is refused with EMFILE.
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	low := old
+	low.Cur = uint64(fd)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+				t.Errorf("restore RLIMIT_NOFILE: %v", err)
+			}
+		}
+	}
+	defer restore()
+	s, err := xsk.Open("lo", 0, nil)
+	restore()
+	if err == nil {
+		s.Close()
+		t.Fatal("Open succeeded with no descriptor to spare")
+	}
+	var oe *xsk.OpError
+	if !errors.As(err, &oe) || oe.Op != "open" || oe.Interface != "lo" {
+		t.Errorf("error %q is not an OpError for open on lo", err)
+	}
+	if !errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENODEV) || strings.Contains(err.Error(), "unknown interface") {
+		t.Fatalf("error %q: want one that matches EMFILE and does not call lo unknown", err)
+	}
+	t.Log(err)
+}

@@ -78,7 +78,7 @@ type Options struct {
 	NoNeedWakeup bool
 	// ManualRings stops Receive from refilling the fill ring and Alloc and
 	// Transmit from reaping the completion ring: the caller calls Refill
-	// and Complete itself.
+	// and Complete itself. Open still primes the fill ring.
 	ManualRings bool
 
 	// BusyPoll turns on preferred busy polling (SO_PREFER_BUSY_POLL and
@@ -122,20 +122,25 @@ type Options struct {
 	// ShareUMEM makes the new socket use the UMEM of this open socket
 	// (XDP_SHARED_UMEM) instead of one of its own, so that a frame
 	// received on one may be transmitted on the other without a copy:
-	// forwarding between interfaces, or between queues. The new socket
-	// must be on another interface or queue; it gets fill and completion
-	// rings of its own (FillRingSize, CompletionRingSize), and the UMEM
-	// must have receive frames enough to fill both sockets' fill rings.
-	// The UMEM fields above (NumFrames, FrameSize, Headroom, TxFrames,
-	// HugePages) are that socket's: leave them zero or the same. The bind
-	// mode and need_wakeup follow that socket's (Bind may be BindAuto or
-	// its mode, NoNeedWakeup must match).
+	// forwarding between interfaces, or between queues. Any open socket
+	// on the UMEM will do: the one that made it, or one sharing it, also
+	// after the first has closed. The new socket must be on another
+	// interface or queue than that socket; it gets fill and completion
+	// rings of its own (FillRingSize, CompletionRingSize, default 2048
+	// each), and the UMEM must have receive frames enough to fill every
+	// sharing socket's fill ring. The UMEM fields above (NumFrames,
+	// FrameSize, Headroom, TxFrames, HugePages) are that socket's: leave
+	// them zero or the same. The bind mode and need_wakeup follow that
+	// socket's (Bind may be BindAuto or its mode, NoNeedWakeup must
+	// match).
 	//
 	// Sockets sharing a UMEM are driven as one: one goroutine makes the
 	// receive-side calls of all of them and one goroutine, which may be
-	// the same, their transmit-side calls. The UMEM's area is unmapped
-	// when the last of them closes; the frames a closed socket's fill and
-	// RX rings held are lost to the others.
+	// the same, their transmit-side calls; Open with ShareUMEM counts as
+	// a receive-side call. The UMEM's area is unmapped when the last of
+	// them closes. The receive frames a closed socket's fill and RX rings
+	// held are lost to the others (Frames().Lost counts them, and they
+	// leave no room for another fill ring).
 	ShareUMEM *Socket
 }
 

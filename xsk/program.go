@@ -62,13 +62,8 @@ func acquireProgram(ifindex, queue int, o *Options) (*sharedProg, error) {
 	programs.Lock()
 	defer programs.Unlock()
 	if sp := programs.m[key]; sp != nil {
-		if sp.opts != want {
-			return nil, fmt.Errorf("attach xdp: this process already attached a program with filter %v, mode %v to the interface; another socket on it must use the same Filter and XDPMode",
-				sp.opts.filter, sp.opts.mode)
-		}
-		if queue >= sp.prog.MaxQueues() {
-			return nil, fmt.Errorf("attach xdp: queue %d beyond the XSKMAP of %d entries that this process's program on the interface has; set MaxQueues on the first socket",
-				queue, sp.prog.MaxQueues())
+		if err := sp.refuses(queue, want); err != nil {
+			return nil, err
 		}
 		sp.refs++
 		return sp, nil
@@ -94,6 +89,37 @@ func acquireProgram(ifindex, queue int, o *Options) (*sharedProg, error) {
 	}
 	programs.m[key] = sp
 	return sp, nil
+}
+
+// checkProgram fails as acquireProgram would when the process's program on
+// ifindex cannot serve a socket on queue with o. Open asks before it makes
+// the socket; acquireProgram asks again, since a program may come or go in
+// between.
+func checkProgram(ifindex, queue int, o *Options) error {
+	ns, err := currentNetns()
+	if err != nil {
+		return err
+	}
+	programs.Lock()
+	defer programs.Unlock()
+	if sp := programs.m[progKey{ns, ifindex}]; sp != nil {
+		return sp.refuses(queue, progOpts{filter: o.Filter, mode: o.XDPMode})
+	}
+	return nil
+}
+
+// refuses says why the program cannot serve a socket on queue that asks
+// for want, and is nil when it can. programs is locked.
+func (sp *sharedProg) refuses(queue int, want progOpts) error {
+	if sp.opts != want {
+		return fmt.Errorf("attach xdp: this process already attached a program with filter %v, mode %v to the interface; another socket on it must use the same Filter and XDPMode",
+			sp.opts.filter, sp.opts.mode)
+	}
+	if queue >= sp.prog.MaxQueues() {
+		return fmt.Errorf("attach xdp: queue %d beyond the XSKMAP of %d entries that this process's program on the interface has; set MaxQueues on the first socket",
+			queue, sp.prog.MaxQueues())
+	}
+	return nil
 }
 
 // release drops one reference, detaching and unloading the program with

@@ -2,7 +2,9 @@ package xsk_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,8 +218,8 @@ func TestSharedUMEMErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed.Close()
-	// A socket of its own on v2's queue 1 makes binding there fail late,
-	// after the new socket's fill ring was primed.
+	// A socket of its own on v2's queue 1 makes binding there fail, after
+	// the new socket's rings were made on the UMEM.
 	openOn(t, v2.Host, 1, &xsk.Options{Filter: udpFilter})
 	fill := a.Frames().Fill
 	before := testenv.Snapshot(t)
@@ -240,7 +243,7 @@ func TestSharedUMEMErrors(t *testing.T) {
 		{"need_wakeup", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, NoNeedWakeup: true}, "NoNeedWakeup true with ShareUMEM", nil},
 		{"too few frames", v2.Host.Name, 0, xsk.Options{ShareUMEM: full}, "UMEM too small for another fill ring of 2048: its 2048 receive frames already fill rings of 2048", nil},
 		{"fill ring size", v2.Host.Name, 0, xsk.Options{ShareUMEM: a, FillRingSize: 1000}, "FillRingSize 1000: must be a power of two", nil},
-		{"queue taken", v2.Host.Name, 1, xsk.Options{ShareUMEM: a, FillRingSize: 512, CompletionRingSize: 512},
+		{"queue taken", v2.Host.Name, 1, xsk.Options{ShareUMEM: a, FillRingSize: 512, CompletionRingSize: 512, Filter: udpFilter},
 			"sharing the UMEM of " + v1.Host.Name + " queue 0: another AF_XDP socket holds the queue", unix.EBUSY},
 	}
 	for _, tt := range tests {
@@ -262,9 +265,217 @@ func TestSharedUMEMErrors(t *testing.T) {
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
-	// The failed attempts kept no frames: the late failure gave back
-	// what it had put in its fill ring.
+	// The failed attempts kept no frames.
 	if c := a.Frames(); c.Total() != 4096 || c.User() != 0 || c.Fill != fill {
 		t.Fatalf("first socket's frames: %+v, want %d in the fill ring as before", c, fill)
+	}
+}
+
+// frozenXSKMap is an XSKMAP that refuses updates from user space (frozen),
+// so that registering a socket in it fails after the socket is bound.
+func frozenXSKMap(t *testing.T) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// withoutNetAdmin runs fn on an OS thread whose effective capabilities
+// lack CAP_NET_ADMIN (capabilities belong to the thread), and gives the
+// thread its capabilities back before other goroutines may run on it. The
+// thread may be the main one, whose capabilities /proc/self/status shows
+// to testenv.RequirePrivileged. Should that fail, the thread stays locked
+// to the goroutine and ends with it.
+func withoutNetAdmin(t *testing.T, fn func() error) error {
+	t.Helper()
+	type result struct{ setup, err error }
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var orig [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &orig[0]); err != nil {
+			res <- result{setup: fmt.Errorf("capget: %w", err)}
+			return
+		}
+		dropped := orig
+		dropped[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+		if err := unix.Capset(&hdr, &dropped[0]); err != nil {
+			res <- result{setup: fmt.Errorf("capset: %w", err)}
+			return
+		}
+		err := fn()
+		if rerr := unix.Capset(&hdr, &orig[0]); rerr != nil {
+			res <- result{setup: fmt.Errorf("restore capabilities: capset: %w", rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		res <- result{err: err}
+	}()
+	r := <-res
+	if r.setup != nil {
+		t.Fatalf("drop CAP_NET_ADMIN: %v", r.setup)
+	}
+	return r.err
+}
+
+// TestSharedUMEMFailedOpenKeepsNoFrames makes Open with ShareUMEM fail
+// wherever it can after the new socket's rings were made on the UMEM,
+// before binding and after: every failure leaves the UMEM's frames where
+// they were, and room for the fill ring the failed socket would have had.
+func TestSharedUMEMFailedOpenKeepsNoFrames(t *testing.T) {
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	a := openOn(t, v1.Host, 0, &sharedOpts)
+	// This process's program on v2, which redirects UDP only.
+	openOn(t, v2.Host, 1, &xsk.Options{Filter: udpFilter})
+	frozen := frozenXSKMap(t)
+	before := a.Frames()
+	if before.Fill != 1024 || before.Free != 3072 {
+		t.Fatalf("first socket's frames after Open: %+v", before)
+	}
+	snap := testenv.Snapshot(t)
+
+	share := func(o xsk.Options) *xsk.Options {
+		o.ShareUMEM, o.FillRingSize, o.CompletionRingSize = a, 512, 512
+		return &o
+	}
+	open := func(o *xsk.Options) error {
+		s, err := xsk.Open(v2.Host.Name, 0, o)
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+	tests := []struct {
+		name string
+		open func() error
+		want string
+		is   error
+	}{
+		{"filter", func() error { return open(share(xsk.Options{})) },
+			"another socket on it must use the same Filter and XDPMode", nil},
+		{"xdp mode", func() error { return open(share(xsk.Options{Filter: udpFilter, XDPMode: bpf.AttachGeneric})) },
+			"another socket on it must use the same Filter and XDPMode", nil},
+		// Refused after the socket is bound.
+		{"xskmap", func() error { return open(share(xsk.Options{XSKMap: frozen})) },
+			"register in xskmap", unix.EPERM},
+		{"busy polling", func() error {
+			return withoutNetAdmin(t, func() error { return open(share(xsk.Options{Filter: udpFilter, BusyPoll: 50 * time.Microsecond})) })
+		}, "set busy polling: SO_PREFER_BUSY_POLL", unix.EPERM},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.open()
+			if err == nil {
+				t.Fatal("Open succeeded")
+			}
+			var oe *xsk.OpError
+			if !errors.As(err, &oe) || oe.Op != "open" || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q, want an OpError for open containing %q", err, tt.want)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Fatalf("error %q does not match %v", err, tt.is)
+			}
+			a.Refill()
+			if after := a.Frames(); after != before {
+				t.Fatalf("first socket's frames: %+v before the failed Open, %+v after", before, after)
+			}
+		})
+	}
+	if after := testenv.Snapshot(t); after != snap {
+		t.Fatalf("leak: before %+v, after %+v", snap, after)
+	}
+	// The failed sockets left room for a fill ring as large as the first
+	// socket's.
+	bo := sharedOpts
+	bo.NumFrames, bo.ShareUMEM = 0, a
+	b := openOn(t, v2.Host, 0, &bo)
+	if c := b.Frames(); c.Fill != 2048 || c.Free != 2048 || c.Lost != 0 {
+		t.Fatalf("frames with both sockets open: %+v", c)
+	}
+}
+
+// TestShareUMEMOfASharingSocket closes the socket that made the UMEM and
+// shares the UMEM through the socket that shared it: the third socket
+// receives, the first socket's receive frames count as lost and leave no
+// room for fill rings, and the area goes with the last socket.
+func TestShareUMEMOfASharingSocket(t *testing.T) {
+	const n = 5_000
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	v3 := testenv.NewVeth(t, nil)
+	p := newPacketSocket(t, v3.Peer)
+	before := testenv.Snapshot(t)
+	o := sharedOpts
+	o.NumFrames = 8192 // 4096 receive frames, for fill rings of 1024
+	a, err := xsk.Open(v1.Host.Name, 0, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := sharedOpts
+	bo.NumFrames, bo.ShareUMEM = 0, a
+	b, err := xsk.Open(v2.Host.Name, 0, &bo)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	area := addrOf(a.UMEM().Area())
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	co := sharedOpts
+	co.NumFrames, co.ShareUMEM = 0, b
+	c, err := xsk.Open(v3.Host.Name, 0, &co)
+	if err != nil {
+		b.Close()
+		t.Fatalf("Open with ShareUMEM of a socket sharing the UMEM of a closed one: %v", err)
+	}
+	if c.UMEM() != b.UMEM() {
+		t.Fatal("the third socket has a UMEM of its own")
+	}
+	if f := c.Frames(); f.Lost != 1024 || f.Fill != 2048 || f.Free != 5120 || f.Total() != 8192 {
+		t.Fatalf("frames: %+v, want the first socket's 1024 lost and 1024 in each open socket's fill ring", f)
+	}
+	// 1024 receive frames are left: no room for a fill ring of 2048.
+	do := sharedOpts
+	do.NumFrames, do.ShareUMEM, do.FillRingSize = 0, c, 2048
+	if d, err := xsk.Open(v1.Host.Name, 0, &do); err == nil {
+		d.Close()
+		t.Fatal("Open with a fill ring beyond the receive frames left succeeded")
+	} else if !strings.Contains(err.Error(), "its 4096 receive frames already fill rings of 2048 in all, and 1024 went with closed sockets") {
+		t.Fatalf("Open with a fill ring beyond the receive frames left: %v", err)
+	}
+
+	fl := newFlow(v3.Peer, v3.Host, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, c, fl, n, &got, time.Now().Add(30*time.Second)) }()
+	sendWindowed(t, fl, n, 256, &got, func(f []byte) { p.send(t, f) })
+	if sn := <-done; sn.n != n {
+		t.Fatalf("the third socket received %d of %d frames", sn.n, n)
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Mapped(t, area) {
+		t.Fatal("the UMEM was unmapped while the third socket used it")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if testenv.Mapped(t, area) {
+		t.Fatal("UMEM still mapped after the last socket closed")
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
 }

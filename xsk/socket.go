@@ -49,8 +49,8 @@ type Socket struct {
 	txBudget int
 	// rxCap, when not 0, caps the receive frames the kernel holds
 	// through this socket's fill ring (in it, and in the RX ring behind
-	// it); rxHeld counts them. Receive side. See refill.
-	rxCap, rxHeld int
+	// it), which rings.Held counts. Receive side. See refill.
+	rxCap int
 
 	prog     *sharedProg // the process's program, when this socket uses it
 	xskmap   *ebpf.Map   // where the socket is registered, when it is
@@ -64,7 +64,6 @@ type Socket struct {
 	txSide  sideCounters
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // sideCounters are written by one side; the padding keeps the receiving and
@@ -84,6 +83,11 @@ type sideCounters struct {
 //
 // Open must run in the network namespace of the interface: the socket and
 // the program belong to the namespace of the calling thread.
+//
+// With Options.ShareUMEM, Open puts frames of the shared UMEM in the new
+// socket's fill ring: a receive-side call on the sockets sharing it (see
+// the package documentation), to be made on the goroutine that receives
+// on them or while that goroutine is not receiving.
 func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 	var o Options
 	if opts != nil {
@@ -106,7 +110,7 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 	}
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("unknown interface: %w", unix.ENODEV)
+		return nil, lookupError(err)
 	}
 	s.ifindex = ifi.Index
 	q, err := sys.QueryLinkQueues(s.ifindex)
@@ -167,7 +171,33 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		}
 		s.xskmap = s.prog.prog.XSKMap()
 	}
+	if s.shared {
+		// Nothing can fail any more: only now does the new socket get
+		// frames of the shared UMEM. Had Open failed with frames in
+		// its fill ring, the kernel could hold some of them after the
+		// socket's close returned (a zero-copy driver until a
+		// deferred work item detaches the socket from the queue), so
+		// they could not be given back. Packets that come before
+		// this find no fill frame and are dropped.
+		s.refill()
+	}
 	return s, nil
+}
+
+// noSuchInterface is the text of the error net.InterfaceByName returns for
+// a name that no interface has (its errNoSuchInterface, unexported).
+const noSuchInterface = "no such network interface"
+
+// lookupError says why net.InterfaceByName failed: an unknown interface
+// (ENODEV) only when no interface has the name; any other failure, such as
+// EMFILE from the netlink socket that reads the interface table, wrapped
+// as it is.
+func lookupError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil && oe.Err.Error() == noSuchInterface {
+		return fmt.Errorf("unknown interface: %w", unix.ENODEV)
+	}
+	return fmt.Errorf("look up interface: %w", err)
 }
 
 // bind creates the socket, registers the UMEM, maps the rings and binds,
@@ -178,11 +208,15 @@ func (s *Socket) bind(o *Options) error {
 	if o.Bind == BindAuto {
 		modes = []BindMode{BindZeroCopy, BindCopy}
 	}
+	if err := s.checkXDP(o); err != nil {
+		return err
+	}
 	for _, mode := range modes {
-		err := s.setup(o)
-		if err == nil {
-			err = s.bindOnce(o, mode)
+		// Nothing in setup depends on the mode.
+		if err := s.setup(o); err != nil {
+			return err
 		}
+		err := s.bindOnce(o, mode)
 		if err == nil {
 			break
 		}
@@ -203,7 +237,17 @@ func (s *Socket) bind(o *Options) error {
 	}
 	s.wakeup = !o.NoNeedWakeup
 	s.manual = o.ManualRings
-	return s.tune(o)
+	return nil
+}
+
+// checkXDP fails as Open would after binding when the process's program on
+// the interface cannot take the socket (another Filter or XDPMode, a queue
+// beyond its XSKMAP), so that Open fails before the kernel has the socket.
+func (s *Socket) checkXDP(o *Options) error {
+	if o.NoXDP || o.XSKMap != nil {
+		return nil
+	}
+	return checkProgram(s.ifindex, s.queue, o)
 }
 
 // learnMode reads the mode the bound socket got. Zero-copy lifts the cap
@@ -220,7 +264,10 @@ func (s *Socket) learnMode() error {
 	return nil
 }
 
-// tune sets the socket options that change how the kernel serves it.
+// tune sets the socket options that change how the kernel serves it. The
+// TX ring must exist (XDP_MAX_TX_SKB_BUDGET is checked against it); the
+// socket need not be bound, and Open tunes it before, so that a refusal
+// (busy polling needs CAP_NET_ADMIN) comes before the kernel has frames.
 func (s *Socket) tune(o *Options) error {
 	if o.BusyPoll > 0 {
 		budget := o.BusyPollBudget
@@ -271,7 +318,10 @@ func (s *Socket) setup(o *Options) (err error) {
 		return err
 	}
 	s.rings = s.umem.Rings()
-	return s.mapRxTx(o)
+	if err := s.mapRxTx(o); err != nil {
+		return err
+	}
+	return s.tune(o)
 }
 
 // mapRxTx creates the socket's RX and TX rings and maps them.
@@ -295,7 +345,7 @@ func (s *Socket) mapRxTx(o *Options) (err error) {
 		return fmt.Errorf("map tx ring: %w", err)
 	}
 	s.fill = s.rings.FillRing()
-	s.rxCap, s.rxHeld = o.RxRingSize, 0
+	s.rxCap = o.RxRingSize
 	return nil
 }
 
@@ -342,7 +392,9 @@ func bindRetry(what string, bind func() error) error {
 
 // bindShared creates the socket with fill and completion rings of its own
 // on the UMEM of sh, and binds it with XDP_SHARED_UMEM. The kernel gives it
-// sh's bind mode and need_wakeup.
+// sh's bind mode and need_wakeup. sh may be any open socket on the UMEM,
+// the one that made it or one that shares it. The fill ring stays empty:
+// Open fills it last.
 func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	switch {
 	case sh.closed.Load():
@@ -367,14 +419,16 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	if err := s.mapRxTx(o); err != nil {
 		return err
 	}
-	s.refill()
+	if err := s.tune(o); err != nil {
+		return err
+	}
+	if err := s.checkXDP(o); err != nil {
+		return err
+	}
 	err = bindRetry(fmt.Sprintf("%s mode, sharing the UMEM of %s queue %d", sh.Mode(), sh.ifname, sh.queue), func() error {
 		return sys.BindShared(s.fd, s.ifindex, s.queue, sh.fd)
 	})
 	if err != nil {
-		// The kernel never saw the fill ring: its frames go back to
-		// the UMEM, which outlives this socket.
-		s.rxHeld -= s.rings.Unfill()
 		return err
 	}
 	if err := s.learnMode(); err != nil {
@@ -382,7 +436,7 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	}
 	s.wakeup = sh.wakeup
 	s.manual = o.ManualRings
-	return s.tune(o)
+	return nil
 }
 
 // busyRetry is how long bind retries EBUSY.
@@ -450,8 +504,9 @@ func (s *Socket) teardown() error {
 // last socket using it, and releases the rings, the socket and the UMEM.
 // It interrupts Wait, waits for calls in flight on other goroutines to
 // return, and makes later calls fail with net.ErrClosed. Slices returned by
-// Frame must not be used after Close. A second Close returns nil.
-func (s *Socket) Close() error {
+// Frame must not be used after Close. The first Close reports what failed;
+// later ones return nil.
+func (s *Socket) Close() (err error) {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		if s.evfd >= 0 {
@@ -460,11 +515,11 @@ func (s *Socket) Close() error {
 		for s.rxSide.busy.Load() != 0 || s.txSide.busy.Load() != 0 || s.waiters.Load() != 0 {
 			runtime.Gosched()
 		}
-		if err := s.teardown(); err != nil {
-			s.closeErr = s.opErr("close", err)
+		if terr := s.teardown(); terr != nil {
+			err = s.opErr("close", terr)
 		}
 	})
-	return s.closeErr
+	return err
 }
 
 func (s *Socket) opErr(op string, err error) error {
@@ -503,8 +558,7 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 		s.rxSide.busy.Store(0)
 		return 0, nil
 	}
-	s.rxHeld -= n
-	bytes := s.umem.Received(descs[:n])
+	bytes := s.rings.Received(descs[:n])
 	s.rxSide.packets.Add(uint64(n))
 	s.rxSide.bytes.Add(bytes)
 	s.rxSide.batches.Add(1)
@@ -523,11 +577,9 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 func (s *Socket) refill() int {
 	limit := math.MaxInt
 	if s.rxCap > 0 {
-		limit = s.rxCap - s.rxHeld
+		limit = s.rxCap - s.rings.Held()
 	}
-	n := s.rings.RefillUpTo(limit)
-	s.rxHeld += n
-	return n
+	return s.rings.RefillUpTo(limit)
 }
 
 // Frame returns the bytes of the packet d describes: the frame's memory in
@@ -566,9 +618,10 @@ func (s *Socket) Refill() (int, error) {
 }
 
 // Alloc fills descs with free transmit frames and returns how many it got
-// (0 when all are in flight). Each descriptor's Addr is where a packet may
-// start and Len the room there; write the packet into Frame(d) and set Len
-// to its length before Transmit.
+// (0 when all are in flight). Unless ManualRings is set it first reaps the
+// completion ring; with it, it takes only frames already free. Each
+// descriptor's Addr is where a packet may start and Len the room there;
+// write the packet into Frame(d) and set Len to its length before Transmit.
 func (s *Socket) Alloc(descs []Desc) (int, error) {
 	if !s.enter(&s.txSide) {
 		return 0, s.opErr("alloc", net.ErrClosed)
@@ -576,7 +629,7 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 	if !s.manual {
 		s.rings.Complete()
 	}
-	n := s.rings.Alloc(descs)
+	n := s.umem.AllocFree(descs)
 	s.txSide.busy.Store(0)
 	return n, nil
 }

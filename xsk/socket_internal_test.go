@@ -1,0 +1,67 @@
+package xsk
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCloseReportsFailureOnce makes a socket's teardown fail (its TX ring
+// memory is Go memory, which munmap refuses with EINVAL without a system
+// call): the first Close reports it, to one caller only however many call
+// at once, later ones return nil, and the socket is closed either way.
+func TestCloseReportsFailureOnce(t *testing.T) {
+	s := &Socket{fd: -1, evfd: -1, ifname: "afxtest0", queue: 3, txMem: make([]byte, 4096)}
+	const callers = 8
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() { errs[i] = s.Close() })
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		failed++
+		var oe *OpError
+		if !errors.As(err, &oe) || oe.Op != "close" || oe.Interface != "afxtest0" || oe.Queue != 3 || !errors.Is(err, unix.EINVAL) {
+			t.Errorf("Close: %v, want an OpError for close wrapping EINVAL", err)
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d of %d concurrent Close calls reported the failure, want 1: %v", failed, callers, errs)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after a failed Close: %v, want nil", err)
+	}
+	if _, err := s.Receive(make([]Desc, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Receive after a failed Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestLookupError sorts the failures of net.InterfaceByName: a name no
+// interface has is an unknown interface (ENODEV); anything else, here a
+// netlink failure, keeps its errno and is not called unknown.
+func TestLookupError(t *testing.T) {
+	_, err := net.InterfaceByName("afxnosuchif0")
+	if err == nil {
+		t.Fatal("found an interface named afxnosuchif0")
+	}
+	if got := lookupError(err); !errors.Is(got, unix.ENODEV) || got.Error() != "unknown interface: no such device" {
+		t.Errorf("lookupError(%q) = %q, want unknown interface: ENODEV", err, got)
+	}
+	// What net.InterfaceByName returns when it cannot read the
+	// interface table (TestOpenReportsInterfaceTableFailure gets it for
+	// real).
+	netlinkErr := &net.OpError{Op: "route", Net: "ip+net", Err: os.NewSyscallError("netlinkrib", unix.EMFILE)}
+	got := lookupError(netlinkErr)
+	if errors.Is(got, unix.ENODEV) || !errors.Is(got, unix.EMFILE) || got.Error() != "look up interface: route ip+net: netlinkrib: too many open files" {
+		t.Errorf("lookupError(%q) = %q, want look up interface wrapping EMFILE", netlinkErr, got)
+	}
+}
