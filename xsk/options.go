@@ -118,6 +118,14 @@ type Options struct {
 	// NoXDP makes Open load no program and register the socket nowhere:
 	// someone else puts FD into their XSKMAP.
 	NoXDP bool
+	// TxOnly is for a socket that only transmits: Open registers it in no
+	// XSKMAP, so the queue's frames keep going to the kernel's stack (ARP,
+	// SSH and the rest) instead of to a socket that never reads them. In
+	// zero-copy mode Open still attaches its program, with the socket
+	// nowhere in the map, which passes every frame on: drivers such as
+	// i40e, ice and mlx5 transmit from a zero-copy socket only while an
+	// XDP program is attached. In copy mode it loads no program.
+	TxOnly bool
 
 	// ShareUMEM makes the new socket use the UMEM of this open socket
 	// (XDP_SHARED_UMEM) instead of one of its own, so that a frame
@@ -167,6 +175,9 @@ func (o *Options) validate(queue int) error {
 	}
 	if o.XSKMap != nil && o.NoXDP {
 		return fmt.Errorf("XSKMap and NoXDP: set at most one")
+	}
+	if o.TxOnly && (o.XSKMap != nil || o.NoXDP) {
+		return fmt.Errorf("TxOnly with XSKMap or NoXDP: TxOnly registers the socket nowhere and decides itself whether to attach a program; set only one")
 	}
 	if o.XSKMap != nil && o.XSKMap.Type() != ebpf.XSKMap {
 		return fmt.Errorf("XSKMap: map type %s, want XSKMap", o.XSKMap.Type())

@@ -152,8 +152,16 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 	}
 
 	switch {
-	case o.NoXDP:
+	case o.NoXDP, o.TxOnly && !s.zc:
 		s.external = true
+	case o.TxOnly:
+		// Zero-copy transmit needs a program on the interface; the
+		// socket stays out of its map.
+		s.prog, err = acquireProgram(s.ifindex, queue, &o)
+		if err != nil {
+			return nil, err
+		}
+		s.xdpMode = s.prog.att.Mode()
 	case o.XSKMap != nil:
 		s.external = true
 		if err := o.XSKMap.Update(uint32(queue), uint32(s.fd), ebpf.UpdateAny); err != nil {
@@ -244,7 +252,7 @@ func (s *Socket) bind(o *Options) error {
 // the interface cannot take the socket (another Filter or XDPMode, a queue
 // beyond its XSKMAP), so that Open fails before the kernel has the socket.
 func (s *Socket) checkXDP(o *Options) error {
-	if o.NoXDP || o.XSKMap != nil {
+	if o.NoXDP || o.XSKMap != nil || o.TxOnly && o.Bind == BindCopy {
 		return nil
 	}
 	return checkProgram(s.ifindex, s.queue, o)

@@ -1,6 +1,7 @@
 package xsk_test
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -296,4 +297,44 @@ func TestCopyModeHoldsNoMoreThanTheRXRing(t *testing.T) {
 		t.Fatalf("after the overload received %d of 5000 frames", sn.n)
 	}
 	checkFramesHome(t, s)
+}
+
+// TestTxOnly opens a transmit-only socket. On veth it binds in copy mode,
+// where it loads no program: its frames reach the peer, and frames for the
+// host end still reach the kernel's stack while it is open.
+func TestTxOnly(t *testing.T) {
+	const want = 1000
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true})
+	if s.Mode() != xsk.BindCopy || s.Program() != nil {
+		t.Fatalf("TxOnly socket on veth: %s mode, program %v; want copy mode and no program", s.Mode(), s.Program())
+	}
+	if err := v.Host.Do(func() error {
+		info, err := bpf.QueryXDP(v.Host.Index)
+		if err == nil && info.Attached() {
+			t.Errorf("XDP attached to %s under a TxOnly socket: %+v", v.Host.Name, info)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	peer := newPacketSocket(t, v.Peer)
+	fl := newFlow(v.Host, v.Peer, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- peer.receiveAll(t, fl, want, &got, time.Now().Add(30*time.Second)) }()
+	xskSender(t, s, fl, want, 256, &got)
+	if sn := <-done; sn.n != want {
+		t.Fatalf("peer received %d of %d frames", sn.n, want)
+	}
+	expectKernelDelivery(t, v, peer, newFlow(v.Peer, v.Host, 30))
+
+	err := v.Host.Do(func() error {
+		_, err := xsk.Open(v.Host.Name, 1, &xsk.Options{TxOnly: true, NoXDP: true})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "TxOnly") {
+		t.Errorf("Open with TxOnly and NoXDP: %v, want an error naming TxOnly", err)
+	}
 }

@@ -238,21 +238,21 @@ func TestValidateCPUs(t *testing.T) {
 	}
 }
 
-// TestTxOnlyLoadsNoXDPProgram checks that a transmit-only run opens its
-// socket without an XDP program, which would redirect everything arriving
-// on the queue to a socket that never receives, and that the receiving
-// kinds do load one.
-func TestTxOnlyLoadsNoXDPProgram(t *testing.T) {
+// TestTxOnlyRegistersNowhere checks that a transmit-only run opens its
+// socket with xsk.Options.TxOnly, so that the queue's traffic is not
+// redirected to a socket that never receives, and that the receiving kinds
+// do not.
+func TestTxOnlyRegistersNowhere(t *testing.T) {
 	var c Config
 	c.Defaults()
 	for kind, want := range map[Kind]bool{TxOnly: true, RxDrop: false, L2Fwd: false} {
 		o := socketOptions(&c, kind)
-		if o.NoXDP != want {
-			t.Errorf("%s: NoXDP %v, want %v", kind, o.NoXDP, want)
+		if o.TxOnly != want {
+			t.Errorf("%s: TxOnly %v, want %v", kind, o.TxOnly, want)
 		}
-		o.NoXDP = false
+		o.TxOnly = false
 		if *o != *c.XSKOptions() {
-			t.Errorf("%s: options %+v differ from the config's %+v in more than NoXDP", kind, *o, *c.XSKOptions())
+			t.Errorf("%s: options %+v differ from the config's %+v in more than TxOnly", kind, *o, *c.XSKOptions())
 		}
 	}
 }

@@ -174,13 +174,13 @@ func checkSize(size int, ifname string, mtu int) error {
 }
 
 // socketOptions is the socket configuration of a run of kind. A socket
-// that only transmits loads no XDP program (xsk.Options.NoXDP): the
-// program would redirect every frame arriving on the queue to a socket
-// that never receives, cutting the interface off from the kernel's stack
-// for as long as the run lasts.
+// that only transmits is registered in no XSKMAP (xsk.Options.TxOnly):
+// otherwise the program would redirect every frame arriving on the queue
+// to a socket that never receives, cutting the interface off from the
+// kernel's stack for as long as the run lasts.
 func socketOptions(c *Config, kind Kind) *xsk.Options {
 	o := c.XSKOptions()
-	o.NoXDP = kind == TxOnly
+	o.TxOnly = kind == TxOnly
 	return o
 }
 
@@ -232,8 +232,11 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 	}
 	if out != nil {
 		xdp := "XDP " + sock.XDPMode().String()
-		if sock.Program() == nil {
+		switch {
+		case sock.Program() == nil:
 			xdp = "no XDP program (transmit only)"
+		case kind == TxOnly:
+			xdp += ", socket in no XSKMAP (transmit only)"
 		}
 		fmt.Fprintf(out, "%s on %s queue %d: %s mode, %s, batch %d, rings %d, frames of %d, need_wakeup %v, busy-poll %v, wait %s\n",
 			kind, ifname, c.Queue, sock.Mode(), xdp, c.Batch, c.RingSize, c.FrameSize, c.NeedWakeup, c.BusyPoll, c.Wait)
