@@ -33,7 +33,10 @@ type Counts struct {
 	// Fill frames are held by the kernel for receive (fill and RX rings).
 	Fill int
 	// Tx frames are held by the kernel for transmit (TX and completion
-	// rings), including received frames being forwarded.
+	// rings), including received frames being forwarded. A socket sharing
+	// the UMEM that closes before its transmitted frames complete takes
+	// them with it; they stay counted here, not in Lost, and never come
+	// back.
 	Tx int
 	// RxUser frames were received and not yet released or transmitted.
 	RxUser int
