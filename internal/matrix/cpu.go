@@ -93,3 +93,12 @@ func pinThread(cpu int) func() {
 		runtime.UnlockOSThread()
 	}
 }
+
+// allowedCPUs are the CPUs this process may run on, nil if unknown.
+func allowedCPUs() []int {
+	cpus, err := sys.AllowedCPUs()
+	if err != nil {
+		return nil
+	}
+	return []int(cpus)
+}

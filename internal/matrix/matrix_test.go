@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -32,9 +33,13 @@ func TestValidate(t *testing.T) {
 		{"unknown mode", func(c *Config) { c.Modes = []string{"stream"} }, `Modes "stream": unknown`},
 		{"small frame", func(c *Config) { c.Sizes = []int{60} }, "Sizes 60"},
 		{"jumbo frame", func(c *Config) { c.Sizes = []int{9000} }, "Sizes 9000"},
-		{"baseline not measured", func(c *Config) { c.Topologies = []string{"macvlan"} }, `Baseline "veth/afxdp": topology "veth" is not among`},
-		{"baseline path not measured", func(c *Config) { c.Paths = []string{"udp"} }, `path "afxdp" is not among`},
-		{"baseline syntax", func(c *Config) { c.Baseline = "veth" }, "must be topology/path"},
+		{"baseline not measured", func(c *Config) { c.Topologies = []string{"macvlan"} }, `Baseline "veth": not among the topologies measured`},
+		{"baseline with a path", func(c *Config) { c.Baseline = "veth/afxdp" }, "must be a topology, such as veth: each cell is compared with the same path on it"},
+		{"baseline any path", func(c *Config) { c.Paths = []string{"udp"} }, ""},
+		{"duplicate size", func(c *Config) { c.Sizes = []int{64, 1500, 64} }, "Sizes 64: given twice"},
+		{"duplicate topology", func(c *Config) { c.Topologies = []string{"veth", "veth"} }, `Topologies "veth": given twice`},
+		{"plugin dir missing", func(c *Config) { c.PluginDir = "/nonexistent" }, `PluginDir "/nonexistent": stat /nonexistent: no such file`},
+		{"plugin dir unused", func(c *Config) { c.PluginDir = "/nonexistent"; c.Topologies = []string{"veth", "vxlan"} }, ""},
 		{"rate too low for duration", func(c *Config) { c.Rate = 10; c.Duration = 100 * time.Millisecond }, "fewer than 10 requests"},
 		{"no runs", func(c *Config) { c.Runs = 0 }, "Runs 0"},
 	} {
@@ -75,8 +80,8 @@ func TestSummarize(t *testing.T) {
 	add := func(topo, mode string, runs ...Sample) {
 		res.Cells = append(res.Cells, &Cell{Topology: topo, Path: "afxdp", Mode: mode, Size: 64, Runs: runs})
 	}
-	add("veth", "rx", Sample{PPS: 100, Sent: 10, Received: 10}, Sample{PPS: 300, Sent: 10, Received: 9, Lost: 1}, Sample{PPS: 200, Sent: 10, Received: 10})
-	add("macvlan", "rx", Sample{PPS: 50, Sent: 10, Received: 10})
+	add("veth", "rx", Sample{PPS: 100, OfferedPPS: 120, Sent: 10, Received: 9, Lost: 1}, Sample{PPS: 300, OfferedPPS: 400, Sent: 10, Received: 9, Lost: 1}, Sample{PPS: 200, OfferedPPS: 250, Sent: 10, Received: 9, Lost: 1})
+	add("macvlan", "rx", Sample{PPS: 50, OfferedPPS: 100, Sent: 10, Received: 5, Lost: 5})
 	add("veth", "rr", Sample{P50: 10, P99: 20})
 	add("macvlan", "rr", Sample{P50: 15, P99: 50})
 	res.Cells = append(res.Cells, &Cell{Topology: "macvlan", Path: "afxdp", Mode: "tx", Size: 64})
@@ -85,8 +90,8 @@ func TestSummarize(t *testing.T) {
 	if v.Status != StatusOK || v.PPS != 200 || v.PPSMin != 100 || v.PPSMax != 300 || v.Penalty.PPSPct != 0 {
 		t.Fatalf("veth rx = %+v", v)
 	}
-	if got := v.LossPct; got < 3.3 || got > 3.4 {
-		t.Fatalf("LossPct = %v, want 1/30", got)
+	if got := v.LossPct; got < 9.9 || got > 10.1 {
+		t.Fatalf("LossPct = %v, want 3/30", got)
 	}
 	if m := res.Cell("macvlan", "afxdp", "rx", 64); m.Penalty == nil || m.Penalty.PPSPct != -75 {
 		t.Fatalf("macvlan rx penalty = %+v", m.Penalty)
@@ -117,6 +122,7 @@ func TestQuickMatrix(t *testing.T) {
 		c.Close()
 	}
 	t.Setenv("TMPDIR", t.TempDir()) // where the CNI IPAM stores go
+	ipvlan := ipvlanAvailable(t)
 	before := testenv.Snapshot(t)
 	rootLinks := linkNames(t)
 
@@ -176,14 +182,25 @@ func TestQuickMatrix(t *testing.T) {
 			t.Errorf("%s: %s: %s", name, cell.Status, cell.Reason)
 		}
 	}
-	for _, tn := range []string{"veth", "ptp", "bridge", "macvlan", "vxlan"} {
-		if !measured[tn] {
-			t.Errorf("topology %s: nothing measured", tn)
+	want := []string{"veth", "ptp", "bridge", "macvlan", "vxlan"}
+	if ipvlan {
+		want = append(want, "ipvlan-l2", "ipvlan-l3")
+	} else {
+		for _, tn := range []string{"ipvlan-l2", "ipvlan-l3"} {
+			if c := res.Cell(tn, "afxdp", "rx", 64); c.Status != StatusUnavailable || !strings.Contains(c.Reason, "CONFIG_IPVLAN") {
+				t.Errorf("%s on a kernel without ipvlan: %s %q", tn, c.Status, c.Reason)
+			}
+		}
+		var md bytes.Buffer
+		res.WriteMarkdown(&md, "")
+		if title, _, _ := strings.Cut(md.String(), "\n"); !strings.Contains(title, "not measured here: ipvlan") {
+			t.Errorf("the title claims ipvlan: %q", title)
 		}
 	}
-	if !ipvlanAvailable() {
-		if c := res.Cell("ipvlan-l2", "afxdp", "rx", 64); c.Status != StatusUnavailable || !strings.Contains(c.Reason, "CONFIG_IPVLAN") {
-			t.Errorf("ipvlan-l2 on a kernel without ipvlan: %s %q", c.Status, c.Reason)
+	t.Logf("ipvlan in this kernel: %v", ipvlan)
+	for _, tn := range want {
+		if !measured[tn] {
+			t.Errorf("topology %s: nothing measured", tn)
 		}
 	}
 
@@ -191,9 +208,31 @@ func TestQuickMatrix(t *testing.T) {
 	checkNothingLeft(t, before, rootLinks, nsInodes)
 }
 
-func ipvlanAvailable() bool {
-	b, err := os.ReadFile("/proc/config.gz")
-	return err == nil && bytes.Contains(b, []byte("CONFIG_IPVLAN=")) // compressed: only a hint; the matrix decides
+// ipvlanAvailable asks the kernel: it makes an ipvlan on a veth in a
+// namespace of its own.
+func ipvlanAvailable(t *testing.T) bool {
+	t.Helper()
+	ns, err := netenv.NewNetns("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	v, err := netenv.NewVeth(&netenv.VethOptions{HostNS: ns, NoAddr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	l, err := netenv.NewIPVlan(v.Host, nil)
+	if errors.Is(err, netenv.ErrNotSupported) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("probe ipvlan: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
 
 func linkNames(t *testing.T) map[string]bool {
@@ -321,7 +360,7 @@ func TestCancelMidway(t *testing.T) {
 	defer cancel()
 	c := QuickConfig()
 	c.Topologies = []string{"bridge", "macvlan"}
-	c.Baseline = "bridge/afxdp"
+	c.Baseline = "bridge"
 	done := 0
 	res, err := Run(ctx, c, func(p Progress) {
 		if p.Phase == "done" {

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/afxdp/afxdp/internal/pktgen"
 )
 
@@ -18,8 +16,12 @@ type Sample struct {
 	// Seconds is the length of the measured window.
 	Seconds float64 `json:"seconds"`
 	// Sent is what the generator, sender or client offered and Received
-	// what the far end counted, over the whole measurement (warm-up and
-	// drain included), so that Sent-Received is what was lost.
+	// what the far end counted of it, so that Sent-Received is what was
+	// lost. Sent, Received, Lost and Drops cover one span, with nothing in
+	// flight at either edge: for rx and tx the whole measurement, from
+	// before the first frame to the end of the drain (warm-up included);
+	// for rr the requests of the measured window, until the stragglers'
+	// time is up.
 	Sent     uint64 `json:"sent"`
 	Received uint64 `json:"received"`
 	// PPS is packets received per second in the window (for rr: round
@@ -37,10 +39,13 @@ type Sample struct {
 	P50  float64 `json:"p50_us,omitempty"`
 	P99  float64 `json:"p99_us,omitempty"`
 	P999 float64 `json:"p999_us,omitempty"`
-	// Lost is Sent - Received.
+	// Lost is Sent - Received. Received above Sent fails the
+	// measurement: something other than the sender's frames was counted.
 	Lost uint64 `json:"lost"`
 	// Drops are the counters that say where packets were dropped: the
-	// socket's own and every interface's rx/tx_dropped that moved.
+	// receiving socket's own and every interface's rx/tx_dropped and
+	// errors that moved, named by role ("B's veth rx_dropped"), over the
+	// span of Sent and Received.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
 
@@ -48,7 +53,23 @@ type Sample struct {
 type cellInfo struct {
 	Generator string
 	xdpInfo
+	// Counter is the XDP mode of tx's counting program.
+	Counter string
 }
+
+// lost is what of sent did not arrive. More received than sent means the
+// count took in frames that were not the sender's, and the measurement is
+// wrong, not lossless.
+func lost(sent, received uint64) (uint64, error) {
+	if received > sent {
+		return 0, fmt.Errorf("B counted %d packets, more than the %d sent: it counted something else", received, sent)
+	}
+	return sent - received, nil
+}
+
+// slice is how long a measurement waits, sends or receives without
+// looking at its context: an interrupted run stops within about that.
+const slice = 50 * time.Millisecond
 
 const drainTime = 50 * time.Millisecond
 
@@ -68,21 +89,17 @@ func (m *measurer) measure(ctx context.Context, t *topo, path, mode string, size
 	return Sample{}, cellInfo{}, fmt.Errorf("unknown mode %q", mode)
 }
 
-// window holds the accounting taken at the edges of a measured window.
+// window holds the CPU accounting taken at the start of a measured window.
 type window struct {
 	start  time.Time
 	thread time.Duration
 	sys    sysCPU
-	links  map[string]netlink.LinkStatistics
 }
 
-func (m *measurer) open(t *topo) (window, error) {
+func (m *measurer) open() (window, error) {
 	w := window{start: time.Now(), thread: threadCPU()}
 	var err error
-	if w.sys, err = readSysCPU(); err != nil {
-		return w, err
-	}
-	w.links, err = t.linkCounters()
+	w.sys, err = readSysCPU()
 	return w, err
 }
 
@@ -105,39 +122,99 @@ func (w window) close(s *Sample, pkts uint64) error {
 	return nil
 }
 
-// linkDrops adds to s the interface drop counters that moved since w.
-func (w window) linkDrops(t *topo, s *Sample) error {
-	now, err := t.linkCounters()
+// counters are the drop counters of a topology at one moment: every
+// interface's, by role, and the receiving socket's, if any, by name.
+type counters map[string]uint64
+
+// counters reads t's interface counters and, unless socket is nil, the
+// socket's.
+func (t *topo) counters(socket func() (map[string]uint64, error)) (counters, error) {
+	links, err := t.linkCounters()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for name, a := range now {
-		b := w.links[name]
-		add := func(what string, d uint64) {
-			if d > 0 {
-				if s.Drops == nil {
-					s.Drops = map[string]uint64{}
-				}
-				s.Drops[name+" "+what] += d
-			}
+	c := counters{}
+	for name, l := range links {
+		c[name+" rx_dropped"] = l.RxDropped
+		c[name+" tx_dropped"] = l.TxDropped
+		c[name+" rx_errors"] = l.RxErrors
+		c[name+" tx_errors"] = l.TxErrors
+	}
+	if socket != nil {
+		sk, err := socket()
+		if err != nil {
+			return nil, err
 		}
-		add("rx_dropped", a.RxDropped-b.RxDropped)
-		add("tx_dropped", a.TxDropped-b.TxDropped)
-		add("rx_errors", a.RxErrors-b.RxErrors)
-		add("tx_errors", a.TxErrors-b.TxErrors)
+		for k, v := range sk {
+			c[k] = v
+		}
 	}
-	return nil
+	return c, nil
 }
 
-func addDrops(s *Sample, m map[string]uint64) {
-	for k, v := range m {
-		if v == 0 {
-			continue
+// drops are the counters that moved from before to after; a counter that
+// did not exist before (a link made in between) counts from zero.
+func drops(before, after counters) map[string]uint64 {
+	var out map[string]uint64
+	for k, a := range after {
+		if a > before[k] {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[k] = a - before[k]
 		}
-		if s.Drops == nil {
-			s.Drops = map[string]uint64{}
+	}
+	return out
+}
+
+// recvFor receives with rcv until it has n packets (0: no limit) or
+// deadline passes, looking at ctx between slices.
+func recvFor(ctx context.Context, rcv receiver, n uint64, deadline time.Time) (uint64, error) {
+	var got uint64
+	for n == 0 || got < n {
+		if err := ctx.Err(); err != nil {
+			return got, err
 		}
-		s.Drops[k] += v
+		now := time.Now()
+		if !now.Before(deadline) {
+			break
+		}
+		want := uint64(0)
+		if n > 0 {
+			want = n - got
+		}
+		k, err := rcv.recv(want, earlier(deadline, now.Add(slice)))
+		got += k
+		if err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// sendFor sends with snd until deadline, looking at ctx between slices.
+func sendFor(ctx context.Context, snd sender, deadline time.Time) (uint64, error) {
+	var sent uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return sent, err
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			return sent, nil
+		}
+		k, err := snd.send(earlier(deadline, now.Add(slice)))
+		sent += k
+		if err != nil {
+			return sent, err
+		}
 	}
 }
 
@@ -173,6 +250,12 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 	defer g.close()
 	info.Generator = g.name
 
+	// Every counter from here, before the first frame, to the end of the
+	// drain.
+	c0, err := t.counters(rcv.drops)
+	if err != nil {
+		return s, info, err
+	}
 	gctx, stopGen := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var genErr error
@@ -193,7 +276,7 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 
 	unpin := pinThread(1)
 	defer unpin()
-	total, err := rcv.recv(1, time.Now().Add(m.cfg.Warmup))
+	total, err := recvFor(ctx, rcv, 1, time.Now().Add(m.cfg.Warmup))
 	if err != nil {
 		return s, info, fmt.Errorf("receive: %w", err)
 	}
@@ -201,12 +284,12 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 		stop()
 		return s, info, fmt.Errorf("no frame reached B's %s receiver within %v (generator: %v, offered %d)", path, m.cfg.Warmup, genErr, g.total())
 	}
-	w, err := m.open(t)
+	w, err := m.open()
 	if err != nil {
 		return s, info, err
 	}
 	sent0 := g.total()
-	n, err := rcv.recv(0, w.start.Add(m.cfg.Duration))
+	n, err := recvFor(ctx, rcv, 0, w.start.Add(m.cfg.Duration))
 	total += n
 	if err != nil {
 		return s, info, fmt.Errorf("receive: %w", err)
@@ -225,21 +308,21 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 		return s, info, fmt.Errorf("receive: %w", err)
 	}
 	s.Sent, s.Received = g.total(), total
-	if s.Sent > s.Received {
-		s.Lost = s.Sent - s.Received
+	if s.Lost, err = lost(s.Sent, s.Received); err != nil {
+		return s, info, err
 	}
-	d, err := rcv.drops()
+	c1, err := t.counters(rcv.drops)
 	if err != nil {
 		return s, info, err
 	}
-	addDrops(&s, d)
-	return s, info, w.linkDrops(t, &s)
+	s.Drops = drops(c0, c1)
+	return s, info, nil
 }
 
 // tx: path's sender in A sends as fast as it can; a counting XDP program
 // on B's interface takes what arrives.
 func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sample, info cellInfo, err error) {
-	sink, err := attachCountSink(t.B)
+	sink, err := attachCountSink(t.B, sinkMatch{DstMAC: t.B.MAC, DstIP: t.B.IP()})
 	if err != nil {
 		return s, info, err
 	}
@@ -257,9 +340,16 @@ func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sa
 	}
 	defer func() { err = errors.Join(err, snd.close()) }()
 	info.Generator = "sender in A; XDP counter (" + sink.mode + ") on B"
+	info.Counter = sink.mode
 
 	unpin := pinThread(0)
 	defer unpin()
+	// Every counter from here, before the first frame, to the end of the
+	// drain.
+	c0, err := t.counters(nil)
+	if err != nil {
+		return s, info, err
+	}
 	var sent uint64
 	warmEnd := time.Now().Add(m.cfg.Warmup)
 	for {
@@ -279,18 +369,19 @@ func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sa
 			break
 		}
 		if time.Now().After(warmEnd) {
-			return s, info, fmt.Errorf("nothing %s sent from A (%d frames) reached B within %v", path, sent, m.cfg.Warmup)
+			return s, info, fmt.Errorf("none of the %d frames A sent by %s reached B (as UDP to %s port %d, to MAC %s) within %v",
+				sent, path, t.B.IP(), serverPort, t.B.MAC, m.cfg.Warmup)
 		}
 	}
 	k0, err := sink.total()
 	if err != nil {
 		return s, info, err
 	}
-	w, err := m.open(t)
+	w, err := m.open()
 	if err != nil {
 		return s, info, err
 	}
-	n, err := snd.send(w.start.Add(m.cfg.Duration))
+	n, err := sendFor(ctx, snd, w.start.Add(m.cfg.Duration))
 	sent += n
 	if err != nil {
 		return s, info, fmt.Errorf("send: %w", err)
@@ -310,10 +401,15 @@ func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sa
 		return s, info, err
 	}
 	s.Sent = sent
-	if s.Sent > s.Received {
-		s.Lost = s.Sent - s.Received
+	if s.Lost, err = lost(s.Sent, s.Received); err != nil {
+		return s, info, err
 	}
-	return s, info, w.linkDrops(t, &s)
+	c1, err := t.counters(nil)
+	if err != nil {
+		return s, info, err
+	}
+	s.Drops = drops(c0, c1)
+	return s, info, nil
 }
 
 // rr: A's client sends requests at cfg.Rate to the echo in B, both on
@@ -446,7 +542,11 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	measureFrom = seq
 	mu.Unlock()
 
-	w, err := m.open(t)
+	c0, err := t.counters(nil)
+	if err != nil {
+		return s, info, err
+	}
+	w, err := m.open()
 	if err != nil {
 		return s, info, err
 	}
@@ -497,8 +597,8 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 		s.AppNs = float64(echoCPU.Nanoseconds()) / float64(echoN)
 	}
 	s.Sent, s.Received = n, got
-	if n > got {
-		s.Lost = n - got
+	if s.Lost, err = lost(s.Sent, s.Received); err != nil {
+		return s, info, err
 	}
 	if len(samples) == 0 {
 		return s, info, fmt.Errorf("no %s reply in the measured window (%d requests)", path, n)
@@ -507,7 +607,12 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	s.P50 = pct(samples, 0.50)
 	s.P99 = pct(samples, 0.99)
 	s.P999 = pct(samples, 0.999)
-	return s, info, w.linkDrops(t, &s)
+	c1, err := t.counters(nil)
+	if err != nil {
+		return s, info, err
+	}
+	s.Drops = drops(c0, c1)
+	return s, info, nil
 }
 
 // pct is the q-quantile of sorted samples in microseconds (nearest rank).

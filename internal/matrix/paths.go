@@ -12,6 +12,17 @@ import (
 	"github.com/afxdp/afxdp/xsk"
 )
 
+// Names of the receiving sockets' drop counters.
+const (
+	keyUDPDrops      = "B's UDP socket sk_drops"
+	keyAFPacketDrops = "B's AF_PACKET ring tp_drops"
+	keyXSKDropped    = "B's AF_XDP socket rx_dropped"
+	keyXSKRingFull   = "B's AF_XDP socket rx_ring_full"
+	// Not drops of its own: how often a frame found the fill ring empty,
+	// each time one of those rx_dropped.
+	keyXSKFillEmpty = "B's AF_XDP socket fill_ring_empty (events)"
+)
+
 // receiver takes what arrives at B, counting it.
 type receiver interface {
 	// recv receives until it has n packets (0: no limit) or deadline
@@ -83,7 +94,7 @@ func (u udpRecv) recv(n uint64, d time.Time) (uint64, error) {
 
 func (u udpRecv) drops() (map[string]uint64, error) {
 	s, err := u.r.Stats()
-	return map[string]uint64{"B udp socket (sk_drops)": s.Drops}, err
+	return map[string]uint64{keyUDPDrops: s.Drops}, err
 }
 
 func (u udpRecv) close() error { return u.r.Close() }
@@ -97,7 +108,7 @@ func (a afpRecv) recv(n uint64, d time.Time) (uint64, error) {
 
 func (a afpRecv) drops() (map[string]uint64, error) {
 	s, err := a.r.Stats()
-	return map[string]uint64{"B af_packet ring (tp_drops)": s.Drops}, err
+	return map[string]uint64{keyAFPacketDrops: s.Drops}, err
 }
 
 func (a afpRecv) close() error { return a.r.Close() }
@@ -135,9 +146,9 @@ func (x *xskRecv) recv(n uint64, deadline time.Time) (uint64, error) {
 func (x *xskRecv) drops() (map[string]uint64, error) {
 	st, err := x.s.Stats()
 	return map[string]uint64{
-		"B xsk rx_dropped":               st.RxDropped,
-		"B xsk rx ring full":             st.RxRingFull,
-		"B xsk fill ring empty (events)": st.FillRingEmpty,
+		keyXSKDropped:   st.RxDropped,
+		keyXSKRingFull:  st.RxRingFull,
+		keyXSKFillEmpty: st.FillRingEmpty,
 	}, err
 }
 

@@ -63,14 +63,28 @@ func (c *Cell) value() string {
 	if c.Mode == "rr" {
 		return fmt.Sprintf("%.0f/%.0f/%.0fµs", c.P50, c.P99, c.P999)
 	}
+	if c.SenderBound {
+		// What the generator offered: B could take at least that.
+		return "≥" + fmtRate(c.PPS) + "pps"
+	}
 	return fmtRate(c.PPS) + "pps"
 }
 
+// penaltyText is the cell against the same path on the baseline topology.
 func (c *Cell) penaltyText() string {
 	if c.Status != StatusOK {
 		return ""
 	}
+	if c.SenderBound {
+		if n := len(c.Runs); c.SenderBoundRuns < n {
+			return fmt.Sprintf("sender-bound (%d of %d runs): not compared", c.SenderBoundRuns, n)
+		}
+		return "sender-bound: not compared"
+	}
 	if c.Penalty == nil {
+		if c.NoPenalty != "" {
+			return "(" + c.NoPenalty + ")"
+		}
 		return "(no baseline)"
 	}
 	if c.Mode == "rr" {
@@ -79,17 +93,50 @@ func (c *Cell) penaltyText() string {
 	return fmt.Sprintf("%s rate, %s app cpu", fmtPct(c.Penalty.PPSPct), fmtPct(c.Penalty.CPUPct))
 }
 
+// dropText is the loss and the drop counters that moved. One drop may move
+// several counters; those are shown together, as the same drops: an
+// AF_XDP socket's rx_dropped counts each frame it had no room for, its
+// fill_ring_empty how often that was for want of a fill-ring entry, and
+// with native XDP on B's veth, the veth counts the failed redirect of the
+// same frame as its rx_dropped.
 func (c *Cell) dropText() string {
 	if c.Status != StatusOK {
 		return ""
 	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(c.Drops)) {
-		parts = append(parts, fmt.Sprintf("%s %d", k, c.Drops[k]))
-	}
 	s := fmt.Sprintf("%.2f%%", c.LossPct)
+	rest := maps.Clone(c.Drops)
+	var parts []string
+	if xsk := rest[keyXSKDropped] + rest[keyXSKRingFull]; xsk > 0 {
+		var main, same []string
+		for _, k := range []string{keyXSKDropped, keyXSKRingFull} {
+			if v, ok := rest[k]; ok {
+				main = append(main, fmt.Sprintf("%s %d", k, v))
+				delete(rest, k)
+			}
+		}
+		if v, ok := rest[keyXSKFillEmpty]; ok && v <= xsk {
+			same = append(same, fmt.Sprintf("%s %d", keyXSKFillEmpty, v))
+			delete(rest, keyXSKFillEmpty)
+		}
+		// B's own device, when XDP runs there natively.
+		for _, k := range slices.Sorted(maps.Keys(rest)) {
+			if strings.HasPrefix(k, "B's ") && strings.HasSuffix(k, " rx_dropped") && !strings.Contains(k, "socket") &&
+				!strings.Contains(k, "underlay") && rest[k] <= xsk {
+				same = append(same, fmt.Sprintf("%s %d", k, rest[k]))
+				delete(rest, k)
+			}
+		}
+		p := strings.Join(main, ", ")
+		if len(same) > 0 {
+			p += " [the same drops, counted again: " + strings.Join(same, ", ") + "]"
+		}
+		parts = append(parts, p)
+	}
+	for _, k := range slices.Sorted(maps.Keys(rest)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, rest[k]))
+	}
 	if len(parts) > 0 {
-		s += " (" + strings.Join(parts, ", ") + ")"
+		s += " (" + strings.Join(parts, "; ") + ")"
 	}
 	return s
 }
@@ -106,14 +153,14 @@ func (c *Cell) xdpText() string {
 
 // WriteText writes the summary and the full table for a terminal.
 func (r *Result) WriteText(w io.Writer) error {
-	fmt.Fprintf(w, "kernel %s, %d CPUs %s; %s runs of %s; baseline %s\n\n",
-		r.Kernel, r.CPUs, r.CPUModel, fmt.Sprint(r.Config.Runs), r.Config.Duration, r.Config.Baseline)
+	fmt.Fprintf(w, "kernel %s, %d CPUs %s; %s runs of %s; baseline %s (each cell against the same path on it)\n\n",
+		r.Kernel, r.CPUs, r.CPUModel, fmt.Sprint(r.Config.Runs), r.Config.Duration, baselineTopology(r.Config.Baseline))
 	if err := r.writeSummary(w, false); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "topology\tpath\tmode\tsize\tresult\tspread\tGbit/s\tapp ns/pkt\tsoftirq ns/pkt\tkernel ns/pkt\tvs baseline\tloss (drops)\txdp\tgenerator")
+	fmt.Fprintln(tw, "topology\tpath\tmode\tsize\tresult\tspread\tGbit/s\tapp ns/pkt\tsoftirq ns/pkt\tkernel ns/pkt\tvs "+baselineTopology(r.Config.Baseline)+", same path\tloss (drops)\txdp\tgenerator")
 	for _, c := range r.Cells {
 		if c.Status != StatusOK {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t%s\n", c.Topology, c.Path, c.Mode, c.Size, c.value(), oneLine(c.Reason))
@@ -175,7 +222,7 @@ func (r *Result) writeSummary(w io.Writer, md bool) error {
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against %s:\n", size, r.Config.Baseline)
+	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against the same path on %s; ≥: sender-bound, B took all it was offered:\n", size, baselineTopology(r.Config.Baseline))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, row := range rows {
@@ -210,6 +257,9 @@ func summaryCell(c *Cell) string {
 			s += fmt.Sprintf(" (%+.0f)", c.Penalty.P99Us)
 		}
 		return s
+	}
+	if c.SenderBound {
+		return "≥" + fmtRate(c.PPS) + " (sender-bound)"
 	}
 	s := fmtRate(c.PPS)
 	if c.Penalty != nil {

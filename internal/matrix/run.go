@@ -38,6 +38,8 @@ type Cell struct {
 	// ("native", "generic"), Bind its bind mode ("copy", "zero-copy").
 	XDP  string `json:"xdp,omitempty"`
 	Bind string `json:"bind,omitempty"`
+	// CounterXDP is the attach mode of tx's counting program on B.
+	CounterXDP string `json:"counter_xdp,omitempty"`
 
 	Runs   []Sample `json:"runs,omitempty"`
 	Errors []string `json:"errors,omitempty"`
@@ -60,12 +62,25 @@ type Cell struct {
 	// Drops sums the drop counters over the runs.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 
-	// Penalty against the baseline cell of the same mode and size.
-	Penalty *Penalty `json:"penalty,omitempty"`
+	// SenderBound is set on an rx cell whose receiver was not saturated:
+	// most of its runs lost nothing and took in what was offered. Its rate is what the generator could
+	// offer, a lower bound of what B can take; its CPU per packet is that
+	// of an idle receiver. It gets no penalty and no finding.
+	SenderBound bool `json:"sender_bound,omitempty"`
+	// SenderBoundRuns is how many of its runs were sender-bound.
+	SenderBoundRuns int `json:"sender_bound_runs,omitempty"`
+
+	// Penalty against the cell of the same path, mode and size on the
+	// baseline topology; nil when there is none to compare with
+	// (NoPenalty says why).
+	Penalty   *Penalty `json:"penalty,omitempty"`
+	NoPenalty string   `json:"no_penalty,omitempty"`
 }
 
-// Penalty compares a cell with the baseline.
+// Penalty compares a cell with the same path on the baseline topology.
 type Penalty struct {
+	// Against is the cell compared with, as topology/path.
+	Against string `json:"against"`
 	// PPSPct is the change in packet rate, in percent (negative: slower).
 	PPSPct float64 `json:"pps_pct"`
 	// CPUPct is the change in the measured thread's CPU per packet (app),
@@ -95,8 +110,15 @@ type Result struct {
 	Config   ResultConfig   `json:"config"`
 	Topos    []TopologyInfo `json:"topologies"`
 	Cells    []*Cell        `json:"cells"`
+	// CPUsAllowed are the CPUs the run could use; with two or more, the
+	// generator and sending threads run on the first and the receiving
+	// ones on the second (see WriteMarkdown).
+	CPUsAllowed []int `json:"cpus_allowed,omitempty"`
 	// Interrupted is set when the run was stopped before the end.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// TeardownErrors are the failures to remove what a topology was built
+	// of: something may be left behind.
+	TeardownErrors []string `json:"teardown_errors,omitempty"`
 }
 
 // ResultConfig is the configuration as recorded.
@@ -108,7 +130,9 @@ type ResultConfig struct {
 	Duration   string   `json:"duration"`
 	Runs       int      `json:"runs"`
 	Rate       int      `json:"rate"`
-	Baseline   string   `json:"baseline"`
+	// Baseline is the baseline topology. Results written before it was
+	// a topology have "topology/path" here; the path is ignored.
+	Baseline string `json:"baseline"`
 }
 
 // Cell returns the cell, or nil.
@@ -152,6 +176,8 @@ func Run(ctx context.Context, c Config, progress func(Progress)) (*Result, error
 		Kernel:   kernelRelease(),
 		CPUs:     runtime.NumCPU(),
 		CPUModel: cpuModel(),
+		// The same list pinThread and the generator pin by.
+		CPUsAllowed: allowedCPUs(),
 		Config: ResultConfig{
 			Topologies: c.Topologies, Paths: c.Paths, Modes: c.Modes, Sizes: c.Sizes,
 			Duration: c.Duration.String(), Runs: c.Runs, Rate: c.Rate, Baseline: c.Baseline,
@@ -197,6 +223,10 @@ outer:
 			if err == nil && testHookBuilt != nil {
 				testHookBuilt(t)
 			}
+			var te *teardownError
+			if errors.As(err, &te) {
+				res.teardownFailed(run, tn, te.err)
+			}
 			if err != nil {
 				var ue *UnavailableError
 				if errors.As(err, &ue) {
@@ -233,7 +263,7 @@ outer:
 						s, ci, err := m.measure(ctx, t, p, mode, size)
 						done++
 						if ci.Generator != "" {
-							cell.Generator, cell.XDP, cell.Bind = ci.Generator, ci.XDP, ci.Bind
+							cell.Generator, cell.XDP, cell.Bind, cell.CounterXDP = ci.Generator, ci.XDP, ci.Bind, ci.Counter
 						}
 						if err != nil {
 							if ctx.Err() != nil {
@@ -255,13 +285,7 @@ outer:
 					break
 				}
 			}
-			if err := t.Close(); err != nil {
-				for _, cell := range res.Cells {
-					if cell.Topology == tn {
-						cell.Errors = append(cell.Errors, fmt.Sprintf("run %d: tear down: %v", run+1, err))
-					}
-				}
-			}
+			res.closeTopo(run, tn, t)
 			if runErr != nil {
 				break outer
 			}
@@ -276,15 +300,120 @@ outer:
 // testHookBuilt, when set by a test, sees every topology once it is built.
 var testHookBuilt func(*topo)
 
+// closeTopo removes t, built for run, recording a failure to.
+func (r *Result) closeTopo(run int, tn string, t *topo) {
+	if err := t.Close(); err != nil {
+		r.teardownFailed(run, tn, err)
+	}
+}
+
+// teardownFailed records that removing topology tn after run failed: the
+// run as a whole has failed, since something may be left behind.
+func (r *Result) teardownFailed(run int, tn string, err error) {
+	r.TeardownErrors = append(r.TeardownErrors, fmt.Sprintf("run %d: tear down %s: %v", run+1, tn, err))
+}
+
+// Failed reports whether the run failed: a cell failed, or tearing a
+// topology down did.
+func (r *Result) Failed() bool {
+	if len(r.TeardownErrors) > 0 {
+		return true
+	}
+	for _, c := range r.Cells {
+		if c.Status == StatusFailed {
+			return true
+		}
+	}
+	return false
+}
+
 // Summarize recomputes each cell's summary and penalty from its runs, as
 // Run does at the end: for a result read back from JSON, after a change
-// of Config.Baseline, say.
+// of Config.Baseline, say. Call Check first on a result read back.
 func (r *Result) Summarize() { summarize(r, Config{Baseline: r.Config.Baseline}) }
+
+// Check checks a result read back from JSON before it is summarized or
+// written, naming what is wrong: a result that Run did not write, or that
+// was edited, must not make the writers panic.
+func (r *Result) Check() error {
+	var errs []error
+	list := func(field string, got, known []string) {
+		if len(got) == 0 {
+			errs = append(errs, fmt.Errorf("config.%s: empty", field))
+		}
+		for _, g := range got {
+			if !slices.Contains(known, g) {
+				errs = append(errs, fmt.Errorf("config.%s %q: unknown", field, g))
+			}
+		}
+	}
+	list("topologies", r.Config.Topologies, Topologies)
+	list("paths", r.Config.Paths, Paths)
+	list("modes", r.Config.Modes, Modes)
+	if len(r.Config.Sizes) == 0 {
+		errs = append(errs, errors.New("config.sizes: empty"))
+	}
+	for _, s := range r.Config.Sizes {
+		if s < MinSize || s > MaxSize {
+			errs = append(errs, fmt.Errorf("config.sizes %d: not a frame size", s))
+		}
+	}
+	if err := CheckBaseline(baselineTopology(r.Config.Baseline), r.Config.Topologies); err != nil {
+		errs = append(errs, fmt.Errorf("config.baseline %w", err))
+	}
+	for i, t := range r.Topos {
+		if !slices.Contains(r.Config.Topologies, t.Name) {
+			errs = append(errs, fmt.Errorf("topologies[%d] %q: not among config.topologies", i, t.Name))
+		}
+	}
+	if len(r.Cells) == 0 {
+		errs = append(errs, errors.New("cells: none"))
+	}
+	seen := map[string]bool{}
+	for i, c := range r.Cells {
+		if c == nil {
+			errs = append(errs, fmt.Errorf("cells[%d]: null", i))
+			continue
+		}
+		key := fmt.Sprintf("%s/%s/%s/%d", c.Topology, c.Path, c.Mode, c.Size)
+		switch {
+		case !slices.Contains(r.Config.Topologies, c.Topology), !slices.Contains(r.Config.Paths, c.Path),
+			!slices.Contains(r.Config.Modes, c.Mode), !slices.Contains(r.Config.Sizes, c.Size):
+			errs = append(errs, fmt.Errorf("cells[%d] %s: not a cell of config", i, key))
+		case seen[key]:
+			errs = append(errs, fmt.Errorf("cells[%d] %s: given twice", i, key))
+		}
+		seen[key] = true
+		switch c.Status {
+		case StatusOK, StatusFailed, StatusUnavailable, "":
+		default:
+			errs = append(errs, fmt.Errorf("cells[%d] %s: status %q unknown", i, key, c.Status))
+		}
+	}
+	if len(errs) > 10 {
+		errs = append(errs[:10], fmt.Errorf("and %d more", len(errs)-10))
+	}
+	return errors.Join(errs...)
+}
+
+// baselineTopology is the topology of a baseline as recorded: results
+// written before the baseline became a topology have "topology/path".
+func baselineTopology(b string) string {
+	t, _, _ := strings.Cut(b, "/")
+	return t
+}
+
+// senderBound reports whether run s of an rx cell left its receiver idle
+// part of the time: it lost nothing and took in what was offered. A run
+// that lost even a few frames found its receiver behind at times.
+func senderBound(s Sample) bool {
+	return s.Sent > 0 && s.Lost == 0 && s.PPS >= 0.97*s.OfferedPPS
+}
 
 // summarize fills each cell's status, medians and penalty.
 func summarize(res *Result, c Config) {
 	for _, cell := range res.Cells {
-		cell.Penalty = nil
+		cell.Penalty, cell.SenderBound, cell.SenderBoundRuns = nil, false, 0
 		if cell.Status == StatusUnavailable {
 			continue
 		}
@@ -298,6 +427,15 @@ func summarize(res *Result, c Config) {
 			continue
 		}
 		cell.Status = StatusOK
+		if cell.Mode == "rx" {
+			n := 0
+			for _, s := range cell.Runs {
+				if senderBound(s) {
+					n++
+				}
+			}
+			cell.SenderBound, cell.SenderBoundRuns = 2*n > len(cell.Runs), n
+		}
 		col := func(f func(Sample) float64) []float64 {
 			v := make([]float64, len(cell.Runs))
 			for i, s := range cell.Runs {
@@ -328,20 +466,38 @@ func summarize(res *Result, c Config) {
 				cell.Drops[k] += v
 			}
 		}
+		cell.LossPct = 0
 		if sent > 0 {
 			cell.LossPct = 100 * float64(lost) / float64(sent)
 		}
 	}
-	bt, bp, _ := strings.Cut(c.Baseline, "/")
+	// Each cell against the same path on the baseline topology: what the
+	// topology costs that path. Comparing paths is another question (see
+	// the findings), not a topology's penalty.
+	bt := baselineTopology(c.Baseline)
 	for _, cell := range res.Cells {
+		cell.NoPenalty = ""
 		if cell.Status != StatusOK {
 			continue
 		}
-		base := res.Cell(bt, bp, cell.Mode, cell.Size)
-		if base == nil || base.Status != StatusOK {
+		against := bt + "/" + cell.Path
+		if cell.SenderBound {
+			cell.NoPenalty = "sender-bound: the rate is a lower bound, the CPU per packet that of a receiver not kept busy"
 			continue
 		}
-		p := &Penalty{}
+		base := res.Cell(bt, cell.Path, cell.Mode, cell.Size)
+		switch {
+		case bt == "":
+			cell.NoPenalty = "no baseline"
+			continue
+		case base == nil || base.Status != StatusOK:
+			cell.NoPenalty = against + " not measured"
+			continue
+		case base.SenderBound:
+			cell.NoPenalty = against + " is sender-bound"
+			continue
+		}
+		p := &Penalty{Against: against}
 		if base.PPS > 0 {
 			p.PPSPct = 100 * (cell.PPS/base.PPS - 1)
 		}

@@ -3,6 +3,8 @@ package matrix
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -38,7 +40,7 @@ var pathDoc = map[string]string{
 // modeDoc says what each mode measures.
 var modeDoc = map[string]string{
 	"rx": "B receives as fast as it can what a generator sends it across the topology",
-	"tx": "A sends as fast as it can; an XDP program on B counts and drops what arrives",
+	"tx": "A sends as fast as it can; an XDP program on B counts and drops the sender's frames that arrive",
 	"rr": "A sends requests at a fixed rate to an echo in B; round-trip times from timestamps in the payload",
 }
 
@@ -59,13 +61,17 @@ type Config struct {
 	Runs int
 	// Rate is the request rate of rr, in packets per second.
 	Rate int
-	// Baseline is the cell the penalty columns compare with, as
-	// "topology/path".
+	// Baseline is the topology the penalty columns compare with: each
+	// cell is compared with the cell of the same path, mode and size on
+	// it (bridge/udp/rx/64 with veth/udp/rx/64), so that a penalty is what
+	// the topology costs that path. Default "veth".
 	Baseline string
 	// Warmup is how long a cell may take to get its first packet through
 	// before it counts as failed.
 	Warmup time.Duration
-	// PluginDir holds the CNI plugins; "" means internal/cni's default.
+	// PluginDir holds the CNI plugins; "" means internal/cni's default,
+	// where missing plugins make their topologies unavailable. A
+	// directory given here must hold the plugins the topologies need.
 	PluginDir string
 }
 
@@ -80,7 +86,7 @@ func DefaultConfig() Config {
 		Duration:   time.Second,
 		Runs:       3,
 		Rate:       10000,
-		Baseline:   "veth/afxdp",
+		Baseline:   "veth",
 		Warmup:     3 * time.Second,
 	}
 }
@@ -133,9 +139,12 @@ func (c *Config) Validate() error {
 		if len(got) == 0 {
 			errs = append(errs, fmt.Errorf("%s: empty", field))
 		}
-		for _, g := range got {
+		for i, g := range got {
 			if !slices.Contains(known, g) {
 				errs = append(errs, fmt.Errorf("%s %q: unknown; choose from %s", field, g, strings.Join(known, ", ")))
+			}
+			if slices.Contains(got[:i], g) {
+				errs = append(errs, fmt.Errorf("%s %q: given twice", field, g))
 			}
 		}
 	}
@@ -145,9 +154,12 @@ func (c *Config) Validate() error {
 	if len(c.Sizes) == 0 {
 		errs = append(errs, errors.New("Sizes: empty"))
 	}
-	for _, s := range c.Sizes {
+	for i, s := range c.Sizes {
 		if s < MinSize || s > MaxSize {
 			errs = append(errs, fmt.Errorf("Sizes %d: a frame must be between %d and %d bytes (MTU 1500) with FCS", s, MinSize, MaxSize))
+		}
+		if slices.Contains(c.Sizes[:i], s) {
+			errs = append(errs, fmt.Errorf("Sizes %d: given twice; a cell is measured once per size", s))
 		}
 	}
 	if c.Duration < 10*time.Millisecond || c.Duration > 10*time.Minute {
@@ -165,18 +177,76 @@ func (c *Config) Validate() error {
 	if c.Warmup <= 0 {
 		errs = append(errs, fmt.Errorf("Warmup %v: must be positive", c.Warmup))
 	}
-	if c.Baseline != "" {
-		bt, bp, ok := strings.Cut(c.Baseline, "/")
-		switch {
-		case !ok:
-			errs = append(errs, fmt.Errorf("Baseline %q: must be topology/path, such as veth/afxdp", c.Baseline))
-		case !slices.Contains(c.Topologies, bt):
-			errs = append(errs, fmt.Errorf("Baseline %q: topology %q is not among those measured (%s)", c.Baseline, bt, strings.Join(c.Topologies, ",")))
-		case !slices.Contains(c.Paths, bp):
-			errs = append(errs, fmt.Errorf("Baseline %q: path %q is not among those measured (%s)", c.Baseline, bp, strings.Join(c.Paths, ",")))
+	if err := CheckBaseline(c.Baseline, c.Topologies); err != nil {
+		errs = append(errs, fmt.Errorf("Baseline %w", err))
+	}
+	if c.PluginDir != "" {
+		if err := CheckPluginDir(c.PluginDir, c.Topologies); err != nil {
+			errs = append(errs, fmt.Errorf("PluginDir %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CheckBaseline checks that b names one of the measured topologies. The
+// error starts with b quoted, for the caller to put the field's or flag's
+// name before it.
+func CheckBaseline(b string, topologies []string) error {
+	switch {
+	case b == "":
+		return nil
+	case strings.Contains(b, "/"):
+		return fmt.Errorf("%q: must be a topology, such as veth: each cell is compared with the same path on it", b)
+	case !slices.Contains(topologies, b):
+		return fmt.Errorf("%q: not among the topologies measured (%s)", b, strings.Join(topologies, ","))
+	}
+	return nil
+}
+
+// pluginsFor are the CNI plugins each topology runs.
+var pluginsFor = map[string][]string{
+	"ptp":       {"ptp", "host-local"},
+	"bridge":    {"bridge", "host-local"},
+	"macvlan":   {"macvlan", "host-local"},
+	"ipvlan-l2": {"ipvlan", "host-local"},
+	"ipvlan-l3": {"ipvlan", "host-local"},
+}
+
+// CheckPluginDir checks that dir is a directory holding, as executables,
+// the CNI plugins that topologies need; it checks nothing when none of
+// them uses CNI. The error starts with dir quoted, for the caller to put
+// the field's or flag's name before it.
+func CheckPluginDir(dir string, topologies []string) error {
+	var need []string
+	for _, t := range topologies {
+		for _, p := range pluginsFor[t] {
+			if !slices.Contains(need, p) {
+				need = append(need, p)
+			}
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%q: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%q: not a directory", dir)
+	}
+	var missing []string
+	for _, p := range need {
+		fi, err := os.Stat(filepath.Join(dir, p))
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%q: no executable CNI plugin %s in it (the topologies asked for need %s)",
+			dir, strings.Join(missing, ", "), strings.Join(need, ", "))
+	}
+	return nil
 }
 
 // payloadLen is the UDP payload of a frame of size bytes (with FCS).

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -35,6 +37,12 @@ type UnavailableError struct {
 
 func (e *UnavailableError) Error() string { return e.Reason + ": " + e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// teardownError is a failure to remove what a topology was built of.
+type teardownError struct{ err error }
+
+func (e *teardownError) Error() string { return "tear down: " + e.err.Error() }
+func (e *teardownError) Unwrap() error { return e.err }
 
 // topo is one topology built between namespace A (the sender, client) and
 // namespace B (the receiver, echo), with the host namespace the plugins ran
@@ -66,7 +74,21 @@ type topo struct {
 	// underlay endpoints, for VXLAN: generated frames are encapsulated.
 	vxlanOuter *[2]netenv.Endpoint
 
+	// roles name the links by what they are in the topology ("B's veth"),
+	// keyed by namespace role and link name: link names are random, and
+	// counters named after them could not be compared across runs.
+	roles map[string]string
+
 	closers []func() error
+}
+
+// role names ep's link for counters.
+func (t *topo) role(ep netenv.Endpoint, name string) {
+	for r, ns := range t.nss {
+		if ns == ep.NS {
+			t.roles[r+"/"+ep.Name] = name
+		}
+	}
 }
 
 func (t *topo) Close() error {
@@ -91,10 +113,13 @@ func (t *topo) newNS(role string) (*netenv.Netns, error) {
 // build makes topology name. On failure it removes what it made; a
 // topology the machine cannot have gives an *UnavailableError.
 func build(ctx context.Context, name, pluginDir string) (_ *topo, err error) {
-	t := &topo{name: name, nss: map[string]*netenv.Netns{}}
+	t := &topo{name: name, nss: map[string]*netenv.Netns{}, roles: map[string]string{}}
 	defer func() {
 		if err != nil {
-			err = errors.Join(fmt.Errorf("build %s: %w", name, err), t.Close())
+			err = fmt.Errorf("build %s: %w", name, err)
+			if cerr := t.Close(); cerr != nil {
+				err = errors.Join(err, &teardownError{cerr})
+			}
 		}
 	}()
 	a, err := t.newNS("A")
@@ -113,6 +138,8 @@ func build(ctx context.Context, name, pluginDir string) (_ *topo, err error) {
 		}
 		t.closers = append(t.closers, v.Close)
 		t.A, t.B = v.Host, v.Peer
+		t.role(t.A, "A's veth")
+		t.role(t.B, "B's veth")
 		t.aNext = t.B.MAC
 		t.gen(t.A, "A's veth end", t.A.MAC, t.B.MAC, t.A.IP())
 		t.passSinks = []netenv.Endpoint{t.B}
@@ -238,6 +265,10 @@ func (t *topo) buildPair(ctx context.Context, plugin, dir string) error {
 	if err != nil {
 		return err
 	}
+	t.role(A, "A's veth")
+	t.role(B, "B's veth")
+	t.role(hA, "host end of A's veth")
+	t.role(hB, "host end of B's veth")
 	if plugin == "ptp" {
 		// Routed: each container reaches the other through its gateway,
 		// the host end of its pair.
@@ -313,6 +344,11 @@ func (t *topo) buildStacked(ctx context.Context, name, dir string) error {
 		return err
 	}
 	t.A, t.B = A, B
+	kind := strings.TrimSuffix(strings.TrimSuffix(name, "-l2"), "-l3")
+	t.role(A, "A's "+kind)
+	t.role(B, "B's "+kind)
+	t.role(up.Host, "uplink veth, host end")
+	t.role(up.Peer, "uplink veth, wire end")
 	if err := addRoute(A, sb, netip.Addr{}); err != nil {
 		return err
 	}
@@ -361,6 +397,10 @@ func (t *topo) buildVXLAN() error {
 		return err
 	}
 	t.A, t.B = vA.Endpoint, vB.Endpoint
+	t.role(t.A, "A's vxlan")
+	t.role(t.B, "B's vxlan")
+	t.role(u.Host, "A's underlay veth")
+	t.role(u.Peer, "B's underlay veth")
 	t.aNext = t.B.MAC
 	t.gen(u.Host, "A's underlay veth end, VXLAN-encapsulated", t.A.MAC, t.B.MAC, t.A.IP())
 	t.passSinks = []netenv.Endpoint{u.Peer}
@@ -467,18 +507,32 @@ func (t *topo) requestFrame(buf []byte, payload int) (int, error) {
 }
 
 // linkCounters reads the counters of every link in the topology's
-// namespaces, keyed "role/ifname".
+// namespaces, keyed by the link's role ("B's veth"); a link without one is
+// named by its namespace and type ("host's bridge").
 func (t *topo) linkCounters() (map[string]netlink.LinkStatistics, error) {
 	out := map[string]netlink.LinkStatistics{}
-	for role, ns := range t.nss {
-		links, err := ns.Handle().LinkList()
+	for _, nsRole := range slices.Sorted(maps.Keys(t.nss)) {
+		links, err := t.nss[nsRole].Handle().LinkList()
 		if err != nil {
-			return nil, fmt.Errorf("list links in %s: %w", role, err)
+			return nil, fmt.Errorf("list links in %s: %w", nsRole, err)
 		}
+		slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
 		for _, l := range links {
-			if s := l.Attrs().Statistics; s != nil && l.Attrs().Name != "lo" {
-				out[role+"/"+l.Attrs().Name] = *s
+			s := l.Attrs().Statistics
+			if s == nil || l.Attrs().Name == "lo" {
+				continue
 			}
+			name, ok := t.roles[nsRole+"/"+l.Attrs().Name]
+			if !ok {
+				name = nsRole + "'s " + l.Type()
+				for i := 2; ; i++ {
+					if _, dup := out[name]; !dup {
+						break
+					}
+					name = fmt.Sprintf("%s's %s #%d", nsRole, l.Type(), i)
+				}
+			}
+			out[name] = *s
 		}
 	}
 	return out, nil

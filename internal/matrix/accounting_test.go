@@ -1,0 +1,382 @@
+package matrix
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/testenv"
+)
+
+// TestLostRefusesMoreReceivedThanSent: a count above what was sent is a
+// wrong count, not a loss of zero.
+func TestLostRefusesMoreReceivedThanSent(t *testing.T) {
+	if n, err := lost(10, 7); n != 3 || err != nil {
+		t.Errorf("lost(10, 7) = %d, %v; want 3, nil", n, err)
+	}
+	if n, err := lost(265472, 265479); err == nil || !strings.Contains(err.Error(), "more than the 265472 sent") {
+		t.Errorf("lost(265472, 265479) = %d, %v; want an error", n, err)
+	}
+}
+
+// TestTxStrayFramesDoNotCount sends, from A across a veth pair, what the
+// host ends of a topology send on their own (IPv6 neighbour discovery,
+// multicast), UDP to another port and the sender's frame to an unknown
+// MAC address, then the sender's frames: the counter on B counts only the
+// last.
+func TestTxStrayFramesDoNotCount(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	tp := buildT(t, "veth")
+	sink, err := attachCountSink(tp.B, sinkMatch{DstMAC: tp.B.MAC, DstIP: tp.B.IP()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.close()
+
+	good := make([]byte, frameLen(64))
+	if _, err := tp.requestFrame(good, payloadLen(64)); err != nil {
+		t.Fatal(err)
+	}
+	// IPv6 neighbour solicitation to a solicited-node multicast address:
+	// what a host end sends before disable_ipv6 or on its own.
+	nd := make([]byte, 86)
+	copy(nd, net.HardwareAddr{0x33, 0x33, 0xff, 0, 0, 2})
+	copy(nd[6:], tp.A.MAC)
+	binary.BigEndian.PutUint16(nd[12:], 0x86dd)
+	nd[14] = 0x60
+	nd[20] = 58 // ICMPv6
+	// The multicast MAC with an IPv4 UDP frame to B.
+	mcast := append([]byte(nil), good...)
+	copy(mcast, net.HardwareAddr{0x01, 0x00, 0x5e, 0, 0, 1})
+	// Another port.
+	otherPort := make([]byte, frameLen(64))
+	u := packet.UDP{SrcMAC: tp.A.MAC, DstMAC: tp.B.MAC, SrcIP: tp.A.IP(), DstIP: tp.B.IP(), SrcPort: clientPort, DstPort: 5353}
+	if _, err := u.Write(otherPort, payloadLen(64)); err != nil {
+		t.Fatal(err)
+	}
+	// The sender's frame to a MAC address nobody has.
+	unknown := append([]byte(nil), good...)
+	copy(unknown, netenv.RandomMAC())
+
+	const want = 5
+	err = tp.A.Do(func() error {
+		raw, err := openRaw(tp.A.Index)
+		if err != nil {
+			return err
+		}
+		defer raw.close()
+		for _, f := range [][]byte{nd, mcast, otherPort, unknown, nd, otherPort} {
+			if err := raw.write(f); err != nil {
+				return err
+			}
+		}
+		for range want {
+			if err := raw.write(good); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got uint64
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if got, err = sink.total(); err != nil || got >= want {
+			break
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got, err = sink.total(); err != nil || got != want {
+		t.Fatalf("counted %d (%v), want the %d frames of the sender and none of the 6 strays", got, err, want)
+	}
+}
+
+// TestTxNothingArrivesFails: a sender whose frames all go to a MAC address
+// nobody has gets nothing to B, and the cell fails, whatever else B sees.
+func TestTxNothingArrivesFails(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	tp := buildT(t, "veth")
+	tp.aNext = netenv.RandomMAC()
+	m := &measurer{cfg: Config{Warmup: 300 * time.Millisecond, Duration: 100 * time.Millisecond}}
+	s, _, err := m.tx(context.Background(), tp, "afpacket", 64)
+	if err == nil || !strings.Contains(err.Error(), "reached B") {
+		t.Fatalf("tx to an unknown MAC: %+v, %v; want the cell to fail", s, err)
+	}
+}
+
+func buildT(t *testing.T, name string) *topo {
+	t.Helper()
+	tp, err := build(context.Background(), name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tp
+}
+
+// TestPenaltySamePath: each cell is compared with the same path on the
+// baseline topology, not with the baseline's AF_XDP cell.
+func TestPenaltySamePath(t *testing.T) {
+	res := &Result{Config: ResultConfig{Topologies: []string{"veth", "bridge"}, Paths: Paths, Modes: []string{"rx", "rr"}, Sizes: []int{64}, Baseline: "veth"}}
+	add := func(topo, path, mode string, s Sample) {
+		res.Cells = append(res.Cells, &Cell{Topology: topo, Path: path, Mode: mode, Size: 64, Runs: []Sample{s}})
+	}
+	saturated := func(pps, appNs float64) Sample {
+		return Sample{PPS: pps, OfferedPPS: 2 * pps, Sent: 1000, Received: 500, Lost: 500, AppNs: appNs}
+	}
+	add("veth", "udp", "rx", saturated(500e3, 1000))
+	add("veth", "afxdp", "rx", saturated(3e6, 80))
+	add("bridge", "udp", "rx", saturated(250e3, 1500))
+	add("bridge", "afxdp", "rx", saturated(1.5e6, 120))
+	add("veth", "udp", "rr", Sample{P50: 100, P99: 500, Sent: 10, Received: 10})
+	add("bridge", "udp", "rr", Sample{P50: 120, P99: 560, Sent: 10, Received: 10})
+	res.Summarize()
+	for _, tc := range []struct {
+		topo, path, mode string
+		against          string
+		pps, cpu, p99    float64
+	}{
+		{"bridge", "udp", "rx", "veth/udp", -50, 50, 0},
+		{"bridge", "afxdp", "rx", "veth/afxdp", -50, 50, 0},
+		{"veth", "udp", "rx", "veth/udp", 0, 0, 0},
+		{"bridge", "udp", "rr", "veth/udp", 0, 0, 60},
+	} {
+		c := res.Cell(tc.topo, tc.path, tc.mode, 64)
+		p := c.Penalty
+		if p == nil || p.Against != tc.against || p.PPSPct != tc.pps || p.CPUPct != tc.cpu || p.P99Us != tc.p99 {
+			t.Errorf("%s/%s/%s penalty = %+v, want against %s: rate %v%%, cpu %v%%, p99 %+vµs", tc.topo, tc.path, tc.mode, p, tc.against, tc.pps, tc.cpu, tc.p99)
+		}
+	}
+	// Recomputed against another baseline topology, as -render -baseline
+	// does.
+	res.Config.Baseline = "bridge"
+	res.Summarize()
+	if p := res.Cell("veth", "udp", "rx", 64).Penalty; p == nil || p.Against != "bridge/udp" || p.PPSPct != 100 {
+		t.Errorf("veth/udp against bridge = %+v, want +100%% against bridge/udp", p)
+	}
+	// A result from before the baseline was a topology.
+	res.Config.Baseline = "veth/afxdp"
+	res.Summarize()
+	if p := res.Cell("bridge", "udp", "rx", 64).Penalty; p == nil || p.Against != "veth/udp" {
+		t.Errorf("old baseline veth/afxdp: bridge/udp penalty = %+v, want against veth/udp", p)
+	}
+	// Comparisons across paths are labelled as such.
+	res.Config.Modes = []string{"rx"}
+	for _, f := range res.findings() {
+		if strings.Contains(f, "×") && !strings.Contains(f, "not a topology's penalty") {
+			t.Errorf("cross-path finding not labelled: %q", f)
+		}
+	}
+}
+
+// TestSenderBound: an rx cell that lost nothing and took in all it was
+// offered never saturated its receiver; it shows as a lower bound, gets
+// no penalty and takes part in no finding, and cells compared with it get
+// none either.
+func TestSenderBound(t *testing.T) {
+	res := &Result{Config: ResultConfig{Topologies: []string{"veth", "ptp"}, Paths: []string{"udp", "afxdp"}, Modes: []string{"rx"}, Sizes: []int{64}, Baseline: "veth"},
+		Topos: []TopologyInfo{{Name: "veth", Available: true}, {Name: "ptp", Available: true}}}
+	add := func(topo, path string, runs ...Sample) {
+		res.Cells = append(res.Cells, &Cell{Topology: topo, Path: path, Mode: "rx", Size: 64, Runs: runs})
+	}
+	// The published ptp/afxdp/rx/64: an AF_PACKET sender's 181k, all taken.
+	idle := Sample{PPS: 181e3, OfferedPPS: 181.2e3, Sent: 181696, Received: 181696, AppNs: 1956}
+	add("veth", "udp", Sample{PPS: 563e3, OfferedPPS: 585e3, Sent: 589824, Received: 565571, Lost: 24253, AppNs: 1009})
+	add("veth", "afxdp", idle, Sample{PPS: 3e6, OfferedPPS: 3e6, Sent: 3e6, Received: 3e6, AppNs: 83}, Sample{PPS: 3.1e6, OfferedPPS: 3.2e6, Sent: 3.2e6, Received: 3.1e6, Lost: 1e5, AppNs: 80})
+	add("ptp", "udp", Sample{PPS: 240e3, OfferedPPS: 240e3, Sent: 240832, Received: 240832, AppNs: 1674})
+	add("ptp", "afxdp", Sample{PPS: 150e3, OfferedPPS: 181e3, Sent: 181e3, Received: 150e3, Lost: 31e3, AppNs: 2000})
+	res.Summarize()
+
+	for _, name := range [][2]string{{"ptp", "udp"}, {"veth", "afxdp"}} {
+		c := res.Cell(name[0], name[1], "rx", 64)
+		if !c.SenderBound || c.Penalty != nil || c.NoPenalty == "" {
+			t.Errorf("%s/%s: sender-bound %v, penalty %+v; want sender-bound without a penalty", name[0], name[1], c.SenderBound, c.Penalty)
+		}
+		if !strings.HasPrefix(c.value(), "≥") || !strings.Contains(c.penaltyText(), "sender-bound") {
+			t.Errorf("%s/%s shows as %q, %q", name[0], name[1], c.value(), c.penaltyText())
+		}
+	}
+	if c := res.Cell("veth", "afxdp", "rx", 64); c.penaltyText() != "sender-bound (2 of 3 runs): not compared" {
+		t.Errorf("veth/afxdp, sender-bound in 2 runs of 3: %q", c.penaltyText())
+	}
+	if c := res.Cell("veth", "udp", "rx", 64); c.SenderBound || c.Penalty == nil {
+		t.Errorf("veth/udp lost 4%%: sender-bound %v, penalty %+v", c.SenderBound, c.Penalty)
+	}
+	if c := res.Cell("ptp", "afxdp", "rx", 64); c.SenderBound || c.Penalty != nil || c.NoPenalty != "veth/afxdp is sender-bound" {
+		t.Errorf("ptp/afxdp against a sender-bound veth/afxdp: sender-bound %v, penalty %+v, %q", c.SenderBound, c.Penalty, c.NoPenalty)
+	}
+	for _, f := range res.findings() {
+		if strings.Contains(f, "×") {
+			t.Errorf("a comparison with sender-bound cells: %q", f)
+		}
+		if strings.Contains(f, "ptp 181k") {
+			t.Errorf("a sender-bound rate as a capacity: %q", f)
+		}
+	}
+	var md strings.Builder
+	if err := res.WriteMarkdown(&md, ""); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(md.String(), "+2246%") || !strings.Contains(md.String(), "ptp/udp/rx/64") {
+		t.Errorf("markdown:\n%s", md.String())
+	}
+}
+
+// TestDropCounters: drop counters count from one snapshot to another, all
+// of them, a link that appeared in between from zero; and the counters of
+// one AF_XDP drop show as the same drops, not as three.
+func TestDropCounters(t *testing.T) {
+	before := counters{keyXSKDropped: 100, "B's veth rx_dropped": 40, "B's veth tx_dropped": 3}
+	after := counters{keyXSKDropped: 150, "B's veth rx_dropped": 90, "B's veth tx_dropped": 3, "host's bridge rx_dropped": 2}
+	got := drops(before, after)
+	want := map[string]uint64{keyXSKDropped: 50, "B's veth rx_dropped": 50, "host's bridge rx_dropped": 2}
+	if len(got) != len(want) {
+		t.Fatalf("drops = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("drops = %v, want %v", got, want)
+		}
+	}
+
+	c := &Cell{Status: StatusOK, Path: "afxdp", Mode: "rx", LossPct: 0.61,
+		Drops: map[string]uint64{keyXSKDropped: 59078, keyXSKFillEmpty: 59078, "B's veth rx_dropped": 59078, "host's bridge tx_dropped": 3}}
+	txt := c.dropText()
+	if !strings.Contains(txt, keyXSKDropped+" 59078 [the same drops, counted again: "+keyXSKFillEmpty+" 59078, B's veth rx_dropped 59078]") ||
+		!strings.Contains(txt, "host's bridge tx_dropped 3") {
+		t.Errorf("dropText = %q", txt)
+	}
+}
+
+// TestDropCountersByRole measures an AF_XDP rx cell on veth and checks
+// that its interface counters are named by role, never by the random link
+// names, and cover the span the socket's counters do: the drops of one
+// event agree.
+func TestDropCountersByRole(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	tp := buildT(t, "veth")
+	names, err := tp.linkCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := slices.Sorted(maps.Keys(names)); !slices.Equal(keys, []string{"A's veth", "B's veth"}) {
+		t.Errorf("link counters named %q, want A's veth and B's veth", keys)
+	}
+	m := &measurer{cfg: Config{Warmup: 2 * time.Second, Duration: 200 * time.Millisecond}}
+	s, _, err := m.rx(context.Background(), tp, "afxdp", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range s.Drops {
+		if !strings.HasPrefix(k, "A's ") && !strings.HasPrefix(k, "B's ") {
+			t.Errorf("drop counter %q not named by role", k)
+		}
+	}
+	x, v := s.Drops[keyXSKDropped]+s.Drops[keyXSKRingFull], s.Drops["B's veth rx_dropped"]
+	t.Logf("sent %d, received %d, lost %d; drops %v", s.Sent, s.Received, s.Lost, s.Drops)
+	if x != v {
+		t.Errorf("the AF_XDP socket dropped %d, B's veth counted %d: counters over different spans", x, v)
+	}
+	if x > s.Lost {
+		t.Errorf("the socket dropped %d, more than the %d lost", x, s.Lost)
+	}
+}
+
+// TestTeardownFailureFailsRun: a topology that cannot be torn down fails
+// the run, whatever its cells did.
+func TestTeardownFailureFailsRun(t *testing.T) {
+	res := &Result{Config: ResultConfig{Topologies: []string{"veth"}, Paths: []string{"udp"}, Modes: []string{"tx"}, Sizes: []int{64}, Baseline: "veth"},
+		Topos: []TopologyInfo{{Name: "veth", Available: true}},
+		Cells: []*Cell{{Topology: "veth", Path: "udp", Mode: "tx", Size: 64, Runs: []Sample{{PPS: 1, Sent: 1, Received: 1}}}}}
+	res.closeTopo(0, "veth", &topo{closers: []func() error{func() error { return nil }}})
+	if res.Failed() {
+		t.Fatalf("a clean teardown failed the run: %q", res.TeardownErrors)
+	}
+	boom := errors.New("delete link mxv0: device or resource busy")
+	res.closeTopo(1, "veth", &topo{closers: []func() error{func() error { return boom }, func() error { return nil }}})
+	res.Summarize()
+	if !res.Failed() || len(res.TeardownErrors) != 1 || !strings.Contains(res.TeardownErrors[0], "run 2: tear down veth: delete link mxv0") {
+		t.Fatalf("failed %v, teardown errors %q", res.Failed(), res.TeardownErrors)
+	}
+	if c := res.Cells[0]; c.Status != StatusOK {
+		t.Errorf("the cell's measurement stands: %s", c.Status)
+	}
+	var md strings.Builder
+	res.WriteMarkdown(&md, "")
+	if !strings.Contains(md.String(), "**Teardown failed**") {
+		t.Errorf("the page does not say the teardown failed:\n%s", md.String())
+	}
+}
+
+// TestCheckResult: a result read back is checked before anything reads
+// it, naming what is wrong.
+func TestCheckResult(t *testing.T) {
+	good := func() *Result {
+		return &Result{Config: ResultConfig{Topologies: []string{"veth"}, Paths: []string{"udp"}, Modes: []string{"rx"}, Sizes: []int{64}, Baseline: "veth"},
+			Topos: []TopologyInfo{{Name: "veth", Available: true}},
+			Cells: []*Cell{{Topology: "veth", Path: "udp", Mode: "rx", Size: 64}}}
+	}
+	if err := good().Check(); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Result)
+		want string
+	}{
+		{"null cell", func(r *Result) { r.Cells = []*Cell{nil} }, "cells[0]: null"},
+		{"no topologies", func(r *Result) { r.Config.Topologies = nil }, "config.topologies: empty"},
+		{"unknown path", func(r *Result) { r.Cells[0].Path = "dpdk" }, "cells[0] veth/dpdk/rx/64: not a cell of config"},
+		{"size not in config", func(r *Result) { r.Cells[0].Size = 1500 }, "cells[0] veth/udp/rx/1500: not a cell of config"},
+		{"twice", func(r *Result) { r.Cells = append(r.Cells, r.Cells[0]) }, "cells[1] veth/udp/rx/64: given twice"},
+		{"baseline", func(r *Result) { r.Config.Baseline = "bridge/afxdp" }, `config.baseline "bridge": not among`},
+		{"status", func(r *Result) { r.Cells[0].Status = "great" }, `status "great" unknown`},
+	} {
+		r := good()
+		tc.mod(r)
+		if err := r.Check(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Check = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestCheckPluginDir: a plugin directory must hold, as executables, the
+// plugins the topologies asked for, and only those.
+func TestCheckPluginDir(t *testing.T) {
+	dir := t.TempDir()
+	for name, mode := range map[string]os.FileMode{"ptp": 0o755, "host-local": 0o755, "bridge": 0o644} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		topologies []string
+		dir, want  string
+	}{
+		{[]string{"veth", "ptp"}, dir, ""},
+		{[]string{"veth", "vxlan"}, "/nonexistent", ""},
+		{[]string{"ptp", "bridge", "macvlan"}, dir, "no executable CNI plugin bridge, macvlan in it"},
+		{[]string{"ptp"}, "/nonexistent", `"/nonexistent": stat /nonexistent: no such file or directory`},
+		{[]string{"ptp"}, filepath.Join(dir, "ptp"), "not a directory"},
+	} {
+		err := CheckPluginDir(tc.dir, tc.topologies)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("CheckPluginDir(%s, %v) = %v, want %q", tc.dir, tc.topologies, err, tc.want)
+		}
+	}
+}
