@@ -1,21 +1,24 @@
-// Command afxdp-matrix measures the penalty matrix: what a veth pair, a
-// Linux bridge, macvlan, ipvlan and a VXLAN overlay cost a container, with
-// kernel UDP sockets, AF_PACKET and AF_XDP, for receive, transmit and
-// request/response, on the kernel it runs on.
+// Command afxdp-matrix measures the penalty matrix: what a veth pair, CNI's
+// ptp, a Linux bridge, macvlan, ipvlan (where the kernel has it) and a
+// VXLAN overlay cost a container, with kernel UDP sockets, AF_PACKET and
+// AF_XDP, for receive, transmit and request/response, on the kernel it
+// runs on.
 //
 // Between two network namespaces standing for two containers it builds
 // each topology the way orchestrators do (the CNI reference plugins where
 // one exists), measures every cell several times in alternating order, and
 // prints the medians, their spread, CPU per packet, round-trip
-// percentiles, drops and where they happened, and the change against a
-// baseline cell (default: veth with AF_XDP). It can write the result as
-// JSON, Markdown and an SVG chart, or all three as a docs page.
+// percentiles, drops and where they happened, and the change against the
+// same path on a baseline topology (default: veth). It can write the
+// result as JSON, Markdown and an SVG chart, or all three as a docs page.
 //
 // It needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF), Linux 5.18 or
 // later (BPF_PROG_RUN live frames), and the CNI reference plugins in
 // /usr/lib/cni (Debian: containernetworking-plugins) for ptp, bridge,
-// macvlan and ipvlan. Everything lives in anonymous network namespaces:
-// nothing is left behind, also after Ctrl-C or a failure.
+// macvlan and ipvlan. Everything lives in anonymous network namespaces,
+// and the plugins' IPAM stores in TMPDIR are removed with their topology:
+// nothing is left behind, also after Ctrl-C (however often pressed) or a
+// failure. Only SIGKILL leaves the IPAM stores (afxdp-cni-ipam-*).
 //
 //	go run ./cmd/afxdp-matrix                # full run, a few minutes
 //	go run ./cmd/afxdp-matrix -quick         # every cell once, seconds
@@ -34,6 +37,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,8 +54,9 @@ func main() {
 
 const usageHead = `usage: afxdp-matrix [flags]
 
-Measures what veth, bridge, macvlan, ipvlan and VXLAN cost a container, with
-kernel UDP sockets, AF_PACKET and AF_XDP. Needs root.
+Measures what veth, ptp, bridge, macvlan, ipvlan (where the kernel has it)
+and VXLAN cost a container, with kernel UDP sockets, AF_PACKET and AF_XDP.
+Needs root.
 
 Topologies: %s
 Paths:      %s
@@ -74,18 +79,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		topos    = fs.String("topologies", "all", "comma-separated topologies, or all")
 		paths    = fs.String("paths", "all", "comma-separated paths, or all")
 		modes    = fs.String("modes", "all", "comma-separated modes (rx, tx, rr), or all")
-		sizes    = fs.String("sizes", "64,1500", "comma-separated frame sizes in bytes, FCS included (RFC 2544), 64 to 1518")
+		sizes    = fs.String("sizes", "64,1500", "comma-separated frame sizes in bytes, FCS included (RFC 2544), 64 to 1518, each once")
 		duration = fs.Duration("duration", def.Duration, "length of one measurement")
 		runs     = fs.Int("runs", def.Runs, "measurements per cell; runs alternate the order")
 		rate     = fs.Int("rate", def.Rate, "rr request rate, packets per second")
-		baseline = fs.String("baseline", def.Baseline, "the topology/path the penalty columns compare with")
-		jsonOut  = fs.String("json", "", "write the result as JSON to this file (- for stdout)")
+		baseline = fs.String("baseline", def.Baseline, "the topology the penalty columns compare with, each cell against the same path on it (with -render: recompute against it)")
+		jsonOut  = fs.String("json", "", "write the result as JSON to this file (- for stdout; the table then goes to stderr)")
 		mdOut    = fs.String("md", "", "write the result as Markdown to this file")
 		svgOut   = fs.String("svg", "", "write the chart as SVG to this file")
 		docs     = fs.String("docs", "", "write DIR/penalty-matrix.md, .svg and .json")
 		quiet    = fs.Bool("q", false, "no progress display")
 		table    = fs.Bool("table", true, "print the table when done")
-		cniDir   = fs.String("cni-dir", "", "directory of the CNI plugins (default /usr/lib/cni)")
+		cniDir   = fs.String("cni-dir", "", "directory of the CNI plugins (default /usr/lib/cni, where missing plugins make their topologies unavailable; a directory given here must hold them)")
 		render   = fs.String("render", "", "measure nothing: read a result written by -json (or -docs) and write the table and files from it")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -97,15 +102,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "afxdp-matrix: %v\n", err)
+		return 2
+	}
+
+	outs := outputs{json: *jsonOut, md: *mdOut, svg: *svgOut, docs: *docs}
+	tableOut, err := outs.tableWriter(stdout, stderr)
+	if err != nil {
+		return fail(err)
+	}
+	if *render != "" {
+		// Only what shapes the output applies to a saved result.
+		for _, f := range measuringFlags {
+			if set[f] {
+				return fail(fmt.Errorf("-render: -%s is about measuring; it does not apply to a saved result", f))
+			}
+		}
+		if err := outs.check(); err != nil {
+			return fail(err)
+		}
+		b := ""
+		if set["baseline"] {
+			b = *baseline
+		}
+		return output(stdout, tableOut, stderr, *render, b, *table, outs)
+	}
 
 	cfg := def
 	if *quick {
 		cfg = matrix.QuickConfig()
-	}
-	var err error
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "afxdp-matrix: %v\n", err)
-		return 2
 	}
 	if cfg.Topologies, err = matrix.ParseList("topologies", *topos, matrix.Topologies); err != nil {
 		return fail(err)
@@ -129,33 +155,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Rate = *rate
 	cfg.Baseline = *baseline
-	cfg.PluginDir = *cniDir
-	if !set["baseline"] {
-		// The default baseline follows what is measured when veth or
-		// afxdp is left out.
-		cfg.Baseline = cfg.Topologies[0] + "/" + cfg.Paths[len(cfg.Paths)-1]
-		if contains(cfg.Topologies, "veth") && contains(cfg.Paths, "afxdp") {
-			cfg.Baseline = def.Baseline
+	if set["baseline"] {
+		if err := matrix.CheckBaseline(*baseline, cfg.Topologies); err != nil {
+			return fail(fmt.Errorf("-baseline %w", err))
 		}
+	} else if !contains(cfg.Topologies, def.Baseline) {
+		// The default baseline follows what is measured when veth is
+		// left out.
+		cfg.Baseline = cfg.Topologies[0]
+	}
+	if set["cni-dir"] && *cniDir != "" {
+		// A directory given by name must be right: a wrong one would
+		// turn every CNI topology into "not installed" data.
+		if err := matrix.CheckPluginDir(*cniDir, cfg.Topologies); err != nil {
+			return fail(fmt.Errorf("-cni-dir %w", err))
+		}
+		cfg.PluginDir = *cniDir
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
-
-	if *render != "" {
-		return output(stdout, stderr, *render, *table, *jsonOut, *mdOut, *svgOut, *docs)
+	// Before measuring: a run of minutes must not end in an output path
+	// it cannot write.
+	if err := outs.check(); err != nil {
+		return fail(err)
 	}
 	if os.Geteuid() != 0 {
 		return fail(errors.New("needs root (network namespaces, XDP, BPF)"))
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		<-ctx.Done()
-		stop() // a second Ctrl-C kills at once; the namespaces die with the process
-		if !*quiet {
-			fmt.Fprintln(stderr, "\nafxdp-matrix: interrupted; finishing the current measurement and removing everything")
+		// Every signal is caught until the end: what the run made on disk
+		// (the CNI plugins' IPAM stores in TMPDIR) is removed only by the
+		// process itself, so a second Ctrl-C does not kill it.
+		for n := 1; ; n++ {
+			select {
+			case <-done:
+				return
+			case <-sigs:
+			}
+			if n == 1 {
+				cancel()
+				if !*quiet {
+					fmt.Fprintln(stderr, "\nafxdp-matrix: interrupted; stopping the current measurement and removing everything it made")
+				}
+				continue
+			}
+			fmt.Fprintln(stderr, "afxdp-matrix: still removing what it made (a second or two); SIGKILL would leave the CNI IPAM stores in TMPDIR")
 		}
 	}()
 
@@ -169,38 +222,125 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	res.Command = command(args)
 	if *table {
-		res.WriteText(stdout)
+		res.WriteText(tableOut)
 	}
-	code := 0
 	if runErr != nil {
-		code = 130
-		if errors.Is(runErr, context.Canceled) {
-			fmt.Fprintln(stderr, "afxdp-matrix: interrupted; every namespace, link, XDP program and process it made is gone, nothing was left behind")
-		} else {
-			code = 1
-			fmt.Fprintf(stderr, "afxdp-matrix: %v; nothing was left behind\n", runErr)
-		}
 		// An interrupted run writes no files: half a matrix should not
 		// replace a whole one.
-		return code
+		return stopped(res, runErr, stderr)
 	}
-	if err := writeFiles(res, stdout, *jsonOut, *mdOut, *svgOut, *docs); err != nil {
+	if err := outs.write(res, stdout); err != nil {
 		fmt.Fprintf(stderr, "afxdp-matrix: write results: %v\n", err)
 		return 1
 	}
-	for _, c := range res.Cells {
-		if c.Status == matrix.StatusFailed {
-			code = 1
-		}
+	return verdict(res, stderr)
+}
+
+// measuringFlags are the flags that say what to measure, which -render
+// refuses.
+var measuringFlags = []string{"quick", "topologies", "paths", "modes", "sizes", "duration", "runs", "rate", "cni-dir", "q"}
+
+// stopped reports a run that ended early, truthfully about what it left.
+func stopped(res *matrix.Result, runErr error, stderr io.Writer) int {
+	left := "every namespace, link, XDP program, process and IPAM store it made is gone, nothing was left behind"
+	if len(res.TeardownErrors) > 0 {
+		left = "tearing down failed, something may be left behind: " + strings.Join(res.TeardownErrors, "; ")
 	}
-	if code != 0 {
+	if errors.Is(runErr, context.Canceled) {
+		fmt.Fprintf(stderr, "afxdp-matrix: interrupted; %s\n", left)
+		return 130
+	}
+	fmt.Fprintf(stderr, "afxdp-matrix: %v; %s\n", runErr, left)
+	return 1
+}
+
+// verdict is the exit code of a finished run: 1 when a cell failed or a
+// topology could not be torn down.
+func verdict(res *matrix.Result, stderr io.Writer) int {
+	code := 0
+	if len(res.TeardownErrors) > 0 {
+		code = 1
+		fmt.Fprintf(stderr, "afxdp-matrix: tearing down failed, something may be left behind: %s\n", strings.Join(res.TeardownErrors, "; "))
+	}
+	if slices.ContainsFunc(res.Cells, func(c *matrix.Cell) bool { return c.Status == matrix.StatusFailed }) {
+		code = 1
 		fmt.Fprintln(stderr, "afxdp-matrix: some cells failed; see the table")
 	}
 	return code
 }
 
-// writeFiles writes the outputs that flags asked for.
-func writeFiles(res *matrix.Result, stdout io.Writer, jsonOut, mdOut, svgOut, docs string) error {
+// outputs are the files the flags asked for.
+type outputs struct {
+	json, md, svg, docs string
+}
+
+// tableWriter is where the table goes: stdout, unless a file is written
+// to stdout ("-"); then stderr, so that stdout holds that file alone.
+func (o outputs) tableWriter(stdout, stderr io.Writer) (io.Writer, error) {
+	var dash []string
+	for _, f := range []struct{ flag, v string }{{"json", o.json}, {"md", o.md}, {"svg", o.svg}} {
+		if f.v == "-" {
+			dash = append(dash, "-"+f.flag)
+		}
+	}
+	if o.docs == "-" {
+		return nil, errors.New("-docs -: a directory, not stdout")
+	}
+	switch len(dash) {
+	case 0:
+		return stdout, nil
+	case 1:
+		return stderr, nil
+	}
+	return nil, fmt.Errorf("%s: only one of them may write to stdout (-)", strings.Join(dash, " and "))
+}
+
+// check makes sure every output can be written, before anything is
+// measured: its directory exists (-docs is made) and takes a new file, and
+// an existing file is a file.
+func (o outputs) check() error {
+	var errs []error
+	for _, f := range []struct{ flag, v string }{{"json", o.json}, {"md", o.md}, {"svg", o.svg}} {
+		if f.v == "" || f.v == "-" {
+			continue
+		}
+		if err := checkWritable(f.v); err != nil {
+			errs = append(errs, fmt.Errorf("-%s %w", f.flag, err))
+		}
+	}
+	if o.docs != "" {
+		err := os.MkdirAll(o.docs, 0o755)
+		for _, n := range docsFiles {
+			if err != nil {
+				break
+			}
+			err = checkWritable(filepath.Join(o.docs, n))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-docs %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var docsFiles = []string{"penalty-matrix.json", "penalty-matrix.svg", "penalty-matrix.md"}
+
+// checkWritable checks that name can be written as write writes it: a new
+// file in its directory, renamed over name. It leaves nothing behind.
+func checkWritable(name string) error {
+	if fi, err := os.Stat(name); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: exists and is not a regular file", name)
+	}
+	f, err := os.CreateTemp(filepath.Dir(name), ".afxdp-matrix-*")
+	if err != nil {
+		return fmt.Errorf("%s: cannot write there: %w", name, err)
+	}
+	return errors.Join(f.Close(), os.Remove(f.Name()))
+}
+
+// write writes the outputs that flags asked for; each file is written
+// whole or not at all (a new file renamed over the old).
+func (o outputs) write(res *matrix.Result, stdout io.Writer) error {
 	write := func(name string, f func(io.Writer) error) error {
 		var b bytes.Buffer
 		if err := f(&b); err != nil {
@@ -210,33 +350,59 @@ func writeFiles(res *matrix.Result, stdout io.Writer, jsonOut, mdOut, svgOut, do
 			_, err := stdout.Write(b.Bytes())
 			return err
 		}
-		return os.WriteFile(name, b.Bytes(), 0o644)
+		return writeFile(name, b.Bytes())
 	}
+	md := func(w io.Writer) error { return res.WriteMarkdown(w, "penalty-matrix.svg") }
 	var errs []error
-	if jsonOut != "" {
-		errs = append(errs, write(jsonOut, res.WriteJSON))
+	if o.json != "" {
+		errs = append(errs, write(o.json, res.WriteJSON))
 	}
-	if mdOut != "" {
-		errs = append(errs, write(mdOut, func(w io.Writer) error { return res.WriteMarkdown(w, "penalty-matrix.svg") }))
+	if o.md != "" {
+		errs = append(errs, write(o.md, md))
 	}
-	if svgOut != "" {
-		errs = append(errs, write(svgOut, res.WriteSVG))
+	if o.svg != "" {
+		errs = append(errs, write(o.svg, res.WriteSVG))
 	}
-	if docs != "" {
-		if err := os.MkdirAll(docs, 0o755); err != nil {
+	if o.docs != "" {
+		if err := os.MkdirAll(o.docs, 0o755); err != nil {
 			errs = append(errs, err)
 		} else {
 			errs = append(errs,
-				write(filepath.Join(docs, "penalty-matrix.json"), res.WriteJSON),
-				write(filepath.Join(docs, "penalty-matrix.svg"), res.WriteSVG),
-				write(filepath.Join(docs, "penalty-matrix.md"), func(w io.Writer) error { return res.WriteMarkdown(w, "penalty-matrix.svg") }))
+				write(filepath.Join(o.docs, "penalty-matrix.json"), res.WriteJSON),
+				write(filepath.Join(o.docs, "penalty-matrix.svg"), res.WriteSVG),
+				write(filepath.Join(o.docs, "penalty-matrix.md"), md))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// output renders a saved result.
-func output(stdout, stderr io.Writer, from string, table bool, jsonOut, mdOut, svgOut, docs string) int {
+func writeFile(name string, b []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(name), ".afxdp-matrix-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}
+
+// output renders a saved result; baseline, unless "", replaces its
+// baseline topology.
+func output(stdout, tableOut, stderr io.Writer, from, baseline string, table bool, outs outputs) int {
 	b, err := os.ReadFile(from)
 	if err != nil {
 		fmt.Fprintf(stderr, "afxdp-matrix: -render: %v\n", err)
@@ -247,15 +413,22 @@ func output(stdout, stderr io.Writer, from string, table bool, jsonOut, mdOut, s
 		fmt.Fprintf(stderr, "afxdp-matrix: -render %s: %v\n", from, err)
 		return 2
 	}
-	if len(res.Config.Sizes) == 0 || len(res.Cells) == 0 {
-		fmt.Fprintf(stderr, "afxdp-matrix: -render %s: not a result of afxdp-matrix\n", from)
+	if err := res.Check(); err != nil {
+		fmt.Fprintf(stderr, "afxdp-matrix: -render %s: not a result of afxdp-matrix: %s\n", from, strings.ReplaceAll(err.Error(), "\n", "; "))
 		return 2
+	}
+	if baseline != "" {
+		if err := matrix.CheckBaseline(baseline, res.Config.Topologies); err != nil {
+			fmt.Fprintf(stderr, "afxdp-matrix: -baseline %v (in %s)\n", err, from)
+			return 2
+		}
+		res.Config.Baseline = baseline
 	}
 	res.Summarize()
 	if table {
-		res.WriteText(stdout)
+		res.WriteText(tableOut)
 	}
-	if err := writeFiles(&res, stdout, jsonOut, mdOut, svgOut, docs); err != nil {
+	if err := outs.write(&res, stdout); err != nil {
 		fmt.Fprintf(stderr, "afxdp-matrix: write results: %v\n", err)
 		return 1
 	}
@@ -281,6 +454,9 @@ func parseSizes(v string) ([]int, error) {
 		n, err := strconv.Atoi(s)
 		if err != nil {
 			return nil, fmt.Errorf("-sizes %q: not a number", s)
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("-sizes %s: %d given twice; each size is measured once", v, n)
 		}
 		out = append(out, n)
 	}
