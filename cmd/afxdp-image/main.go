@@ -25,6 +25,11 @@
 //	    --run-arg=-dst --run-arg=10.79.2.1
 //	runc run --bundle /tmp/sender-bundle sender1
 //
+// --oci-layout must name a missing or empty directory, or an OCI image
+// layout already (a directory holding an oci-layout file), to which the
+// image is added; any other directory is refused. --arch, when given, must
+// be a Go architecture (GOARCH) and the one of the binary's ELF header.
+//
 // Every flag is checked before anything is written. The tarball and the
 // bundle are made under temporary names beside their destinations and
 // renamed into place once every output is ready; if a step fails, the run
@@ -43,6 +48,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/afxdp/afxdp/internal/oci"
 	"github.com/afxdp/afxdp/internal/runc"
 )
@@ -57,6 +64,10 @@ func main() {
 	}
 }
 
+// writeLayout is oci.WriteLayout, a variable so that a test can make this
+// late step fail after the others have written.
+var writeLayout = oci.WriteLayout
+
 type multi []string
 
 func (m *multi) String() string     { return strings.Join(*m, ",") }
@@ -69,10 +80,10 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		binary     = fs.String("binary", "", "statically linked executable to put in the image (required)")
 		entrypoint = fs.String("entrypoint", "", `absolute path of the binary inside the image, run as the entrypoint (default "/" + the binary's name)`)
 		tag        = fs.String("tag", "", "image name and tag, e.g. afxdp/sender:dev (required for --tar; the ref name in --oci-layout)")
-		layoutDir  = fs.String("oci-layout", "", "write (or add to) an OCI image layout directory")
+		layoutDir  = fs.String("oci-layout", "", "write an OCI image layout into this missing or empty directory, or add to the layout there")
 		tarFile    = fs.String("tar", "", "write a tarball for `docker load` / `podman load`")
 		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as; root is refused")
-		arch       = fs.String("arch", "", "image architecture (default: from the binary's ELF header)")
+		arch       = fs.String("arch", "", "image architecture, a GOARCH that must match the binary's ELF header (default: from the binary's ELF header)")
 		bundleDir  = fs.String("bundle", "", "unpack the image into this runc bundle directory (must not exist or be empty)")
 		netnsPath  = fs.String("netns", "", "for --bundle: network namespace the container joins (default: a new one)")
 		labels     multi
@@ -121,6 +132,28 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	if *tarFile != "" && *tag == "" {
 		return errors.New("--tar needs --tag: docker load names the image by it")
 	}
+	if *tag != "" {
+		if _, err := name.NewTag(*tag); err != nil {
+			return fmt.Errorf("--tag %q: %w", *tag, err)
+		}
+	}
+	if *arch != "" {
+		if !oci.KnownArch(*arch) {
+			return fmt.Errorf("--arch %q: not a Go architecture (GOARCH) of Linux", *arch)
+		}
+		binArch, err := oci.CheckStatic(*binary)
+		if err != nil {
+			return fmt.Errorf("--binary %q: %w", *binary, err)
+		}
+		if *arch != binArch {
+			return fmt.Errorf("--arch %q: the binary %s is %s (its ELF header)", *arch, *binary, binArch)
+		}
+	}
+	if *layoutDir != "" {
+		if err := oci.CheckLayoutDir(*layoutDir); err != nil {
+			return fmt.Errorf("--oci-layout: %w", err)
+		}
+	}
 	if *tarFile != "" {
 		if fi, err := os.Stat(*tarFile); err == nil && fi.IsDir() {
 			return fmt.Errorf("--tar %q: is a directory", *tarFile)
@@ -140,8 +173,8 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 			return err
 		}
 	}
-	// Build checks the rest (the binary, --entrypoint, --user, --env,
-	// --arch) and writes nothing.
+	// Build checks the rest (the binary, --entrypoint, --user, --env) and
+	// writes nothing.
 	img, err := oci.Build(&oci.Options{
 		Binary:       *binary,
 		Entrypoint:   *entrypoint,
@@ -194,8 +227,8 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		if top != "" {
 			made.add(func() error { return os.RemoveAll(top) })
 		}
-		if err := oci.WriteLayout(*layoutDir, img, *tag); err != nil {
-			return err
+		if err := writeLayout(*layoutDir, img, *tag); err != nil {
+			return fmt.Errorf("--oci-layout: %w", err)
 		}
 	}
 	if bundle != nil {

@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/afxdp/afxdp/internal/oci"
 )
@@ -176,6 +180,12 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 		{"bind relative destination", []string{"--bind", "/tmp:x"}, `--bind "/tmp:x"`},
 		{"bind onto /", []string{"--bind", "/tmp:/"}, `--bind "/tmp:/"`},
 		{"netns relative", []string{"--netns", "netns/c1"}, `--netns "netns/c1"`},
+		// The tarball would have been staged before its tag was read.
+		{"tag invalid", []string{"--tag", "afxdp/Sender:dev"}, `--tag "afxdp/Sender:dev"`},
+		{"tag empty part", []string{"--tag", "afxdp/sender:"}, `--tag "afxdp/sender:"`},
+		{"arch unknown", []string{"--arch", "bogus"}, `--arch "bogus": not a Go architecture`},
+		{"arch of another binary", []string{"--arch", otherArch}, `--arch "` + otherArch + `": the binary`},
+		{"layout below a file", []string{"--oci-layout", "/dev/null/layout"}, `--oci-layout: check layout /dev/null/layout`},
 	} {
 		for _, exists := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/exists=%v", tc.name, exists), func(t *testing.T) {
@@ -204,6 +214,48 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 	}
 }
 
+// otherArch is a Go architecture that the test binary is not built for.
+var otherArch = map[bool]string{true: "amd64", false: "arm64"}[runtime.GOARCH == "arm64"]
+
+// --oci-layout refuses a directory that holds other files and no
+// oci-layout file, before anything is written; it takes an empty one and
+// adds to a layout.
+func TestRunLayoutDirectory(t *testing.T) {
+	bin := hello(t)
+	dir := t.TempDir()
+	busy := filepath.Join(dir, "busy")
+	if err := os.Mkdir(busy, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, dir)
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--binary", bin, "--tag", "afxdp/hello:t", "--oci-layout", busy,
+		"--tar", filepath.Join(dir, "img.tar"), "--bundle", filepath.Join(dir, "bundle")}, &stdout, &stderr)
+	want := "--oci-layout: check layout " + busy + ": directory not empty and holds no oci-layout file"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run with --oci-layout a directory of other files: %v, want an error containing %q", err, want)
+	}
+	sameTree(t, dir, before, "refused run")
+
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"afxdp/hello:one", "afxdp/hello:two"} {
+		if err := run([]string{"--binary", bin, "--tag", tag, "--oci-layout", empty}, &stdout, &stderr); err != nil {
+			t.Fatalf("run --tag %s into %s: %v", tag, empty, err)
+		}
+	}
+	for _, tag := range []string{"afxdp/hello:one", "afxdp/hello:two"} {
+		if _, err := oci.Image(empty, tag); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // A step that fails after others have written removes what they wrote:
 // the staged tarball and bundle and the directories made for them, and
 // leaves what was there (an empty bundle directory, an old tarball) as it
@@ -225,24 +277,29 @@ func TestRunFailureRemovesWhatItMade(t *testing.T) {
 				}
 			}
 			// The layout is written after the tarball and the bundle are
-			// staged; below a regular file it cannot be.
-			notDir := filepath.Join(dir, "file")
-			if err := os.WriteFile(notDir, nil, 0o644); err != nil {
-				t.Fatal(err)
+			// staged. Every flag is checked before that, so a failure
+			// there is made: the layout is written, then the step fails.
+			writeLayout = func(dir string, img v1.Image, tag string) error {
+				if err := oci.WriteLayout(dir, img, tag); err != nil {
+					return err
+				}
+				return errors.New("layout step made to fail")
 			}
+			t.Cleanup(func() { writeLayout = oci.WriteLayout })
 			before := snapshot(t, dir)
+			layout := filepath.Join(dir, "new", "layout")
 			args := []string{"--binary", bin, "--tag", "afxdp/hello:t", "--bundle", bundle,
-				"--tar", tarFile, "--bind", "/tmp:/mnt/tmp", "--run-arg", "sleep"}
+				"--tar", tarFile, "--bind", "/tmp:/mnt/tmp", "--run-arg", "sleep", "--oci-layout", layout}
 			var stdout, stderr bytes.Buffer
-			err := run(append(args, "--oci-layout", filepath.Join(notDir, "layout")), &stdout, &stderr)
-			if err == nil {
-				t.Fatal("run with a layout below a regular file: no error")
+			err := run(args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), "layout step made to fail") {
+				t.Fatalf("run with a failing layout step: %v", err)
 			}
 			t.Log(err)
 			sameTree(t, dir, before, "failed run")
 
-			layout := filepath.Join(dir, "layout")
-			if err := run(append(args, "--oci-layout", layout), &stdout, &stderr); err != nil {
+			writeLayout = oci.WriteLayout
+			if err := run(args, &stdout, &stderr); err != nil {
 				t.Fatalf("second run: %v", err)
 			}
 			ents, err := os.ReadDir(bundle)

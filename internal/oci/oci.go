@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,8 +55,9 @@ type Options struct {
 	Env []string
 	// Labels are the image config's labels. Default none.
 	Labels map[string]string
-	// Architecture is the GOARCH-style architecture of the image. Default:
-	// derived from the binary's ELF machine.
+	// Architecture is the GOARCH-style architecture of the image: a Go
+	// architecture (see [KnownArch]), and the one of the binary's ELF
+	// header, which is the default.
 	Architecture string
 }
 
@@ -86,8 +89,13 @@ func Build(opts *Options) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build image: %w", err)
 	}
-	if o.Architecture == "" {
+	switch {
+	case o.Architecture == "":
 		o.Architecture = arch
+	case !KnownArch(o.Architecture):
+		return nil, fmt.Errorf("build image: Architecture %q: not a Go architecture (GOARCH) of Linux", o.Architecture)
+	case o.Architecture != arch:
+		return nil, fmt.Errorf("build image: Architecture %q: the binary is %s (its ELF header)", o.Architecture, arch)
 	}
 
 	bin, err := os.ReadFile(o.Binary)
@@ -202,11 +210,15 @@ func layerTar(entry string, bin []byte) ([]byte, error) {
 // needs no dynamic loader, and returns its GOARCH-style architecture. A
 // dynamically linked one gives an error wrapping [ErrNotStatic].
 func CheckStatic(p string) (arch string, err error) {
-	f, err := elf.Open(p)
+	file, err := os.Open(p)
+	if err != nil {
+		return "", fmt.Errorf("check %w", err)
+	}
+	defer file.Close()
+	f, err := elf.NewFile(file)
 	if err != nil {
 		return "", fmt.Errorf("check %s: not an ELF executable: %w", p, err)
 	}
-	defer f.Close()
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
 		return "", fmt.Errorf("check %s: ELF type %v: not an executable", p, f.Type)
 	}
@@ -228,12 +240,17 @@ func CheckStatic(p string) (arch string, err error) {
 	if !ok {
 		return "", fmt.Errorf("check %s: unknown ELF machine %v", p, f.Machine)
 	}
+	if f.Machine == elf.EM_PPC64 && f.Data == elf.ELFDATA2MSB {
+		arch = "ppc64"
+	}
 	if arch == "arm" && f.Class == elf.ELFCLASS64 || arch == "386" && f.Class == elf.ELFCLASS64 {
 		return "", fmt.Errorf("check %s: ELF machine %v with class %v", p, f.Machine, f.Class)
 	}
 	return arch, nil
 }
 
+// elfArch is the architecture of each ELF machine CheckStatic knows; a
+// big-endian EM_PPC64 is ppc64, not ppc64le.
 var elfArch = map[elf.Machine]string{
 	elf.EM_X86_64:    "amd64",
 	elf.EM_AARCH64:   "arm64",
@@ -245,15 +262,92 @@ var elfArch = map[elf.Machine]string{
 	elf.EM_LOONGARCH: "loong64",
 }
 
-// WriteLayout adds img to the OCI image layout at dir (created if needed),
-// annotated with tag as its ref name when tag is not empty.
-func WriteLayout(dir string, img v1.Image, tag string) error {
-	p, err := layout.FromPath(dir)
+// KnownArch reports whether arch is a Go architecture (GOARCH) that Go
+// builds Linux executables for (`go tool dist list`).
+func KnownArch(arch string) bool {
+	switch arch {
+	case "386", "amd64", "arm", "arm64", "loong64", "mips", "mipsle", "mips64", "mips64le",
+		"ppc64", "ppc64le", "riscv64", "s390x":
+		return true
+	}
+	return false
+}
+
+// LayoutFile is the file that marks a directory as an OCI image layout.
+const LayoutFile = "oci-layout"
+
+// CheckLayoutDir checks that [WriteLayout] may write to dir: it is missing
+// (WriteLayout makes it), an empty directory, or an OCI image layout
+// (holding an oci-layout file) whose index can be read. A directory that
+// holds anything else is refused, so that a layout's files never land
+// among a user's.
+func CheckLayoutDir(dir string) error {
+	if _, err := layoutState(dir); err != nil {
+		return fmt.Errorf("check layout %s: %w", dir, err)
+	}
+	return nil
+}
+
+// layoutState says whether dir holds a layout (isLayout), or may get a new
+// one (missing or empty); it refuses anything else.
+func layoutState(dir string) (isLayout bool, err error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		p, err = layout.Write(dir, empty.Index)
+		return false, err
+	}
+	if !fi.IsDir() {
+		return false, errors.New("not a directory")
+	}
+	if lf, err := os.Stat(filepath.Join(dir, LayoutFile)); err == nil && lf.Mode().IsRegular() {
+		// An existing layout: its index must be readable to add to it.
+		p, err := layout.FromPath(dir)
 		if err != nil {
-			return fmt.Errorf("write layout %s: %w", dir, err)
+			return false, fmt.Errorf("holds %s but no readable index: %w", LayoutFile, err)
 		}
+		idx, err := p.ImageIndex()
+		if err == nil {
+			_, err = idx.IndexManifest()
+		}
+		if err != nil {
+			return false, fmt.Errorf("holds %s but no readable index: %w", LayoutFile, err)
+		}
+		return true, nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(1)
+	if len(names) > 0 {
+		return false, fmt.Errorf("directory not empty and holds no %s file: not an OCI image layout; give a missing or empty directory", LayoutFile)
+	}
+	if err != nil && err != io.EOF {
+		return false, err
+	}
+	return false, nil
+}
+
+// WriteLayout adds img to the OCI image layout at dir, annotated with tag
+// as its ref name when tag is not empty. dir must be a layout already, or
+// a missing or empty directory, in which WriteLayout makes a new layout;
+// it refuses any other directory (see [CheckLayoutDir]).
+func WriteLayout(dir string, img v1.Image, tag string) error {
+	isLayout, err := layoutState(dir)
+	if err != nil {
+		return fmt.Errorf("write layout %s: %w", dir, err)
+	}
+	var p layout.Path
+	if isLayout {
+		p, err = layout.FromPath(dir)
+	} else {
+		p, err = layout.Write(dir, empty.Index)
+	}
+	if err != nil {
+		return fmt.Errorf("write layout %s: %w", dir, err)
 	}
 	var opts []layout.Option
 	if tag != "" {

@@ -3,9 +3,11 @@ package oci_test
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,13 +218,152 @@ func TestRefuseDynamic(t *testing.T) {
 	if !strings.Contains(err.Error(), "/lib64/ld-linux-x86-64.so.2") || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Errorf("error %q should name the interpreter and the fix", err)
 	}
-	// A real dynamic executable of the host, if there is one.
+	// Real executables of the host: one with a PT_INTERP must be refused
+	// with ErrNotStatic, one without accepted.
 	for _, host := range []string{"/bin/sh", "/usr/bin/env"} {
-		if _, err := os.Stat(host); err != nil {
+		f, err := elf.Open(host)
+		if err != nil {
 			continue
 		}
-		if _, err := oci.CheckStatic(host); err != nil && !errors.Is(err, oci.ErrNotStatic) {
-			t.Errorf("CheckStatic(%s): %v", host, err)
+		dynamic := false
+		for _, p := range f.Progs {
+			dynamic = dynamic || p.Type == elf.PT_INTERP
+		}
+		f.Close()
+		_, err = oci.CheckStatic(host)
+		switch {
+		case dynamic && !errors.Is(err, oci.ErrNotStatic):
+			t.Errorf("CheckStatic(%s), which has a PT_INTERP: %v, want ErrNotStatic", host, err)
+		case !dynamic && err != nil:
+			t.Errorf("CheckStatic(%s), which has no PT_INTERP: %v", host, err)
+		}
+	}
+}
+
+// CheckStatic reads the architecture off the ELF header: the machine, and
+// for 64-bit PowerPC the byte order, which tells ppc64 from ppc64le.
+func TestCheckStaticArchitecture(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		order   binary.ByteOrder
+		machine elf.Machine
+		want    string
+	}{
+		{binary.LittleEndian, elf.EM_X86_64, "amd64"},
+		{binary.LittleEndian, elf.EM_AARCH64, "arm64"},
+		{binary.LittleEndian, elf.EM_PPC64, "ppc64le"},
+		{binary.BigEndian, elf.EM_PPC64, "ppc64"},
+		{binary.BigEndian, elf.EM_S390, "s390x"},
+	} {
+		p := filepath.Join(dir, tc.want)
+		if err := os.WriteFile(p, fakeELF(tc.order, tc.machine, ""), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		got, err := oci.CheckStatic(p)
+		if err != nil || got != tc.want {
+			t.Errorf("CheckStatic of a static %v %v executable: %q, %v; want %q", tc.order, tc.machine, got, err, tc.want)
+		}
+	}
+}
+
+// A file that cannot be opened is reported as such, not as a file that
+// is not ELF.
+func TestCheckStaticReportsOpenError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "missing")
+	_, err := oci.CheckStatic(p)
+	if !errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "not an ELF") {
+		t.Errorf("CheckStatic of a missing file: %v, want the open error, not \"not an ELF\"", err)
+	}
+	text := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oci.CheckStatic(text); err == nil || !strings.Contains(err.Error(), "not an ELF") {
+		t.Errorf("CheckStatic of a script: %v, want \"not an ELF\"", err)
+	}
+}
+
+// Architecture must be a Go architecture, and the binary's.
+func TestBuildArchitecture(t *testing.T) {
+	bin := helloBinary(t)
+	other := "arm64"
+	if runtime.GOARCH == other {
+		other = "amd64"
+	}
+	for _, tc := range []struct {
+		arch, want string
+	}{
+		{"bogus", `Architecture "bogus": not a Go architecture (GOARCH)`},
+		{other, `Architecture "` + other + `": the binary is ` + runtime.GOARCH},
+	} {
+		_, err := oci.Build(&oci.Options{Binary: bin, Architecture: tc.arch})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Build with Architecture %q: %v, want an error containing %q", tc.arch, err, tc.want)
+		}
+	}
+	img, err := oci.Build(&oci.Options{Binary: bin, Architecture: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != runtime.GOARCH {
+		t.Errorf("config %+v, %v: want architecture %s", cf, err, runtime.GOARCH)
+	}
+}
+
+// WriteLayout writes a new layout only into a missing or empty directory,
+// and adds to one that holds an oci-layout file; it leaves any other
+// directory as it was.
+func TestWriteLayoutRefusesOtherDirectories(t *testing.T) {
+	img, err := oci.Build(&oci.Options{Binary: helloBinary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+
+	busy := filepath.Join(dir, "busy")
+	if err := os.Mkdir(busy, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = oci.WriteLayout(busy, img, "afxdp/hello:test")
+	if err == nil || !strings.Contains(err.Error(), busy) || !strings.Contains(err.Error(), "oci-layout") {
+		t.Errorf("WriteLayout into a directory of other files: %v, want an error naming it and oci-layout", err)
+	}
+	if ents, _ := os.ReadDir(busy); len(ents) != 1 {
+		t.Errorf("WriteLayout wrote into a directory of other files: it holds %v", ents)
+	}
+	if err := oci.CheckLayoutDir(busy); err == nil {
+		t.Error("CheckLayoutDir of a directory of other files: no error")
+	}
+
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := oci.WriteLayout(file, img, ""); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("WriteLayout onto a regular file: %v", err)
+	}
+
+	// Missing, then added to; empty, then added to.
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "new", "layout"), empty} {
+		for _, tag := range []string{"afxdp/hello:one", "afxdp/hello:two"} {
+			if err := oci.CheckLayoutDir(d); err != nil {
+				t.Errorf("CheckLayoutDir(%s) before adding %s: %v", d, tag, err)
+			}
+			if err := oci.WriteLayout(d, img, tag); err != nil {
+				t.Fatalf("WriteLayout(%s, %s): %v", d, tag, err)
+			}
+		}
+		for _, tag := range []string{"afxdp/hello:one", "afxdp/hello:two"} {
+			if _, err := oci.Image(d, tag); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 }
@@ -317,25 +458,37 @@ func keys(m map[string]entry) []string {
 // fakeDynamicELF returns a minimal little-endian ELF64 x86-64 executable
 // header with one PT_INTERP program header naming interp.
 func fakeDynamicELF(interp string) []byte {
+	return fakeELF(binary.LittleEndian, elf.EM_X86_64, interp)
+}
+
+// fakeELF returns a minimal ELF64 executable header of the given byte
+// order and machine, with one PT_INTERP program header naming interp when
+// interp is not empty, and none otherwise.
+func fakeELF(order binary.ByteOrder, machine elf.Machine, interp string) []byte {
 	const ehsize, phsize = 64, 56
 	b := make([]byte, ehsize+phsize)
 	copy(b, "\x7fELF")
 	b[4], b[5], b[6] = 2, 1, 1 // ELFCLASS64, little endian, version 1
-	le := binary.LittleEndian
-	le.PutUint16(b[16:], 2)  // ET_EXEC
-	le.PutUint16(b[18:], 62) // EM_X86_64
-	le.PutUint32(b[20:], 1)  // version
-	le.PutUint64(b[24:], 0x401000)
-	le.PutUint64(b[32:], ehsize) // phoff
-	le.PutUint16(b[52:], ehsize)
-	le.PutUint16(b[54:], phsize)
-	le.PutUint16(b[56:], 1) // phnum
+	if order == binary.BigEndian {
+		b[5] = 2
+	}
+	order.PutUint16(b[16:], 2) // ET_EXEC
+	order.PutUint16(b[18:], uint16(machine))
+	order.PutUint32(b[20:], 1) // version
+	order.PutUint64(b[24:], 0x401000)
+	order.PutUint16(b[52:], ehsize)
+	order.PutUint16(b[54:], phsize)
+	if interp == "" {
+		return b[:ehsize]
+	}
+	order.PutUint64(b[32:], ehsize) // phoff
+	order.PutUint16(b[56:], 1)      // phnum
 	ph := b[ehsize:]
-	le.PutUint32(ph[0:], 3) // PT_INTERP
-	le.PutUint32(ph[4:], 4) // PF_R
-	le.PutUint64(ph[8:], ehsize+phsize)
-	le.PutUint64(ph[32:], uint64(len(interp)+1))
-	le.PutUint64(ph[40:], uint64(len(interp)+1))
-	le.PutUint64(ph[48:], 1)
+	order.PutUint32(ph[0:], 3) // PT_INTERP
+	order.PutUint32(ph[4:], 4) // PF_R
+	order.PutUint64(ph[8:], ehsize+phsize)
+	order.PutUint64(ph[32:], uint64(len(interp)+1))
+	order.PutUint64(ph[40:], uint64(len(interp)+1))
+	order.PutUint64(ph[48:], 1)
 	return append(append(b, interp...), 0)
 }
