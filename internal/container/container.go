@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,8 +47,11 @@ type Options struct {
 	// PATH and ChildEnv.
 	Env []string
 
-	// UID and GID the child runs as. Default 65534 (nobody); 0 is
-	// refused, since the point is an unprivileged child.
+	// UID and GID the child runs as, between 1 and 4294967294. The zero
+	// value means 65534 (nobody), so root cannot be asked for: the
+	// point is an unprivileged child. Negative values and values above
+	// 4294967294 are refused: IDs are 32 bits, and 4294967295 is
+	// (uid_t)-1, no user.
 	UID, GID int
 
 	// Caps are the capabilities the child keeps, as ambient capabilities
@@ -101,8 +105,15 @@ func Start(opts *Options) (*Process, error) {
 	if o.GID == 0 {
 		o.GID = Nobody
 	}
-	if o.UID < 0 || o.GID < 0 {
-		return nil, fmt.Errorf("start child: UID %d, GID %d: must not be negative", o.UID, o.GID)
+	for _, id := range []struct {
+		name string
+		v    int
+	}{{"UID", o.UID}, {"GID", o.GID}} {
+		// Compared as int64 so that the bound compiles where int is 32
+		// bits; uint32(v) would turn 1<<32 into 0, root.
+		if id.v < 0 || int64(id.v) >= math.MaxUint32 {
+			return nil, fmt.Errorf("start child: %s %d: must be between 1 and %d", id.name, id.v, uint32(math.MaxUint32-1))
+		}
 	}
 	cmd := exec.Command(o.Path, o.Args...)
 	cmd.Dir = "/"

@@ -3,7 +3,9 @@ package container
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -90,5 +92,35 @@ func TestKill(t *testing.T) {
 	}
 	if err := p.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("wait after kill: %v", err)
+	}
+}
+
+// An ID that does not fit 32 bits is refused by name, not truncated: 1<<32
+// would become 0, and the child would run as root.
+func TestStartRefusesIDsBeyond32Bits(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("int cannot hold an ID beyond 32 bits")
+	}
+	big := int(int64(1) << 32)
+	for _, tc := range []struct {
+		uid, gid int
+		want     string
+	}{
+		{big, 0, "UID 4294967296: must be between 1 and 4294967294"},
+		{0, big, "GID 4294967296: must be between 1 and 4294967294"},
+		{big + 4242, 0, "UID 4294971538"},
+		{math.MaxUint32, 0, "UID 4294967295"},
+		{-1, 0, "UID -1"},
+		{0, -1, "GID -1"},
+	} {
+		p, err := Start(&Options{Path: "/bin/true", UID: tc.uid, GID: tc.gid, ShareNamespaces: true})
+		if err == nil {
+			p.Wait()
+			t.Errorf("Start with UID %d, GID %d: no error", tc.uid, tc.gid)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Start with UID %d, GID %d: %v, want an error containing %q", tc.uid, tc.gid, err, tc.want)
+		}
 	}
 }
