@@ -256,6 +256,73 @@ func endpoints(a, b string) (endpoint, endpoint, error) {
 	return x, y, err
 }
 
+// autoRegistration is how a client that leaves the choice to
+// agent.DialSocket (RegisterAuto) gets its socket into the agent's map on
+// this kernel: through the map fd from Linux 6.5, the first to let an
+// unprivileged process update an XSKMAP; through the agent before.
+func autoRegistration(t *testing.T) agent.Registration {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatalf("uname: %v", err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	ok, err := releaseAtLeast(release, 6, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		return agent.RegisterMapFD
+	}
+	return agent.RegisterAgent
+}
+
+// releaseAtLeast reports whether the kernel release (uname -r:
+// "6.18.0-1-amd64", "5.15.0", "6.5") is major.minor or later.
+func releaseAtLeast(release string, major, minor int) (bool, error) {
+	end := strings.IndexFunc(release, func(r rune) bool { return r != '.' && (r < '0' || r > '9') })
+	if end < 0 {
+		end = len(release)
+	}
+	f := strings.Split(release[:end], ".")
+	if len(f) < 2 {
+		return false, fmt.Errorf("kernel release %q: want MAJOR.MINOR", release)
+	}
+	maj, err1 := strconv.Atoi(f[0])
+	mnr, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return false, fmt.Errorf("kernel release %q: want MAJOR.MINOR", release)
+	}
+	return maj > major || maj == major && mnr >= minor, nil
+}
+
+func TestReleaseAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    bool
+	}{
+		{"6.18.0-1-amd64", true},
+		{"6.5.0", true},
+		{"6.5", true},
+		{"6.4.16-generic", false},
+		{"5.15.0-105-generic", false},
+		{"5.11.0", false},
+		{"7.0.0", true},
+		{"6.10.0", true},
+		{"10.0-rc1", true},
+	} {
+		got, err := releaseAtLeast(tc.release, 6, 5)
+		if err != nil || got != tc.want {
+			t.Errorf("releaseAtLeast(%q, 6, 5) = %v, %v; want %v", tc.release, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "6", "x.y", "6.-1"} {
+		if _, err := releaseAtLeast(bad, 6, 5); err == nil {
+			t.Errorf("releaseAtLeast(%q): no error", bad)
+		}
+	}
+}
+
 // TestUnprivilegedContainer: a workload in its own network, mount and PID
 // namespaces, running as a non-root UID with only CAP_NET_RAW, opens an
 // AF_XDP socket through the agent and, at the same time, receives count
@@ -269,8 +336,10 @@ func TestUnprivilegedContainer(t *testing.T) {
 		count       uint64
 		want        agent.Registration
 	}{
-		// The client writes the map through the fd the agent sent.
-		{"map_fd", false, 100_000, agent.RegisterMapFD},
+		// The client writes the map through the fd the agent sent, on
+		// Linux 6.5 and later; before, the kernel refuses the update
+		// and the client asks the agent.
+		{"auto", false, 100_000, autoRegistration(t)},
 		// The agent sends a read-only map fd: the kernel refuses the
 		// client's update (EPERM) and the client falls back to
 		// /xsk_register.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -297,7 +298,7 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 	once.Do(func() { close(stop) })
 	<-c.done
 	if err != nil {
-		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, res.Stdout, res.Stderr)
+		t.Fatal(runFailure(res, err))
 	}
 	out := string(res.Stdout)
 	t.Logf("sender in the container said:\n%s", out)
@@ -308,7 +309,7 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 		t.Fatalf("receiver counted %d frames, want %d", c.got, sent)
 	}
 	for _, want := range []string{
-		"socket registered by map-fd",
+		"socket registered by " + autoRegistration(t).String(),
 		fmt.Sprintf("sent %d packets, %d bytes", sent, sent*sendSize),
 		fmt.Sprintf("stats: tx_packets=%d tx_bytes=%d", sent, sent*sendSize),
 		fmt.Sprintf("completed=%d", sent),
@@ -318,4 +319,26 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 		}
 	}
 	waitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
+}
+
+// runFailure describes a failed runc.Run: with the container's output when
+// runc ran, and without it when Run returned no result (runc not found, a
+// bad ID or timeout).
+func runFailure(res *runc.Result, err error) string {
+	if res == nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%v\nstdout:\n%s\nstderr:\n%s", err, res.Stdout, res.Stderr)
+}
+
+// A run that never started has no result to print.
+func TestRunFailureWithoutResult(t *testing.T) {
+	err := errors.New("run container afxdp-x: find runc: not found")
+	if got := runFailure(nil, err); got != err.Error() {
+		t.Errorf("runFailure(nil, %v) = %q", err, got)
+	}
+	got := runFailure(&runc.Result{Stdout: []byte("out"), Stderr: []byte("err")}, err)
+	if !strings.Contains(got, "stdout:\nout") || !strings.Contains(got, "stderr:\nerr") {
+		t.Errorf("runFailure with a result = %q, want its output", got)
+	}
 }
