@@ -27,6 +27,10 @@ import (
 
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/afxdp/afxdp/ring"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -49,11 +53,11 @@ func main() {
 	flag.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces")
 	flag.IntVar(&c.batch, "batch", 64, "descriptors per ring operation")
 	flag.IntVar(&c.ring, "ring", 1024, "size of every ring, a power of two")
-	flag.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring, half for receive: enough for both fill rings)")
+	flag.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring); half are for receive and must fill both fill rings: at least 4×ring-1")
 	flag.DurationVar(&c.d, "d", 0, "run this long (0: until Ctrl-C)")
 	flag.IntVar(&c.cpu, "cpu", -1, "pin the forwarding loop to this CPU (-1: no pinning)")
 	flag.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
-	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS")
+	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS (60 to 1514)")
 	flag.Parse()
 	ctx, cancel := app.Context(c.d)
 	err := run(ctx, &c, os.Stdout)
@@ -64,18 +68,67 @@ func main() {
 	}
 }
 
+// validate checks every flag before anything is built, naming the flag
+// at fault.
 func (c *config) validate() error {
+	// The UMEM's receive half (xsk gives the other half to transmit)
+	// must fill both sockets' fill rings of c.ring entries each:
+	// frames - frames/2 >= 2×ring.
+	minFrames := 4*c.ring - 1
+	own := c.a == "" // the topology and generator are ours
 	switch {
 	case (c.a == "") != (c.b == ""):
 		return fmt.Errorf("interfaces %q and %q: give both or neither", c.a, c.b)
 	case c.a != "" && c.a == c.b:
 		return fmt.Errorf("interfaces %q and %q: must differ", c.a, c.b)
+	case c.queue < 0:
+		return fmt.Errorf("q %d: must not be negative", c.queue)
 	case c.batch < 1 || c.batch > 4096:
 		return fmt.Errorf("batch %d: must be between 1 and 4096", c.batch)
+	case c.ring < 1 || c.ring > ring.MaxSize || c.ring&(c.ring-1) != 0:
+		return fmt.Errorf("ring %d: must be a power of two", c.ring)
 	case c.ring < c.batch:
 		return fmt.Errorf("ring %d: must be at least the batch size %d", c.ring, c.batch)
+	case c.frames == 0 && 8*c.ring > umem.MaxNumFrames:
+		return fmt.Errorf("ring %d: the default frames, 8×ring (%d), are more than %d; lower -ring or give -frames",
+			c.ring, 8*c.ring, umem.MaxNumFrames)
+	case c.frames != 0 && (c.frames < minFrames || c.frames > umem.MaxNumFrames):
+		return fmt.Errorf("frames %d: must be 0 or between %d and %d: half of them receive, and must fill both sockets' fill rings of ring %d",
+			c.frames, minFrames, umem.MaxNumFrames, c.ring)
 	case c.d < 0:
 		return fmt.Errorf("duration %v: must not be negative", c.d)
+	case c.cpu < -1:
+		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.cpu)
+	case own && c.genCPU < -1:
+		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.genCPU)
+	case own && (c.frameLen < packet.MinFrame || c.frameLen > app.TopologyMTU+packet.EthLen):
+		return fmt.Errorf("size %d: must be between %d and %d (the veth pairs' MTU %d plus the Ethernet header)",
+			c.frameLen, packet.MinFrame, app.TopologyMTU+packet.EthLen, app.TopologyMTU)
+	}
+	return c.checkCPUs()
+}
+
+// checkCPUs checks that -cpu and, with a generator, -gen-cpu are CPUs this
+// process may run on.
+func (c *config) checkCPUs() error {
+	gen := c.genCPU
+	if c.a != "" {
+		gen = -1 // no generator
+	}
+	if c.cpu < 0 && gen < 0 {
+		return nil
+	}
+	cpus, err := sys.AllowedCPUs()
+	if err != nil {
+		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", c.cpu, gen, err)
+	}
+	for _, p := range [...]struct {
+		flag string
+		cpu  int
+	}{{"cpu", c.cpu}, {"gen-cpu", gen}} {
+		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
+			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
+		}
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -77,13 +76,49 @@ func TestBadConfig(t *testing.T) {
 		{func(c *config) { c.batch = 0 }, "batch 0: must be between 1 and 4096"},
 		{func(c *config) { c.ring = 32 }, "ring 32: must be at least the batch size 64"},
 		{func(c *config) { c.d = -time.Second }, "duration -1s: must not be negative"},
+		{func(c *config) { c.ring = 1000 }, "ring 1000: must be a power of two"},
+		{func(c *config) { c.ring = 0 }, "ring 0: must be a power of two"},
+		{func(c *config) { c.ring = 1 << 22 }, "ring 4194304: the default frames, 8×ring (33554432), are more than 16777216"},
+		{func(c *config) { c.frames = 1 }, "frames 1: must be 0 or between 2047 and 16777216"},
+		{func(c *config) { c.frames = 2046 }, "frames 2046: must be 0 or between 2047 and 16777216"},
+		{func(c *config) { c.frames = -8 }, "frames -8: must be 0 or between 2047"},
+		{func(c *config) { c.queue = -1 }, "q -1: must not be negative"},
+		{func(c *config) { c.frameLen = 10 }, "size 10: must be between 60 and 1514"},
+		{func(c *config) { c.frameLen = 1515 }, "size 1515: must be between 60 and 1514"},
+		{func(c *config) { c.cpu = -2 }, "cpu -2: must be -1 (no pinning) or a CPU number"},
+		{func(c *config) { c.cpu = 4096 }, "cpu 4096: not one of the CPUs"},
+		{func(c *config) { c.genCPU = 4096 }, "gen-cpu 4096: not one of the CPUs"},
 		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "open afxnosuchif0 queue 0: unknown interface"},
 	} {
 		c := good
 		tt.edit(&c)
-		err := run(context.Background(), &c, io.Discard)
+		var out bytes.Buffer
+		err := run(context.Background(), &c, &out)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", c, err, tt.want)
 		}
+		// A bad flag is refused before the veth pairs are built.
+		if strings.Contains(out.String(), "built veth pairs") {
+			t.Errorf("%+v: built its topology before refusing the flags:\n%s", c, out.String())
+		}
+	}
+	// With interfaces given, -size and -gen-cpu are not used: not checked.
+	c := good
+	c.a, c.b, c.frameLen, c.genCPU = "afxnosuchif0", "afxnosuchif1", 10, 4096
+	if err := c.validate(); err != nil {
+		t.Errorf("%+v: %v; -size and -gen-cpu only matter without -a and -b", c, err)
+	}
+}
+
+// The smallest UMEM the check lets through is one the sockets take: its
+// receive half fills both fill rings exactly.
+func TestFramesMinimumOpens(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var out bytes.Buffer
+	c := &config{batch: 64, ring: 512, frames: 4*512 - 1, cpu: -1, genCPU: -1, frameLen: 64}
+	if err := run(ctx, c, &out); err != nil {
+		t.Fatalf("-ring 512 -frames %d: %v\n%s", c.frames, err, out.String())
 	}
 }

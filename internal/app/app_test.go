@@ -284,6 +284,24 @@ func TestRunRefusesSizeAboveMTU(t *testing.T) {
 	}
 }
 
+// TestNewTopologyRefusesFrameLenOutOfRange checks that a generator's frame
+// length is refused before anything is built, not silently raised to the
+// minimum: rxdrop refuses -size 10 too.
+func TestNewTopologyRefusesFrameLenOutOfRange(t *testing.T) {
+	for _, n := range []int{0, 10, packet.MinFrame - 1, TopologyMTU + packet.EthLen + 1} {
+		topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: n})
+		if err == nil {
+			topo.Close()
+			t.Errorf("NewTopology with FrameLen %d: no error", n)
+			continue
+		}
+		want := fmt.Sprintf("FrameLen %d: must be between %d and %d", n, packet.MinFrame, TopologyMTU+packet.EthLen)
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("NewTopology with FrameLen %d: %v, want an error containing %q", n, err, want)
+		}
+	}
+}
+
 // TestRunOnInterfaceRefusesSizeAboveMTU runs txonly with -i on an
 // interface of MTU 1000 and a -size of 1100, which that interface would
 // drop: it must fail naming -size and the MTU, before attaching anything.

@@ -20,7 +20,10 @@ type TopologyOptions struct {
 	// run other programs (dpdk-testpmd) there.
 	PeerNS *netenv.Netns
 	// Generator makes a pktgen generator that sends FrameLen-byte UDP
-	// frames from the host end, arriving at the peer end.
+	// frames from the host end, arriving at the peer end. FrameLen, in
+	// bytes without FCS, must then be between packet.MinFrame (60) and
+	// TopologyMTU plus the Ethernet header (1514); it is checked before
+	// anything is built.
 	Generator bool
 	FrameLen  int
 	GenBatch  int
@@ -67,6 +70,10 @@ type Topology struct {
 
 // NewTopology builds the topology.
 func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
+	if o.Generator && (o.FrameLen < packet.MinFrame || o.FrameLen > TopologyMTU+packet.EthLen) {
+		return nil, fmt.Errorf("build topology: FrameLen %d: must be between %d and %d (MTU %d plus the Ethernet header)",
+			o.FrameLen, packet.MinFrame, TopologyMTU+packet.EthLen, TopologyMTU)
+	}
 	t := &Topology{}
 	defer func() {
 		if err != nil {
@@ -93,7 +100,7 @@ func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
 		}
 	}
 	if o.Generator {
-		n := max(o.FrameLen, packet.MinFrame)
+		n := o.FrameLen
 		t.Frame = make([]byte, n)
 		h := packet.UDP{SrcMAC: t.Veth.Host.MAC, DstMAC: t.Veth.Peer.MAC,
 			SrcIP: t.Veth.Host.IP(), DstIP: t.Veth.Peer.IP(), SrcPort: 40000, DstPort: 9000}
