@@ -120,8 +120,13 @@ func parseFlags(args []string) (*config, error) {
 	if min := packet.HeadersLen + packet.SeqLen; c.size < max(min, packet.MinFrame) || c.size > 1514 {
 		return nil, fmt.Errorf("-size %d: must be between %d and 1514", c.size, max(min, packet.MinFrame))
 	}
-	if c.rate < 0 || c.count < 0 || c.queue < 0 {
-		return nil, errors.New("-rate, -count and -queue must not be negative")
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"-queue", c.queue}, {"-rate", c.rate}, {"-count", c.count}} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("%s %d: must not be negative", f.name, f.v)
+		}
 	}
 	if c.frames < 2*rxFrames {
 		return nil, fmt.Errorf("-frames %d: must be at least %d", c.frames, 2*rxFrames)
@@ -139,7 +144,7 @@ func run(args []string, out io.Writer) error {
 	}
 	ifi, err := net.InterfaceByName(c.dev)
 	if err != nil {
-		return err
+		return fmt.Errorf("-dev %q: %w", c.dev, err)
 	}
 	src, err := ipv4Of(ifi)
 	if err != nil {
