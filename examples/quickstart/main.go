@@ -3,7 +3,10 @@
 // namespace, sends a million UDP frames through an AF_XDP socket on one
 // end and receives them through another on the other end, verifies every
 // byte of every frame, prints packets per second and both sockets'
-// statistics, and removes everything it made — also on Ctrl-C.
+// statistics, and removes everything it made — also on Ctrl-C. If frames
+// go missing, it stops waiting for them once nothing has arrived for
+// idleTimeout after the sender finished, says how many of them arrived and
+// exits with status 1.
 //
 // It needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN and CAP_BPF)
 // and Linux 5.11 or later.
@@ -45,6 +48,11 @@ func main() {
 }
 
 const port = 9000
+
+// idleTimeout is how long the receiver waits for the next frame once the
+// sender has finished (or stalled: a window's worth of frames lost): a
+// lost frame would otherwise keep it waiting forever.
+const idleTimeout = 2 * time.Second
 
 func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
 	if size < packet.HeadersLen+packet.SeqLen+14 || size > 1514 {
@@ -94,19 +102,23 @@ func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
 
 	var received, bad, sent atomic.Uint64
 	var wg sync.WaitGroup
+	interrupted := ctx.Err
+	// The receiver ends the sender when it is done, or has given up.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
+	watch := newIdleWatch(idleTimeout, start)
 	var rxErr, txErr error
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		rxErr = receive(ctx, rx, count, &received, &bad)
+		rxErr = receive(ctx, rx, count, &received, &bad, watch)
 	}()
 	go func() {
 		defer wg.Done()
-		txErr = send(ctx, tx, &hdr, payloadLen, count, &received, &sent)
+		defer watch.senderDone(time.Now())
+		txErr = send(ctx, tx, &hdr, payloadLen, count, &received, &sent, idleTimeout)
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -120,18 +132,69 @@ func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
 		float64(got)/elapsed.Seconds()/1e6, float64(got)*float64(size)*8/elapsed.Seconds()/1e9)
 	printStats(w, "receiver", rx)
 	printStats(w, "sender", tx)
-	if ctx.Err() != nil && got < count {
+	if interrupted() != nil && got < count {
 		return errors.New("interrupted")
 	}
-	if got != count || bad.Load() != 0 {
-		return fmt.Errorf("%d of %d frames arrived, %d of them wrong", got, count, bad.Load())
-	}
-	return nil
+	return verdict(got, count, bad.Load(), watch)
 }
 
+// verdict is the run's error when not every frame arrived intact: how many
+// of them arrived, and, when the receiver gave up, after how long.
+func verdict(got, count, bad uint64, watch *idleWatch) error {
+	if got == count && bad == 0 {
+		return nil
+	}
+	var why string
+	if watch.gaveUp() {
+		why = fmt.Sprintf(" (none for %v after the sender finished)", watch.idle)
+	}
+	return fmt.Errorf("%d of %d frames arrived%s, %d of them wrong", got, count, why, bad)
+}
+
+// idleWatch tells the receiver when to stop waiting for frames that will
+// not come: once the sender has finished and nothing has arrived for idle
+// since the later of the last frame and the sender's end. The receiver
+// calls arrived and expired; the sender's goroutine calls senderDone.
+type idleWatch struct {
+	idle   time.Duration
+	last   time.Time    // the last frame's arrival, or the start; receiver only
+	doneAt atomic.Int64 // the sender's end in Unix nanoseconds; 0 while it sends
+	given  atomic.Bool  // expired returned true
+}
+
+func newIdleWatch(idle time.Duration, start time.Time) *idleWatch {
+	return &idleWatch{idle: idle, last: start}
+}
+
+// arrived records that frames arrived at now.
+func (w *idleWatch) arrived(now time.Time) { w.last = now }
+
+// senderDone records that the sender finished at now.
+func (w *idleWatch) senderDone(now time.Time) { w.doneAt.Store(now.UnixNano()) }
+
+// expired reports whether the receiver should give up at now.
+func (w *idleWatch) expired(now time.Time) bool {
+	d := w.doneAt.Load()
+	if d == 0 {
+		return false
+	}
+	since := w.last
+	if done := time.Unix(0, d); done.After(since) {
+		since = done
+	}
+	if now.Sub(since) < w.idle {
+		return false
+	}
+	w.given.Store(true)
+	return true
+}
+
+// gaveUp reports whether expired has said to give up.
+func (w *idleWatch) gaveUp() bool { return w.given.Load() }
+
 // receive takes frames until count have arrived, checking that each is the
-// next in sequence and intact.
-func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *atomic.Uint64) error {
+// next in sequence and intact, or until watch says to stop waiting.
+func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *atomic.Uint64, watch *idleWatch) error {
 	descs := make([]xsk.Desc, 64)
 	next := uint64(0)
 	for next < count && ctx.Err() == nil {
@@ -140,11 +203,15 @@ func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *at
 			return err
 		}
 		if n == 0 {
+			if watch.expired(time.Now()) {
+				return nil
+			}
 			if _, err := s.Wait(xsk.Readable, 100*time.Millisecond); err != nil {
 				return err
 			}
 			continue
 		}
+		watch.arrived(time.Now())
 		for _, d := range descs[:n] {
 			p, err := packet.Parse(s.Frame(d))
 			seq, ok := uint64(0), false
@@ -165,16 +232,27 @@ func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *at
 }
 
 // send transmits count frames, staying at most a ring's worth ahead of the
-// receiver so that none is dropped.
-func send(ctx context.Context, s *xsk.Socket, hdr *packet.UDP, payloadLen int, count uint64, received, sent *atomic.Uint64) error {
+// receiver so that none is dropped. It stops early, without error, when
+// the receiver has taken nothing for idle while the window is full: frames
+// were lost, and waiting longer would wait forever.
+func send(ctx context.Context, s *xsk.Socket, hdr *packet.UDP, payloadLen int, count uint64, received, sent *atomic.Uint64, idle time.Duration) error {
 	const window = 1536
 	descs := make([]xsk.Desc, 64)
 	seq := uint64(0)
+	var stalled time.Time // when the window filled up; zero while it has room
 	for seq < count && ctx.Err() == nil {
 		if seq-received.Load() >= window {
+			now := time.Now()
+			switch {
+			case stalled.IsZero():
+				stalled = now
+			case now.Sub(stalled) >= idle:
+				return nil
+			}
 			time.Sleep(10 * time.Microsecond)
 			continue
 		}
+		stalled = time.Time{}
 		n, err := s.Alloc(descs[:min(uint64(len(descs)), count-seq)])
 		if err != nil {
 			return err

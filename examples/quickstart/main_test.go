@@ -7,12 +7,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/vishvananda/netlink"
+
+	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 func TestRun(t *testing.T) {
@@ -74,4 +79,93 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("link %s left behind", host)
 	}
 	_ = os.Remove(bin)
+}
+
+// The receiver waits while the sender sends, however long; once the sender
+// has finished, it gives up when nothing has arrived for the idle time
+// since the later of the last frame and the sender's end.
+func TestIdleWatchGivesUpAfterSenderFinishes(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const idle = 2 * time.Second
+	for _, tc := range []struct {
+		name    string
+		last    time.Duration // last frame, after t0
+		done    time.Duration // sender's end, after t0; < 0: still sending
+		at      time.Duration // when asked, after t0
+		expired bool
+	}{
+		{"sender still sending", 0, -1, time.Hour, false},
+		{"just finished", 0, time.Second, 2 * time.Second, false},
+		{"idle since the sender's end", 0, time.Second, 3 * time.Second, true},
+		{"a frame after the end", 4 * time.Second, time.Second, 5 * time.Second, false},
+		{"idle since the last frame", 4 * time.Second, time.Second, 6 * time.Second, true},
+	} {
+		w := newIdleWatch(idle, t0)
+		w.arrived(t0.Add(tc.last))
+		if tc.done >= 0 {
+			w.senderDone(t0.Add(tc.done))
+		}
+		if got := w.expired(t0.Add(tc.at)); got != tc.expired || w.gaveUp() != tc.expired {
+			t.Errorf("%s: expired %v, gaveUp %v; want %v", tc.name, got, w.gaveUp(), tc.expired)
+		}
+	}
+	w := newIdleWatch(idle, t0)
+	w.senderDone(t0)
+	w.expired(t0.Add(idle))
+	err := verdict(5, 10, 0, w)
+	if want := "5 of 10 frames arrived (none for 2s after the sender finished), 0 of them wrong"; err == nil || err.Error() != want {
+		t.Errorf("verdict: %v, want %q", err, want)
+	}
+	if err := verdict(10, 10, 0, w); err != nil {
+		t.Errorf("verdict with every frame: %v", err)
+	}
+}
+
+// TestReceiveGivesUpOnMissingFrames sends fewer frames than the receiver
+// waits for, as if some were lost: the receiver must return once the
+// sender has finished and the idle time has passed, having counted what
+// came.
+func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	rx, err := xsk.Open(v.Host.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	var tx *xsk.Socket
+	if err := v.Peer.Do(func() error {
+		tx, err = xsk.Open(v.Peer.Name, 0, &xsk.Options{NoXDP: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	hdr := packet.UDP{SrcMAC: v.Peer.MAC, DstMAC: v.Host.MAC, SrcIP: v.Peer.IP(), DstIP: v.Host.IP(),
+		SrcPort: 40000, DstPort: port}
+
+	const idle = 300 * time.Millisecond
+	watch := newIdleWatch(idle, time.Now())
+	var received, bad, sent atomic.Uint64
+	done := make(chan error, 1)
+	go func() { done <- receive(context.Background(), rx, 10, &received, &bad, watch) }()
+	if err := send(context.Background(), tx, &hdr, 64-packet.HeadersLen, 5, &received, &sent, idle); err != nil {
+		t.Fatal(err)
+	}
+	watch.senderDone(time.Now())
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receive still waiting 10s after the sender finished")
+	}
+	if received.Load() != 5 || bad.Load() != 0 || !watch.gaveUp() {
+		t.Errorf("received %d, bad %d, gave up %v; want 5, 0, true", received.Load(), bad.Load(), watch.gaveUp())
+	}
+	want := "5 of 10 frames arrived (none for 300ms after the sender finished), 0 of them wrong"
+	if err := verdict(received.Load(), 10, bad.Load(), watch); err == nil || err.Error() != want {
+		t.Errorf("verdict: %v, want %q", err, want)
+	}
 }
