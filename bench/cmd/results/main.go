@@ -229,6 +229,10 @@ func render(d *data) ([]byte, error) {
 // XDP_DROP, and keeps the top symbols of each CPU.
 func profile(tmp string, d *data) error {
 	if _, err := exec.LookPath("perf"); err != nil {
+		// A fresh machine has no package lists yet.
+		if _, err := sh("apt-get", "update"); err != nil {
+			return fmt.Errorf("install linux-perf: %w", err)
+		}
 		if _, err := sh("apt-get", "install", "-y", "linux-perf"); err != nil {
 			return fmt.Errorf("install linux-perf: %w", err)
 		}
