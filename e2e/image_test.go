@@ -317,12 +317,14 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dropped := st.RxDropped + st.RxRingFull; c.got+c.missing != sent || c.missing != dropped {
-		t.Fatalf("receiver got %d frames and missed %d, want %d in all; its socket dropped %d (rx_dropped %d, rx_ring_full %d)",
-			c.got, c.missing, sent, dropped, st.RxDropped, st.RxRingFull)
+	// Drops at the end of the stream leave no gap behind them, so they
+	// show in the socket's counters but not in missing.
+	if dropped := st.RxDropped + st.RxRingFull; c.got+dropped != sent || c.missing > dropped {
+		t.Fatalf("receiver got %d frames and saw %d missing; its socket dropped %d (rx_dropped %d, rx_ring_full %d); want received and dropped to add up to the %d sent",
+			c.got, c.missing, dropped, st.RxDropped, st.RxRingFull, sent)
 	}
-	if c.missing > 0 {
-		t.Logf("the receiver fell behind: %d of %d frames dropped by its socket, and counted", c.missing, sent)
+	if c.got < sent {
+		t.Logf("the receiver fell behind: %d of %d frames dropped by its socket, and counted", sent-c.got, sent)
 	}
 	for _, want := range []string{
 		"socket registered by " + autoRegistration(t).String(),
