@@ -121,10 +121,13 @@ type Options struct {
 	// TxOnly is for a socket that only transmits: Open registers it in no
 	// XSKMAP, so the queue's frames keep going to the kernel's stack (ARP,
 	// SSH and the rest) instead of to a socket that never reads them. In
-	// zero-copy mode Open still attaches its program, with the socket
-	// nowhere in the map, which passes every frame on: drivers such as
-	// i40e, ice and mlx5 transmit from a zero-copy socket only while an
-	// XDP program is attached. In copy mode it loads no program.
+	// zero-copy mode Open makes sure an XDP program is attached, since
+	// drivers such as i40e, ice and mlx5 transmit from a zero-copy socket
+	// only while one is: any program already on the interface will do;
+	// otherwise Open attaches its own, with the socket nowhere in its map,
+	// which passes every frame on. In copy mode it loads no program. The
+	// options that shape a program (Filter, XDPMode) are not checked
+	// against one already there.
 	TxOnly bool
 
 	// ShareUMEM makes the new socket use the UMEM of this open socket

@@ -155,8 +155,18 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 	case o.NoXDP, o.TxOnly && !s.zc:
 		s.external = true
 	case o.TxOnly:
-		// Zero-copy transmit needs a program on the interface; the
-		// socket stays out of its map.
+		// Zero-copy transmit needs a program on the interface, any
+		// program: one already there (this process's, with whatever
+		// filter, or someone else's) will do. The socket stays out of
+		// every map.
+		info, err := bpf.QueryXDP(s.ifindex)
+		if err != nil {
+			return nil, err
+		}
+		if info.Driver.Attached() || info.Generic.Attached() {
+			s.external = true
+			break
+		}
 		s.prog, err = acquireProgram(s.ifindex, queue, &o)
 		if err != nil {
 			return nil, err
@@ -252,7 +262,7 @@ func (s *Socket) bind(o *Options) error {
 // the interface cannot take the socket (another Filter or XDPMode, a queue
 // beyond its XSKMAP), so that Open fails before the kernel has the socket.
 func (s *Socket) checkXDP(o *Options) error {
-	if o.NoXDP || o.XSKMap != nil || o.TxOnly && o.Bind == BindCopy {
+	if o.NoXDP || o.XSKMap != nil || o.TxOnly {
 		return nil
 	}
 	return checkProgram(s.ifindex, s.queue, o)

@@ -337,4 +337,12 @@ func TestTxOnly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "TxOnly") {
 		t.Errorf("Open with TxOnly and NoXDP: %v, want an error naming TxOnly", err)
 	}
+
+	// Beside a receiving socket whose program has a filter, a TxOnly
+	// socket on another queue opens: it uses no program's filter.
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	openOn(t, v2.Host, 0, &xsk.Options{Filter: udpFilter})
+	if tx := openOn(t, v2.Host, 1, &xsk.Options{TxOnly: true}); tx.Program() != nil {
+		t.Errorf("TxOnly socket beside a receiver in copy mode holds a program")
+	}
 }
