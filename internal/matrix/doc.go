@@ -12,8 +12,8 @@
 // kernel), round-trip percentiles, and where drops happened. Each cell is
 // compared with the cell of the same path, mode and size on a baseline
 // topology (default veth): the penalty is what the topology costs that
-// path. An rx cell whose receiver was never saturated is marked
-// sender-bound and not compared.
+// path. An rx cell whose receiver was never saturated is marked as limited
+// on the sending side, and left out of the comparisons across paths.
 //
 // All namespaces are anonymous, so the kernel removes them, with the links
 // and XDP programs in them, when the process ends, even when it is killed;

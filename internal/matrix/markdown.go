@@ -35,8 +35,9 @@ func (r *Result) WriteMarkdown(w io.Writer, chart string) error {
 	for _, size := range r.Config.Sizes {
 		p("## Summary, %d-byte frames\n\n", size)
 		p("rx and tx in packets per second received, rr as the p99 round trip at %d requests/s; in brackets the change\n", r.Config.Rate)
-		p("against the same path on %s. ≥ marks a sender-bound rx cell: B took all it was offered, so the rate is\n", base)
-		p("a lower bound of what it can take, and it is not compared.\n\n")
+		p("against the same path on %s. * marks an rx cell whose limit was on the sending side: B took all it was\n", base)
+		p("offered. On veth and ptp that side also does the kernel's receive or forwarding work for the topology,\n")
+		p("so the rate is still what the topology let through, and it is compared like the rest.\n\n")
 		r.writeSummarySize(w, size)
 		p("\n")
 	}
@@ -101,10 +102,13 @@ The method (the same on every run; what this run did is under "This run"):
   page again as it is, and the host then drops most generated frames as addressed to someone else
   (the "otherhost" counter of "ip -s -s link"). The generator column of every cell says which
   generator fed it.
-- **Sender-bound cells.** An rx cell most of whose runs lost not a single frame, taking in all that
-  was offered, never saturated its receiver: the generator, or the kernel's work on the generator's
-  CPU, set the rate. Such a cell shows ≥ before its rate, a lower bound of what B can
-  take; its CPU per packet is that of a receiver not kept busy. It gets no penalty and no finding.
+- **Cells limited on the sending side.** An rx cell none of whose runs lost a single frame, taking in
+  all that was offered, never saturated its receiver: the generator, or the kernel's work on the
+  generator's CPU, set the rate. On veth (pktgen redirects into the veth, and B's receive runs in its
+  softirq) and on ptp (the sender's CPU also forwards on the host) that work is the topology's, so
+  the rate is what the topology let through and the cell is compared like the rest; it shows * after
+  its rate, its CPU per packet is that of a receiver not kept busy, and it is left out of the
+  comparisons across paths, which are about receivers.
 - **XDP on veth receivers.** Frames sent with XDP into a veth are taken in only when the receiving end
   has an XDP program (it turns on the veth's NAPI path); without one they vanish without a counter.
   So rx attaches a pass-through XDP program (XDP_PASS) to the receiving veth end (B for veth; the host
@@ -276,17 +280,13 @@ func (r *Result) runFacts() []string {
 	var bound []string
 	for _, c := range r.Cells {
 		if c.Status == StatusOK && c.SenderBound {
-			b := fmt.Sprintf("%s/%s/%s/%d", c.Topology, c.Path, c.Mode, c.Size)
-			if c.SenderBoundRuns < len(c.Runs) {
-				b += fmt.Sprintf(" (%d of %d runs)", c.SenderBoundRuns, len(c.Runs))
-			}
-			bound = append(bound, b)
+			bound = append(bound, fmt.Sprintf("%s/%s/%s/%d", c.Topology, c.Path, c.Mode, c.Size))
 		}
 	}
 	if len(bound) > 0 {
-		out = append(out, "**Sender-bound** rx cells (receiver not saturated; rate a lower bound, not compared): "+strings.Join(bound, ", ")+".")
+		out = append(out, "**Limited on the sending side** (rx cells whose receiver took all it was offered, marked *): "+strings.Join(bound, ", ")+".")
 	} else if slices.Contains(r.Config.Modes, "rx") {
-		out = append(out, "**Sender-bound** rx cells: none; every rx cell's receiver lost frames, so it was the bottleneck.")
+		out = append(out, "**Limited on the sending side**: no rx cell; every one's receiver lost frames, so it was the bottleneck.")
 	}
 	if len(r.TeardownErrors) > 0 {
 		out = append(out, "**Teardown failed**, something may have been left behind: "+strings.Join(r.TeardownErrors, "; ")+".")
@@ -322,8 +322,8 @@ func (r *Result) writeSummarySize(w io.Writer, size int) {
 }
 
 // findings are sentences drawn from the numbers: for each mode, how the
-// topologies compare on each path at the first size. Sender-bound cells
-// show as lower bounds and take part in no comparison.
+// topologies compare on each path at the first size. Cells limited on the
+// sending side are marked * and left out of the comparisons across paths.
 func (r *Result) findings() []string {
 	var out []string
 	size := r.Config.Sizes[0]
@@ -339,7 +339,7 @@ func (r *Result) findings() []string {
 				case m == "rr":
 					parts = append(parts, fmt.Sprintf("%s %.0f/%.0f µs", t.Name, c.P50, c.P99))
 				case c.SenderBound:
-					parts = append(parts, fmt.Sprintf("%s ≥%s (sender-bound)", t.Name, fmtRate(c.PPS)))
+					parts = append(parts, fmt.Sprintf("%s %s*", t.Name, fmtRate(c.PPS)))
 				default:
 					parts = append(parts, fmt.Sprintf("%s %s", t.Name, fmtRate(c.PPS)))
 				}
@@ -372,7 +372,7 @@ func (r *Result) findings() []string {
 		if len(parts) > 0 {
 			s := fmt.Sprintf("Across paths (a comparison of paths, not a topology's penalty): AF_XDP's rate over kernel UDP's, %s, %d B: %s", m, size, strings.Join(parts, ", "))
 			if len(skipped) > 0 {
-				s += "; not compared, sender-bound: " + strings.Join(skipped, ", ")
+				s += "; not compared, limited on the sending side: " + strings.Join(skipped, ", ")
 			}
 			out = append(out, s+".")
 		}

@@ -64,8 +64,7 @@ func (c *Cell) value() string {
 		return fmt.Sprintf("%.0f/%.0f/%.0fµs", c.P50, c.P99, c.P999)
 	}
 	if c.SenderBound {
-		// What the generator offered: B could take at least that.
-		return "≥" + fmtRate(c.PPS) + "pps"
+		return fmtRate(c.PPS) + "pps*"
 	}
 	return fmtRate(c.PPS) + "pps"
 }
@@ -74,12 +73,6 @@ func (c *Cell) value() string {
 func (c *Cell) penaltyText() string {
 	if c.Status != StatusOK {
 		return ""
-	}
-	if c.SenderBound {
-		if n := len(c.Runs); c.SenderBoundRuns < n {
-			return fmt.Sprintf("sender-bound (%d of %d runs): not compared", c.SenderBoundRuns, n)
-		}
-		return "sender-bound: not compared"
 	}
 	if c.Penalty == nil {
 		if c.NoPenalty != "" {
@@ -222,7 +215,7 @@ func (r *Result) writeSummary(w io.Writer, md bool) error {
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against the same path on %s; ≥: sender-bound, B took all it was offered:\n", size, baselineTopology(r.Config.Baseline))
+	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against the same path on %s; *: limit on the sending side, B took all it was offered:\n", size, baselineTopology(r.Config.Baseline))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, row := range rows {
@@ -258,10 +251,10 @@ func summaryCell(c *Cell) string {
 		}
 		return s
 	}
-	if c.SenderBound {
-		return "≥" + fmtRate(c.PPS) + " (sender-bound)"
-	}
 	s := fmtRate(c.PPS)
+	if c.SenderBound {
+		s += "*"
+	}
 	if c.Penalty != nil {
 		s += " (" + fmtPct(c.Penalty.PPSPct) + ")"
 	}

@@ -62,10 +62,13 @@ type Cell struct {
 	// Drops sums the drop counters over the runs.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 
-	// SenderBound is set on an rx cell whose receiver was not saturated:
-	// most of its runs lost nothing and took in what was offered. Its rate is what the generator could
-	// offer, a lower bound of what B can take; its CPU per packet is that
-	// of an idle receiver. It gets no penalty and no finding.
+	// SenderBound is set on an rx cell whose limit was on the sending
+	// side: every run lost nothing and took in what was offered. On veth
+	// (pktgen) and ptp that side also does the kernel's receive or
+	// forwarding work for the topology, so the rate is still what the
+	// topology let through, and the cell is compared like any other; only
+	// the comparisons across paths, which are about receivers, leave it
+	// out. Its CPU per packet is that of a receiver not kept busy.
 	SenderBound bool `json:"sender_bound,omitempty"`
 	// SenderBoundRuns is how many of its runs were sender-bound.
 	SenderBoundRuns int `json:"sender_bound_runs,omitempty"`
@@ -405,7 +408,8 @@ func baselineTopology(b string) string {
 
 // senderBound reports whether run s of an rx cell left its receiver idle
 // part of the time: it lost nothing and took in what was offered. A run
-// that lost even a few frames found its receiver behind at times.
+// that lost even a few frames found its receiver behind at times; a cell
+// is sender-bound only if all its runs are.
 func senderBound(s Sample) bool {
 	return s.Sent > 0 && s.Lost == 0 && s.PPS >= 0.97*s.OfferedPPS
 }
@@ -434,7 +438,7 @@ func summarize(res *Result, c Config) {
 					n++
 				}
 			}
-			cell.SenderBound, cell.SenderBoundRuns = 2*n > len(cell.Runs), n
+			cell.SenderBound, cell.SenderBoundRuns = n == len(cell.Runs), n
 		}
 		col := func(f func(Sample) float64) []float64 {
 			v := make([]float64, len(cell.Runs))
@@ -481,10 +485,6 @@ func summarize(res *Result, c Config) {
 			continue
 		}
 		against := bt + "/" + cell.Path
-		if cell.SenderBound {
-			cell.NoPenalty = "sender-bound: the rate is a lower bound, the CPU per packet that of a receiver not kept busy"
-			continue
-		}
 		base := res.Cell(bt, cell.Path, cell.Mode, cell.Size)
 		switch {
 		case bt == "":
@@ -492,9 +492,6 @@ func summarize(res *Result, c Config) {
 			continue
 		case base == nil || base.Status != StatusOK:
 			cell.NoPenalty = against + " not measured"
-			continue
-		case base.SenderBound:
-			cell.NoPenalty = against + " is sender-bound"
 			continue
 		}
 		p := &Penalty{Against: against}

@@ -34,7 +34,7 @@ func (r *Result) WriteSVG(w io.Writer) error {
 	p(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	p(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 	p(`<text x="%d" y="24" font-size="17" font-weight="bold">What the topology costs a container: %d-byte frames</text>`+"\n", left, size)
-	p(`<text x="%d" y="44" fill="#555">Linux %s, %d CPUs; median of %d runs of %s, whiskers from slowest to fastest run; pale: sender-bound</text>`+"\n",
+	p(`<text x="%d" y="44" fill="#555">Linux %s, %d CPUs; median of %d runs of %s, whiskers from slowest to fastest run; pale: limited on the sending side</text>`+"\n",
 		left, esc(r.Kernel), r.CPUs, r.Config.Runs, esc(r.Config.Duration))
 	// Legend.
 	for i, pa := range r.Config.Paths {
@@ -89,8 +89,8 @@ func (r *Result) WriteSVG(w io.Writer) error {
 				label := fmtRate(c.PPS)
 				opacity := 1.0
 				if c.SenderBound {
-					// Pale: a lower bound, B was not the limit.
-					label, opacity = "≥"+label+" sender-bound", 0.35
+					// Pale: B was not the limit.
+					label, opacity = label+"*", 0.35
 				}
 				if m == "rr" {
 					v, lo, hi = c.P99, c.P99Min, c.P99Max
