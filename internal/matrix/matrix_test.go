@@ -311,8 +311,11 @@ func children() []string {
 	return out
 }
 
-// nsUsers lists processes that are in, or hold a descriptor of, one of the
-// network namespaces.
+// nsUsers lists this process's threads that are in, and descriptors that
+// hold, one of the network namespaces. Only this process: a namespace's
+// inode number is reused once it is freed, so another test binary running
+// beside this one may be in a new namespace with the same number (its
+// children are checked by children).
 func nsUsers(inodes []uint64) []string {
 	if len(inodes) == 0 {
 		return nil
@@ -322,8 +325,8 @@ func nsUsers(inodes []uint64) []string {
 		want["net:["+strconv.FormatUint(ino, 10)+"]"] = true
 	}
 	var out []string
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	paths, _ := filepath.Glob("/proc/self/task/[0-9]*/ns/net")
+	fds, _ := filepath.Glob("/proc/self/fd/*")
 	for _, p := range append(paths, fds...) {
 		if l, err := os.Readlink(p); err == nil && want[l] {
 			out = append(out, p+" -> "+l)
