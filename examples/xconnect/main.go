@@ -28,7 +28,6 @@ import (
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
-	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/ring"
 	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
@@ -105,32 +104,11 @@ func (c *config) validate() error {
 		return fmt.Errorf("size %d: must be between %d and %d (the veth pairs' MTU %d plus the Ethernet header)",
 			c.frameLen, packet.MinFrame, app.TopologyMTU+packet.EthLen, app.TopologyMTU)
 	}
-	return c.checkCPUs()
-}
-
-// checkCPUs checks that -cpu and, with a generator, -gen-cpu are CPUs this
-// process may run on.
-func (c *config) checkCPUs() error {
 	gen := c.genCPU
 	if c.a != "" {
 		gen = -1 // no generator
 	}
-	if c.cpu < 0 && gen < 0 {
-		return nil
-	}
-	cpus, err := sys.AllowedCPUs()
-	if err != nil {
-		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", c.cpu, gen, err)
-	}
-	for _, p := range [...]struct {
-		flag string
-		cpu  int
-	}{{"cpu", c.cpu}, {"gen-cpu", gen}} {
-		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
-			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
-		}
-	}
-	return nil
+	return app.CheckCPUs(c.cpu, gen)
 }
 
 // run forwards until ctx ends. It builds its own topology when c names no

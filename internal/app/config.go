@@ -232,26 +232,32 @@ func (c *Config) Validate() error {
 	return c.checkCPUs()
 }
 
-// checkCPUs checks that the CPUs to pin to are ones this process may run
-// on (its affinity, which taskset or a container's cpuset narrow), so that
-// a bad -cpu fails before anything is built rather than when the run loop
-// starts.
+// checkCPUs checks the run's -cpu and, with a generator, -gen-cpu (see
+// [CheckCPUs]).
 func (c *Config) checkCPUs() error {
 	gen := c.GenCPU
 	if c.Interface != "" {
 		gen = -1 // no generator
 	}
-	if c.CPU < 0 && gen < 0 {
+	return CheckCPUs(c.CPU, gen)
+}
+
+// CheckCPUs checks that the CPUs given by -cpu and -gen-cpu (-1: none) are
+// ones this process may run on (its affinity, which taskset or a
+// container's cpuset narrow), so that a bad one fails before anything is
+// built rather than when the run loop starts. Errors name the flag.
+func CheckCPUs(cpu, genCPU int) error {
+	if cpu < 0 && genCPU < 0 {
 		return nil
 	}
 	cpus, err := sys.AllowedCPUs()
 	if err != nil {
-		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", c.CPU, gen, err)
+		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", cpu, genCPU, err)
 	}
 	for _, p := range [...]struct {
 		flag string
 		cpu  int
-	}{{"cpu", c.CPU}, {"gen-cpu", gen}} {
+	}{{"cpu", cpu}, {"gen-cpu", genCPU}} {
 		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
 			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
 		}
