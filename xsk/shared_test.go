@@ -161,17 +161,7 @@ func TestSharedUMEMCloseOrder(t *testing.T) {
 	v2 := testenv.NewVeth(t, nil)
 	p := newPacketSocket(t, v2.Peer)
 	before := testenv.Snapshot(t)
-	a, err := xsk.Open(v1.Host.Name, 0, &sharedOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bo := sharedOpts
-	bo.NumFrames, bo.ShareUMEM = 0, a
-	b, err := xsk.Open(v2.Host.Name, 0, &bo)
-	if err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
+	a, b := openSharedPair(t, v1.Host, v2.Host, 0)
 	area := addrOf(a.UMEM().Area())
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -413,19 +403,7 @@ func TestShareUMEMOfASharingSocket(t *testing.T) {
 	v3 := testenv.NewVeth(t, nil)
 	p := newPacketSocket(t, v3.Peer)
 	before := testenv.Snapshot(t)
-	o := sharedOpts
-	o.NumFrames = 8192 // 4096 receive frames, for fill rings of 1024
-	a, err := xsk.Open(v1.Host.Name, 0, &o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bo := sharedOpts
-	bo.NumFrames, bo.ShareUMEM = 0, a
-	b, err := xsk.Open(v2.Host.Name, 0, &bo)
-	if err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
+	a, b := openSharedPair(t, v1.Host, v2.Host, 8192) // 4096 receive frames, for fill rings of 1024
 	area := addrOf(a.UMEM().Area())
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -478,4 +456,27 @@ func TestShareUMEMOfASharingSocket(t *testing.T) {
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
+}
+
+// openSharedPair opens a on h1 (with numFrames frames; 0: sharedOpts')
+// and b on h2 sharing a's UMEM. There is no cleanup: the caller closes
+// them in the order it wants to check.
+func openSharedPair(t *testing.T, h1, h2 netenv.Endpoint, numFrames int) (a, b *xsk.Socket) {
+	t.Helper()
+	o := sharedOpts
+	if numFrames > 0 {
+		o.NumFrames = numFrames
+	}
+	a, err := xsk.Open(h1.Name, 0, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := sharedOpts
+	bo.NumFrames, bo.ShareUMEM = 0, a
+	b, err = xsk.Open(h2.Name, 0, &bo)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	return a, b
 }
