@@ -123,9 +123,11 @@ type Options struct {
 	// SSH and the rest) instead of to a socket that never reads them. In
 	// zero-copy mode Open makes sure an XDP program is attached, since
 	// drivers such as i40e, ice and mlx5 transmit from a zero-copy socket
-	// only while one is: any program already on the interface will do;
-	// otherwise Open attaches its own, with the socket nowhere in its map,
-	// which passes every frame on. In copy mode it loads no program. The
+	// only while one is: any program already on the interface will do
+	// (this process's own is then held, as a receiving socket holds it,
+	// so that it stays attached while the socket is open); otherwise Open
+	// attaches its own, with the socket nowhere in its map, which passes
+	// every frame on. In copy mode it loads no program. The
 	// options that shape a program (Filter, XDPMode) are not checked
 	// against one already there.
 	TxOnly bool

@@ -91,6 +91,33 @@ func acquireProgram(ifindex, queue int, o *Options) (*sharedProg, error) {
 	return sp, nil
 }
 
+// txOnlyProgram makes sure an XDP program is attached to ifindex for a
+// TxOnly socket in zero-copy mode: one already there (this process's, with
+// whatever filter, or someone else's) will do. The process's program is
+// held, like a receiving socket holds it, so that it stays attached while
+// the socket is open; it returns nil when the program is someone else's.
+func txOnlyProgram(ifindex, queue int, o *Options) (*sharedProg, error) {
+	ns, err := currentNetns()
+	if err != nil {
+		return nil, err
+	}
+	programs.Lock()
+	if sp := programs.m[progKey{ns, ifindex}]; sp != nil {
+		sp.refs++
+		programs.Unlock()
+		return sp, nil
+	}
+	programs.Unlock()
+	info, err := bpf.QueryXDP(ifindex)
+	if err != nil {
+		return nil, err
+	}
+	if info.Driver.Attached() || info.Generic.Attached() {
+		return nil, nil
+	}
+	return acquireProgram(ifindex, queue, o)
+}
+
 // checkProgram fails as acquireProgram would when the process's program on
 // ifindex cannot serve a socket on queue with o. Open asks before it makes
 // the socket; acquireProgram asks again, since a program may come or go in

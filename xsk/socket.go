@@ -156,20 +156,13 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		s.external = true
 	case o.TxOnly:
 		// Zero-copy transmit needs a program on the interface, any
-		// program: one already there (this process's, with whatever
-		// filter, or someone else's) will do. The socket stays out of
-		// every map.
-		info, err := bpf.QueryXDP(s.ifindex)
-		if err != nil {
+		// program. The socket stays out of every map.
+		if s.prog, err = txOnlyProgram(s.ifindex, queue, &o); err != nil {
 			return nil, err
 		}
-		if info.Driver.Attached() || info.Generic.Attached() {
+		if s.prog == nil {
 			s.external = true
 			break
-		}
-		s.prog, err = acquireProgram(s.ifindex, queue, &o)
-		if err != nil {
-			return nil, err
 		}
 		s.xdpMode = s.prog.att.Mode()
 	case o.XSKMap != nil:
