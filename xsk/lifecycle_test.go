@@ -318,6 +318,7 @@ func TestBadInput(t *testing.T) {
 		{"bind mode", v.Host.Name, 0, xsk.Options{Bind: 7}, []string{"Bind 7: unknown bind mode"}, nil},
 		{"xdp mode", v.Host.Name, 0, xsk.Options{XDPMode: 9}, []string{"XDPMode 9"}, nil},
 		{"filter", v.Host.Name, 0, xsk.Options{Filter: bpf.Filter{DstPort: 53}}, []string{"Filter.DstPort 53: needs IPProto"}, nil},
+		{"share a socket Open did not make", v.Host.Name, 0, xsk.Options{ShareUMEM: &xsk.Socket{}, NoNeedWakeup: true, FillRingSize: 1024, CompletionRingSize: 1024}, []string{"ShareUMEM: not a socket that Open returned"}, unix.EINVAL},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -480,3 +480,56 @@ func openSharedPair(t *testing.T, h1, h2 netenv.Endpoint, numFrames int) (a, b *
 	}
 	return a, b
 }
+
+// TestShareUMEMWhileItCloses opens a socket sharing the UMEM of one that
+// another goroutine closes at the same moment, which the concurrency rules
+// allow (Close from any goroutine): Open either shares the UMEM or fails
+// with net.ErrClosed, never binds through the closed socket's descriptor
+// (a data race the race detector sees), and leaves nothing behind.
+func TestShareUMEMWhileItCloses(t *testing.T) {
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	before := testenv.Snapshot(t)
+	shared, refused := 0, 0
+	for range 30 {
+		var a *xsk.Socket
+		if err := v1.Host.Do(func() (err error) {
+			a, err = xsk.Open(v1.Host.Name, 0, &sharedOpts)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		bo := sharedOpts
+		bo.NumFrames, bo.ShareUMEM = 0, a
+		closed := make(chan error, 1)
+		start := make(chan struct{})
+		go func() {
+			<-start
+			closed <- a.Close()
+		}()
+		var b *xsk.Socket
+		err := v2.Host.Do(func() (err error) {
+			close(start)
+			b, err = xsk.Open(v2.Host.Name, 0, &bo)
+			return err
+		})
+		if cerr := <-closed; cerr != nil {
+			t.Fatalf("Close: %v", cerr)
+		}
+		switch {
+		case err == nil:
+			shared++
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+		case errors.Is(err, net.ErrClosed):
+			refused++
+		default:
+			t.Fatalf("Open with ShareUMEM of a socket closing meanwhile: %v, want success or net.ErrClosed", err)
+		}
+	}
+	t.Logf("%d shared, %d refused", shared, refused)
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}

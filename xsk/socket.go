@@ -407,6 +407,13 @@ func bindRetry(what string, bind func() error) error {
 // the one that made it or one that shares it. The fill ring stays empty:
 // Open fills it last.
 func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
+	if sh.umem == nil {
+		return fmt.Errorf("ShareUMEM: not a socket that Open returned: %w", unix.EINVAL)
+	}
+	// Binding uses sh's descriptor: sh's Close, which may run on any
+	// goroutine, waits for this call as it does for Wait.
+	sh.waiters.Add(1)
+	defer sh.waiters.Add(-1)
 	switch {
 	case sh.closed.Load():
 		return fmt.Errorf("ShareUMEM: the socket on %s queue %d is closed: %w", sh.ifname, sh.queue, net.ErrClosed)
