@@ -127,6 +127,10 @@ func TestSocketDirSymlinkedDevice(t *testing.T) {
 	if uid, mode := stat(t, victim); uid != 0 || mode.Perm() != 0o755 {
 		t.Errorf("link target now uid %d mode %v, want uid 0 mode 0755", uid, mode.Perm())
 	}
+	// Refused, the link is left as it was found, not removed.
+	if fi, err := os.Lstat(link); err != nil || fi.Mode().Type() != os.ModeSymlink {
+		t.Errorf("the refused link is gone after the failed NewServer: %v", err)
+	}
 	if _, err := os.Lstat(filepath.Join(victim, SocketName)); err == nil {
 		t.Error("socket made in the link's target")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -85,12 +86,13 @@ type ServerOptions struct {
 
 	// AllowedUIDs are the user IDs that may use the sockets, checked with
 	// SO_PEERCRED when a connection is accepted: another user is answered
-	// /host_nak at once and hung up on. Default (empty): only root.
+	// /host_nak at once and hung up on. Default (empty): only root. Each
+	// must be between 0 and 4294967294.
 	AllowedUIDs []int
 
 	// SocketGID, when not zero, is a group that owns each device's
 	// directory and socket and may connect to them. See NewServer for the
-	// modes that result.
+	// modes that result. At most 4294967294.
 	SocketGID int
 
 	// IdleTimeout closes a connection silent for this long, unless it
@@ -262,13 +264,17 @@ func (o *ServerOptions) withDefaults() (ServerOptions, error) {
 	if len(r.AllowedUIDs) == 0 {
 		r.AllowedUIDs = []int{0}
 	}
+	// IDs are 32 bits, and 4294967295 is (uid_t)-1, no user: a larger
+	// value would be truncated into another user's or group's when the
+	// socket is chowned. Compared as int64 so that this compiles where
+	// int is 32 bits.
 	for i, u := range r.AllowedUIDs {
-		if u < 0 {
-			return r, fmt.Errorf("AllowedUIDs[%d] %d: must not be negative", i, u)
+		if u < 0 || int64(u) >= math.MaxUint32 {
+			return r, fmt.Errorf("AllowedUIDs[%d] %d: must be between 0 and %d", i, u, uint32(math.MaxUint32-1))
 		}
 	}
-	if r.SocketGID < 0 {
-		return r, fmt.Errorf("SocketGID %d: must not be negative", r.SocketGID)
+	if r.SocketGID < 0 || int64(r.SocketGID) >= math.MaxUint32 {
+		return r, fmt.Errorf("SocketGID %d: must be between 0 and %d", r.SocketGID, uint32(math.MaxUint32-1))
 	}
 	if r.IdleTimeout == 0 {
 		r.IdleTimeout = DefaultIdleTimeout
@@ -342,12 +348,15 @@ func (s *Server) setupDevice(d *device, sdfd int) error {
 // the socket with calls that do not follow a symbolic link.
 func (s *Server) listen(d *device, sdfd int) error {
 	mode, sockMode, uid, gid := s.permissions()
-	d.dir = filepath.Join(s.opts.SocketDir, d.Name)
-	dir, err := openDeviceDir(sdfd, d.Name, d.dir)
+	path := filepath.Join(s.opts.SocketDir, d.Name)
+	dir, err := openDeviceDir(sdfd, d.Name, path)
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
+	// Close removes the directory (if empty) only once it is known to be
+	// one: a refused link or file there is left as it was found.
+	d.dir = path
 	d.sockPath = filepath.Join(d.dir, SocketName)
 	// A socket file left by an agent that died is in the way.
 	if err := dir.removeStale(SocketName); err != nil {

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -619,6 +621,32 @@ func TestServerOptionsValidation(t *testing.T) {
 		_, err := NewServer(tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewServer(%+v) = %v, want an error naming %s", tc.opts, err, tc.want)
+		}
+	}
+}
+
+// IDs are 32 bits: an allowed UID or a SocketGID beyond them is refused by
+// name, not truncated into another user's or group's (1<<32 + 4242 would
+// chown the socket to 4242).
+func TestServerOptionsIDsBeyond32Bits(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("int cannot hold an ID beyond 32 bits")
+	}
+	big := int(int64(1)<<32 + 4242)
+	for _, tc := range []struct {
+		opts ServerOptions
+		want string
+	}{
+		{ServerOptions{AllowedUIDs: []int{0, big}}, "AllowedUIDs[1] 4294971538: must be between 0 and 4294967294"},
+		{ServerOptions{AllowedUIDs: []int{math.MaxUint32}}, "AllowedUIDs[0] 4294967295"},
+		{ServerOptions{SocketGID: big}, "SocketGID 4294971538: must be between 0 and 4294967294"},
+		{ServerOptions{SocketGID: math.MaxUint32}, "SocketGID 4294967295"},
+	} {
+		tc.opts.Devices = []Device{{Name: "afxdp-none"}}
+		tc.opts.SocketDir = filepath.Join(t.TempDir(), "sd")
+		_, err := NewServer(&tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewServer(%+v) = %v, want an error containing %q", tc.opts, err, tc.want)
 		}
 	}
 }
