@@ -428,3 +428,20 @@ func layer(t *testing.T, ents ...ent) v1.Layer {
 	}
 	return l
 }
+
+// A failed unpack into a directory whose parents are missing removes the
+// parents it made too, not only the directory.
+func TestUnpackFailureRemovesMadeParents(t *testing.T) {
+	img, err := mutate.AppendLayers(empty.Image, layer(t, ent{name: "../../../../../../../../../tmp/pwned", mode: 0o644, body: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	if b, err := runc.UnpackImage(img, filepath.Join(base, "a", "b", "bundle")); err == nil {
+		b.Close()
+		t.Fatal("UnpackImage of an archive with a path above the rootfs succeeded")
+	}
+	if ents, err := os.ReadDir(base); err != nil || len(ents) != 0 {
+		t.Errorf("after a failed unpack, %s holds %v (%v), want it empty", base, ents, err)
+	}
+}

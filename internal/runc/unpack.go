@@ -53,19 +53,28 @@ func Unpack(layoutDir, tag, dir string) (_ *Bundle, err error) {
 }
 
 // UnpackImage makes a bundle in dir from img; see [Unpack]. If it fails,
-// it removes what it made: dir itself only if it did not exist before.
+// it removes what it made: dir itself, and the parents made for it, only
+// if they did not exist before.
 func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("unpack: read image config: %w", err)
 	}
 	ents, err := os.ReadDir(dir)
-	existed := err == nil
 	if len(ents) > 0 {
 		return nil, fmt.Errorf("unpack into %s: directory not empty", dir)
 	}
+	// top is the topmost of dir and its parents that MkdirAll makes, ""
+	// if dir is there already.
+	top, err := firstMissing(dir)
+	if err != nil {
+		return nil, fmt.Errorf("unpack into %s: %w", dir, err)
+	}
 	rootfs := filepath.Join(dir, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		if top != "" {
+			os.RemoveAll(top)
+		}
 		return nil, fmt.Errorf("unpack: %w", err)
 	}
 	b := &Bundle{Dir: dir, Image: ImageConfig{
@@ -77,11 +86,15 @@ func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 	}}
 	defer func() {
 		// A failure leaves dir as it was found: a directory the caller
-		// made stays, empty.
-		if err != nil && existed {
+		// made stays, empty; one made here goes, with the parents made
+		// for it.
+		switch {
+		case err == nil:
+		case top == "":
 			os.RemoveAll(rootfs)
-		} else if err != nil {
-			b.Close()
+		default:
+			b.closed = true
+			os.RemoveAll(top)
 		}
 	}()
 
@@ -225,6 +238,28 @@ func (b *Bundle) Close() error {
 		return fmt.Errorf("remove bundle: %w", err)
 	}
 	return nil
+}
+
+// firstMissing returns the topmost of p and its parents that does not
+// exist, or "" if p exists.
+func firstMissing(p string) (string, error) {
+	p = filepath.Clean(p)
+	missing := ""
+	for {
+		_, err := os.Lstat(p)
+		if err == nil {
+			return missing, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		missing = p
+		parent := filepath.Dir(p)
+		if parent == p {
+			return missing, nil
+		}
+		p = parent
+	}
 }
 
 // parseUser reads a numeric "UID[:GID]"; a missing GID equals the UID.
