@@ -240,8 +240,18 @@ func CheckStatic(p string) (arch string, err error) {
 	if !ok {
 		return "", fmt.Errorf("check %s: unknown ELF machine %v", p, f.Machine)
 	}
-	if f.Machine == elf.EM_PPC64 && f.Data == elf.ELFDATA2MSB {
+	switch {
+	case f.Machine == elf.EM_PPC64 && f.Data == elf.ELFDATA2MSB:
 		arch = "ppc64"
+	case f.Machine == elf.EM_MIPS:
+		// One machine for four architectures: the class and the byte
+		// order tell them apart.
+		if f.Class == elf.ELFCLASS64 {
+			arch += "64"
+		}
+		if f.Data == elf.ELFDATA2LSB {
+			arch += "le"
+		}
 	}
 	if arch == "arm" && f.Class == elf.ELFCLASS64 || arch == "386" && f.Class == elf.ELFCLASS64 {
 		return "", fmt.Errorf("check %s: ELF machine %v with class %v", p, f.Machine, f.Class)
@@ -250,7 +260,8 @@ func CheckStatic(p string) (arch string, err error) {
 }
 
 // elfArch is the architecture of each ELF machine CheckStatic knows; a
-// big-endian EM_PPC64 is ppc64, not ppc64le.
+// big-endian EM_PPC64 is ppc64, not ppc64le, and EM_MIPS is one of mips,
+// mipsle, mips64 and mips64le by class and byte order.
 var elfArch = map[elf.Machine]string{
 	elf.EM_X86_64:    "amd64",
 	elf.EM_AARCH64:   "arm64",
@@ -260,6 +271,7 @@ var elfArch = map[elf.Machine]string{
 	elf.EM_PPC64:     "ppc64le",
 	elf.EM_S390:      "s390x",
 	elf.EM_LOONGARCH: "loong64",
+	elf.EM_MIPS:      "mips",
 }
 
 // KnownArch reports whether arch is a Go architecture (GOARCH) that Go

@@ -254,6 +254,10 @@ func TestCheckStaticArchitecture(t *testing.T) {
 		{binary.LittleEndian, elf.EM_PPC64, "ppc64le"},
 		{binary.BigEndian, elf.EM_PPC64, "ppc64"},
 		{binary.BigEndian, elf.EM_S390, "s390x"},
+		// KnownArch takes the four MIPS architectures: their binaries
+		// must be recognised too.
+		{binary.BigEndian, elf.EM_MIPS, "mips64"},
+		{binary.LittleEndian, elf.EM_MIPS, "mips64le"},
 	} {
 		p := filepath.Join(dir, tc.want)
 		if err := os.WriteFile(p, fakeELF(tc.order, tc.machine, ""), 0o755); err != nil {
