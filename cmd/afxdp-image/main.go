@@ -27,16 +27,20 @@
 //
 // --oci-layout must name a missing or empty directory, or an OCI image
 // layout already (a directory holding an oci-layout file), to which the
-// image is added; any other directory is refused. --arch, when given, must
+// image is added; any other directory is refused. --oci-layout, --tar and
+// --bundle must name three different paths. --arch, when given, must
 // be a Go architecture (GOARCH) and the one of the binary's ELF header.
 //
-// Every flag is checked before anything is written. The tarball and the
-// bundle are made under temporary names beside their destinations and
-// renamed into place once every output is ready; if a step fails, the run
+// Every flag is checked before anything is written. A new layout is made
+// empty first, and the image added to it after the other outputs are
+// staged; the tarball and the bundle are made under temporary names beside
+// their destinations (which may be inside the layout directory) and
+// renamed into place once every output is ready. If a step fails, the run
 // removes what it made (its temporary files, the directories it created,
-// the layout directory if it created it) and leaves a bundle directory
-// that was there, empty, as it was. Only an image added to an
-// --oci-layout that already existed stays, if a rename after it fails.
+// the layout directory if it created it, or the layout's files if the
+// directory was there, empty) and leaves a bundle directory that was
+// there, empty, as it was. Only an image added to an --oci-layout that
+// already existed stays, if a rename after it fails.
 package main
 
 import (
@@ -149,6 +153,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 			return fmt.Errorf("--arch %q: the binary %s is %s (its ELF header)", *arch, *binary, binArch)
 		}
 	}
+	if err := distinctOutputs([][2]string{{"--oci-layout", *layoutDir}, {"--tar", *tarFile}, {"--bundle", *bundleDir}}); err != nil {
+		return err
+	}
 	if *layoutDir != "" {
 		if err := oci.CheckLayoutDir(*layoutDir); err != nil {
 			return fmt.Errorf("--oci-layout: %w", err)
@@ -199,6 +206,27 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 			err = errors.Join(err, made.run())
 		}
 	}()
+	// A new layout is made first, empty, so that the staging entries of
+	// a --tar or --bundle inside its directory do not make it look like
+	// a directory of other files; the image is added to it last.
+	if *layoutDir != "" {
+		top, err := firstMissing(*layoutDir)
+		if err != nil {
+			return fmt.Errorf("--oci-layout %q: %w", *layoutDir, err)
+		}
+		if top != "" {
+			made.add(func() error { return os.RemoveAll(top) })
+		}
+		created, err := oci.InitLayout(*layoutDir)
+		if err != nil {
+			return fmt.Errorf("--oci-layout: %w", err)
+		}
+		if created && top == "" {
+			// The directory was there, empty: take out what the
+			// layout put in it.
+			made.add(func() error { return removeLayoutFiles(*layoutDir) })
+		}
+	}
 	var tarTmp string
 	if *tarFile != "" {
 		tarTmp, err = unique(filepath.Dir(*tarFile), "."+filepath.Base(*tarFile)+".afxdp-image-", mkfile)
@@ -217,16 +245,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 			return err
 		}
 	}
-	// The layout last but for the renames: an image added to a layout
+	// The image last but for the renames: an image added to a layout
 	// that was there before is not taken out again.
 	if *layoutDir != "" {
-		top, err := firstMissing(*layoutDir)
-		if err != nil {
-			return fmt.Errorf("--oci-layout %q: %w", *layoutDir, err)
-		}
-		if top != "" {
-			made.add(func() error { return os.RemoveAll(top) })
-		}
 		if err := writeLayout(*layoutDir, img, *tag); err != nil {
 			return fmt.Errorf("--oci-layout: %w", err)
 		}

@@ -330,3 +330,84 @@ func TestRunFailureRemovesWhatItMade(t *testing.T) {
 		})
 	}
 }
+
+// An empty --oci-layout directory may also receive the tarball and the
+// bundle: the run's own staging entries in it must not make the layout
+// step refuse the directory as "not empty".
+func TestRunOutputsInsideEmptyLayout(t *testing.T) {
+	bin := hello(t)
+	layout := filepath.Join(t.TempDir(), "out")
+	if err := os.Mkdir(layout, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tarFile := filepath.Join(layout, "img.tar")
+	bundle := filepath.Join(layout, "bundle")
+	var stdout, stderr bytes.Buffer
+	if err := run([]string{"--binary", bin, "--tag", "afxdp/hello:t", "--oci-layout", layout,
+		"--tar", tarFile, "--bundle", bundle}, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if _, err := oci.Image(layout, "afxdp/hello:t"); err != nil {
+		t.Error(err)
+	}
+	if b, err := os.ReadFile(tarFile); err != nil || len(b) < 1024 {
+		t.Errorf("tarball: %d bytes, %v", len(b), err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil {
+		t.Error(err)
+	}
+}
+
+// A failure after the layout is written into an --oci-layout directory
+// that existed, empty, leaves that directory empty again: the layout was
+// this run's own.
+func TestRunFailureEmptiesLayoutDir(t *testing.T) {
+	bin := hello(t)
+	dir := t.TempDir()
+	layout := filepath.Join(dir, "layout")
+	if err := os.Mkdir(layout, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeLayout = func(dir string, img v1.Image, tag string) error {
+		if err := oci.WriteLayout(dir, img, tag); err != nil {
+			return err
+		}
+		return errors.New("layout step made to fail")
+	}
+	t.Cleanup(func() { writeLayout = oci.WriteLayout })
+	before := snapshot(t, dir)
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--binary", bin, "--tag", "afxdp/hello:t", "--oci-layout", layout}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "layout step made to fail") {
+		t.Fatalf("run with a failing layout step: %v", err)
+	}
+	sameTree(t, dir, before, "failed run")
+}
+
+// Two outputs named by one path are refused, naming both flags, before
+// anything is written: a layout and a bundle in one directory would each
+// find the other's files in it.
+func TestRunOutputsOnOnePath(t *testing.T) {
+	bin := hello(t)
+	dir := t.TempDir()
+	same := filepath.Join(dir, "out")
+	if err := os.Mkdir(same, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, dir)
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--oci-layout", same, "--bundle", same + "/"}, "--oci-layout and --bundle: both " + same},
+		{[]string{"--tar", same, "--bundle", same}, "--tar and --bundle: both " + same},
+		{[]string{"--oci-layout", filepath.Join(dir, "x"), "--tar", filepath.Join(dir, "x")}, "--oci-layout and --tar: both " + filepath.Join(dir, "x")},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(append([]string{"--binary", bin, "--tag", "afxdp/hello:t"}, tc.flags...), &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %q: %v, want an error containing %q", tc.flags, err, tc.want)
+		}
+	}
+	sameTree(t, dir, before, "refused runs")
+}

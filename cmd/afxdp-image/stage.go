@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/afxdp/afxdp/internal/oci"
 	"github.com/afxdp/afxdp/internal/runc"
 )
 
@@ -61,6 +62,24 @@ func checkBundleDir(dir string) (exists bool, err error) {
 	return true, nil
 }
 
+// distinctOutputs fails if two of the outputs given (flag, path; an
+// empty path is not given) name the same path.
+func distinctOutputs(outs [][2]string) error {
+	for i, a := range outs {
+		for _, b := range outs[i+1:] {
+			if a[1] == "" || b[1] == "" {
+				continue
+			}
+			pa, erra := filepath.Abs(a[1])
+			pb, errb := filepath.Abs(b[1])
+			if erra == nil && errb == nil && pa == pb {
+				return fmt.Errorf("%s and %s: both %s: give each output its own path", a[0], b[0], pa)
+			}
+		}
+	}
+	return nil
+}
+
 // firstMissing is the topmost of p and its parents that does not exist:
 // what MkdirAll(p) would make, and removing it undoes that. It is "" when p
 // exists.
@@ -82,6 +101,16 @@ func firstMissing(p string) (string, error) {
 		}
 		p = parent
 	}
+}
+
+// removeLayoutFiles removes what an OCI image layout adds to a directory:
+// oci-layout, index.json and blobs/.
+func removeLayoutFiles(dir string) error {
+	var errs []error
+	for _, name := range []string{"blobs", "index.json", oci.LayoutFile} {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, name)))
+	}
+	return errors.Join(errs...)
 }
 
 // mkdirAll is os.MkdirAll that records, in u, the removal of what it made.

@@ -343,6 +343,27 @@ func layoutState(dir string) (isLayout bool, err error) {
 	return false, nil
 }
 
+// InitLayout makes dir a new, empty OCI image layout if it is missing or an
+// empty directory, and reports whether it did; a layout already there is
+// left as it is, and any other directory is refused (see
+// [CheckLayoutDir]). If it fails, it removes the files it wrote (not the
+// directories it made).
+func InitLayout(dir string) (made bool, err error) {
+	isLayout, err := layoutState(dir)
+	if err != nil {
+		return false, fmt.Errorf("init layout %s: %w", dir, err)
+	}
+	if isLayout {
+		return false, nil
+	}
+	if _, err := layout.Write(dir, empty.Index); err != nil {
+		os.Remove(filepath.Join(dir, "index.json"))
+		os.Remove(filepath.Join(dir, LayoutFile))
+		return false, fmt.Errorf("init layout %s: %w", dir, err)
+	}
+	return true, nil
+}
+
 // WriteLayout adds img to the OCI image layout at dir, annotated with tag
 // as its ref name when tag is not empty. dir must be a layout already, or
 // a missing or empty directory, in which WriteLayout makes a new layout;
