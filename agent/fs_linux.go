@@ -62,11 +62,23 @@ func openSocketDir(path string) (fd int, err error) {
 		last := len(rest) == 0
 		next := filepath.Join(cur, name)
 		nfd, err := openDirAt(fd, name)
+		created := false
 		if errors.Is(err, unix.ENOENT) {
-			if err := unix.Mkdirat(fd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-				return -1, fmt.Errorf("create socket directory %s: %w", next, os.NewSyscallError("mkdirat", err))
+			merr := unix.Mkdirat(fd, name, 0o755)
+			if merr != nil && !errors.Is(merr, unix.EEXIST) {
+				return -1, fmt.Errorf("create socket directory %s: %w", next, os.NewSyscallError("mkdirat", merr))
 			}
+			created = merr == nil
 			nfd, err = openDirAt(fd, name)
+		}
+		if err == nil && created {
+			// The umask may have taken bits off the 0755 the
+			// documentation promises, and users other than root
+			// need them to reach their sockets.
+			if err := unix.Fchmod(nfd, 0o755); err != nil {
+				unix.Close(nfd)
+				return -1, fmt.Errorf("create socket directory %s: %w", next, os.NewSyscallError("fchmod", err))
+			}
 		}
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			target, lerr := trustedLink(fd, name, next)
