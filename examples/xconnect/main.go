@@ -147,26 +147,42 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 				err = errors.Join(err, gerr)
 			}
 		}()
-		start := func() error {
-			var err error
-			gen, err = in.StartGenerator(c.genCPU)
-			return err
+		g := &generator{
+			start: func() error {
+				var err error
+				gen, err = in.StartGenerator(c.genCPU)
+				return err
+			},
+			// The generator's running count moves once per call of
+			// 2^20 frames: only once it has stopped is it whole.
+			stop: func() uint64 {
+				gen.Stop() // its error is the deferred Stop's
+				return gen.Sent()
+			},
+			far: func() uint64 {
+				n, _ := far.HostReceived()
+				return n
+			},
 		}
-		return forward(ctx, c, ns, start, func() (uint64, uint64) {
-			n, _ := far.HostReceived()
-			if gen == nil {
-				return 0, n
-			}
-			return gen.Offered(), n
-		}, out)
+		return forward(ctx, c, ns, g, out)
 	}
-	return forward(ctx, c, nil, nil, nil, out)
+	return forward(ctx, c, nil, nil, out)
 }
 
-// forward opens the two sockets (in ns, when given), calls start once they
-// are ready, and forwards until ctx ends. counts, when given, reports what
+// generator is the built-in topology's traffic: start starts the
+// generator, stop stops it and returns how many frames it offered, and
+// far is what the far end has received.
+type generator struct {
+	start func() error
+	stop  func() (offered uint64)
+	far   func() uint64
+}
+
+// forward opens the two sockets (in ns, when given), starts g once they
+// are ready, and forwards until ctx ends; with g, it then stops the
+// generator and forwards on until nothing more arrives, and reports what
 // the generator offered and what the far end received.
-func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() error, counts func() (offered, far uint64), out io.Writer) (err error) {
+func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out io.Writer) (err error) {
 	frames := c.frames
 	if frames == 0 {
 		frames = 8 * c.ring
@@ -206,8 +222,8 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 		return err
 	}
 	defer unpin()
-	if start != nil {
-		if err := start(); err != nil {
+	if g != nil {
+		if err := g.start(); err != nil {
 			return err
 		}
 	}
@@ -216,9 +232,9 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 	t0 := time.Now()
 	var last [2]uint64
 	lastT := t0
-	var off0, far0 uint64
-	if counts != nil {
-		off0, far0 = counts()
+	var far0 uint64
+	if g != nil {
+		far0 = g.far()
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -237,6 +253,16 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 				c.a, c.b, app.FormatRate(float64(cur[0]-last[0])/secs), c.b, c.a, app.FormatRate(float64(cur[1]-last[1])/secs))
 			last, lastT = cur, now
 		default:
+		}
+	}
+	var offered uint64
+	if g != nil {
+		// Forward what the generator sends until it has stopped, and
+		// what is still on its way after that.
+		stopped := make(chan uint64, 1)
+		go func() { stopped <- g.stop() }()
+		if offered, err = forwardUntil(x, stopped); err != nil {
+			return err
 		}
 	}
 	secs := time.Since(t0).Seconds()
@@ -266,9 +292,8 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 	fwd := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
 	fmt.Fprintf(out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in %.2fs\n",
 		fwd[0], c.a, c.b, app.FormatRate(float64(fwd[0])/secs), fwd[1], c.b, c.a, app.FormatRate(float64(fwd[1])/secs), secs)
-	if counts != nil {
-		off, far := counts()
-		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", off-off0, far-far0)
+	if g != nil {
+		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", offered, g.far()-far0)
 	}
 	for _, s := range x.Socks {
 		st, err := s.Stats()
@@ -282,4 +307,34 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, start func() erro
 		return fmt.Errorf("frames still held after the run: %+v", fr)
 	}
 	return nil
+}
+
+// forwardUntil forwards until stopped yields the generator's count, then
+// until nothing has moved for a while (frames still in the veth pair's
+// queues), or a second has passed; it returns the count.
+func forwardUntil(x *app.XConnect, stopped <-chan uint64) (uint64, error) {
+	var offered uint64
+	for done := false; !done; {
+		if _, err := x.Step(); err != nil {
+			return 0, err
+		}
+		select {
+		case offered = <-stopped:
+			done = true
+		default:
+		}
+	}
+	const quiet = 20 * time.Millisecond
+	deadline := time.Now().Add(time.Second)
+	last := time.Now()
+	for now := last; now.Sub(last) < quiet && now.Before(deadline); now = time.Now() {
+		n, err := x.Step()
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			last = now
+		}
+	}
+	return offered, nil
 }
