@@ -18,6 +18,7 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -277,6 +278,33 @@ func TestEcho(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "500 of 500 datagrams came back intact") {
 		t.Fatalf("client did not report 500 intact replies:\n%s", out.String())
+	}
+}
+
+// TestEchoIgnoresGeneratorFlags: echo's built-in topology has a kernel
+// UDP client and no packet generator, so -gen-cpu and -gen-batch, which
+// it registers with the other flags, do nothing and must not stop it
+// (under `taskset -c 1` the default -gen-cpu 0 names a CPU the process
+// may not use).
+func TestEchoIgnoresGeneratorFlags(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	allowed, err := sys.AllowedCPUSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := 0
+	for allowed.IsSet(outside) {
+		outside++
+	}
+	var c app.Config
+	c.Defaults()
+	c.Wait = app.WaitPoll
+	c.GenCPU, c.GenBatch = outside, 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &c, 9000, 10, &out); err != nil {
+		t.Fatalf("-gen-cpu %d -gen-batch 0: %v\n%s", outside, err, out.String())
 	}
 }
 

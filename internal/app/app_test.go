@@ -340,3 +340,43 @@ func TestPrintResultNothingArrived(t *testing.T) {
 		t.Errorf("warned although everything arrived:\n%s", b.String())
 	}
 }
+
+// TestRunWithoutGeneratorIgnoresItsFlags runs txonly on the built-in
+// topology, which starts no generator, with -gen-cpu naming a CPU this
+// process may not use and -gen-batch 0: those flags do nothing there, so
+// they must not stop the run (under `taskset -c 1` the default -gen-cpu 0
+// is such a CPU). The receiving kinds, which start a generator, still
+// refuse them.
+func TestRunWithoutGeneratorIgnoresItsFlags(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	allowed, err := sys.AllowedCPUSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := 0
+	for allowed.IsSet(outside) {
+		outside++
+	}
+	var c Config
+	c.Defaults()
+	c.GenCPU, c.GenBatch = outside, 0
+	if err := c.ValidateWithoutGenerator(); err != nil {
+		t.Errorf("ValidateWithoutGenerator with -gen-cpu %d -gen-batch 0: %v", outside, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := Run(ctx, TxOnly, &c, nil); err != nil {
+		t.Errorf("txonly with -gen-cpu %d -gen-batch 0: %v; it starts no generator", outside, err)
+	}
+	c.GenBatch = 64
+	for _, kind := range []Kind{RxDrop, L2Fwd} {
+		var out bytes.Buffer
+		_, err := Run(context.Background(), kind, &c, &out)
+		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("gen-cpu %d", outside)) {
+			t.Errorf("%s with -gen-cpu %d: %v; want it refused", kind, outside, err)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%s: built something before refusing -gen-cpu:\n%s", kind, out.String())
+		}
+	}
+}

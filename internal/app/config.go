@@ -199,8 +199,19 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
 }
 
-// Validate checks the knobs that xsk.Options does not check itself.
-func (c *Config) Validate() error {
+// Validate checks the knobs that xsk.Options does not check itself. The
+// generator's (GenCPU, GenBatch) are checked without Interface, where the
+// built-in topology's generator uses them; a run that starts no generator
+// calls [Config.ValidateWithoutGenerator] instead.
+func (c *Config) Validate() error { return c.validate(c.Interface == "") }
+
+// ValidateWithoutGenerator is Validate for a run that starts no
+// generator (txonly, echo), where GenCPU and GenBatch do nothing and are
+// not checked.
+func (c *Config) ValidateWithoutGenerator() error { return c.validate(false) }
+
+// validate checks the knobs, the generator's too when gen is set.
+func (c *Config) validate(gen bool) error {
 	switch {
 	case c.Batch < 1 || c.Batch > 4096:
 		return fmt.Errorf("batch %d: must be between 1 and 4096", c.Batch)
@@ -224,22 +235,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.CPU)
 	case c.Isolate && c.CPU < 0:
 		return errors.New("isolate: needs -cpu: it keeps the other threads off the run loop's CPU")
-	case c.Interface == "" && c.GenCPU < -1:
+	case gen && c.GenCPU < -1:
 		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
-	case c.Interface == "" && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
+	case gen && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
 		return fmt.Errorf("gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
 	}
-	return c.checkCPUs()
-}
-
-// checkCPUs checks the run's -cpu and, with a generator, -gen-cpu (see
-// [CheckCPUs]).
-func (c *Config) checkCPUs() error {
-	gen := c.GenCPU
-	if c.Interface != "" {
-		gen = -1 // no generator
+	genCPU := c.GenCPU
+	if !gen {
+		genCPU = -1 // no generator
 	}
-	return CheckCPUs(c.CPU, gen)
+	return CheckCPUs(c.CPU, genCPU)
 }
 
 // CheckCPUs checks that the CPUs given by -cpu and -gen-cpu (-1: none) are

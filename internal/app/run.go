@@ -129,7 +129,7 @@ func (r *Result) CPUPerMpkt() float64 {
 // reporting to out (nil: no output). Without c.Interface it first builds
 // its own topology (see [NewTopology]) and feeds it with a generator.
 func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
-	if err := c.Validate(); err != nil {
+	if err := validate(c, kind); err != nil {
 		return nil, err
 	}
 	if c.Interface != "" {
@@ -152,6 +152,15 @@ func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, e
 			t.Veth.Host.Name, t.Veth.Host.Addr, t.Veth.Peer.Name, t.Veth.Peer.Addr)
 	}
 	return RunOn(ctx, kind, c, t, 0, out)
+}
+
+// validate checks c for a run of kind: txonly starts no generator, so
+// the generator's flags are not its concern.
+func validate(c *Config, kind Kind) error {
+	if kind == TxOnly {
+		return c.ValidateWithoutGenerator()
+	}
+	return c.Validate()
 }
 
 type snapshot struct {
@@ -188,7 +197,7 @@ func socketOptions(c *Config, kind Kind) *xsk.Options {
 // thread's namespace) until ctx ends. The measured window starts after
 // warmup.
 func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.Duration, out io.Writer) (_ *Result, err error) {
-	if err := c.Validate(); err != nil {
+	if err := validate(c, kind); err != nil {
 		return nil, err
 	}
 	ifname := c.Interface
