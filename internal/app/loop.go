@@ -113,6 +113,28 @@ func (l *Loop) RxDrop(n uint64) (uint64, error) {
 	return got, nil
 }
 
+// Sweep receives and releases what the RX ring still holds, counting it
+// as RxDrop does, until the ring is empty, and returns how many frames it
+// took. It is for after the loop has stopped: a loop that stops with
+// frames in the RX ring would leave them counted nowhere, neither
+// received nor dropped.
+func (l *Loop) Sweep() (uint64, error) {
+	var got uint64
+	descs := l.descs[:l.Batch]
+	for {
+		k, err := l.Sock.Receive(descs)
+		if err != nil || k == 0 {
+			return got, err
+		}
+		l.C.RxBytes.Add(bytesOf(descs[:k]))
+		if err := l.Sock.Release(descs[:k]); err != nil {
+			return got, err
+		}
+		l.C.RxPackets.Add(uint64(k))
+		got += uint64(k)
+	}
+}
+
 // PrepareTx writes frame into every transmit frame of the UMEM, so that
 // TxOnly only has to set lengths, as libxdp's and DPDK's txonly do.
 func (l *Loop) PrepareTx(frame []byte) error {

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -216,5 +217,45 @@ func TestTxOnlyNap(t *testing.T) {
 	}
 	if err := l.ReleaseTx(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSweepTakesWhatTheRingHolds leaves frames in the RX ring with no
+// loop running, as a run's end does when its loop stops before it has
+// taken everything: Sweep receives every one of them, so that the
+// socket's count and the kernel's drops add up to what the peer end took
+// in.
+func TestSweepTakesWhatTheRingHolds(t *testing.T) {
+	topo, l := openLoop(t, WaitSpin)
+	peer0, err := pktgen.ReadCounters(topo.Veth.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000 // fewer than the RX and fill rings hold
+	if sent, err := topo.Gen.Send(n); err != nil || sent != n {
+		t.Fatalf("sent %d, %v", sent, err)
+	}
+	var in uint64
+	for deadline := time.Now().Add(5 * time.Second); in < n && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		p, err := pktgen.ReadCounters(topo.Veth.Peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = p.RxPackets - peer0.RxPackets
+	}
+	got, err := l.Sweep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := l.Sock.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != in || st.RxPackets+st.RxDropped+st.RxRingFull != in || l.C.RxPackets.Load() != got {
+		t.Errorf("peer took in %d; Sweep took %d (counted %d), socket received %d and dropped %d",
+			in, got, l.C.RxPackets.Load(), st.RxPackets, st.RxDropped+st.RxRingFull)
+	}
+	if got, err := l.Sweep(); got != 0 || err != nil {
+		t.Errorf("second Sweep: %d, %v; want 0, nil", got, err)
 	}
 }

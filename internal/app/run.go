@@ -350,12 +350,27 @@ loop:
 		_, genErr = gen.Stop()
 		genRate, sent = gen.Rate(), gen.Sent()
 		gen = nil
-		drain(l, loopDone, c)
+		drain(l, loopDone, c, func() bool {
+			// Everything the peer end took in is received or dropped:
+			// the RX ring holds nothing the loop has yet to take.
+			p, perr := pktgen.ReadCounters(t.Veth.Peer)
+			st, serr := sock.Stats()
+			return perr == nil && serr == nil &&
+				p.RxPackets-peer0.RxPackets == st.RxPackets+st.RxRingFull+st.RxDropped
+		})
 	}
 	l.Stop.Store(true)
 	wg.Wait()
 	if loopErr != nil && !errors.Is(loopErr, net.ErrClosed) {
 		return nil, errors.Join(fmt.Errorf("%s: %w", kind, loopErr), genErr)
+	}
+	if sent > 0 {
+		// drain judges by time that nothing more is coming; a loop
+		// kept off its CPU for that long stops with frames still in
+		// the RX ring, which the account would miss.
+		if _, err := l.Sweep(); err != nil {
+			return nil, errors.Join(fmt.Errorf("%s: take in what the RX ring holds: %w", kind, err), genErr)
+		}
 	}
 	r := &Result{Kind: kind, Mode: sock.Mode(), Elapsed: end.at.Sub(start.at),
 		RxPackets: end.rx - start.rx, RxBytes: end.rxb - start.rxb,
@@ -390,9 +405,12 @@ loop:
 }
 
 // drain waits, after the generator has stopped, until the loop has
-// received nothing for a while (longer than it may sleep), or has
-// ended, or a few seconds have passed.
-func drain(l *Loop, loopDone <-chan struct{}, c *Config) {
+// received nothing for a while (longer than it may sleep) and settled
+// reports that it has taken in everything that arrived, or until the
+// loop has ended, or a few seconds have passed. A quiet spell alone would
+// not do: a loop kept from running for that long (by the scheduler, or a
+// pause of the runtime's) has not received either.
+func drain(l *Loop, loopDone <-chan struct{}, c *Config, settled func() bool) {
 	quiet := 20 * time.Millisecond
 	switch c.Wait {
 	case WaitNap:
@@ -402,7 +420,7 @@ func drain(l *Loop, loopDone <-chan struct{}, c *Config) {
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	last, lastAt := l.C.RxPackets.Load(), time.Now()
-	for time.Since(lastAt) < quiet && time.Now().Before(deadline) {
+	for (time.Since(lastAt) < quiet || !settled()) && time.Now().Before(deadline) {
 		select {
 		case <-loopDone:
 			return
