@@ -60,6 +60,30 @@ func TestNapFlags(t *testing.T) {
 	}
 }
 
+// TestFlagsWithoutGenerator: a program with no generator (txonly, echo)
+// does not offer the generator's flags, which would do nothing there,
+// and still has the rest.
+func TestFlagsWithoutGenerator(t *testing.T) {
+	for _, name := range []string{"gen-cpu", "gen-batch", "gen-pps"} {
+		var c Config
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(&bytes.Buffer{})
+		c.RegisterFlagsWithoutGenerator(fs)
+		if fs.Lookup(name) != nil {
+			t.Errorf("-%s registered", name)
+		}
+		if err := fs.Parse([]string{"-" + name, "1"}); err == nil || !strings.Contains(err.Error(), "not defined: -"+name) {
+			t.Errorf("-%s 1: %v, want it undefined", name, err)
+		}
+	}
+	var c Config
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c.RegisterFlagsWithoutGenerator(fs)
+	if err := fs.Parse([]string{"-ring", "512", "-size", "128"}); err != nil || c.RingSize != 512 || c.PacketSize != 128 || c.Batch != 64 {
+		t.Errorf("-ring 512 -size 128: %v; config %+v", err, c)
+	}
+}
+
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{{"-mode", "fast"}, {"-wait", "sleep"}} {
 		var c Config

@@ -166,8 +166,19 @@ func (b bindFlag) Set(s string) error {
 	return nil
 }
 
-// RegisterFlags sets the defaults and registers the common flags on fs.
+// RegisterFlags sets the defaults and registers the common flags on fs,
+// the built-in topology's generator's among them.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.RegisterFlagsWithoutGenerator(fs)
+	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
+	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
+	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
+}
+
+// RegisterFlagsWithoutGenerator is RegisterFlags for a program whose
+// built-in topology starts no generator (txonly, echo): it leaves out
+// -gen-cpu, -gen-batch and -gen-pps, which would do nothing there.
+func (c *Config) RegisterFlagsWithoutGenerator(fs *flag.FlagSet) {
 	c.Defaults()
 	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
 	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
@@ -194,9 +205,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DstIP, "dst-ip", "", "destination IPv4 of transmitted frames (default 10.0.0.2, or the topology's)")
 	fs.UintVar(&c.SrcPort, "src-port", c.SrcPort, "UDP source port of transmitted frames")
 	fs.UintVar(&c.DstPort, "dst-port", c.DstPort, "UDP destination port of transmitted frames")
-	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
-	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
-	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
 }
 
 // Validate checks the knobs that xsk.Options does not check itself. The

@@ -556,7 +556,11 @@ func PrintStats(out io.Writer, s xsk.Stats) {
 // -d duration, and exits 1 with the error, prefixed by name, on failure.
 func Main(name string, kind Kind) {
 	var c Config
-	c.RegisterFlags(flag.CommandLine)
+	if kind == TxOnly {
+		c.RegisterFlagsWithoutGenerator(flag.CommandLine)
+	} else {
+		c.RegisterFlags(flag.CommandLine)
+	}
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags]\n\n", name)
 		flag.PrintDefaults()
