@@ -48,10 +48,11 @@ func newShared[T Entry](mem []byte, off Offsets, size uint32) (shared[T], error)
 	if size == 0 || size > MaxSize || bits.OnesCount32(size) != 1 {
 		return s, fmt.Errorf("ring size %d: must be a power of two between 1 and %d", size, MaxSize)
 	}
-	for _, w := range []struct {
+	words := []struct {
 		name string
 		off  uint64
-	}{{"producer", off.Producer}, {"consumer", off.Consumer}, {"flags", off.Flags}} {
+	}{{"producer", off.Producer}, {"consumer", off.Consumer}, {"flags", off.Flags}}
+	for _, w := range words {
 		if w.off%4 != 0 || w.off > uint64(len(mem)) || uint64(len(mem))-w.off < 4 {
 			return s, fmt.Errorf("ring %s offset %d: outside or misaligned in %d bytes of memory", w.name, w.off, len(mem))
 		}
@@ -62,6 +63,17 @@ func newShared[T Entry](mem []byte, off Offsets, size uint32) (shared[T], error)
 		return s, fmt.Errorf("ring entries at offset %d: %d entries of %d bytes do not fit in %d bytes of memory",
 			off.Desc, size, esize, len(mem))
 	}
+	// The words are 4-byte aligned, so two overlap only when equal.
+	for i, w := range words {
+		for _, v := range words[i+1:] {
+			if w.off == v.off {
+				return s, fmt.Errorf("ring %s and %s words overlap at offset %d", w.name, v.name, w.off)
+			}
+		}
+		if w.off+4 > off.Desc && w.off < off.Desc+need {
+			return s, fmt.Errorf("ring %s word at offset %d overlaps the entries at %d to %d", w.name, w.off, off.Desc, off.Desc+need)
+		}
+	}
 	if !aligned(mem) {
 		return s, fmt.Errorf("ring memory at %p: not 8-byte aligned", &mem[0])
 	}
@@ -71,6 +83,12 @@ func newShared[T Entry](mem []byte, off Offsets, size uint32) (shared[T], error)
 	s.entries = entries[T](mem, off.Desc, size)
 	s.mask = size - 1
 	s.size = size
+	// A ring picked up as another left it must hold no more entries than
+	// it has slots, or Peek and Reserve would hand out slots twice.
+	if prod, cons := atomic.LoadUint32(s.producer), atomic.LoadUint32(s.consumer); prod-cons > size {
+		return shared[T]{}, fmt.Errorf("ring indices: producer %d and consumer %d say %d entries, more entries than the ring's %d slots",
+			prod, cons, prod-cons, size)
+	}
 	return s, nil
 }
 
@@ -88,7 +106,8 @@ type Producer[T Entry] struct {
 
 // NewProducer makes the producing side of the ring of size entries in mem.
 // The indices in mem are taken as they are, so a ring may be picked up where
-// another left it.
+// another left it; they must not say that it holds more entries than it has
+// slots. The three words must not overlap each other or the entries.
 func NewProducer[T Entry](mem []byte, off Offsets, size uint32) (*Producer[T], error) {
 	s, err := newShared[T](mem, off, size)
 	if err != nil {
@@ -203,7 +222,8 @@ type Consumer[T Entry] struct {
 	cachedProd uint32
 }
 
-// NewConsumer makes the consuming side of the ring of size entries in mem.
+// NewConsumer makes the consuming side of the ring of size entries in mem,
+// with the checks of NewProducer.
 func NewConsumer[T Entry](mem []byte, off Offsets, size uint32) (*Consumer[T], error) {
 	s, err := newShared[T](mem, off, size)
 	if err != nil {

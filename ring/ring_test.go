@@ -56,6 +56,9 @@ func TestNewValidates(t *testing.T) {
 		{"desc misaligned", good, Offsets{Producer: 0, Consumer: 64, Flags: 128, Desc: 196}, 4, "ring entries at offset 196"},
 		{"empty memory", nil, layout, 8, "outside or misaligned in 0 bytes"},
 		{"unaligned memory", good[4:], layout, 4, "not 8-byte aligned"},
+		{"words alias", good, Offsets{Producer: 0, Consumer: 0, Flags: 128, Desc: 192}, 8, "ring producer and consumer words overlap"},
+		{"all zero", good, Offsets{}, 8, "overlap"},
+		{"entries over a word", good, Offsets{Producer: 0, Consumer: 64, Flags: 128, Desc: 128}, 8, "ring flags word at offset 128 overlaps the entries"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +70,34 @@ func TestNewValidates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNewRefusesInconsistentIndices picks up a ring whose indices say it
+// holds more entries than it has slots: Peek and Reserve would hand out
+// slots twice.
+func TestNewRefusesInconsistentIndices(t *testing.T) {
+	for _, idx := range [][2]uint32{{9, 0}, {0, 1}, {3, 1<<32 - 6}} {
+		mem := newMem[uint64](8)
+		setIndices(mem, idx[0], idx[1])
+		_, errP := NewProducer[uint64](mem, layout, 8)
+		_, errC := NewConsumer[uint64](mem, layout, 8)
+		for _, err := range []error{errP, errC} {
+			if err == nil || !strings.Contains(err.Error(), "more entries than the ring's 8 slots") {
+				t.Errorf("producer %d, consumer %d: got %v", idx[0], idx[1], err)
+			}
+		}
+	}
+	// A full ring, also across the wrap, is fine.
+	for _, idx := range [][2]uint32{{8, 0}, {2, 1<<32 - 6}} {
+		mem := newMem[uint64](8)
+		setIndices(mem, idx[0], idx[1])
+		if _, err := NewConsumer[uint64](mem, layout, 8); err != nil {
+			t.Error(err)
+		}
+		if _, err := NewProducer[uint64](mem, layout, 8); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
