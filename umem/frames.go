@@ -270,7 +270,8 @@ func (u *UMEM) Send(descs []ring.Desc) (int, error) {
 
 // Complete takes finished transmissions off the completion ring: transmit
 // frames become free, forwarded receive frames start back to the receive
-// side. It returns the number completed. Transmit side.
+// side. It returns the number completed. An address that names no frame
+// in the transmit path is dropped. Transmit side.
 func (r *Rings) Complete() int {
 	u := r.u
 	f := &u.frames
@@ -283,12 +284,18 @@ func (r *Rings) Complete() int {
 		if n == 0 {
 			break
 		}
-		back := 0
+		back, done := 0, 0
 		for _, addr := range f.compBuf[:n] {
 			i := addr >> u.shift
-			if i >= uint64(len(f.state)) {
-				continue // cannot happen: the kernel returns what we gave
+			if i >= uint64(len(f.state)) || f.state[i] != stateTx {
+				// Not a frame in flight. Linux 6.18 in copy mode
+				// completes a descriptor that it refuses with
+				// EINVAL on every retry (XDP_TX_METADATA without
+				// tx metadata): taking it again would free the
+				// frame twice.
+				continue
 			}
+			done++
 			base := addr &^ u.mask
 			if uint32(i) < f.rxFrames {
 				f.state[i] = stateRecycle
@@ -305,8 +312,8 @@ func (r *Rings) Complete() int {
 			f.recycleOut.Produce(f.backBuf[:back])
 			f.recycling += back
 		}
-		f.tx -= n
-		total += n
+		f.tx -= done
+		total += done
 		if n < len(f.compBuf) {
 			break
 		}

@@ -409,3 +409,59 @@ func TestRefillUpTo(t *testing.T) {
 	}
 	checkTotal(t, u)
 }
+
+// TestCompleteTakesOnlyFramesInFlight feeds Complete what Linux 6.18 puts
+// on the completion ring in copy mode for a descriptor it refuses with
+// EINVAL and leaves at the head of the TX ring (XDP_TX_METADATA without tx
+// metadata): the same address on every retry. A frame completed twice, or
+// one that was never sent, must not become free a second time, or Alloc
+// would hand it out twice.
+func TestCompleteTakesOnlyFramesInFlight(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 32, CompletionRingSize: 64})
+	u.Refill()
+	rx := k.receive(1)
+	u.Received(rx)
+	descs := make([]ring.Desc, 2)
+	if n := u.Alloc(descs); n != 2 {
+		t.Fatalf("allocated %d", n)
+	}
+	descs[0].Len, descs[1].Len = 60, 60
+	if n, err := u.Send(descs[:1]); n != 1 || err != nil {
+		t.Fatalf("send: %d %v", n, err)
+	}
+	if n, err := u.Send(rx); n != 1 || err != nil {
+		t.Fatalf("forward: %d %v", n, err)
+	}
+	// Each in-flight frame completes three times; a frame the user holds
+	// and a free one "complete" too.
+	k.complete([]ring.Desc{descs[0], descs[0], rx[0], descs[1], rx[0], descs[0], {Addr: 63 * 2048}, rx[0]})
+	if got := u.Complete(); got != 2 {
+		t.Fatalf("completed %d, want 2", got)
+	}
+	if c := checkTotal(t, u); c.Tx != 0 || c.TxUser != 1 || c.Recycling != 1 || c.Free != 31 || c.Fill != 31 {
+		t.Fatalf("after completion %+v", c)
+	}
+	if got := u.own.Completed(); got != 2 {
+		t.Fatalf("Completed() = %d, want 2", got)
+	}
+	if err := u.Release(descs[1].Addr); err != nil {
+		t.Fatalf("release of the allocated frame: %v", err)
+	}
+	// Every transmit frame is handed out once.
+	all := make([]ring.Desc, 64)
+	n := u.Alloc(all)
+	if n != 32 {
+		t.Fatalf("allocated %d transmit frames, want 32", n)
+	}
+	seen := map[uint64]bool{}
+	for _, d := range all[:n] {
+		if seen[d.Addr] {
+			t.Fatalf("frame %#x allocated twice", d.Addr)
+		}
+		seen[d.Addr] = true
+	}
+	if n := u.Refill(); n != 1 {
+		t.Fatalf("refill after recycle: %d, want 1", n)
+	}
+	checkTotal(t, u)
+}
