@@ -382,6 +382,50 @@ func TestBadDescriptors(t *testing.T) {
 	checkFramesHome(t, s)
 }
 
+// TestTransmitRefusesOptions hands Transmit descriptors with Options bits.
+// The socket is bound without multi-buffer (XDP_USE_SG) and has no tx
+// metadata, and the kernel would mishandle each: unknown bits it drops as
+// invalid, XDP_PKT_CONTD joins the next packet to this one, and
+// XDP_TX_METADATA (Linux 6.18, copy mode) fails every kick with EINVAL,
+// stays at the head of the TX ring and completes the frame on each retry.
+func TestTransmitRefusesOptions(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, nil)
+	for _, opt := range []uint32{unix.XDP_PKT_CONTD, unix.XDP_TX_METADATA, 1 << 2, 1 << 31} {
+		descs := make([]xsk.Desc, 3)
+		if n, _ := s.Alloc(descs); n != 3 {
+			t.Fatal("alloc")
+		}
+		for i := range descs {
+			descs[i].Len = 60
+		}
+		descs[1].Options = opt
+		n, err := s.Transmit(descs)
+		if n != 1 || !errors.Is(err, xsk.ErrInvalidDesc) || !strings.Contains(err.Error(), "options") {
+			t.Errorf("options %#x: transmit = %d, %v; want 1 and an error about the options", opt, n, err)
+		}
+		if err := s.Release(descs[n:]); err != nil {
+			t.Errorf("options %#x: release of the frames not queued: %v", opt, err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for s.Frames().Tx > 0 && time.Now().Before(deadline) {
+			s.Kick()
+			s.Complete()
+		}
+		checkFramesHome(t, s)
+		if c := s.Frames(); c.Tx != 0 {
+			t.Fatalf("options %#x: %d frames never completed", opt, c.Tx)
+		}
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxInvalidDescs != 0 || st.Completed != 4 {
+		t.Errorf("stats %+v: want no invalid descriptors and 4 completions", st)
+	}
+}
+
 // TestExternalMap plays the agent: it owns the program and the XSKMAP, and
 // the socket only registers itself there.
 func TestExternalMap(t *testing.T) {

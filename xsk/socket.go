@@ -655,9 +655,11 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 // Transmit puts as many of descs on the TX ring as fit, in order, kicks
 // the kernel if it asks to be (always in copy mode, where the sending
 // happens in the kick), and returns how many it queued. The frames are the
-// kernel's from then on. A descriptor naming no frame the caller holds
-// stops the batch with an error matching ErrInvalidDesc; the ones before it
-// are queued.
+// kernel's from then on. A descriptor naming no frame the caller holds, or
+// with Options other than 0 (the socket is bound without multi-buffer and
+// tx metadata, so the kernel would join it to the next packet, drop it or
+// refuse it), stops the batch with an error matching ErrInvalidDesc; the
+// ones before it are queued.
 func (s *Socket) Transmit(descs []Desc) (int, error) {
 	if !s.enter(&s.txSide) {
 		return 0, s.opErr("transmit", net.ErrClosed)
@@ -666,7 +668,20 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 	if free := s.tx.Free(n); n > free {
 		n = free
 	}
+	full := int(n) < len(descs)
+	var oerr error
+	for i := range descs[:n] {
+		if d := &descs[i]; d.Options != 0 {
+			oerr = fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: options %#x: must be 0 on a socket without multi-buffer (XDP_USE_SG) or tx metadata: %w",
+				i, d.Addr, d.Len, d.Options, ErrInvalidDesc)
+			n = uint32(i)
+			break
+		}
+	}
 	k, verr := s.umem.Send(descs[:n])
+	if verr == nil {
+		verr = oerr
+	}
 	if k > 0 {
 		s.tx.Produce(descs[:k])
 		var bytes uint64
@@ -678,7 +693,7 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 		s.txSide.batches.Add(1)
 	}
 	var kerr error
-	if k > 0 || int(n) < len(descs) {
+	if k > 0 || full {
 		kerr = s.kick()
 	}
 	if !s.manual {
