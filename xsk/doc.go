@@ -51,5 +51,7 @@
 // receives on all of them, one transmits on all of them.
 // Wait, Stats and Close may be called from any goroutine; Close waits for
 // the other calls in flight to return and makes later ones fail with
-// net.ErrClosed.
+// net.ErrClosed (Frame returns nil). Frame and Release are the exceptions
+// to the waiting: neither may run at the same time as Close, and a slice
+// from Frame must not be used once Close has begun.
 package xsk
