@@ -7,9 +7,9 @@
 // side writes each index:
 //
 //	ring         user role   the user writes   the kernel writes
-//	fill         Producer    producer          consumer
-//	completion   Consumer    consumer          producer, flags
-//	RX           Consumer    consumer          producer, flags
+//	fill         Producer    producer          consumer, flags
+//	completion   Consumer    consumer          producer
+//	RX           Consumer    consumer          producer
 //	TX           Producer    producer          consumer, flags
 //
 // Fill and completion rings carry 64-bit UMEM addresses (uint64); RX and TX

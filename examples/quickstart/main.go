@@ -8,7 +8,8 @@
 // idleTimeout after the sender finished, says how many of them arrived and
 // exits with status 1.
 //
-// It needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN and CAP_BPF)
+// It needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF and
+// CAP_IPC_LOCK: its two 8 MiB UMEMs exceed the usual 8 MiB RLIMIT_MEMLOCK)
 // and Linux 5.11 or later.
 //
 //	go run ./examples/quickstart

@@ -10,7 +10,8 @@
 // generator (internal/pktgen) and counts what arrives at the far end of
 // the second (an XDP_DROP program there).
 //
-// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN).
+// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
+// CAP_IPC_LOCK, CAP_SYS_ADMIN).
 //
 //	go run ./examples/xconnect -d 10s -cpu 1
 //	go run ./examples/xconnect -a eth0 -b eth1
