@@ -15,8 +15,11 @@ import (
 type BindMode int
 
 const (
-	// BindAuto tries zero-copy and falls back to copy mode when the
-	// driver does not support it.
+	// BindAuto binds in zero-copy mode where the driver supports it and
+	// in copy mode elsewhere. A driver that advertises no AF_XDP
+	// zero-copy in its XDP features (Linux 6.3+) is not asked; otherwise
+	// a failed zero-copy bind falls back. Socket.ZeroCopyErr says why a
+	// socket ended in copy mode.
 	BindAuto BindMode = iota
 	// BindCopy forces copy mode, which every driver supports.
 	BindCopy

@@ -41,6 +41,7 @@ type Socket struct {
 	tx     *ring.Producer[Desc]
 	fill   *ring.Producer[uint64]
 	zc     bool
+	zcErr  error // why BindAuto ended in copy mode
 	wakeup bool
 	manual bool
 	// busyPoll makes Receive call into the kernel whenever it finds
@@ -218,6 +219,17 @@ func (s *Socket) bind(o *Options) error {
 	modes := []BindMode{o.Bind}
 	if o.Bind == BindAuto {
 		modes = []BindMode{BindZeroCopy, BindCopy}
+		// A driver that says it has no AF_XDP zero-copy (veth, for
+		// one) is not asked: a failed zero-copy bind costs a second
+		// UMEM registration, and the kernel returns the first one's
+		// memlock charge only later, so that without CAP_IPC_LOCK the
+		// copy-mode registration could fail under RLIMIT_MEMLOCK.
+		// Where the kernel cannot tell (before Linux 6.3), the bind
+		// finds out.
+		if feats, err := sys.QueryXDPFeatures(s.ifindex); err == nil && feats&sys.XDPActXSKZeroCopy == 0 {
+			modes = []BindMode{BindCopy}
+			s.zcErr = fmt.Errorf("the driver does not advertise AF_XDP zero-copy (no NETDEV_XDP_ACT_XSK_ZEROCOPY in its XDP features): %w", ErrNotSupported)
+		}
 	}
 	if err := s.checkXDP(o); err != nil {
 		return err
@@ -232,6 +244,7 @@ func (s *Socket) bind(o *Options) error {
 			break
 		}
 		if mode == BindZeroCopy && len(modes) > 1 && zeroCopyUnsupported(err) {
+			s.zcErr = fmt.Errorf("bind in zero-copy mode: %w: %w", ErrNotSupported, err)
 			// Start over with a fresh socket in copy mode.
 			if err := s.unsetup(); err != nil {
 				return err
@@ -903,6 +916,13 @@ func (s *Socket) Queue() int        { return s.queue }
 // ZeroCopy reports whether the socket is bound in zero-copy mode (else
 // copy mode).
 func (s *Socket) ZeroCopy() bool { return s.zc }
+
+// ZeroCopyErr says why a socket opened with BindAuto is in copy mode: its
+// driver advertises no AF_XDP zero-copy, or the zero-copy bind failed.
+// Both match ErrNotSupported. It is nil for a socket in zero-copy mode and
+// for one whose mode was forced or taken from a socket it shares a UMEM
+// with.
+func (s *Socket) ZeroCopyErr() error { return s.zcErr }
 
 // Mode is the bind mode the socket got: BindZeroCopy or BindCopy.
 func (s *Socket) Mode() BindMode {

@@ -249,6 +249,9 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		}
 		fmt.Fprintf(out, "%s on %s queue %d: %s mode, %s, batch %d, rings %d, frames of %d, need_wakeup %v, busy-poll %v, wait %s\n",
 			kind, ifname, c.Queue, sock.Mode(), xdp, c.Batch, c.RingSize, c.FrameSize, c.NeedWakeup, c.BusyPoll, c.Wait)
+		if zerr := sock.ZeroCopyErr(); zerr != nil {
+			fmt.Fprintf(out, "no zero-copy: %v\n", zerr)
+		}
 	}
 
 	var gen *GenRun

@@ -1,6 +1,7 @@
 package sys
 
-// This file is the only place in afxdp that speaks rtnetlink. It knows two
+// This file is the only place in afxdp that speaks rtnetlink (genetlink.go
+// asks generic netlink one question through nlRequest). It knows two
 // requests, both about one interface's XDP hook: RTM_GETLINK, to learn which
 // programs are attached (the IFLA_XDP nest), and RTM_SETLINK, to detach a
 // program that was attached through netlink (IFLA_XDP_FD = -1) or to put
@@ -173,9 +174,23 @@ func rtnlRequest(typ uint16, flags uint16, ifindex int, attrs []byte, fn func(nl
 	if typ == unix.RTM_SETLINK {
 		op = "RTM_SETLINK"
 	}
+	payload := make([]byte, 0, unix.SizeofIfInfomsg+len(attrs))
+	// struct ifinfomsg: family, pad, type, index, flags, change.
+	payload = append(payload, unix.AF_UNSPEC, 0, 0, 0)
+	payload = binary.NativeEndian.AppendUint32(payload, uint32(int32(ifindex)))
+	payload = binary.NativeEndian.AppendUint32(payload, 0)
+	payload = binary.NativeEndian.AppendUint32(payload, 0)
+	payload = append(payload, attrs...)
+	return nlRequest(unix.NETLINK_ROUTE, op, typ, flags, payload, fn)
+}
+
+// nlRequest sends one request of type typ with payload on a new socket of
+// the netlink protocol proto, and calls fn for every reply message as
+// rtnlRequest describes. op names the request in errors.
+func nlRequest(proto int, op string, typ uint16, flags uint16, payload []byte, fn func(nlMsg) error) error {
 	fail := func(err error) error { return fmt.Errorf("netlink %s: %w", op, err) }
 
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return fail(os.NewSyscallError("socket", err))
 	}
@@ -188,13 +203,8 @@ func rtnlRequest(typ uint16, flags uint16, ifindex int, attrs []byte, fn func(nl
 	}
 
 	seq := nlSeq.Add(1)
-	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+unix.SizeofIfInfomsg+len(attrs))
-	// struct ifinfomsg: family, pad, type, index, flags, change.
-	msg = append(msg, unix.AF_UNSPEC, 0, 0, 0)
-	msg = binary.NativeEndian.AppendUint32(msg, uint32(int32(ifindex)))
-	msg = binary.NativeEndian.AppendUint32(msg, 0)
-	msg = binary.NativeEndian.AppendUint32(msg, 0)
-	msg = append(msg, attrs...)
+	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(payload))
+	msg = append(msg, payload...)
 	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
 	binary.NativeEndian.PutUint16(msg[4:6], typ)
 	binary.NativeEndian.PutUint16(msg[6:8], unix.NLM_F_REQUEST|flags)

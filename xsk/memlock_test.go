@@ -1,0 +1,90 @@
+package xsk_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
+)
+
+// TestAutoModeSaysWhyCopy: on veth, whose driver advertises no AF_XDP
+// zero-copy, a socket opened in auto mode is in copy mode and says why,
+// without having tried a zero-copy bind (whose error would read "bind in
+// zero-copy mode"); a forced mode gives no reason.
+func TestAutoModeSaysWhyCopy(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, nil)
+	err := s.ZeroCopyErr()
+	if s.Mode() != xsk.BindCopy || !errors.Is(err, xsk.ErrNotSupported) || !strings.Contains(err.Error(), "does not advertise AF_XDP zero-copy") {
+		t.Fatalf("auto mode on veth: mode %v, ZeroCopyErr %v; want copy mode because the driver advertises no zero-copy", s.Mode(), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	forced := openOn(t, v.Host, 0, &xsk.Options{Bind: xsk.BindCopy})
+	if err := forced.ZeroCopyErr(); err != nil {
+		t.Errorf("forced copy mode: ZeroCopyErr %v, want nil", err)
+	}
+}
+
+// memlockChild marks the child process of TestDefaultOpenWithinMemlock.
+const memlockChild = "AFXDP_TEST_MEMLOCK_CHILD"
+
+// TestDefaultOpenWithinMemlock opens a socket with the default options
+// (an 8 MiB UMEM) on veth in a process without CAP_IPC_LOCK whose memlock
+// limit is 8 MiB, which the documentation says it fits. A zero-copy
+// attempt before the copy-mode bind would register the UMEM twice, and the
+// kernel returns the first charge only later: the second registration
+// then failed with ENOBUFS most of the time. The child process is needed
+// for the limit, which cannot be raised again once lowered.
+func TestDefaultOpenWithinMemlock(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if os.Getenv(memlockChild) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDefaultOpenWithinMemlock$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), memlockChild+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestDefaultOpenWithinMemlock") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	// The capability check is made against the calling thread's
+	// credentials: drop CAP_IPC_LOCK on this thread and stay on it (the
+	// namespace switch below runs on the calling thread too).
+	runtime.LockOSThread()
+	const limit = 8 << 20
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: limit, Max: limit}); err != nil {
+		t.Fatal(err)
+	}
+	v := testenv.NewVeth(t, nil)
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	data[0].Effective &^= 1 << unix.CAP_IPC_LOCK
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	var s *xsk.Socket
+	err := v.Host.Do(func() (err error) {
+		s, err = xsk.Open(v.Host.Name, 0, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("default Open without CAP_IPC_LOCK under an 8 MiB memlock limit: %v", err)
+	}
+	if got := s.UMEM().Options(); got.NumFrames*got.FrameSize != limit {
+		t.Errorf("default UMEM %d frames of %d bytes, want %d bytes in all", got.NumFrames, got.FrameSize, limit)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
