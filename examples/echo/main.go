@@ -28,8 +28,8 @@
 // namespaces, serves on the peer end, and runs a kernel UDP client on the
 // host end that sends -n datagrams and checks every reply.
 //
-// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF; CAP_SYS_ADMIN for
-// the namespaces).
+// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
+// CAP_IPC_LOCK; CAP_SYS_ADMIN for the namespaces).
 //
 //	go run ./examples/echo -n 1000
 //	go run ./examples/echo -i eth0 -port 7    # then: echo hi | nc -u -w1 <eth0's address> 7
