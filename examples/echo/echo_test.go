@@ -433,3 +433,52 @@ func TestFragmentedDatagramReachesKernel(t *testing.T) {
 		t.Errorf("echo: first fragments %d, answered %d, not ours %d; want 0, 1, 0", f, a, d)
 	}
 }
+
+// fakeTxSocket takes room frames in all, then has no room: a TX ring that
+// the kernel does not drain.
+type fakeTxSocket struct {
+	room     int
+	kicks    int
+	released []xsk.Desc
+}
+
+func (f *fakeTxSocket) Transmit(descs []xsk.Desc) (int, error) {
+	m := min(f.room, len(descs))
+	f.room -= m
+	return m, nil
+}
+
+func (f *fakeTxSocket) Kick() error { f.kicks++; return nil }
+
+func (f *fakeTxSocket) Release(descs []xsk.Desc) error {
+	f.released = append(f.released, descs...)
+	return nil
+}
+
+// TestStopWithTXRingFullCounts stops the server while the TX ring has room
+// for only part of a batch of answers: the ones queued count as answered,
+// and the rest are given back and reported, so that every frame received
+// is accounted for.
+func TestStopWithTXRingFullCounts(t *testing.T) {
+	s := &server{port: 9000}
+	s.stop.Store(true)
+	sock := &fakeTxSocket{room: 3}
+	out := make([]xsk.Desc, 8)
+	for i := range out {
+		out[i].Addr = uint64(i) << 11
+	}
+	if err := s.send(sock, out); err != nil {
+		t.Fatal(err)
+	}
+	if a, u := s.answered.Load(), s.unsent.Load(); a != 3 || u != 5 {
+		t.Fatalf("answered %d, unsent %d; want 3, 5", a, u)
+	}
+	if len(sock.released) != 5 || sock.released[0] != out[3] {
+		t.Fatalf("released %v, want the last 5 of %v", sock.released, out)
+	}
+	var rep strings.Builder
+	s.report(&rep)
+	if !strings.Contains(rep.String(), "answered 3 datagrams") || !strings.Contains(rep.String(), "5 answers not sent") {
+		t.Errorf("report does not account for the unsent answers: %s", rep.String())
+	}
+}

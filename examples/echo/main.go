@@ -200,14 +200,15 @@ type server struct {
 	stop  atomic.Bool
 	// answered counts the datagrams answered; fragments and tagged the
 	// ones for port that echo cannot answer (see verdict); dropped the
-	// frames that were not for port at all.
-	answered, fragments, tagged, dropped atomic.Uint64
+	// frames that were not for port at all; unsent the answers given
+	// back untransmitted when serve stopped with the TX ring full.
+	answered, fragments, tagged, dropped, unsent atomic.Uint64
 }
 
 // report prints what the server did with the frames it received.
 func (s *server) report(out io.Writer) {
-	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged; dropped %d frames that were not for port %d\n",
-		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.dropped.Load(), s.port)
+	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged, %d answers not sent (stopped with the TX ring full); dropped %d frames that were not for port %d\n",
+		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.unsent.Load(), s.dropped.Load(), s.port)
 }
 
 func (s *server) serve() error {
@@ -250,24 +251,31 @@ func (s *server) serve() error {
 				return err
 			}
 		}
-		for off := 0; off < len(out); {
-			m, err := s.sock.Transmit(out[off:])
-			if err != nil {
-				return err
-			}
-			off += m
-			if m == 0 {
-				if s.stop.Load() {
-					return s.sock.Release(out[off:])
-				}
-				if err := s.sock.Kick(); err != nil {
-					return err
-				}
-			}
+		if err := s.send(s.sock, out); err != nil {
+			return err
 		}
-		s.answered.Add(uint64(len(out)))
 	}
 	return nil
+}
+
+// txSocket is what send needs of the socket.
+type txSocket interface {
+	app.Transmitter
+	Kick() error
+	Release(descs []xsk.Desc) error
+}
+
+// send transmits the answers in out and counts them: answered the ones
+// queued, unsent the ones given back because serve was stopped, or
+// failed, before the TX ring had room for them.
+func (s *server) send(sock txSocket, out []xsk.Desc) error {
+	n, err := app.TransmitAll(sock, out, sock.Kick, &s.stop)
+	s.answered.Add(uint64(n))
+	if n < len(out) {
+		s.unsent.Add(uint64(len(out) - n))
+		err = errors.Join(err, sock.Release(out[n:]))
+	}
+	return err
 }
 
 // verdict is what reply made of a frame.

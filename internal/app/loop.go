@@ -17,6 +17,11 @@ import (
 type Counters struct {
 	RxPackets, RxBytes atomic.Uint64
 	TxPackets, TxBytes atomic.Uint64
+	// Unsent counts the frames l2fwd received (in RxPackets) and gave
+	// back without transmitting them, because it was stopped, or failed,
+	// while the TX ring had no room for them: for l2fwd, RxPackets is
+	// TxPackets plus Unsent (plus what a Sweep took afterwards).
+	Unsent atomic.Uint64
 	// Sleeps counts poll(2) calls made while idle.
 	Sleeps atomic.Uint64
 }
@@ -185,14 +190,19 @@ func (l *Loop) TxOnly(n uint64) (uint64, error) {
 			}
 			continue
 		}
+		// The k queued are the kernel's even when Transmit fails
+		// after queuing them: count them, and keep only the rest.
 		k, err := l.Sock.Transmit(l.descs[:l.pending])
-		if err != nil {
-			return sent, err
-		}
 		if k < l.pending {
 			copy(l.descs, l.descs[k:l.pending])
 		}
 		l.pending -= k
+		l.C.TxPackets.Add(uint64(k))
+		l.C.TxBytes.Add(uint64(k) * uint64(plen))
+		sent += uint64(k)
+		if err != nil {
+			return sent, err
+		}
 		if k == 0 {
 			if err := l.wait(xsk.Writable); err != nil {
 				return sent, err
@@ -200,9 +210,6 @@ func (l *Loop) TxOnly(n uint64) (uint64, error) {
 			continue
 		}
 		l.busy()
-		l.C.TxPackets.Add(uint64(k))
-		l.C.TxBytes.Add(uint64(k) * uint64(plen))
-		sent += uint64(k)
 	}
 	return sent, nil
 }
@@ -249,29 +256,55 @@ func (l *Loop) L2Fwd(n uint64) (uint64, error) {
 		for i := range descs[:k] {
 			SwapMACs(l.Sock.Frame(descs[i]))
 		}
-		for off := 0; off < k; {
-			m, err := l.Sock.Transmit(descs[off:k])
-			if err != nil {
-				// Give back what will not be sent.
-				l.Sock.Release(descs[off+m : k])
-				return fwd, err
-			}
-			off += m
-			if m == 0 {
-				if l.Stop.Load() {
-					return fwd, l.Sock.Release(descs[off:k])
-				}
-				if err := l.wait(xsk.Writable); err != nil {
-					l.Sock.Release(descs[off:k])
-					return fwd, err
-				}
-			}
+		sent, err := TransmitAll(l.Sock, descs[:k], l.waitWritable, &l.Stop)
+		if sent < k {
+			b = bytesOf(descs[:sent])
 		}
-		l.C.TxPackets.Add(uint64(k))
+		l.C.TxPackets.Add(uint64(sent))
 		l.C.TxBytes.Add(b)
-		fwd += uint64(k)
+		fwd += uint64(sent)
+		if sent < k {
+			// Stopped or failed with these still unqueued: give them
+			// back, counted.
+			l.C.Unsent.Add(uint64(k - sent))
+			return fwd, errors.Join(err, l.Sock.Release(descs[sent:k]))
+		}
+		if err != nil {
+			return fwd, err
+		}
 	}
 	return fwd, nil
+}
+
+func (l *Loop) waitWritable() error { return l.wait(xsk.Writable) }
+
+// Transmitter queues frames for transmission, as [xsk.Socket.Transmit].
+type Transmitter interface {
+	Transmit(descs []xsk.Desc) (int, error)
+}
+
+// TransmitAll queues descs with tx, in order, calling wait whenever the TX
+// ring has no room, until all are queued, or stop is set while the ring
+// has no room, or tx or wait fails. It returns how many it queued, those
+// before a failure included: descs[:n] are the kernel's, and the caller
+// still holds the rest.
+func TransmitAll(tx Transmitter, descs []xsk.Desc, wait func() error, stop *atomic.Bool) (n int, err error) {
+	for n < len(descs) {
+		m, err := tx.Transmit(descs[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			if stop.Load() {
+				return n, nil
+			}
+			if err := wait(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
 }
 
 // SwapMACs exchanges the destination and source addresses of an Ethernet

@@ -1,8 +1,12 @@
 package app
 
 import (
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
@@ -257,5 +261,163 @@ func TestSweepTakesWhatTheRingHolds(t *testing.T) {
 	}
 	if got, err := l.Sweep(); got != 0 || err != nil {
 		t.Errorf("second Sweep: %d, %v; want 0, nil", got, err)
+	}
+}
+
+// fakeTx queues at most room[i] frames on its i-th call (0 once room is
+// used up) and fails with err[i] when that is set.
+type fakeTx struct {
+	room  []int
+	err   []error
+	calls int
+}
+
+func (f *fakeTx) Transmit(descs []xsk.Desc) (int, error) {
+	i := f.calls
+	f.calls++
+	if i >= len(f.room) {
+		return 0, nil
+	}
+	m := min(f.room[i], len(descs))
+	var err error
+	if i < len(f.err) {
+		err = f.err[i]
+	}
+	return m, err
+}
+
+// TestTransmitAllCountsWhatItQueued checks that TransmitAll reports every
+// frame it queued when it gives up part way, so that l2fwd and echo count
+// the frames that went out and give back only the rest: stopped while the
+// TX ring has no room, or failing after having queued some.
+func TestTransmitAllCountsWhatItQueued(t *testing.T) {
+	errTx := errors.New("transmit failed")
+	errWait := errors.New("wait failed")
+	descs := make([]xsk.Desc, 10)
+	for _, tc := range []struct {
+		name    string
+		tx      fakeTx
+		stop    bool
+		waitErr error
+		want    int
+		wantErr error
+	}{
+		{name: "all", tx: fakeTx{room: []int{4, 0, 6}}, want: 10},
+		{name: "stopped with the ring full", tx: fakeTx{room: []int{3, 2}}, stop: true, want: 5},
+		{name: "transmit fails after queuing some", tx: fakeTx{room: []int{3, 4}, err: []error{nil, errTx}}, want: 7, wantErr: errTx},
+		{name: "wait fails", tx: fakeTx{room: []int{6}}, waitErr: errWait, want: 6, wantErr: errWait},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stop atomic.Bool
+			stop.Store(tc.stop)
+			waits := 0
+			n, err := TransmitAll(&tc.tx, descs, func() error { waits++; return tc.waitErr }, &stop)
+			if n != tc.want || !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("TransmitAll: %d, %v; want %d, %v", n, err, tc.want, tc.wantErr)
+			}
+			if tc.stop && waits != 0 {
+				t.Errorf("waited %d times although stopped", waits)
+			}
+		})
+	}
+}
+
+// TestL2FwdStopAccounts stops l2fwd under overload, when it may be
+// waiting for room in the TX ring, and checks that every frame it
+// received is counted as transmitted or as given back unsent.
+func TestL2FwdStopAccounts(t *testing.T) {
+	topo, l := openLoop(t, WaitSpin)
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.L2Fwd(0)
+		done <- err
+	}()
+	if sent, err := topo.Gen.Send(20000); err != nil || sent != 20000 {
+		t.Fatalf("generator sent %d: %v", sent, err)
+	}
+	l.Stop.Store(true)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rx, tx, unsent := l.C.RxPackets.Load(), l.C.TxPackets.Load(), l.C.Unsent.Load()
+	if rx == 0 || rx != tx+unsent || l.C.TxBytes.Load() != tx*64 {
+		t.Fatalf("received %d, transmitted %d (%d bytes), unsent %d", rx, tx, l.C.TxBytes.Load(), unsent)
+	}
+}
+
+// TestTxOnlyCountsQueuedOnFailure takes the socket's link down, so that
+// Transmit queues frames and then fails in the kick: the frames it queued
+// are the kernel's, and TxOnly counts them, as the socket does, and does
+// not keep them as its own for ReleaseTx to give back.
+func TestTxOnlyCountsQueuedOnFailure(t *testing.T) {
+	topo, l := openLoop(t, WaitSpin)
+	frame := make([]byte, 64)
+	copy(frame, topo.Veth.Host.MAC)
+	copy(frame[6:], topo.Veth.Peer.MAC)
+	if err := l.PrepareTx(frame); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Veth.Peer.Do(func() error {
+		link, err := netlink.LinkByName(topo.Veth.Peer.Name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(link)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := l.TxOnly(1000)
+	if err == nil {
+		t.Fatalf("TxOnly on a link that is down: queued %d, no error", sent)
+	}
+	st, serr := l.Sock.Stats()
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if st.TxPackets == 0 || sent != st.TxPackets || l.C.TxPackets.Load() != st.TxPackets {
+		t.Fatalf("socket queued %d; TxOnly says %d, counted %d (%v)", st.TxPackets, sent, l.C.TxPackets.Load(), err)
+	}
+	if err := l.ReleaseTx(); err != nil {
+		t.Fatalf("ReleaseTx: %v", err)
+	}
+}
+
+// TestL2FwdCountsQueuedOnFailure gives l2fwd frames to forward on a link
+// that is down, so that Transmit queues them and then fails in the kick:
+// the frames it queued are counted as transmitted, as the socket counts
+// them, and every frame received is transmitted or counted unsent.
+func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
+	topo, l := openLoop(t, WaitSpin)
+	const n = 100
+	if sent, err := topo.Gen.Send(n); err != nil || sent != n {
+		t.Fatalf("generator sent %d: %v", sent, err)
+	}
+	// Let them reach the RX ring (Receive fills the fill ring first).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if p, err := topo.PeerReceived(); err == nil && p >= n {
+			break
+		}
+	}
+	if err := topo.Veth.Peer.Do(func() error {
+		link, err := netlink.LinkByName(topo.Veth.Peer.Name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(link)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := l.L2Fwd(0)
+	if err == nil {
+		t.Fatalf("L2Fwd on a link that is down: forwarded %d, no error", fwd)
+	}
+	st, serr := l.Sock.Stats()
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	rx, tx, unsent := l.C.RxPackets.Load(), l.C.TxPackets.Load(), l.C.Unsent.Load()
+	if st.TxPackets == 0 || fwd != st.TxPackets || tx != st.TxPackets || rx != tx+unsent {
+		t.Fatalf("socket queued %d; L2Fwd says %d; counted received %d, transmitted %d, unsent %d (%v)",
+			st.TxPackets, fwd, rx, tx, unsent, err)
 	}
 }
