@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/netip"
 	"os"
@@ -214,6 +215,8 @@ const ringMax = 1 << 16
 // report.
 func checkFlags() error {
 	switch {
+	case flag.NArg() > 0:
+		return fmt.Errorf("argument %q: compare takes flags only", flag.Arg(0))
 	case *rounds < 1:
 		return fmt.Errorf("-rounds %d: must be at least 1", *rounds)
 	case *dur <= 0:
@@ -251,22 +254,6 @@ func run(ctx context.Context) (err error) {
 	if err := checkFlags(); err != nil {
 		return err
 	}
-	if err := ensureTestpmd(); err != nil {
-		return err
-	}
-	ns, err := netenv.NewNetns(netenv.RandomName("afxcmp"))
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, ns.Close()) }()
-	t, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: *size, HostSink: true})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, t.Close()) }()
-	e := &env{ns: ns, topo: t}
-	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
-
 	all := []*contender{
 		{name: "kernel XDP_DROP (ceiling)", group: "rx", run: xdpDrop},
 		{name: "testpmd rxonly", group: "rx", run: func(e *env) (trial, error) { return testpmd(ctx, e, "rxonly") }},
@@ -292,6 +279,7 @@ func run(ctx context.Context) (err error) {
 		{name: "testpmd txonly, peer threaded NAPI", group: "txt", run: threaded(func(e *env) (trial, error) { return testpmd(ctx, e, "txonly") })},
 		{name: "afxdp txonly, peer threaded NAPI", group: "txt", run: threaded(afxdpTx)},
 	}
+	// The flags' last check, before anything is installed or built.
 	onlyRe, err := regexp.Compile(*only)
 	if err != nil {
 		return fmt.Errorf("-only: %w", err)
@@ -305,6 +293,24 @@ func run(ctx context.Context) (err error) {
 	if len(cs) == 0 {
 		return fmt.Errorf("-only %q matches no contender", *only)
 	}
+	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "testpmd") }) {
+		if err := ensureTestpmd(); err != nil {
+			return err
+		}
+	}
+	ns, err := netenv.NewNetns(netenv.RandomName("afxcmp"))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, ns.Close()) }()
+	t, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: *size, HostSink: true})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, t.Close()) }()
+	e := &env{ns: ns, topo: t}
+	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
+
 	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "C ") }) {
 		dir, err := os.MkdirTemp("", "afxcmp-cref")
 		if err != nil {
@@ -487,6 +493,8 @@ func report(w io.Writer, cs []*contender) {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
 		switch {
+		case c.group == "tx" || c.group == "txt":
+			// Transmit only: nothing received, no drops measured.
 		case strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C "):
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
@@ -860,6 +868,10 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 		return nil, err
 	}
 	p.cmd.Stderr = &p.stderr
+	dpdkParent.once.Do(func() {
+		_, err := os.Stat(filepath.Dir(testpmdRuntimeDir()))
+		dpdkParent.made = errors.Is(err, fs.ErrNotExist)
+	})
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -904,10 +916,23 @@ func testpmdRuntimeDir() string {
 	return filepath.Join(base, "dpdk", testpmdPrefix())
 }
 
-// exited removes what testpmd left behind once it has exited.
+// dpdkParent records whether the directory that holds DPDK's runtime
+// directories (/var/run/dpdk) was missing before this process first
+// started testpmd, which then made it.
+var dpdkParent struct {
+	once sync.Once
+	made bool
+}
+
+// exited removes what testpmd left behind once it has exited: its runtime
+// directory, and the one that holds it if testpmd made that and nothing
+// else uses it (os.Remove leaves a directory that is not empty).
 func (p *testpmdProc) exited() {
 	p.done = true
 	os.RemoveAll(testpmdRuntimeDir())
+	if dpdkParent.made {
+		os.Remove(filepath.Dir(testpmdRuntimeDir()))
+	}
 }
 
 // stop interrupts testpmd, waits for it and returns the last RX-packets
