@@ -30,7 +30,11 @@ var (
 
 func main() {
 	flag.Parse()
-	if err := run(os.Stdout, *cpu, *dur); err != nil {
+	err := fmt.Errorf("argument %q: jitter takes flags only", flag.Arg(0))
+	if flag.NArg() == 0 {
+		err = run(os.Stdout, *cpu, *dur)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "jitter:", err)
 		os.Exit(1)
 	}
@@ -78,6 +82,9 @@ func (g *gaps) over(b time.Duration) int {
 func run(w io.Writer, cpu int, d time.Duration) error {
 	if d <= 0 {
 		return fmt.Errorf("-d %v: must be positive", d)
+	}
+	if cpu < 0 {
+		return fmt.Errorf("-cpu %d: must not be negative", cpu)
 	}
 	unpin, err := app.PinThread(cpu)
 	if err != nil {

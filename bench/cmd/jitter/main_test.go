@@ -88,4 +88,7 @@ func TestRunBadInput(t *testing.T) {
 	if err := run(io.Discard, 4095, time.Millisecond); err == nil || !strings.Contains(err.Error(), "pin to cpu 4095") {
 		t.Errorf("-cpu 4095: %v", err)
 	}
+	if err := run(io.Discard, -1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "-cpu -1: must not be negative") {
+		t.Errorf("-cpu -1: %v", err)
+	}
 }
