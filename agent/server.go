@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -535,7 +536,12 @@ func (s *Server) Close() error {
 			}
 		}
 		if d.dir != "" {
-			os.Remove(d.dir) // only if empty
+			// Only if empty. It is not when the listener could not
+			// unlink its socket: a directory a non-root user owns
+			// (one -allow-uid) needs CAP_DAC_OVERRIDE for that.
+			if err := os.Remove(d.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn("device directory left behind", "device", d.Name, "dir", d.dir, "err", err)
+			}
 		}
 		s.log.Info("stopped serving device", "device", d.Name)
 	}

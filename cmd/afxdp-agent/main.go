@@ -8,8 +8,10 @@
 // busy-poll options.
 //
 // It needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON or
-// CAP_SYS_ADMIN, CAP_CHOWN, CAP_FOWNER) and Linux 5.11 or later for
-// busy-poll options; unprivileged workloads can put their socket in the map
+// CAP_SYS_ADMIN, CAP_CHOWN, CAP_FOWNER; CAP_SYS_ADMIN also for -netns,
+// -read-only-map, and -pin without a mounted bpffs; CAP_DAC_OVERRIDE for
+// one non-root -allow-uid without -socket-gid, whose user then owns the
+// device directory) and Linux 5.11 or later for busy-poll options; unprivileged workloads can put their socket in the map
 // through the fd on Linux 6.5 and later, and use the /xsk_register request
 // otherwise. The socket directory must belong to root and be writable by
 // root alone, and so must the directories above it, unless sticky like
@@ -258,7 +260,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if err != nil {
 		return err
 	}
-	log.Info("agent ready", "devices", len(opts.Devices), "socket_dir", opts.SocketDir, "allowed_uids", opts.AllowedUIDs)
+	dir := opts.SocketDir
+	if dir == "" {
+		dir = agent.DefaultSocketDir
+	}
+	log.Info("agent ready", "devices", len(opts.Devices), "socket_dir", dir, "allowed_uids", opts.AllowedUIDs)
 	if ready != nil {
 		ready(srv)
 	}
