@@ -299,8 +299,10 @@ func (c *Consumer[T]) Consume(dst []T) int {
 	return int(n)
 }
 
-// NeedWakeup reports whether the producer (the kernel) asks to be woken by a
-// system call before it adds entries again.
+// NeedWakeup reports whether the producer asks to be woken by a system
+// call before it adds entries again. The kernel sets the flag only on the
+// rings it consumes (fill and TX), so on the RX and completion rings this
+// is always false; it is here for rings whose other side does use it.
 func (c *Consumer[T]) NeedWakeup() bool {
 	return atomic.LoadUint32(c.s.flags)&FlagNeedWakeup != 0
 }
