@@ -295,11 +295,42 @@ func (o outputs) tableWriter(stdout, stderr io.Writer) (io.Writer, error) {
 	return nil, fmt.Errorf("%s: only one of them may write to stdout (-)", strings.Join(dash, " and "))
 }
 
+// files are the files the outputs write, by flag, in the order written.
+func (o outputs) files() []struct{ flag, name string } {
+	var fs []struct{ flag, name string }
+	for _, f := range []struct{ flag, v string }{{"json", o.json}, {"md", o.md}, {"svg", o.svg}} {
+		if f.v != "" && f.v != "-" {
+			fs = append(fs, struct{ flag, name string }{"-" + f.flag, f.v})
+		}
+	}
+	if o.docs != "" {
+		for _, n := range docsFiles {
+			fs = append(fs, struct{ flag, name string }{"-docs", filepath.Join(o.docs, n)})
+		}
+	}
+	return fs
+}
+
 // check makes sure every output can be written, before anything is
-// measured: its directory exists (-docs is made) and takes a new file, and
-// an existing file is a file.
+// measured: no two write the same file, its directory exists (-docs is
+// made) and takes a new file, and an existing file is a file.
 func (o outputs) check() error {
 	var errs []error
+	seen := map[string]string{}
+	for _, f := range o.files() {
+		abs, err := filepath.Abs(f.name)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", f.flag, f.name, err)
+		}
+		if prev, ok := seen[abs]; ok {
+			errs = append(errs, fmt.Errorf("%s and %s write the same file, %s: only the last would be left", prev, f.flag, f.name))
+			continue
+		}
+		seen[abs] = f.flag
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	for _, f := range []struct{ flag, v string }{{"json", o.json}, {"md", o.md}, {"svg", o.svg}} {
 		if f.v == "" || f.v == "-" {
 			continue
@@ -352,7 +383,24 @@ func (o outputs) write(res *matrix.Result, stdout io.Writer) error {
 		}
 		return writeFile(name, b.Bytes())
 	}
-	md := func(w io.Writer) error { return res.WriteMarkdown(w, "penalty-matrix.svg") }
+	// The page written by -md links the chart and the JSON where this
+	// run writes them (-svg and -json, else -docs), and none it does not.
+	link := func(from, name, docsName string) string {
+		if name == "" || name == "-" {
+			if o.docs == "" {
+				return ""
+			}
+			name = filepath.Join(o.docs, docsName)
+		}
+		if rel, err := relPath(filepath.Dir(from), name); err == nil {
+			return rel
+		}
+		return ""
+	}
+	md := func(w io.Writer) error {
+		return res.WriteMarkdown(w, link(o.md, o.svg, "penalty-matrix.svg"), link(o.md, o.json, "penalty-matrix.json"))
+	}
+	docsMD := func(w io.Writer) error { return res.WriteMarkdown(w, "penalty-matrix.svg", "penalty-matrix.json") }
 	var errs []error
 	if o.json != "" {
 		errs = append(errs, write(o.json, res.WriteJSON))
@@ -370,10 +418,28 @@ func (o outputs) write(res *matrix.Result, stdout io.Writer) error {
 			errs = append(errs,
 				write(filepath.Join(o.docs, "penalty-matrix.json"), res.WriteJSON),
 				write(filepath.Join(o.docs, "penalty-matrix.svg"), res.WriteSVG),
-				write(filepath.Join(o.docs, "penalty-matrix.md"), md))
+				write(filepath.Join(o.docs, "penalty-matrix.md"), docsMD))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// relPath is target relative to directory dir, with forward slashes, as
+// a Markdown link wants it.
+func relPath(dir, target string) (string, error) {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	t, err := filepath.Abs(target)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(d, t)
+	if err != nil {
+		return "", err
+	}
+	return filepath.ToSlash(rel), nil
 }
 
 func writeFile(name string, b []byte) (err error) {

@@ -388,3 +388,57 @@ func TestTeardownFailureExit(t *testing.T) {
 		t.Errorf("clean interrupted run: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestMarkdownLinks: the page written by -md links the chart and the
+// JSON that this run writes, where it writes them, and none it does not
+// write.
+func TestMarkdownLinks(t *testing.T) {
+	in := savedResult(t)
+	dir := t.TempDir()
+	md := filepath.Join(dir, "page.md")
+	var out, errb bytes.Buffer
+	if code := run([]string{"-render", in, "-md", md, "-table=false"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, _ := os.ReadFile(md)
+	if strings.Contains(string(b), "](penalty-matrix.svg)") || strings.Contains(string(b), "](penalty-matrix.json)") {
+		t.Errorf("-md alone links files nobody wrote:\n%s", b)
+	}
+	if code := run([]string{"-render", in, "-md", md, "-svg", filepath.Join(dir, "img", "chart.svg"), "-json", filepath.Join(dir, "r.json"), "-table=false"}, &out, &errb); code != 2 {
+		// img does not exist: refused before anything is written.
+		t.Fatalf("-svg into a missing directory: exit %d", code)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "img"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if code := run([]string{"-render", in, "-md", md, "-svg", filepath.Join(dir, "img", "chart.svg"), "-json", filepath.Join(dir, "r.json"), "-table=false"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, _ = os.ReadFile(md)
+	if !strings.Contains(string(b), "![The penalty matrix](img/chart.svg)") || !strings.Contains(string(b), "[r.json](r.json)") {
+		t.Errorf("the page does not link img/chart.svg and r.json:\n%s", b)
+	}
+}
+
+// TestOutputsCollide: two outputs naming one file would leave only the
+// last written; refused before anything is measured or written.
+func TestOutputsCollide(t *testing.T) {
+	in := savedResult(t)
+	dir := t.TempDir()
+	x := filepath.Join(dir, "x")
+	for _, args := range [][]string{
+		{"-json", x, "-md", x},
+		{"-svg", x, "-json", filepath.Join(dir, ".", "x")},
+		{"-docs", dir, "-md", filepath.Join(dir, "penalty-matrix.json")},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"-render", in, "-table=false"}, args...), &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "write the same file") {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 naming the clash", args, code, errb.String())
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%q: wrote %d files", args, len(ents))
+		}
+	}
+}

@@ -228,7 +228,7 @@ func TestSenderBound(t *testing.T) {
 		}
 	}
 	var md strings.Builder
-	if err := res.WriteMarkdown(&md, ""); err != nil {
+	if err := res.WriteMarkdown(&md, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(md.String(), "ptp/udp/rx/64") {
@@ -258,6 +258,14 @@ func TestDropCounters(t *testing.T) {
 	txt := c.dropText()
 	if !strings.Contains(txt, keyXSKDropped+" 59078 [the same drops, counted again: "+keyXSKFillEmpty+" 59078, B's veth rx_dropped 59078]") ||
 		!strings.Contains(txt, "host's bridge tx_dropped 3") {
+		t.Errorf("dropText = %q", txt)
+	}
+	// rr on AF_XDP: the client's socket in A, with A's veth, likewise.
+	a := xskKeysOf("A")
+	c.Drops = map[string]uint64{a.dropped: 448, a.fillEmpty: 448, "A's veth rx_dropped": 448, keyXSKDropped: 7, "B's veth rx_dropped": 7}
+	txt = c.dropText()
+	if !strings.Contains(txt, a.dropped+" 448 [the same drops, counted again: "+a.fillEmpty+" 448, A's veth rx_dropped 448]") ||
+		!strings.Contains(txt, keyXSKDropped+" 7 [the same drops, counted again: B's veth rx_dropped 7]") {
 		t.Errorf("dropText = %q", txt)
 	}
 }
@@ -316,7 +324,7 @@ func TestTeardownFailureFailsRun(t *testing.T) {
 		t.Errorf("the cell's measurement stands: %s", c.Status)
 	}
 	var md strings.Builder
-	res.WriteMarkdown(&md, "")
+	res.WriteMarkdown(&md, "", "")
 	if !strings.Contains(md.String(), "**Teardown failed**") {
 		t.Errorf("the page does not say the teardown failed:\n%s", md.String())
 	}
@@ -376,6 +384,37 @@ func TestCheckPluginDir(t *testing.T) {
 		err := CheckPluginDir(tc.dir, tc.topologies)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("CheckPluginDir(%s, %v) = %v, want %q", tc.dir, tc.topologies, err, tc.want)
+		}
+	}
+}
+
+// TestRRLossHasCounters drives rr faster than its sockets can keep up and
+// checks that what was lost shows in the drop counters: the client's and
+// the echo's sockets are where rr loses requests and replies, and a loss
+// without a counter is a packet unaccounted for.
+func TestRRLossHasCounters(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	tp := buildT(t, "veth")
+	m := &measurer{cfg: Config{Warmup: 2 * time.Second, Duration: 300 * time.Millisecond, Rate: 300000}}
+	for _, path := range Paths {
+		s, _, err := m.rr(context.Background(), tp, path, 1518)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var counted uint64
+		for _, v := range s.Drops {
+			counted += v
+		}
+		t.Logf("%s: sent %d, received %d, lost %d; drops %v", path, s.Sent, s.Received, s.Lost, s.Drops)
+		if s.Lost == 0 {
+			t.Logf("%s: nothing lost at %d/s; nothing to account for", path, m.cfg.Rate)
+			continue
+		}
+		if counted < s.Lost {
+			t.Errorf("%s: lost %d, but the drop counters account for %d: %v", path, s.Lost, counted, s.Drops)
+		}
+		if path == "afxdp" && s.Drops[keyXSKDropped]+s.Drops[keyXSKRingFull]+s.Drops[xskKeysOf("A").dropped]+s.Drops[xskKeysOf("A").ringFull] == 0 {
+			t.Errorf("afxdp: lost %d, and neither AF_XDP socket counted a drop: %v", s.Lost, s.Drops)
 		}
 	}
 }

@@ -3,15 +3,17 @@ package matrix
 import (
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strings"
 )
 
 // WriteMarkdown writes the results page; chart is the SVG's path relative
-// to the page ("" for none). What it states about the run (which
-// topologies were measured, XDP modes, generators, CPU pinning,
-// sender-bound cells) comes from r; the fixed text describes the method.
-func (r *Result) WriteMarkdown(w io.Writer, chart string) error {
+// to the page and data the JSON result's ("" for none). What it states
+// about the run (which topologies were measured, XDP modes, generators,
+// CPU pinning, sender-bound cells) comes from r; the fixed text describes
+// the method.
+func (r *Result) WriteMarkdown(w io.Writer, chart, data string) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	base := baselineTopology(r.Config.Baseline)
 	p("# The penalty matrix: what %s cost a container\n\n", r.titleTopologies())
@@ -84,7 +86,9 @@ func (r *Result) WriteMarkdown(w io.Writer, chart string) error {
 			c.Topology, c.Path, c.Mode, c.Size, c.value(), fmtSpread(c), gb, c.AppNs, c.SoftirqNs, c.KernelNs,
 			c.penaltyText(), mdEscape(c.dropText()), c.xdpText(), mdEscape(c.Generator))
 	}
-	p("\nThe same data, with every run, is in [penalty-matrix.json](penalty-matrix.json).\n")
+	if data != "" {
+		p("\nThe same data, with every run, is in [%s](%s).\n", path.Base(data), data)
+	}
 	return nil
 }
 
@@ -130,14 +134,16 @@ The method (the same on every run; what this run did is under "This run"):
   the receiver in rx, the sender in tx, the echo in rr. softirq and kernel (system + softirq + irq)
   are machine-wide from /proc/stat over the window, divided by the packets: they include the
   generator's work and anything else the machine did meanwhile, and /proc/stat counts in 10 ms ticks.
-- **Loss and drops.** loss, the socket's drop counters and every interface's counters cover one span
+- **Loss and drops.** loss, the sockets' drop counters (rx's receiver; rr's client and echo, whose
+  receive buffers are where rr loses most) and every interface's counters cover one span
   with nothing in flight at either edge: for rx and tx from before the first frame to the end of the
   drain (warm-up included), for rr the measured requests until the stragglers' time is up. A count
   above what was sent fails the cell rather than being taken for no loss. Interfaces are named by
   their role (B's veth, host end of A's veth), not by their random names. One drop may move several
   counters: an AF_XDP socket's rx_dropped counts a frame it had no room for, its fill_ring_empty how
-  often that was for want of a fill-ring entry, and B's veth, running XDP natively, counts the failed
-  redirect of the same frame as its rx_dropped; the table shows them together as the same drops.
+  often that was for want of a fill-ring entry, and the socket's veth (B's; A's for rr's client),
+  running XDP natively, counts the failed redirect of the same frame as its rx_dropped; the table
+  shows them together as the same drops.
   Loss with no counter is usually the veth ring or the backlog queue (/proc/net/softnet_stat).
 - **rr** runs the client and the echo on the same path (both containers use it). The AF_PACKET rr
   uses one frame per recvfrom/sendto: a TPACKET_V3 ring would hold frames for up to its 1 ms block

@@ -102,6 +102,15 @@ func TestSummarize(t *testing.T) {
 	if f := res.Cell("macvlan", "afxdp", "tx", 64); f.Status != StatusFailed || f.Reason == "" {
 		t.Fatalf("unmeasured cell = %+v", f)
 	}
+
+	// A baseline that got nothing through gives no penalty, not "0%".
+	res.Cells = append(res.Cells,
+		&Cell{Topology: "veth", Path: "udp", Mode: "tx", Size: 64, Runs: []Sample{{PPS: 0, Sent: 1000, Lost: 1000}}},
+		&Cell{Topology: "macvlan", Path: "udp", Mode: "tx", Size: 64, Runs: []Sample{{PPS: 5e5, Sent: 1000, Received: 1000, AppNs: 10}}})
+	summarize(res, c)
+	if m := res.Cell("macvlan", "udp", "tx", 64); m.Penalty != nil || m.NoPenalty != "veth/udp got nothing through" {
+		t.Errorf("against a baseline of 0 pps: penalty %+v (%q), want none", m.Penalty, m.NoPenalty)
+	}
 }
 
 // TestQuickMatrix runs every topology the kernel has, every path and mode,
@@ -192,7 +201,7 @@ func TestQuickMatrix(t *testing.T) {
 			}
 		}
 		var md bytes.Buffer
-		res.WriteMarkdown(&md, "")
+		res.WriteMarkdown(&md, "", "")
 		if title, _, _ := strings.Cut(md.String(), "\n"); !strings.Contains(title, "not measured here: ipvlan") {
 			t.Errorf("the title claims ipvlan: %q", title)
 		}

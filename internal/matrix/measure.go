@@ -43,7 +43,8 @@ type Sample struct {
 	// measurement: something other than the sender's frames was counted.
 	Lost uint64 `json:"lost"`
 	// Drops are the counters that say where packets were dropped: the
-	// receiving socket's own and every interface's rx/tx_dropped and
+	// receiving sockets' own (rx's receiver; rr's client and echo) and
+	// every interface's rx/tx_dropped and
 	// errors that moved, named by role ("B's veth rx_dropped"), over the
 	// span of Sent and Received.
 	Drops map[string]uint64 `json:"drops,omitempty"`
@@ -542,7 +543,23 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	measureFrom = seq
 	mu.Unlock()
 
-	c0, err := t.counters(nil)
+	// The sockets' own counters too: the client's and the echo's
+	// receive buffers are where rr loses most.
+	sockets := func() (map[string]uint64, error) {
+		a, err := cl.drops()
+		if err != nil {
+			return nil, err
+		}
+		b, err := echo.drops()
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range b {
+			a[k] = v
+		}
+		return a, nil
+	}
+	c0, err := t.counters(sockets)
 	if err != nil {
 		return s, info, err
 	}
@@ -607,7 +624,7 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	s.P50 = pct(samples, 0.50)
 	s.P99 = pct(samples, 0.99)
 	s.P999 = pct(samples, 0.999)
-	c1, err := t.counters(nil)
+	c1, err := t.counters(sockets)
 	if err != nil {
 		return s, info, err
 	}

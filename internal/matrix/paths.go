@@ -23,6 +23,19 @@ const (
 	keyXSKFillEmpty = "B's AF_XDP socket fill_ring_empty (events)"
 )
 
+// xskKeys name an AF_XDP socket's drop counters.
+type xskKeys struct{ dropped, ringFull, fillEmpty string }
+
+// xskKeysOf names the counters of the AF_XDP socket in side's namespace
+// ("A" or "B").
+func xskKeysOf(side string) xskKeys {
+	if side == "B" {
+		return xskKeys{keyXSKDropped, keyXSKRingFull, keyXSKFillEmpty}
+	}
+	p := side + "'s AF_XDP socket "
+	return xskKeys{p + "rx_dropped", p + "rx_ring_full", p + "fill_ring_empty (events)"}
+}
+
 // receiver takes what arrives at B, counting it.
 type receiver interface {
 	// recv receives until it has n packets (0: no limit) or deadline
@@ -143,14 +156,7 @@ func (x *xskRecv) recv(n uint64, deadline time.Time) (uint64, error) {
 	return got, nil
 }
 
-func (x *xskRecv) drops() (map[string]uint64, error) {
-	st, err := x.s.Stats()
-	return map[string]uint64{
-		keyXSKDropped:   st.RxDropped,
-		keyXSKRingFull:  st.RxRingFull,
-		keyXSKFillEmpty: st.FillRingEmpty,
-	}, err
-}
+func (x *xskRecv) drops() (map[string]uint64, error) { return xskDrops(x.s, "B") }
 
 func (x *xskRecv) close() error { return x.s.Close() }
 

@@ -99,24 +99,30 @@ func (c *Cell) dropText() string {
 	s := fmt.Sprintf("%.2f%%", c.LossPct)
 	rest := maps.Clone(c.Drops)
 	var parts []string
-	if xsk := rest[keyXSKDropped] + rest[keyXSKRingFull]; xsk > 0 {
+	// B's socket (rx, rr's echo), then A's (rr's client).
+	for _, side := range []string{"B", "A"} {
+		k := xskKeysOf(side)
+		xsk := rest[k.dropped] + rest[k.ringFull]
+		if xsk == 0 {
+			continue
+		}
 		var main, same []string
-		for _, k := range []string{keyXSKDropped, keyXSKRingFull} {
-			if v, ok := rest[k]; ok {
-				main = append(main, fmt.Sprintf("%s %d", k, v))
-				delete(rest, k)
+		for _, key := range []string{k.dropped, k.ringFull} {
+			if v, ok := rest[key]; ok {
+				main = append(main, fmt.Sprintf("%s %d", key, v))
+				delete(rest, key)
 			}
 		}
-		if v, ok := rest[keyXSKFillEmpty]; ok && v <= xsk {
-			same = append(same, fmt.Sprintf("%s %d", keyXSKFillEmpty, v))
-			delete(rest, keyXSKFillEmpty)
+		if v, ok := rest[k.fillEmpty]; ok && v <= xsk {
+			same = append(same, fmt.Sprintf("%s %d", k.fillEmpty, v))
+			delete(rest, k.fillEmpty)
 		}
-		// B's own device, when XDP runs there natively.
-		for _, k := range slices.Sorted(maps.Keys(rest)) {
-			if strings.HasPrefix(k, "B's ") && strings.HasSuffix(k, " rx_dropped") && !strings.Contains(k, "socket") &&
-				!strings.Contains(k, "underlay") && rest[k] <= xsk {
-				same = append(same, fmt.Sprintf("%s %d", k, rest[k]))
-				delete(rest, k)
+		// The socket's own device, when XDP runs there natively.
+		for _, key := range slices.Sorted(maps.Keys(rest)) {
+			if strings.HasPrefix(key, side+"'s ") && strings.HasSuffix(key, " rx_dropped") && !strings.Contains(key, "socket") &&
+				!strings.Contains(key, "underlay") && rest[key] <= xsk {
+				same = append(same, fmt.Sprintf("%s %d", key, rest[key]))
+				delete(rest, key)
 			}
 		}
 		p := strings.Join(main, ", ")

@@ -30,6 +30,9 @@ type rrClient interface {
 	// recv waits up to timeout for replies and calls fn with the payload
 	// of each.
 	recv(timeout time.Duration, fn func(payload []byte)) error
+	// drops are the socket's own drop counters, by name, since it was
+	// opened.
+	drops() (map[string]uint64, error)
 	close() error
 }
 
@@ -38,6 +41,9 @@ type rrEcho interface {
 	// serve answers requests until stop is closed and returns how many
 	// it answered.
 	serve(stop <-chan struct{}) (uint64, error)
+	// drops are the socket's own drop counters, by name, since it was
+	// opened; it may be called while serve runs.
+	drops() (map[string]uint64, error)
 	close() error
 }
 
@@ -56,7 +62,7 @@ func newClient(path string, t *topo, payload int) (rrClient, xdpInfo, error) {
 		if err != nil {
 			return nil, xdpInfo{}, err
 		}
-		return &rawClient{raw: r, t: t, out: make([]byte, 2048)}, xdpInfo{}, nil
+		return &rawClient{raw: r, key: "A's AF_PACKET socket tp_drops", t: t, out: make([]byte, 2048)}, xdpInfo{}, nil
 	case "afxdp":
 		s, err := xsk.Open(t.A.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: clientPort}})
 		if err != nil {
@@ -80,7 +86,7 @@ func newEcho(path string, B netenv.Endpoint) (rrEcho, xdpInfo, error) {
 		if err != nil {
 			return nil, xdpInfo{}, err
 		}
-		return &rawEcho{raw: r, ip: B.IP(), out: make([]byte, 2048)}, xdpInfo{}, nil
+		return &rawEcho{raw: r, key: "B's AF_PACKET socket tp_drops", ip: B.IP(), out: make([]byte, 2048)}, xdpInfo{}, nil
 	case "afxdp":
 		s, err := xsk.Open(B.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: serverPort}})
 		if err != nil {
@@ -120,7 +126,29 @@ func (u *udpClient) recv(timeout time.Duration, fn func([]byte)) error {
 	}
 }
 
+func (u *udpClient) drops() (map[string]uint64, error) {
+	n, err := udpDrops(u.c)
+	return map[string]uint64{"A's UDP socket sk_drops": n}, err
+}
+
 func (u *udpClient) close() error { return u.c.Close() }
+
+// udpDrops is c's sk_drops.
+func udpDrops(c *net.UDPConn) (uint64, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("read udp socket drops: %w", err)
+	}
+	var n uint64
+	var serr error
+	if err := raw.Control(func(fd uintptr) { n, serr = socketDrops(int(fd)) }); err != nil {
+		return 0, fmt.Errorf("read udp socket drops: %w", err)
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("read udp socket drops: %w", os.NewSyscallError("getsockopt SO_MEMINFO", serr))
+	}
+	return n, nil
+}
 
 type udpEcho struct{ c *net.UDPConn }
 
@@ -150,6 +178,11 @@ func (u *udpEcho) serve(stop <-chan struct{}) (uint64, error) {
 	}
 }
 
+func (u *udpEcho) drops() (map[string]uint64, error) {
+	n, err := udpDrops(u.c)
+	return map[string]uint64{keyUDPDrops: n}, err
+}
+
 func (u *udpEcho) close() error { return u.c.Close() }
 
 // --- AF_PACKET, one frame per system call ---
@@ -162,6 +195,9 @@ func (u *udpEcho) close() error { return u.c.Close() }
 type rawSock struct {
 	fd     int
 	closed atomic.Bool
+	// dropped sums tp_drops, which each read of PACKET_STATISTICS
+	// resets; only drops touches it.
+	dropped uint64
 }
 
 func openRaw(ifindex int) (*rawSock, error) {
@@ -217,6 +253,17 @@ func (r *rawSock) write(b []byte) error {
 	}
 }
 
+// drops is tp_drops since the socket was opened: the frames the kernel
+// had no room for in its receive buffer.
+func (r *rawSock) drops() (uint64, error) {
+	st, err := unix.GetsockoptTpacketStats(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return r.dropped, fmt.Errorf("read packet socket drops: %w", os.NewSyscallError("getsockopt PACKET_STATISTICS", err))
+	}
+	r.dropped += uint64(st.Drops)
+	return r.dropped, nil
+}
+
 func (r *rawSock) close() error {
 	if r.closed.Swap(true) {
 		return nil
@@ -226,6 +273,7 @@ func (r *rawSock) close() error {
 
 type rawClient struct {
 	raw *rawSock
+	key string
 	t   *topo
 	out []byte
 	in  [2048]byte
@@ -256,10 +304,16 @@ func (c *rawClient) recv(timeout time.Duration, fn func([]byte)) error {
 	}
 }
 
+func (c *rawClient) drops() (map[string]uint64, error) {
+	n, err := c.raw.drops()
+	return map[string]uint64{c.key: n}, err
+}
+
 func (c *rawClient) close() error { return c.raw.close() }
 
 type rawEcho struct {
 	raw *rawSock
+	key string
 	ip  netip.Addr
 	out []byte
 }
@@ -301,6 +355,11 @@ func (e *rawEcho) serve(stop <-chan struct{}) (uint64, error) {
 			n++
 		}
 	}
+}
+
+func (e *rawEcho) drops() (map[string]uint64, error) {
+	n, err := e.raw.drops()
+	return map[string]uint64{e.key: n}, err
 }
 
 func (e *rawEcho) close() error { return e.raw.close() }
@@ -362,11 +421,23 @@ func (c *xskClient) send(p []byte) error {
 		return err
 	}
 	c.tx[0].Len = uint32(n)
-	k, err := c.s.Transmit(c.tx)
-	if k == 0 {
-		return errors.Join(err, c.s.Release(c.tx))
+	// A request the TX ring has no room for is not sent: wait for room
+	// rather than count it as sent.
+	for tries := 0; ; tries++ {
+		k, err := c.s.Transmit(c.tx)
+		if k == 1 || err != nil {
+			if k == 0 {
+				err = errors.Join(err, c.s.Release(c.tx))
+			}
+			return err
+		}
+		if tries > 1000 {
+			return errors.Join(errors.New("send request: no room in the TX ring"), c.s.Release(c.tx))
+		}
+		if _, err := c.s.Wait(xsk.Writable, time.Millisecond); err != nil {
+			return errors.Join(err, c.s.Release(c.tx))
+		}
 	}
-	return err
 }
 
 func (c *xskClient) recv(timeout time.Duration, fn func([]byte)) error {
@@ -390,13 +461,28 @@ func (c *xskClient) recv(timeout time.Duration, fn func([]byte)) error {
 	return c.s.Release(c.rx[:k])
 }
 
+func (c *xskClient) drops() (map[string]uint64, error) { return xskDrops(c.s, "A") }
+
 func (c *xskClient) close() error { return c.s.Close() }
+
+// xskDrops are s's receive drop counters, named for side ("A" or "B").
+func xskDrops(s *xsk.Socket, side string) (map[string]uint64, error) {
+	st, err := s.Stats()
+	k := xskKeysOf(side)
+	return map[string]uint64{k.dropped: st.RxDropped, k.ringFull: st.RxRingFull, k.fillEmpty: st.FillRingEmpty}, err
+}
 
 type xskEcho struct {
 	s     *xsk.Socket
 	ip    netip.Addr
 	descs []xsk.Desc
+	// refused counts the replies the TX ring had no room for.
+	refused atomic.Uint64
 }
+
+// keyXSKEchoRefused names the replies the echo's TX ring had no room
+// for: dropped by the echo itself.
+const keyXSKEchoRefused = "B's AF_XDP echo replies refused by a full TX ring"
 
 func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 	var n uint64
@@ -438,6 +524,7 @@ func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 		sent, err := e.s.Transmit(out)
 		n += uint64(sent)
 		if sent < len(out) {
+			e.refused.Add(uint64(len(out) - sent))
 			if rerr := e.s.Release(out[sent:]); rerr != nil {
 				return n, errors.Join(err, rerr)
 			}
@@ -446,6 +533,14 @@ func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 			return n, err
 		}
 	}
+}
+
+func (e *xskEcho) drops() (map[string]uint64, error) {
+	d, err := xskDrops(e.s, "B")
+	if d != nil {
+		d[keyXSKEchoRefused] = e.refused.Load()
+	}
+	return d, err
 }
 
 func (e *xskEcho) close() error { return e.s.Close() }

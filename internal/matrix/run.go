@@ -493,6 +493,11 @@ func summarize(res *Result, c Config) {
 		case base == nil || base.Status != StatusOK:
 			cell.NoPenalty = against + " not measured"
 			continue
+		case cell.Mode != "rr" && base.PPS <= 0:
+			// A change against nothing is no number: "0%" would say
+			// the cell matched it.
+			cell.NoPenalty = against + " got nothing through"
+			continue
 		}
 		p := &Penalty{Against: against}
 		if base.PPS > 0 {
