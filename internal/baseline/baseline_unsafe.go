@@ -28,19 +28,6 @@ func storeStatus(b []byte, off int, v uint32) {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&b[off])), v)
 }
 
-// socketDrops reads the socket's drop counter (sk_drops) with getsockopt
-// SO_MEMINFO.
-func socketDrops(fd int) (uint32, error) {
-	var mem [unix.SK_MEMINFO_VARS]uint32
-	l := uint32(unsafe.Sizeof(mem))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
-		uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
-	if e != 0 {
-		return 0, e
-	}
-	return mem[unix.SK_MEMINFO_DROPS], nil
-}
-
 // mmsgs is a reusable vector of message headers for recvmmsg and sendmmsg,
 // one buffer per message, driven through the socket's RawConn so that the
 // runtime poller waits for readiness and honours deadlines. golang.org/x/net

@@ -22,7 +22,8 @@
 // The system calls for the packet rings are kept here rather than in
 // internal/sys, because no library package uses AF_PACKET or mmsg; every
 // use of package unsafe (atomic access to ring status words, the mmsghdr
-// vectors, getsockopt SO_MEMINFO) sits in baseline_unsafe.go.
+// vectors) sits in baseline_unsafe.go; a UDP socket's drops are read with
+// internal/sys.
 //
 // [BenchRecv] is the receive benchmark harness: it drives any [Receiver]
 // on a veth pair fed by an internal/pktgen generator.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // Counts are the packets and bytes that one call moved.
@@ -205,17 +206,9 @@ func (r *UDPReceiver) Stats() (Stats, error) {
 	if r.closed {
 		return s, nil
 	}
-	var drops uint32
-	var serr error
-	raw, err := r.conn.SyscallConn()
-	if err == nil {
-		err = raw.Control(func(fd uintptr) { drops, serr = socketDrops(int(fd)) })
-	}
-	if err == nil {
-		err = serr
-	}
+	drops, err := sys.ConnDrops(r.conn)
 	if err != nil {
-		return s, fmt.Errorf("read udp socket drops: %w", os.NewSyscallError("getsockopt SO_MEMINFO", err))
+		return s, fmt.Errorf("udp socket: %w", err)
 	}
 	s.Drops = uint64(drops)
 	return s, nil

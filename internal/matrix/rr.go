@@ -15,6 +15,7 @@ import (
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -135,19 +136,11 @@ func (u *udpClient) close() error { return u.c.Close() }
 
 // udpDrops is c's sk_drops.
 func udpDrops(c *net.UDPConn) (uint64, error) {
-	raw, err := c.SyscallConn()
+	n, err := sys.ConnDrops(c)
 	if err != nil {
-		return 0, fmt.Errorf("read udp socket drops: %w", err)
+		return 0, fmt.Errorf("udp socket: %w", err)
 	}
-	var n uint64
-	var serr error
-	if err := raw.Control(func(fd uintptr) { n, serr = socketDrops(int(fd)) }); err != nil {
-		return 0, fmt.Errorf("read udp socket drops: %w", err)
-	}
-	if serr != nil {
-		return 0, fmt.Errorf("read udp socket drops: %w", os.NewSyscallError("getsockopt SO_MEMINFO", serr))
-	}
-	return n, nil
+	return uint64(n), nil
 }
 
 type udpEcho struct{ c *net.UDPConn }
