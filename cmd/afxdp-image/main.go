@@ -210,7 +210,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	// a --tar or --bundle inside its directory do not make it look like
 	// a directory of other files; the image is added to it last.
 	if *layoutDir != "" {
-		top, err := firstMissing(*layoutDir)
+		top, err := runc.FirstMissing(*layoutDir)
 		if err != nil {
 			return fmt.Errorf("--oci-layout %q: %w", *layoutDir, err)
 		}

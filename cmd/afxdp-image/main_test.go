@@ -279,13 +279,7 @@ func TestRunFailureRemovesWhatItMade(t *testing.T) {
 			// The layout is written after the tarball and the bundle are
 			// staged. Every flag is checked before that, so a failure
 			// there is made: the layout is written, then the step fails.
-			writeLayout = func(dir string, img v1.Image, tag string) error {
-				if err := oci.WriteLayout(dir, img, tag); err != nil {
-					return err
-				}
-				return errors.New("layout step made to fail")
-			}
-			t.Cleanup(func() { writeLayout = oci.WriteLayout })
+			failLayoutStep(t)
 			before := snapshot(t, dir)
 			layout := filepath.Join(dir, "new", "layout")
 			args := []string{"--binary", bin, "--tag", "afxdp/hello:t", "--bundle", bundle,
@@ -368,13 +362,7 @@ func TestRunFailureEmptiesLayoutDir(t *testing.T) {
 	if err := os.Mkdir(layout, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeLayout = func(dir string, img v1.Image, tag string) error {
-		if err := oci.WriteLayout(dir, img, tag); err != nil {
-			return err
-		}
-		return errors.New("layout step made to fail")
-	}
-	t.Cleanup(func() { writeLayout = oci.WriteLayout })
+	failLayoutStep(t)
 	before := snapshot(t, dir)
 	var stdout, stderr bytes.Buffer
 	err := run([]string{"--binary", bin, "--tag", "afxdp/hello:t", "--oci-layout", layout}, &stdout, &stderr)
@@ -410,4 +398,16 @@ func TestRunOutputsOnOnePath(t *testing.T) {
 		}
 	}
 	sameTree(t, dir, before, "refused runs")
+}
+
+// failLayoutStep makes the layout step write the layout and then fail,
+// until the test ends.
+func failLayoutStep(t *testing.T) {
+	writeLayout = func(dir string, img v1.Image, tag string) error {
+		if err := oci.WriteLayout(dir, img, tag); err != nil {
+			return err
+		}
+		return errors.New("layout step made to fail")
+	}
+	t.Cleanup(func() { writeLayout = oci.WriteLayout })
 }

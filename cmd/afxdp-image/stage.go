@@ -80,29 +80,6 @@ func distinctOutputs(outs [][2]string) error {
 	return nil
 }
 
-// firstMissing is the topmost of p and its parents that does not exist:
-// what MkdirAll(p) would make, and removing it undoes that. It is "" when p
-// exists.
-func firstMissing(p string) (string, error) {
-	p = filepath.Clean(p)
-	missing := ""
-	for {
-		_, err := os.Lstat(p)
-		if err == nil {
-			return missing, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return "", err
-		}
-		missing = p
-		parent := filepath.Dir(p)
-		if parent == p {
-			return missing, nil
-		}
-		p = parent
-	}
-}
-
 // removeLayoutFiles removes what an OCI image layout adds to a directory:
 // oci-layout, index.json and blobs/.
 func removeLayoutFiles(dir string) error {
@@ -115,7 +92,7 @@ func removeLayoutFiles(dir string) error {
 
 // mkdirAll is os.MkdirAll that records, in u, the removal of what it made.
 func mkdirAll(u *undo, dir string) error {
-	top, err := firstMissing(dir)
+	top, err := runc.FirstMissing(dir)
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 	}
 	// top is the topmost of dir and its parents that MkdirAll makes, ""
 	// if dir is there already.
-	top, err := firstMissing(dir)
+	top, err := FirstMissing(dir)
 	if err != nil {
 		return nil, fmt.Errorf("unpack into %s: %w", dir, err)
 	}
@@ -240,9 +240,10 @@ func (b *Bundle) Close() error {
 	return nil
 }
 
-// firstMissing returns the topmost of p and its parents that does not
-// exist, or "" if p exists.
-func firstMissing(p string) (string, error) {
+// FirstMissing is the topmost of p and its parents that does not exist:
+// what os.MkdirAll(p) would make, so that removing it undoes that. It is ""
+// when p exists.
+func FirstMissing(p string) (string, error) {
 	p = filepath.Clean(p)
 	missing := ""
 	for {
