@@ -18,7 +18,6 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
-	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -288,14 +287,7 @@ func TestEcho(t *testing.T) {
 // may not use).
 func TestEchoIgnoresGeneratorFlags(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	allowed, err := sys.AllowedCPUSet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outside := 0
-	for allowed.IsSet(outside) {
-		outside++
-	}
+	outside := testenv.CPUOutsideAffinity(t)
 	var c app.Config
 	c.Defaults()
 	c.Wait = app.WaitPoll

@@ -373,14 +373,7 @@ func TestPrintResultNothingArrived(t *testing.T) {
 // refuse them.
 func TestRunWithoutGeneratorIgnoresItsFlags(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	allowed, err := sys.AllowedCPUSet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outside := 0
-	for allowed.IsSet(outside) {
-		outside++
-	}
+	outside := testenv.CPUOutsideAffinity(t)
 	var c Config
 	c.Defaults()
 	c.GenCPU, c.GenBatch = outside, 0

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -357,15 +358,7 @@ func TestTxOnlyCountsQueuedOnFailure(t *testing.T) {
 	if err := l.PrepareTx(frame); err != nil {
 		t.Fatal(err)
 	}
-	if err := topo.Veth.Peer.Do(func() error {
-		link, err := netlink.LinkByName(topo.Veth.Peer.Name)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetDown(link)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	linkDown(t, topo.Veth.Peer)
 	sent, err := l.TxOnly(1000)
 	if err == nil {
 		t.Fatalf("TxOnly on a link that is down: queued %d, no error", sent)
@@ -398,15 +391,7 @@ func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
 			break
 		}
 	}
-	if err := topo.Veth.Peer.Do(func() error {
-		link, err := netlink.LinkByName(topo.Veth.Peer.Name)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetDown(link)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	linkDown(t, topo.Veth.Peer)
 	fwd, err := l.L2Fwd(0)
 	if err == nil {
 		t.Fatalf("L2Fwd on a link that is down: forwarded %d, no error", fwd)
@@ -419,5 +404,19 @@ func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
 	if st.TxPackets == 0 || fwd != st.TxPackets || tx != st.TxPackets || rx != tx+unsent {
 		t.Fatalf("socket queued %d; L2Fwd says %d; counted received %d, transmitted %d, unsent %d (%v)",
 			st.TxPackets, fwd, rx, tx, unsent, err)
+	}
+}
+
+// linkDown sets ep's link down, so that a kick fails with ENETDOWN.
+func linkDown(t *testing.T, ep netenv.Endpoint) {
+	t.Helper()
+	if err := ep.Do(func() error {
+		link, err := netlink.LinkByName(ep.Name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(link)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // RequireEnv is the environment variable under which a privileged test that
@@ -128,4 +129,19 @@ func NewMacvlan(tb testing.TB, parent netenv.Endpoint, opts *netenv.MacvlanOptio
 		}
 	})
 	return l
+}
+
+// CPUOutsideAffinity returns the lowest CPU number this process may not
+// run on (a CPU that does not exist, when it may use all of them).
+func CPUOutsideAffinity(tb testing.TB) int {
+	tb.Helper()
+	allowed, err := sys.AllowedCPUSet()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cpu := 0
+	for allowed.IsSet(cpu) {
+		cpu++
+	}
+	return cpu
 }
