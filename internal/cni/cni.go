@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -45,7 +46,9 @@ type Config struct {
 	// "l2").
 	Mode string
 	// Bridge is the bridge device for the bridge plugin. Default: a random
-	// name, a new bridge that Close deletes. An existing bridge is used and
+	// name. A bridge that does not exist yet is made by the plugin and
+	// deleted by the Close of the last attachment of this process on it,
+	// so attachments may share it; one that existed before is used and
 	// kept.
 	Bridge string
 	// MTU of the container interface. Default: the plugin's.
@@ -92,7 +95,7 @@ type Attachment struct {
 	env        []string
 	pluginPath string
 	dataDir    string
-	ownBridge  bool
+	bridge     *bridgeHold  // a bridge made by this process's attachments, shared with them
 	forward    *forwardHold // ptp and bridge: this attachment's share of ip_forward=1
 
 	closeOnce sync.Once
@@ -175,14 +178,12 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		}
 	}
 
-	if c.Plugin == "bridge" {
-		if c.Bridge == "" {
-			c.Bridge = netenv.RandomName("afxb")
-		}
-		_, lerr := netlink.LinkByName(c.Bridge)
-		a.ownBridge = lerr != nil
-		a.Bridge = c.Bridge
+	// The plugins' DEL, which a failed ADD is followed by, deletes the
+	// interface by name: it would take an existing one with it.
+	if err := checkIfNameFree(c.NetnsPath, c.IfName); err != nil {
+		return nil, fmt.Errorf("cni attach: %w", err)
 	}
+
 	a.dataDir, err = os.MkdirTemp("", "afxdp-cni-ipam-")
 	if err != nil {
 		return nil, fmt.Errorf("cni attach: %w", err)
@@ -192,6 +193,16 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		a.forward, err = holdForward()
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), os.RemoveAll(a.dataDir))
+		}
+	}
+	if c.Plugin == "bridge" {
+		if c.Bridge == "" {
+			c.Bridge = netenv.RandomName("afxb")
+		}
+		a.Bridge = c.Bridge
+		a.bridge, err = holdBridge(c.Bridge)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), os.RemoveAll(a.dataDir), a.forward.release())
 		}
 	}
 	a.IPAMDir = a.dataDir
@@ -344,7 +355,8 @@ func (a *Attachment) parse(out []byte) error {
 }
 
 // Close runs the plugin's DEL and removes what DEL leaves: the bridge if
-// Attach made it, the IPAM data directory, and ip_forward's change once no
+// an Attach made it and no other open attachment of this process is on
+// it, the IPAM data directory, and ip_forward's change once no
 // other ptp or bridge attachment of this process in the same namespace
 // needs it (see the package documentation). A second Close returns nil.
 func (a *Attachment) Close() error {
@@ -361,11 +373,9 @@ func (a *Attachment) Close() error {
 		if _, err := a.exec(context.Background(), "DEL", conf); err != nil {
 			errs = append(errs, fmt.Errorf("cni detach %s: %w", a.NetnsPath, err))
 		}
-		if a.ownBridge {
-			if l, err := netlink.LinkByName(a.Bridge); err == nil {
-				if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-					errs = append(errs, fmt.Errorf("cni detach: delete bridge %s: %w", a.Bridge, err))
-				}
+		if a.bridge != nil {
+			if err := a.bridge.release(); err != nil {
+				errs = append(errs, fmt.Errorf("cni detach: %w", err))
 			}
 		}
 		if err := os.RemoveAll(a.dataDir); err != nil {
@@ -379,6 +389,25 @@ func (a *Attachment) Close() error {
 		a.closeErr = errors.Join(errs...)
 	})
 	return a.closeErr
+}
+
+// checkIfNameFree refuses an interface name that the namespace at path
+// already has.
+func checkIfNameFree(path, ifname string) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("NetnsPath: %w", err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("NetnsPath %s: not a network namespace: %w", path, err)
+	}
+	defer nl.Close()
+	if _, err := nl.LinkByName(ifname); err == nil {
+		return fmt.Errorf("IfName %q: %s already has an interface of that name", ifname, path)
+	}
+	return nil
 }
 
 func randomID() string {

@@ -313,6 +313,7 @@ func TestAttachValidation(t *testing.T) {
 		{"plugin", cni.Config{Plugin: "vxlan", NetnsPath: "/proc/self/ns/net"}, "Plugin"},
 		{"netns", cni.Config{Plugin: "ptp"}, "NetnsPath"},
 		{"netnsmissing", cni.Config{Plugin: "ptp", NetnsPath: "/var/run/netns/afxdp-none"}, "NetnsPath"},
+		{"netnsnotnetns", cni.Config{Plugin: "ptp", NetnsPath: "/proc/self/exe"}, "not a network namespace"},
 		{"master", cni.Config{Plugin: "macvlan", NetnsPath: "/proc/self/ns/net"}, "Master"},
 		{"ifname", cni.Config{Plugin: "ptp", NetnsPath: "/proc/self/ns/net", IfName: "a/b"}, "IfName"},
 		{"subnet", cni.Config{Plugin: "ptp", NetnsPath: "/proc/self/ns/net", Subnet: netip.MustParsePrefix("fd00::/64")}, "Subnet"},
@@ -347,4 +348,71 @@ func mustHandle(t *testing.T) *netlink.Handle {
 	}
 	t.Cleanup(h.Close)
 	return h
+}
+
+// Two attachments on one bridge that the first Attach made: closing the
+// first must leave the bridge to the second, whose veth is still a port of
+// it; closing the second removes it.
+func TestAttachSharedBridge(t *testing.T) {
+	requireCNI(t)
+	host := forwardHost(t)
+	br := netenv.RandomName("afxb")
+	subnet := netenv.RandomSubnet()
+	a := attachIn(t, host, cni.Config{Plugin: "bridge", Bridge: br, Subnet: subnet})
+	b := attachIn(t, host, cni.Config{Plugin: "bridge", Bridge: br, Subnet: subnet})
+	h := host.Handle()
+	closeIn(t, host, a)
+	l, err := h.LinkByName(b.HostIf)
+	if err != nil {
+		t.Fatalf("second attachment's host veth %s: %v", b.HostIf, err)
+	}
+	bl, err := h.LinkByName(br)
+	if err != nil {
+		t.Fatalf("bridge %s deleted by the first Close while the second attachment uses it: %v", br, err)
+	}
+	if l.Attrs().MasterIndex != bl.Attrs().Index {
+		t.Errorf("%s is no longer a port of %s", b.HostIf, br)
+	}
+	closeIn(t, host, b)
+	if linkExists(h, br) {
+		t.Errorf("bridge %s left after both attachments closed", br)
+	}
+}
+
+// A second Attach with an interface name the namespace already has fails,
+// and its clean-up (DEL, which the plugins run by interface name) must not
+// remove the first attachment's interface.
+func TestAttachIfNameInUse(t *testing.T) {
+	requireCNI(t)
+	for _, plugin := range []string{"ptp", "bridge"} {
+		t.Run(plugin, func(t *testing.T) {
+			host := forwardHost(t)
+			ns := namedNetns(t)
+			var first *cni.Attachment
+			if err := host.Do(func() (err error) {
+				first, err = cni.Attach(context.Background(), cni.Config{Plugin: plugin, NetnsPath: ns.Path()})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { host.Do(first.Close) })
+			var second *cni.Attachment
+			err := host.Do(func() (err error) {
+				second, err = cni.Attach(context.Background(), cni.Config{Plugin: plugin, NetnsPath: ns.Path()})
+				return err
+			})
+			if err == nil {
+				host.Do(second.Close)
+				t.Fatal("second Attach with the same IfName succeeded")
+			}
+			if !strings.Contains(err.Error(), "IfName") {
+				t.Errorf("second Attach: %v; want an error naming IfName", err)
+			}
+			t.Log(err)
+			checkInside(t, ns, first)
+			if !linkExists(host.Handle(), first.HostIf) {
+				t.Errorf("first attachment's host veth %s removed by the failed Attach", first.HostIf)
+			}
+		})
+	}
 }

@@ -7,8 +7,10 @@
 // or ipvlan plugins with host-local IPAM (in a private data directory) and
 // executes the plugin with CNI_COMMAND=ADD; [Attachment.Close] executes DEL
 // with the ADD's result as prevResult and then removes what DEL leaves
-// behind: the bridge device, the IPAM directory, and net.ipv4.ip_forward=1,
-// which the bridge and ptp plugins set and never unset.
+// behind: the bridge device (if an Attach made it and no other open
+// attachment of this process is on it), the IPAM directory, and
+// net.ipv4.ip_forward=1, which the bridge and ptp plugins set and never
+// unset.
 //
 // The plugins are executed directly rather than through libcni: the protocol
 // is a process with six environment variables, the configuration on stdin

@@ -31,6 +31,21 @@ var forwarding = struct {
 // netnsID identifies a network namespace by its nsfs inode.
 type netnsID struct{ dev, ino uint64 }
 
+// openThreadNetns opens the network namespace of the calling thread, which
+// the caller has locked, and returns it with its identity.
+func openThreadNetns() (*os.File, netnsID, error) {
+	f, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, netnsID{}, fmt.Errorf("open current netns: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, netnsID{}, fmt.Errorf("stat current netns: %w", os.NewSyscallError("fstat", err))
+	}
+	return f, netnsID{dev: st.Dev, ino: st.Ino}, nil
+}
+
 // forwardHold is the record of one namespace; its fields are guarded by
 // forwarding's mutex.
 type forwardHold struct {
@@ -50,16 +65,10 @@ func holdForward() (*forwardHold, error) {
 	// The namespace's identity and ip_forward must be read on one thread.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	f, err := os.Open("/proc/thread-self/ns/net")
+	f, id, err := openThreadNetns()
 	if err != nil {
-		return nil, fmt.Errorf("open current netns: %w", err)
+		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stat current netns: %w", os.NewSyscallError("fstat", err))
-	}
-	id := netnsID{dev: st.Dev, ino: st.Ino}
 
 	forwarding.Lock()
 	defer forwarding.Unlock()
