@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -274,5 +275,27 @@ func TestStackedLinksRefuseBadOptions(t *testing.T) {
 		if !before[n] {
 			t.Errorf("link %s left behind", n)
 		}
+	}
+}
+
+// A namespace name is one file name under /var/run/netns: a name that would
+// put the mount anywhere else is refused before anything is made.
+func TestNewNetnsRefusesBadNames(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	escape := netenv.RandomName("afxn")
+	for _, name := range []string{"../" + escape, "a/b", ".", "..", "x\x00y"} {
+		ns, err := netenv.NewNetns(name)
+		if err == nil {
+			t.Errorf("NewNetns(%q) succeeded, path %s", name, ns.Path())
+			ns.Close()
+			continue
+		}
+		if !strings.Contains(err.Error(), "name") {
+			t.Errorf("NewNetns(%q): %v; want an error about the name", name, err)
+		}
+	}
+	if _, err := os.Stat("/var/run/" + escape); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("/var/run/%s made outside /var/run/netns (%v)", escape, err)
+		os.Remove("/var/run/" + escape)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -39,8 +40,12 @@ type Netns struct {
 // NewNetns makes a new network namespace with its loopback up. With name ""
 // the namespace is anonymous: it lives as long as the returned value (or the
 // process). With a name it is also bind-mounted at /var/run/netns/NAME, so
-// that `ip netns exec NAME` can enter it, until Close.
+// that `ip netns exec NAME` can enter it, until Close; a name that is not a
+// single file name there (containing "/", or "." or "..") is refused.
 func NewNetns(name string) (_ *Netns, err error) {
+	if name != "" && (name == "." || name == ".." || strings.ContainsAny(name, "/\x00")) {
+		return nil, fmt.Errorf("create netns: name %q: must be a file name, without / or NUL, other than . and ..", name)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
