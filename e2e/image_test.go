@@ -301,7 +301,7 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 	var once sync.Once
 	defer once.Do(func() { close(stop) })
 	c := count(recv, a.Addr.Addr(), dst, sent, stop)
-	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: netenv.RandomName("afxdp-e2e"), Timeout: 30 * time.Second})
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{Timeout: 30 * time.Second})
 	once.Do(func() { close(stop) })
 	<-c.done
 	if err != nil {
