@@ -42,7 +42,8 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
 // Run runs the bundle in dir with `runc run` in the foreground and waits for
 // it to exit. Whatever happens it then runs `runc delete --force`, so that no
-// container state is left behind. It returns an error, together with the
+// container state is left behind, unless runc refused the ID because
+// another container has it: that one is not touched. It returns an error, together with the
 // Result, when the container exits non-zero, is killed on timeout (the
 // error then wraps context.DeadlineExceeded) or cannot start.
 func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err error) {
@@ -98,7 +99,13 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 	// keeps our pipes open), stop waiting for it.
 	cmd.WaitDelay = 5 * time.Second
 
+	// taken is set when runc refused the ID because a container has it
+	// already: that container is someone else's, and stays.
+	taken := false
 	defer func() {
+		if taken {
+			return
+		}
 		dctx, dcancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer dcancel()
 		out, derr := runcCmd(dctx, "delete", "--force", o.ID).CombinedOutput()
@@ -109,6 +116,10 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 
 	runErr := cmd.Run()
 	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+	if runErr != nil && bytes.Contains(res.Stderr, []byte("container with given ID already exists")) {
+		taken = true
+		return res, fmt.Errorf("run container %s: the ID is taken by another container, left as it is: %w", o.ID, runErr)
+	}
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:

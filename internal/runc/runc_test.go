@@ -265,6 +265,43 @@ func TestRunExitStatus(t *testing.T) {
 	checkNoState(t, root, id)
 }
 
+// TestRunLeavesTakenIDAlone runs a bundle under the ID of a container
+// that exists already (created, not started): runc refuses it, and Run
+// must say so and leave that container as it was, not force-delete it.
+func TestRunLeavesTakenIDAlone(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	// The created container's init keeps the stdio runc gives it: a
+	// file, not a pipe that CombinedOutput would wait on for good.
+	logf, err := os.Create(filepath.Join(t.TempDir(), "create.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	create := exec.Command("runc", "--root", root, "create", "--bundle", b.Dir, id)
+	create.Stdout, create.Stderr = logf, logf
+	if err := create.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("runc create: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		checkNoState(t, root, id)
+	})
+	_, err = runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root, Timeout: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "the ID is taken") {
+		t.Fatalf("Run under a taken ID: %v, want it refused", err)
+	}
+	if out, err := exec.Command("runc", "--root", root, "state", id).CombinedOutput(); err != nil {
+		t.Fatalf("the other container is gone after Run: %v: %s", err, out)
+	}
+}
+
 func TestWriteConfigValidation(t *testing.T) {
 	b := &runc.Bundle{Dir: t.TempDir(), Image: runc.ImageConfig{Entrypoint: []string{"/x"}, User: "65534"}}
 	for _, tc := range []struct {
