@@ -637,7 +637,10 @@ func (c *conn) write(resp string, fd int) error {
 // (or -1), and whether to keep the connection. It never closes m's fds.
 func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bool) {
 	fd = -1
-	if m.truncated {
+	// The buffer has room for one byte more than MaxMessageSize, so
+	// that a request of that one byte too many is not taken for a whole
+	// one; MSG_TRUNC tells only of longer ones.
+	if m.truncated || len(m.data) > c.s.opts.MaxMessageSize {
 		c.log.Warn("refused request: too long", "max", c.s.opts.MaxMessageSize)
 		return RespNak, fd, *connected
 	}

@@ -34,9 +34,24 @@ type message struct {
 // closeFDs closes every descriptor the message carried.
 func (m *message) closeFDs() {
 	for _, fd := range m.fds {
-		unix.Close(fd)
+		closeReceived(fd)
 	}
 	m.fds = nil
+}
+
+// closeReceived closes a descriptor that the peer sent. When it is the
+// last reference to a socket with SO_LINGER set, close(2) waits until the
+// socket's unsent data is gone, up to the linger time: a peer could send
+// a TCP socket that cannot send, lingering for hours, close its own copy
+// and so stall the goroutine that closes it, and Server.Close after it.
+// Lingering is turned off first (which fails harmlessly on a descriptor
+// that is not a socket, and changes nothing for an AF_XDP socket); close
+// then returns at once and the kernel finishes the TCP close by itself.
+// (A peer that keeps a copy and sets SO_LINGER again between the two calls,
+// then closes its copy, can still win that race.)
+func closeReceived(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
+	unix.Close(fd)
 }
 
 // readMessage reads one datagram into buf and oob. Descriptors are received
@@ -139,7 +154,7 @@ func drain(fd int) {
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 		if oobn > 0 {
 			for _, rfd := range parseRights(oob[:oobn]) {
-				unix.Close(rfd)
+				closeReceived(rfd)
 			}
 		}
 		if err != nil || n == 0 && oobn == 0 {

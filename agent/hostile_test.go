@@ -1,0 +1,475 @@
+package agent
+
+import (
+	"bytes"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Tests that play a hostile client on a raw socket. After each, the server
+// must still serve a well-behaved client, and hold no more descriptors or
+// goroutines than before.
+
+// baseline is what the process held before a hostile test.
+type baseline struct {
+	fds, goroutines int
+}
+
+func takeBaseline(t *testing.T) baseline {
+	t.Helper()
+	return baseline{fds: fdCount(t), goroutines: runtime.NumGoroutine()}
+}
+
+// check waits for the server's connections to end and wants the
+// descriptors and goroutines back where they were, then a full session of
+// a well-behaved client to work (its fds are gone at its end too).
+func (b baseline) check(t *testing.T, e *testEnv) {
+	t.Helper()
+	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= b.goroutines+2 })
+	if after := fdCount(t); after != b.fds {
+		t.Errorf("fds: %d before, %d after", b.fds, after)
+	}
+	wellBehaved(t, e)
+	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	if after := fdCount(t); after != b.fds {
+		t.Errorf("fds after a good session: %d before, %d after", b.fds, after)
+	}
+}
+
+// wellBehaved runs a normal session with the Client.
+func wellBehaved(t *testing.T, e *testEnv) {
+	t.Helper()
+	c, err := Dial(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(5 * time.Second)
+	if err := c.Connect("good-pod"); err != nil {
+		c.Close()
+		t.Fatalf("well-behaved client: Connect: %v", err)
+	}
+	if v, err := c.Version(); err != nil || v != ProtocolVersion {
+		c.Close()
+		t.Fatalf("well-behaved client: Version() = %q, %v", v, err)
+	}
+	fd, err := c.XSKMapFD(e.dev)
+	if err != nil {
+		c.Close()
+		t.Fatalf("well-behaved client: XSKMapFD: %v", err)
+	}
+	unix.Close(fd)
+	if err := c.Close(); err != nil {
+		t.Fatalf("well-behaved client: Close: %v", err)
+	}
+}
+
+// TestHostileOversized: MaxMessageSize is the longest request accepted,
+// to the byte; a longer one is refused with /nak, before /connect (and
+// then hung up on) as after it (the session goes on).
+func TestHostileOversized(t *testing.T) {
+	for _, max := range []int{DefaultMaxMessageSize, 64 << 10} {
+		e := newTestEnv(t, func(o *ServerOptions) {
+			if max != DefaultMaxMessageSize {
+				o.MaxMessageSize = max
+			}
+		})
+		b := takeBaseline(t)
+		pad := func(s string, n int) []byte { return []byte(s + strings.Repeat(" ", n-len(s))) }
+		t.Run("", func(t *testing.T) {
+			r := dialRaw(t, e.sock)
+			// Set a send buffer big enough for the largest message.
+			r.c.SetWriteBuffer(4 * max)
+			r.send(pad("/connect, pod", max+1))
+			if got, _, err := r.recv(); err != nil || got != RespNak {
+				t.Fatalf("/connect of %d bytes: got %q, %v; want %q", max+1, got, err, RespNak)
+			}
+			r.wantHangup()
+
+			r = dialRaw(t, e.sock)
+			r.c.SetWriteBuffer(4 * max)
+			r.send(pad("/connect, pod", max))
+			if got, _, err := r.recv(); err != nil || got != RespHostOK {
+				t.Fatalf("/connect of %d bytes: got %q, %v; want %q", max, got, err, RespHostOK)
+			}
+			for _, tc := range []struct {
+				n    int
+				want string
+			}{
+				{max, ProtocolVersion},
+				{max + 1, RespNak},
+				{max + 2, RespNak},
+				{2 * max, RespNak},
+			} {
+				r.send(pad("/version", tc.n))
+				got, fds, err := r.recv()
+				if err != nil || got != tc.want || len(fds) != 0 {
+					t.Errorf("/version padded to %d bytes (max %d): got %q, %v; want %q", tc.n, max, got, err, tc.want)
+				}
+			}
+			r.roundTrip("/fin", RespFinAck, 0)
+			r.wantHangup()
+		})
+		b.check(t, e)
+	}
+}
+
+// TestHostileFraming: SOCK_SEQPACKET keeps message boundaries, so a
+// request split across writes is two bad requests, and several requests
+// in one write are one bad request; none is taken for a good one.
+func TestHostileFraming(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("split_connect", func(t *testing.T) {
+		r := dialRaw(t, e.sock)
+		r.send([]byte("/conn"))
+		r.c.Write([]byte("ect, pod")) // EPIPE once the server hung up
+		if got, _, err := r.recv(); err != nil || got != RespNak {
+			t.Fatalf("got %q, %v; want %q", got, err, RespNak)
+		}
+		r.wantHangup()
+	})
+	t.Run("split_after_connect", func(t *testing.T) {
+		r := dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostOK, 0)
+		r.roundTrip("/xsk_map_fd,", RespNak, 0)
+		r.roundTrip(" "+e.dev, RespNak, 0)
+		r.roundTrip("/config_busy_", RespNak, 0)
+		r.roundTrip("poll, 1, 1", RespNak, 0)
+		r.roundTrip("/fin", RespFinAck, 0)
+		r.wantHangup()
+	})
+	t.Run("several_in_one", func(t *testing.T) {
+		for _, first := range []string{
+			"/connect, pod\n/version", "/connect, pod\x00/version", "/connect, pod/version",
+			"/connect, pod\r\n/xsk_map_fd, " + e.dev,
+		} {
+			r := dialRaw(t, e.sock)
+			r.roundTrip(first, RespHostNak, 0)
+			r.wantHangup()
+		}
+		r := dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostOK, 0)
+		for _, msg := range []string{
+			"/version\n/version", "/version\x00/fin", "/version/version", "/fin /fin",
+			"/xsk_map_fd, " + e.dev + "\n/xsk_map_fd, " + e.dev,
+		} {
+			r.roundTrip(msg, RespNak, 0)
+		}
+		// A trailing newline or NULs are only padding.
+		r.roundTrip("/version\n", ProtocolVersion, 0)
+		r.roundTrip("/version\x00\x00\x00", ProtocolVersion, 0)
+		r.roundTrip("/fin", RespFinAck, 0)
+		r.wantHangup()
+	})
+	b.check(t, e)
+}
+
+// hostileFDs returns descriptors of kinds the server does not expect: an
+// eventfd, a memfd, a UDP socket, an epoll fd, an O_PATH fd, a Unix socket,
+// one without close-on-exec. They are closed at cleanup.
+func hostileFDs(t *testing.T) map[string]int {
+	t.Helper()
+	fds := map[string]int{}
+	add := func(name string, fd int, err error) {
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		fds[name] = fd
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	add("eventfd", fd, err)
+	fd, err = unix.MemfdCreate("hostile", unix.MFD_CLOEXEC)
+	add("memfd", fd, err)
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	add("udp", fd, err)
+	fd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	add("epoll", fd, err)
+	fd, err = unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+	add("opath", fd, err)
+	fd, err = unix.Open("/dev/null", unix.O_RDWR, 0) // no close-on-exec
+	add("no_cloexec", fd, err)
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		unix.Close(sp[1])
+	}
+	add("unix", sp[0], err)
+	return fds
+}
+
+// TestHostileFDs sends descriptors with requests that take none, too many
+// of them, and ones that are not AF_XDP sockets; every one is refused and
+// closed by the server.
+func TestHostileFDs(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		bad := hostileFDs(t)
+		var all []int
+		for _, fd := range bad {
+			all = append(all, fd)
+		}
+		// Before /connect: refused and hung up on, the descriptors closed.
+		r := dialRaw(t, e.sock)
+		r.roundTrip("/version", RespNak, 0, all...)
+		r.wantHangup()
+		r = dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostNak, 0, all...)
+		r.wantHangup()
+		r = dialRaw(t, e.sock)
+		r.roundTrip("/xsk_register, "+e.dev+", 0", RespNak, 0, newXSK(t))
+		r.wantHangup()
+
+		r = dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostOK, 0)
+		// Its own connection, sent over itself.
+		rc, err := r.c.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.roundTrip("/version", RespNak, 0, int(rc.Fd()))
+		rc.Close()
+		for name, fd := range bad {
+			t.Run(name, func(t *testing.T) {
+				r.roundTrip("/version", RespNak, 0, fd)
+				r.roundTrip("/xsk_map_fd, "+e.dev, RespNak, 0, fd)
+				r.roundTrip("/config_busy_poll, 1, 1", RespBusyPollNak, 0, fd)
+				r.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterNak, 0, fd)
+				r.roundTrip("/connect, pod", RespNak, 0, fd)
+			})
+		}
+		// As many as the control buffer holds, one more, and the most the
+		// kernel passes in one message (SCM_MAX_FD).
+		for _, n := range []int{maxFDsPerMessage, maxFDsPerMessage + 1, 253} {
+			fds := make([]int, n)
+			for i := range fds {
+				fds[i] = all[i%len(all)]
+			}
+			r.roundTrip("/version", RespNak, 0, fds...)
+			want := RespNak // the kernel cut the control data
+			if n <= maxFDsPerMessage {
+				want = RespBusyPollNak
+			}
+			r.roundTrip("/config_busy_poll, 1, 1", want, 0, append(fds[:len(fds)-1], newXSK(t))...)
+		}
+		r.roundTrip("/version", ProtocolVersion, 0)
+		// Descriptors queued after /fin are closed as the server hangs up.
+		r.send([]byte(ReqFin))
+		for range 5 {
+			r.c.WriteMsgUnix([]byte(ReqVersion), unix.UnixRights(all...), nil)
+		}
+		if got, _, err := r.recv(); err != nil || got != RespFinAck {
+			t.Fatalf("got %q, %v; want %q", got, err, RespFinAck)
+		}
+		r.wantHangup()
+	})
+	b.check(t, e)
+}
+
+// TestHostileRegisterFirst: /xsk_register before /connect is refused, the
+// connection hung up on, and the XSKMAP left alone.
+func TestHostileRegisterFirst(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		sock := newBoundXSK(t, e.dev, 0)
+		for _, first := range []string{"/xsk_register, " + e.dev + ", 0", "/config_busy_poll, 1, 1"} {
+			r := dialRaw(t, e.sock)
+			r.roundTrip(first, RespNak, 0, sock.FD())
+			r.wantHangup()
+		}
+		if !e.udpReachesStack(t) {
+			t.Error("a socket got into the XSKMAP without /connect")
+		}
+	})
+	b.check(t, e)
+}
+
+// TestHostileFlood opens many connections at once, some silent, some
+// connected, while a well-behaved client works; when the flood ends, every
+// descriptor and goroutine of it is gone.
+func TestHostileFlood(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		const n = 400
+		conns := make([]*net.UnixConn, 0, n)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for i := range n {
+			c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: e.sock, Net: "unixpacket"})
+			if err != nil {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			conns = append(conns, c)
+			if i%2 == 0 {
+				c.Write([]byte("/connect, flood"))
+			}
+		}
+		waitFor(t, "the flood to be accepted", func() bool { return e.srv.Conns() == n })
+		wellBehaved(t, e)
+		// Half of them go away abruptly, half with a request pending.
+		for i, c := range conns {
+			if i%3 == 0 {
+				c.Write([]byte("/version"))
+			}
+			c.Close()
+		}
+		conns = nil
+	})
+	b.check(t, e)
+}
+
+// TestHostileNeverReads: a client that sends requests and reads no answer
+// is dropped after WriteTimeout, with the descriptors it had queued, and
+// does not hold up another client meanwhile.
+func TestHostileNeverReads(t *testing.T) {
+	e := newTestEnv(t, func(o *ServerOptions) {
+		o.IdleTimeout = -1
+		o.WriteTimeout = 500 * time.Millisecond
+	})
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		r := dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostOK, 0)
+		pipe := newPipe(t)
+		// Answers with a descriptor each (the XSKMAP's), and requests with
+		// one, until the sends block.
+		for i := 0; i < 10_000; i++ {
+			r.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			msg, oob := []byte("/xsk_map_fd, "+e.dev), []byte(nil)
+			if i%2 == 1 {
+				msg, oob = []byte("/version"), unix.UnixRights(pipe)
+			}
+			if _, _, err := r.c.WriteMsgUnix(msg, oob, nil); err != nil {
+				break
+			}
+		}
+		wellBehaved(t, e)
+		waitFor(t, "the server to drop the stalled client", func() bool { return e.srv.Conns() == 0 })
+	})
+	b.check(t, e)
+}
+
+// TestHostileDisconnect: a client that goes away with its request unread
+// or its answer in flight leaves nothing behind; a registration made for a
+// request whose client is gone is removed.
+func TestHostileDisconnect(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		sock := newBoundXSK(t, e.dev, 0)
+		for _, req := range []struct {
+			msg string
+			fd  int
+		}{
+			{"/connect, pod", -1},
+			{"/xsk_map_fd, " + e.dev, -1},
+			{"/xsk_register, " + e.dev + ", 0", sock.FD()},
+			{"/config_busy_poll, 1, 1", sock.FD()},
+			{"/version", newPipe(t)},
+		} {
+			for _, how := range []string{"close", "shutdown_write", "shutdown_read"} {
+				r := dialRaw(t, e.sock)
+				if req.msg != "/connect, pod" {
+					r.roundTrip("/connect, pod", RespHostOK, 0)
+				}
+				if req.fd >= 0 {
+					r.send([]byte(req.msg), req.fd)
+				} else {
+					r.send([]byte(req.msg))
+				}
+				switch how {
+				case "close":
+					r.c.Close()
+				case "shutdown_write":
+					r.c.CloseWrite()
+				case "shutdown_read":
+					// The server's next answer fails with EPIPE.
+					r.c.CloseRead()
+					r.c.Write([]byte(ReqVersion))
+				}
+				waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+				r.c.Close()
+			}
+		}
+		waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+		if !e.udpReachesStack(t) {
+			t.Error("XSKMAP entry left by a client that went away")
+		}
+	})
+	b.check(t, e)
+}
+
+// TestHostileLingeringFD: closing a descriptor can block: a TCP socket
+// with SO_LINGER set and data it cannot send makes close(2) wait up to the
+// linger time, when that close is the last reference. A client that sends
+// such a socket, with any request, and closes its own copy must not stall
+// its connection, the server's Close, or the server.
+func TestHostileLingeringFD(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		for _, req := range []string{"/version", "/config_busy_poll, 1, 1", "/xsk_register, " + e.dev + ", 0"} {
+			// A TCP connection whose peer never reads: its send queue and
+			// the peer's receive queue fill, and the FIN cannot go out.
+			c, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			peer, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			peer.SetReadBuffer(4096)
+			c.SetWriteBuffer(4096)
+			junk := bytes.Repeat([]byte("x"), 64<<10)
+			for {
+				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				if _, err := c.Write(junk); err != nil {
+					break
+				}
+			}
+			f, err := c.File()
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd := int(f.Fd())
+			if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3600}); err != nil {
+				t.Fatal(err)
+			}
+			r := dialRaw(t, e.sock)
+			r.roundTrip("/connect, pod", RespHostOK, 0)
+			r.send([]byte(req), fd)
+			f.Close() // the server's is the last reference
+			r.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 64)
+			n, err := r.c.Read(buf)
+			if err != nil {
+				t.Fatalf("%s with a lingering TCP socket: no answer: %v", req, err)
+			}
+			if got := string(buf[:n]); got == RespBusyPollAck || got == RespXSKRegisterAck {
+				t.Fatalf("%s with a TCP socket: %q", req, got)
+			}
+			r.roundTrip("/fin", RespFinAck, 0)
+			r.wantHangup()
+		}
+	})
+	b.check(t, e)
+}
