@@ -178,16 +178,21 @@ func lookupOp(cmd string) Op {
 // ParseRequest would refuse.
 func (r Request) Encode() ([]byte, error) {
 	var args []string
+	want := Request{Op: r.Op} // the fields of r.Op, what the server must read
 	switch r.Op {
 	case OpConnect:
 		args = []string{r.Pod}
+		want.Pod = r.Pod
 	case OpVersion, OpFin:
 	case OpXSKMapFD:
 		args = []string{r.Device}
+		want.Device = r.Device
 	case OpConfigBusyPoll:
 		args = []string{strconv.Itoa(r.Timeout), strconv.Itoa(r.Budget)}
+		want.Timeout, want.Budget = r.Timeout, r.Budget
 	case OpXSKRegister:
 		args = []string{r.Device, strconv.Itoa(r.Queue)}
+		want.Device, want.Queue = r.Device, r.Queue
 	default:
 		return nil, fmt.Errorf("encode request: unknown op %d", int(r.Op))
 	}
@@ -196,8 +201,14 @@ func (r Request) Encode() ([]byte, error) {
 		b = append(b, encodedArgSeparator...)
 		b = append(b, a...)
 	}
-	if _, err := ParseRequest(b); err != nil {
+	back, err := ParseRequest(b)
+	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	if back != want {
+		// ParseRequest trims spaces and NULs: a name with them would
+		// reach the server as another.
+		return nil, fmt.Errorf("encode request: %w: %s: an argument has spaces or NUL bytes around it", ErrBadRequest, r.Op)
 	}
 	return b, nil
 }

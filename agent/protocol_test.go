@@ -107,6 +107,13 @@ func TestEncode(t *testing.T) {
 		{Op: OpConfigBusyPoll, Timeout: -1},
 		{Op: OpXSKRegister, Device: "eth0", Queue: MaxQueue + 1},
 		{Op: Op(99)},
+		// What ParseRequest would trim, so that the server would see
+		// another name than the one asked for.
+		{Op: OpConnect, Pod: "pod "},
+		{Op: OpConnect, Pod: " pod"},
+		{Op: OpConnect, Pod: "pod\x00"},
+		{Op: OpXSKMapFD, Device: "eth0\n"},
+		{Op: OpXSKRegister, Device: "\teth0", Queue: 1},
 	} {
 		if b, err := bad.Encode(); err == nil {
 			t.Errorf("Encode(%+v) = %q, want error", bad, b)
@@ -134,6 +141,11 @@ func FuzzParseRequest(f *testing.F) {
 		"/connect, pod", "/connect,pod", "/version", "/fin", "/xsk_map_fd, eth0",
 		"/config_busy_poll, 20, 64", "/xsk_register, eth0, 1", "", "\x00", ",,", "/nak",
 		"/config_busy_poll, 99999999999999999999, 1", strings.Repeat("/", 300),
+		// Framing a hostile client tried: several requests in one
+		// message, trailing padding, a request split in two.
+		"/connect, pod\n/version", "/version\x00/fin", "/version\n", "/version\x00\x00",
+		"/conn", "ect, pod", "/xsk_register, eth0, 0\x00\x00, 1", "/config_busy_poll, 1, 1 ,",
+		"/version" + strings.Repeat(" ", DefaultMaxMessageSize-len("/version")+1),
 	} {
 		f.Add([]byte(s))
 	}
