@@ -62,8 +62,10 @@ type AttachOptions struct {
 // ErrBusy is what a [*BusyError] matches with errors.Is.
 var ErrBusy = errors.New("another XDP program is attached")
 
-// BusyError reports that an interface already has an XDP program that is
-// not ours. errors.Is(err, ErrBusy) is true for it; when the kernel refused
+// BusyError reports that an interface's XDP hook is taken: by another
+// program, or, when the kernel refused the attach, possibly by this very
+// program through an earlier Attachment (ProgramID then is the Program's
+// own ID). errors.Is(err, ErrBusy) is true for it; when the kernel refused
 // the attach, it also unwraps to the kernel's errno (EBUSY or EEXIST).
 type BusyError struct {
 	Ifindex int
@@ -102,8 +104,8 @@ type Attachment struct {
 	ifindex int
 	mode    AttachMode
 
-	mu sync.Mutex
-	l  link.Link // nil once closed
+	mu sync.Mutex // held by Close; ordered before prog.mu
+	l  link.Link  // nil once closed
 }
 
 // Mode returns the mode the program was attached in: AttachDriver or
@@ -113,19 +115,18 @@ func (a *Attachment) Mode() AttachMode { return a.mode }
 // Ifindex returns the interface index the program is attached to.
 func (a *Attachment) Ifindex() int { return a.ifindex }
 
-// Close detaches the program from the interface. A second Close returns nil.
+// Close detaches the program from the interface. A second Close returns nil
+// once the first has detached it.
 func (a *Attachment) Close() error {
+	// Held throughout, so that a concurrent Close (or Program.Close)
+	// returns only once the program is off the interface.
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	l := a.l
 	a.l = nil
-	a.mu.Unlock()
 	if l == nil {
 		return nil
 	}
-
-	a.prog.mu.Lock()
-	delete(a.prog.attachments, a)
-	a.prog.mu.Unlock()
 
 	// Detach explicitly, so that a copy of the link's file descriptor
 	// held elsewhere (bpftool, a forked child) cannot keep it attached.
@@ -136,6 +137,10 @@ func (a *Attachment) Close() error {
 	if err := l.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	// Only now, so that a Program.Close meanwhile waits for a.mu.
+	a.prog.mu.Lock()
+	delete(a.prog.attachments, a)
+	a.prog.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach xdp from ifindex %d (%s mode): %w", a.ifindex, a.mode, err)
 	}

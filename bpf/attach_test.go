@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -477,4 +478,61 @@ func TestReplaceRestores(t *testing.T) {
 			t.Errorf("after the failed Replace: %+v, want nothing attached", info)
 		}
 	})
+}
+
+// slowDetachLink is a bpf_link whose Detach waits for release, to hold an
+// Attachment.Close in the middle of its detach.
+type slowDetachLink struct {
+	link.Link
+	started, release chan struct{}
+}
+
+func (l *slowDetachLink) Detach() error {
+	close(l.started)
+	<-l.release
+	return l.Link.Detach()
+}
+
+// TestCloseWaitsForDetachInProgress checks that Program.Close, and a
+// second Attachment.Close, return only once an Attachment.Close already
+// under way has detached the program: both promise that the program is
+// off the interface when they return.
+func TestCloseWaitsForDetachInProgress(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	p, err := NewProgram(nil)
+	mustOK(t, err)
+	defer p.Close()
+	a, err := p.Attach(v.Host.Index, &AttachOptions{Mode: AttachDriver})
+	mustOK(t, err)
+	slow := &slowDetachLink{Link: a.l, started: make(chan struct{}), release: make(chan struct{})}
+	a.l = slow
+
+	first := make(chan error, 1)
+	go func() { first <- a.Close() }()
+	<-slow.started
+	closes := map[string]func() error{"Program.Close": p.Close, "second Attachment.Close": a.Close}
+	returned := make(chan string, len(closes))
+	for name, c := range closes {
+		go func() {
+			if err := c(); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			returned <- name
+		}()
+	}
+	pending := len(closes)
+	select {
+	case name := <-returned:
+		pending--
+		t.Errorf("%s returned while the program was still attached (%+v)", name, mustQuery(t, v.Host.Index))
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(slow.release)
+	mustOK(t, <-first)
+	for range pending {
+		<-returned
+	}
+	if info := mustQuery(t, v.Host.Index); info.Attached() {
+		t.Errorf("after Close: %+v", info)
+	}
 }

@@ -11,8 +11,9 @@ import (
 // newBoundXSK returns an AF_XDP socket bound, in copy mode, to queue of
 // ifindex, with the least set-up the kernel accepts for a bind: a small
 // UMEM, fill and completion rings and an RX ring (none of them mapped). The
-// kernel puts only bound sockets into an XSKMAP. Everything is released in
-// t.Cleanup.
+// kernel takes any AF_XDP socket into an XSKMAP, but redirects into one
+// that is not bound to the frame's device and queue fail. Everything is
+// released in t.Cleanup.
 //
 // The xsk package owns real sockets; this helper exists so that bpf's tests
 // do not depend on it (the dependency runs the other way).
