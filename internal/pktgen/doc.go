@@ -27,10 +27,12 @@
 // resolve the ifindex at every run in the namespace of the BPF_PROG_RUN
 // caller, whose loopback device is the frames' pretend ingress device.)
 //
-// Counting is exact: the program takes each frame from a budget in an array
-// map and drops once the budget is spent, so a run that the kernel aborts
-// with EINTR and cilium/ebpf restarts never sends more than asked, and the
-// number sent is read back from the map.
+// Counting is exact: the program takes each frame it redirected from a
+// budget in an array map and drops once the budget is spent, so a run that
+// the kernel aborts with EINTR and cilium/ebpf restarts never sends more
+// than asked, and the number sent is read back from the map. A frame whose
+// redirect fails because the target device is gone is not counted, and
+// the send fails with ENODEV.
 //
 // Frames are buffers the kernel reuses: what the receiving side writes into
 // one stays for the next run. A peer that forwards the frames in the

@@ -264,8 +264,12 @@ func (o *Options) validate(ifi *net.Interface) error {
 // how many it offered to the target: n, unless an error stopped it early.
 // A frame is offered when the program redirected it; the target may still
 // drop it (a full veth ring, a link that is down), which its own counters
-// show. Send(0) sends nothing and returns 0 and nil at once (an error
-// wrapping [net.ErrClosed] after Close).
+// show. A target that cannot transmit XDP frames at all (no ndo_xdp_xmit:
+// macvlan, bridge) drops every one without showing it anywhere, yet each
+// counts as offered. Once the target device is deleted nothing is offered,
+// and Send fails with an error wrapping unix.ENODEV. Send(0) sends nothing
+// and returns 0 and nil at once (an error wrapping [net.ErrClosed] after
+// Close).
 func (g *Generator) Send(n uint64) (uint64, error) {
 	return g.send(context.Background(), n, false)
 }
@@ -372,6 +376,11 @@ func (g *Generator) run(n uint32) (uint64, error) {
 	done := uint64(n) - min(left, uint64(n))
 	if runErr != nil {
 		return done, fmt.Errorf("send frames: BPF_PROG_RUN live frames: %w", runErr)
+	}
+	if done < uint64(n) {
+		// The program counts only frames it redirected; the others
+		// found no device in the DEVMAP: the target was deleted.
+		return done, fmt.Errorf("send frames: %d of %d frames not redirected: ifindex %d is gone: %w", uint64(n)-done, n, g.ifindex, unix.ENODEV)
 	}
 	return done, nil
 }

@@ -339,3 +339,24 @@ func TestCloseTwiceAndSendAfterClose(t *testing.T) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestSendAfterTargetDeleted deletes the target: the DEVMAP entry goes with
+// it, the program's redirect fails (XDP_ABORTED), and Send must say that
+// nothing was offered rather than count every frame as sent.
+func TestSendAfterTargetDeleted(t *testing.T) {
+	v := newVeth(t)
+	g := newGen(t, v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18)})
+	if n, err := g.Send(10); err != nil || n != 10 {
+		t.Fatalf("Send(10) before the delete = %d, %v", n, err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := g.Send(1000)
+	if n != 0 || !errors.Is(err, unix.ENODEV) {
+		t.Errorf("Send(1000) after the target was deleted = %d, %v; want 0 and ENODEV", n, err)
+	}
+	if got := g.Total(); got != 10 {
+		t.Errorf("Total = %d, want 10", got)
+	}
+}

@@ -14,6 +14,9 @@ const (
 	udpHeadersN = 14 + 20 + 8
 )
 
+// xdpRedirect is XDP_REDIRECT (enum xdp_action).
+const xdpRedirect = 4
+
 // portRewrite describes how the program varies the UDP source port.
 type portRewrite struct {
 	n    int32 // number of ports, > 1
@@ -40,11 +43,14 @@ func newPortRewrite(frame []byte, n int) portRewrite {
 }
 
 // generatorProgram builds the XDP program that BPF_PROG_RUN repeats. Each
-// run takes one frame from the budget in state[0] (a u64 count of frames
-// still to send); with budget left it optionally rewrites the UDP source
-// port and returns bpf_redirect_map(devmap, 0, 0), otherwise XDP_DROP. The
-// budget makes the number of frames sent exact even when the kernel restarts
-// a run after a signal.
+// run looks at the budget in state[0] (a u64 count of frames still to
+// send); with budget left it optionally rewrites the UDP source port and
+// returns bpf_redirect_map(devmap, 0, 0), otherwise XDP_DROP. The budget
+// shrinks only when the redirect succeeded (XDP_REDIRECT), so that it
+// counts frames offered to the target: with the target gone from the
+// DEVMAP (the device was deleted) the helper returns XDP_ABORTED and the
+// frame is not counted. The budget makes the number of frames sent exact
+// even when the kernel restarts a run after a signal.
 func generatorProgram(state, devmap *ebpf.Map, pr *portRewrite) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // r6 = ctx
@@ -54,10 +60,10 @@ func generatorProgram(state, devmap *ebpf.Map, pr *portRewrite) asm.Instructions
 		asm.Add.Imm(asm.R2, -4),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.Mov.Reg(asm.R9, asm.R0), // r9 = &budget, kept across the helper call
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.JEq.Imm(asm.R1, 0, "drop"),
 		asm.Sub.Imm(asm.R1, 1),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 	}
 	if pr != nil {
 		insns = append(insns,
@@ -97,7 +103,11 @@ func generatorProgram(state, devmap *ebpf.Map, pr *portRewrite) asm.Instructions
 		asm.Mov.Imm(asm.R2, 0),
 		asm.Mov.Imm(asm.R3, 0),
 		asm.FnRedirectMap.Call(),
-		asm.Return(),
+		asm.JNE.Imm(asm.R0, xdpRedirect, "return"),
+		asm.LoadMem(asm.R1, asm.R9, 0, asm.DWord),
+		asm.Sub.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R9, 0, asm.R1, asm.DWord),
+		asm.Return().WithSymbol("return"),
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("drop"), // XDP_DROP
 		asm.Return(),
 	)
