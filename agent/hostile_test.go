@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -295,7 +297,9 @@ func TestHostileRegisterFirst(t *testing.T) {
 // connected, while a well-behaved client works; when the flood ends, every
 // descriptor and goroutine of it is gone.
 func TestHostileFlood(t *testing.T) {
-	e := newTestEnv(t, nil)
+	// Room for the flood and the well-behaved client: the limit has a
+	// test of its own.
+	e := newTestEnv(t, func(o *ServerOptions) { o.MaxConns = 401 })
 	b := takeBaseline(t)
 	t.Run("", func(t *testing.T) {
 		const n = 400
@@ -470,6 +474,51 @@ func TestHostileLingeringFD(t *testing.T) {
 			r.roundTrip("/fin", RespFinAck, 0)
 			r.wantHangup()
 		}
+	})
+	b.check(t, e)
+}
+
+// TestHostileTooManyConns: connections beyond MaxConns are closed as soon
+// as they are accepted, so that clients cannot take every descriptor the
+// agent has; once one of the served ones goes, a new client is served.
+func TestHostileTooManyConns(t *testing.T) {
+	const limit = 3
+	e := newTestEnv(t, func(o *ServerOptions) { o.MaxConns = limit })
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		var held []*net.UnixConn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for i := range limit {
+			c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: e.sock, Net: "unixpacket"})
+			if err != nil {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			held = append(held, c)
+		}
+		waitFor(t, "the connections within the limit to be served", func() bool { return e.srv.Conns() == limit })
+		extra, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: e.sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer extra.Close()
+		extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+		extra.Write([]byte("/version"))
+		// Hung up on: end of file, or a reset when the request was
+		// still unread at the close.
+		if n, err := extra.Read(make([]byte, 64)); n != 0 || !errors.Is(err, io.EOF) && !errors.Is(err, unix.ECONNRESET) {
+			t.Fatalf("connection beyond MaxConns %d: read %d bytes, %v; want it hung up on", limit, n, err)
+		}
+		if got := e.srv.Conns(); got != limit {
+			t.Fatalf("%d connections served, want %d", got, limit)
+		}
+		held[0].Close()
+		held = held[1:]
+		waitFor(t, "a served connection to go", func() bool { return e.srv.Conns() == limit-1 })
+		wellBehaved(t, e)
 	})
 	b.check(t, e)
 }

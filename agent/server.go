@@ -39,6 +39,8 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultMaxMessageSize bounds a request, in bytes.
 	DefaultMaxMessageSize = 256
+	// DefaultMaxConns bounds the connections served at once.
+	DefaultMaxConns = 256
 	// maxMaxMessageSize bounds ServerOptions.MaxMessageSize.
 	maxMaxMessageSize = 64 << 10
 )
@@ -111,6 +113,12 @@ type ServerOptions struct {
 	// MaxMessageSize is the longest request accepted, in bytes; longer
 	// ones are refused with /nak. Default 256; at most 65536.
 	MaxMessageSize int
+
+	// MaxConns bounds the connections served at once, over all devices:
+	// one beyond it is closed as soon as it is accepted (the client reads
+	// end of file, or a reset if it had sent something), so that clients
+	// cannot take all of the agent's file descriptors. Default 256; it must not be negative.
+	MaxConns int
 
 	// PinDir, when set, pins each device's XSKMAP at
 	// <PinDir>/<device>/xsks_map so that clients may open it by path. It
@@ -291,6 +299,12 @@ func (o *ServerOptions) withDefaults() (ServerOptions, error) {
 		r.MaxMessageSize = DefaultMaxMessageSize
 	case r.MaxMessageSize < len(ReqConfigBusyPoll) || r.MaxMessageSize > maxMaxMessageSize:
 		return r, fmt.Errorf("MaxMessageSize %d: must be between %d and %d", r.MaxMessageSize, len(ReqConfigBusyPoll), maxMaxMessageSize)
+	}
+	switch {
+	case r.MaxConns == 0:
+		r.MaxConns = DefaultMaxConns
+	case r.MaxConns < 0:
+		return r, fmt.Errorf("MaxConns %d: must not be negative", r.MaxConns)
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
@@ -476,6 +490,12 @@ func (s *Server) accept(d *device) {
 			s.mu.Unlock()
 			c.Close()
 			return
+		}
+		if len(s.conns) >= s.opts.MaxConns {
+			s.mu.Unlock()
+			c.Close()
+			s.log.Warn("refused connection: too many", "device", d.Name, "max", s.opts.MaxConns)
+			continue
 		}
 		s.conns[cn] = struct{}{}
 		s.wg.Add(1)

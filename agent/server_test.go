@@ -617,6 +617,7 @@ func TestServerOptionsValidation(t *testing.T) {
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, MaxMessageSize: 1 << 20}, "MaxMessageSize"},
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, MaxMessageSize: 3}, "MaxMessageSize"},
 		{&ServerOptions{Devices: []Device{{Name: "a"}}, WriteTimeout: -time.Second}, "WriteTimeout -1s"},
+		{&ServerOptions{Devices: []Device{{Name: "a"}}, MaxConns: -1}, "MaxConns -1"},
 	} {
 		_, err := NewServer(tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

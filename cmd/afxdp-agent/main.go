@@ -30,6 +30,7 @@
 //	  "socket_gid": 0,
 //	  "idle_timeout": "30s",
 //	  "max_message_size": 256,
+//	  "max_conns": 256,
 //	  "pin": true,
 //	  "pin_dir": "/sys/fs/bpf/afxdp",
 //	  "read_only_map": false,
@@ -91,6 +92,7 @@ type config struct {
 	SocketGID      int            `json:"socket_gid"`
 	IdleTimeout    duration       `json:"idle_timeout"`
 	MaxMessageSize int            `json:"max_message_size"`
+	MaxConns       int            `json:"max_conns"`
 	Pin            bool           `json:"pin"`
 	PinDir         string         `json:"pin_dir"`
 	ReadOnlyMap    bool           `json:"read_only_map"`
@@ -160,6 +162,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		dstPort    = fs.Uint("filter-port", 0, "redirect only this UDP/TCP destination port")
 		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long, unless they hold an /xsk_register registration (default 30s)")
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
+		maxConns   = fs.Int("max-conns", 0, "most connections served at once, over all interfaces (default 256)")
 		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
 		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+")")
 		readOnly   = fs.Bool("read-only-map", false, "send clients a read-only XSKMAP fd, so that they register through the agent (/xsk_register)")
@@ -217,6 +220,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	}
 	if set["max-message"] {
 		cfg.MaxMessageSize = *maxMsg
+	}
+	if set["max-conns"] {
+		cfg.MaxConns = *maxConns
 	}
 	if set["pin"] {
 		cfg.Pin = *pin
@@ -286,6 +292,7 @@ func (c *config) serverOptions(log *slog.Logger) (*agent.ServerOptions, error) {
 		SocketGID:      c.SocketGID,
 		IdleTimeout:    time.Duration(c.IdleTimeout),
 		MaxMessageSize: c.MaxMessageSize,
+		MaxConns:       c.MaxConns,
 		ReadOnlyMap:    c.ReadOnlyMap,
 		Logger:         log,
 	}

@@ -157,6 +157,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"-iface", "x", "-log-level", "loud"}, "-log-level"},
 		{[]string{"-config", "/nonexistent/agent.json"}, "read config"},
 		{[]string{"-nosuchflag"}, "not defined"},
+		{[]string{"-iface", "x", "-max-conns", "-1"}, "MaxConns -1"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), tc.args, &out, nil)
