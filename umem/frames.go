@@ -118,9 +118,12 @@ func (r *Rings) Refill() int { return r.RefillUpTo(math.MaxInt) }
 
 // RefillUpTo is Refill adding at most limit frames. Receive side.
 func (r *Rings) RefillUpTo(limit int) int {
+	if r.fill == nil {
+		return 0
+	}
 	u := r.u
 	f := &u.frames
-	if f.recycleIn == nil || r.fill == nil {
+	if f.recycleIn == nil {
 		return 0
 	}
 	if room := uint32(cap(f.rxFree) - len(f.rxFree)); room > 0 {
@@ -159,6 +162,9 @@ func (r *Rings) RefillUpTo(limit int) int {
 // ring of the socket these rings belong to, and returns their total length
 // in bytes. Receive side.
 func (r *Rings) Received(descs []ring.Desc) uint64 {
+	if r.u == nil {
+		return 0
+	}
 	r.held -= len(descs)
 	return r.u.received(descs)
 }
@@ -218,6 +224,9 @@ func (u *UMEM) Release(addr uint64) error {
 // descriptor's Addr is where the packet starts (after Headroom) and Len the
 // room there. Transmit side.
 func (r *Rings) Alloc(dst []ring.Desc) int {
+	if r.u == nil {
+		return 0
+	}
 	if len(r.u.frames.txFree) < len(dst) {
 		r.Complete()
 	}
@@ -249,9 +258,15 @@ func (u *UMEM) Send(descs []ring.Desc) (int, error) {
 	for k := range descs {
 		d := &descs[k]
 		i := d.Addr >> u.shift
-		if i >= uint64(len(f.state)) || d.Len == 0 || uint64(d.Len) > u.frameEnd(d.Addr)-d.Addr {
-			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: outside a %d-byte frame of the UMEM: %w",
-				k, d.Addr, d.Len, u.opts.FrameSize, ErrInvalidDesc)
+		switch {
+		case i >= uint64(len(f.state)):
+			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: outside the %d-byte UMEM: %w",
+				k, d.Addr, d.Len, u.size, ErrInvalidDesc)
+		case d.Len == 0:
+			return k, fmt.Errorf("transmit descriptor %d {addr %#x}: len 0: an empty packet: %w", k, d.Addr, ErrInvalidDesc)
+		case uint64(d.Len) > u.frameEnd(d.Addr)-d.Addr:
+			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: runs past the end of its %d-byte frame at %#x: %w",
+				k, d.Addr, d.Len, u.opts.FrameSize, u.frameEnd(d.Addr), ErrInvalidDesc)
 		}
 		switch f.state[i] {
 		case stateTxUser:
@@ -273,11 +288,11 @@ func (u *UMEM) Send(descs []ring.Desc) (int, error) {
 // side. It returns the number completed. An address that names no frame
 // in the transmit path is dropped. Transmit side.
 func (r *Rings) Complete() int {
-	u := r.u
-	f := &u.frames
 	if r.comp == nil {
 		return 0
 	}
+	u := r.u
+	f := &u.frames
 	total := 0
 	for {
 		n := r.comp.Consume(f.compBuf[:])

@@ -99,6 +99,9 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 		// The kernel's UMEM went with the last socket that used it.
 		return nil, fmt.Errorf("share umem: no socket uses it any more: %w", errClosed)
 	}
+	if err := checkFD(fd); err != nil {
+		return nil, fmt.Errorf("share umem: %w", err)
+	}
 	if rx := int(u.frames.rxFrames); u.fillFrames+u.lost+fillSize > rx {
 		var lost string
 		if u.lost > 0 {
@@ -129,10 +132,13 @@ func (r *Rings) unmap() error {
 // through them are lost to the UMEM (see Counts.Lost). Close the socket
 // after. A second Close returns nil.
 func (r *Rings) Close() error {
+	if !r.added {
+		return nil
+	}
 	u := r.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if r.closed || !r.added {
+	if r.closed {
 		return nil
 	}
 	r.closed = true

@@ -3,6 +3,7 @@ package umem
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"net"
 	"sync"
@@ -185,6 +186,15 @@ func newUMEM(o Options, area []byte) *UMEM {
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
 
+// checkFD refuses what cannot be a file descriptor. The kernel takes
+// descriptors as 32-bit ints: without this, fd+1<<32 would name fd.
+func checkFD(fd int) error {
+	if fd < 0 || fd > math.MaxInt32 {
+		return fmt.Errorf("fd %d: not a file descriptor: %w", fd, unix.EBADF)
+	}
+	return nil
+}
+
 // Register registers the area with the AF_XDP socket fd (XDP_UMEM_REG) and
 // creates and maps its fill and completion rings. The socket must outlive
 // the mappings: call [UMEM.UnmapRings] before closing fd.
@@ -196,6 +206,9 @@ func (u *UMEM) Register(fd int) (err error) {
 	}
 	if u.own != nil {
 		return errors.New("register umem: already registered")
+	}
+	if err := checkFD(fd); err != nil {
+		return fmt.Errorf("register umem: %w", err)
 	}
 	o := &u.opts
 	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), u.size, uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
@@ -221,6 +234,9 @@ func MapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize
 
 func mapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize int,
 	newView func([]byte, ring.Offsets, uint32) (*V, error)) ([]byte, *V, error) {
+	if err := checkFD(fd); err != nil {
+		return nil, nil, err
+	}
 	length := int(off.Desc) + size*entrySize
 	mem, err := sys.Mmap(fd, pgoff, length)
 	if err != nil {
