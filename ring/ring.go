@@ -93,6 +93,7 @@ func newShared[T Entry](mem []byte, off Offsets, size uint32) (shared[T], error)
 }
 
 // Producer is the side of a ring that adds entries: the fill and TX rings.
+// The zero value is a ring with no slots.
 type Producer[T Entry] struct {
 	s shared[T]
 	// prod is the producer index last published to s.producer.
@@ -127,7 +128,7 @@ func (p *Producer[T]) Size() uint32 { return p.s.size }
 // when fewer than n are known to be free.
 func (p *Producer[T]) Free(n uint32) uint32 {
 	free := p.cachedCons - p.cachedProd
-	if free >= n {
+	if free >= n || p.s.consumer == nil { // nil: a zero Producer
 		return free
 	}
 	p.cachedCons = atomic.LoadUint32(p.s.consumer) + p.s.size
@@ -153,6 +154,9 @@ func (p *Producer[T]) Set(idx uint32, v T) { p.s.entries[idx&p.s.mask] = v }
 func (p *Producer[T]) Submit(n uint32) {
 	if r := p.cachedProd - p.prod; n > r {
 		n = r
+	}
+	if n == 0 {
+		return
 	}
 	p.prod += n
 	atomic.StoreUint32(p.s.producer, p.prod)
@@ -188,6 +192,9 @@ func (p *Producer[T]) Produce(src []T) int {
 // for a ring whose consumer is known to have stopped, or never to have
 // started (a fill ring of a socket whose bind failed).
 func (p *Producer[T]) Withdraw(fn func(T)) uint32 {
+	if p.s.consumer == nil { // a zero Producer
+		return 0
+	}
 	cons := atomic.LoadUint32(p.s.consumer)
 	n := p.prod - cons
 	for i := cons; i != p.prod; i++ {
@@ -201,6 +208,9 @@ func (p *Producer[T]) Withdraw(fn func(T)) uint32 {
 // NeedWakeup reports whether the consumer (the kernel) asks to be woken by
 // a system call before it looks at the ring again.
 func (p *Producer[T]) NeedWakeup() bool {
+	if p.s.flags == nil { // a zero Producer
+		return false
+	}
 	return atomic.LoadUint32(p.s.flags)&FlagNeedWakeup != 0
 }
 
@@ -211,7 +221,7 @@ func (p *Producer[T]) Pending() uint32 {
 }
 
 // Consumer is the side of a ring that takes entries: the RX and completion
-// rings.
+// rings. The zero value is a ring with no slots.
 type Consumer[T Entry] struct {
 	s shared[T]
 	// cons is the consumer index last published to s.consumer.
@@ -243,7 +253,7 @@ func (c *Consumer[T]) Size() uint32 { return c.s.size }
 // producer's index only when fewer than n are known to be ready.
 func (c *Consumer[T]) Available(n uint32) uint32 {
 	avail := c.cachedProd - c.cachedCons
-	if avail >= n {
+	if avail >= n || c.s.producer == nil { // nil: a zero Consumer
 		return avail
 	}
 	c.cachedProd = atomic.LoadUint32(c.s.producer)
@@ -269,6 +279,9 @@ func (c *Consumer[T]) At(idx uint32) T { return c.s.entries[idx&c.s.mask] }
 func (c *Consumer[T]) Release(n uint32) {
 	if r := c.cachedCons - c.cons; n > r {
 		n = r
+	}
+	if n == 0 {
+		return
 	}
 	c.cons += n
 	atomic.StoreUint32(c.s.consumer, c.cons)
@@ -304,5 +317,8 @@ func (c *Consumer[T]) Consume(dst []T) int {
 // rings it consumes (fill and TX), so on the RX and completion rings this
 // is always false; it is here for rings whose other side does use it.
 func (c *Consumer[T]) NeedWakeup() bool {
+	if c.s.flags == nil { // a zero Consumer
+		return false
+	}
 	return atomic.LoadUint32(c.s.flags)&FlagNeedWakeup != 0
 }
