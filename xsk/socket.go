@@ -25,6 +25,8 @@ type Desc = ring.Desc
 
 // Socket is an AF_XDP socket bound to one queue of one interface, with its
 // UMEM and rings. See the package documentation for its concurrency rules.
+// A Socket that Open did not return, such as the zero value, fails every
+// call with an error matching unix.EINVAL.
 type Socket struct {
 	fd      int
 	evfd    int
@@ -421,7 +423,7 @@ func bindRetry(what string, bind func() error) error {
 // Open fills it last.
 func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	if sh.umem == nil {
-		return fmt.Errorf("ShareUMEM: not a socket that Open returned: %w", unix.EINVAL)
+		return fmt.Errorf("ShareUMEM: %w", errNotOpen)
 	}
 	// Binding uses sh's descriptor: sh's Close, which may run on any
 	// goroutine, waits for this call as it does for Wait.
@@ -538,6 +540,10 @@ func (s *Socket) teardown() error {
 // Frame must not be used after Close. The first Close reports what failed;
 // later ones return nil.
 func (s *Socket) Close() (err error) {
+	if s.umem == nil {
+		// A zero Socket: its fd and evfd are 0, not its own.
+		return nil
+	}
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		if s.evfd >= 0 {
@@ -557,16 +563,23 @@ func (s *Socket) opErr(op string, err error) error {
 	return &OpError{Op: op, Interface: s.ifname, Queue: s.queue, Err: err}
 }
 
-// enter marks a side busy and reports whether the socket is open. The
+// errNotOpen is the error of a call on a Socket that Open did not return,
+// such as a zero Socket.
+var errNotOpen = fmt.Errorf("not a socket that Open returned: %w", unix.EINVAL)
+
+// enter marks a side busy, or says why the socket cannot be used. The
 // store to busy and the load of closed pair with Close's store to closed
 // and load of busy, so that one of the two sees the other.
-func (s *Socket) enter(c *sideCounters) bool {
+func (s *Socket) enter(c *sideCounters) error {
+	if s.umem == nil {
+		return errNotOpen
+	}
 	c.busy.Store(1)
 	if s.closed.Load() {
 		c.busy.Store(0)
-		return false
+		return net.ErrClosed
 	}
-	return true
+	return nil
 }
 
 // Receive takes up to len(descs) received packets off the RX ring into
@@ -574,8 +587,8 @@ func (s *Socket) enter(c *sideCounters) bool {
 // Unless ManualRings is set it first refills the fill ring. The frames are
 // the caller's until Release (or Transmit).
 func (s *Socket) Receive(descs []Desc) (int, error) {
-	if !s.enter(&s.rxSide) {
-		return 0, s.opErr("receive", net.ErrClosed)
+	if err := s.enter(&s.rxSide); err != nil {
+		return 0, s.opErr("receive", err)
 	}
 	if !s.manual {
 		s.refill()
@@ -618,13 +631,21 @@ func (s *Socket) refill() int {
 // after Close). Its capacity reaches the end of the frame, so a frame from
 // Alloc may be written up to cap. It returns nil for a descriptor outside
 // the UMEM.
-func (s *Socket) Frame(d Desc) []byte { return s.umem.Frame(d) }
+func (s *Socket) Frame(d Desc) []byte {
+	if s.umem == nil {
+		return nil
+	}
+	return s.umem.Frame(d)
+}
 
 // Release gives frames back: received ones (on the receiving goroutine),
 // or allocated ones that will not be transmitted (on the transmitting
 // goroutine). It stops at the first descriptor that names no frame the
 // caller holds and returns an error matching ErrInvalidDesc.
 func (s *Socket) Release(descs []Desc) error {
+	if s.umem == nil {
+		return s.opErr("release", errNotOpen)
+	}
 	if s.closed.Load() {
 		return s.opErr("release", net.ErrClosed)
 	}
@@ -640,8 +661,8 @@ func (s *Socket) Release(descs []Desc) error {
 // Receive does this itself unless ManualRings is set. In copy mode it gives
 // the kernel no more frames than the RX ring holds (see [Options]).
 func (s *Socket) Refill() (int, error) {
-	if !s.enter(&s.rxSide) {
-		return 0, s.opErr("refill", net.ErrClosed)
+	if err := s.enter(&s.rxSide); err != nil {
+		return 0, s.opErr("refill", err)
 	}
 	n := s.refill()
 	s.rxSide.busy.Store(0)
@@ -654,8 +675,8 @@ func (s *Socket) Refill() (int, error) {
 // descriptor's Addr is where a packet may start and Len the room there;
 // write the packet into Frame(d) and set Len to its length before Transmit.
 func (s *Socket) Alloc(descs []Desc) (int, error) {
-	if !s.enter(&s.txSide) {
-		return 0, s.opErr("alloc", net.ErrClosed)
+	if err := s.enter(&s.txSide); err != nil {
+		return 0, s.opErr("alloc", err)
 	}
 	if !s.manual {
 		s.rings.Complete()
@@ -674,8 +695,8 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 // refuse it), stops the batch with an error matching ErrInvalidDesc; the
 // ones before it are queued.
 func (s *Socket) Transmit(descs []Desc) (int, error) {
-	if !s.enter(&s.txSide) {
-		return 0, s.opErr("transmit", net.ErrClosed)
+	if err := s.enter(&s.txSide); err != nil {
+		return 0, s.opErr("transmit", err)
 	}
 	n := uint32(min(len(descs), ring.MaxSize))
 	if free := s.tx.Free(n); n > free {
@@ -756,8 +777,8 @@ func (s *Socket) kick() error {
 // woken. Transmit does this itself; Kick serves callers who want to push
 // what is queued without queuing more.
 func (s *Socket) Kick() error {
-	if !s.enter(&s.txSide) {
-		return s.opErr("kick", net.ErrClosed)
+	if err := s.enter(&s.txSide); err != nil {
+		return s.opErr("kick", err)
 	}
 	err := s.kick()
 	s.txSide.busy.Store(0)
@@ -771,8 +792,8 @@ func (s *Socket) Kick() error {
 // transmitting. Alloc and Transmit do this themselves unless ManualRings
 // is set.
 func (s *Socket) Complete() (int, error) {
-	if !s.enter(&s.txSide) {
-		return 0, s.opErr("complete", net.ErrClosed)
+	if err := s.enter(&s.txSide); err != nil {
+		return 0, s.opErr("complete", err)
 	}
 	n := s.rings.Complete()
 	s.txSide.busy.Store(0)
@@ -794,6 +815,9 @@ const (
 // timeout). Close interrupts it with net.ErrClosed. In copy mode, waiting
 // for Writable also makes the kernel send what the TX ring holds.
 func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
+	if s.umem == nil {
+		return 0, s.opErr("wait", errNotOpen)
+	}
 	s.waiters.Add(1)
 	defer s.waiters.Add(-1)
 	if s.closed.Load() {
@@ -845,6 +869,9 @@ type Stats struct {
 
 // Stats returns the socket's counters. It may be called from any goroutine.
 func (s *Socket) Stats() (Stats, error) {
+	if s.umem == nil {
+		return Stats{}, s.opErr("stats", errNotOpen)
+	}
 	if s.closed.Load() {
 		return Stats{}, s.opErr("stats", net.ErrClosed)
 	}
@@ -884,6 +911,9 @@ func (s *Socket) Stats() (Stats, error) {
 // calls. veth on Linux 6.18 is such a case, with or without GRO or
 // threaded NAPI.
 func (s *Socket) NAPIID() (uint32, error) {
+	if s.umem == nil {
+		return 0, s.opErr("napi id", errNotOpen)
+	}
 	if s.closed.Load() {
 		return 0, s.opErr("napi id", net.ErrClosed)
 	}
@@ -901,12 +931,22 @@ func (s *Socket) NAPIID() (uint32, error) {
 
 // Frames says where the UMEM's frames are, across every socket sharing
 // it. Call it only while no other goroutine uses those sockets.
-func (s *Socket) Frames() umem.Counts { return s.umem.Counts() }
+func (s *Socket) Frames() umem.Counts {
+	if s.umem == nil {
+		return umem.Counts{}
+	}
+	return s.umem.Counts()
+}
 
 // FD is the socket's file descriptor, for registering it in an XSKMAP that
 // someone else owns, or for poll loops of the caller's own. It stays owned
 // by the Socket.
-func (s *Socket) FD() int { return s.fd }
+func (s *Socket) FD() int {
+	if s.umem == nil {
+		return -1
+	}
+	return s.fd
+}
 
 // Interface, Ifindex and Queue name what the socket is bound to.
 func (s *Socket) Interface() string { return s.ifname }

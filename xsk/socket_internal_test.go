@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/afxdp/afxdp/umem"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +16,7 @@ import (
 // call): the first Close reports it, to one caller only however many call
 // at once, later ones return nil, and the socket is closed either way.
 func TestCloseReportsFailureOnce(t *testing.T) {
-	s := &Socket{fd: -1, evfd: -1, ifname: "afxtest0", queue: 3, txMem: make([]byte, 4096)}
+	s := &Socket{fd: -1, evfd: -1, ifname: "afxtest0", queue: 3, txMem: make([]byte, 4096), umem: new(umem.UMEM)}
 	const callers = 8
 	errs := make([]error, callers)
 	var wg sync.WaitGroup
