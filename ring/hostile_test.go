@@ -1,22 +1,16 @@
 package ring
 
-import "testing"
+import (
+	"testing"
 
-func noPanic(t *testing.T, name string, fn func()) {
-	t.Helper()
-	defer func() {
-		if r := recover(); r != nil {
-			t.Errorf("%s panicked: %v", name, r)
-		}
-	}()
-	fn()
-}
+	"github.com/afxdp/afxdp/internal/testenv"
+)
 
 // TestZeroValues calls every method of a Producer and a Consumer that
 // NewProducer and NewConsumer did not make: they act as rings of no slots.
 func TestZeroValues(t *testing.T) {
 	var p Producer[Desc]
-	noPanic(t, "Producer", func() {
+	testenv.NoPanic(t, "Producer", func() {
 		if n := p.Free(1); n != 0 {
 			t.Errorf("Free: %d", n)
 		}
@@ -36,7 +30,7 @@ func TestZeroValues(t *testing.T) {
 		}
 	})
 	var c Consumer[uint64]
-	noPanic(t, "Consumer", func() {
+	testenv.NoPanic(t, "Consumer", func() {
 		if n := c.Available(1); n != 0 {
 			t.Errorf("Available: %d", n)
 		}

@@ -16,37 +16,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func noPanic(t *testing.T, name string, fn func()) {
-	t.Helper()
-	defer func() {
-		if r := recover(); r != nil {
-			t.Errorf("%s panicked: %v", name, r)
-		}
-	}()
-	fn()
-}
-
 // TestZeroUMEM calls every method of a UMEM that New did not make, and of
 // zero Rings: nothing panics, and frames are neither made up nor lost.
 func TestZeroUMEM(t *testing.T) {
 	var u UMEM
 	descs := []ring.Desc{{Addr: 0, Len: 60}, {Addr: 4096, Len: 1}}
-	noPanic(t, "Frame", func() {
+	testenv.NoPanic(t, "Frame", func() {
 		if b := u.Frame(descs[0]); b != nil {
 			t.Errorf("Frame: %d bytes", len(b))
 		}
 	})
-	noPanic(t, "Release", func() {
+	testenv.NoPanic(t, "Release", func() {
 		if err := u.Release(0); !errors.Is(err, ErrInvalidDesc) {
 			t.Errorf("Release: %v", err)
 		}
 	})
-	noPanic(t, "Send", func() {
+	testenv.NoPanic(t, "Send", func() {
 		if n, err := u.Send(descs); n != 0 || !errors.Is(err, ErrInvalidDesc) {
 			t.Errorf("Send: %d, %v", n, err)
 		}
 	})
-	noPanic(t, "Alloc", func() {
+	testenv.NoPanic(t, "Alloc", func() {
 		if n := u.Alloc(descs); n != 0 {
 			t.Errorf("Alloc: %d", n)
 		}
@@ -54,30 +44,30 @@ func TestZeroUMEM(t *testing.T) {
 			t.Errorf("AllocFree: %d", n)
 		}
 	})
-	noPanic(t, "Refill", func() { u.Refill() })
-	noPanic(t, "Complete", func() { u.Complete() })
-	noPanic(t, "accessors", func() {
+	testenv.NoPanic(t, "Refill", func() { u.Refill() })
+	testenv.NoPanic(t, "Complete", func() { u.Complete() })
+	testenv.NoPanic(t, "accessors", func() {
 		_, _, _, _ = u.Options(), u.HugePages(), u.HugePagesErr(), u.FrameSize()
 		if u.Area() != nil || u.Rings() != nil || u.FillRing() != nil || u.CompletionRing() != nil {
 			t.Error("a zero UMEM has memory")
 		}
 	})
-	noPanic(t, "Register", func() {
+	testenv.NoPanic(t, "Register", func() {
 		if err := u.Register(-1); err == nil {
 			t.Error("Register of a zero UMEM succeeded")
 		}
 	})
-	noPanic(t, "AddRings", func() {
+	testenv.NoPanic(t, "AddRings", func() {
 		if _, err := u.AddRings(-1, 64, 64); err == nil {
 			t.Error("AddRings on a zero UMEM succeeded")
 		}
 	})
-	noPanic(t, "UnmapRings", func() {
+	testenv.NoPanic(t, "UnmapRings", func() {
 		if err := u.UnmapRings(); err != nil {
 			t.Errorf("UnmapRings: %v", err)
 		}
 	})
-	noPanic(t, "Close", func() {
+	testenv.NoPanic(t, "Close", func() {
 		if err := u.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -87,7 +77,7 @@ func TestZeroUMEM(t *testing.T) {
 	}
 
 	var r Rings
-	noPanic(t, "zero Rings", func() {
+	testenv.NoPanic(t, "zero Rings", func() {
 		_ = r.Held()
 		_ = r.Completed()
 		_, _ = r.FillRing(), r.CompletionRing()
@@ -251,11 +241,11 @@ func TestRegisterHostileFDs(t *testing.T) {
 		{"an AF_XDP socket plus 1<<32", xsk + 1<<32, unix.EBADF},
 	} {
 		var err error
-		noPanic(t, tt.name, func() { err = u.Register(tt.fd) })
+		testenv.NoPanic(t, tt.name, func() { err = u.Register(tt.fd) })
 		if !errors.Is(err, tt.is) || !strings.HasPrefix(fmt.Sprint(err), "register umem: ") {
 			t.Errorf("Register(%s): %v, want an error matching %v", tt.name, err, tt.is)
 		}
-		noPanic(t, tt.name, func() { _, err = u.AddRings(tt.fd, 32, 32) })
+		testenv.NoPanic(t, tt.name, func() { _, err = u.AddRings(tt.fd, 32, 32) })
 		if err == nil {
 			t.Errorf("AddRings(%s) succeeded", tt.name)
 		}

@@ -21,17 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// noPanic runs fn and turns a panic into a test error.
-func noPanic(t *testing.T, name string, fn func()) {
-	t.Helper()
-	defer func() {
-		if r := recover(); r != nil {
-			t.Errorf("%s panicked: %v", name, r)
-		}
-	}()
-	fn()
-}
-
 // socketCalls are every method of s that returns an error, with descs as
 // their argument.
 func socketCalls(s *xsk.Socket, descs []xsk.Desc) map[string]func() error {
@@ -60,29 +49,29 @@ func TestZeroSocket(t *testing.T) {
 	var s xsk.Socket
 	descs := []xsk.Desc{{Addr: 0, Len: 60}}
 	for name, call := range socketCalls(&s, descs) {
-		noPanic(t, name, func() {
+		testenv.NoPanic(t, name, func() {
 			err := call()
 			if !errors.Is(err, unix.EINVAL) || !strings.Contains(fmt.Sprint(err), "not a socket that Open returned") {
 				t.Errorf("%s on a zero Socket: %v, want an error saying it is not a socket that Open returned", name, err)
 			}
 		})
 	}
-	noPanic(t, "Frame", func() {
+	testenv.NoPanic(t, "Frame", func() {
 		if b := s.Frame(descs[0]); b != nil {
 			t.Errorf("Frame on a zero Socket: %d bytes", len(b))
 		}
 	})
-	noPanic(t, "Frames", func() {
+	testenv.NoPanic(t, "Frames", func() {
 		if c := s.Frames(); c != (umem.Counts{}) {
 			t.Errorf("Frames on a zero Socket: %+v", c)
 		}
 	})
-	noPanic(t, "FD", func() {
+	testenv.NoPanic(t, "FD", func() {
 		if fd := s.FD(); fd != -1 {
 			t.Errorf("FD of a zero Socket: %d, want -1", fd)
 		}
 	})
-	noPanic(t, "accessors", func() {
+	testenv.NoPanic(t, "accessors", func() {
 		_ = s.UMEM()
 		_ = s.Program()
 		_ = s.Mode()
@@ -91,7 +80,7 @@ func TestZeroSocket(t *testing.T) {
 		_ = s.XDPMode()
 		_, _, _ = s.Interface(), s.Ifindex(), s.Queue()
 	})
-	noPanic(t, "Close", func() {
+	testenv.NoPanic(t, "Close", func() {
 		if err := s.Close(); err != nil {
 			t.Errorf("Close of a zero Socket: %v", err)
 		}
@@ -177,7 +166,7 @@ func TestHostileDescriptors(t *testing.T) {
 			descs := tt.build(h)
 			var n int
 			var err error
-			noPanic(t, tt.op, func() {
+			testenv.NoPanic(t, tt.op, func() {
 				if tt.op == "transmit" {
 					n, err = s.Transmit(descs)
 				} else {
@@ -213,7 +202,7 @@ func TestHostileDescriptors(t *testing.T) {
 	// Frame never hands out memory outside the frame a descriptor names.
 	for _, d := range []xsk.Desc{{Addr: size}, {Addr: size - 1, Len: 2}, {Addr: math.MaxUint64, Len: 1},
 		{Addr: fs - 1, Len: 2}, {Addr: 0, Len: math.MaxUint32}, {Addr: 1 << 63}} {
-		noPanic(t, "Frame", func() {
+		testenv.NoPanic(t, "Frame", func() {
 			if b := s.Frame(d); b != nil {
 				t.Errorf("Frame(%+v): %d bytes, cap %d", d, len(b), cap(b))
 			}
@@ -289,7 +278,7 @@ func TestExtremeOptions(t *testing.T) {
 			before := testenv.Snapshot(t)
 			var s *xsk.Socket
 			var err error
-			noPanic(t, "Open", func() { s, err = xsk.Open(v.Host.Name, tt.queue, &tt.o) })
+			testenv.NoPanic(t, "Open", func() { s, err = xsk.Open(v.Host.Name, tt.queue, &tt.o) })
 			if err == nil {
 				s.Close()
 				t.Fatal("Open succeeded")
@@ -328,7 +317,7 @@ func TestTinyOptions(t *testing.T) {
 			before := testenv.Snapshot(t)
 			var s *xsk.Socket
 			var err error
-			noPanic(t, "Open", func() { s, err = xsk.Open(v.Host.Name, 0, &tt.o) })
+			testenv.NoPanic(t, "Open", func() { s, err = xsk.Open(v.Host.Name, 0, &tt.o) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -590,7 +579,7 @@ func TestWaitExtremes(t *testing.T) {
 	} {
 		var got xsk.Events
 		var err error
-		noPanic(t, "Wait", func() { got, err = s.Wait(tt.ev, tt.timeout) })
+		testenv.NoPanic(t, "Wait", func() { got, err = s.Wait(tt.ev, tt.timeout) })
 		if got != tt.want || err != nil {
 			t.Errorf("Wait(%#x, %v) = %#x, %v; want %#x", tt.ev, tt.timeout, got, err, tt.want)
 		}
@@ -636,7 +625,7 @@ func TestAccessorsAfterClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	noPanic(t, "accessors", func() {
+	testenv.NoPanic(t, "accessors", func() {
 		for _, d := range descs[:n] {
 			if b := s.Frame(d); b != nil {
 				t.Errorf("Frame(%+v) after Close: %d bytes", d, len(b))

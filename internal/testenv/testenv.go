@@ -145,3 +145,14 @@ func CPUOutsideAffinity(tb testing.TB) int {
 	}
 	return cpu
 }
+
+// NoPanic runs fn and turns a panic in it into a test error naming name.
+func NoPanic(tb testing.TB, name string, fn func()) {
+	tb.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			tb.Errorf("%s panicked: %v", name, r)
+		}
+	}()
+	fn()
+}
