@@ -287,12 +287,7 @@ func TestExtremeOptions(t *testing.T) {
 			if !errors.As(err, &oe) || oe.Op != "open" || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q, want an OpError for open saying %q", err, tt.want)
 			}
-			if after := testenv.Snapshot(t); after != before {
-				t.Errorf("failed Open leaked: before %+v, after %+v", before, after)
-			}
-			if q, _ := bpf.QueryXDP(v.Host.Index); q.Attached() {
-				t.Errorf("failed Open left an XDP program: %+v", q)
-			}
+			failedOpenLeftNothing(t, v.Host.Index, before)
 		})
 	}
 }

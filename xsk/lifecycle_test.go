@@ -341,12 +341,7 @@ func TestBadInput(t *testing.T) {
 			if !errors.As(err, &oe) || oe.Op != "open" || oe.Queue != tt.queue {
 				t.Errorf("error %q is not an OpError for open on queue %d", err, tt.queue)
 			}
-			if after := testenv.Snapshot(t); after != before {
-				t.Errorf("failed Open leaked: before %+v, after %+v", before, after)
-			}
-			if q, _ := bpf.QueryXDP(v.Host.Index); q.Attached() {
-				t.Errorf("failed Open left an XDP program: %+v", q)
-			}
+			failedOpenLeftNothing(t, v.Host.Index, before)
 		})
 	}
 }
@@ -711,4 +706,17 @@ func TestOpenReportsInterfaceTableFailure(t *testing.T) {
 		t.Fatalf("error %q: want one that matches EMFILE and does not call lo unknown", err)
 	}
 	t.Log(err)
+}
+
+// failedOpenLeftNothing checks, after an Open that failed, that the process
+// holds what it held before (fds, mappings) and that no XDP program is left
+// on the interface ifindex.
+func failedOpenLeftNothing(t *testing.T, ifindex int, before testenv.Resources) {
+	t.Helper()
+	if after := testenv.Snapshot(t); after != before {
+		t.Errorf("failed Open leaked: before %+v, after %+v", before, after)
+	}
+	if q, _ := bpf.QueryXDP(ifindex); q.Attached() {
+		t.Errorf("failed Open left an XDP program: %+v", q)
+	}
 }
