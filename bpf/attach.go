@@ -237,10 +237,19 @@ func (p *Program) Attach(ifindex int, opts *AttachOptions) (*Attachment, error) 
 }
 
 // driverUnsupported reports whether err, from attaching in driver mode,
-// means the driver cannot run this program natively, so that generic mode
-// is worth trying.
+// means the driver cannot run this program natively, or not in the
+// interface's present configuration, so that generic mode is worth trying.
+// Besides EOPNOTSUPP (no native XDP) and EINVAL, veth refuses with ERANGE
+// when the MTU is too large for a frame in one page, and with ENOSPC when
+// its peer has more TX queues than it has RX queues; generic mode has
+// neither limit.
 func driverUnsupported(err error) bool {
-	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, ebpf.ErrNotSupported)
+	for _, errno := range []unix.Errno{unix.EOPNOTSUPP, unix.EINVAL, unix.ERANGE, unix.ENOSPC} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return errors.Is(err, ebpf.ErrNotSupported)
 }
 
 // foreign returns a BusyError for each program in info, in driver or

@@ -93,6 +93,64 @@ func TestAttach(t *testing.T) {
 	}
 }
 
+// TestAttachAutoFallsBackWhenDriverRefuses makes veth pairs whose driver
+// refuses native XDP for their configuration: an MTU too large for a frame
+// in one page (ERANGE) and a peer with more TX queues than this end has RX
+// queues (ENOSPC). AttachDriver must fail with the driver's errno, and
+// AttachAuto must fall back to generic mode, as it promises, rather than
+// fail.
+func TestAttachAutoFallsBackWhenDriverRefuses(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		make  func(t *testing.T) int // returns the ifindex to attach to
+		errno unix.Errno
+	}{
+		{"jumbo mtu", func(t *testing.T) int {
+			return testenv.NewVeth(t, &netenv.VethOptions{MTU: 9000}).Host.Index
+		}, unix.ERANGE},
+		{"peer has more tx queues", func(t *testing.T) int {
+			ns := testenv.NewNetns(t)
+			la := netlink.NewLinkAttrs()
+			la.Name = netenv.RandomName("afxh")
+			la.NumTxQueues, la.NumRxQueues = 1, 1
+			veth := &netlink.Veth{
+				LinkAttrs: la, PeerName: netenv.RandomName("afxp"),
+				PeerNumTxQueues: 4, PeerNumRxQueues: 4,
+				PeerNamespace: netlink.NsFd(ns.NsHandle()),
+			}
+			mustOK(t, netlink.LinkAdd(veth))
+			t.Cleanup(func() {
+				if err := netlink.LinkDel(veth); err != nil {
+					t.Error(err)
+				}
+			})
+			l, err := netlink.LinkByName(la.Name)
+			mustOK(t, err)
+			mustOK(t, netlink.LinkSetUp(l))
+			return l.Attrs().Index
+		}, unix.ENOSPC},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ifindex := tt.make(t)
+			p := newTestProgram(t, nil)
+			if _, err := p.Attach(ifindex, &AttachOptions{Mode: AttachDriver}); !errors.Is(err, tt.errno) {
+				t.Fatalf("Attach in driver mode: %v, want %v", err, tt.errno)
+			}
+			a, err := p.Attach(ifindex, nil)
+			if err != nil {
+				t.Fatalf("Attach in auto mode: %v, want a fall back to generic mode", err)
+			}
+			if a.Mode() != AttachGeneric {
+				t.Errorf("Attach in auto mode: %s mode, want generic", a.Mode())
+			}
+			if info := mustQuery(t, ifindex); info.Generic.ID != p.ID() || info.Driver.Attached() {
+				t.Errorf("QueryXDP = %+v, want program %d in generic mode only", info, p.ID())
+			}
+			mustOK(t, a.Close())
+		})
+	}
+}
+
 // TestAttachPeerNamespace attaches to the veth end in the other namespace:
 // Attach and QueryXDP work in the calling goroutine's namespace.
 func TestAttachPeerNamespace(t *testing.T) {
