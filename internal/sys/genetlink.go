@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,6 +32,11 @@ var ErrNoNetdevFamily = errors.New(`no "netdev" generic netlink family (Linux 6.
 // namespace, advertises. An unknown ifindex gives an error that wraps
 // unix.ENODEV; a kernel without the netdev family, ErrNoNetdevFamily.
 func QueryXDPFeatures(ifindex int) (uint64, error) {
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		// The attribute is 32 bits: a larger ifindex would name another
+		// interface, and the kernel answers 0 with ERANGE.
+		return 0, fmt.Errorf("query xdp features of ifindex %d: %w", ifindex, unix.ENODEV)
+	}
 	family, err := genlFamily(netdevFamily)
 	if errors.Is(err, unix.ENOENT) {
 		return 0, ErrNoNetdevFamily

@@ -34,11 +34,18 @@ func TestQueryXDPFeatures(t *testing.T) {
 		t.Errorf("veth features %#x: XSK_ZEROCOPY set, but veth binds AF_XDP in copy mode only", feats)
 	}
 
-	err = v.Host.Do(func() error {
-		_, err := sys.QueryXDPFeatures(1 << 30)
-		return err
-	})
-	if !errors.Is(err, unix.ENODEV) {
-		t.Errorf("unknown ifindex: %v, want ENODEV", err)
+	// 1<<32 plus the veth's index must not be taken for the veth (the
+	// attribute is 32 bits), nor 0 give the kernel's ERANGE.
+	for _, ifindex := range []int{1 << 30, 0, -1, 1<<32 + v.Host.Index} {
+		err = v.Host.Do(func() error {
+			feats, err := sys.QueryXDPFeatures(ifindex)
+			if err == nil {
+				t.Errorf("ifindex %d: features %#x, want an error", ifindex, feats)
+			}
+			return err
+		})
+		if !errors.Is(err, unix.ENODEV) {
+			t.Errorf("ifindex %d: %v, want ENODEV", ifindex, err)
+		}
 	}
 }
