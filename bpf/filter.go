@@ -19,6 +19,14 @@ import (
 // tag; a frame with two or more tags is matched on the EtherType after the
 // first tag (which is then a tag, so such frames never match a non-zero
 // EtherType or IPProto).
+//
+// The program reads only the frame's bytes, and the kernel may have moved a
+// VLAN tag out of them, into the packet's metadata, before the program
+// runs: a tag that the NIC stripped (VLAN receive offload) and, in generic
+// mode on an interface stacked on another (a macvlan), the outer tag, which
+// the parent's receive path takes out. Such a frame is matched, and reaches
+// a socket, without that tag: one with a single tag as if untagged, one
+// with two tags as a frame with one.
 type Filter struct {
 	// EtherType is the Ethernet type to match, for example 0x0800 (IPv4),
 	// 0x86DD (IPv6) or 0x88B5. Zero matches any. VLAN tag types (0x8100,
