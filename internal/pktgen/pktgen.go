@@ -263,13 +263,15 @@ func (o *Options) validate(ifi *net.Interface) error {
 // Send sends exactly n frames (at the configured rate, if any) and returns
 // how many it offered to the target: n, unless an error stopped it early.
 // A frame is offered when the program redirected it; the target may still
-// drop it (a full veth ring, a link that is down), which its own counters
-// show. A target that cannot transmit XDP frames at all (no ndo_xdp_xmit:
-// macvlan, bridge) drops every one without showing it anywhere, yet each
-// counts as offered. Once the target device is deleted nothing is offered,
-// and Send fails with an error wrapping unix.ENODEV. Send(0) sends nothing
-// and returns 0 and nil at once (an error wrapping [net.ErrClosed] after
-// Close).
+// drop it: a veth whose ring is full, or whose peer is down, counts it in
+// its TxDropped. Frames that the kernel refuses before they reach the
+// target's driver vanish without showing in any counter, yet each counts as
+// offered: those to a target that is down, or whose MTU has become too
+// small for the frame since New, or that cannot transmit XDP frames at all
+// (no ndo_xdp_xmit: macvlan, bridge). Once the target device is deleted
+// nothing is offered, and Send fails with an error wrapping unix.ENODEV.
+// Send(0) sends nothing and returns 0 and nil at once (an error wrapping
+// [net.ErrClosed] after Close).
 func (g *Generator) Send(n uint64) (uint64, error) {
 	return g.send(context.Background(), n, false)
 }
