@@ -272,7 +272,9 @@ func parseNlError(m nlMsg) error {
 	}
 	off := 4 + unix.SizeofNlMsghdr
 	if m.Header.Flags&unix.NLM_F_CAPPED == 0 {
-		off = 4 + int(binary.NativeEndian.Uint32(m.Data[4:8])) // the whole request was echoed
+		// The whole request was echoed, padded to the netlink alignment.
+		n := int(binary.NativeEndian.Uint32(m.Data[4:8]))
+		off = 4 + (n+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)
 	}
 	if off > len(m.Data) {
 		return errno

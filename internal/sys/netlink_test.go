@@ -2,6 +2,7 @@ package sys
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -48,6 +49,17 @@ func TestParseNlError(t *testing.T) {
 	err := parseNlError(hdr(unix.NLM_F_ACK_TLVS|unix.NLM_F_CAPPED, b))
 	if !errors.Is(err, unix.EBUSY) || !bytes.Contains([]byte(err.Error()), []byte("active BPF XDP link")) {
 		t.Errorf("extended ack: %v", err)
+	}
+	// Not capped: the whole request follows, here one of 22 bytes padded
+	// to 24, and the attributes start after the padding.
+	req := make([]byte, 22)
+	binary.NativeEndian.PutUint32(req, uint32(len(req)))
+	u := append([]byte{0xf0, 0xff, 0xff, 0xff}, req...)
+	u = append(u, 0, 0)
+	u = appendAttr(u, unix.NLMSGERR_ATTR_MSG, []byte("Can't replace active BPF XDP link\x00"))
+	err = parseNlError(hdr(unix.NLM_F_ACK_TLVS, u))
+	if !errors.Is(err, unix.EBUSY) || !bytes.Contains([]byte(err.Error()), []byte("active BPF XDP link")) {
+		t.Errorf("extended ack after an unaligned request: %v", err)
 	}
 	if err := parseNlError(hdr(0, b[:4])); !errors.Is(err, unix.EBUSY) {
 		t.Errorf("bare errno: %v", err)
