@@ -533,3 +533,39 @@ func TestShareUMEMWhileItCloses(t *testing.T) {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
 }
+
+// TestFrameAfterCloseOfASharedUMEM closes each of two sockets sharing a
+// UMEM in turn: Frame of the closed one returns nil, as Close promises,
+// although the area stays mapped for the other.
+func TestFrameAfterCloseOfASharedUMEM(t *testing.T) {
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	a, b := openSharedPair(t, v1.Host, v2.Host, 0)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	descs := make([]xsk.Desc, 1)
+	if n, err := a.Alloc(descs); n != 1 || err != nil {
+		t.Fatalf("alloc: %d %v", n, err)
+	}
+	d := descs[0]
+	if a.Frame(d) == nil || b.Frame(d) == nil {
+		t.Fatal("Frame of an open socket returned nil")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f := a.Frame(d); f != nil {
+		t.Errorf("Frame of the UMEM's first socket after its Close: %d bytes", len(f))
+	}
+	if b.Frame(d) == nil {
+		t.Fatal("Frame of the socket still sharing the UMEM returned nil")
+	}
+	if err := b.Release(descs); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f := b.Frame(d); f != nil {
+		t.Errorf("Frame after Close: %d bytes", len(f))
+	}
+}

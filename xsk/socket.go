@@ -632,7 +632,9 @@ func (s *Socket) refill() int {
 // Alloc may be written up to cap. It returns nil for a descriptor outside
 // the UMEM.
 func (s *Socket) Frame(d Desc) []byte {
-	if s.umem == nil {
+	// A closed socket's UMEM stays mapped while a socket sharing it is
+	// open: the closed flag, not the mapping, says the slice is gone.
+	if s.umem == nil || s.closed.Load() {
 		return nil
 	}
 	return s.umem.Frame(d)
