@@ -39,6 +39,9 @@
 // rings' [Rings.Close]; until then AddRings lets more sockets join. The
 // receive frames the kernel held through rings that were closed are
 // counted as lost ([Counts].Lost) and leave no room for new fill rings.
+// Of the frames sent through a closed socket, those its completion ring
+// had returned come back at the transmit side's next Complete; the rest
+// are lost too.
 //
 // The xsk package composes a UMEM with an AF_XDP socket; most programs use
 // it rather than this package directly.

@@ -33,10 +33,11 @@ type Counts struct {
 	// Fill frames are held by the kernel for receive (fill and RX rings).
 	Fill int
 	// Tx frames are held by the kernel for transmit (TX and completion
-	// rings), including received frames being forwarded. A socket sharing
-	// the UMEM that closes before its transmitted frames complete takes
-	// them with it; they stay counted here, not in Lost, and never come
-	// back.
+	// rings), including received frames being forwarded. When a socket
+	// on the UMEM closes (its rings are unmapped), the frames its
+	// completion ring had returned come back at the next Complete of
+	// the transmit side, or the next Counts; until then they are
+	// counted here. The rest it had sent move to Lost then.
 	Tx int
 	// RxUser frames were received and not yet released or transmitted.
 	RxUser int
@@ -46,12 +47,14 @@ type Counts struct {
 	// on their way back to the receive side.
 	Recycling int
 	// Lost frames were in the fill or RX ring of a socket when its rings
-	// were unmapped (it closed). They are out of use for good: the
-	// sockets that share the UMEM and stay open cannot have them back,
-	// since the kernel lets go of them only once it has released the
-	// closed socket (in zero-copy mode in a deferred work item, after
-	// close returns), and Close may run on any goroutine while the
-	// receiving one uses the free frames.
+	// were unmapped (it closed), or sent through its TX ring and not
+	// returned by its completion ring by then. They are out of use for
+	// good: the sockets that share the UMEM and stay open cannot have
+	// them back, since the kernel lets go of them only once it has
+	// released the closed socket (in zero-copy mode in a deferred work
+	// item, after close returns; a packet still queued in the kernel may
+	// read its frame later still), and Close may run on any goroutine
+	// while the receiving one uses the free frames.
 	Lost int
 }
 
@@ -250,22 +253,48 @@ func (u *UMEM) alloc(dst []ring.Desc) int {
 }
 
 // Send checks descs in order and marks them as handed to the kernel for
-// transmit. It stops at the first descriptor that does not name a frame the
-// user holds or whose length does not fit, and returns how many it accepted
-// and an error wrapping ErrInvalidDesc for that one. Transmit side.
+// transmit, through the TX ring of the socket the UMEM was registered with
+// (see [Rings.Send]). It stops at the first descriptor that does not name a
+// frame the user holds or whose length does not fit, and returns how many
+// it accepted and an error wrapping ErrInvalidDesc for that one. Transmit
+// side.
 func (u *UMEM) Send(descs []ring.Desc) (int, error) {
+	if r := u.own; r != nil {
+		return r.Send(descs)
+	}
+	k, _, err := u.send(descs)
+	return k, err
+}
+
+// Send is UMEM.Send for the socket these rings belong to: the frames it
+// accepts count as in flight on these rings until their completion ring
+// returns them, so that Close knows what the kernel still held. Transmit
+// side.
+func (r *Rings) Send(descs []ring.Desc) (int, error) {
+	if r.u == nil {
+		return 0, fmt.Errorf("transmit: rings that neither Register nor AddRings made: %w", ErrInvalidDesc)
+	}
+	k, rx, err := r.u.send(descs)
+	r.inflight += k
+	r.inflightRx += rx
+	return k, err
+}
+
+// send is Send, also returning how many of the accepted frames are receive
+// frames (forwarded).
+func (u *UMEM) send(descs []ring.Desc) (accepted, rx int, err error) {
 	f := &u.frames
 	for k := range descs {
 		d := &descs[k]
 		i := d.Addr >> u.shift
 		switch {
 		case i >= uint64(len(f.state)):
-			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: outside the %d-byte UMEM: %w",
+			return k, rx, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: outside the %d-byte UMEM: %w",
 				k, d.Addr, d.Len, u.size, ErrInvalidDesc)
 		case d.Len == 0:
-			return k, fmt.Errorf("transmit descriptor %d {addr %#x}: len 0: an empty packet: %w", k, d.Addr, ErrInvalidDesc)
+			return k, rx, fmt.Errorf("transmit descriptor %d {addr %#x}: len 0: an empty packet: %w", k, d.Addr, ErrInvalidDesc)
 		case uint64(d.Len) > u.frameEnd(d.Addr)-d.Addr:
-			return k, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: runs past the end of its %d-byte frame at %#x: %w",
+			return k, rx, fmt.Errorf("transmit descriptor %d {addr %#x, len %d}: runs past the end of its %d-byte frame at %#x: %w",
 				k, d.Addr, d.Len, u.opts.FrameSize, u.frameEnd(d.Addr), ErrInvalidDesc)
 		}
 		switch f.state[i] {
@@ -273,14 +302,15 @@ func (u *UMEM) Send(descs []ring.Desc) (int, error) {
 			f.txUser--
 		case stateRxUser:
 			f.rxUser--
+			rx++
 		default:
-			return k, fmt.Errorf("transmit descriptor %d {addr %#x}: frame is %s, not held by the user: %w",
+			return k, rx, fmt.Errorf("transmit descriptor %d {addr %#x}: frame is %s, not held by the user: %w",
 				k, d.Addr, stateNames[f.state[i]], ErrInvalidDesc)
 		}
 		f.state[i] = stateTx
 		f.tx++
 	}
-	return len(descs), nil
+	return len(descs), rx, nil
 }
 
 // Complete takes finished transmissions off the completion ring: transmit
@@ -293,7 +323,10 @@ func (r *Rings) Complete() int {
 	}
 	u := r.u
 	f := &u.frames
-	total := 0
+	if u.orphaned.Load() {
+		u.adopt()
+	}
+	total, totalBack := 0, 0
 	for {
 		n := r.comp.Consume(f.compBuf[:])
 		if n == 0 {
@@ -329,21 +362,116 @@ func (r *Rings) Complete() int {
 		}
 		f.tx -= done
 		total += done
+		totalBack += back
 		if n < len(f.compBuf) {
 			break
 		}
 	}
 	if total > 0 {
+		r.inflight -= total
+		r.inflightRx -= totalBack
 		r.completed.Add(uint64(total))
 	}
 	return total
 }
 
-// Counts says where the frames are. Call it only when no other goroutine
-// is using the UMEM.
-func (u *UMEM) Counts() Counts {
+// completeOne takes back the frame at addr, which the kernel completed:
+// a transmit frame becomes free, a receive frame starts back to the
+// receive side. It reports whether the frame was in flight (else it is
+// left alone, see Complete) and whether it is a receive frame. Transmit
+// side.
+func (u *UMEM) completeOne(addr uint64) (done, rx bool) {
+	f := &u.frames
+	i := addr >> u.shift
+	if i >= uint64(len(f.state)) || f.state[i] != stateTx {
+		return false, false
+	}
+	base := addr &^ u.mask
+	f.tx--
+	if uint32(i) < f.rxFrames {
+		f.state[i] = stateRecycle
+		f.recycleOut.Produce([]uint64{base})
+		f.recycling++
+		return true, true
+	}
+	f.state[i] = stateFree
+	f.txFree = append(f.txFree, base)
+	return true, false
+}
+
+// orphans are what the rings of a closed socket held for transmit: the
+// frames its completion ring had returned when it closed (the kernel is
+// done with them), and how many frames, and receive frames among them,
+// it had sent and not had back.
+type orphans struct {
+	completed            []uint64
+	inflight, inflightRx int
+}
+
+// orphan hands the transmit side what r holds for transmit, as r closes:
+// the completion ring's entries, and the count of frames sent through r
+// that it has not returned, which the transmit side counts as lost once
+// it has taken back the completed ones (adopt). Close may run on any
+// goroutine, and the frames' states are the transmit side's. The caller
+// holds u.mu, and no transmit-side call on r runs.
+func (r *Rings) orphan() {
+	if r.comp == nil || r.u == nil {
+		return
+	}
+	u := r.u
+	o := orphans{inflight: r.inflight, inflightRx: r.inflightRx}
+	// A ring holds at most Size entries: more would be the kernel's
+	// fault, not frames.
+	if n := min(r.comp.Available(r.comp.Size()), r.comp.Size()); n > 0 {
+		o.completed = make([]uint64, n)
+		o.completed = o.completed[:r.comp.Consume(o.completed)]
+	}
+	r.inflight, r.inflightRx = 0, 0
+	if o.inflight == 0 && len(o.completed) == 0 {
+		return
+	}
+	u.orphans = append(u.orphans, o)
+	u.orphaned.Store(true)
+}
+
+// adopt takes back what closed rings left (see orphan): the frames their
+// completion rings returned are free again, or on their way back to the
+// receive side; the rest that they had sent are lost. Transmit side.
+func (u *UMEM) adopt() {
 	u.mu.Lock()
-	lost := u.lost
+	defer u.mu.Unlock()
+	for _, o := range u.orphans {
+		done, doneRx := 0, 0
+		for _, addr := range o.completed {
+			if ok, rx := u.completeOne(addr); ok {
+				done++
+				if rx {
+					doneRx++
+				}
+			}
+		}
+		lost, lostRx := max(o.inflight-done, 0), max(o.inflightRx-doneRx, 0)
+		lost = min(lost, u.frames.tx)
+		u.frames.tx -= lost
+		u.txLost += lost
+		u.txLostRx += min(lostRx, lost)
+	}
+	u.orphans = nil
+	u.orphaned.Store(false)
+}
+
+// Counts says where the frames are. Call it only when no other goroutine
+// is using the UMEM: it first takes back, as the transmit side's next
+// Complete would, the frames that rings closed since returned (see
+// [Rings.Close]).
+func (u *UMEM) Counts() Counts {
+	if u.orphaned.Load() {
+		// No transmit-side call runs: take back what closed rings
+		// left, as the next one would.
+		u.adopt()
+	}
+	u.mu.Lock()
+	lost, txLost := u.lost, u.txLost
 	u.mu.Unlock()
 	f := &u.frames
 	return Counts{
@@ -353,6 +481,6 @@ func (u *UMEM) Counts() Counts {
 		RxUser:    f.rxUser,
 		TxUser:    f.txUser,
 		Recycling: f.recycling - f.recycled,
-		Lost:      lost,
+		Lost:      lost + txLost,
 	}
 }

@@ -2,9 +2,11 @@ package umem
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/afxdp/afxdp/ring"
 )
@@ -464,4 +466,135 @@ func TestCompleteTakesOnlyFramesInFlight(t *testing.T) {
 		t.Fatalf("refill after recycle: %d, want 1", n)
 	}
 	checkTotal(t, u)
+}
+
+// TestClosedRingsGiveBackWhatCompleted unmaps the rings of a socket that
+// sent transmit frames and forwarded received ones, some of which its
+// completion ring had returned and some not: the returned ones come back
+// (transmit frames free, receive frames on their way to the receive side),
+// the rest are lost, none stays in flight, and the counts add up.
+func TestClosedRingsGiveBackWhatCompleted(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 16, CompletionRingSize: 64})
+	tx := make([]ring.Desc, 8)
+	if n := u.Alloc(tx); n != 8 {
+		t.Fatalf("allocated %d of 8", n)
+	}
+	for i := range tx {
+		tx[i].Len = 60
+	}
+	if n := u.Refill(); n != 16 {
+		t.Fatalf("refill: %d, want 16", n)
+	}
+	rx := k.receive(4)
+	u.Received(rx)
+	if n, err := u.Send(tx); n != 8 || err != nil {
+		t.Fatalf("send: %d %v", n, err)
+	}
+	if n, err := u.Send(rx); n != 4 || err != nil {
+		t.Fatalf("forward: %d %v", n, err)
+	}
+	// Of 12 frames in flight the kernel completes 5 transmit frames and
+	// 2 received ones before the socket closes.
+	k.complete(tx[:5])
+	k.complete(rx[:2])
+	if err := u.UnmapRings(); err != nil {
+		t.Fatal(err)
+	}
+	// Free: 16 receive frames never used, 24 transmit frames never
+	// allocated and the 5 completed. Lost: the 12 left in the fill ring
+	// and the 5 never completed.
+	want := Counts{Free: 16 + 24 + 5, Recycling: 2, Lost: 12 + 5}
+	if c := checkTotal(t, u); c != want {
+		t.Fatalf("after the rings closed: %+v, want %+v", c, want)
+	}
+	if n := u.Alloc(make([]ring.Desc, 64)); n != 29 {
+		t.Fatalf("allocated %d transmit frames after the rings closed, want the 29 free", n)
+	}
+}
+
+// addFake adds rings to u as AddRings would, over plain Go memory, and a
+// fake kernel for them.
+func addFake(u *UMEM, fillSize, compSize int) (*Rings, *fakeKernel) {
+	r := &Rings{u: u, fillSize: fillSize, added: true}
+	k := &fakeKernel{}
+	fillMem := make([]byte, 192+8*fillSize)
+	compMem := make([]byte, 192+8*compSize)
+	r.fill, _ = ring.NewProducer[uint64](fillMem, testLayout, uint32(fillSize))
+	k.fill, _ = ring.NewConsumer[uint64](fillMem, testLayout, uint32(fillSize))
+	r.comp, _ = ring.NewConsumer[uint64](compMem, testLayout, uint32(compSize))
+	k.comp, _ = ring.NewProducer[uint64](compMem, testLayout, uint32(compSize))
+	u.mu.Lock()
+	u.shared++
+	u.fillFrames += fillSize
+	u.mu.Unlock()
+	return r, k
+}
+
+// TestClosedSharingRingsHandOverToTheTransmitSide closes the rings of a
+// sharing socket on one goroutine while another transmits on the UMEM's
+// first socket, as the xsk package allows (under -race): the closed
+// socket's completed frames come back through the transmitting goroutine's
+// Complete, and the frames it never got back are lost, not in flight.
+func TestClosedSharingRingsHandOverToTheTransmitSide(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 128, FillRingSize: 16, CompletionRingSize: 64})
+	r2, k2 := addFake(u, 16, 64)
+	tx := make([]ring.Desc, 10)
+	if n := r2.Alloc(tx); n != 10 {
+		t.Fatalf("allocated %d of 10", n)
+	}
+	for i := range tx {
+		tx[i].Len = 60
+	}
+	if n, err := r2.Send(tx); n != 10 || err != nil {
+		t.Fatalf("send on the sharing socket: %d %v", n, err)
+	}
+	k2.complete(tx[:6])
+
+	// The transmitting goroutine sends and reaps on the first socket
+	// while the sharing one closes.
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		own := make([]ring.Desc, 4)
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			n := u.Alloc(own)
+			for i := range own[:n] {
+				own[i].Len = 60
+			}
+			if m, err := u.Send(own[:n]); m != n || err != nil {
+				done <- fmt.Errorf("send: %d of %d: %v", m, n, err)
+				return
+			}
+			k.complete(own[:n])
+			u.Complete()
+		}
+	}()
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The transmitting goroutine takes the closed rings' frames back at
+	// its next Complete.
+	for deadline := time.Now().Add(10 * time.Second); u.orphaned.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the transmitting goroutine never took back the closed rings' frames")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	u.Complete()
+	// 64 transmit frames: the 4 never completed are lost, the rest
+	// free. 64 receive frames, free: nothing refilled a fill ring.
+	want := Counts{Free: 64 + 60, Lost: 4}
+	if c := checkTotal(t, u); c != want {
+		t.Fatalf("after the sharing rings closed: %+v, want %+v", c, want)
+	}
 }

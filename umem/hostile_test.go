@@ -93,6 +93,9 @@ func TestZeroUMEM(t *testing.T) {
 		if n := r.Complete(); n != 0 {
 			t.Errorf("Complete: %d", n)
 		}
+		if n, err := r.Send(descs); n != 0 || !errors.Is(err, ErrInvalidDesc) {
+			t.Errorf("Send: %d, %v", n, err)
+		}
 		if n := r.Received(descs); n != 0 {
 			t.Errorf("Received: %d bytes", n)
 		}

@@ -34,6 +34,11 @@ type Rings struct {
 	// have not come back through Received or Unfill: the kernel holds
 	// them, in the fill ring, the RX ring or in between. Receive side.
 	held int
+	// inflight counts the frames Send handed the kernel through this
+	// socket's TX ring that Complete has not taken off its completion
+	// ring, inflightRx the receive frames (forwarded) among them.
+	// Transmit side.
+	inflight, inflightRx int
 	// added: made by AddRings, holding the area for its socket.
 	added  bool
 	closed bool
@@ -75,8 +80,8 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 // them. The UMEM must have been registered, and a socket must still use
 // it: the one it was registered with, or one that shares it, so that
 // sharing goes on after the first socket closes. It must have receive
-// frames enough to fill every fill ring at once, not counting the frames
-// lost with closed sockets (Counts.Lost). The area stays mapped until both
+// frames enough to fill every fill ring at once, not counting the receive
+// frames lost with closed sockets (in Counts.Lost). The area stays mapped until both
 // Close and the Close of every Rings from AddRings; unmap the rings before
 // closing fd.
 func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
@@ -102,10 +107,10 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	if err := checkFD(fd); err != nil {
 		return nil, fmt.Errorf("share umem: %w", err)
 	}
-	if rx := int(u.frames.rxFrames); u.fillFrames+u.lost+fillSize > rx {
+	if rx, gone := int(u.frames.rxFrames), u.lost+u.txLostRx; u.fillFrames+gone+fillSize > rx {
 		var lost string
-		if u.lost > 0 {
-			lost = fmt.Sprintf(", and %d went with closed sockets", u.lost)
+		if gone > 0 {
+			lost = fmt.Sprintf(", and %d went with closed sockets", gone)
 		}
 		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all%s; raise NumFrames or lower FillRingSize",
 			fillSize, rx, u.fillFrames, lost)
@@ -129,7 +134,11 @@ func (r *Rings) unmap() error {
 
 // Close unmaps rings from AddRings, and the UMEM's area if the UMEM was
 // closed and these were the last. The receive frames that the kernel held
-// through them are lost to the UMEM (see Counts.Lost). Close the socket
+// through their fill ring are lost to the UMEM (see Counts.Lost); so are
+// the frames sent through the socket's TX ring that the completion ring
+// had not returned by now, while those it had returned go back to the
+// UMEM at the next Complete on the transmit side (or Counts). No
+// transmit-side call on these rings may be running. Close the socket
 // after. A second Close returns nil.
 func (r *Rings) Close() error {
 	if !r.added {
@@ -142,6 +151,7 @@ func (r *Rings) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.orphan()
 	errs := []error{r.unmap()}
 	u.shared--
 	u.fillFrames -= r.fillSize

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/ring"
@@ -128,6 +129,14 @@ type UMEM struct {
 	// is the frames all fill rings hold when full; lost is the receive
 	// frames that rings held when they were closed (see Counts.Lost).
 	shared, fillFrames, lost int
+	// orphans are what closed rings held for transmit, for the transmit
+	// side to take back (adopt); orphaned says there are some, and is
+	// all the transmit side reads until then. txLost is the frames
+	// that the kernel never returned from closed rings' transmit path,
+	// txLostRx the receive frames among them.
+	orphans          []orphans
+	orphaned         atomic.Bool
+	txLost, txLostRx int
 	// registered: Register succeeded once.
 	registered bool
 	// closed: Close was called. The area goes with the last of Close
@@ -253,7 +262,9 @@ func mapRing[V any](fd int, pgoff int64, off unix.XDPRingOffset, size, entrySize
 // UnmapRings unmaps the fill and completion rings that Register made. The
 // mappings hold a reference to the socket, so they go before the socket
 // is closed. The receive frames the kernel held through them are lost
-// (see [Counts]).
+// (see [Counts]), and so are the frames sent through the socket that the
+// completion ring had not returned; those it had returned go back as
+// [Rings.Close] says. No transmit-side call on the rings may be running.
 func (u *UMEM) UnmapRings() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -264,6 +275,7 @@ func (u *UMEM) UnmapRings() error {
 	u.own = nil
 	u.fillFrames -= u.opts.FillRingSize
 	u.lost += r.held
+	r.orphan()
 	return r.unmap()
 }
 

@@ -714,7 +714,7 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 			break
 		}
 	}
-	k, verr := s.umem.Send(descs[:n])
+	k, verr := s.rings.Send(descs[:n])
 	if verr == nil {
 		verr = oerr
 	}
