@@ -720,3 +720,56 @@ func failedOpenLeftNothing(t *testing.T, ifindex int, before testenv.Resources) 
 		t.Errorf("failed Open left an XDP program: %+v", q)
 	}
 }
+
+// TestWaitReportsDeletedInterface deletes the interface of an open socket
+// while a goroutine waits on it forever: Wait returns an error matching
+// ENXIO instead of waiting for packets that cannot come, so do later
+// Waits, Transmit says so too, and Close leaves nothing behind.
+func TestWaitReportsDeletedInterface(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	v, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	before := testenv.Snapshot(t)
+	s, err := xsk.Open(v.Host.Name, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := s.Wait(xsk.Readable, -1)
+		waited <- err
+	}()
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if !errors.Is(err, unix.ENXIO) {
+			t.Fatalf("Wait when the interface was deleted: %v, want ENXIO", err)
+		}
+		t.Log(err)
+	case <-time.After(20 * time.Second):
+		s.Close()
+		t.Fatal("Wait still waiting after the interface was deleted")
+	}
+	if _, err := s.Wait(xsk.Readable|xsk.Writable, 10*time.Millisecond); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("second Wait: %v, want ENXIO", err)
+	}
+	descs := make([]xsk.Desc, 4)
+	n, _ := s.Alloc(descs)
+	for i := range descs[:n] {
+		descs[i].Len = 60
+	}
+	if _, err := s.Transmit(descs[:n]); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("Transmit: %v, want ENXIO", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}

@@ -812,10 +812,17 @@ const (
 	Writable
 )
 
+// unboundCheck is how long Wait polls before it asks whether the socket is
+// still bound.
+const unboundCheck = time.Second
+
 // Wait blocks until one of events is ready or timeout passes (a negative
 // timeout waits forever), and returns the events that are ready (none on
 // timeout). Close interrupts it with net.ErrClosed. In copy mode, waiting
-// for Writable also makes the kernel send what the TX ring holds.
+// for Writable also makes the kernel send what the TX ring holds. Once the
+// socket's interface is deleted, which unbinds the socket, Wait fails with
+// an error matching unix.ENXIO (within a second) instead of waiting for
+// packets that cannot come; the socket still has to be closed.
 func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
 	if s.umem == nil {
 		return 0, s.opErr("wait", errNotOpen)
@@ -833,8 +840,33 @@ func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
 		pe |= unix.POLLOUT
 	}
 	fds := []unix.PollFd{{Fd: int32(s.fd), Events: pe}, {Fd: int32(s.evfd), Events: unix.POLLIN}}
-	if _, err := sys.Poll(fds, timeout); err != nil {
-		return 0, s.opErr("wait", err)
+	var deadline time.Time
+	if timeout >= 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		// A socket whose interface is deleted is unbound by the
+		// kernel, and poll then reports nothing, ever: Wait waits in
+		// slices and asks after each whether the socket is still bound.
+		slice := unboundCheck
+		if timeout >= 0 {
+			slice = min(time.Until(deadline), unboundCheck)
+		}
+		n, err := sys.Poll(fds, max(slice, 0))
+		if err != nil {
+			return 0, s.opErr("wait", err)
+		}
+		if n > 0 {
+			break
+		}
+		// recvfrom fails with ENXIO only on a socket that is not bound
+		// (else, in copy mode, it does nothing).
+		if sys.WakeRx(s.fd) == unix.ENXIO {
+			return 0, s.opErr("wait", fmt.Errorf("the socket is no longer bound (its interface was deleted): %w", unix.ENXIO))
+		}
+		if timeout >= 0 && !time.Now().Before(deadline) {
+			return 0, nil
+		}
 	}
 	if fds[1].Revents != 0 || s.closed.Load() {
 		return 0, s.opErr("wait", net.ErrClosed)
