@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -632,9 +633,17 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	return s, info, nil
 }
 
-// pct is the q-quantile of sorted samples in microseconds (nearest rank).
+// pct is the q-quantile of sorted samples in microseconds by nearest
+// rank: the sample of rank ceil(q*N), counting from 1. q*N that floating
+// point puts a hair off a whole number (0.99*100, 0.999*3000) counts as
+// that number, not as the next rank up.
 func pct(sorted []time.Duration, q float64) float64 {
-	i := int(q*float64(len(sorted))+0.5) - 1
+	x := q * float64(len(sorted))
+	r := math.Round(x)
+	if math.Abs(x-r) > 1e-9*max(1, x) {
+		r = math.Ceil(x)
+	}
+	i := int(r) - 1
 	i = max(0, min(i, len(sorted)-1))
 	return float64(sorted[i].Nanoseconds()) / 1e3
 }
