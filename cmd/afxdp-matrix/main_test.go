@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -241,7 +242,7 @@ func TestRender(t *testing.T) {
 	if code := run([]string{"-render", in, "-docs", filepath.Join(dir, "docs")}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "ipvlan-l2 — not available: kernel built without CONFIG_IPVLAN") {
+	if !regexp.MustCompile(`(?m)^ipvlan-l2 +n/a +n/a +— not available: kernel built without CONFIG_IPVLAN$`).MatchString(out.String()) {
 		t.Errorf("table does not say why ipvlan is missing:\n%s", out.String())
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "docs", "penalty-matrix.md"))

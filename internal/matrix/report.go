@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -195,13 +196,20 @@ func (r *Result) writeSummary(w io.Writer, md bool) error {
 		}
 	}
 	var rows [][]string
+	// na is the reason of each row's topology not being available, ""
+	// for one that is.
+	var na []string
 	for _, t := range r.Topos {
 		row := []string{t.Name}
 		if !t.Available {
-			row[0] += " — " + t.Reason
+			for range head[1:] {
+				row = append(row, "n/a")
+			}
 			rows = append(rows, row)
+			na = append(na, cmp.Or(t.Reason, "not available"))
 			continue
 		}
+		na = append(na, "")
 		for _, p := range r.Config.Paths {
 			for _, m := range r.Config.Modes {
 				c := r.Cell(t.Name, p, m, size)
@@ -212,9 +220,9 @@ func (r *Result) writeSummary(w io.Writer, md bool) error {
 	}
 	if md {
 		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
-		for _, row := range rows {
-			if len(row) == 1 {
-				fmt.Fprintf(w, "| %s |%s\n", row[0], strings.Repeat(" |", len(head)-1))
+		for i, row := range rows {
+			if na[i] != "" {
+				fmt.Fprintf(w, "| %s — %s |%s\n", row[0], na[i], strings.Repeat(" |", len(head)-1))
 				continue
 			}
 			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
@@ -222,10 +230,19 @@ func (r *Result) writeSummary(w io.Writer, md bool) error {
 		return nil
 	}
 	fmt.Fprintf(w, "%d-byte frames; rx/tx in packets per second, rr as p99 round trip; in brackets the change against the same path on %s; *: limit on the sending side, B took all it was offered:\n", size, baselineTopology(r.Config.Baseline))
+	// An unavailable topology's row has a cell in every column, as the
+	// others do: tabwriter aligns a column only over consecutive lines
+	// that have a cell in it, so a row without them would set the rows
+	// below it apart from those above. Its reason follows the last
+	// column.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
-	for _, row := range rows {
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	for i, row := range rows {
+		line := strings.Join(row, "\t")
+		if na[i] != "" {
+			line += "\t— " + oneLine(na[i])
+		}
+		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
 }

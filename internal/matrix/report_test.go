@@ -1,0 +1,88 @@
+package matrix
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestWriteTextAligned renders a result with topologies the kernel lacks
+// and a failed cell, and checks that in both terminal tables every cell
+// starts where its column's heading does, below the unavailable rows as
+// above them.
+func TestWriteTextAligned(t *testing.T) {
+	const why = "not available: kernel built without CONFIG_IPVLAN"
+	res := &Result{
+		Config: ResultConfig{Topologies: []string{"veth", "ipvlan-l2", "ipvlan-l3", "vxlan"}, Paths: []string{"udp", "afxdp"},
+			Modes: []string{"rx", "rr"}, Sizes: []int{64}, Baseline: "veth", Runs: 1, Duration: "1s"},
+		Topos: []TopologyInfo{{Name: "veth", Available: true}, {Name: "ipvlan-l2", Reason: why}, {Name: "ipvlan-l3", Reason: why}, {Name: "vxlan", Available: true}},
+	}
+	for _, tn := range res.Config.Topologies {
+		for _, p := range res.Config.Paths {
+			for _, m := range res.Config.Modes {
+				c := &Cell{Topology: tn, Path: p, Mode: m, Size: 64}
+				switch {
+				case strings.HasPrefix(tn, "ipvlan"):
+					c.Status, c.Reason = StatusUnavailable, why
+				case tn == "vxlan" && p == "afxdp" && m == "rr":
+					c.Errors = []string{"run 1: no afxdp reply from B within 3s"}
+				default:
+					c.Runs = []Sample{{PPS: 1234567, OfferedPPS: 2e6, Sent: 100, Received: 90, Lost: 10, AppNs: 300, P50: 20, P99: 40, P999: 80}}
+				}
+				res.Cells = append(res.Cells, c)
+			}
+		}
+	}
+	res.Summarize()
+	var out bytes.Buffer
+	if err := res.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	tables := 0
+	lines := strings.Split(text, "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "topology ") {
+			continue
+		}
+		tables++
+		cols := cellStarts(lines[i])
+		last := cols[len(cols)-1]
+		rows := 0
+		for i++; i < len(lines) && lines[i] != ""; i++ {
+			rows++
+			for _, p := range cellStarts(lines[i]) {
+				// Past the last heading is a row's trailing reason.
+				if p <= last && !slices.Contains(cols, p) {
+					t.Errorf("a cell at column %d, where no heading starts (headings at %v):\n%s\n%s", p, cols, lines[i], text)
+				}
+			}
+		}
+		if rows != len(res.Topos) && rows != len(res.Cells) {
+			t.Errorf("table with %d rows, want %d or %d", rows, len(res.Topos), len(res.Cells))
+		}
+	}
+	if tables != 2 {
+		t.Fatalf("%d tables, want the summary and the cells:\n%s", tables, text)
+	}
+	for _, tn := range []string{"ipvlan-l2", "ipvlan-l3"} {
+		if !strings.Contains(text, tn) || strings.Count(text, why) < 2 {
+			t.Errorf("%s: the summary does not say why it is missing:\n%s", tn, text)
+		}
+	}
+}
+
+// cellStarts are the rune positions where the cells of a table line
+// start: the first, and each one after two spaces or more (tabwriter's
+// padding; cells hold single spaces at most).
+func cellStarts(line string) []int {
+	r := []rune(line)
+	var out []int
+	for p := range r {
+		if r[p] != ' ' && (p == 0 || p >= 2 && r[p-1] == ' ' && r[p-2] == ' ') {
+			out = append(out, p)
+		}
+	}
+	return out
+}
