@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -157,7 +158,43 @@ func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 	if err := configure(&v.Peer); err != nil {
 		return nil, err
 	}
+	if err := waitActive(v.Host); err != nil {
+		return nil, err
+	}
+	if err := waitActive(v.Peer); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// activeTimeout bounds waitActive.
+const activeTimeout = 5 * time.Second
+
+// waitActive waits until e's link is operationally up. Setting a veth
+// pair up only schedules that: the kernel's link watcher marks it up and
+// gives it its transmit queueing discipline once the carrier is on, and
+// until then every frame sent out of it is dropped (counted in
+// tx_dropped).
+func waitActive(e Endpoint) error {
+	h, release, err := e.handle()
+	if err != nil {
+		return fmt.Errorf("wait for %s: netlink: %w", e.Name, err)
+	}
+	defer release()
+	deadline := time.Now().Add(activeTimeout)
+	for {
+		l, err := h.LinkByIndex(e.Index)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", e.Name, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %s: not up (%s) %v after it was set up", e.Name, l.Attrs().OperState, activeTimeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // validate checks o and fills in its defaults.
