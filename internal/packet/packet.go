@@ -38,6 +38,9 @@ type UDP struct {
 	ID uint16
 }
 
+// maxPayload is the largest UDP payload of one IPv4 packet.
+const maxPayload = 0xffff - IPv4Len - UDPLen
+
 // ErrShort is returned (wrapped) when a buffer or frame is too short.
 var ErrShort = errors.New("too short")
 
@@ -48,8 +51,13 @@ func FrameLen(payloadLen int) int { return HeadersLen + payloadLen }
 // and computes both checksums over the payload already in
 // b[HeadersLen:HeadersLen+payloadLen]. It returns the frame length.
 func (u *UDP) Write(b []byte, payloadLen int) (int, error) {
+	// Before any arithmetic on it: HeadersLen plus a payload near
+	// MaxInt wraps around to a negative length.
+	if payloadLen < 0 || payloadLen > maxPayload {
+		return 0, fmt.Errorf("build udp frame: payload of %d bytes: must be 0 to %d (an IPv4 packet is at most 65535 bytes)", payloadLen, maxPayload)
+	}
 	n := HeadersLen + payloadLen
-	if payloadLen < 0 || len(b) < n {
+	if len(b) < n {
 		return 0, fmt.Errorf("build udp frame: buffer of %d bytes for a %d-byte frame: %w", len(b), n, ErrShort)
 	}
 	if len(u.SrcMAC) != 6 || len(u.DstMAC) != 6 {
@@ -57,9 +65,6 @@ func (u *UDP) Write(b []byte, payloadLen int) (int, error) {
 	}
 	if !u.SrcIP.Is4() || !u.DstIP.Is4() {
 		return 0, errors.New("build udp frame: source and destination IP must be IPv4")
-	}
-	if n-EthLen > 0xffff {
-		return 0, fmt.Errorf("build udp frame: payload of %d bytes does not fit in an IPv4 packet", payloadLen)
 	}
 	copy(b[0:6], u.DstMAC)
 	copy(b[6:12], u.SrcMAC)
@@ -131,7 +136,8 @@ type Parsed struct {
 }
 
 // Parse checks that frame is a well-formed UDP/IPv4 frame with correct
-// checksums and returns its fields. Trailing Ethernet padding is ignored.
+// checksums, holding a whole datagram (not a fragment), and returns its
+// fields. IPv4 options are skipped; trailing Ethernet padding is ignored.
 func Parse(frame []byte) (Parsed, error) {
 	var p Parsed
 	if len(frame) < HeadersLen {
@@ -147,6 +153,12 @@ func Parse(frame []byte) (Parsed, error) {
 	}
 	if fold(sum(ip[:ihl], 0)) != 0xffff {
 		return p, errors.New("parse frame: bad IPv4 header checksum")
+	}
+	// A fragment is not a datagram: the first holds only the start of
+	// one (its UDP length and checksum are the whole datagram's), a later
+	// one has no UDP header at all.
+	if ff := binary.BigEndian.Uint16(ip[6:8]); ff&0x3fff != 0 {
+		return p, fmt.Errorf("parse frame: IPv4 fragment (offset %d bytes, more fragments %t), not a whole datagram", int(ff&0x1fff)*8, ff&0x2000 != 0)
 	}
 	if ip[9] != protoUDP {
 		return p, fmt.Errorf("parse frame: IP protocol %d is not UDP", ip[9])

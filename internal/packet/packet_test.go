@@ -2,10 +2,14 @@ package packet
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/afxdp/afxdp/internal/testenv"
 )
 
 func testUDP() *UDP {
@@ -148,4 +152,99 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("payload longer than frame")
 		}
 	})
+}
+
+// TestHostileInput: lengths and headers a caller or the wire can give
+// are refused with an error, never a panic.
+func TestHostileInput(t *testing.T) {
+	u := testUDP()
+	b := make([]byte, 2048)
+	for _, plen := range []int{math.MaxInt, math.MaxInt - HeadersLen + 1, math.MaxInt / 2, 1 << 40, 0xffff, 0xffff - IPv4Len - UDPLen + 1, math.MinInt} {
+		testenv.NoPanic(t, "Write", func() {
+			if _, err := u.Write(b, plen); err == nil {
+				t.Errorf("Write of a %d-byte payload into %d bytes succeeded", plen, len(b))
+			}
+		})
+	}
+	big := make([]byte, HeadersLen+0xffff)
+	if _, err := u.Write(big, 0xffff-IPv4Len-UDPLen); err != nil {
+		t.Errorf("the largest IPv4 datagram: %v", err)
+	}
+	if _, err := u.Write(big, 0xffff-IPv4Len-UDPLen+1); err == nil {
+		t.Error("a payload one byte past the largest IPv4 datagram was accepted")
+	}
+
+	FillPayload(b[HeadersLen:HeadersLen+30], 3)
+	n, err := u.Write(b, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := b[:n]
+	// reIPsum recomputes the IPv4 header checksum of f after an edit,
+	// so that the parser has to find what else is wrong.
+	reIPsum := func(f []byte) []byte {
+		ihl := int(f[EthLen]&0x0f) * 4
+		f[EthLen+10], f[EthLen+11] = 0, 0
+		if EthLen+ihl <= len(f) {
+			binary.BigEndian.PutUint16(f[EthLen+10:], ^fold(sum(f[EthLen:EthLen+ihl], 0)))
+		}
+		return f
+	}
+	edit := func(f func(c []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	cases := map[string][]byte{
+		"IHL 15, frame too short for it": edit(func(c []byte) []byte { c[EthLen] = 0x4f; return reIPsum(c) }),
+		"IHL 4":                          edit(func(c []byte) []byte { c[EthLen] = 0x44; return c }),
+		"IHL 0":                          edit(func(c []byte) []byte { c[EthLen] = 0x40; return c }),
+		"version 6":                      edit(func(c []byte) []byte { c[EthLen] = 0x65; return reIPsum(c) }),
+		"IPv6 ethertype":                 edit(func(c []byte) []byte { c[12], c[13] = 0x86, 0xdd; return c }),
+		"VLAN tag":                       edit(func(c []byte) []byte { c[12], c[13] = 0x81, 0x00; return c }),
+		"total length 0":                 edit(func(c []byte) []byte { c[EthLen+2], c[EthLen+3] = 0, 0; return reIPsum(c) }),
+		"total length past the frame":    edit(func(c []byte) []byte { c[EthLen+2], c[EthLen+3] = 0xff, 0xff; return reIPsum(c) }),
+		"total length below headers":     edit(func(c []byte) []byte { c[EthLen+3] = 27; c[EthLen+2] = 0; return reIPsum(c) }),
+		"UDP length 0":                   edit(func(c []byte) []byte { c[EthLen+IPv4Len+4], c[EthLen+IPv4Len+5] = 0, 0; return c }),
+		"UDP length 7":                   edit(func(c []byte) []byte { c[EthLen+IPv4Len+4], c[EthLen+IPv4Len+5] = 0, 7; return c }),
+		"UDP length past the packet":     edit(func(c []byte) []byte { c[EthLen+IPv4Len+4], c[EthLen+IPv4Len+5] = 0xff, 0xff; return c }),
+		"TCP":                            edit(func(c []byte) []byte { c[EthLen+9] = 6; return reIPsum(c) }),
+		"cut in the UDP header":          good[:EthLen+IPv4Len+4],
+		"cut in the IPv4 header":         good[:EthLen+10],
+		"cut in the payload":             good[:n-1],
+		"Ethernet header only":           good[:EthLen],
+		// A fragment is not a whole datagram: a later one's first
+		// bytes are payload, whatever they look like.
+		"later fragment": edit(func(c []byte) []byte {
+			binary.BigEndian.PutUint16(c[EthLen+6:], 100) // offset 800 bytes, no MF
+			return reIPsum(c)
+		}),
+		"first fragment": edit(func(c []byte) []byte {
+			binary.BigEndian.PutUint16(c[EthLen+6:], 0x2000) // MF
+			return reIPsum(c)
+		}),
+	}
+	for name, f := range cases {
+		testenv.NoPanic(t, "Parse "+name, func() {
+			if p, err := Parse(f); err == nil {
+				t.Errorf("%s: parsed as %+v", name, p)
+			}
+		})
+	}
+
+	// IHL above 5: the options are skipped and still checksummed.
+	opt := make([]byte, n+4)
+	copy(opt, good[:EthLen+IPv4Len])
+	copy(opt[EthLen+IPv4Len+4:], good[EthLen+IPv4Len:])
+	opt[EthLen] = 0x46
+	copy(opt[EthLen+IPv4Len:], []byte{1, 1, 1, 0}) // NOP NOP NOP EOL
+	binary.BigEndian.PutUint16(opt[EthLen+2:], uint16(n+4-EthLen))
+	reIPsum(opt)
+	p, err := Parse(opt)
+	if err != nil {
+		t.Fatalf("IHL 6: %v", err)
+	}
+	if _, ok := CheckPayload(p.Payload); !ok || len(p.Payload) != 30 || p.SrcPort != u.SrcPort || p.DstPort != u.DstPort {
+		t.Errorf("IHL 6: parsed %+v", p)
+	}
+	opt[EthLen+IPv4Len] = 7 // an option byte: the header checksum covers it
+	if _, err := Parse(opt); err == nil {
+		t.Error("IHL 6: a changed option went unnoticed")
+	}
 }
