@@ -206,6 +206,27 @@ func checkRings(ring, bigRing, batch int) error {
 	return nil
 }
 
+// checkOutput refuses an output file (""; none) that could not be
+// written at the end of the run, after all its rounds: one in a directory
+// that is not there, or one that is a directory itself.
+func checkOutput(path string) error {
+	if path == "" {
+		return nil
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
 // ringMax is the largest ring checkRings lets through: 1<<16-entry rings
 // make a 512 MiB UMEM of 2 KiB frames.
 const ringMax = 1 << 16
@@ -237,6 +258,9 @@ func checkFlags() error {
 	}
 	if err := checkRings(*ring, *bigRing, *batch); err != nil {
 		return err
+	}
+	if err := checkOutput(*jsonOut); err != nil {
+		return fmt.Errorf("-json %s: %w", *jsonOut, err)
 	}
 	cpus, err := sys.AllowedCPUs()
 	if err != nil {

@@ -438,6 +438,11 @@ func TestCheckFlags(t *testing.T) {
 		{func() { *txBudget = 16 }, "-tx-budget 16"},
 		{func() { *nap = 0 }, "-nap 0s"},
 		{func() { *ring = 1000 }, "-ring 1000"},
+		// An output that cannot be written is refused before the
+		// rounds, not after them.
+		{func() { *jsonOut = "/nonexistent-afxdp/medians.json" }, "-json /nonexistent-afxdp/medians.json: stat /nonexistent-afxdp"},
+		{func() { *jsonOut = os.TempDir() }, "-json " + os.TempDir() + ": is a directory"},
+		{func() { *jsonOut = "/dev/null/medians.json" }, "-json /dev/null/medians.json: /dev/null is not a directory"},
 		// A value without its flag (-d forgotten) is not ignored.
 		{func() { flag.CommandLine.Parse([]string{"5s"}) }, `argument "5s": compare takes flags only`},
 	} {
@@ -454,10 +459,10 @@ func TestCheckFlags(t *testing.T) {
 // saveFlags returns a function that sets the flags checkFlags reads back
 // to their values now.
 func saveFlags() (restore func()) {
-	r, d, w, sz, b, tb, bud, n, rg, o := *rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only
+	r, d, w, sz, b, tb, bud, n, rg, o, j := *rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut
 	args := flag.Args()
 	return func() {
-		*rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only = r, d, w, sz, b, tb, bud, n, rg, o
+		*rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut = r, d, w, sz, b, tb, bud, n, rg, o, j
 		flag.CommandLine.Parse(args)
 	}
 }
