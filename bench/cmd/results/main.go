@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -105,7 +106,54 @@ func cpuModel() string {
 	return "unknown"
 }
 
+// checkFlags refuses flag values that would fail only after the
+// jitter, compare and benchmark runs (minutes to an hour), or in the
+// middle of them.
+func checkFlags() error {
+	switch {
+	case flag.NArg() > 0:
+		return fmt.Errorf("argument %q: results takes flags only", flag.Arg(0))
+	case *count < 1:
+		return fmt.Errorf("-count %d: must be at least 1", *count)
+	case *rounds < 1:
+		return fmt.Errorf("-rounds %d: must be at least 1", *rounds)
+	case *dur <= 0:
+		return fmt.Errorf("-d %v: must be positive", *dur)
+	}
+	if err := checkBenchtime(*benchtime); err != nil {
+		return fmt.Errorf("-benchtime %q: %w", *benchtime, err)
+	}
+	if fi, err := os.Stat(*out); err == nil && fi.IsDir() {
+		return fmt.Errorf("-o %s: is a directory", *out)
+	}
+	dir := filepath.Dir(*out)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("-o %s: %w", *out, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("-o %s: %s is not a directory", *out, dir)
+	}
+	return nil
+}
+
+// checkBenchtime accepts what go test's -benchtime does: a positive
+// duration, or a positive count followed by x.
+func checkBenchtime(s string) error {
+	if n, ok := strings.CutSuffix(s, "x"); ok {
+		if v, err := strconv.Atoi(n); err != nil || v < 1 {
+			return errors.New("must be a positive duration or a positive count followed by x")
+		}
+		return nil
+	}
+	if d, err := time.ParseDuration(s); err != nil || d <= 0 {
+		return errors.New("must be a positive duration or a positive count followed by x")
+	}
+	return nil
+}
+
 func run() error {
+	if err := checkFlags(); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "afxdp-results")
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"regexp"
 	"strings"
@@ -74,4 +75,45 @@ func TestRender(t *testing.T) {
 	if strings.Contains(page, "n/a") || strings.Contains(page, "<no value>") {
 		t.Error("rendered page has a figure missing (n/a or <no value>)")
 	}
+}
+
+// TestCheckFlags: values that would fail only after the long runs (or in
+// the middle of them) are refused before anything runs, naming the flag.
+func TestCheckFlags(t *testing.T) {
+	o := *out
+	*out = os.DevNull
+	defer func() { *out = o }()
+	if err := checkFlags(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		set  func()
+		want string
+	}{
+		{func() { *count = 0 }, "-count 0"},
+		{func() { *rounds = 0 }, "-rounds 0"},
+		{func() { *dur = 0 }, "-d 0s"},
+		{func() { *benchtime = "fast" }, `-benchtime "fast"`},
+		{func() { *benchtime = "0x" }, `-benchtime "0x"`},
+		{func() { *benchtime = "-1s" }, `-benchtime "-1s"`},
+		{func() { *out = "/nonexistent-afxdp/RESULTS.md" }, "-o /nonexistent-afxdp/RESULTS.md: stat /nonexistent-afxdp"},
+		{func() { *out = os.TempDir() }, "-o " + os.TempDir() + ": is a directory"},
+		{func() { flag.CommandLine.Parse([]string{"5s"}) }, `argument "5s": results takes flags only`},
+	} {
+		c, r, d, b, o, args := *count, *rounds, *dur, *benchtime, *out, flag.Args()
+		tc.set()
+		err := checkFlags()
+		*count, *rounds, *dur, *benchtime, *out = c, r, d, b, o
+		flag.CommandLine.Parse(args)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("checkFlags() = %v; want an error starting %q", err, tc.want)
+		}
+	}
+	for _, bt := range []string{"1s", "100x", "500ms"} {
+		*benchtime = bt
+		if err := checkFlags(); err != nil {
+			t.Errorf("-benchtime %s: %v", bt, err)
+		}
+	}
+	*benchtime = "1s"
 }
