@@ -324,6 +324,17 @@ func TestBadFlags(t *testing.T) {
 		{"l2fwd", []string{"-gen-cpu", "4096"}, "gen-cpu 4096: not one of the CPUs"},
 		{"txonly", []string{"-i", "afxdp-nosuch0"}, "afxdp-nosuch0"},
 		{"l2fwd", []string{"-wait", "sometimes"}, "sometimes"},
+		{"rxdrop", []string{"-frame", "0"}, "frame 0: must be 2048 or 4096"},
+		{"rxdrop", []string{"-frames", "-1"}, "frames -1"},
+		{"l2fwd", []string{"-q", "-1"}, "q -1"},
+		{"rxdrop", []string{"-busy-poll", "-1s"}, "busy-poll -1s"},
+		{"rxdrop", []string{"-busy-budget", "5"}, "busy-budget 5: needs -busy-poll"},
+		{"txonly", []string{"-tx-budget", "5"}, "tx-budget 5"},
+		{"txonly", []string{"-src-ip", "::1"}, "src-ip ::1: must be an IPv4 address"},
+		{"txonly", []string{"-dst-mac", "01:02:03:04:05:06:07:08"}, "dst-mac 01:02:03:04:05:06:07:08"},
+		// Flags that would do nothing there are not offered.
+		{"l2fwd", []string{"-d", "1s", "-dst-mac", "02:00:00:00:00:01"}, "flag provided but not defined: -dst-mac"},
+		{"txonly", []string{"-gen-pps", "1000"}, "flag provided but not defined: -gen-pps"},
 	} {
 		out, err := exec.Command(filepath.Join(bin, tc.cmd), tc.args...).CombinedOutput()
 		var ee *exec.ExitError

@@ -56,7 +56,7 @@ import (
 
 func main() {
 	var c app.Config
-	c.RegisterFlagsWithoutGenerator(flag.CommandLine)
+	c.RegisterCommonFlags(flag.CommandLine)
 	port := flag.Uint("port", 9000, "UDP port to answer, 1..65535")
 	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends (at least 1)")
 	flag.Parse()

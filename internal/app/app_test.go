@@ -60,27 +60,49 @@ func TestNapFlags(t *testing.T) {
 	}
 }
 
-// TestFlagsWithoutGenerator: a program with no generator (txonly, echo)
-// does not offer the generator's flags, which would do nothing there,
-// and still has the rest.
-func TestFlagsWithoutGenerator(t *testing.T) {
-	for _, name := range []string{"gen-cpu", "gen-batch", "gen-pps"} {
-		var c Config
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		fs.SetOutput(&bytes.Buffer{})
-		c.RegisterFlagsWithoutGenerator(fs)
-		if fs.Lookup(name) != nil {
-			t.Errorf("-%s registered", name)
+// TestFlagSets: each program offers the flags that do something there
+// and no others. A generator's flags only where the built-in topology
+// starts one (rxdrop, l2fwd); the frame's addresses and ports only where
+// the program builds frames (txonly); neither, nor -size, for echo, whose
+// -port is the only port that matters. A flag left out is refused, not
+// silently ignored.
+func TestFlagSets(t *testing.T) {
+	gen := []string{"gen-cpu", "gen-batch", "gen-pps"}
+	hdr := []string{"src-mac", "dst-mac", "src-ip", "dst-ip", "src-port", "dst-port"}
+	for _, tc := range []struct {
+		name     string
+		register func(*Config, *flag.FlagSet)
+		has, not []string
+	}{
+		{"rxdrop, l2fwd", (*Config).RegisterFlags, append([]string{"size"}, gen...), hdr},
+		{"txonly", (*Config).RegisterTxOnlyFlags, append([]string{"size"}, hdr...), gen},
+		{"echo", (*Config).RegisterCommonFlags, nil, append(append([]string{"size"}, gen...), hdr...)},
+	} {
+		for _, name := range tc.not {
+			var c Config
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(&bytes.Buffer{})
+			tc.register(&c, fs)
+			if err := fs.Parse([]string{"-" + name, "1"}); err == nil || !strings.Contains(err.Error(), "not defined: -"+name) {
+				t.Errorf("%s: -%s 1: %v, want it undefined", tc.name, name, err)
+			}
 		}
-		if err := fs.Parse([]string{"-" + name, "1"}); err == nil || !strings.Contains(err.Error(), "not defined: -"+name) {
-			t.Errorf("-%s 1: %v, want it undefined", name, err)
+		for _, name := range append([]string{"i", "q", "batch", "ring", "frame", "frames", "mode", "wakeup",
+			"busy-poll", "busy-budget", "tx-budget", "wait", "spin", "nap", "d", "cpu", "isolate", "quiet"}, tc.has...) {
+			var c Config
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			tc.register(&c, fs)
+			if fs.Lookup(name) == nil {
+				t.Errorf("%s: -%s not registered", tc.name, name)
+			}
 		}
 	}
 	var c Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c.RegisterFlagsWithoutGenerator(fs)
-	if err := fs.Parse([]string{"-ring", "512", "-size", "128"}); err != nil || c.RingSize != 512 || c.PacketSize != 128 || c.Batch != 64 {
-		t.Errorf("-ring 512 -size 128: %v; config %+v", err, c)
+	c.RegisterTxOnlyFlags(fs)
+	if err := fs.Parse([]string{"-ring", "512", "-size", "128", "-dst-port", "7"}); err != nil ||
+		c.RingSize != 512 || c.PacketSize != 128 || c.Batch != 64 || c.DstPort != 7 {
+		t.Errorf("-ring 512 -size 128 -dst-port 7: %v; config %+v", err, c)
 	}
 }
 
@@ -118,6 +140,21 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.GenCPU = -2 }, "gen-cpu -2"},
 		{func(c *Config) { c.GenBatch = 0 }, "gen-batch 0: must be between 1 and 256"},
 		{func(c *Config) { c.GenBatch = 257 }, "gen-batch 257"},
+		{func(c *Config) { c.FrameSize = 0 }, "frame 0: must be 2048 or 4096"},
+		{func(c *Config) { c.FrameSize = 1000 }, "frame 1000"},
+		{func(c *Config) { c.NumFrames = -1 }, "frames -1"},
+		{func(c *Config) { c.Queue = -1 }, "q -1"},
+		{func(c *Config) { c.BusyPoll = -time.Second }, "busy-poll -1s"},
+		{func(c *Config) { c.BusyPoll = time.Hour }, "busy-poll 1h0m0s"},
+		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, -1 }, "busy-budget -1"},
+		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, 65536 }, "busy-budget 65536"},
+		{func(c *Config) { c.BusyBudget = 8 }, "busy-budget 8: needs -busy-poll"},
+		{func(c *Config) { c.TxBudget = 5 }, "tx-budget 5"},
+		{func(c *Config) { c.TxBudget = 4096 }, "tx-budget 4096"},
+		{func(c *Config) { c.SrcMAC = "01:02:03:04:05:06:07:08" }, "src-mac 01:02:03:04:05:06:07:08: must be a 6-byte"},
+		{func(c *Config) { c.DstMAC = "zz" }, "dst-mac"},
+		{func(c *Config) { c.SrcIP = "::1" }, "src-ip ::1: must be an IPv4 address"},
+		{func(c *Config) { c.DstIP = "fe80::1" }, "dst-ip fe80::1"},
 	} {
 		var c Config
 		c.Defaults()
@@ -177,6 +214,30 @@ func TestFormat(t *testing.T) {
 	}
 	if got := formatBits(1500*1000, 1000, 1); got != " 0.01 Gb/s" {
 		t.Errorf("formatBits = %q", got)
+	}
+}
+
+// TestPrintResultRates checks the closing line's rates: the bits per
+// second are those of the kind's own packets (l2fwd's forwarded ones, not
+// the larger count it received), so 64-byte frames show none, and a run
+// that handled no packet shows no CPU per packet.
+func TestPrintResultRates(t *testing.T) {
+	var b strings.Builder
+	PrintResult(&b, &Result{Kind: L2Fwd, Elapsed: time.Second, RxPackets: 3000, RxBytes: 3000 * 64,
+		TxPackets: 1000, TxBytes: 1000 * 64, CPU: time.Second})
+	line := strings.Split(strings.TrimSpace(b.String()), "\n")[0]
+	if !strings.HasPrefix(line, "l2fwd: 1000 packets in 1.00s: 1.0 kpps, 1000.000 CPU-s per million packets") {
+		t.Errorf("l2fwd of 64-byte frames, 3000 received and 1000 forwarded: %q", line)
+	}
+	b.Reset()
+	PrintResult(&b, &Result{Kind: RxDrop, Elapsed: time.Millisecond, CPU: time.Millisecond})
+	if strings.Contains(b.String(), "CPU-s per million") {
+		t.Errorf("CPU per packet shown for a run without packets:\n%s", b.String())
+	}
+	b.Reset()
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, TxBytes: 1000 * 1500})
+	if !strings.Contains(b.String(), "1.0 kpps 0.01 Gb/s") {
+		t.Errorf("txonly of 1500-byte frames without bits per second:\n%s", b.String())
 	}
 }
 
@@ -362,6 +423,20 @@ func TestPrintResultNothingArrived(t *testing.T) {
 	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, PeerReceived: 1000, PeerCounted: true})
 	if strings.Contains(b.String(), "nothing arrived") {
 		t.Errorf("warned although everything arrived:\n%s", b.String())
+	}
+	// The window closed before the frames got there; the whole run's
+	// account, read once they had, is the one to judge by.
+	b.Reset()
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Millisecond, TxPackets: 64, PeerCounted: true,
+		TxAccount: &TxAccount{Sent: 128, Completed: 128, HostIn: 128}})
+	if strings.Contains(b.String(), "nothing arrived") || !strings.Contains(b.String(), "every frame arrived") {
+		t.Errorf("frames that arrived after the window called lost:\n%s", b.String())
+	}
+	b.Reset()
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 64, PeerCounted: true,
+		TxAccount: &TxAccount{Sent: 128, Completed: 128}})
+	if !strings.Contains(b.String(), "nothing arrived at the host end") {
+		t.Errorf("no warning when nothing arrived over the whole run:\n%s", b.String())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"time"
@@ -107,7 +108,8 @@ type Config struct {
 	Spin time.Duration
 	// Nap is how long WaitNap sleeps.
 	Nap time.Duration
-	// Duration ends the run (0: until interrupted).
+	// Duration ends the run this long after its loop started (0: until
+	// interrupted); setting up does not count.
 	Duration time.Duration
 	// CPU pins the run loop's thread to a CPU (-1: no pinning).
 	CPU int
@@ -166,39 +168,23 @@ func (b bindFlag) Set(s string) error {
 	return nil
 }
 
-// RegisterFlags sets the defaults and registers the common flags on fs,
-// the built-in topology's generator's among them.
+// RegisterFlags sets the defaults and registers the flags of the
+// receiving examples (rxdrop, l2fwd) on fs: the common ones, -size for
+// the built-in topology's generator, and the generator's own.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.RegisterFlagsWithoutGenerator(fs)
+	c.RegisterCommonFlags(fs)
+	fs.IntVar(&c.PacketSize, "size", c.PacketSize, "without -i: length of the generator's frames in bytes, without FCS")
 	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
 	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
 	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
 }
 
-// RegisterFlagsWithoutGenerator is RegisterFlags for a program whose
-// built-in topology starts no generator (txonly, echo): it leaves out
-// -gen-cpu, -gen-batch and -gen-pps, which would do nothing there.
-func (c *Config) RegisterFlagsWithoutGenerator(fs *flag.FlagSet) {
-	c.Defaults()
-	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
-	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
-	fs.IntVar(&c.Batch, "batch", c.Batch, "descriptors per ring operation")
-	fs.IntVar(&c.RingSize, "ring", c.RingSize, "size of every ring (RX, TX, fill, completion), a power of two")
-	fs.IntVar(&c.FrameSize, "frame", c.FrameSize, "UMEM frame size: 2048 or 4096")
-	fs.IntVar(&c.NumFrames, "frames", 0, "UMEM frames (0: 4×ring, half of them for transmit)")
+// RegisterTxOnlyFlags sets the defaults and registers txonly's flags on
+// fs: the common ones and those of the frame it builds (-size and its
+// addresses and ports). Its built-in topology starts no generator.
+func (c *Config) RegisterTxOnlyFlags(fs *flag.FlagSet) {
+	c.RegisterCommonFlags(fs)
 	fs.IntVar(&c.PacketSize, "size", c.PacketSize, "transmitted frame length in bytes, without FCS")
-	fs.Var(bindFlag{&c.Bind}, "mode", "bind mode: auto, copy or zc")
-	fs.BoolVar(&c.NeedWakeup, "wakeup", c.NeedWakeup, "use need_wakeup (XDP_USE_NEED_WAKEUP)")
-	fs.DurationVar(&c.BusyPoll, "busy-poll", 0, "preferred busy polling with this SO_BUSY_POLL time (0: off)")
-	fs.IntVar(&c.BusyBudget, "busy-budget", 0, "SO_BUSY_POLL_BUDGET (0: 64 with -busy-poll)")
-	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32)")
-	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)), hybrid (spin -spin, then poll) or nap (sleep -nap)")
-	fs.DurationVar(&c.Spin, "spin", c.Spin, "how long -wait hybrid spins before it sleeps")
-	fs.DurationVar(&c.Nap, "nap", c.Nap, "how long -wait nap sleeps")
-	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
-	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
-	fs.BoolVar(&c.Isolate, "isolate", false, "with -cpu: keep the process's other threads off that CPU (only if other CPUs have time to spare)")
-	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
 	fs.StringVar(&c.SrcMAC, "src-mac", "", "source MAC of transmitted frames (default: the interface's)")
 	fs.StringVar(&c.DstMAC, "dst-mac", "", "destination MAC of transmitted frames (default: broadcast, or the peer's)")
 	fs.StringVar(&c.SrcIP, "src-ip", "", "source IPv4 of transmitted frames (default 10.0.0.1, or the topology's)")
@@ -207,7 +193,38 @@ func (c *Config) RegisterFlagsWithoutGenerator(fs *flag.FlagSet) {
 	fs.UintVar(&c.DstPort, "dst-port", c.DstPort, "UDP destination port of transmitted frames")
 }
 
-// Validate checks the knobs that xsk.Options does not check itself. The
+// RegisterCommonFlags sets the defaults and registers the flags every
+// example has: interface and queue, ring, batch and UMEM sizes, bind mode,
+// need_wakeup, busy polling, how to wait, duration and CPU. A program that
+// neither starts a generator nor builds its own frames (echo) registers
+// only these: the others would do nothing there.
+func (c *Config) RegisterCommonFlags(fs *flag.FlagSet) {
+	c.Defaults()
+	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
+	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
+	fs.IntVar(&c.Batch, "batch", c.Batch, "descriptors per ring operation")
+	fs.IntVar(&c.RingSize, "ring", c.RingSize, "size of every ring (RX, TX, fill, completion), a power of two")
+	fs.IntVar(&c.FrameSize, "frame", c.FrameSize, "UMEM frame size: 2048 or 4096")
+	fs.IntVar(&c.NumFrames, "frames", 0, "UMEM frames (0: 4×ring, half of them for transmit)")
+	fs.Var(bindFlag{&c.Bind}, "mode", "bind mode: auto, copy or zc")
+	fs.BoolVar(&c.NeedWakeup, "wakeup", c.NeedWakeup, "use need_wakeup (XDP_USE_NEED_WAKEUP)")
+	fs.DurationVar(&c.BusyPoll, "busy-poll", 0, "preferred busy polling with this SO_BUSY_POLL time (0: off)")
+	fs.IntVar(&c.BusyBudget, "busy-budget", 0, "SO_BUSY_POLL_BUDGET, with -busy-poll (0: 64)")
+	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32)")
+	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)), hybrid (spin -spin, then poll) or nap (sleep -nap)")
+	fs.DurationVar(&c.Spin, "spin", c.Spin, "how long -wait hybrid spins before it sleeps")
+	fs.DurationVar(&c.Nap, "nap", c.Nap, "how long -wait nap sleeps")
+	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
+	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
+	fs.BoolVar(&c.Isolate, "isolate", false, "with -cpu: keep the process's other threads off that CPU (only if other CPUs have time to spare)")
+	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
+}
+
+// maxBusyPoll is the largest SO_BUSY_POLL time, in microseconds an int.
+const maxBusyPoll = time.Duration(math.MaxInt32) * time.Microsecond
+
+// Validate checks the knobs, before anything is built: those xsk.Options
+// checks too, so that the error names the flag rather than the field. The
 // generator's (GenCPU, GenBatch) are checked without Interface, where the
 // built-in topology's generator uses them; a run that starts no generator
 // calls [Config.ValidateWithoutGenerator] instead.
@@ -227,6 +244,20 @@ func (c *Config) validate(gen bool) error {
 		return fmt.Errorf("ring %d: must be a power of two", c.RingSize)
 	case c.RingSize < c.Batch:
 		return fmt.Errorf("ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
+	case c.FrameSize != 2048 && c.FrameSize != 4096:
+		return fmt.Errorf("frame %d: must be 2048 or 4096", c.FrameSize)
+	case c.NumFrames < 0:
+		return fmt.Errorf("frames %d: must not be negative (0: 4×ring)", c.NumFrames)
+	case c.Queue < 0:
+		return fmt.Errorf("q %d: must not be negative", c.Queue)
+	case c.BusyPoll < 0 || c.BusyPoll > maxBusyPoll:
+		return fmt.Errorf("busy-poll %v: must be between 0 (off) and %v", c.BusyPoll, maxBusyPoll)
+	case c.BusyBudget < 0 || c.BusyBudget > math.MaxUint16:
+		return fmt.Errorf("busy-budget %d: must be between 0 and %d", c.BusyBudget, math.MaxUint16)
+	case c.BusyBudget > 0 && c.BusyPoll == 0:
+		return fmt.Errorf("busy-budget %d: needs -busy-poll", c.BusyBudget)
+	case c.TxBudget != 0 && (c.TxBudget < 32 || c.TxBudget > c.RingSize):
+		return fmt.Errorf("tx-budget %d: must be 0 (the kernel's 32) or between 32 and the ring size %d", c.TxBudget, c.RingSize)
 	case c.PacketSize < packet.MinFrame || c.PacketSize > c.FrameSize:
 		return fmt.Errorf("size %d: must be between %d and the frame size %d", c.PacketSize, packet.MinFrame, c.FrameSize)
 	case c.Wait < WaitSpin || c.Wait > WaitNap:
@@ -247,6 +278,9 @@ func (c *Config) validate(gen bool) error {
 		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
 	case gen && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
 		return fmt.Errorf("gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
+	}
+	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err != nil {
+		return err
 	}
 	genCPU := c.GenCPU
 	if !gen {
@@ -324,6 +358,25 @@ func (c *Config) UDPHeader(src, dst net.HardwareAddr, srcIP, dstIP netip.Addr) (
 	if c.DstIP != "" {
 		if h.DstIP, err = netip.ParseAddr(c.DstIP); err != nil {
 			return h, fmt.Errorf("dst-ip: %w", err)
+		}
+	}
+	// ParseMAC takes EUI-64 and InfiniBand addresses too, ParseAddr IPv6
+	// ones: refuse them here, naming the flag, not when the frame is
+	// built.
+	for _, m := range []struct {
+		flag, v string
+		mac     net.HardwareAddr
+	}{{"src-mac", c.SrcMAC, h.SrcMAC}, {"dst-mac", c.DstMAC, h.DstMAC}} {
+		if m.v != "" && len(m.mac) != 6 {
+			return h, fmt.Errorf("%s %s: must be a 6-byte Ethernet address", m.flag, m.v)
+		}
+	}
+	for _, a := range []struct {
+		flag, v string
+		ip      netip.Addr
+	}{{"src-ip", c.SrcIP, h.SrcIP}, {"dst-ip", c.DstIP, h.DstIP}} {
+		if a.v != "" && !a.ip.Is4() {
+			return h, fmt.Errorf("%s %s: must be an IPv4 address", a.flag, a.v)
 		}
 	}
 	if h.DstMAC == nil {

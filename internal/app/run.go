@@ -84,6 +84,21 @@ type Result struct {
 	// Account is where every generated frame went (own topology,
 	// receiving kinds); nil otherwise.
 	Account *Account
+	// TxAccount is where every frame the socket queued for transmit
+	// went (own topology with a sink: txonly, l2fwd); nil otherwise.
+	TxAccount *TxAccount
+}
+
+// TxAccount follows what the socket queued for transmit over a whole run,
+// warm-up included, to the host end: the loop stops first, and the counts
+// are read once the kernel has completed every frame queued and the host
+// end has taken in what it will.
+type TxAccount struct {
+	// Sent is what the socket queued for transmit (Stats.TxPackets), and
+	// Completed what the kernel gave back as sent (Stats.Completed).
+	Sent, Completed uint64
+	// HostIn is what the host end took in (its rx_packets).
+	HostIn uint64
 }
 
 // Account follows the generator's frames over a whole run, warm-up and
@@ -116,8 +131,22 @@ func (r *Result) Packets() uint64 {
 	return r.TxPackets
 }
 
-// PPS is Packets per second.
-func (r *Result) PPS() float64 { return float64(r.Packets()) / r.Elapsed.Seconds() }
+// Bytes is the bytes of Packets: received for rxdrop, queued for
+// transmit for txonly and l2fwd.
+func (r *Result) Bytes() uint64 {
+	if r.Kind == RxDrop {
+		return r.RxBytes
+	}
+	return r.TxBytes
+}
+
+// PPS is Packets per second (0 over no time).
+func (r *Result) PPS() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Packets()) / r.Elapsed.Seconds()
+}
 
 // CPUPerMpkt is the CPU seconds the process (without the generator) spent
 // per million packets.
@@ -125,8 +154,8 @@ func (r *Result) CPUPerMpkt() float64 {
 	return r.CPU.Seconds() / max(float64(r.Packets())/1e6, 1e-9)
 }
 
-// Run opens a socket as c says and runs kind on it until ctx ends,
-// reporting to out (nil: no output). Without c.Interface it first builds
+// Run opens a socket as c says and runs kind on it until ctx ends or for
+// c.Duration (see [RunOn]), reporting to out (nil: no output). Without c.Interface it first builds
 // its own topology (see [NewTopology]) and feeds it with a generator.
 func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
 	if err := validate(c, kind); err != nil {
@@ -194,7 +223,8 @@ func socketOptions(c *Config, kind Kind) *xsk.Options {
 }
 
 // RunOn runs kind on the peer end of t (nil: on c.Interface in the calling
-// thread's namespace) until ctx ends. The measured window starts after
+// thread's namespace) until ctx ends or, when c.Duration is set, for that
+// long from the start of the loop. The measured window starts after
 // warmup.
 func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.Duration, out io.Writer) (_ *Result, err error) {
 	if err := validate(c, kind); err != nil {
@@ -283,6 +313,13 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		return s
 	}
 
+	var host0 uint64
+	if t != nil && t.Sink != nil {
+		if host0, err = t.HostReceived(); err != nil {
+			return nil, err
+		}
+	}
+
 	var wg sync.WaitGroup
 	var loopErr error
 	loopDone := make(chan struct{})
@@ -316,6 +353,13 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 	}()
 
 	start := take()
+	if c.Duration > 0 {
+		// The duration is the loop's: building the topology and
+		// opening the socket (seconds for big rings) do not count.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Duration)
+		defer cancel()
+	}
 	first := start
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -386,6 +430,11 @@ loop:
 	// The generator's count moves once per call (2^20 frames): its
 	// average rate over its run is the better figure.
 	r.Offered = uint64(genRate * r.Elapsed.Seconds())
+	if t != nil && t.Sink != nil {
+		if r.TxAccount, err = settleTx(sock, t, host0); err != nil {
+			return nil, err
+		}
+	}
 	if r.Stats, err = sock.Stats(); err != nil {
 		return nil, err
 	}
@@ -432,6 +481,49 @@ func drain(l *Loop, loopDone <-chan struct{}, c *Config, settled func() bool) {
 		if n := l.C.RxPackets.Load(); n != last {
 			last, lastAt = n, time.Now()
 		}
+	}
+}
+
+// settleTx waits, after the loop has stopped, until the kernel has
+// completed every frame the socket queued and the host end has taken
+// them in, kicking the socket for frames still in its TX ring, and
+// returns the account; it gives up after a few seconds, or once the host
+// end's count has stood still for a while after the last completion
+// (frames lost on the way). A count read at the end of the window instead
+// would miss the frames still on their way (veth hands them to the host
+// end's NAPI poll, later), and call frames lost that arrive a moment after.
+func settleTx(sock *xsk.Socket, t *Topology, host0 uint64) (*TxAccount, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	var a TxAccount
+	var last uint64
+	lastAt := time.Now()
+	for {
+		if _, err := sock.Complete(); err != nil {
+			return nil, err
+		}
+		st, err := sock.Stats()
+		if err != nil {
+			return nil, err
+		}
+		h, err := t.HostReceived()
+		if err != nil {
+			return nil, err
+		}
+		a = TxAccount{Sent: st.TxPackets, Completed: st.Completed, HostIn: h - host0}
+		if a.HostIn != last {
+			last, lastAt = a.HostIn, time.Now()
+		}
+		done := a.Completed >= a.Sent
+		if done && a.HostIn >= a.Sent || done && time.Since(lastAt) > 100*time.Millisecond ||
+			time.Now().After(deadline) {
+			return &a, nil
+		}
+		if !done {
+			if err := sock.Kick(); err != nil {
+				return nil, err
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -505,8 +597,12 @@ func printRate(out io.Writer, kind Kind, at time.Duration, a, b snapshot, gen, s
 // PrintResult prints the totals of a run and the socket's statistics.
 func PrintResult(out io.Writer, r *Result) {
 	secs := r.Elapsed.Seconds()
-	fmt.Fprintf(out, "\n%s: %d packets in %.2fs: %s%s, %.3f CPU-s per million packets",
-		r.Kind, r.Packets(), secs, FormatRate(r.PPS()), formatBits(max(r.RxBytes, r.TxBytes), r.Packets(), secs), r.CPUPerMpkt())
+	fmt.Fprintf(out, "\n%s: %d packets in %.2fs: %s%s", r.Kind, r.Packets(), secs, FormatRate(r.PPS()),
+		formatBits(r.Bytes(), r.Packets(), secs))
+	if r.Packets() > 0 {
+		// Over no packet, CPU per packet is meaningless.
+		fmt.Fprintf(out, ", %.3f CPU-s per million packets", r.CPUPerMpkt())
+	}
 	if r.Offered > 0 {
 		fmt.Fprintf(out, "; generator offered %s (%.2f CPU-s)", FormatRate(float64(r.Offered)/secs), r.GenCPU.Seconds())
 	}
@@ -514,9 +610,6 @@ func PrintResult(out io.Writer, r *Result) {
 		fmt.Fprintf(out, "; peer received %s", FormatRate(float64(r.PeerReceived)/secs))
 	}
 	fmt.Fprintln(out)
-	if r.PeerCounted && r.PeerReceived == 0 && r.TxPackets > 0 {
-		fmt.Fprintf(out, "nothing arrived at the peer end: the %d frames queued for transmit were lost on the way\n", r.TxPackets)
-	}
 	if r.BusyPoll > 0 && r.Stats.RxPackets > 0 && r.NAPIID == 0 {
 		fmt.Fprintf(out, "busy polling had no effect: the packets came from a NAPI instance without an ID (SO_INCOMING_NAPI_ID 0, as on veth), so there was nothing to busy-poll\n")
 	}
@@ -532,6 +625,20 @@ func PrintResult(out io.Writer, r *Result) {
 		} else {
 			fmt.Fprintf(out, ": every frame accounted for\n")
 		}
+	}
+	if a := r.TxAccount; a != nil {
+		fmt.Fprintf(out, "accounting: the socket queued %d frames for transmit, the kernel completed %d and the host end took in %d",
+			a.Sent, a.Completed, a.HostIn)
+		switch {
+		case a.HostIn == 0 && a.Sent > 0:
+			fmt.Fprintf(out, ": nothing arrived at the host end, the frames were lost on the way\n")
+		case a.HostIn < a.Sent:
+			fmt.Fprintf(out, "; %d lost on the way\n", a.Sent-a.HostIn)
+		default:
+			fmt.Fprintf(out, ": every frame arrived\n")
+		}
+	} else if r.PeerCounted && r.PeerReceived == 0 && r.TxPackets > 0 {
+		fmt.Fprintf(out, "nothing arrived at the peer end: the %d frames queued for transmit were lost on the way\n", r.TxPackets)
 	}
 	PrintStats(out, r.Stats)
 }
@@ -560,7 +667,7 @@ func PrintStats(out io.Writer, s xsk.Stats) {
 func Main(name string, kind Kind) {
 	var c Config
 	if kind == TxOnly {
-		c.RegisterFlagsWithoutGenerator(flag.CommandLine)
+		c.RegisterTxOnlyFlags(flag.CommandLine)
 	} else {
 		c.RegisterFlags(flag.CommandLine)
 	}
@@ -569,7 +676,8 @@ func Main(name string, kind Kind) {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	ctx, cancel := Context(c.Duration)
+	// Run times -d itself, from the start of the loop.
+	ctx, cancel := Context(0)
 	_, err := Run(ctx, kind, &c, os.Stdout)
 	cancel()
 	if err != nil {
