@@ -17,10 +17,15 @@
 // Without -dst-mac the destination's MAC is resolved through the kernel's
 // neighbour table (/proc/net/arp), after a datagram to the discard port (9)
 // has made the kernel ask by ARP.
+//
+// Ctrl-C (SIGINT) or SIGTERM, which is how a container runtime stops it,
+// ends the sending early: it still waits for the kernel to complete what
+// was queued, prints what it sent and the statistics, and exits 0.
 package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,9 +33,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/afxdp/afxdp/agent"
@@ -39,7 +46,10 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
@@ -137,7 +147,9 @@ func parseFlags(args []string) (*config, error) {
 	return &c, nil
 }
 
-func run(args []string, out io.Writer) error {
+// run sends as args say; once ctx ends, it stops sending, but still
+// reports.
+func run(ctx context.Context, args []string, out io.Writer) error {
 	c, err := parseFlags(args)
 	if err != nil {
 		return err
@@ -170,9 +182,12 @@ func run(args []string, out io.Writer) error {
 		SrcPort: uint16(c.srcPort), DstPort: uint16(c.dstPort),
 	}
 	start := time.Now()
-	sent, bytes, err := send(sock.Socket, &hdr, c)
+	sent, bytes, err := send(ctx, sock.Socket, &hdr, c)
 	elapsed := time.Since(start)
 	pps := float64(sent) / max(elapsed.Seconds(), 1e-9)
+	if ctx.Err() != nil && sent < uint64(c.count) {
+		fmt.Fprintf(out, "interrupted after %d of %d packets\n", sent, c.count)
+	}
 	fmt.Fprintf(out, "sent %d packets, %d bytes in %v (%.0f pps)\n", sent, bytes, elapsed.Round(time.Millisecond), pps)
 	st, serr := sock.Stats()
 	if serr == nil {
@@ -205,16 +220,17 @@ func dial(c *config) (*agent.Socket, error) {
 	}
 }
 
-// send transmits c.count frames, paced to c.rate, and waits until the
-// kernel has completed them all.
-func send(s *xsk.Socket, hdr *packet.UDP, c *config) (sent, bytes uint64, err error) {
+// send transmits c.count frames, paced to c.rate, or fewer if ctx ends
+// first, and waits until the kernel has completed all it queued. Frames
+// written but not queued when ctx ends are given back.
+func send(ctx context.Context, s *xsk.Socket, hdr *packet.UDP, c *config) (sent, bytes uint64, err error) {
 	const batch = 64
 	descs := make([]xsk.Desc, batch)
 	payloadLen := c.size - packet.HeadersLen
 	count := uint64(c.count)
 	start := time.Now()
 	var pending []xsk.Desc // allocated and written, not yet queued
-	for sent < count {
+	for sent < count && ctx.Err() == nil {
 		want := min(count-sent, batch)
 		if c.rate > 0 {
 			due := uint64(time.Since(start).Seconds() * float64(c.rate))
@@ -266,6 +282,9 @@ func send(s *xsk.Socket, hdr *packet.UDP, c *config) (sent, bytes uint64, err er
 				return sent, bytes, err
 			}
 		}
+	}
+	if err := s.Release(pending); err != nil {
+		return sent, bytes, err
 	}
 	// Wait for the kernel to complete every frame queued.
 	deadline := time.Now().Add(5 * time.Second)

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -65,7 +70,7 @@ func TestParseFlags(t *testing.T) {
 
 // An interface that is not there is named with its flag.
 func TestRunNamesMissingDevice(t *testing.T) {
-	err := run([]string{"-dst", "10.0.0.1", "-dev", "afxnosuch0"}, io.Discard)
+	err := run(context.Background(), []string{"-dst", "10.0.0.1", "-dev", "afxnosuch0"}, io.Discard)
 	const want = `-dev "afxnosuch0": `
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("run with a missing -dev: %v, want an error starting %q", err, want)
@@ -82,5 +87,77 @@ func TestHexAddr(t *testing.T) {
 	}
 	if _, err := hexAddr("zz"); err == nil {
 		t.Error("hexAddr(zz): no error")
+	}
+}
+
+// TestSendStopsWhenInterrupted runs send on a real socket, rate-limited
+// and with far more to send than it will get to, and ends its context as
+// a SIGINT would: send stops early without an error, every frame it
+// queued was completed and reached the veth's other end as datagrams, and the frames it
+// held are all back.
+func TestSendStopsWhenInterrupted(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	var s *xsk.Socket
+	err := v.Host.Do(func() (err error) {
+		s, err = xsk.Open(v.Host.Name, 0, &xsk.Options{NoXDP: true, NumFrames: 256, TxFrames: 192, FillRingSize: 64, RxRingSize: 64})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A kernel UDP socket on the other end counts what arrives as real
+	// datagrams, checksums and all.
+	var conn *net.UDPConn
+	err = v.Peer.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(v.Peer.Addr.Addr(), 7777)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var got atomic.Uint64
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	hdr := packet.UDP{SrcMAC: v.Host.MAC, DstMAC: v.Peer.MAC, SrcIP: v.Host.Addr.Addr(), DstIP: v.Peer.Addr.Addr(),
+		SrcPort: 7777, DstPort: 7777}
+	c := &config{count: 1 << 30, rate: 20000, size: 64}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	sent, bytes, err := send(ctx, s, &hdr, c)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if sent == 0 || sent >= uint64(c.count) || bytes != 64*sent {
+		t.Fatalf("sent %d packets, %d bytes: want some, 64 bytes each, and fewer than %d", sent, bytes, c.count)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxPackets != sent || st.Completed != sent {
+		t.Errorf("stats: tx_packets %d, completed %d; want both %d", st.TxPackets, st.Completed, sent)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for got.Load() < sent && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // and nothing more comes
+	if n := got.Load(); n != sent {
+		t.Errorf("the peer's UDP socket received %d datagrams, want the %d sent", n, sent)
+	}
+	// Nothing stayed allocated: every transmit frame can be had again.
+	descs := make([]xsk.Desc, 256)
+	if n, err := s.Alloc(descs); err != nil || n != 192 {
+		t.Errorf("Alloc after send: %d frames, %v; want all 192 transmit frames", n, err)
 	}
 }
