@@ -232,7 +232,8 @@ func (c *Client) Register(device string, queue, sockFD int) error {
 }
 
 // Close sends /fin, waits for /fin_ack and closes the connection. The
-// agent then removes the registrations made through this Client. A server
+// agent removes the registrations made through this Client before it
+// answers, so they are gone when Close has read /fin_ack. A server
 // that already hung up (after a refusal, say) is not an error; an answer
 // other than /fin_ack is. A broken Client (see Client) sends nothing and
 // only closes the connection, the failure having been reported by the

@@ -38,7 +38,7 @@
 //	/xsk_map_fd, <device>                -> /fd_ack + XSKMAP fd | /fd_nak
 //	/config_busy_poll, <usec>, <budget>  -> /config_busy_poll_ack | _nak   (AF_XDP socket fd attached)
 //	/xsk_register, <device>, <queue>     -> /xsk_register_ack | _nak       (extension; socket fd attached)
-//	/fin                                 -> /fin_ack (then hang-up)
+//	/fin                                 -> /fin_ack (registrations removed first; then hang-up)
 //	anything else                        -> /nak;  a server fault -> /error
 //
 // Order is enforced as in the plugin: the first request must be /connect.
@@ -86,13 +86,14 @@
 // with nothing for the agent to do (it cannot see those entries: XSKMAP
 // lookups from user space are not supported). Entries made with
 // /xsk_register are also removed by the agent when the connection that made
-// them ends (by /fin, an error or the client's death), unless they are no
-// longer the socket registered: the agent keeps a second XSKMAP with the
-// sockets it registered and compares the two entries with a small BPF
-// program (run with BPF_PROG_TEST_RUN, never attached), so that it never
-// removes an entry the kernel or another client put there since. A client
-// using that path keeps its connection open while it uses the socket; the
-// idle timeout does not end a connection whose registration holds.
+// them ends (by /fin, before /fin_ack is sent; an error or the client's
+// death), unless they are no longer the socket registered: the agent keeps
+// a second XSKMAP with the sockets it registered and compares the two
+// entries with a small BPF program (run with BPF_PROG_TEST_RUN, never
+// attached), so that it never removes an entry the kernel or another
+// client put there since. A client using that path keeps its connection
+// open while it uses the socket; the idle timeout does not end a
+// connection whose registration holds.
 //
 // The kernel does not tell where an AF_XDP socket is bound (getsockname
 // fails, and sock_diag needs CONFIG_XDP_SOCKETS_DIAG), so before it

@@ -165,3 +165,45 @@ func TestWriteTimeout(t *testing.T) {
 	t.Logf("%d requests sent before the send blocked", sent)
 	waitFor(t, "the server to drop the connection", func() bool { return e.srv.Conns() == 0 })
 }
+
+// TestFinReleasesBeforeAck: /fin_ack means the registrations are gone. A
+// client that has read it (Client.Close has returned) finds its entry out
+// of the XSKMAP and its queue free for another connection; the agent used
+// to answer first and remove the entry after, so for a moment the queue
+// still redirected to the old socket and another connection's
+// /xsk_register could be refused. Each round checks the real map entry
+// right after Close returns, through the registry's own check program.
+func TestFinReleasesBeforeAck(t *testing.T) {
+	e := newTestEnv(t, nil)
+	xa := newBoundXSK(t, e.dev, 0)
+	reg := e.srv.devices[e.dev].reg
+	const rounds = 50
+	for i := range rounds {
+		a := connect(t, e.sock, "pod-a")
+		if err := a.Register(e.dev, 0, xa.FD()); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		reg.mu.Lock()
+		held, err := reg.held(0)
+		_, owned := reg.owners[0]
+		reg.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held || owned {
+			t.Fatalf("round %d: after /fin_ack the registration is still there (entry held %v, owner recorded %v)", i, held, owned)
+		}
+	}
+	// The socket, still open and bound, is the next connection's to
+	// register.
+	b := connect(t, e.sock, "pod-b")
+	if err := b.Register(e.dev, 0, xa.FD()); err != nil {
+		t.Fatalf("Register after the previous holder's /fin: %v", err)
+	}
+	if e.udpReachesStack(t) {
+		t.Fatal("b's registration is not in the map")
+	}
+}

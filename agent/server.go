@@ -712,6 +712,10 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 	case OpConnect:
 		return RespNak, fd, true // already connected
 	case OpFin:
+		// The registrations go before the answer, so that a client
+		// that has read /fin_ack finds its entries out of the map and
+		// its queues free for the next connection.
+		c.d.reg.release(c)
 		c.log.Info("client finished")
 		return RespFinAck, fd, false
 	case OpXSKMapFD:
