@@ -57,11 +57,12 @@
 // /xsk_register_nak when the descriptor is what is wrong) and the session
 // goes on, where the plugin would sometimes hang up or answer twice.
 // /xsk_map_fd and /xsk_register only name the device whose socket the
-// client connected to; another device gets /fd_nak and /xsk_register_nak
-// respectively. Every descriptor received is closed once the request is
-// answered. When the server hangs up, it first discards what the client
-// sent after the last request it answered, so that the client reads that
-// answer and then the end of the connection, not a reset.
+// client connected to; another device, or one whose program is no longer
+// attached (see below), gets /fd_nak and /xsk_register_nak respectively.
+// Every descriptor received is closed once the request is answered. When
+// the server hangs up, it first discards what the client sent after the
+// last request it answered, so that the client reads that answer and then
+// the end of the connection, not a reset.
 //
 // /xsk_register is acknowledged only for an AF_XDP socket bound to the
 // named queue of the device (checked with bind(2), see below), and only
@@ -100,6 +101,27 @@
 // registers a socket the agent binds a probe socket to the queue with
 // XDP_SHARED_UMEM on the client's UMEM, which the kernel allows only when
 // the client's socket is bound to that device and queue, and closes it.
+//
+// # When the agent or the interface goes
+//
+// The server attaches its programs through bpf_links, so the kernel
+// detaches them as soon as the agent's process ends, however it ends: an
+// agent killed by SIGKILL or a crash stops the redirect at once, and every
+// frame goes to the kernel's stack. What [Server.Close] would remove stays:
+// the socket files (a client's dial fails with ECONNREFUSED) and the pins,
+// which then hold maps no program reads. The next [NewServer] on the same
+// directories takes both back. It loads new programs with new, empty
+// XSKMAPs, so no registration survives a restart: a client's connection
+// ends with the old agent, its socket is in the old map, and it must
+// register again (through a new connection, or by opening the new pin).
+//
+// When a served interface goes away while the server runs (its network
+// namespace deleted, the link deleted), the kernel detaches the program
+// with it. The server does not follow the interface: it answers
+// /xsk_map_fd and /xsk_register with /fd_nak and /xsk_register_nak from
+// then on, and logs why, even once an interface of the same name is back,
+// rather than hand out a map that redirects nothing. A new server (an
+// agent restart) serves the new interface.
 //
 // # Permissions
 //

@@ -428,6 +428,30 @@ func (d *device) pin(dir string) error {
 	return nil
 }
 
+// errDetached says that a device's program is no longer on its interface.
+var errDetached = errors.New("program no longer attached: the interface (or its network namespace) is gone; restart the agent to serve a new one")
+
+// attached fails unless d's program is still attached to its interface.
+// The kernel detaches a bpf_link when its interface goes away (a pod's
+// namespace deleted, the link deleted), and a new interface of the same
+// name, even at the same namespace path and index, has no program: a map
+// handed out then would redirect nothing.
+func (d *device) attached() error {
+	var st sys.LinkXDP
+	err := inNetns(d.Netns, func() error {
+		var err error
+		st, err = sys.QueryLinkXDP(d.ifindex)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("device %s (ifindex %d): check that the program is attached: %w", d.Name, d.ifindex, err)
+	}
+	if id := d.prog.ID(); st.DrvProgID != id && st.SKBProgID != id && st.ProgID != id {
+		return fmt.Errorf("device %s (ifindex %d): %w", d.Name, d.ifindex, errDetached)
+	}
+	return nil
+}
+
 // inNetns runs fn inside the network namespace at path ("" = the current).
 func inNetns(path string, fn func() error) error {
 	if path == "" {
@@ -723,6 +747,10 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 			c.log.Warn("refused map fd: device not served on this socket", "asked", req.Device)
 			return RespFDNak, fd, true
 		}
+		if err := c.d.attached(); err != nil {
+			c.log.Error("refused map fd", "err", err)
+			return RespFDNak, fd, true
+		}
 		if c.d.roFD >= 0 {
 			c.log.Info("sending read-only xskmap fd")
 			return RespFDAck, c.d.roFD, true
@@ -770,6 +798,9 @@ func (c *conn) register(req Request, fds []int) error {
 	}
 	if req.Queue >= c.d.prog.MaxQueues() {
 		return fmt.Errorf("queue %d: out of range: the XSKMAP holds queues 0 to %d", req.Queue, c.d.prog.MaxQueues()-1)
+	}
+	if err := c.d.attached(); err != nil {
+		return err
 	}
 	if err := checkBound(c.d.Netns, c.d.ifindex, req.Queue, fds[0]); err != nil {
 		return err

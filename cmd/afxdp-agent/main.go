@@ -48,7 +48,13 @@
 // -pin nothing is mounted.
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed, the programs
-// detached, the pins and sockets removed.
+// detached, the pins and sockets removed. An agent that is killed (SIGKILL)
+// or crashes loses its programs at once, since the kernel detaches them
+// with the agent's links, but leaves its sockets and pins on disk; started
+// again, it takes them back with new programs and new, empty maps, so the
+// workloads must register again. An interface that goes away (its network
+// namespace deleted) is not served again: the agent refuses its map from
+// then on; restart the agent to serve the new one.
 package main
 
 import (
