@@ -1,7 +1,9 @@
 // Command afxdp-image builds an OCI container image from one statically
 // linked executable, without Docker: a single layer holding the binary
 // (mode 0755, owned by root) at the entrypoint path, run as the non-root
-// numeric user 65534:65534 ("nobody") unless --user says otherwise.
+// numeric user 65534:65534 ("nobody") unless --user says otherwise (a UID
+// and GID of at most 2147483647, as runc requires). The entrypoint may not
+// be under /proc, /sys or /dev, which runtimes mount over the image's.
 //
 // It needs no privileges and no container engine. The binary must be static
 // (for Go: CGO_ENABLED=0); a dynamically linked one is refused. The output is
@@ -82,11 +84,11 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	fs.SetOutput(stderr)
 	var (
 		binary     = fs.String("binary", "", "statically linked executable to put in the image (required)")
-		entrypoint = fs.String("entrypoint", "", `absolute path of the binary inside the image, run as the entrypoint (default "/" + the binary's name)`)
+		entrypoint = fs.String("entrypoint", "", `absolute path of the binary inside the image, run as the entrypoint, not under /proc, /sys or /dev (default "/" + the binary's name)`)
 		tag        = fs.String("tag", "", "image name and tag, e.g. afxdp/sender:dev (required for --tar; the ref name in --oci-layout)")
 		layoutDir  = fs.String("oci-layout", "", "write an OCI image layout into this missing or empty directory, or add to the layout there")
 		tarFile    = fs.String("tar", "", "write a tarball for `docker load` / `podman load`")
-		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as; root is refused")
+		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as, each at most 2147483647 (runc's limit); root is refused")
 		arch       = fs.String("arch", "", "image architecture, a GOARCH that must match the binary's ELF header (default: from the binary's ELF header)")
 		bundleDir  = fs.String("bundle", "", "unpack the image into this runc bundle directory (must not exist or be empty)")
 		netnsPath  = fs.String("netns", "", "for --bundle: network namespace the container joins (default: a new one)")

@@ -186,6 +186,10 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 		{"arch unknown", []string{"--arch", "bogus"}, `--arch "bogus": not a Go architecture`},
 		{"arch of another binary", []string{"--arch", otherArch}, `--arch "` + otherArch + `": the binary`},
 		{"layout below a file", []string{"--oci-layout", "/dev/null/layout"}, `--oci-layout: check layout /dev/null/layout`},
+		// Images runc could never start.
+		{"user no one", []string{"--user", "4294967295"}, `User "4294967295": UID 4294967295`},
+		{"group beyond runc", []string{"--user", "1000:2147483648"}, `GID 2147483648`},
+		{"entrypoint under /proc", []string{"--entrypoint", "/proc/hello"}, `Entrypoint "/proc/hello"`},
 	} {
 		for _, exists := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/exists=%v", tc.name, exists), func(t *testing.T) {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,15 +43,16 @@ type Options struct {
 	// Binary is the host path of the statically linked executable.
 	Binary string
 	// Entrypoint is the absolute path the binary gets inside the image, run
-	// as the image's entrypoint. Default "/" + the binary's base name.
+	// as the image's entrypoint; not under /proc, /sys or /dev, which
+	// runtimes mount over. Default "/" + the binary's base name.
 	Entrypoint string
 	// Args are extra entrypoint arguments after the path. Default none.
 	Args []string
 	// Cmd is the image's default command (arguments a runtime appends and
 	// a user may override). Default none.
 	Cmd []string
-	// User is the "UID[:GID]" the container runs as; it must be numeric and
-	// not 0. Default [DefaultUser].
+	// User is the "UID[:GID]" the container runs as; it must be numeric,
+	// the UID not 0, and neither above [MaxID]. Default [DefaultUser].
 	User string
 	// Env is extra environment ("KEY=value"); PATH=/ is always set.
 	Env []string
@@ -72,6 +75,11 @@ func Build(opts *Options) (v1.Image, error) {
 	}
 	if !path.IsAbs(o.Entrypoint) || path.Clean(o.Entrypoint) != o.Entrypoint || o.Entrypoint == "/" {
 		return nil, fmt.Errorf("build image: Entrypoint %q: must be a clean absolute file path", o.Entrypoint)
+	}
+	for _, m := range runtimeMounts {
+		if o.Entrypoint == m || strings.HasPrefix(o.Entrypoint, m+"/") {
+			return nil, fmt.Errorf("build image: Entrypoint %q: container runtimes mount %s over the image's, which would hide the binary", o.Entrypoint, m)
+		}
 	}
 	if o.User == "" {
 		o.User = DefaultUser
@@ -152,6 +160,11 @@ func Build(opts *Options) (v1.Image, error) {
 	return img, nil
 }
 
+// MaxID is the largest UID or GID an image may run as: runc refuses larger
+// ones ("uids and gids must be in range 0-2147483647"), and so does
+// Kubernetes; 4294967295 is (uid_t)-1, no user at all.
+const MaxID = math.MaxInt32
+
 func validateUser(u string) error {
 	uid, gid, hasGID := strings.Cut(u, ":")
 	if !isNumber(uid) || (hasGID && !isNumber(gid)) {
@@ -160,8 +173,23 @@ func validateUser(u string) error {
 	if strings.Trim(uid, "0") == "" {
 		return errors.New("must not be root (UID 0)")
 	}
+	ids := [][2]string{{"UID", uid}}
+	if hasGID {
+		ids = append(ids, [2]string{"GID", gid})
+	}
+	for _, id := range ids {
+		// isNumber allows at most 10 digits: this cannot overflow.
+		if v, _ := strconv.ParseUint(id[1], 10, 64); v > MaxID {
+			return fmt.Errorf("%s %s: must be at most %d (runc refuses more)", id[0], id[1], MaxID)
+		}
+	}
 	return nil
 }
+
+// runtimeMounts are the directories that container runtimes mount over
+// the image's own (proc, sysfs and a tmpfs), hiding what the image has
+// there.
+var runtimeMounts = []string{"/proc", "/sys", "/dev"}
 
 func isNumber(s string) bool {
 	if s == "" || len(s) > 10 {

@@ -390,6 +390,19 @@ func TestBuildValidation(t *testing.T) {
 		{"env", &oci.Options{Binary: bin, Env: []string{"NOEQUALS"}}, "Env"},
 		{"missing", &oci.Options{Binary: "/nonexistent/afxdp"}, "no such file"},
 		{"script", &oci.Options{Binary: text}, "not an ELF"},
+		// runc (like Kubernetes) takes IDs up to 2147483647 only, and
+		// 4294967295 is (uid_t)-1, no user at all: such an image could
+		// be built but never run.
+		{"uid_none", &oci.Options{Binary: bin, User: "4294967295"}, "UID 4294967295"},
+		{"uid_beyond_int32", &oci.Options{Binary: bin, User: "2147483648:1000"}, "UID 2147483648"},
+		{"uid_beyond_32_bits", &oci.Options{Binary: bin, User: "9999999999"}, "UID 9999999999"},
+		{"gid_none", &oci.Options{Binary: bin, User: "1000:4294967295"}, "GID 4294967295"},
+		// Runtimes mount /proc, /sys and /dev over the image's own: a
+		// binary there is hidden and the container cannot start.
+		{"under_proc", &oci.Options{Binary: bin, Entrypoint: "/proc/hello"}, "/proc"},
+		{"under_dev", &oci.Options{Binary: bin, Entrypoint: "/dev/shm/hello"}, "/dev"},
+		{"under_sys", &oci.Options{Binary: bin, Entrypoint: "/sys/hello"}, "/sys"},
+		{"is_proc", &oci.Options{Binary: bin, Entrypoint: "/proc"}, "/proc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := oci.Build(tc.opts)
@@ -397,6 +410,23 @@ func TestBuildValidation(t *testing.T) {
 				t.Errorf("Build: %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBuildLimits: the largest IDs runc runs and entrypoints that merely
+// start like a mounted directory are taken.
+func TestBuildLimits(t *testing.T) {
+	bin := helloBinary(t)
+	for _, o := range []*oci.Options{
+		{Binary: bin, User: "2147483647:2147483647"},
+		{Binary: bin, User: "0001"},
+		{Binary: bin, Entrypoint: "/procs/hello"},
+		{Binary: bin, Entrypoint: "/device"},
+		{Binary: bin, Entrypoint: "/usr/sys/hello"},
+	} {
+		if _, err := oci.Build(o); err != nil {
+			t.Errorf("Build(User %q, Entrypoint %q): %v", o.User, o.Entrypoint, err)
+		}
 	}
 }
 
