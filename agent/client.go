@@ -188,7 +188,12 @@ func (c *Client) XSKMapFD(device string) (int, error) {
 		if rfd >= 0 {
 			unix.Close(rfd)
 		}
-		return -1, &ResponseError{Request: ReqXSKMapFD, Response: resp}
+		err := error(&ResponseError{Request: ReqXSKMapFD, Response: resp})
+		if resp == RespFDNak {
+			// The protocol does not say why; these are the reasons.
+			err = fmt.Errorf("device %s: %w (an agent socket serves one device, and only while the agent's program is attached to it)", device, err)
+		}
+		return -1, err
 	}
 	return rfd, nil
 }

@@ -235,7 +235,7 @@ func OpenPinned(pinPath, device string, queue int, opts *xsk.Options) (*Socket, 
 	}
 	m, err := ebpf.LoadPinnedMap(pinPath, nil)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("pinned map %s: %w", pinPath, err))
 	}
 	xo.XSKMap = m
 	sock, err := xsk.Open(device, queue, &xo)

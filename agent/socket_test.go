@@ -175,8 +175,8 @@ func TestDialSocket(t *testing.T) {
 	other := testenv.NewVeth(t, nil)
 	before := fdCount(t)
 	_, err = DialSocket(e.sock, "pod", other.Host.Name, 0, &SocketOptions{XSK: smallXSK})
-	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), RespFDNak) {
-		t.Errorf("DialSocket for another device = %v, want %s", err, RespFDNak)
+	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), RespFDNak) || !strings.Contains(err.Error(), "device "+other.Host.Name) {
+		t.Errorf("DialSocket for another device = %v, want %s naming the device", err, RespFDNak)
 	}
 	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
@@ -189,6 +189,10 @@ func TestDialSocket(t *testing.T) {
 func TestOpenPinned(t *testing.T) {
 	pinDir := mountBPFFS(t)
 	e := newTestEnv(t, func(o *ServerOptions) { o.PinDir = pinDir })
+	missing := e.srv.PinPath(e.dev) + "-missing"
+	if _, err := OpenPinned(missing, e.dev, 0, smallXSK); !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("OpenPinned of a missing pin = %v, want ENOENT naming the path", err)
+	}
 	s, err := OpenPinned(e.srv.PinPath(e.dev), e.dev, 0, smallXSK)
 	if err != nil {
 		t.Fatal(err)
