@@ -24,7 +24,8 @@
 // Send, Complete, and Release of allocated frames) by one goroutine, which
 // may be another. A frame moves from one side to the other only through
 // the kernel (a received frame transmitted by a goroutine that does both).
-// Counts is consistent only when neither side is running.
+// Call Counts only when neither side is running: it reads both sides'
+// bookkeeping without a lock, and may take back frames as Complete would.
 //
 // # Sharing
 //

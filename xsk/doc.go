@@ -30,9 +30,11 @@
 // Packets reach an AF_XDP socket only through an XDP program that
 // redirects them into an XSKMAP. [Open] loads and attaches one (package
 // bpf) unless told the XDP side belongs to someone else ([Options.XSKMap],
-// [Options.NoXDP]); sockets on several queues of one interface in one
-// process share it. Frames for queues with no socket, and frames that miss
-// [Options.Filter], go on to the kernel's stack.
+// [Options.NoXDP]) or that the socket only transmits ([Options.TxOnly],
+// which needs a program only in zero-copy mode); sockets on several queues
+// of one interface in one process share it. Frames for queues with no
+// socket, and frames that miss [Options.Filter], go on to the kernel's
+// stack.
 //
 // # Sharing a UMEM
 //
