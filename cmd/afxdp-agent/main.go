@@ -11,18 +11,21 @@
 // CAP_SYS_ADMIN, CAP_CHOWN, CAP_FOWNER; CAP_SYS_ADMIN also for -netns,
 // -read-only-map, and -pin without a mounted bpffs; CAP_DAC_OVERRIDE for
 // one non-root -allow-uid without -socket-gid, whose user then owns the
-// device directory) and Linux 5.11 or later for busy-poll options; unprivileged workloads can put their socket in the map
-// through the fd on Linux 6.5 and later, and use the /xsk_register request
-// otherwise. The socket directory must belong to root and be writable by
-// root alone, and so must the directories above it, unless sticky like
-// /tmp: the agent refuses to start otherwise (see agent.ServerOptions).
+// device directory) and Linux 5.11 or later for busy-poll options;
+// unprivileged workloads can put their socket in the map through the fd on
+// Linux 6.5 and later, and use the /xsk_register request otherwise. The
+// socket directory must belong to root and be writable by root alone, and
+// so must the directories above it, unless sticky like /tmp: the agent
+// refuses to start otherwise (see agent.ServerOptions).
 //
 // Run it, for example, as:
 //
 //	afxdp-agent -iface eth1 -allow-uid 0,1000 -filter-ipproto 17 -filter-port 4789
 //
-// or with a JSON file (-config agent.json; flags given on the command line
-// override it):
+// or with a JSON file (-config agent.json). Flags given on the command line
+// override its settings. -iface adds interfaces to its devices, and -netns,
+// -mode, -replace, -max-queues and the -filter flags apply to the -iface
+// interfaces only:
 //
 //	{
 //	  "socket_dir": "/tmp/afxdp_dp",
@@ -44,8 +47,8 @@
 // With -pin, each XSKMAP is also pinned at <pin-dir>/<interface>/xsks_map
 // (where DPDK's AF_XDP driver looks with use_pinned_map=1, once the
 // directory is mounted into the pod); bpffs is mounted at /sys/fs/bpf first
-// if the pin directory is under it and nothing is mounted there. Without
-// -pin nothing is mounted.
+// if the pin directory is under it and nothing is mounted there; that mount
+// stays when the agent exits. Without -pin nothing is mounted.
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed, the programs
 // detached, the pins and sockets removed. An agent that is killed (SIGKILL)

@@ -9,8 +9,9 @@
 // one exists), measures every cell several times in alternating order, and
 // prints the medians, their spread, CPU per packet, round-trip
 // percentiles, drops and where they happened, and the change against the
-// same path on a baseline topology (default: veth). It can write the
-// result as JSON, Markdown and an SVG chart, or all three as a docs page.
+// same path on a baseline topology (default: veth, or the first topology
+// of -topologies when veth is not among them). It can write the result as
+// JSON, Markdown and an SVG chart, or all three as a docs page.
 //
 // It needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF), Linux 5.18 or
 // later (BPF_PROG_RUN live frames), and the CNI reference plugins in

@@ -4,8 +4,8 @@
 // end and receives them through another on the other end, verifies every
 // byte of every frame, prints packets per second and both sockets'
 // statistics, and removes everything it made — also on Ctrl-C. If frames
-// go missing, it stops waiting for them once nothing has arrived for
-// idleTimeout after the sender finished, says how many of them arrived and
+// go missing, it stops waiting for them once nothing has arrived for two
+// seconds after the sender finished, says how many of them arrived and
 // exits with status 1.
 //
 // It needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF and
