@@ -1,0 +1,124 @@
+package baseline_test
+
+import (
+	"flag"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/afxdp/afxdp/internal/baseline"
+	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
+)
+
+// offeredClock is a Receiver that takes every frame asked for at once and
+// whose drop counter is the generator's count of frames offered: the drops
+// BenchRecv reports are then the frames offered between its two readings
+// of Stats, and lastTotal says what the generator had offered at the last
+// one.
+type offeredClock struct {
+	g         *pktgen.Generator
+	calls     int
+	warmUp    func() // run in the first Receive, once the generator runs
+	lastTotal atomic.Uint64
+}
+
+func (o *offeredClock) Receive(n uint64, deadline time.Time) (baseline.Counts, error) {
+	if o.calls++; o.calls == 1 {
+		// As a real receiver's first frame would, wait until the
+		// generator runs.
+		for o.g.Total() == 0 {
+			if time.Now().After(deadline) {
+				return baseline.Counts{}, nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if o.warmUp != nil {
+			o.warmUp()
+		}
+	}
+	return baseline.Counts{Packets: n, Bytes: n * 64}, nil
+}
+
+func (o *offeredClock) Stats() (baseline.Stats, error) {
+	t := o.g.Total()
+	o.lastTotal.Store(t)
+	return baseline.Stats{Drops: t}, nil
+}
+
+func (o *offeredClock) Close() error { return nil }
+
+// benchOnce runs fn as a benchmark of one b.Loop iteration and reports
+// whether it passed.
+func benchOnce(t *testing.T, fn func(b *testing.B)) (testing.BenchmarkResult, bool) {
+	t.Helper()
+	f := flag.Lookup("test.benchtime")
+	old := f.Value.String()
+	if err := f.Value.Set("1x"); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Value.Set(old)
+	r := testing.Benchmark(fn)
+	return r, r.N == 1
+}
+
+func harnessSetup(t *testing.T) (*netenv.Veth, *pktgen.Generator) {
+	t.Helper()
+	v := newVeth(t)
+	sink, err := pktgen.AttachSink(v.Peer, pktgen.Drop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLater(t, sink)
+	buf := make([]byte, 64)
+	l := udpFrame(t, v.Host, v.Peer, 18, 0, buf)
+	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: buf[:l]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLater(t, g)
+	return v, g
+}
+
+// TestBenchRecvCountsOverTheLoop checks that BenchRecv reads the
+// receiver's drops while the generator still runs, at the end of the timed
+// loop: the generator's last call runs to its end after the loop, and what
+// it sends then, with nobody receiving, is no drop of the receiver under
+// test. And that offered-pps is a rate the generator had, not its frames
+// divided by the loop's time (microseconds here).
+func TestBenchRecvCountsOverTheLoop(t *testing.T) {
+	v, g := harnessSetup(t)
+	r := &offeredClock{g: g}
+	res, ok := benchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) })
+	if !ok {
+		t.Fatal("BenchRecv failed")
+	}
+	if last, total := r.lastTotal.Load(), g.Total(); last >= total {
+		t.Errorf("drops read when the generator had offered %d frames, all it offered (%d): after it stopped", last, total)
+	}
+	// One CPU's BPF_PROG_RUN with XDP_DROP at the peer makes some Mpps;
+	// a hundred is far beyond any.
+	if o := res.Extra["offered-pps"]; o <= 0 || o > 100e6 {
+		t.Errorf("offered-pps %v: not a rate the generator could have had", o)
+	}
+}
+
+// TestBenchRecvFailsWhenTheGeneratorFails deletes the veth pair under the
+// generator: BenchRecv must fail, not report what it measured as if the
+// generator had run to the end.
+func TestBenchRecvFailsWhenTheGeneratorFails(t *testing.T) {
+	v, g := harnessSetup(t)
+	r := &offeredClock{g: g, warmUp: func() {
+		if err := v.Close(); err != nil {
+			t.Error(err)
+		}
+		// Returns once BenchRecv's generator has given up the
+		// generator, which it does only on failing: its target is gone.
+		if _, err := g.Send(1); err == nil {
+			t.Error("generator still sends after its target was deleted")
+		}
+	}}
+	if _, ok := benchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) }); ok {
+		t.Error("BenchRecv passed with a generator that failed")
+	}
+}
