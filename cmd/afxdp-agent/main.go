@@ -25,7 +25,7 @@
 // or with a JSON file (-config agent.json). Flags given on the command line
 // override its settings. -iface adds interfaces to its devices, and -netns,
 // -mode, -replace, -max-queues and the -filter flags apply to the -iface
-// interfaces only:
+// interfaces only (without -iface they are refused):
 //
 //	{
 //	  "socket_dir": "/tmp/afxdp_dp",
@@ -186,6 +186,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *ifaces == "" {
+		// These shape the -iface devices only: without one, taking
+		// them silently would leave the config's devices unfiltered.
+		for _, name := range []string{"netns", "mode", "replace", "max-queues", "filter-ethertype", "filter-ipproto", "filter-port"} {
+			if set[name] {
+				return fmt.Errorf("-%s applies to -iface interfaces only, and there is no -iface; set it in the config's devices instead", name)
+			}
+		}
+	}
 
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -170,4 +170,16 @@ func TestRunErrors(t *testing.T) {
 	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("unknown config field: %v", err)
 	}
+	// The device flags shape -iface interfaces only: beside a config
+	// with devices and no -iface, they are refused, not dropped (a
+	// filter dropped silently redirects every frame).
+	good := filepath.Join(t.TempDir(), "agent.json")
+	os.WriteFile(good, []byte(`{"devices": [{"name": "x"}]}`), 0o600)
+	for _, f := range [][]string{{"-netns", "/var/run/netns/x"}, {"-mode", "generic"}, {"-replace"}, {"-max-queues", "4"},
+		{"-filter-ethertype", "0x0800"}, {"-filter-ipproto", "17"}, {"-filter-port", "4789"}} {
+		err := run(context.Background(), append([]string{"-config", good}, f...), &bytes.Buffer{}, nil)
+		if want := f[0] + " applies to -iface interfaces only"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("run(-config, %q) = %v, want %q", f, err, want)
+		}
+	}
 }
