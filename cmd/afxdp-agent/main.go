@@ -86,10 +86,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "afxdp-agent:", err)
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+			os.Exit(0) // -h: the usage is what was asked for
 		}
+		fmt.Fprintln(os.Stderr, "afxdp-agent:", err)
 		os.Exit(1)
 	}
 }

@@ -63,7 +63,7 @@ import (
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+			os.Exit(0) // -h: the usage is what was asked for
 		}
 		fmt.Fprintln(os.Stderr, "afxdp-image:", err)
 		os.Exit(1)
@@ -87,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		entrypoint = fs.String("entrypoint", "", `absolute path of the binary inside the image, run as the entrypoint, not under /proc, /sys or /dev (default "/" + the binary's name)`)
 		tag        = fs.String("tag", "", "image name and tag, e.g. afxdp/sender:dev (required for --tar; the ref name in --oci-layout)")
 		layoutDir  = fs.String("oci-layout", "", "write an OCI image layout into this missing or empty directory, or add to the layout there")
-		tarFile    = fs.String("tar", "", "write a tarball for `docker load` / `podman load`")
+		tarFile    = fs.String("tar", "", "write a `file`: a tarball for docker load or podman load")
 		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as, each at most 2147483647 (runc's limit); root is refused")
 		arch       = fs.String("arch", "", "image architecture, a GOARCH that must match the binary's ELF header (default: from the binary's ELF header)")
 		bundleDir  = fs.String("bundle", "", "unpack the image into this runc bundle directory (must not exist or be empty)")

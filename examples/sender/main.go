@@ -51,7 +51,7 @@ func main() {
 	stop()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+			os.Exit(0) // -h: the usage is what was asked for
 		}
 		fmt.Fprintln(os.Stderr, "sender:", err)
 		os.Exit(1)
