@@ -125,14 +125,16 @@ func NewProducer[T Entry](mem []byte, off Offsets, size uint32) (*Producer[T], e
 func (p *Producer[T]) Size() uint32 { return p.s.size }
 
 // Free returns the number of free slots, reloading the consumer's index only
-// when fewer than n are known to be free.
+// when fewer than n are known to be free. It is never more than the ring's
+// size, even when the consumer's index says so (it ran ahead of the
+// producer's, or went back).
 func (p *Producer[T]) Free(n uint32) uint32 {
 	free := p.cachedCons - p.cachedProd
 	if free >= n || p.s.consumer == nil { // nil: a zero Producer
-		return free
+		return min(free, p.s.size)
 	}
 	p.cachedCons = atomic.LoadUint32(p.s.consumer) + p.s.size
-	return p.cachedCons - p.cachedProd
+	return min(p.cachedCons-p.cachedProd, p.s.size)
 }
 
 // Reserve reserves up to n slots and returns the index of the first and how
@@ -190,17 +192,23 @@ func (p *Producer[T]) Produce(src []T) int {
 // Withdraw takes back the submitted entries that the consumer has not
 // taken, calling fn with each in ring order, and returns how many. It is
 // for a ring whose consumer is known to have stopped, or never to have
-// started (a fill ring of a socket whose bind failed).
+// started (a fill ring of a socket whose bind failed). A consumer index
+// that says more entries are left than the ring has slots (it ran past
+// the producer's, or went back) names none: Withdraw hands back nothing
+// and leaves the ring empty.
 func (p *Producer[T]) Withdraw(fn func(T)) uint32 {
 	if p.s.consumer == nil { // a zero Producer
 		return 0
 	}
 	cons := atomic.LoadUint32(p.s.consumer)
 	n := p.prod - cons
-	for i := cons; i != p.prod; i++ {
-		fn(p.s.entries[i&p.s.mask])
+	if n > p.s.size {
+		n = 0
 	}
-	p.prod, p.cachedProd = cons, cons
+	for i := range n {
+		fn(p.s.entries[(cons+i)&p.s.mask])
+	}
+	p.prod, p.cachedProd, p.cachedCons = cons, cons, cons+p.s.size
 	atomic.StoreUint32(p.s.producer, cons)
 	return n
 }
@@ -250,14 +258,15 @@ func NewConsumer[T Entry](mem []byte, off Offsets, size uint32) (*Consumer[T], e
 func (c *Consumer[T]) Size() uint32 { return c.s.size }
 
 // Available returns the number of entries ready to peek, reloading the
-// producer's index only when fewer than n are known to be ready.
+// producer's index only when fewer than n are known to be ready. It is
+// never more than the ring's size, even when the producer's index says so.
 func (c *Consumer[T]) Available(n uint32) uint32 {
 	avail := c.cachedProd - c.cachedCons
 	if avail >= n || c.s.producer == nil { // nil: a zero Consumer
-		return avail
+		return min(avail, c.s.size)
 	}
 	c.cachedProd = atomic.LoadUint32(c.s.producer)
-	return c.cachedProd - c.cachedCons
+	return min(c.cachedProd-c.cachedCons, c.s.size)
 }
 
 // Peek takes up to n entries and returns the index of the first and how many
