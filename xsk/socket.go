@@ -673,29 +673,49 @@ func (s *Socket) Refill() (int, error) {
 
 // Alloc fills descs with free transmit frames and returns how many it got
 // (0 when all are in flight). Unless ManualRings is set it first reaps the
-// completion ring; with it, it takes only frames already free. Each
-// descriptor's Addr is where a packet may start and Len the room there;
-// write the packet into Frame(d) and set Len to its length before Transmit.
+// completion ring, and when that leaves too few free frames while the TX
+// ring still holds frames the kernel has not taken, it kicks the kernel to
+// send them (see Transmit) and reaps again; when that kick fails and no
+// frame is free, Alloc returns the kick's error. With ManualRings it takes
+// only frames already free. Each descriptor's Addr is where a packet may
+// start and Len the room there; write the packet into Frame(d) and set Len
+// to its length before Transmit.
 func (s *Socket) Alloc(descs []Desc) (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("alloc", err)
 	}
-	if !s.manual {
-		s.rings.Complete()
+	if s.manual {
+		n := s.umem.AllocFree(descs)
+		s.txSide.busy.Store(0)
+		return n, nil
 	}
+	s.rings.Complete()
 	n := s.umem.AllocFree(descs)
+	var kerr error
+	if n < len(descs) && s.txQueued() {
+		kerr = s.kick()
+		s.rings.Complete()
+		n += s.umem.AllocFree(descs[n:])
+	}
 	s.txSide.busy.Store(0)
+	if n == 0 && kerr != nil {
+		return 0, s.opErr("alloc", kerr)
+	}
 	return n, nil
 }
 
 // Transmit puts as many of descs on the TX ring as fit, in order, kicks
 // the kernel if it asks to be (always in copy mode, where the sending
 // happens in the kick), and returns how many it queued. The frames are the
-// kernel's from then on. A descriptor naming no frame the caller holds, or
-// with Options other than 0 (the socket is bound without multi-buffer and
-// tx metadata, so the kernel would join it to the next packet, drop it or
-// refuse it), stops the batch with an error matching ErrInvalidDesc; the
-// ones before it are queued.
+// kernel's from then on. A kick may leave frames in the TX ring (the
+// kernel dropped one and stopped, the completion ring is full, or the
+// device is busy): a later Transmit that queues frames, Kick, Complete,
+// an Alloc that finds too few free frames, or a Wait for Writable sends
+// them. A descriptor naming no frame the caller holds, or with Options
+// other than 0 (the socket is bound without multi-buffer and tx metadata,
+// so the kernel would join it to the next packet, drop it or refuse it),
+// stops the batch with an error matching ErrInvalidDesc; the ones before
+// it are queued.
 func (s *Socket) Transmit(descs []Desc) (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("transmit", err)
@@ -792,14 +812,34 @@ func (s *Socket) Kick() error {
 
 // Complete reaps the completion ring and returns how many frames finished
 // transmitting. Alloc and Transmit do this themselves unless ManualRings
-// is set.
+// is set. When the TX ring still holds frames the kernel has not taken, it
+// also kicks the kernel to send them (see Transmit) and reaps again, and
+// reports a kick that failed with the count it reaped.
 func (s *Socket) Complete() (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("complete", err)
 	}
-	n := s.rings.Complete()
+	before := s.rings.Completed()
+	s.rings.Complete()
+	var kerr error
+	if s.txQueued() {
+		// After the reap, so that the completion ring has room. The
+		// kick reaps too, between its system calls.
+		kerr = s.kick()
+		s.rings.Complete()
+	}
+	n := int(s.rings.Completed() - before)
 	s.txSide.busy.Store(0)
+	if kerr != nil {
+		return n, s.opErr("complete", kerr)
+	}
 	return n, nil
+}
+
+// txQueued reports whether the TX ring holds frames that the kernel has
+// not taken, reading the kernel's consumer index afresh.
+func (s *Socket) txQueued() bool {
+	return s.tx.Free(s.tx.Size()) < s.tx.Size()
 }
 
 // Events are what Wait waits for.
