@@ -171,6 +171,18 @@ func TestDialSocket(t *testing.T) {
 	}
 	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 
+	// Every default, as README's one-liner has it: the UMEM of
+	// DefaultSocketFrames gets a fill ring its receive frames can fill.
+	s, err = DialSocket(e.sock, "", e.dev, 0, nil)
+	if err != nil {
+		t.Fatalf("DialSocket with nil options: %v", err)
+	}
+	e.receiveUDP(t, s.Socket, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+
 	// A device this agent socket does not serve: /fd_nak, nothing left.
 	other := testenv.NewVeth(t, nil)
 	before := fdCount(t)

@@ -81,7 +81,7 @@ func TestOptionsValidate(t *testing.T) {
 		{Options{Headroom: -1}, "Headroom -1"},
 		{Options{Headroom: 400}, "Headroom 400: must be between 0 and 278"},
 		{Options{TxFrames: 5000}, "TxFrames 5000"},
-		{Options{NumFrames: 1024}, "UMEM too small for the rings: 512 receive frames cannot fill a FillRingSize of 2048"},
+		{Options{NumFrames: 1024, FillRingSize: 2048}, "UMEM too small for the rings: 512 receive frames cannot fill a FillRingSize of 2048"},
 	}
 	for _, tt := range tests {
 		o := tt.o
@@ -596,5 +596,33 @@ func TestClosedSharingRingsHandOverToTheTransmitSide(t *testing.T) {
 	want := Counts{Free: 64 + 60, Lost: 4}
 	if c := checkTotal(t, u); c != want {
 		t.Fatalf("after the sharing rings closed: %+v, want %+v", c, want)
+	}
+}
+
+// TestDefaultFillRingFits: a FillRingSize left zero is as large as the
+// receive frames can fill, up to the default, so that a small UMEM needs
+// no ring sizes of its own.
+func TestDefaultFillRingFits(t *testing.T) {
+	for _, tt := range []struct {
+		o    Options
+		want int
+	}{
+		{Options{}, DefaultRingSize},
+		{Options{NumFrames: 2048}, 1024},
+		{Options{NumFrames: 100}, 32},
+		{Options{NumFrames: 2048, TxFrames: 2000}, 32},
+		{Options{NumFrames: 1}, 1},
+		{Options{NumFrames: 64, TxFrames: 64}, 1},
+		{Options{NumFrames: 8192, RxOnly: true}, DefaultRingSize},
+		{Options{NumFrames: 2048, FillRingSize: 64}, 64},
+	} {
+		o := tt.o
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: %v", tt.o, err)
+			continue
+		}
+		if o.FillRingSize != tt.want {
+			t.Errorf("%+v: FillRingSize %d, want %d", tt.o, o.FillRingSize, tt.want)
+		}
 	}
 }

@@ -74,6 +74,14 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 	return r, nil
 }
 
+// SpareRxFrames is how many receive frames no fill ring holds: what
+// another AddRings may have, at most.
+func (u *UMEM) SpareRxFrames() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return max(int(u.frames.rxFrames)-u.fillFrames-u.lost-u.txLostRx, 0)
+}
+
 // AddRings creates fill and completion rings of fillSize and compSize
 // entries (powers of two) on fd, an AF_XDP socket that will bind to
 // another interface or queue sharing this UMEM (XDP_SHARED_UMEM), and maps
@@ -112,7 +120,7 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 		if gone > 0 {
 			lost = fmt.Sprintf(", and %d went with closed sockets", gone)
 		}
-		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all%s; raise NumFrames or lower FillRingSize",
+		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all%s; give the socket that made the UMEM more receive frames (raise its NumFrames, or lower its TxFrames or FillRingSize), or this one a smaller FillRingSize",
 			fillSize, rx, u.fillFrames, lost)
 	}
 	r, err := u.newRings(fd, fillSize, compSize)

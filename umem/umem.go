@@ -33,7 +33,9 @@ type Options struct {
 	// received packet, for the user to prepend headers. Default 0.
 	Headroom int
 	// FillRingSize and CompletionRingSize are ring sizes in entries, powers
-	// of two. Default 2048 each.
+	// of two. Default 2048 each, except that the default fill ring is no
+	// larger than the receive frames can fill (the largest power of two
+	// at most NumFrames-TxFrames): 1024 for 2048 frames split evenly.
 	FillRingSize       int
 	CompletionRingSize int
 	// TxFrames is the number of frames reserved for transmit; the rest
@@ -48,6 +50,19 @@ type Options struct {
 	HugePages bool
 }
 
+// FillRingFor is the default fill ring size for rx receive frames:
+// DefaultRingSize, or the largest power of two that rx frames can fill
+// when they are fewer (1 when there are none).
+func FillRingFor(rx int) int {
+	if rx >= DefaultRingSize {
+		return DefaultRingSize
+	}
+	if rx < 1 {
+		return 1
+	}
+	return 1 << (bits.Len(uint(rx)) - 1)
+}
+
 // MaxNumFrames is the largest number of frames accepted.
 const MaxNumFrames = 1 << 24
 
@@ -60,9 +75,6 @@ func (o *Options) Validate() error {
 	if o.FrameSize == 0 {
 		o.FrameSize = DefaultFrameSize
 	}
-	if o.FillRingSize == 0 {
-		o.FillRingSize = DefaultRingSize
-	}
 	if o.CompletionRingSize == 0 {
 		o.CompletionRingSize = DefaultRingSize
 	}
@@ -71,6 +83,9 @@ func (o *Options) Validate() error {
 		o.TxFrames = 0
 	case o.TxFrames == 0:
 		o.TxFrames = o.NumFrames / 2
+	}
+	if o.FillRingSize == 0 {
+		o.FillRingSize = FillRingFor(o.NumFrames - o.TxFrames)
 	}
 	if o.NumFrames < 1 || o.NumFrames > MaxNumFrames {
 		return fmt.Errorf("NumFrames %d: must be between 1 and %d", o.NumFrames, MaxNumFrames)

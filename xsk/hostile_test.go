@@ -245,7 +245,7 @@ func TestExtremeOptions(t *testing.T) {
 		{"frames -1", 0, xsk.Options{NumFrames: -1}, "NumFrames -1"},
 		{"frames min int", 0, xsk.Options{NumFrames: math.MinInt}, "NumFrames -9223372036854775808"},
 		{"frames 1<<31", 0, xsk.Options{NumFrames: 1 << 31}, "NumFrames 2147483648"},
-		{"frames 1", 0, xsk.Options{NumFrames: 1}, "UMEM too small for the rings"},
+		{"frames 1", 0, xsk.Options{NumFrames: 1, FillRingSize: 2}, "UMEM too small for the rings"},
 		{"frame size -2048", 0, xsk.Options{FrameSize: -2048}, "FrameSize -2048"},
 		{"frame size 1", 0, xsk.Options{FrameSize: 1}, "FrameSize 1"},
 		{"frame size 1<<31", 0, xsk.Options{FrameSize: 1 << 31}, "FrameSize 2147483648"},

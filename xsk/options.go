@@ -8,6 +8,7 @@ import (
 
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/ring"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/cilium/ebpf"
 )
 
@@ -53,15 +54,20 @@ type Options struct {
 	// FrameSize is the frame size in bytes, 2048 or 4096. Default 2048.
 	FrameSize int
 	// Headroom is the number of bytes kept free before each received
-	// packet. Default 0.
+	// packet. Default 0; at most FrameSize-1770 (278 for 2048-byte
+	// frames), so that a full Ethernet frame fits after the kernel's 256
+	// bytes of zero-copy headroom and this.
 	Headroom int
 	// TxFrames is the number of frames reserved for transmit.
-	// Default NumFrames/2.
+	// Default NumFrames/2, or NumFrames with TxOnly.
 	TxFrames int
 	// HugePages backs the UMEM with huge pages where the system has them.
 	HugePages bool
 
-	// Ring sizes in entries, powers of two. Default 2048 each.
+	// Ring sizes in entries, powers of two. Default 2048 each, but a
+	// FillRingSize left zero is no larger than the receive frames can
+	// fill: NumFrames-TxFrames, or with ShareUMEM the receive frames no
+	// other fill ring holds (rounded down to a power of two).
 	//
 	// In copy mode the kernel holds at most RxRingSize receive frames at
 	// a time, in the fill and RX rings together: it fills a frame from
@@ -142,9 +148,9 @@ type Options struct {
 	// on the UMEM will do: the one that made it, or one sharing it, also
 	// after the first has closed. The new socket must be on another
 	// interface or queue than that socket; it gets fill and completion
-	// rings of its own (FillRingSize, CompletionRingSize, default 2048
-	// each), and the UMEM must have receive frames enough to fill every
-	// sharing socket's fill ring. The UMEM fields above (NumFrames,
+	// rings of its own (FillRingSize, CompletionRingSize), and the UMEM
+	// must have receive frames enough to fill every sharing socket's fill
+	// ring (see the package doc). The UMEM fields above (NumFrames,
 	// FrameSize, Headroom, TxFrames, HugePages) are that socket's: leave
 	// them zero or the same. The bind mode and need_wakeup follow that
 	// socket's (Bind may be BindAuto or its mode, NoNeedWakeup must
@@ -224,7 +230,12 @@ func (o *Options) validate(queue int) error {
 			return fmt.Errorf("HugePages with ShareUMEM: the shared UMEM is not on huge pages")
 		}
 		if o.FillRingSize == 0 {
+			// As large as the receive frames left can fill, up to
+			// the default; with none left, AddRings says so.
 			o.FillRingSize = DefaultRingSize
+			if spare := sh.umem.SpareRxFrames(); spare > 0 {
+				o.FillRingSize = umem.FillRingFor(spare)
+			}
 		}
 		if o.CompletionRingSize == 0 {
 			o.CompletionRingSize = DefaultRingSize

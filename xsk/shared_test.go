@@ -569,3 +569,25 @@ func TestFrameAfterCloseOfASharedUMEM(t *testing.T) {
 		t.Errorf("Frame after Close: %d bytes", len(f))
 	}
 }
+
+// TestShareUMEMDefaultFillRingFits shares a UMEM whose receive frames have
+// room left for a fill ring smaller than the default: the sharing socket,
+// with its FillRingSize left zero, gets a ring those frames can fill
+// rather than an error; once none are left, the error says whose sizes
+// to change.
+func TestShareUMEMDefaultFillRingFits(t *testing.T) {
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	v3 := testenv.NewVeth(t, nil)
+	// 2048 receive frames: 1024 in the first socket's fill ring leave
+	// 1024 for the next, less than the default ring of 2048.
+	a := openOn(t, v1.Host, 0, &xsk.Options{NumFrames: 4096, FillRingSize: 1024})
+	b := openOn(t, v2.Host, 0, &xsk.Options{ShareUMEM: a})
+	if c := b.Frames(); c.Fill != 2048 {
+		t.Errorf("frames after the second socket: %+v, want 2048 in the fill rings (1024 each)", c)
+	}
+	_, err := xsk.Open(v3.Host.Name, 0, &xsk.Options{ShareUMEM: a})
+	if want := "give the socket that made the UMEM more receive frames"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("third socket on a UMEM with no receive frames left: %v, want an error saying %q", err, want)
+	}
+}

@@ -1,6 +1,7 @@
 package xsk
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -134,11 +135,16 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 			return nil, err
 		}
 	} else {
+		txFrames := o.TxFrames
+		if o.TxOnly && txFrames == 0 {
+			// Nothing is received: every frame transmits.
+			txFrames = cmp.Or(o.NumFrames, umem.DefaultNumFrames)
+		}
 		s.umem, err = umem.New(&umem.Options{
 			NumFrames:          o.NumFrames,
 			FrameSize:          o.FrameSize,
 			Headroom:           o.Headroom,
-			TxFrames:           o.TxFrames,
+			TxFrames:           txFrames,
 			HugePages:          o.HugePages,
 			FillRingSize:       o.FillRingSize,
 			CompletionRingSize: o.CompletionRingSize,

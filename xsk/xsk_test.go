@@ -10,6 +10,7 @@ import (
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -308,6 +309,11 @@ func TestTxOnly(t *testing.T) {
 	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true})
 	if s.Mode() != xsk.BindCopy || s.Program() != nil {
 		t.Fatalf("TxOnly socket on veth: %s mode, program %v; want copy mode and no program", s.Mode(), s.Program())
+	}
+	// With TxFrames unset, every frame transmits: none idles in a fill
+	// ring of a socket that never receives.
+	if c := s.Frames(); c.Free != umem.DefaultNumFrames || c.Fill != 0 {
+		t.Errorf("TxOnly socket's frames %+v, want all %d free for transmit", c, umem.DefaultNumFrames)
 	}
 	if err := v.Host.Do(func() error {
 		info, err := bpf.QueryXDP(v.Host.Index)
