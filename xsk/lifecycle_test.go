@@ -773,3 +773,20 @@ func TestWaitReportsDeletedInterface(t *testing.T) {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
 	}
 }
+
+// TestQueueNotInUse opens a socket on a queue the interface has room for
+// but does not use (ethtool -L took it away): the kernel's bare EINVAL
+// comes with the likely cause and the command that shows it.
+func TestQueueNotInUse(t *testing.T) {
+	v := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	before := testenv.Snapshot(t)
+	err := v.Host.Do(func() error {
+		setChannels(t, v.Host.Name, 1, 1)
+		_, err := xsk.Open(v.Host.Name, 1, &xsk.Options{Bind: xsk.BindCopy})
+		return err
+	})
+	if want := "queue 1 may be beyond the queues " + v.Host.Name + " has in use: ethtool -l"; !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open on a queue not in use: %v, want EINVAL saying %q", err, want)
+	}
+	failedOpenLeftNothing(t, v.Host.Index, before)
+}

@@ -122,7 +122,7 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		return nil, err
 	}
 	if q.RX > 0 && queue >= q.RX {
-		return nil, fmt.Errorf("queue %d: the interface has %d receive queues: %w", queue, q.RX, unix.EINVAL)
+		return nil, fmt.Errorf("queue %d: the interface has at most %d receive queues: %w", queue, q.RX, unix.EINVAL)
 	}
 
 	defer func() {
@@ -260,7 +260,7 @@ func (s *Socket) bind(o *Options) error {
 			continue
 		}
 		if mode == BindZeroCopy && zeroCopyUnsupported(err) {
-			return fmt.Errorf("bind in zero-copy mode: the driver does not support AF_XDP zero-copy: %w: %w", ErrNotSupported, err)
+			return fmt.Errorf("%w: the driver does not support AF_XDP zero-copy (%w)", err, ErrNotSupported)
 		}
 		return err
 	}
@@ -394,9 +394,20 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 	}
 	// Prime the fill ring so that the first packets have frames.
 	s.refill()
-	return bindRetry(fmt.Sprintf("%s mode", mode), func() error {
+	err := bindRetry(fmt.Sprintf("%s mode", mode), func() error {
 		return sys.Bind(s.fd, s.ifindex, s.queue, flags)
 	})
+	return queueHint(err, s.ifname, s.queue)
+}
+
+// queueHint adds to a bind's EINVAL on a queue other than 0 the likeliest
+// cause: the kernel binds only to the queues in use, which may be fewer
+// than the interface has room for (what Open checks against).
+func queueHint(err error, ifname string, queue int) error {
+	if queue == 0 || !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	return fmt.Errorf("%w (queue %d may be beyond the queues %s has in use: ethtool -l %s shows them, ethtool -L sets them)", err, queue, ifname, ifname)
 }
 
 // bindRetry calls bind until it succeeds, fails with another error than
