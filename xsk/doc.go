@@ -44,6 +44,25 @@
 // between two interfaces never copies a packet in user space (and, on
 // drivers with zero-copy, nowhere).
 //
+// The UMEM's receive frames (NumFrames minus TxFrames of the socket that
+// made it) must fill every sharing socket's fill ring at once, and a fill
+// ring left at its default size takes what is left, up to 2048: two
+// sockets with every default need NumFrames 8192 on the first (4096
+// receive frames), or smaller fill rings.
+//
+// # Checksums
+//
+// A frame is received as it was on the wire, and sent as written. On veth
+// and other virtual devices, a frame that a kernel on the same machine
+// sent carries an unfinished UDP or TCP checksum when the sender's device
+// offloads checksums (the default on veth): only the pseudo-header sum is
+// in the field, since no hardware was going to finish it. Such a checksum
+// does not verify. A program that sends a received frame on to another
+// kernel stack, changed or not (an echo, a forwarder between two
+// namespaces), must compute the checksum afresh, or the receiving kernel
+// drops the frame (UdpInCsumErrors); or the sending device's offload must
+// be off (ethtool -K DEV tx off).
+//
 // # Concurrency
 //
 // One goroutine may receive (Receive, Release of received frames, Refill)
