@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -1013,11 +1012,11 @@ func (s *Socket) NAPIID() (uint32, error) {
 	if s.closed.Load() {
 		return 0, s.opErr("napi id", net.ErrClosed)
 	}
-	id, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	id, err := sys.IncomingNAPIID(s.fd)
 	if err != nil {
-		return 0, s.opErr("napi id", os.NewSyscallError("getsockopt SO_INCOMING_NAPI_ID", err))
+		return 0, s.opErr("napi id", err)
 	}
-	return uint32(id), nil
+	return id, nil
 }
 
 // Frames says where the UMEM's frames are, across every socket sharing

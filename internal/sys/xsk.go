@@ -50,6 +50,16 @@ func SetsockoptInt(fd, level, opt, v int) error {
 	return os.NewSyscallError("setsockopt", unix.SetsockoptInt(fd, level, opt, v))
 }
 
+// IncomingNAPIID returns SO_INCOMING_NAPI_ID of the socket fd: the NAPI
+// instance its last packet came from (0: none with an ID).
+func IncomingNAPIID(fd int) (uint32, error) {
+	id, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockopt SO_INCOMING_NAPI_ID", err)
+	}
+	return uint32(id), nil
+}
+
 // Mmap maps length bytes of the socket fd at offset (one of the
 // XDP_PGOFF_* / XDP_UMEM_PGOFF_* constants) shared and populated.
 func Mmap(fd int, offset int64, length int) ([]byte, error) {
