@@ -125,6 +125,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		b := ""
 		if set["baseline"] {
+			if *baseline == "" {
+				return fail(errors.New(`-baseline "": name a topology, such as veth`))
+			}
 			b = *baseline
 		}
 		return output(stdout, tableOut, stderr, *render, b, *table, outs)
@@ -157,6 +160,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg.Rate = *rate
 	cfg.Baseline = *baseline
 	if set["baseline"] {
+		if *baseline == "" {
+			return fail(errors.New(`-baseline "": name a topology, such as veth`))
+		}
 		if err := matrix.CheckBaseline(*baseline, cfg.Topologies); err != nil {
 			return fail(fmt.Errorf("-baseline %w", err))
 		}

@@ -36,6 +36,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-sizes", "64,9000"}, "Sizes 9000: a frame must be between 64 and 1518 bytes"},
 		{[]string{"-sizes", "big"}, `-sizes "big": not a number`},
 		{[]string{"-topologies", "macvlan", "-baseline", "veth"}, `-baseline "veth": not among the topologies measured (macvlan)`},
+		{[]string{"-baseline", ""}, `-baseline "": name a topology, such as veth`},
 		{[]string{"-baseline", "veth/afxdp"}, `-baseline "veth/afxdp": must be a topology, such as veth: each cell is compared with the same path on it`},
 		{[]string{"-rate", "0"}, "Rate 0"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
@@ -316,6 +317,10 @@ func TestRenderBaseline(t *testing.T) {
 	}
 	if p := res.Cell("veth", "udp", "rx", 64).Penalty; res.Config.Baseline != "bridge" || p == nil || p.Against != "bridge/udp" || p.PPSPct != 100 {
 		t.Errorf("baseline %q; veth/udp penalty %+v, want +100%% against bridge/udp", res.Config.Baseline, p)
+	}
+	errb.Reset()
+	if code := run([]string{"-render", in, "-baseline", ""}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `-baseline "": name a topology`) {
+		t.Errorf("-render with an empty -baseline: exit %d, %s", code, errb.String())
 	}
 	errb.Reset()
 	if code := run([]string{"-render", in, "-baseline", "macvlan"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `-baseline "macvlan": not among the topologies measured (veth,bridge)`) {

@@ -188,9 +188,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckBaseline checks that b names one of the measured topologies. The
-// error starts with b quoted, for the caller to put the field's or flag's
-// name before it.
+// CheckBaseline checks that b names one of the measured topologies ("" is
+// no baseline, which Config allows). The error starts with b quoted, for
+// the caller to put the field's or flag's name before it.
 func CheckBaseline(b string, topologies []string) error {
 	switch {
 	case b == "":
