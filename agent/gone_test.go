@@ -12,22 +12,6 @@ import (
 	"github.com/afxdp/afxdp/xsk"
 )
 
-// namedNetns makes a network namespace at /var/run/netns/name, closed at
-// cleanup (a second Close is harmless).
-func namedNetns(t *testing.T, name string) *netenv.Netns {
-	t.Helper()
-	ns, err := netenv.NewNetns(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return ns
-}
-
 // TestDeviceGone: a pod's namespace is deleted while the agent serves the
 // interface in it; the kernel detaches the program with the interface. The
 // agent must not then hand the map of a program attached nowhere to the
@@ -38,7 +22,7 @@ func namedNetns(t *testing.T, name string) *netenv.Netns {
 func TestDeviceGone(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	name := netenv.RandomName("afxpod")
-	pod1 := namedNetns(t, name)
+	pod1 := testenv.NewNamedNetns(t, name)
 	v1 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: pod1})
 	dev := v1.Peer.Name
 	srv, err := NewServer(&ServerOptions{
@@ -87,7 +71,7 @@ func TestDeviceGone(t *testing.T) {
 
 	// The next pod: a new namespace at the same path, an interface of
 	// the same name in it, and no program on it.
-	pod2 := namedNetns(t, name)
+	pod2 := testenv.NewNamedNetns(t, name)
 	v2 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: pod2})
 	h := pod2.Handle()
 	l, err := h.LinkByName(v2.Peer.Name)

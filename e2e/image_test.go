@@ -101,22 +101,6 @@ func buildImage(t *testing.T) *runc.Bundle {
 	return b
 }
 
-// namedNetns makes a named network namespace, as a runtime gives the CNI
-// plugins.
-func namedNetns(t *testing.T) *netenv.Netns {
-	t.Helper()
-	ns, err := netenv.NewNetns(netenv.RandomName("afxe"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return ns
-}
-
 // counter receives on s until it has seen want sequence numbers or stop is
 // closed and the socket stays idle, checking that each frame is intact,
 // from src to dst, and later in sequence than the one before. Sequence
@@ -193,7 +177,7 @@ func TestSenderImage(t *testing.T) {
 	b := buildImage(t)
 
 	t.Run("ptp", func(t *testing.T) {
-		ns := namedNetns(t)
+		ns := testenv.NewNamedNetns(t, netenv.RandomName("afxe"))
 		a, err := cni.Attach(context.Background(), cni.Config{Plugin: "ptp", NetnsPath: ns.Path()})
 		if err != nil {
 			t.Fatal(err)
@@ -211,7 +195,7 @@ func TestSenderImage(t *testing.T) {
 	})
 
 	t.Run("macvlan", func(t *testing.T) {
-		ns := namedNetns(t)
+		ns := testenv.NewNamedNetns(t, netenv.RandomName("afxe"))
 		subnet := netenv.RandomSubnet()
 		// The master is a veth end here; its peer, in another namespace,
 		// is the container's neighbour on the link and the receiver.

@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,7 +84,7 @@ func TestClosedSharingSocketGivesBackSentFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	linkDown(t, v3.Host)
+	testenv.SetLink(t, v3.Host, false)
 	if err := transmit(c); !errors.Is(err, unix.ENETDOWN) {
 		t.Fatalf("transmit on a link that is down: %v, want ENETDOWN", err)
 	}
@@ -102,19 +100,5 @@ func TestClosedSharingSocketGivesBackSentFrames(t *testing.T) {
 	}
 	if n, _ := a.Alloc(all); n != txFrames-sent {
 		t.Fatalf("a allocated %d transmit frames, want the %d not lost", n, txFrames-sent)
-	}
-}
-
-// linkDown sets ep's link down.
-func linkDown(t *testing.T, ep netenv.Endpoint) {
-	t.Helper()
-	if err := ep.Do(func() error {
-		link, err := netlink.LinkByName(ep.Name)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetDown(link)
-	}); err != nil {
-		t.Fatal(err)
 	}
 }

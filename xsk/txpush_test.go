@@ -56,27 +56,7 @@ func TestCompleteSendsWhatTheKickLeft(t *testing.T) {
 	if err := transmitFlow(t, s, fl, 0, batch); err != nil {
 		t.Fatal(err)
 	}
-	completed := 0
-	for deadline := time.Now().Add(10 * time.Second); completed < batch && time.Now().Before(deadline); {
-		n, err := s.Complete()
-		if err != nil {
-			t.Fatal(err)
-		}
-		completed += n
-		if n == 0 {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	sn := <-done
-	st, err := s.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if completed != batch || sn.n != batch || st.TxPackets != batch || st.Completed != batch {
-		t.Fatalf("queued %d frames: %d completed, peer received %d; stats %+v, frames %+v",
-			batch, completed, sn.n, st, s.Frames())
-	}
-	checkFramesHome(t, s)
+	completeAll(t, s, batch, done, nil)
 }
 
 // TestAllocSendsWhatTheKickLeft queues frames while the peer is down: the
@@ -88,13 +68,13 @@ func TestAllocSendsWhatTheKickLeft(t *testing.T) {
 	const batch = 64
 	v := testenv.NewVeth(t, nil)
 	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: batch, FillRingSize: 64, RxRingSize: 64})
-	setLink(t, v.Peer, false)
+	testenv.SetLink(t, v.Peer, false)
 	fl := newFlow(v.Host, v.Peer, 30)
 	// The batch takes every transmit frame.
 	if err := transmitFlow(t, s, fl, 0, batch); err != nil {
 		t.Fatal(err)
 	}
-	setLink(t, v.Peer, true)
+	testenv.SetLink(t, v.Peer, true)
 	peer := newPacketSocket(t, v.Peer)
 
 	// Alloc until it has handed out every transmit frame.
@@ -130,23 +110,6 @@ func TestAllocSendsWhatTheKickLeft(t *testing.T) {
 	checkFramesHome(t, s)
 }
 
-// setLink sets ep's link up or down.
-func setLink(t *testing.T, ep netenv.Endpoint, up bool) {
-	t.Helper()
-	if err := ep.Do(func() error {
-		link, err := netlink.LinkByName(ep.Name)
-		if err != nil {
-			return err
-		}
-		if up {
-			return netlink.LinkSetUp(link)
-		}
-		return netlink.LinkSetDown(link)
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // txDropped is ep's count of frames dropped on transmit.
 func txDropped(t *testing.T, ep netenv.Endpoint) uint64 {
 	t.Helper()
@@ -174,22 +137,31 @@ func TestTransmitOnALinkThatIsDown(t *testing.T) {
 	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: batch, FillRingSize: 64, RxRingSize: 64})
 	peer := newPacketSocket(t, v.Peer)
 	fl := newFlow(v.Host, v.Peer, 30)
-	setLink(t, v.Host, false)
+	testenv.SetLink(t, v.Host, false)
 	if err := transmitFlow(t, s, fl, 0, batch); !errors.Is(err, unix.ENETDOWN) {
 		t.Fatalf("transmit on a link that is down: %v, want ENETDOWN", err)
 	}
 	if n, err := s.Complete(); n != 0 || !errors.Is(err, unix.ENETDOWN) {
 		t.Fatalf("complete on a link that is down: %d, %v; want 0 and ENETDOWN", n, err)
 	}
-	setLink(t, v.Host, true)
+	testenv.SetLink(t, v.Host, true)
 
 	var got atomic.Int64
 	done := make(chan *seen)
 	go func() { done <- peer.receiveAll(t, fl, batch, &got, time.Now().Add(10*time.Second)) }()
+	completeAll(t, s, batch, done, unix.ENETDOWN)
+}
+
+// completeAll calls Complete until the batch frames queued on s have
+// completed (failing on an error other than ignore) and checks that they
+// all did, that the peer received them all (done reports it) and that the
+// socket's statistics and frames agree.
+func completeAll(t *testing.T, s *xsk.Socket, batch int, done <-chan *seen, ignore error) {
+	t.Helper()
 	completed := 0
 	for deadline := time.Now().Add(10 * time.Second); completed < batch && time.Now().Before(deadline); {
 		n, err := s.Complete()
-		if err != nil && !errors.Is(err, unix.ENETDOWN) {
+		if err != nil && (ignore == nil || !errors.Is(err, ignore)) {
 			t.Fatal(err)
 		}
 		completed += n
@@ -202,8 +174,9 @@ func TestTransmitOnALinkThatIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if completed != batch || sn.n != batch || st.TxPackets != batch || st.Completed != batch {
-		t.Fatalf("queued %d frames: %d completed, peer received %d; stats %+v", batch, completed, sn.n, st)
+	if completed != batch || sn.n != batch || st.TxPackets != uint64(batch) || st.Completed != uint64(batch) {
+		t.Fatalf("queued %d frames: %d completed, peer received %d; stats %+v, frames %+v",
+			batch, completed, sn.n, st, s.Frames())
 	}
 	checkFramesHome(t, s)
 }

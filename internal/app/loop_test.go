@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 
-	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -358,7 +356,7 @@ func TestTxOnlyCountsQueuedOnFailure(t *testing.T) {
 	if err := l.PrepareTx(frame); err != nil {
 		t.Fatal(err)
 	}
-	linkDown(t, topo.Veth.Peer)
+	testenv.SetLink(t, topo.Veth.Peer, false)
 	sent, err := l.TxOnly(1000)
 	if err == nil {
 		t.Fatalf("TxOnly on a link that is down: queued %d, no error", sent)
@@ -391,7 +389,7 @@ func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
 			break
 		}
 	}
-	linkDown(t, topo.Veth.Peer)
+	testenv.SetLink(t, topo.Veth.Peer, false)
 	fwd, err := l.L2Fwd(0)
 	if err == nil {
 		t.Fatalf("L2Fwd on a link that is down: forwarded %d, no error", fwd)
@@ -404,19 +402,5 @@ func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
 	if st.TxPackets == 0 || fwd != st.TxPackets || tx != st.TxPackets || rx != tx+unsent {
 		t.Fatalf("socket queued %d; L2Fwd says %d; counted received %d, transmitted %d, unsent %d (%v)",
 			st.TxPackets, fwd, rx, tx, unsent, err)
-	}
-}
-
-// linkDown sets ep's link down, so that a kick fails with ENETDOWN.
-func linkDown(t *testing.T, ep netenv.Endpoint) {
-	t.Helper()
-	if err := ep.Do(func() error {
-		link, err := netlink.LinkByName(ep.Name)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetDown(link)
-	}); err != nil {
-		t.Fatal(err)
 	}
 }

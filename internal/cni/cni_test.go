@@ -31,25 +31,6 @@ func requireCNI(t *testing.T) {
 	}
 }
 
-// namedNetns makes a named namespace, as a container runtime would give the
-// plugins, and checks at cleanup that its file is gone.
-func namedNetns(t *testing.T) *netenv.Netns {
-	t.Helper()
-	ns, err := netenv.NewNetns(netenv.RandomName("afxc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-		if _, err := os.Stat(ns.Path()); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("netns file %s left behind", ns.Path())
-		}
-	})
-	return ns
-}
-
 func readForward(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
@@ -177,7 +158,7 @@ func checkIPAM(t *testing.T, a *cni.Attachment) {
 
 func TestAttachPTP(t *testing.T) {
 	requireCNI(t)
-	ns := namedNetns(t)
+	ns := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
 	forward := readForward(t)
 	subnet := netenv.RandomSubnet()
 	a, err := cni.Attach(context.Background(), cni.Config{Plugin: "ptp", Subnet: subnet, NetnsPath: ns.Path()})
@@ -206,7 +187,7 @@ func TestAttachPTP(t *testing.T) {
 
 func TestAttachBridge(t *testing.T) {
 	requireCNI(t)
-	ns := namedNetns(t)
+	ns := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
 	forward := readForward(t)
 	subnet := netenv.RandomSubnet()
 	a, err := cni.Attach(context.Background(), cni.Config{
@@ -238,7 +219,7 @@ func TestAttachBridge(t *testing.T) {
 
 func TestAttachMacvlan(t *testing.T) {
 	requireCNI(t)
-	ns := namedNetns(t)
+	ns := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
 	forward := readForward(t)
 	subnet := netenv.RandomSubnet()
 	// The master is a veth end in this namespace; its peer, in another
@@ -271,7 +252,7 @@ func TestAttachMacvlan(t *testing.T) {
 
 func TestAttachIPVlan(t *testing.T) {
 	requireCNI(t)
-	ns := namedNetns(t)
+	ns := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
 	subnet := netenv.RandomSubnet()
 	v := testenv.NewVeth(t, &netenv.VethOptions{NoAddr: true})
 	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "afxdp-cni-ipam-*"))
@@ -387,7 +368,7 @@ func TestAttachIfNameInUse(t *testing.T) {
 	for _, plugin := range []string{"ptp", "bridge"} {
 		t.Run(plugin, func(t *testing.T) {
 			host := forwardHost(t)
-			ns := namedNetns(t)
+			ns := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
 			var first *cni.Attachment
 			if err := host.Do(func() (err error) {
 				first, err = cni.Attach(context.Background(), cni.Config{Plugin: plugin, NetnsPath: ns.Path()})

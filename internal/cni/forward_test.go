@@ -46,7 +46,7 @@ func forwardIn(t *testing.T, ns *netenv.Netns) string {
 // closes the attachment there at cleanup if the test has not.
 func attachIn(t *testing.T, host *netenv.Netns, cfg cni.Config) *cni.Attachment {
 	t.Helper()
-	cfg.NetnsPath = namedNetns(t).Path()
+	cfg.NetnsPath = testenv.NewNamedNetns(t, netenv.RandomName("afxc")).Path()
 	var a *cni.Attachment
 	if err := host.Do(func() (err error) {
 		a, err = cni.Attach(context.Background(), cfg)

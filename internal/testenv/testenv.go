@@ -10,6 +10,7 @@ package testenv
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/vishvananda/netlink"
 )
 
 // RequireEnv is the environment variable under which a privileged test that
@@ -96,6 +98,44 @@ func NewNetns(tb testing.TB) *netenv.Netns {
 		}
 	})
 	return ns
+}
+
+// NewNamedNetns makes a namespace at /var/run/netns/name (what a runtime
+// or a CNI plugin is handed), removed at cleanup, when its file must be
+// gone; a second Close of it is harmless.
+func NewNamedNetns(tb testing.TB, name string) *netenv.Netns {
+	tb.Helper()
+	RequirePrivileged(tb)
+	ns, err := netenv.NewNetns(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Error(err)
+		}
+		if _, err := os.Stat(ns.Path()); !errors.Is(err, os.ErrNotExist) {
+			tb.Errorf("netns file %s left behind", ns.Path())
+		}
+	})
+	return ns
+}
+
+// SetLink sets ep's link up or down, in its namespace.
+func SetLink(tb testing.TB, ep netenv.Endpoint, up bool) {
+	tb.Helper()
+	if err := ep.Do(func() error {
+		link, err := netlink.LinkByName(ep.Name)
+		if err != nil {
+			return err
+		}
+		if up {
+			return netlink.LinkSetUp(link)
+		}
+		return netlink.LinkSetDown(link)
+	}); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // NewVeth makes a veth pair removed at cleanup: the host end in the test's
