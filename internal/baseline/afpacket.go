@@ -54,6 +54,11 @@ type AFPacketRxOptions struct {
 	// Protocol is the EtherType to receive, host order. Default
 	// ETH_P_ALL.
 	Protocol uint16
+	// DstPort, when set, keeps only IPv4 UDP datagrams to that port
+	// (whole ones or first fragments), with a socket filter that the
+	// kernel runs before it queues a frame: the stray frames of a
+	// topology (a bridge's, say) are then not counted as received.
+	DstPort uint16
 	// OnPacket, when set, is called by Receive for every frame, which is
 	// valid only during the call.
 	OnPacket func(frame []byte)
@@ -131,6 +136,13 @@ func NewAFPacketReceiver(ifindex int, opts *AFPacketRxOptions) (_ *AFPacketRecei
 	if err := unix.SetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return nil, fmt.Errorf("create af_packet receiver: %w", os.NewSyscallError("setsockopt PACKET_IGNORE_OUTGOING", err))
 	}
+	if o.DstPort != 0 {
+		prog := udpPortFilter(o.DstPort)
+		fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+		if err := unix.SetsockoptSockFprog(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+			return nil, fmt.Errorf("create af_packet receiver: %w", os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err))
+		}
+	}
 	req := unix.TpacketReq3{
 		Block_size:     uint32(o.BlockSize),
 		Block_nr:       uint32(o.Blocks),
@@ -151,6 +163,36 @@ func NewAFPacketReceiver(ifindex int, opts *AFPacketRxOptions) (_ *AFPacketRecei
 	}
 	r.pfd[0] = unix.PollFd{Fd: int32(r.fd), Events: unix.POLLIN | unix.POLLERR}
 	return r, nil
+}
+
+// udpPortFilter is a classic BPF socket filter that keeps IPv4 UDP frames
+// to port (not later fragments, which have no UDP header) and drops the
+// rest.
+func udpPortFilter(port uint16) []unix.SockFilter {
+	const (
+		ldh  = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
+		ldb  = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
+		ldhx = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+		msh  = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
+		jeq  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jset = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ret  = unix.BPF_RET | unix.BPF_K
+	)
+	// A jump skips that many instructions after its own; the last is the
+	// drop.
+	return []unix.SockFilter{
+		{Code: ldh, K: 12},                         // 0: EtherType
+		{Code: jeq, K: 0x0800, Jt: 0, Jf: 8},       // 1: IPv4, else drop
+		{Code: ldb, K: 23},                         // 2: IP protocol
+		{Code: jeq, K: 17, Jt: 0, Jf: 6},           // 3: UDP, else drop
+		{Code: ldh, K: 20},                         // 4: flags and fragment offset
+		{Code: jset, K: 0x1fff, Jt: 4, Jf: 0},      // 5: a later fragment: drop
+		{Code: msh, K: 14},                         // 6: X = IP header length
+		{Code: ldhx, K: 16},                        // 7: UDP destination port
+		{Code: jeq, K: uint32(port), Jt: 0, Jf: 1}, // 8: the port, else drop
+		{Code: ret, K: 0xffffffff},                 // 9: keep
+		{Code: ret, K: 0},                          // 10: drop
+	}
 }
 
 // Receive takes frames from the ring until it has n of them (n == 0: no

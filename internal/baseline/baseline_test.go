@@ -239,6 +239,62 @@ func TestAFPacket(t *testing.T) {
 	seqs.check()
 }
 
+// TestAFPacketDstPort sends frames of every kind the socket filter of
+// AFPacketRxOptions.DstPort tells apart: only IPv4 UDP to the port, whole
+// or a first fragment, with or without IP options, is received.
+func TestAFPacketDstPort(t *testing.T) {
+	v := newVeth(t)
+	r, err := baseline.NewAFPacketReceiver(v.Host.Index, &baseline.AFPacketRxOptions{DstPort: testPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLater(t, r)
+	var s *baseline.AFPacketSender
+	in(t, v.Peer, func() (err error) {
+		s, err = baseline.NewAFPacketSender(v.Peer.Index, nil)
+		return err
+	})
+	closeLater(t, s)
+	base := make([]byte, 128)
+	l := udpFrame(t, v.Peer, v.Host, 18, 0, base)
+	kinds := []struct {
+		name string
+		keep bool
+		edit func(f []byte) []byte
+	}{
+		{"to the port", true, func(f []byte) []byte { return f }},
+		{"to another port", false, func(f []byte) []byte { f[37]++; return f }},
+		{"first fragment", true, func(f []byte) []byte { f[20] = 0x20; return f }},
+		{"later fragment", false, func(f []byte) []byte { f[21] = 1; return f }},
+		{"tcp", false, func(f []byte) []byte { f[23] = 6; return f }},
+		{"arp", false, func(f []byte) []byte { f[12], f[13] = 0x08, 0x06; return f }},
+		{"with ip options", true, func(f []byte) []byte {
+			// IHL 6: four bytes of options (end of list) before UDP.
+			g := append(append(append([]byte{}, f[:34]...), 0, 0, 0, 0), f[34:]...)
+			g[14] = 0x46
+			return g
+		}},
+	}
+	const each = 100
+	var want uint64
+	for _, k := range kinds {
+		f := k.edit(append([]byte{}, base[:l]...))
+		if c, err := s.Send(f, each); err != nil || c.Packets != each {
+			t.Fatalf("send %s: %+v, %v", k.name, c, err)
+		}
+		if k.keep {
+			want += each
+		}
+	}
+	c, err := r.Receive(0, time.Now().Add(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Packets != want {
+		t.Fatalf("received %d frames, want the %d of the kinds to keep", c.Packets, want)
+	}
+}
+
 func TestAFPacketSenderCountedAtPeer(t *testing.T) {
 	v := newVeth(t)
 	s, err := baseline.NewAFPacketSender(v.Host.Index, &baseline.AFPacketTxOptions{QdiscBypass: true, Batch: 100, Frames: 512})

@@ -83,7 +83,7 @@ func newReceiver(path string, B netenv.Endpoint) (receiver, xdpInfo, error) {
 		}
 		return udpRecv{r}, xdpInfo{}, nil
 	case "afpacket":
-		r, err := baseline.NewAFPacketReceiver(B.Index, &baseline.AFPacketRxOptions{Protocol: 0x0800})
+		r, err := baseline.NewAFPacketReceiver(B.Index, &baseline.AFPacketRxOptions{Protocol: 0x0800, DstPort: serverPort})
 		if err != nil {
 			return nil, xdpInfo{}, err
 		}
