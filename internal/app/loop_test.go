@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
