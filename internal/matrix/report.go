@@ -62,12 +62,21 @@ func (c *Cell) value() string {
 		return "failed"
 	}
 	if c.Mode == "rr" {
-		return fmt.Sprintf("%.0f/%.0f/%.0fµs", c.P50, c.P99, c.P999)
+		return fmt.Sprintf("%.0f/%.0f/%.0fµs", c.P50, c.P99, c.P999) + c.failedRuns()
 	}
 	if c.SenderBound {
-		return fmtRate(c.PPS) + "pps*"
+		return fmtRate(c.PPS) + "pps*" + c.failedRuns()
 	}
-	return fmtRate(c.PPS) + "pps"
+	return fmtRate(c.PPS) + "pps" + c.failedRuns()
+}
+
+// failedRuns says how many of a measured cell's runs failed, if any did:
+// its median and spread come from the others only.
+func (c *Cell) failedRuns() string {
+	if len(c.Errors) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of %d runs failed)", len(c.Errors), len(c.Errors)+len(c.Runs))
 }
 
 // penaltyText is the cell against the same path on the baseline topology.
@@ -272,7 +281,7 @@ func summaryCell(c *Cell) string {
 		if c.Penalty != nil {
 			s += fmt.Sprintf(" (%+.0f)", c.Penalty.P99Us)
 		}
-		return s
+		return s + c.failedRuns()
 	}
 	s := fmtRate(c.PPS)
 	if c.SenderBound {
@@ -281,5 +290,5 @@ func summaryCell(c *Cell) string {
 	if c.Penalty != nil {
 		s += " (" + fmtPct(c.Penalty.PPSPct) + ")"
 	}
-	return s
+	return s + c.failedRuns()
 }

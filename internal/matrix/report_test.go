@@ -86,3 +86,39 @@ func cellStarts(line string) []int {
 	}
 	return out
 }
+
+// TestPartlyFailedCell: a cell with one run failed and one measured is
+// ok, from the one run; the tables and the Markdown page say that the
+// other failed, so that a flaky cell is not read as a sound one.
+func TestPartlyFailedCell(t *testing.T) {
+	res := &Result{
+		Config: ResultConfig{Topologies: []string{"veth"}, Paths: []string{"udp"},
+			Modes: []string{"rx", "rr"}, Sizes: []int{64}, Baseline: "veth", Runs: 2, Duration: "1s"},
+		Topos: []TopologyInfo{{Name: "veth", Available: true}},
+	}
+	for _, m := range res.Config.Modes {
+		res.Cells = append(res.Cells, &Cell{Topology: "veth", Path: "udp", Mode: m, Size: 64,
+			Runs:   []Sample{{PPS: 1234567, Sent: 100, Received: 100, P50: 20, P99: 40, P999: 80}},
+			Errors: []string{"run 2: B counted 101 packets, more than the 100 sent"}})
+	}
+	res.Summarize()
+	var text, md bytes.Buffer
+	if err := res.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.WriteMarkdown(&md, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Cells {
+		if c.Status != StatusOK {
+			t.Fatalf("%s/%s: status %s, want ok from its one measured run", c.Path, c.Mode, c.Status)
+		}
+	}
+	const want = "(1 of 2 runs failed)"
+	if n := strings.Count(text.String(), want); n != 4 {
+		t.Errorf("terminal output says %q %d times, want 4 (two cells, two tables):\n%s", want, n, text.String())
+	}
+	if !strings.Contains(md.String(), want) {
+		t.Errorf("Markdown does not say %q:\n%s", want, md.String())
+	}
+}
