@@ -45,6 +45,7 @@ type Loop struct {
 	descs     []xsk.Desc
 	pending   int // txonly: descs[:pending] allocated, not yet queued
 	idleStart time.Time
+	idles     uint32 // idle iterations that did not wait in Wait
 }
 
 // NewLoop makes a loop over sock with the config's batch and wait mode.
@@ -56,14 +57,32 @@ func NewLoop(sock *xsk.Socket, c *Config) *Loop {
 // pollTimeout bounds each sleep, so that Stop is noticed.
 const pollTimeout = 100 * time.Millisecond
 
+// Every so many idle iterations that do not wait in Wait, a spinning or
+// napping loop asks Wait, without waiting, whether the socket is still
+// bound: Receive on a socket whose interface was deleted returns nothing,
+// forever, and only Wait says why. About every 50 ms of spinning, and
+// every tenth of a second of naps.
+const (
+	spinProbeMask = 1<<20 - 1
+	napProbeMask  = 1<<10 - 1
+)
+
 // idle is called when an iteration did nothing; ev is what would let the
 // loop go on.
 func (l *Loop) idle(ev xsk.Events) error {
 	switch l.Wait {
 	case WaitSpin:
+		if l.idles++; l.idles&spinProbeMask == 0 {
+			return l.probe(ev)
+		}
 		return nil
 	case WaitNap:
 		l.C.Sleeps.Add(1)
+		if l.idles++; l.idles&napProbeMask == 0 {
+			if err := l.probe(ev); err != nil {
+				return err
+			}
+		}
 		return nap(l.Nap)
 	case WaitHybrid:
 		now := time.Now()
@@ -77,6 +96,13 @@ func (l *Loop) idle(ev xsk.Events) error {
 	}
 	l.C.Sleeps.Add(1)
 	_, err := l.Sock.Wait(ev, pollTimeout)
+	return err
+}
+
+// probe asks Wait, without waiting, for what fails the socket (its
+// interface deleted, say).
+func (l *Loop) probe(ev xsk.Events) error {
+	_, err := l.Sock.Wait(ev, 0)
 	return err
 }
 

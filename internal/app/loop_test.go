@@ -9,6 +9,7 @@ import (
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
+	"golang.org/x/sys/unix"
 )
 
 // openLoop builds a veth topology with a generator, opens a socket on the
@@ -401,5 +402,44 @@ func TestL2FwdCountsQueuedOnFailure(t *testing.T) {
 	if st.TxPackets == 0 || fwd != st.TxPackets || tx != st.TxPackets || rx != tx+unsent {
 		t.Fatalf("socket queued %d; L2Fwd says %d; counted received %d, transmitted %d, unsent %d (%v)",
 			st.TxPackets, fwd, rx, tx, unsent, err)
+	}
+}
+
+// TestLoopSeesDeletedInterface deletes the interface under an idle RxDrop
+// loop in each mode that does not wait in Wait on every idle iteration
+// (spin, nap), and in poll: the loop returns an error matching ENXIO
+// rather than spinning or sleeping on a socket that can receive nothing.
+func TestLoopSeesDeletedInterface(t *testing.T) {
+	for _, w := range []WaitMode{WaitSpin, WaitNap, WaitPoll} {
+		t.Run(w.String(), func(t *testing.T) {
+			topo, l := openLoop(t, w)
+			done := make(chan error, 1)
+			go func() {
+				_, err := l.RxDrop(0)
+				done <- err
+			}()
+			time.Sleep(50 * time.Millisecond) // idle for a while first
+			peer := topo.Veth.Peer
+			h := peer.NS.Handle()
+			link, err := h.LinkByIndex(peer.Index)
+			if err == nil {
+				err = h.LinkDel(link)
+			}
+			if err != nil {
+				l.Stop.Store(true)
+				<-done
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, unix.ENXIO) {
+					t.Fatalf("RxDrop after the interface went: %v, want ENXIO", err)
+				}
+			case <-time.After(20 * time.Second):
+				l.Stop.Store(true)
+				<-done
+				t.Fatal("RxDrop still running 20s after its interface was deleted")
+			}
+		})
 	}
 }
