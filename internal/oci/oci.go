@@ -284,6 +284,11 @@ func CheckStatic(p string) (arch string, err error) {
 	if arch == "arm" && f.Class == elf.ELFCLASS64 || arch == "386" && f.Class == elf.ELFCLASS64 {
 		return "", fmt.Errorf("check %s: ELF machine %v with class %v", p, f.Machine, f.Class)
 	}
+	if f.Class == elf.ELFCLASS32 && is64[arch] {
+		// x32 (EM_X86_64), riscv32 (EM_RISCV) and the like: 32-bit
+		// code for a 64-bit machine, no Go architecture.
+		return "", fmt.Errorf("check %s: ELF machine %v with class %v: a 32-bit ABI of a 64-bit machine (x32, riscv32), not a Go architecture", p, f.Machine, f.Class)
+	}
 	return arch, nil
 }
 
@@ -301,6 +306,9 @@ var elfArch = map[elf.Machine]string{
 	elf.EM_LOONGARCH: "loong64",
 	elf.EM_MIPS:      "mips",
 }
+
+// is64 are the architectures whose binaries are ELFCLASS64 only.
+var is64 = map[string]bool{"amd64": true, "arm64": true, "riscv64": true, "ppc64": true, "ppc64le": true, "s390x": true, "loong64": true}
 
 // KnownArch reports whether arch is a Go architecture (GOARCH) that Go
 // builds Linux executables for (`go tool dist list`).

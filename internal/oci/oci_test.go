@@ -270,6 +270,51 @@ func TestCheckStaticArchitecture(t *testing.T) {
 	}
 }
 
+// TestCheckStaticRefuses32BitABIsOf64BitMachines: an ELFCLASS32 binary for
+// x86-64 (x32) or RISC-V (riscv32) is no Go architecture and must not be
+// taken for amd64 or riscv64; a 32-bit 386 binary is 386.
+func TestCheckStaticRefuses32BitABIsOf64BitMachines(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		machine elf.Machine
+		want    string // "" for an error
+	}{
+		{elf.EM_X86_64, ""},
+		{elf.EM_RISCV, ""},
+		{elf.EM_AARCH64, ""},
+		{elf.EM_386, "386"},
+	} {
+		p := filepath.Join(dir, tc.machine.String())
+		if err := os.WriteFile(p, fakeELF32(tc.machine), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		got, err := oci.CheckStatic(p)
+		switch {
+		case tc.want == "" && (err == nil || !strings.Contains(err.Error(), "ELFCLASS32")):
+			t.Errorf("CheckStatic of a 32-bit %v executable: %q, %v; want an error naming the class", tc.machine, got, err)
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("CheckStatic of a 32-bit %v executable: %q, %v; want %q", tc.machine, got, err, tc.want)
+		}
+	}
+}
+
+// fakeELF32 returns a minimal little-endian ELF32 executable header for
+// machine, with no program headers.
+func fakeELF32(machine elf.Machine) []byte {
+	const ehsize = 52
+	b := make([]byte, ehsize)
+	copy(b, "\x7fELF")
+	b[4], b[5], b[6] = 1, 1, 1 // ELFCLASS32, little endian, version 1
+	le := binary.LittleEndian
+	le.PutUint16(b[16:], 2) // ET_EXEC
+	le.PutUint16(b[18:], uint16(machine))
+	le.PutUint32(b[20:], 1) // version
+	le.PutUint32(b[24:], 0x8049000)
+	le.PutUint16(b[40:], ehsize)
+	le.PutUint16(b[42:], 32) // phentsize
+	return b
+}
+
 // A file that cannot be opened is reported as such, not as a file that
 // is not ELF.
 func TestCheckStaticReportsOpenError(t *testing.T) {
