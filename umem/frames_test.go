@@ -626,3 +626,41 @@ func TestDefaultFillRingFits(t *testing.T) {
 		}
 	}
 }
+
+// TestSpareRxFramesLeavesOutFramesLostWithClosedRings forwards received
+// frames through a sharing socket that closes before its completion ring
+// returns any, one of them after the close: the receive frames it never
+// got back are lost, and SpareRxFrames (what the next AddRings may have)
+// leaves them out at once, not only after the transmit side has next
+// called Complete.
+func TestSpareRxFramesLeavesOutFramesLostWithClosedRings(t *testing.T) {
+	// 32 receive frames; fill rings of 16 (the first socket's) and 8.
+	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 16, CompletionRingSize: 64})
+	u.fillFrames += 16 // as Register counts the first socket's fill ring
+	r2, k2 := addFake(u, 8, 64)
+	if n := u.Refill(); n != 16 {
+		t.Fatalf("refill: %d, want 16", n)
+	}
+	rx := k.receive(5)
+	u.Received(rx)
+	if n, err := r2.Send(rx); n != 5 || err != nil {
+		t.Fatalf("forward through the sharing socket: %d %v", n, err)
+	}
+	// One of the five completes before the rings close; four never do.
+	k2.complete(rx[:1])
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// 32 receive frames, less the first socket's fill ring of 16 and the
+	// 4 lost.
+	if got := u.SpareRxFrames(); got != 12 {
+		t.Errorf("SpareRxFrames before the transmit side's Complete: %d, want 12", got)
+	}
+	u.Complete()
+	if got := u.SpareRxFrames(); got != 12 {
+		t.Errorf("SpareRxFrames after the transmit side's Complete: %d, want 12", got)
+	}
+	if c := checkTotal(t, u); c.Lost != 4 {
+		t.Errorf("lost %d frames, want 4: %+v", c.Lost, c)
+	}
+}

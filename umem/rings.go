@@ -79,7 +79,26 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 func (u *UMEM) SpareRxFrames() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return max(int(u.frames.rxFrames)-u.fillFrames-u.lost-u.txLostRx, 0)
+	return max(int(u.frames.rxFrames)-u.fillFrames-u.goneRx(), 0)
+}
+
+// goneRx is the receive frames lost with closed rings: those counted, and
+// those that closed rings' orphans will add when the transmit side takes
+// them back (adopt), which may not have happened yet. It reads no frame
+// state, which is the transmit side's: an address says whether a frame is
+// a receive frame. The caller holds u.mu.
+func (u *UMEM) goneRx() int {
+	gone := u.lost + u.txLostRx
+	for _, o := range u.orphans {
+		back := 0
+		for _, addr := range o.completed {
+			if addr>>u.shift < uint64(u.frames.rxFrames) {
+				back++
+			}
+		}
+		gone += max(o.inflightRx-back, 0)
+	}
+	return gone
 }
 
 // AddRings creates fill and completion rings of fillSize and compSize
@@ -115,7 +134,7 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	if err := checkFD(fd); err != nil {
 		return nil, fmt.Errorf("share umem: %w", err)
 	}
-	if rx, gone := int(u.frames.rxFrames), u.lost+u.txLostRx; u.fillFrames+gone+fillSize > rx {
+	if rx, gone := int(u.frames.rxFrames), u.goneRx(); u.fillFrames+gone+fillSize > rx {
 		var lost string
 		if gone > 0 {
 			lost = fmt.Sprintf(", and %d went with closed sockets", gone)
