@@ -59,7 +59,9 @@ type Options struct {
 	// bytes of zero-copy headroom and this.
 	Headroom int
 	// TxFrames is the number of frames reserved for transmit.
-	// Default NumFrames/2, or NumFrames with TxOnly.
+	// Default NumFrames/2, or NumFrames for a TxOnly socket that binds
+	// in copy mode (in zero-copy mode the queue's receive buffers, for
+	// the kernel's stack too, come from the socket's fill ring).
 	TxFrames int
 	// HugePages backs the UMEM with huge pages where the system has them.
 	HugePages bool

@@ -135,8 +135,11 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		}
 	} else {
 		txFrames := o.TxFrames
-		if o.TxOnly && txFrames == 0 {
-			// Nothing is received: every frame transmits.
+		if o.TxOnly && txFrames == 0 && copyOnly(&o, s.ifindex) {
+			// Nothing is received: every frame transmits. In
+			// zero-copy mode the queue's receive buffers come from
+			// the fill ring, also for the frames that go on to the
+			// kernel's stack, so there the default split stays.
 			txFrames = cmp.Or(o.NumFrames, umem.DefaultNumFrames)
 		}
 		s.umem, err = umem.New(&umem.Options{
@@ -397,6 +400,19 @@ func (s *Socket) bindOnce(o *Options, mode BindMode) error {
 		return sys.Bind(s.fd, s.ifindex, s.queue, flags)
 	})
 	return queueHint(err, s.ifname, s.queue)
+}
+
+// copyOnly reports whether the socket will bind in copy mode: asked to,
+// or in auto mode on a driver that says it has no AF_XDP zero-copy.
+func copyOnly(o *Options, ifindex int) bool {
+	switch o.Bind {
+	case BindCopy:
+		return true
+	case BindAuto:
+		feats, err := sys.QueryXDPFeatures(ifindex)
+		return err == nil && feats&sys.XDPActXSKZeroCopy == 0
+	}
+	return false
 }
 
 // queueHint adds to a bind's EINVAL on a queue other than 0 the likeliest

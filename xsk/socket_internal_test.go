@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/umem"
 	"golang.org/x/sys/unix"
 )
@@ -64,5 +65,24 @@ func TestLookupError(t *testing.T) {
 	got := lookupError(netlinkErr)
 	if errors.Is(got, unix.ENODEV) || !errors.Is(got, unix.EMFILE) || got.Error() != "look up interface: route ip+net: netlinkrib: too many open files" {
 		t.Errorf("lookupError(%q) = %q, want look up interface wrapping EMFILE", netlinkErr, got)
+	}
+}
+
+// TestCopyOnly: a TxOnly socket gives every frame to transmit only where
+// it will bind in copy mode; in zero-copy mode the queue's receive
+// buffers, for the kernel's stack too, come from its fill ring.
+func TestCopyOnly(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	for _, tt := range []struct {
+		bind BindMode
+		want bool
+	}{
+		{BindCopy, true},
+		{BindAuto, true}, // veth advertises no AF_XDP zero-copy
+		{BindZeroCopy, false},
+	} {
+		if got := copyOnly(&Options{Bind: tt.bind}, v.Host.Index); got != tt.want {
+			t.Errorf("copyOnly(%s) on veth = %t, want %t", tt.bind, got, tt.want)
+		}
 	}
 }
