@@ -724,7 +724,7 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 	s.rings.Complete()
 	n := s.umem.AllocFree(descs)
 	var kerr error
-	if n < len(descs) && s.txQueued() {
+	if n < len(descs) && s.needPush() {
 		kerr = s.kick()
 		s.rings.Complete()
 		n += s.umem.AllocFree(descs[n:])
@@ -854,7 +854,7 @@ func (s *Socket) Complete() (int, error) {
 	before := s.rings.Completed()
 	s.rings.Complete()
 	var kerr error
-	if s.txQueued() {
+	if s.needPush() {
 		// After the reap, so that the completion ring has room. The
 		// kick reaps too, between its system calls.
 		kerr = s.kick()
@@ -868,9 +868,16 @@ func (s *Socket) Complete() (int, error) {
 	return n, nil
 }
 
-// txQueued reports whether the TX ring holds frames that the kernel has
-// not taken, reading the kernel's consumer index afresh.
-func (s *Socket) txQueued() bool {
+// needPush reports whether the TX ring holds frames that the kernel has
+// not taken (reading its consumer index afresh) and that a kick would
+// send: in copy mode, where the sending happens in the kick, always; in
+// zero-copy mode, where the driver sends by itself, only with need_wakeup,
+// when kick asks the ring whether the driver wants waking (without it, a
+// kick on every Complete of a busy sender would be a system call each).
+func (s *Socket) needPush() bool {
+	if s.zc && !s.wakeup {
+		return false
+	}
 	return s.tx.Free(s.tx.Size()) < s.tx.Size()
 }
 
