@@ -31,11 +31,28 @@ for p in "${pkgs[@]}"; do
 	fi
 done
 
+# apt_install installs packages, reading the package index first (once):
+# a fresh machine's is empty or stale, and apt-get then cannot find the
+# packages, or fetches versions the mirror no longer has.
+apt_updated=0
+apt_install() {
+	export DEBIAN_FRONTEND=noninteractive
+	if ((apt_updated == 0)); then
+		if ! "${sudo[@]}" apt-get update -qq; then
+			echo "deps: apt-get update failed (see above); needed to install $*" >&2
+			exit 1
+		fi
+		apt_updated=1
+	fi
+	if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+		echo "deps: apt-get install $* failed (see above)" >&2
+		exit 1
+	fi
+}
+
 if ((${#missing[@]} > 0)); then
 	echo "deps: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq
-	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt_install "${missing[@]}"
 fi
 
 # version_ge A B: whether Go version A (1.26.8) is B or later.
@@ -57,7 +74,7 @@ if [[ -z "$gohave" ]] || ! version_ge "$gohave" "$gowant"; then
 	url="https://go.dev/dl/go$gowant.linux-$goarch.tar.gz"
 	echo "deps: Go $gowant or later needed (found: ${gohave:-none}); installing $url into /usr/local/go"
 	if ! command -v curl >/dev/null; then
-		DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
+		apt_install curl ca-certificates
 	fi
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
