@@ -65,8 +65,11 @@ type Options struct {
 	Chunk int
 
 	// PPS limits the rate, in frames per second, by sending chunks of
-	// about a millisecond's worth and sleeping in between. Default 0:
-	// as fast as the kernel can.
+	// about a millisecond's worth, but at least BatchSize frames, and
+	// sleeping in between: below BatchSize*1000 frames per second the
+	// frames leave in bursts of BatchSize, and a send that ends early
+	// (SendFor, SendContext) may have sent up to a burst more than
+	// PPS times its duration. Default 0: as fast as the kernel can.
 	PPS uint64
 
 	// Pin runs the system calls on CPU (sched_setaffinity of the calling
