@@ -190,12 +190,8 @@ func interrupt(t *testing.T, bin string, signals int) {
 
 func rootLinks(t *testing.T) map[string]bool {
 	t.Helper()
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := map[string]bool{}
-	for _, l := range links {
+	for _, l := range testenv.Dump(t, "links", netlink.LinkList) {
 		m[l.Attrs().Name] = true
 	}
 	return m

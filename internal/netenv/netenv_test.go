@@ -15,16 +15,12 @@ import (
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
-// linkNames lists the links in the caller's namespace whose names start
-// with one of prefixes.
-func linkNames(t *testing.T, prefixes ...string) map[string]bool {
+// linkNames lists the links that list (a namespace's LinkList) returns
+// whose names start with one of prefixes.
+func linkNames(t *testing.T, list func() ([]netlink.Link, error), prefixes ...string) map[string]bool {
 	t.Helper()
-	ls, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]bool{}
-	for _, l := range ls {
+	for _, l := range testenv.Dump(t, "links", list) {
 		for _, p := range prefixes {
 			if strings.HasPrefix(l.Attrs().Name, p) {
 				out[l.Attrs().Name] = true
@@ -50,6 +46,10 @@ func closedNetns(t *testing.T) *netenv.Netns {
 func TestNewVethRefusesBadOptionsBeforeMakingAnything(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	closed := closedNetns(t)
+	// The host end goes to a namespace of the test's own, where a link
+	// left behind cannot be confused with one that a test running
+	// beside this one made in the caller's namespace.
+	home := testenv.NewNetns(t)
 	for _, tc := range []struct {
 		name  string
 		opts  netenv.VethOptions
@@ -68,8 +68,11 @@ func TestNewVethRefusesBadOptionsBeforeMakingAnything(t *testing.T) {
 		{"closed peer namespace", netenv.VethOptions{PeerNS: closed}, "PeerNS", net.ErrClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.HostNS == nil {
+				tc.opts.HostNS = home
+			}
 			before := testenv.Snapshot(t)
-			links := linkNames(t, "afxh", "afxp")
+			links := linkNames(t, home.Handle().LinkList, "")
 			var (
 				v   *netenv.Veth
 				err error
@@ -96,7 +99,7 @@ func TestNewVethRefusesBadOptionsBeforeMakingAnything(t *testing.T) {
 			if after := testenv.Snapshot(t); after.FDs != before.FDs {
 				t.Errorf("fds: %d before, %d after", before.FDs, after.FDs)
 			}
-			for n := range linkNames(t, "afxh", "afxp") {
+			for n := range linkNames(t, home.Handle().LinkList, "") {
 				if !links[n] {
 					t.Errorf("link %s left behind", n)
 				}
@@ -161,7 +164,11 @@ func TestStackRemovesLinkWhenMoveFails(t *testing.T) {
 
 func TestClosedNetnsFailsInsteadOfUsingCallersNamespace(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	v := testenv.NewVeth(t, nil)
+	// The caller's namespace, where nothing may be made, is one of the
+	// test's own (the constructors below run in it), so that a link
+	// another test makes meanwhile is not counted as made here.
+	home := testenv.NewNetns(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{HostNS: home})
 	ns := closedNetns(t)
 
 	if h, err := ns.Netlink(); !errors.Is(err, net.ErrClosed) || h != nil {
@@ -183,7 +190,21 @@ func TestClosedNetnsFailsInsteadOfUsingCallersNamespace(t *testing.T) {
 	// A parent said to be in the closed namespace, whose index is that of
 	// a link in ours: nothing may be made on our link.
 	parent := netenv.Endpoint{Name: v.Host.Name, Index: v.Host.Index, NS: ns}
-	before := linkNames(t, "afxm", "afxi")
+	ours := netenv.Endpoint{Name: v.Host.Name, Index: v.Host.Index, MAC: v.Host.MAC} // in the caller's namespace
+	before := linkNames(t, home.Handle().LinkList, "")
+	home.Do(func() error { makeNothing(t, parent, ours, ns); return nil })
+	for n := range linkNames(t, home.Handle().LinkList, "") {
+		if !before[n] {
+			t.Errorf("link %s made in the caller's namespace", n)
+		}
+	}
+}
+
+// makeNothing tries to make links on parent, which is in the closed
+// namespace ns, and on ours into ns; each must fail with net.ErrClosed.
+// It reports with t.Errorf only, since it runs on a thread in another
+// namespace.
+func makeNothing(t *testing.T, parent, ours netenv.Endpoint, ns *netenv.Netns) {
 	if l, err := netenv.NewMacvlan(parent, nil); !errors.Is(err, net.ErrClosed) {
 		if l != nil {
 			l.Close()
@@ -196,16 +217,11 @@ func TestClosedNetnsFailsInsteadOfUsingCallersNamespace(t *testing.T) {
 		}
 		t.Errorf("NewIPVlan on a parent in a closed namespace: %v; want net.ErrClosed", err)
 	}
-	if l, err := netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{NS: ns}); !errors.Is(err, net.ErrClosed) {
+	if l, err := netenv.NewMacvlan(ours, &netenv.MacvlanOptions{NS: ns}); !errors.Is(err, net.ErrClosed) {
 		if l != nil {
 			l.Close()
 		}
 		t.Errorf("NewMacvlan into a closed namespace: %v; want net.ErrClosed", err)
-	}
-	for n := range linkNames(t, "afxm", "afxi") {
-		if !before[n] {
-			t.Errorf("link %s made in the caller's namespace", n)
-		}
 	}
 }
 
@@ -233,9 +249,12 @@ func TestLinkCloseAfterItsNamespace(t *testing.T) {
 
 func TestStackedLinksRefuseBadOptions(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	v := testenv.NewVeth(t, nil)
+	// The parent sits in a namespace of the test's own, where the links
+	// are made, so that only this test's links are counted there.
+	home := testenv.NewNetns(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{HostNS: home})
 	v6 := netip.MustParsePrefix("fd00::1/64")
-	before := linkNames(t, "afxm", "afxi", "afxv")
+	before := linkNames(t, home.Handle().LinkList, "")
 	for _, tc := range []struct {
 		name  string
 		make  func() (*netenv.Link, error)
@@ -248,7 +267,7 @@ func TestStackedLinksRefuseBadOptions(t *testing.T) {
 			return netenv.NewMacvlan(v.Host, &netenv.MacvlanOptions{Mode: netlink.MACVLAN_MODE_SOURCE + 1})
 		}, "Mode"},
 		{"macvlan no parent index", func() (*netenv.Link, error) {
-			return netenv.NewMacvlan(netenv.Endpoint{Name: v.Host.Name}, nil)
+			return netenv.NewMacvlan(netenv.Endpoint{Name: v.Host.Name, NS: home}, nil)
 		}, "parent index"},
 		{"ipvlan ipv6 addr", func() (*netenv.Link, error) {
 			return netenv.NewIPVlan(v.Host, &netenv.IPVlanOptions{Addr: v6})
@@ -271,7 +290,7 @@ func TestStackedLinksRefuseBadOptions(t *testing.T) {
 			}
 		})
 	}
-	for n := range linkNames(t, "afxm", "afxi", "afxv") {
+	for n := range linkNames(t, home.Handle().LinkList, "") {
 		if !before[n] {
 			t.Errorf("link %s left behind", n)
 		}

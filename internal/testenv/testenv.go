@@ -196,3 +196,21 @@ func NoPanic(tb testing.TB, name string, fn func()) {
 	}()
 	fn()
 }
+
+// Dump returns what list returns, retrying while the kernel reports that
+// the dump was interrupted (NLM_F_DUMP_INTR: the table changed while it was
+// being read, as it does when other tests add or remove links at the same
+// time); such a result may miss entries or hold stale ones, and netlink
+// returns it with [netlink.ErrDumpInterrupted]. Any other error fails tb.
+func Dump[T any](tb testing.TB, what string, list func() ([]T, error)) []T {
+	tb.Helper()
+	for try := 1; ; try++ {
+		out, err := list()
+		if err == nil {
+			return out
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 100 {
+			tb.Fatalf("list %s: %v (after %d tries)", what, err, try)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -81,4 +82,68 @@ func TestMacvlan(t *testing.T) {
 	if _, err := netlink.LinkByIndex(m.Index); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDumpWhileLinksChange lists the links of a namespace while another
+// goroutine adds and removes veth pairs there: a plain dump is at times
+// interrupted (and netlink then returns a partial list with an error),
+// while Dump retries until it gets a consistent list.
+func TestDumpWhileLinksChange(t *testing.T) {
+	RequirePrivileged(t)
+	ns := NewNetns(t)
+	h := ns.Handle()
+	// The churn needs a netlink socket of its own: a Handle's requests
+	// take turns on one.
+	ch, err := netlink.NewHandleAt(ns.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	// Enough links that a dump takes more than one message: the kernel
+	// can only notice a change between two of them.
+	for i := range 20 {
+		la := netlink.NewLinkAttrs()
+		la.Name = fmt.Sprintf("many%d", i)
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: fmt.Sprintf("many%dp", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				churned <- nil
+				return
+			default:
+			}
+			la := netlink.NewLinkAttrs()
+			la.Name = "churn0"
+			if err := ch.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "churn1"}); err != nil {
+				churned <- err
+				return
+			}
+			if err := ch.LinkDel(&netlink.Veth{LinkAttrs: la}); err != nil {
+				churned <- err
+				return
+			}
+		}
+	}()
+	interrupted := 0
+	for range 500 {
+		if _, err := h.LinkList(); errors.Is(err, netlink.ErrDumpInterrupted) {
+			interrupted++
+		}
+		for _, l := range Dump(t, "links", h.LinkList) {
+			if l.Attrs().Name == "" {
+				t.Fatalf("a link without a name: %+v", l.Attrs())
+			}
+		}
+	}
+	close(stop)
+	if err := <-churned; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of 500 plain dumps were interrupted", interrupted)
 }
