@@ -209,13 +209,11 @@ func TestUDPSenderCountedAtPeer(t *testing.T) {
 	waitRx(t, v, hb, pb, n)
 }
 
-// TestAFPacket sends frames with the TX ring from the peer's namespace and
-// receives them with the RX ring at the host end.
-func TestAFPacket(t *testing.T) {
-	v := newVeth(t)
-	const n = 20_000
-	seqs := newSeqSet(t, n)
-	r, err := baseline.NewAFPacketReceiver(v.Host.Index, &baseline.AFPacketRxOptions{OnPacket: seqs.frame})
+// afPacketPair makes an AF_PACKET receiver on v's host end, with opts,
+// and a sender on its peer end, both closed at cleanup.
+func afPacketPair(t *testing.T, v *netenv.Veth, opts *baseline.AFPacketRxOptions) (*baseline.AFPacketReceiver, *baseline.AFPacketSender) {
+	t.Helper()
+	r, err := baseline.NewAFPacketReceiver(v.Host.Index, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +224,16 @@ func TestAFPacket(t *testing.T) {
 		return err
 	})
 	closeLater(t, s)
+	return r, s
+}
+
+// TestAFPacket sends frames with the TX ring from the peer's namespace and
+// receives them with the RX ring at the host end.
+func TestAFPacket(t *testing.T) {
+	v := newVeth(t)
+	const n = 20_000
+	seqs := newSeqSet(t, n)
+	r, s := afPacketPair(t, v, &baseline.AFPacketRxOptions{OnPacket: seqs.frame})
 
 	receiveAll(t, r, n, func() {
 		paced(t, n, func(k uint64) error {
@@ -244,17 +252,7 @@ func TestAFPacket(t *testing.T) {
 // or a first fragment, with or without IP options, is received.
 func TestAFPacketDstPort(t *testing.T) {
 	v := newVeth(t)
-	r, err := baseline.NewAFPacketReceiver(v.Host.Index, &baseline.AFPacketRxOptions{DstPort: testPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeLater(t, r)
-	var s *baseline.AFPacketSender
-	in(t, v.Peer, func() (err error) {
-		s, err = baseline.NewAFPacketSender(v.Peer.Index, nil)
-		return err
-	})
-	closeLater(t, s)
+	r, s := afPacketPair(t, v, &baseline.AFPacketRxOptions{DstPort: testPort})
 	base := make([]byte, 128)
 	l := udpFrame(t, v.Peer, v.Host, 18, 0, base)
 	kinds := []struct {
@@ -439,17 +437,7 @@ func TestBadOptionsAndClose(t *testing.T) {
 // TestNoAllocations checks that the steady-state paths allocate nothing.
 func TestNoAllocations(t *testing.T) {
 	v := newVeth(t)
-	r, err := baseline.NewAFPacketReceiver(v.Host.Index, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeLater(t, r)
-	var s *baseline.AFPacketSender
-	in(t, v.Peer, func() (err error) {
-		s, err = baseline.NewAFPacketSender(v.Peer.Index, nil)
-		return err
-	})
-	closeLater(t, s)
+	r, s := afPacketPair(t, v, nil)
 	frame := make([]byte, 128)
 	l := udpFrame(t, v.Peer, v.Host, 18, 0, frame)
 	ur, err := baseline.NewUDPReceiver(netip.AddrPortFrom(v.Host.IP(), 0), nil)
