@@ -747,7 +747,8 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 // other than 0 (the socket is bound without multi-buffer and tx metadata,
 // so the kernel would join it to the next packet, drop it or refuse it),
 // stops the batch with an error matching ErrInvalidDesc; the ones before
-// it are queued.
+// it are queued, and when the kick that was to send them failed, the
+// error matches the kick's errno too.
 func (s *Socket) Transmit(descs []Desc) (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("transmit", err)
@@ -788,10 +789,14 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 		s.rings.Complete()
 	}
 	s.txSide.busy.Store(0)
-	if verr != nil {
+	// A refused descriptor does not hide why the ones before it were
+	// not sent: both stay visible to errors.Is.
+	switch {
+	case verr != nil && kerr != nil:
+		return k, s.opErr("transmit", fmt.Errorf("%w; and %w", verr, kerr))
+	case verr != nil:
 		return k, s.opErr("transmit", verr)
-	}
-	if kerr != nil {
+	case kerr != nil:
 		return k, s.opErr("transmit", kerr)
 	}
 	return k, nil

@@ -180,3 +180,35 @@ func completeAll(t *testing.T, s *xsk.Socket, batch int, done <-chan *seen, igno
 	}
 	checkFramesHome(t, s)
 }
+
+// TestTransmitBadDescOnALinkThatIsDown transmits a batch whose second
+// descriptor is refused while the link is down: the error matches both
+// ErrInvalidDesc, for the descriptor, and ENETDOWN, for the first frame,
+// which was queued and not sent.
+func TestTransmitBadDescOnALinkThatIsDown(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 64, TxFrames: 64, FillRingSize: 64, RxRingSize: 64})
+	testenv.SetLink(t, v.Host, false)
+	descs := make([]xsk.Desc, 2)
+	if n, err := s.Alloc(descs); n != 2 || err != nil {
+		t.Fatalf("alloc: %d, %v", n, err)
+	}
+	descs[0].Len, descs[1].Len = 60, 0 // an empty packet is refused
+	k, err := s.Transmit(descs)
+	var oe *xsk.OpError
+	if k != 1 || !errors.Is(err, xsk.ErrInvalidDesc) || !errors.Is(err, unix.ENETDOWN) || !errors.As(err, &oe) || oe.Op != "transmit" {
+		t.Fatalf("transmit of a good and a bad descriptor on a link that is down: %d, %v; want 1 and an OpError matching ErrInvalidDesc and ENETDOWN", k, err)
+	}
+	if err := s.Release(descs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	testenv.SetLink(t, v.Host, true)
+	for deadline := time.Now().Add(10 * time.Second); s.Frames().Tx > 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := s.Complete(); err != nil && !errors.Is(err, unix.ENETDOWN) {
+			t.Fatal(err)
+		}
+	}
+	if c := s.Frames(); c.Tx != 0 || c.Free != 64 {
+		t.Fatalf("frames after the link came up: %+v", c)
+	}
+}
