@@ -68,6 +68,7 @@ var ErrBusy = errors.New("another XDP program is attached")
 // own ID). errors.Is(err, ErrBusy) is true for it; when the kernel refused
 // the attach, it also unwraps to the kernel's errno (EBUSY or EEXIST).
 type BusyError struct {
+	// Ifindex is the index of the interface whose hook is taken.
 	Ifindex int
 	// ProgramID is the ID of the program attached, or zero if it was
 	// gone again by the time it was looked up.
@@ -79,6 +80,7 @@ type BusyError struct {
 	err error // the kernel's errno, if it came from the kernel
 }
 
+// Error names the interface and, when it was found, the program.
 func (e *BusyError) Error() string {
 	s := fmt.Sprintf("ifindex %d busy: xdp program %d is attached in %s mode", e.Ifindex, e.ProgramID, e.Mode)
 	if e.ProgramID == 0 {

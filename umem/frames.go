@@ -198,7 +198,8 @@ func (u *UMEM) received(descs []ring.Desc) (bytes uint64) {
 // Release returns a frame the user holds to its free pool: a received
 // frame (by the receiving goroutine) or an allocated one that will not be
 // sent (by the transmitting goroutine). addr may point anywhere inside the
-// frame.
+// frame. An address that names no frame the user holds gives an error
+// wrapping ErrInvalidDesc.
 func (u *UMEM) Release(addr uint64) error {
 	f := &u.frames
 	i := addr >> u.shift

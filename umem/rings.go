@@ -108,9 +108,10 @@ func (u *UMEM) goneRx() int {
 // it: the one it was registered with, or one that shares it, so that
 // sharing goes on after the first socket closes. It must have receive
 // frames enough to fill every fill ring at once, not counting the receive
-// frames lost with closed sockets (in Counts.Lost). The area stays mapped until both
-// Close and the Close of every Rings from AddRings; unmap the rings before
-// closing fd.
+// frames lost with closed sockets (in Counts.Lost). The area stays mapped
+// until both Close and the Close of every Rings from AddRings; unmap the
+// rings before closing fd. Once the area is unmapped, or no socket uses the
+// UMEM any more, AddRings fails with an error matching net.ErrClosed.
 func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	for _, r := range []struct {
 		name string
@@ -212,8 +213,10 @@ func (r *Rings) Unfill() int {
 // Received. Receive side.
 func (r *Rings) Held() int { return r.held }
 
-// FillRing and CompletionRing are the rings themselves, nil after Close.
-func (r *Rings) FillRing() *ring.Producer[uint64]       { return r.fill }
+// FillRing is the fill ring itself, nil after Close.
+func (r *Rings) FillRing() *ring.Producer[uint64] { return r.fill }
+
+// CompletionRing is the completion ring itself, nil after Close.
 func (r *Rings) CompletionRing() *ring.Consumer[uint64] { return r.comp }
 
 // Completed is the number of frames Complete has taken off the completion

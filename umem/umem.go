@@ -221,7 +221,8 @@ func checkFD(fd int) error {
 
 // Register registers the area with the AF_XDP socket fd (XDP_UMEM_REG) and
 // creates and maps its fill and completion rings. The socket must outlive
-// the mappings: call [UMEM.UnmapRings] before closing fd.
+// the mappings: call [UMEM.UnmapRings] before closing fd. After Close it
+// fails with an error matching net.ErrClosed; kernel errors wrap the errno.
 func (u *UMEM) Register(fd int) (err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -349,7 +350,7 @@ func (u *UMEM) FrameSize() int { return u.opts.FrameSize }
 // Rings are the fill and completion rings Register made, nil before.
 func (u *UMEM) Rings() *Rings { return u.own }
 
-// FillRing and CompletionRing are the rings Register made, nil before.
+// FillRing is the fill ring Register made, nil before.
 func (u *UMEM) FillRing() *ring.Producer[uint64] {
 	if u.own == nil {
 		return nil
@@ -357,6 +358,7 @@ func (u *UMEM) FillRing() *ring.Producer[uint64] {
 	return u.own.fill
 }
 
+// CompletionRing is the completion ring Register made, nil before.
 func (u *UMEM) CompletionRing() *ring.Consumer[uint64] {
 	if u.own == nil {
 		return nil

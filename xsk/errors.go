@@ -29,11 +29,14 @@ type OpError struct {
 	// Interface and Queue name the socket's queue.
 	Interface string
 	Queue     int
-	Err       error
+	// Err is why the operation failed.
+	Err error
 }
 
+// Error says what failed, where, and why: "receive eth0 queue 3: ...".
 func (e *OpError) Error() string {
 	return fmt.Sprintf("%s %s queue %d: %v", e.Op, e.Interface, e.Queue, e.Err)
 }
 
+// Unwrap returns Err.
 func (e *OpError) Unwrap() error { return e.Err }

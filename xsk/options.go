@@ -28,6 +28,7 @@ const (
 	BindZeroCopy
 )
 
+// String returns "auto", "copy" or "zero-copy".
 func (m BindMode) String() string {
 	switch m {
 	case BindAuto:

@@ -26,7 +26,8 @@ type Desc = ring.Desc
 // Socket is an AF_XDP socket bound to one queue of one interface, with its
 // UMEM and rings. See the package documentation for its concurrency rules.
 // A Socket that Open did not return, such as the zero value, fails every
-// call with an error matching unix.EINVAL.
+// call that returns an error, except Close (nil), with an error matching
+// unix.EINVAL.
 type Socket struct {
 	fd      int
 	evfd    int
@@ -617,7 +618,8 @@ func (s *Socket) enter(c *sideCounters) error {
 // Receive takes up to len(descs) received packets off the RX ring into
 // descs and returns how many. It does not block: 0 means none are waiting.
 // Unless ManualRings is set it first refills the fill ring. The frames are
-// the caller's until Release (or Transmit).
+// the caller's until Release (or Transmit). A socket whose interface was
+// deleted receives nothing, and Receive does not say why: Wait does.
 func (s *Socket) Receive(descs []Desc) (int, error) {
 	if err := s.enter(&s.rxSide); err != nil {
 		return 0, s.opErr("receive", err)
@@ -1058,7 +1060,8 @@ func (s *Socket) Frames() umem.Counts {
 
 // FD is the socket's file descriptor, for registering it in an XSKMAP that
 // someone else owns, or for poll loops of the caller's own. It stays owned
-// by the Socket.
+// by the Socket; after Close, and on a Socket that Open did not return,
+// FD is -1.
 func (s *Socket) FD() int {
 	if s.umem == nil {
 		return -1
@@ -1066,10 +1069,14 @@ func (s *Socket) FD() int {
 	return s.fd
 }
 
-// Interface, Ifindex and Queue name what the socket is bound to.
+// Interface is the name of the interface the socket is bound to.
 func (s *Socket) Interface() string { return s.ifname }
-func (s *Socket) Ifindex() int      { return s.ifindex }
-func (s *Socket) Queue() int        { return s.queue }
+
+// Ifindex is the index of the interface the socket is bound to.
+func (s *Socket) Ifindex() int { return s.ifindex }
+
+// Queue is the queue of the interface the socket is bound to.
+func (s *Socket) Queue() int { return s.queue }
 
 // ZeroCopy reports whether the socket is bound in zero-copy mode (else
 // copy mode).
