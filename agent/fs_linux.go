@@ -36,13 +36,28 @@ const maxSymlinks = 40
 //   - the directory itself must not be a symbolic link, must belong to
 //     root or the agent's user and be writable by nobody else.
 func openSocketDir(path string) (fd int, err error) {
+	return openTrustedDir(path, "socket directory", false)
+}
+
+// openPinDir is openSocketDir for ServerOptions.PinDir, with one rule
+// less: the pin directory itself may be writable by others if it is sticky
+// (the root of a bpffs mounted without a mode is 1777), since the agent
+// pins only in <PinDir>/<device>, which openPinDeviceDir checks.
+func openPinDir(path string) (fd int, err error) {
+	return openTrustedDir(path, "pin directory", true)
+}
+
+// openTrustedDir does the work of openSocketDir and openPinDir; what names
+// the directory in errors, and stickyLast lets the directory itself be
+// writable by others when it is sticky.
+func openTrustedDir(path, what string, stickyLast bool) (fd int, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return -1, fmt.Errorf("socket directory %s: %w", path, err)
+		return -1, fmt.Errorf(what+" %s: %w", path, err)
 	}
 	fd, err = unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socket directory %s: %w", abs, os.NewSyscallError("open /", err))
+		return -1, fmt.Errorf(what+" %s: %w", abs, os.NewSyscallError("open /", err))
 	}
 	defer func() {
 		if err != nil {
@@ -52,7 +67,7 @@ func openSocketDir(path string) (fd int, err error) {
 	}()
 	cur := "/"
 	rest := splitPath(abs)
-	if err := checkDirFD(fd, cur, len(rest) == 0); err != nil {
+	if err := checkDirFD(fd, what, cur, len(rest) == 0 && !stickyLast); err != nil {
 		return -1, err
 	}
 	links := 0
@@ -66,7 +81,7 @@ func openSocketDir(path string) (fd int, err error) {
 		if errors.Is(err, unix.ENOENT) {
 			merr := unix.Mkdirat(fd, name, 0o755)
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
-				return -1, fmt.Errorf("create socket directory %s: %w", next, os.NewSyscallError("mkdirat", merr))
+				return -1, fmt.Errorf("create "+what+" %s: %w", next, os.NewSyscallError("mkdirat", merr))
 			}
 			created = merr == nil
 			nfd, err = openDirAt(fd, name)
@@ -77,27 +92,27 @@ func openSocketDir(path string) (fd int, err error) {
 			// need them to reach their sockets.
 			if err := unix.Fchmod(nfd, 0o755); err != nil {
 				unix.Close(nfd)
-				return -1, fmt.Errorf("create socket directory %s: %w", next, os.NewSyscallError("fchmod", err))
+				return -1, fmt.Errorf("create "+what+" %s: %w", next, os.NewSyscallError("fchmod", err))
 			}
 		}
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			target, lerr := trustedLink(fd, name, next)
+			target, lerr := trustedLink(fd, what, name, next)
 			if lerr != nil {
 				return -1, lerr
 			}
 			if target == "" {
-				return -1, fmt.Errorf("socket directory %s: not a directory: %w", next, err)
+				return -1, fmt.Errorf(what+" %s: not a directory: %w", next, err)
 			}
 			if last {
-				return -1, fmt.Errorf("socket directory %s: is a symbolic link (to %s); give the directory itself", next, target)
+				return -1, fmt.Errorf(what+" %s: is a symbolic link (to %s); give the directory itself", next, target)
 			}
 			if links++; links > maxSymlinks {
-				return -1, fmt.Errorf("socket directory %s: %w", abs, os.NewSyscallError("openat", unix.ELOOP))
+				return -1, fmt.Errorf(what+" %s: %w", abs, os.NewSyscallError("openat", unix.ELOOP))
 			}
 			if filepath.IsAbs(target) {
 				root, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 				if err != nil {
-					return -1, fmt.Errorf("socket directory %s: %w", abs, os.NewSyscallError("open /", err))
+					return -1, fmt.Errorf(what+" %s: %w", abs, os.NewSyscallError("open /", err))
 				}
 				unix.Close(fd)
 				fd, cur = root, "/"
@@ -106,9 +121,9 @@ func openSocketDir(path string) (fd int, err error) {
 			continue
 		}
 		if err != nil {
-			return -1, fmt.Errorf("open socket directory %s: %w", next, os.NewSyscallError("openat", err))
+			return -1, fmt.Errorf("open "+what+" %s: %w", next, os.NewSyscallError("openat", err))
 		}
-		if err := checkDirFD(nfd, next, last); err != nil {
+		if err := checkDirFD(nfd, what, next, last && !stickyLast); err != nil {
 			unix.Close(nfd)
 			return -1, err
 		}
@@ -138,39 +153,40 @@ func openDirAt(dirfd int, name string) (int, error) {
 // trustedLink returns the target of the symbolic link name in dirfd (path
 // names it in errors), or "" if name is not a symbolic link. It fails if
 // someone other than root or the agent's user owns the link.
-func trustedLink(dirfd int, name, path string) (string, error) {
+func trustedLink(dirfd int, what, name, path string) (string, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return "", fmt.Errorf("socket directory %s: %w", path, os.NewSyscallError("fstatat", err))
+		return "", fmt.Errorf(what+" %s: %w", path, os.NewSyscallError("fstatat", err))
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return "", nil
 	}
 	if !trustedOwner(st.Uid) {
-		return "", fmt.Errorf("socket directory %s: symbolic link owned by uid %d, not root", path, st.Uid)
+		return "", fmt.Errorf(what+" %s: symbolic link owned by uid %d, not root", path, st.Uid)
 	}
 	buf := make([]byte, unix.PathMax)
 	n, err := unix.Readlinkat(dirfd, name, buf)
 	if err != nil {
-		return "", fmt.Errorf("socket directory %s: %w", path, os.NewSyscallError("readlinkat", err))
+		return "", fmt.Errorf(what+" %s: %w", path, os.NewSyscallError("readlinkat", err))
 	}
 	return string(buf[:n]), nil
 }
 
 // checkDirFD fails unless the directory open as fd belongs to root or the
 // agent's user and nobody else may write to it; a sticky directory passes
-// unless it is the socket directory itself (last).
-func checkDirFD(fd int, path string, last bool) error {
+// unless it is the directory itself (last).
+// what and path name the directory in errors.
+func checkDirFD(fd int, what, path string, last bool) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("socket directory %s: %w", path, os.NewSyscallError("fstat", err))
+		return fmt.Errorf(what+" %s: %w", path, os.NewSyscallError("fstat", err))
 	}
 	if !trustedOwner(st.Uid) {
-		return fmt.Errorf("socket directory %s: owned by uid %d, not root: another user could plant links in it", path, st.Uid)
+		return fmt.Errorf(what+" %s: owned by uid %d, not root: another user could plant links in it", path, st.Uid)
 	}
 	perm := st.Mode & 0o7777
 	if perm&0o022 != 0 && (last || perm&unix.S_ISVTX == 0) {
-		return fmt.Errorf("socket directory %s: mode %04o: writable by group or others", path, perm)
+		return fmt.Errorf(what+" %s: mode %04o: writable by group or others", path, perm)
 	}
 	return nil
 }
@@ -271,6 +287,55 @@ func (d *deviceDir) Close() error {
 	d.fd = -1
 	if err != nil {
 		return fmt.Errorf("close socket directory %s: %w", d.path, os.NewSyscallError("close", err))
+	}
+	return nil
+}
+
+// openPinDeviceDir creates (mode 0755) or opens the directory name in the
+// pin directory pdfd (path names it in errors), and returns its descriptor
+// after making sure that it is no symbolic link, belongs to root or the
+// agent's user and is writable by nobody else: a user who made it first,
+// in a pin directory that others may write to, could otherwise unlink or
+// replace the pin in it, or lead the agent to another directory.
+func openPinDeviceDir(pdfd int, name, path string) (_ int, err error) {
+	merr := unix.Mkdirat(pdfd, name, 0o755)
+	if merr != nil && !errors.Is(merr, unix.EEXIST) {
+		return -1, fmt.Errorf("create pin directory %s: %w", path, os.NewSyscallError("mkdirat", merr))
+	}
+	fd, err := openDirAt(pdfd, name)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		var st unix.Stat_t
+		if unix.Fstatat(pdfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return -1, fmt.Errorf("pin directory %s: is a symbolic link", path)
+		}
+		return -1, fmt.Errorf("pin directory %s: not a directory: %w", path, os.NewSyscallError("openat", err))
+	}
+	if err != nil {
+		return -1, fmt.Errorf("open pin directory %s: %w", path, os.NewSyscallError("openat", err))
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	if merr == nil {
+		// The umask may have taken bits off: clients need to reach
+		// the pin.
+		if err := unix.Fchmod(fd, 0o755); err != nil {
+			return -1, fmt.Errorf("create pin directory %s: %w", path, os.NewSyscallError("fchmod", err))
+		}
+	}
+	if err := checkDirFD(fd, "pin directory", path, true); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// removeStaleAt removes the entry name in the directory dirfd (path names
+// it in errors), if there is one, without following a symbolic link.
+func removeStaleAt(dirfd int, name, path string) error {
+	if err := unix.Unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove stale %s: %w", path, os.NewSyscallError("unlinkat", err))
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
@@ -206,5 +208,90 @@ func symlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPinDirHostile: PinDir is often on a bpffs whose root any user may
+// write to (a bpffs mounted without a mode is 1777, as /tmp is). A user
+// who makes <PinDir>/<device> first, or a symbolic link there, must not get
+// the agent to pin its map where that user can unlink or replace it (and
+// with it point clients at another device's map), nor to remove another
+// pin the link leads to. NewServer refuses such a pin directory, names
+// what is wrong, and leaves what the link leads to alone.
+func TestPinDirHostile(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name string
+		// setup plants something in the bpffs mounted at mnt and
+		// returns the PinDir to give.
+		setup func(t *testing.T, mnt, dev string) string
+		want  string
+	}{
+		{"device_dir_owned_by_another_user", func(t *testing.T, mnt, dev string) string {
+			chown(t, mkdir(t, mnt, dev, 0o755), 65534)
+			return mnt
+		}, "owned by uid 65534"},
+		{"device_dir_world_writable", func(t *testing.T, mnt, dev string) string {
+			mkdir(t, mnt, dev, 0o777|os.ModeSticky)
+			return mnt
+		}, "writable by group or others"},
+		{"device_dir_symlink", func(t *testing.T, mnt, dev string) string {
+			l := filepath.Join(mnt, dev)
+			symlink(t, filepath.Join(mnt, "victim"), l)
+			if err := os.Lchown(l, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return mnt
+		}, "symbolic link"},
+		{"pin_dir_owned_by_another_user", func(t *testing.T, mnt, dev string) string {
+			d := mkdir(t, mnt, "afxdp", 0o755)
+			chown(t, d, 65534)
+			return d
+		}, "owned by uid 65534"},
+		{"pin_dir_symlink_of_another_user", func(t *testing.T, mnt, dev string) string {
+			l := filepath.Join(mnt, "afxdp")
+			symlink(t, mnt, l)
+			if err := os.Lchown(l, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}, "symbolic link owned by uid 65534"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testenv.NewVeth(t, nil)
+			mnt := mountBPFFS(t)
+			// Another program's pin, which a link may lead to.
+			victimDir := mkdir(t, mnt, "victim", 0o755)
+			victim := filepath.Join(victimDir, PinName)
+			vm, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vm.Close()
+			if err := vm.Pin(victim); err != nil {
+				t.Fatal(err)
+			}
+			pinDir := tc.setup(t, mnt, v.Host.Name)
+			srv, err := NewServer(&ServerOptions{
+				Devices:   []Device{{Name: v.Host.Name}},
+				SocketDir: socketDir(t),
+				PinDir:    pinDir,
+				Logger:    testLogger(t),
+			})
+			if err == nil {
+				defer srv.Close()
+				t.Errorf("NewServer pinned at %s, want it to refuse", srv.PinPath(v.Host.Name))
+			} else if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewServer: %v; want an error that says %q", err, tc.want)
+			}
+			m, err := ebpf.LoadPinnedMap(victim, nil)
+			if err != nil {
+				t.Fatalf("the pin a link led to is gone: %v", err)
+			}
+			defer m.Close()
+			if m.Type() != ebpf.Array {
+				t.Errorf("the pin a link led to was replaced by a %v", m.Type())
+			}
+		})
 	}
 }

@@ -123,6 +123,13 @@ type ServerOptions struct {
 	// PinDir, when set, pins each device's XSKMAP at
 	// <PinDir>/<device>/xsks_map so that clients may open it by path. It
 	// must be on a mounted bpffs (such as /sys/fs/bpf). Default: no pin.
+	// What is missing of it is created (mode 0755). As for SocketDir, the
+	// directories on the way must belong to root (or the agent's user)
+	// and be writable by nobody else unless sticky, and a symbolic link on
+	// the way must belong to root; PinDir itself may be sticky and
+	// writable by all (the root of a bpffs mounted without a mode is
+	// 1777), but <PinDir>/<device> must not be a symbolic link, belong to
+	// another user or be writable by group or others.
 	PinDir string
 
 	// ReadOnlyMap makes /xsk_map_fd send a read-only descriptor of the
@@ -408,19 +415,34 @@ func (s *Server) permissions() (dir, sock os.FileMode, uid, gid int) {
 	}
 }
 
-// pin pins a clone of the XSKMAP under dir.
+// pin pins a clone of the XSKMAP at <dir>/<device>/xsks_map. The
+// directories are checked as the socket directory is (see
+// ServerOptions.PinDir): another user must not be able to unlink or
+// replace the pin, nor lead the agent to remove another's.
 func (d *device) pin(dir string) error {
-	pdir := filepath.Join(dir, d.Name)
-	if err := os.MkdirAll(pdir, 0o755); err != nil {
+	pfd, err := openPinDir(dir)
+	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
+	defer unix.Close(pfd)
+	pdir := filepath.Join(dir, d.Name)
+	dfd, err := openPinDeviceDir(pfd, d.Name, pdir)
+	if err != nil {
+		return fmt.Errorf("pin xskmap: %w", err)
+	}
+	defer unix.Close(dfd)
 	m, err := d.prog.XSKMap().Clone()
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
 	defer m.Close()
 	path := filepath.Join(pdir, PinName)
-	os.Remove(path) // a pin left by an agent that died
+	// A pin left by an agent that died.
+	if err := removeStaleAt(dfd, PinName, path); err != nil {
+		return fmt.Errorf("pin xskmap: %w", err)
+	}
+	// The path leads where dfd does: every directory on it belongs to
+	// root and is writable by nobody else, or is sticky and not the last.
 	if err := m.Pin(path); err != nil {
 		return fmt.Errorf("pin xskmap at %s: %w", path, err)
 	}

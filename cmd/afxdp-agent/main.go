@@ -48,7 +48,9 @@
 // (where DPDK's AF_XDP driver looks with use_pinned_map=1, once the
 // directory is mounted into the pod); bpffs is mounted at /sys/fs/bpf first
 // if the pin directory is under it and nothing is mounted there; that mount
-// stays when the agent exits. Without -pin nothing is mounted.
+// stays when the agent exits. Without -pin nothing is mounted. The agent
+// refuses a pin directory, or an <interface> directory in it, that another
+// user owns or could redirect (see agent.ServerOptions.PinDir).
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed, the programs
 // detached, the pins and sockets removed. An agent that is killed (SIGKILL)
