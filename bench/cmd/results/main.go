@@ -255,6 +255,10 @@ func render(d *data) ([]byte, error) {
 			}
 			return fmt.Sprintf("%.2f× | %.2f–%.2f×", med, lo, hi)
 		},
+		// count quotes a drop count (a median over the rounds, which
+		// is a half for an even number of them) in whole frames, as
+		// compare's table does, never in exponent form.
+		"count": func(v float64) string { return fmt.Sprintf("%.0f", v) },
 		"pct": func(a, b Summary) string {
 			if b.Mpps == 0 {
 				return "n/a"

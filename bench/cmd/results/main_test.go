@@ -117,3 +117,33 @@ func TestCheckFlags(t *testing.T) {
 	}
 	*benchtime = "1s"
 }
+
+// TestRenderDropCounts checks how the page quotes drop counts: as whole
+// frames, the way compare's table prints them, even when a count reaches
+// millions (text/template's plain float64 is 1.773984e+06 there) or is
+// the median of an even number of rounds (2436.5 frames).
+func TestRenderDropCounts(t *testing.T) {
+	d := data{S: map[string]Summary{}}
+	for _, n := range contenders(t) {
+		d.S[n] = Summary{Name: n, Mpps: 1}
+	}
+	d.S["afxdp rxdrop spin"] = Summary{Name: "afxdp rxdrop spin", Mpps: 1, Drops: 1773984, RxRingFull: 1200000}
+	d.S["afxdp rxdrop nap"] = Summary{Name: "afxdp rxdrop nap", Mpps: 1, Drops: 2436.5, RxRingFull: 0.5}
+	d.S["afxdp rxdrop spin, big rings"] = Summary{Name: "afxdp rxdrop spin, big rings", Mpps: 1, Drops: 3e6, RxRingFull: 7.5}
+	b, err := render(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	for _, want := range []string{
+		"spin\n  1773984 (RX ring full 1200000)", "nap\n  2436 (RX ring full 0).",
+		"the socket dropped 3000000 frames per trial (RX ring full\n8)", "against 1773984 at",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("rendered page lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`\d\.\d+e\+\d\d|\d+\.5\b`).FindString(page); m != "" {
+		t.Errorf("rendered page quotes a count as %q", m)
+	}
+}
