@@ -38,13 +38,16 @@ func request(t testing.TB, payload string) []byte {
 	return b[:n]
 }
 
+// testLocal is the interface that request's datagrams are sent to.
+var testLocal = &local{mac: [6]byte{2, 0, 0, 0, 0, 2}, ips: []netip.Addr{netip.MustParseAddr("10.9.9.9"), netip.MustParseAddr("10.1.2.2")}}
+
 func TestReply(t *testing.T) {
 	for _, payload := range []string{"", "x", "hello, world", strings.Repeat("abc", 400)} {
 		f := request(t, payload)
 		// A kernel sending over veth leaves the UDP checksum partial:
 		// reply must not insist on it.
 		f[packet.EthLen+packet.IPv4Len+6] ^= 0x5a
-		l, v := reply(f, 9000)
+		l, v := reply(f, 9000, testLocal)
 		if l != len(f) || v != answered {
 			t.Fatalf("payload %q: reply length %d (verdict %d), want %d", payload, l, v, len(f))
 		}
@@ -97,7 +100,7 @@ func TestReplyIPOptions(t *testing.T) {
 	for _, n := range []int{4, 8, 40} {
 		for _, payload := range []string{"", "hello, options", strings.Repeat("xyz", 300)} {
 			f := withOptions(t, request(t, payload), n)
-			l, v := reply(f, 9000)
+			l, v := reply(f, 9000, testLocal)
 			if v != answered || l != len(f)-n {
 				t.Fatalf("%d bytes of options, payload %q: reply length %d (verdict %d), want %d", n, payload, l, v, len(f)-n)
 			}
@@ -145,10 +148,21 @@ func TestReplyRefuses(t *testing.T) {
 		"tagged first frag":    {func(f []byte) []byte { return tag(setFlags(f, packet.EthLen, 0x2000), 0x8100) }, tagged},
 		"fragment with opts":   {func(f []byte) []byte { return setFlags(withOptions(t, f, 4), packet.EthLen, 0x2000) }, fragment},
 		"fragment, bad ip sum": {func(f []byte) []byte { f[14+6] |= 0x20; return f }, notOurs},
+		"another MAC":          {func(f []byte) []byte { f[5] = 3; return f }, notOurs},
+		"broadcast MAC":        {func(f []byte) []byte { copy(f, []byte{255, 255, 255, 255, 255, 255}); return f }, notOurs},
+		"another IP":           {func(f []byte) []byte { return setIP(f, 16, 10, 1, 2, 3) }, notOurs},
+		"broadcast IP":         {func(f []byte) []byte { return setIP(f, 16, 255, 255, 255, 255) }, notOurs},
+		"multicast IP":         {func(f []byte) []byte { return setIP(f, 16, 239, 1, 2, 3) }, notOurs},
+		"from multicast MAC":   {func(f []byte) []byte { f[6] = 1; return f }, notOurs},
+		"from 0.0.0.0":         {func(f []byte) []byte { return setIP(f, 12, 0, 0, 0, 0) }, notOurs},
+		"from broadcast":       {func(f []byte) []byte { return setIP(f, 12, 255, 255, 255, 255) }, notOurs},
+		"from multicast":       {func(f []byte) []byte { return setIP(f, 12, 224, 0, 0, 1) }, notOurs},
+		"from loopback":        {func(f []byte) []byte { return setIP(f, 12, 127, 0, 0, 1) }, notOurs},
+		"from port 0":          {func(f []byte) []byte { f[34], f[35] = 0, 0; return f }, notOurs},
 	} {
 		f := tc.mangle(request(t, "payload"))
 		orig := bytes.Clone(f)
-		l, v := reply(f, 9000)
+		l, v := reply(f, 9000, testLocal)
 		if l != 0 || v != tc.want {
 			t.Errorf("%s: reply gave %d bytes, verdict %d; want 0, verdict %d", name, l, v, tc.want)
 		}
@@ -168,6 +182,14 @@ func setFlags(f []byte, ip int, v uint16) []byte {
 	return f
 }
 
+// setIP writes the IPv4 address a.b.c.d at offset off (12: source, 16:
+// destination) of the untagged frame's IPv4 header and fixes its checksum.
+func setIP(f []byte, off int, a, b, c, d byte) []byte {
+	const eth = packet.EthLen
+	copy(f[eth+off:], []byte{a, b, c, d})
+	return setFlags(f, eth, binary.BigEndian.Uint16(f[eth+6:]))
+}
+
 // tag inserts a VLAN tag of type tpid (VLAN ID 5) after the MAC addresses.
 func tag(f []byte, tpid uint16) []byte {
 	g := append([]byte(nil), f[:12]...)
@@ -182,11 +204,11 @@ func TestReplyAllocs(t *testing.T) {
 	frag := setFlags(request(t, "payload"), packet.EthLen, 0x2000)
 	orig := bytes.Clone(o)
 	if a := testing.AllocsPerRun(100, func() {
-		reply(f, 9000)
-		reply(f, 40000)
+		reply(f, 9000, testLocal)
+		reply(f, 40000, testLocal)
 		copy(o, orig)
-		reply(o, 9000)
-		reply(frag, 9000)
+		reply(o, 9000, testLocal)
+		reply(frag, 9000, testLocal)
 	}); a != 0 {
 		t.Fatalf("reply allocates %v times", a)
 	}
@@ -314,8 +336,9 @@ func echoOn(t *testing.T, o *xsk.Options) (*netenv.Veth, *server) {
 	c.Wait = app.WaitPoll
 	var sock *xsk.Socket
 	var err error
+	me := &local{mac: [6]byte(v.Peer.MAC), ips: []netip.Addr{v.Peer.IP()}}
 	if o == nil {
-		sock, err = open(v.Peer.Name, &c, 9000, &v.Peer)
+		sock, me, err = open(v.Peer.Name, &c, 9000, &v.Peer)
 	} else {
 		// A program that takes every frame takes ARP too.
 		if err := pktgen.AddNeighbors(v); err != nil {
@@ -329,7 +352,7 @@ func echoOn(t *testing.T, o *xsk.Options) (*netenv.Veth, *server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{sock: sock, port: 9000, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
+	s := &server{sock: sock, port: 9000, me: me, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
 	served := make(chan error, 1)
 	go func() { served <- s.serve() }()
 	t.Cleanup(func() {

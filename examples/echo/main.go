@@ -6,7 +6,13 @@
 // kernel UDP clients (net.Dial, nc -u) get their datagrams back: the frames
 // built here are real packets to the kernel, which would drop them on a
 // bad checksum. A request with IP options gets a plain answer, without
-// them, as a kernel UDP socket would send.
+// them, as a kernel UDP socket would send. It answers only unicast
+// datagrams sent to the interface's own MAC address and one of its IPv4
+// addresses (as they were when echo started), from a unicast source:
+// answering one sent to a broadcast or multicast address, or to another
+// host, would claim that address as the answer's source. The filter
+// takes such datagrams for -port from the kernel all the same; echo
+// counts them as dropped.
 //
 // Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter); ARP and
 // everything else go on to the kernel, which therefore still answers the
@@ -110,14 +116,14 @@ func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) 
 		fmt.Fprintf(out, "built veth pair %s (%s) <-> %s (%s) in throwaway namespaces\n",
 			v.Host.Name, v.Host.Addr, v.Peer.Name, v.Peer.Addr)
 	}
-	sock, err := open(ifname, c, port, ep)
+	sock, me, err := open(ifname, c, port, ep)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, sock.Close()) }()
 	fmt.Fprintf(out, "echo on %s queue %d port %d: %s mode\n", ifname, c.Queue, port, sock.Mode())
 
-	s := &server{sock: sock, port: port, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
+	s := &server{sock: sock, port: port, me: me, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
 	body := func(ctx context.Context) error { // serve until interrupted
 		<-ctx.Done()
 		return nil
@@ -171,13 +177,18 @@ func serveWhile(ctx context.Context, serve func() error, stop func(), body func(
 }
 
 // open binds an echo socket whose XDP program redirects only UDP/IPv4 to
-// port, inside ep's namespace when ep is not nil.
-func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.Socket, error) {
+// port, inside ep's namespace when ep is not nil, and returns the
+// interface's addresses with it.
+func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.Socket, *local, error) {
 	o := c.XSKOptions()
 	o.Filter = bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}
 	var sock *xsk.Socket
+	var me *local
 	do := func() error {
 		var err error
+		if me, err = localOf(ifname); err != nil {
+			return err
+		}
 		sock, err = xsk.Open(ifname, c.Queue, o)
 		return err
 	}
@@ -187,7 +198,63 @@ func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.
 	} else {
 		err = do()
 	}
-	return sock, err
+	return sock, me, err
+}
+
+// local is what echo answers to: the interface's MAC address and IPv4
+// addresses.
+type local struct {
+	mac [6]byte
+	ips []netip.Addr
+}
+
+// localOf reads the addresses of the interface ifname in the calling
+// thread's namespace.
+func localOf(ifname string) (*local, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, err
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("interface %s: no Ethernet (6-byte) MAC address: echo answers Ethernet frames only", ifname)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	me := &local{mac: [6]byte(ifi.HardwareAddr)}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok {
+				me.ips = append(me.ips, ip)
+			}
+		}
+	}
+	if len(me.ips) == 0 {
+		return nil, fmt.Errorf("interface %s: no IPv4 address: echo answers datagrams sent to the interface's own address", ifname)
+	}
+	return me, nil
+}
+
+// forMe reports whether the untagged IPv4 frame is a unicast datagram from
+// a unicast source to me's MAC and one of its addresses, and so may be
+// answered: the answer's source is the request's destination.
+func (me *local) forMe(frame []byte) bool {
+	const eth = packet.EthLen
+	if [6]byte(frame[0:6]) != me.mac || frame[6]&1 != 0 { // not to us, or from a group address
+		return false
+	}
+	src := netip.AddrFrom4([4]byte(frame[eth+12 : eth+16]))
+	if src.IsUnspecified() || src.IsMulticast() || src.IsLoopback() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return false
+	}
+	dst := netip.AddrFrom4([4]byte(frame[eth+16 : eth+20]))
+	for _, ip := range me.ips {
+		if ip == dst {
+			return true
+		}
+	}
+	return false
 }
 
 // server answers datagrams on one socket. serve runs on one goroutine;
@@ -195,19 +262,21 @@ func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.
 type server struct {
 	sock  *xsk.Socket
 	port  uint16
+	me    *local
 	wait  app.WaitMode
 	descs []xsk.Desc
 	stop  atomic.Bool
 	// answered counts the datagrams answered; fragments and tagged the
 	// ones for port that echo cannot answer (see verdict); dropped the
-	// frames that were not for port at all; unsent the answers given
+	// frames that were not datagrams for port sent to the interface's
+	// own addresses (see local.forMe); unsent the answers given
 	// back untransmitted when serve stopped with the TX ring full.
 	answered, fragments, tagged, dropped, unsent atomic.Uint64
 }
 
 // report prints what the server did with the frames it received.
 func (s *server) report(out io.Writer) {
-	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged, %d answers not sent (stopped with the TX ring full); dropped %d frames that were not for port %d\n",
+	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged, %d answers not sent (stopped with the TX ring full); dropped %d frames that were not unicast datagrams for port %d to this interface's addresses\n",
 		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.unsent.Load(), s.dropped.Load(), s.port)
 }
 
@@ -231,7 +300,7 @@ func (s *server) serve() error {
 		out := s.descs[:0]
 		drop = drop[:0]
 		for _, d := range s.descs[:k] {
-			l, v := reply(s.sock.Frame(d), s.port)
+			l, v := reply(s.sock.Frame(d), s.port, s.me)
 			switch v {
 			case answered:
 				d.Len = uint32(l)
@@ -284,7 +353,8 @@ type verdict int
 const (
 	// answered: the frame now holds the answer.
 	answered verdict = iota
-	// notOurs: not a well-formed UDP/IPv4 datagram for the port.
+	// notOurs: not a well-formed UDP/IPv4 datagram for the port, or not
+	// one sent to the interface's own addresses from a unicast source.
 	notOurs
 	// fragment: the first fragment of a datagram for the port. echo's
 	// filter leaves fragments to the kernel, but a program that
@@ -297,17 +367,18 @@ const (
 	tagged
 )
 
-// reply turns the UDP/IPv4 datagram to port in frame into its answer, in
-// place, and returns the answer's length and answered; otherwise it
-// leaves frame alone and says why not. IP options are honoured in the
-// request and left out of the answer: the UDP header and payload move up
-// to follow a 20-byte IPv4 header. It allocates nothing.
+// reply turns the UDP/IPv4 datagram to port on me in frame into its
+// answer, in place, and returns the answer's length and answered;
+// otherwise it leaves frame alone and says why not. A datagram from
+// source port 0 wants no answer (RFC 768) and gets none. IP options are
+// honoured in the request and left out of the answer: the UDP header and
+// payload move up to follow a 20-byte IPv4 header. It allocates nothing.
 //
 // The incoming UDP checksum is not verified: a kernel that sends over veth
 // (or any device with checksum offload) leaves it partial, for hardware
 // that veth does not have to fill in. The IPv4 header checksum is always
 // complete and is checked; the answer gets both checksums in full.
-func reply(frame []byte, port uint16) (int, verdict) {
+func reply(frame []byte, port uint16, me *local) (int, verdict) {
 	const eth = packet.EthLen
 	if len(frame) < packet.HeadersLen {
 		return 0, notOurs
@@ -322,7 +393,7 @@ func reply(frame []byte, port uint16) (int, verdict) {
 	default:
 		return 0, notOurs
 	}
-	if !forPort(frame, eth, port) {
+	if !forPort(frame, eth, port) || !me.forMe(frame) {
 		return 0, notOurs
 	}
 	hl := int(frame[eth]&0x0f) * 4
@@ -338,7 +409,7 @@ func reply(frame []byte, port uint16) (int, verdict) {
 		return 0, notOurs
 	}
 	ulen := int(be16(frame[udp+4:]))
-	if ulen != total-hl {
+	if ulen != total-hl || be16(frame[udp:]) == 0 {
 		return 0, notOurs
 	}
 	var srcMAC, dstMAC [6]byte
