@@ -17,7 +17,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -114,7 +116,7 @@ func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		rxErr = receive(ctx, rx, count, &received, &bad, watch)
+		rxErr = receive(ctx, rx, count, size, &hdr, &received, &bad, watch)
 	}()
 	go func() {
 		defer wg.Done()
@@ -194,8 +196,13 @@ func (w *idleWatch) expired(now time.Time) bool {
 func (w *idleWatch) gaveUp() bool { return w.given.Load() }
 
 // receive takes frames until count have arrived, checking that each is the
-// next in sequence and intact, or until watch says to stop waiting.
-func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *atomic.Uint64, watch *idleWatch) error {
+// next in sequence and, byte for byte, the frame of size bytes that send
+// built from hdr, or until watch says to stop waiting.
+func receive(ctx context.Context, s *xsk.Socket, count uint64, size int, hdr *packet.UDP, received, bad *atomic.Uint64, watch *idleWatch) error {
+	want, err := newFrameCheck(hdr, size)
+	if err != nil {
+		return err
+	}
 	descs := make([]xsk.Desc, 64)
 	next := uint64(0)
 	for next < count && ctx.Err() == nil {
@@ -214,12 +221,7 @@ func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *at
 		}
 		watch.arrived(time.Now())
 		for _, d := range descs[:n] {
-			p, err := packet.Parse(s.Frame(d))
-			seq, ok := uint64(0), false
-			if err == nil {
-				seq, ok = packet.CheckPayload(p.Payload)
-			}
-			if !ok || seq != next {
+			if !want.check(s.Frame(d), next) {
 				bad.Add(1)
 			}
 			next++
@@ -230,6 +232,51 @@ func receive(ctx context.Context, s *xsk.Socket, count uint64, received, bad *at
 		received.Store(next)
 	}
 	return nil
+}
+
+// frameCheck knows the frames that send builds, so as to check every byte
+// of one: the headers against a template, but for the IP ID, which is
+// the sequence number's low 16 bits, and the checksums, which
+// packet.Parse checks; the payload with packet.CheckPayload.
+type frameCheck struct {
+	tmpl []byte // the headers of a frame with ID 0
+	size int
+}
+
+// Offsets in the frame of the IPv4 ID and of the two checksums.
+const (
+	ipID   = packet.EthLen + 4
+	ipSum  = packet.EthLen + 10
+	udpSum = packet.HeadersLen - 2
+)
+
+func newFrameCheck(hdr *packet.UDP, size int) (*frameCheck, error) {
+	b := make([]byte, size)
+	h := *hdr
+	h.ID = 0
+	if _, err := h.Write(b, size-packet.HeadersLen); err != nil {
+		return nil, err
+	}
+	return &frameCheck{tmpl: b[:packet.HeadersLen], size: size}, nil
+}
+
+// check reports whether frame is the one send built for seq.
+func (c *frameCheck) check(frame []byte, seq uint64) bool {
+	if len(frame) != c.size {
+		return false
+	}
+	p, err := packet.Parse(frame) // both checksums
+	if err != nil {
+		return false
+	}
+	got, ok := packet.CheckPayload(p.Payload)
+	t := c.tmpl
+	return ok && got == seq &&
+		bytes.Equal(frame[:ipID], t[:ipID]) &&
+		binary.BigEndian.Uint16(frame[ipID:]) == uint16(seq) &&
+		bytes.Equal(frame[ipID+2:ipSum], t[ipID+2:ipSum]) &&
+		bytes.Equal(frame[ipSum+2:udpSum], t[ipSum+2:udpSum]) &&
+		binary.BigEndian.Uint16(frame[udpSum:]) != 0 // send always sets it
 }
 
 // send transmits count frames, staying at most a ring's worth ahead of the

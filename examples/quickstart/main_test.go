@@ -148,7 +148,7 @@ func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
 	watch := newIdleWatch(idle, time.Now())
 	var received, bad, sent atomic.Uint64
 	done := make(chan error, 1)
-	go func() { done <- receive(context.Background(), rx, 10, &received, &bad, watch) }()
+	go func() { done <- receive(context.Background(), rx, 10, 64, &hdr, &received, &bad, watch) }()
 	if err := send(context.Background(), tx, &hdr, 64-packet.HeadersLen, 5, &received, &sent, idle); err != nil {
 		t.Fatal(err)
 	}
@@ -167,5 +167,70 @@ func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
 	want := "5 of 10 frames arrived (none for 300ms after the sender finished), 0 of them wrong"
 	if err := verdict(received.Load(), 10, bad.Load(), watch); err == nil || err.Error() != want {
 		t.Errorf("verdict: %v, want %q", err, want)
+	}
+}
+
+// TestReceiveCatchesWrongFrames injects frames that are well-formed, with
+// right checksums and a payload that checks, but not the frame the sender
+// built: a byte short, to another MAC address, from another IP address,
+// to another source port, with another IP ID. Each must count as wrong:
+// quickstart says it verifies every byte.
+func TestReceiveCatchesWrongFrames(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	rx, err := xsk.Open(v.Host.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	var tx *xsk.Socket
+	if err := v.Peer.Do(func() error {
+		tx, err = xsk.Open(v.Peer.Name, 0, &xsk.Options{NoXDP: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	hdr := packet.UDP{SrcMAC: v.Peer.MAC, DstMAC: v.Host.MAC, SrcIP: v.Peer.IP(), DstIP: v.Host.IP(),
+		SrcPort: 40000, DstPort: port}
+	const size = 100
+	wrong := []func(h *packet.UDP, payloadLen *int){
+		nil, // right
+		func(h *packet.UDP, n *int) { *n-- },
+		func(h *packet.UDP, n *int) { h.DstMAC = append([]byte{0x02}, v.Host.MAC[1:]...); h.DstMAC[5] ^= 1 },
+		func(h *packet.UDP, n *int) { h.SrcIP = h.SrcIP.Next() },
+		func(h *packet.UDP, n *int) { h.SrcPort++ },
+		func(h *packet.UDP, n *int) { h.ID++ },
+		nil, // right
+	}
+	descs := make([]xsk.Desc, len(wrong))
+	if n, err := tx.Alloc(descs); err != nil || n != len(descs) {
+		t.Fatalf("alloc: %d, %v", n, err)
+	}
+	for i, mangle := range wrong {
+		h, n := hdr, size-packet.HeadersLen
+		h.ID = uint16(i)
+		if mangle != nil {
+			mangle(&h, &n)
+		}
+		b := tx.Frame(descs[i])
+		packet.FillPayload(b[packet.HeadersLen:packet.HeadersLen+n], uint64(i))
+		l, err := h.Write(b, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		descs[i].Len = uint32(l)
+	}
+	if k, err := tx.Transmit(descs); err != nil || k != len(descs) {
+		t.Fatalf("transmit: %d, %v", k, err)
+	}
+	watch := newIdleWatch(time.Second, time.Now())
+	watch.senderDone(time.Now())
+	var received, bad atomic.Uint64
+	if err := receive(context.Background(), rx, uint64(len(wrong)), size, &hdr, &received, &bad, watch); err != nil {
+		t.Fatal(err)
+	}
+	if received.Load() != uint64(len(wrong)) || bad.Load() != uint64(len(wrong)-2) {
+		t.Errorf("received %d, wrong %d; want %d, %d", received.Load(), bad.Load(), len(wrong), len(wrong)-2)
 	}
 }
