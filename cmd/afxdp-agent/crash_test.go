@@ -180,7 +180,17 @@ func TestAgentKilled(t *testing.T) {
 	if err := first.stop(t, syscall.SIGKILL); err == nil {
 		t.Fatal("agent exited cleanly after SIGKILL")
 	}
-	if info, err := bpf.QueryXDP(v.Host.Index); err != nil || info.Attached() {
+	// The kernel releases the agent's bpf_link with its last file
+	// reference; the final put of a file can be deferred to a work item
+	// (delayed fput), so the detach may trail the exit by a moment.
+	var info bpf.XDPInfo
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		info, err = bpf.QueryXDP(v.Host.Index)
+		if err != nil || !info.Attached() || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || info.Attached() {
 		t.Errorf("program of the killed agent: %+v, %v; want it detached with the agent's link", info, err)
 	}
 	if receives(t, v, pod.Socket) {
