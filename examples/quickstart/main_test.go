@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -121,28 +122,36 @@ func TestIdleWatchGivesUpAfterSenderFinishes(t *testing.T) {
 	}
 }
 
-// TestReceiveGivesUpOnMissingFrames sends fewer frames than the receiver
-// waits for, as if some were lost: the receiver must return once the
-// sender has finished and the idle time has passed, having counted what
-// came.
-func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
+// socketPair makes a veth pair with a receiving socket (quickstart's
+// filter) on the host end and a sending one on the peer end, closed at
+// cleanup, and the header of the frames from the peer to the host.
+func socketPair(t *testing.T) (v *netenv.Veth, rx, tx *xsk.Socket, hdr packet.UDP) {
+	t.Helper()
 	testenv.RequirePrivileged(t)
-	v := testenv.NewVeth(t, nil)
+	v = testenv.NewVeth(t, nil)
 	rx, err := xsk.Open(v.Host.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rx.Close()
-	var tx *xsk.Socket
+	t.Cleanup(func() { rx.Close() })
 	if err := v.Peer.Do(func() error {
 		tx, err = xsk.Open(v.Peer.Name, 0, &xsk.Options{NoXDP: true})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Close()
-	hdr := packet.UDP{SrcMAC: v.Peer.MAC, DstMAC: v.Host.MAC, SrcIP: v.Peer.IP(), DstIP: v.Host.IP(),
+	t.Cleanup(func() { tx.Close() })
+	hdr = packet.UDP{SrcMAC: v.Peer.MAC, DstMAC: v.Host.MAC, SrcIP: v.Peer.IP(), DstIP: v.Host.IP(),
 		SrcPort: 40000, DstPort: port}
+	return v, rx, tx, hdr
+}
+
+// TestReceiveGivesUpOnMissingFrames sends fewer frames than the receiver
+// waits for, as if some were lost: the receiver must return once the
+// sender has finished and the idle time has passed, having counted what
+// came.
+func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
+	_, rx, tx, hdr := socketPair(t)
 
 	const idle = 300 * time.Millisecond
 	watch := newIdleWatch(idle, time.Now())
@@ -176,23 +185,7 @@ func TestReceiveGivesUpOnMissingFrames(t *testing.T) {
 // to another source port, with another IP ID. Each must count as wrong:
 // quickstart says it verifies every byte.
 func TestReceiveCatchesWrongFrames(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	v := testenv.NewVeth(t, nil)
-	rx, err := xsk.Open(v.Host.Name, 0, &xsk.Options{Filter: bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	var tx *xsk.Socket
-	if err := v.Peer.Do(func() error {
-		tx, err = xsk.Open(v.Peer.Name, 0, &xsk.Options{NoXDP: true})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	hdr := packet.UDP{SrcMAC: v.Peer.MAC, DstMAC: v.Host.MAC, SrcIP: v.Peer.IP(), DstIP: v.Host.IP(),
-		SrcPort: 40000, DstPort: port}
+	v, rx, tx, hdr := socketPair(t)
 	const size = 100
 	wrong := []func(h *packet.UDP, payloadLen *int){
 		nil, // right
