@@ -9,8 +9,8 @@
 //
 //  1. reads the frame's receive queue index,
 //  2. checks the frame against an optional [Filter] (EtherType, IP
-//     protocol, UDP/TCP destination port) and passes non-matching or too
-//     short frames to the kernel's network stack (XDP_PASS), and
+//     protocol, UDP/TCP destination port, IP destination address) and
+//     passes non-matching or too short frames to the kernel's network stack (XDP_PASS), and
 //  3. calls bpf_redirect_map(xskmap, queue, XDP_PASS), which redirects to
 //     the queue's socket, or passes the frame on when the queue has none.
 //

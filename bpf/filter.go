@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
@@ -47,6 +48,16 @@ type Filter struct {
 	// port, and a socket that got it could not reassemble the datagram
 	// without the rest, so all of them go on to the kernel, which can.
 	DstPort uint16
+
+	// DstAddr is the IP destination address to match. The zero Addr
+	// matches any. An IPv4 address matches IPv4 frames only and an IPv6
+	// address IPv6 frames only, so EtherType must be zero or agree with
+	// it. Frames for other addresses, broadcast and multicast ones
+	// included, go on to the kernel: a host that forwards IP keeps
+	// forwarding the traffic for DstPort that is not its own. IPv4-mapped
+	// IPv6 addresses (write the IPv4 form) and addresses with a zone are
+	// refused.
+	DstAddr netip.Addr
 }
 
 // EtherTypes and IP protocol numbers that the filter knows about.
@@ -63,6 +74,8 @@ const (
 	ipv4MinHeader   = 20
 	ipv6HeaderLen   = 40
 	l4DstPortOffset = 2      // same in the UDP and the TCP header
+	ipv4DstOffset   = 16     // destination address in the IPv4 header
+	ipv6DstOffset   = 24     // destination address in the IPv6 header
 	ipv4MFOffset    = 0x3fff // IPv4 flags and fragment offset: MF and the offset
 )
 
@@ -81,6 +94,14 @@ func (f Filter) validate() error {
 		return fmt.Errorf("Filter.IPProto %d: needs EtherType 0x0800 (IPv4), 0x86dd (IPv6) or 0 (either), not %#04x", f.IPProto, f.EtherType)
 	case f.DstPort != 0 && f.IPProto != ipProtoTCP && f.IPProto != ipProtoUDP:
 		return fmt.Errorf("Filter.DstPort %d: needs IPProto 6 (TCP) or 17 (UDP), not %d", f.DstPort, f.IPProto)
+	case f.DstAddr.Is4In6():
+		return fmt.Errorf("Filter.DstAddr %s: an IPv4-mapped IPv6 address; write the IPv4 address %s", f.DstAddr, f.DstAddr.Unmap())
+	case f.DstAddr.Zone() != "":
+		return fmt.Errorf("Filter.DstAddr %s: a zone is not part of a packet's address", f.DstAddr)
+	case f.DstAddr.Is4() && f.EtherType != 0 && f.EtherType != etherTypeIPv4:
+		return fmt.Errorf("Filter.DstAddr %s: an IPv4 address needs EtherType 0x0800 or 0 (any), not %#04x", f.DstAddr, f.EtherType)
+	case f.DstAddr.Is6() && f.EtherType != 0 && f.EtherType != etherTypeIPv6:
+		return fmt.Errorf("Filter.DstAddr %s: an IPv6 address needs EtherType 0x86dd or 0 (any), not %#04x", f.DstAddr, f.EtherType)
 	}
 	return nil
 }
@@ -106,6 +127,9 @@ func (f Filter) String() string {
 	if f.DstPort != 0 {
 		add(fmt.Sprintf("dstport %d", f.DstPort))
 	}
+	if f.DstAddr.IsValid() {
+		add("dstaddr " + f.DstAddr.String())
+	}
 	return s
 }
 
@@ -115,6 +139,12 @@ func (f Filter) String() string {
 // time.
 func netImm(v uint16) int32 {
 	return int32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v)))
+}
+
+// netImm32 is netImm for the 32-bit word at b[0:4], which is in network
+// order already, for a JMP32 comparison with a 32-bit load.
+func netImm32(b []byte) int32 {
+	return int32(binary.NativeEndian.Uint32(b))
 }
 
 // Offsets of the fields of struct xdp_md that the program reads.
@@ -216,12 +246,12 @@ func l3Instructions(f Filter) asm.Instructions {
 	if f.EtherType != 0 {
 		insns = append(insns, asm.JNE.Imm(asm.R5, netImm(f.EtherType), lblPass))
 	}
-	if f.IPProto == 0 {
+	if f.IPProto == 0 && !f.DstAddr.IsValid() {
 		return append(insns, asm.Ja.Label(lblRedirect))
 	}
 
-	v4 := f.EtherType == 0 || f.EtherType == etherTypeIPv4
-	v6 := f.EtherType == 0 || f.EtherType == etherTypeIPv6
+	v4 := (f.EtherType == 0 || f.EtherType == etherTypeIPv4) && !f.DstAddr.Is6()
+	v6 := (f.EtherType == 0 || f.EtherType == etherTypeIPv6) && !f.DstAddr.Is4()
 	if v4 {
 		insns = append(insns, asm.JEq.Imm(asm.R5, netImm(etherTypeIPv4), lblIPv4))
 	}
@@ -240,9 +270,14 @@ func l3Instructions(f Filter) asm.Instructions {
 			asm.Mov.Reg(asm.R0, asm.R4).WithSymbol(lblIPv4),
 			asm.Add.Imm(asm.R0, ipv4MinHeader),
 			asm.JGT.Reg(asm.R0, asm.R3, lblPass),
-			asm.LoadMem(asm.R0, asm.R4, 9, asm.Byte), // protocol
-			asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
 		)
+		if f.IPProto != 0 {
+			insns = append(insns,
+				asm.LoadMem(asm.R0, asm.R4, 9, asm.Byte), // protocol
+				asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
+			)
+		}
+		insns = append(insns, addrInstructions(f.DstAddr, ipv4DstOffset)...)
 		if f.DstPort != 0 {
 			insns = append(insns,
 				// A fragment (more fragments set, or an offset) goes
@@ -265,9 +300,14 @@ func l3Instructions(f Filter) asm.Instructions {
 			asm.Mov.Reg(asm.R0, asm.R4).WithSymbol(lblIPv6),
 			asm.Add.Imm(asm.R0, ipv6HeaderLen),
 			asm.JGT.Reg(asm.R0, asm.R3, lblPass),
-			asm.LoadMem(asm.R0, asm.R4, 6, asm.Byte), // next header
-			asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
 		)
+		if f.IPProto != 0 {
+			insns = append(insns,
+				asm.LoadMem(asm.R0, asm.R4, 6, asm.Byte), // next header
+				asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
+			)
+		}
+		insns = append(insns, addrInstructions(f.DstAddr, ipv6DstOffset)...)
 		if f.DstPort != 0 {
 			insns = append(insns, asm.Add.Imm(asm.R4, ipv6HeaderLen))
 		}
@@ -282,6 +322,25 @@ func l3Instructions(f Filter) asm.Instructions {
 			asm.LoadMem(asm.R0, asm.R4, l4DstPortOffset, asm.Half),
 			asm.JNE.Imm(asm.R0, netImm(f.DstPort), lblPass),
 			asm.Ja.Label(lblRedirect),
+		)
+	}
+	return insns
+}
+
+// addrInstructions compares the destination address at R4+off, inside the
+// IP header that the caller checked is all there, with addr, 32 bits at a
+// time, and jumps to lblPass at the first difference. The zero Addr needs
+// no check.
+func addrInstructions(addr netip.Addr, off int16) asm.Instructions {
+	if !addr.IsValid() {
+		return nil
+	}
+	b := addr.AsSlice()
+	var insns asm.Instructions
+	for i := 0; i < len(b); i += 4 {
+		insns = append(insns,
+			asm.LoadMem(asm.R0, asm.R4, off+int16(i), asm.Word),
+			asm.JNE.Imm32(asm.R0, netImm32(b[i:i+4]), lblPass),
 		)
 	}
 	return insns

@@ -3,8 +3,9 @@ package bpf
 import "encoding/binary"
 
 // Frame builders for the verdict tests. The program reads only EtherTypes,
-// IP header lengths, protocol fields, fragment offsets and ports, so the
-// builders fill in only those (and leave checksums and addresses zero).
+// IP header lengths, protocol fields, fragment offsets, destination
+// addresses and ports, so the builders fill in only those (and leave
+// checksums and source addresses zero).
 
 var (
 	testDstMAC = []byte{0x02, 0, 0, 0, 0, 0x01}
@@ -30,6 +31,7 @@ type ipv4Opts struct {
 	fragOff uint16 // fragment offset in 8-byte units
 	mf      bool   // more fragments
 	options []byte // filled into the bytes after the first 20; padded
+	dst     [4]byte
 }
 
 // ipv4 returns an IPv4 header carrying proto, then payload.
@@ -49,13 +51,18 @@ func ipv4(proto uint8, payload []byte, o ipv4Opts) []byte {
 	binary.BigEndian.PutUint16(h[6:8], flags)
 	h[8] = 64
 	h[9] = proto
+	copy(h[16:20], o.dst[:])
 	copy(h[20:], o.options)
 	return append(h, payload...)
 }
 
 // ipv6 returns an IPv6 header with next header next, then payload.
-func ipv6(next uint8, payload []byte) []byte {
+func ipv6(next uint8, payload []byte) []byte { return ipv6To(next, [16]byte{}, payload) }
+
+// ipv6To is ipv6 with destination address dst.
+func ipv6To(next uint8, dst [16]byte, payload []byte) []byte {
 	h := make([]byte, 40)
+	copy(h[24:40], dst[:])
 	h[0] = 0x60
 	binary.BigEndian.PutUint16(h[4:6], uint16(len(payload)))
 	h[6] = next

@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -30,6 +31,11 @@ func TestNewProgramBadOptions(t *testing.T) {
 		{"ethertype-vlan", ProgramOptions{Filter: Filter{EtherType: 0x8100}}, "Filter.EtherType 0x8100"},
 		{"ethertype-qinq", ProgramOptions{Filter: Filter{EtherType: 0x88A8}}, "Filter.EtherType 0x88a8"},
 		{"ethertype-length", ProgramOptions{Filter: Filter{EtherType: 100}}, "Filter.EtherType 0x0064"},
+		{"addr4-with-ipv6", ProgramOptions{Filter: Filter{EtherType: 0x86DD, DstAddr: netip.MustParseAddr("10.0.0.1")}}, "Filter.DstAddr 10.0.0.1: an IPv4 address needs EtherType 0x0800"},
+		{"addr6-with-ipv4", ProgramOptions{Filter: Filter{EtherType: 0x0800, DstAddr: netip.MustParseAddr("fd00::1")}}, "Filter.DstAddr fd00::1: an IPv6 address needs EtherType 0x86dd"},
+		{"addr-with-arp", ProgramOptions{Filter: Filter{EtherType: 0x0806, DstAddr: netip.MustParseAddr("10.0.0.1")}}, "Filter.DstAddr 10.0.0.1"},
+		{"addr-4in6", ProgramOptions{Filter: Filter{DstAddr: netip.MustParseAddr("::ffff:10.0.0.1")}}, "write the IPv4 address 10.0.0.1"},
+		{"addr-zone", ProgramOptions{Filter: Filter{DstAddr: netip.MustParseAddr("fe80::1%eth0")}}, "Filter.DstAddr fe80::1%eth0: a zone"},
 		{"max-queues-negative", ProgramOptions{MaxQueues: -1}, "MaxQueues -1"},
 		{"max-queues-huge", ProgramOptions{MaxQueues: 1 << 40}, "MaxQueues 1099511627776"},
 	}
@@ -57,6 +63,9 @@ func TestFilterValid(t *testing.T) {
 		{EtherType: 0x86DD, IPProto: 58},
 		{IPProto: 6, DstPort: 22},
 		{EtherType: 0x0800, IPProto: 17, DstPort: 4789},
+		{DstAddr: netip.MustParseAddr("10.0.0.1")},
+		{EtherType: 0x86DD, IPProto: 17, DstPort: 53, DstAddr: netip.MustParseAddr("fd00::1")},
+		{IPProto: 17, DstAddr: netip.MustParseAddr("0.0.0.0")},
 	} {
 		if err := f.validate(); err != nil {
 			t.Errorf("%+v: %v", f, err)

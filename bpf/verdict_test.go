@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -81,6 +82,26 @@ func TestVerdicts(t *testing.T) {
 		fragment  = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{fragOff: 100})))
 		firstFrag = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{mf: true})))
 		custom    = pad(eth(0x88B5, []byte("hello")))
+		// Destination addresses: mine, and ones that differ from it in
+		// the first or the last byte only, so that every 32-bit word of
+		// the address has to be compared.
+		me4       = [4]byte{10, 1, 2, 3}
+		me6       = [16]byte{0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+		toMe4     = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: me4})))
+		toMe4Opts = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: me4, ihl: 6})))
+		toMe4Frag = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: me4, mf: true})))
+		toMe4TCP  = pad(eth(0x0800, ipv4(6, tcp(port), ipv4Opts{dst: me4})))
+		toMe4VLAN = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: me4}), 0x8100))
+		toOther4  = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: [4]byte{11, 1, 2, 3}})))
+		toLast4   = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: [4]byte{10, 1, 2, 4}})))
+		toBcast4  = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: [4]byte{255, 255, 255, 255}})))
+		toMe6     = pad(eth(0x86DD, ipv6To(17, me6, udp(port))))
+		toMe6Cut  = eth(0x86DD, ipv6To(17, me6, udp(port))[:39])
+		toOther6  = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, udp(port))))
+		toMid6    = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 0xff, 9, 10, 11, 12, 13, 14}, udp(port))))
+		toLast6   = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15}, udp(port))))
+		// The IPv6 address whose first four bytes are the IPv4 one's.
+		me4As6 = pad(eth(0x86DD, ipv6To(17, [16]byte{10, 1, 2, 3}, udp(port))))
 		// Truncated frames; BPF_PROG_RUN refuses frames shorter than an
 		// Ethernet header (14 bytes), so that is the shortest here.
 		ethOnly    = eth(0x0800, nil)
@@ -160,6 +181,40 @@ func TestVerdicts(t *testing.T) {
 			{"arp", arpReq, true},
 			{"udp4", udp4, false},
 		}},
+		{Filter{IPProto: 17, DstPort: port, DstAddr: netip.AddrFrom4(me4)}, []frame{
+			{"to-me", toMe4, true},
+			{"to-me-ihl6", toMe4Opts, true},
+			{"to-me-vlan", toMe4VLAN, true},
+			{"to-me-first-fragment", toMe4Frag, false},
+			{"to-me-tcp", toMe4TCP, false},
+			{"to-other", toOther4, false},
+			{"to-other-last-byte", toLast4, false},
+			{"to-broadcast", toBcast4, false},
+			{"to-zero", udp4, false},
+			{"udp6-same-first-word", me4As6, false},
+			{"to-me6", toMe6, false},
+			{"arp", arpReq, false},
+			{"ipv4-cut", ipv4Cut, false},
+		}},
+		{Filter{DstAddr: netip.AddrFrom4(me4)}, []frame{
+			{"to-me", toMe4, true},
+			{"to-me-tcp", toMe4TCP, true},
+			{"to-me-first-fragment", toMe4Frag, true}, // no port to check
+			{"to-other", toOther4, false},
+			{"to-other-last-byte", toLast4, false},
+			{"arp", arpReq, false},
+			{"custom", custom, false},
+			{"ipv4-cut", ipv4Cut, false},
+		}},
+		{Filter{EtherType: 0x86DD, IPProto: 17, DstPort: port, DstAddr: netip.AddrFrom16(me6)}, []frame{
+			{"to-me", toMe6, true},
+			{"to-other-first-byte", toOther6, false},
+			{"to-other-third-word", toMid6, false},
+			{"to-other-last-byte", toLast6, false},
+			{"to-zero", udp6, false},
+			{"to-me-cut", toMe6Cut, false},
+			{"udp4", toMe4, false},
+		}},
 	}
 
 	for _, tt := range tests {
@@ -222,6 +277,8 @@ var fuzzFilters = []Filter{
 	{EtherType: 0x86DD, IPProto: 17},
 	{IPProto: 1},
 	{EtherType: 0x88B5},
+	{IPProto: 17, DstPort: 4000, DstAddr: netip.AddrFrom4([4]byte{10, 0, 0, 1})},
+	{DstAddr: netip.MustParseAddr("fd00::1")},
 }
 
 // FuzzVerdict compares the program's verdict on arbitrary frames with
@@ -251,6 +308,9 @@ func FuzzVerdict(f *testing.F) {
 		pad(eth(0x0800, ipv4(1, nil, ipv4Opts{fragOff: 3}), 0x88A8)),
 		pad(eth(0x88B5, nil)),
 		eth(0x0800, ipv4(17, udp(4000), ipv4Opts{})[:23]),
+		pad(eth(0x0800, ipv4(17, udp(4000), ipv4Opts{dst: [4]byte{10, 0, 0, 1}}))),
+		pad(eth(0x0800, ipv4(17, udp(4000), ipv4Opts{dst: [4]byte{10, 0, 0, 1}, mf: true}))),
+		pad(eth(0x86DD, ipv6To(17, netip.MustParseAddr("fd00::1").As16(), udp(4000)), 0x8100)),
 	} {
 		for i := range progs {
 			f.Add(uint8(i), seed)
@@ -290,25 +350,33 @@ func wantMatch(f Filter, b []byte) bool {
 	if f.EtherType != 0 && et != f.EtherType {
 		return false
 	}
-	if f.IPProto == 0 {
+	if f.IPProto == 0 && !f.DstAddr.IsValid() {
 		return true
 	}
 	var l4 int
 	switch et {
 	case 0x0800:
-		if len(b) < l3+20 || b[l3+9] != f.IPProto {
+		if len(b) < l3+20 || f.IPProto != 0 && b[l3+9] != f.IPProto {
+			return false
+		}
+		if f.DstAddr.IsValid() && netip.AddrFrom4([4]byte(b[l3+16:l3+20])) != f.DstAddr {
 			return false
 		}
 		if f.DstPort == 0 {
 			return true
 		}
+		// Fragments, the first (more fragments set) included, do not
+		// match a port.
 		ihl := int(b[l3]&0x0f) * 4
-		if be16(l3+6)&0x1fff != 0 || ihl < 20 {
+		if be16(l3+6)&0x3fff != 0 || ihl < 20 {
 			return false
 		}
 		l4 = l3 + ihl
 	case 0x86DD:
-		if len(b) < l3+40 || b[l3+6] != f.IPProto {
+		if len(b) < l3+40 || f.IPProto != 0 && b[l3+6] != f.IPProto {
+			return false
+		}
+		if f.DstAddr.IsValid() && netip.AddrFrom16([16]byte(b[l3+24:l3+40])) != f.DstAddr {
 			return false
 		}
 		if f.DstPort == 0 {
