@@ -71,12 +71,23 @@ func waitFor(cond func() bool) {
 // broadcast address and to a multicast group, from a host whose kernel
 // socket would take any answer. echo must answer none of them: an answer
 // would claim another host's address, or a broadcast or multicast one as
-// its source, which the kernel drops as a martian. A datagram to the
-// interface's own addresses is then answered, and the counts add up.
+// its source, which the kernel drops as a martian. Its filter names the
+// interface's one address, so only the datagrams to that address reach
+// echo (which drops those with another MAC), and the rest stay with the
+// kernel: a kernel socket on the port gets the broadcasts. A datagram to
+// the interface's own addresses is then answered, and the counts add up.
 func TestNotForUsNotAnswered(t *testing.T) {
 	v, s := echoOn(t, nil)
 	c := hostUDP(t, v)
 	from := netip.MustParseAddrPort(c.LocalAddr().String())
+	var kernel *net.UDPConn
+	if err := v.Peer.Do(func() (err error) {
+		kernel, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 9000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kernel.Close()
 	raw := newRawSender(t, v)
 	bcastMAC := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	mcastMAC := []byte{0x01, 0x00, 0x5e, 0x01, 0x02, 0x03}
@@ -85,29 +96,36 @@ func TestNotForUsNotAnswered(t *testing.T) {
 	if otherIP == v.Host.IP() {
 		otherIP = otherIP.Next()
 	}
-	frame := func(dstMAC []byte, dst netip.Addr) []byte {
+	frame := func(dstMAC []byte, dst netip.Addr, payload string) []byte {
 		b := make([]byte, 128)
-		copy(b[packet.HeadersLen:], "not for echo")
+		copy(b[packet.HeadersLen:], payload)
 		h := packet.UDP{SrcMAC: v.Host.MAC, DstMAC: dstMAC, SrcIP: v.Host.IP(), DstIP: dst,
 			SrcPort: from.Port(), DstPort: 9000}
-		n, err := h.Write(b, len("not for echo"))
+		n, err := h.Write(b, len(payload))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b[:n]
 	}
-	bad := map[string][]byte{
-		"another MAC":    frame(otherMAC, v.Peer.IP()),
-		"another IP":     frame(v.Peer.MAC, otherIP),
-		"broadcast":      frame(bcastMAC, netip.MustParseAddr("255.255.255.255")),
-		"subnet bcast":   frame(bcastMAC, netipLastAddr(v.Peer.Addr)),
-		"multicast":      frame(mcastMAC, netip.MustParseAddr("239.1.2.3")),
-		"bcast MAC only": frame(bcastMAC, v.Peer.IP()),
+	// To the interface's address: echo takes them, and must not answer.
+	toEcho := map[string][]byte{
+		"another MAC":    frame(otherMAC, v.Peer.IP(), "not for echo"),
+		"bcast MAC only": frame(bcastMAC, v.Peer.IP(), "not for echo"),
 	}
-	for _, f := range bad {
+	// To other addresses: the kernel keeps them.
+	toKernel := map[string][]byte{
+		"another IP":   frame(v.Peer.MAC, otherIP, "another IP"),
+		"broadcast":    frame(bcastMAC, netip.MustParseAddr("255.255.255.255"), "broadcast"),
+		"subnet bcast": frame(bcastMAC, netipLastAddr(v.Peer.Addr), "subnet bcast"),
+		"multicast":    frame(mcastMAC, netip.MustParseAddr("239.1.2.3"), "multicast"),
+	}
+	for _, f := range toEcho {
 		raw.send(t, f)
 	}
-	good := frame(v.Peer.MAC, v.Peer.IP())
+	for _, f := range toKernel {
+		raw.send(t, f)
+	}
+	good := frame(v.Peer.MAC, v.Peer.IP(), "not for echo")
 	raw.send(t, good)
 	buf := make([]byte, 200)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -115,14 +133,33 @@ func TestNotForUsNotAnswered(t *testing.T) {
 	if err != nil || string(buf[:n]) != "not for echo" || src != netip.AddrPortFrom(v.Peer.IP(), 9000) {
 		t.Fatalf("reply to the datagram for the interface: %q from %v, %v", buf[:n], src, err)
 	}
-	waitFor(func() bool { return s.answered.Load()+s.dropped.Load() >= uint64(len(bad))+1 })
-	if a, d := s.answered.Load(), s.dropped.Load(); a != 1 || d != uint64(len(bad)) {
-		t.Errorf("answered %d, dropped %d; want 1 (only the datagram for the interface), %d", a, d, len(bad))
+	waitFor(func() bool { return s.answered.Load()+s.dropped.Load() >= uint64(len(toEcho))+1 })
+	if a, d := s.answered.Load(), s.dropped.Load(); a != 1 || d != uint64(len(toEcho)) {
+		t.Errorf("answered %d, dropped %d; want 1 (only the datagram for the interface), %d", a, d, len(toEcho))
 	}
-	// Nothing else may come back to the kernel socket.
+	// The kernel socket gets the two broadcasts (the datagram for
+	// another host is not the kernel's to deliver, and the socket is in
+	// no multicast group), and nothing that echo took.
+	got := map[string]bool{}
+	kernel.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < 2 {
+		n, err := kernel.Read(buf)
+		if err != nil {
+			t.Fatalf("kernel socket on the port: %v after %v; want the two broadcasts", err, got)
+		}
+		got[string(buf[:n])] = true
+	}
+	if !got["broadcast"] || !got["subnet bcast"] {
+		t.Errorf("kernel socket on the port got %v; want the broadcast and the subnet broadcast", got)
+	}
+	// Nothing else may come back to the kernel sockets.
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, src, err := c.ReadFromUDPAddrPort(buf); err == nil {
 		t.Errorf("a second reply %q from %v", buf[:n], src)
+	}
+	kernel.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := kernel.Read(buf); err == nil {
+		t.Errorf("kernel socket on the port: a further datagram %q", buf[:n])
 	}
 }
 

@@ -10,14 +10,17 @@
 // datagrams sent to the interface's own MAC address and one of its IPv4
 // addresses (as they were when echo started), from a unicast source:
 // answering one sent to a broadcast or multicast address, or to another
-// host, would claim that address as the answer's source. The filter
-// takes such datagrams for -port from the kernel all the same; echo
-// counts them as dropped.
+// host, would claim that address as the answer's source.
 //
-// Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter); ARP and
+// Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter) and, when
+// the interface has a single IPv4 address, only to that address; ARP and
 // everything else go on to the kernel, which therefore still answers the
-// clients' ARP requests for the interface's address. -port must be 1 to
-// 65535: port 0 would make the filter match every UDP port.
+// clients' ARP requests for the interface's address, and still gets the
+// broadcasts, multicasts and datagrams for other hosts (to forward) sent
+// to -port. With several IPv4 addresses the filter, which matches one
+// address, matches none, and takes those datagrams from the kernel all
+// the same; echo counts them as dropped. -port must be 1 to 65535: port
+// 0 would make the filter match every UDP port.
 //
 // Limits: a datagram larger than the MTU arrives in fragments, and the
 // filter leaves IPv4 fragments to the kernel, the first one too (see
@@ -177,17 +180,21 @@ func serveWhile(ctx context.Context, serve func() error, stop func(), body func(
 }
 
 // open binds an echo socket whose XDP program redirects only UDP/IPv4 to
-// port, inside ep's namespace when ep is not nil, and returns the
-// interface's addresses with it.
+// port (and to the interface's address, when it has only one), inside
+// ep's namespace when ep is not nil, and returns the interface's addresses
+// with it.
 func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.Socket, *local, error) {
 	o := c.XSKOptions()
-	o.Filter = bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}
 	var sock *xsk.Socket
 	var me *local
 	do := func() error {
 		var err error
 		if me, err = localOf(ifname); err != nil {
 			return err
+		}
+		o.Filter = bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}
+		if len(me.ips) == 1 {
+			o.Filter.DstAddr = me.ips[0]
 		}
 		sock, err = xsk.Open(ifname, c.Queue, o)
 		return err
