@@ -40,7 +40,8 @@
 //	  "devices": [
 //	    {"name": "eth1", "netns": "/var/run/netns/c1", "mode": "generic",
 //	     "replace": false, "max_queues": 64,
-//	     "filter": {"ethertype": 2048, "ipproto": 17, "dst_port": 4789}}
+//	     "filter": {"ethertype": 2048, "ipproto": 17, "dst_port": 4789,
+//	                "dst_addr": "192.0.2.10"}}
 //	  ]
 //	}
 //
@@ -70,6 +71,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -120,9 +122,10 @@ type deviceConfig struct {
 }
 
 type filterConfig struct {
-	EtherType uint16 `json:"ethertype"`
-	IPProto   uint8  `json:"ipproto"`
-	DstPort   uint16 `json:"dst_port"`
+	EtherType uint16     `json:"ethertype"`
+	IPProto   uint8      `json:"ipproto"`
+	DstPort   uint16     `json:"dst_port"`
+	DstAddr   netip.Addr `json:"dst_addr"`
 }
 
 // duration reads "30s" or a number of seconds.
@@ -171,6 +174,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		etherType  = fs.String("filter-ethertype", "", "redirect only this EtherType (e.g. 0x0800)")
 		ipProto    = fs.Uint("filter-ipproto", 0, "redirect only this IP protocol (e.g. 17)")
 		dstPort    = fs.Uint("filter-port", 0, "redirect only this UDP/TCP destination port")
+		dstAddr    = fs.String("filter-addr", "", "redirect only this IPv4 or IPv6 destination address")
 		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long, unless they hold an /xsk_register registration (default 30s)")
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
 		maxConns   = fs.Int("max-conns", 0, "most connections served at once, over all interfaces (default 256)")
@@ -191,7 +195,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if *ifaces == "" {
 		// These shape the -iface devices only: without one, taking
 		// them silently would leave the config's devices unfiltered.
-		for _, name := range []string{"netns", "mode", "replace", "max-queues", "filter-ethertype", "filter-ipproto", "filter-port"} {
+		for _, name := range []string{"netns", "mode", "replace", "max-queues", "filter-ethertype", "filter-ipproto", "filter-port", "filter-addr"} {
 			if set[name] {
 				return fmt.Errorf("-%s applies to -iface interfaces only, and there is no -iface; set it in the config's devices instead", name)
 			}
@@ -265,10 +269,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		if *ipProto > 255 || *dstPort > 65535 {
 			return fmt.Errorf("-filter-ipproto %d or -filter-port %d out of range", *ipProto, *dstPort)
 		}
+		var addr netip.Addr
+		if *dstAddr != "" {
+			v, err := netip.ParseAddr(*dstAddr)
+			if err != nil {
+				return fmt.Errorf("-filter-addr: %w", err)
+			}
+			addr = v
+		}
 		for _, name := range strings.Split(*ifaces, ",") {
 			cfg.Devices = append(cfg.Devices, deviceConfig{
 				Name: strings.TrimSpace(name), Netns: *netnsPath, Mode: *mode, Replace: *replace, MaxQueues: *maxQueues,
-				Filter: filterConfig{EtherType: uint16(et), IPProto: uint8(*ipProto), DstPort: uint16(*dstPort)},
+				Filter: filterConfig{EtherType: uint16(et), IPProto: uint8(*ipProto), DstPort: uint16(*dstPort), DstAddr: addr},
 			})
 		}
 	}
@@ -329,7 +341,7 @@ func (c *config) serverOptions(log *slog.Logger) (*agent.ServerOptions, error) {
 		}
 		o.Devices = append(o.Devices, agent.Device{
 			Name: d.Name, Netns: d.Netns, Mode: m, Replace: d.Replace, MaxQueues: d.MaxQueues,
-			Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort},
+			Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort, DstAddr: d.Filter.DstAddr},
 		})
 	}
 	return o, nil

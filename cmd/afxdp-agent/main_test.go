@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,12 +62,12 @@ func TestRunFlags(t *testing.T) {
 
 	srv, stop := serve(t, []string{"-iface", v.Host.Name, "-socket-dir", dir, "-allow-uid", "0",
 		"-mode", "generic", "-filter-ethertype", "0x0800", "-filter-ipproto", "17", "-filter-port", "4789",
-		"-pin", "-pin-dir", pinDir, "-log-level", "debug"})
+		"-filter-addr", "192.0.2.10", "-pin", "-pin-dir", pinDir, "-log-level", "debug"})
 	sock := filepath.Join(dir, v.Host.Name, agent.SocketName)
 	if srv.SocketPath(v.Host.Name) != sock {
 		t.Fatalf("socket at %q", srv.SocketPath(v.Host.Name))
 	}
-	if f := srv.Program(v.Host.Name).Filter(); f != (bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: 4789}) {
+	if f := srv.Program(v.Host.Name).Filter(); f != (bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: 4789, DstAddr: netip.MustParseAddr("192.0.2.10")}) {
 		t.Errorf("filter %v", f)
 	}
 	info, err := bpf.QueryXDP(v.Host.Index)
@@ -116,7 +117,7 @@ func TestRunConfigFile(t *testing.T) {
 		"allowed_uids": [0, 1000],
 		"idle_timeout": "5s",
 		"devices": [{"name": %q, "netns": %q, "mode": "auto", "max_queues": 4,
-		             "filter": {"ethertype": 2048, "ipproto": 17, "dst_port": 9}}]
+		             "filter": {"ethertype": 34525, "ipproto": 17, "dst_port": 9, "dst_addr": "fd00::9"}}]
 	}`, dir, v.Peer.Name, v.Peer.NS.Path())), 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +125,9 @@ func TestRunConfigFile(t *testing.T) {
 	srv, stop := serve(t, []string{"-config", cfg})
 	if got := srv.Program(v.Peer.Name).MaxQueues(); got != 4 {
 		t.Errorf("MaxQueues %d", got)
+	}
+	if f := srv.Program(v.Peer.Name).Filter(); f != (bpf.Filter{EtherType: 0x86DD, IPProto: 17, DstPort: 9, DstAddr: netip.MustParseAddr("fd00::9")}) {
+		t.Errorf("filter %v", f)
 	}
 	// The program went onto the peer, inside its namespace.
 	err = v.Peer.Do(func() error {
@@ -154,6 +158,8 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"-iface", "x", "-mode", "turbo"}, "mode \"turbo\""},
 		{[]string{"-iface", "x", "-allow-uid", "root"}, "-allow-uid"},
 		{[]string{"-iface", "x", "-filter-ethertype", "ip"}, "-filter-ethertype"},
+		{[]string{"-iface", "x", "-filter-addr", "10.0.0.256"}, "-filter-addr"},
+		{[]string{"-iface", "x", "-filter-ethertype", "0x86dd", "-filter-addr", "10.0.0.1"}, "Filter.DstAddr 10.0.0.1: an IPv4 address needs EtherType 0x0800"},
 		{[]string{"-iface", "x", "-log-level", "loud"}, "-log-level"},
 		{[]string{"-config", "/nonexistent/agent.json"}, "read config"},
 		{[]string{"-nosuchflag"}, "not defined"},
@@ -170,13 +176,17 @@ func TestRunErrors(t *testing.T) {
 	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("unknown config field: %v", err)
 	}
+	os.WriteFile(bad, []byte(`{"devices": [{"name": "x", "filter": {"dst_addr": "10.0.0"}}]}`), 0o600)
+	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "10.0.0") {
+		t.Errorf("bad dst_addr in the config: %v", err)
+	}
 	// The device flags shape -iface interfaces only: beside a config
 	// with devices and no -iface, they are refused, not dropped (a
 	// filter dropped silently redirects every frame).
 	good := filepath.Join(t.TempDir(), "agent.json")
 	os.WriteFile(good, []byte(`{"devices": [{"name": "x"}]}`), 0o600)
 	for _, f := range [][]string{{"-netns", "/var/run/netns/x"}, {"-mode", "generic"}, {"-replace"}, {"-max-queues", "4"},
-		{"-filter-ethertype", "0x0800"}, {"-filter-ipproto", "17"}, {"-filter-port", "4789"}} {
+		{"-filter-ethertype", "0x0800"}, {"-filter-ipproto", "17"}, {"-filter-port", "4789"}, {"-filter-addr", "10.0.0.1"}} {
 		err := run(context.Background(), append([]string{"-config", good}, f...), &bytes.Buffer{}, nil)
 		if want := f[0] + " applies to -iface interfaces only"; err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("run(-config, %q) = %v, want %q", f, err, want)
