@@ -100,6 +100,15 @@ func TestVerdicts(t *testing.T) {
 		toOther6  = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, udp(port))))
 		toMid6    = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 0xff, 9, 10, 11, 12, 13, 14}, udp(port))))
 		toLast6   = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15}, udp(port))))
+		// Addresses whose 32-bit words, loaded on this little-endian
+		// machine, have the top bit set: a 64-bit comparison would
+		// sign-extend the immediate and never match them.
+		hi4     = [4]byte{192, 0, 2, 200}
+		hi6     = [16]byte{0xfd, 0, 0, 0x80, 0, 0, 0, 0xff, 0, 0, 0, 0x90, 0, 0, 0, 0xc8}
+		toHi4   = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: hi4})))
+		toHi4Lo = pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: [4]byte{192, 0, 2, 72}})))
+		toHi6   = pad(eth(0x86DD, ipv6To(17, hi6, udp(port))))
+		toHi6Lo = pad(eth(0x86DD, ipv6To(17, [16]byte{0xfd, 0, 0, 0x80, 0, 0, 0, 0xff, 0, 0, 0, 0x90, 0, 0, 0, 0x48}, udp(port))))
 		// The IPv6 address whose first four bytes are the IPv4 one's.
 		me4As6 = pad(eth(0x86DD, ipv6To(17, [16]byte{10, 1, 2, 3}, udp(port))))
 		// Truncated frames; BPF_PROG_RUN refuses frames shorter than an
@@ -215,6 +224,18 @@ func TestVerdicts(t *testing.T) {
 			{"to-me-cut", toMe6Cut, false},
 			{"udp4", toMe4, false},
 		}},
+		{Filter{IPProto: 17, DstPort: port, DstAddr: netip.AddrFrom4(hi4)}, []frame{
+			{"to-me", toHi4, true},
+			{"to-me-vlan", pad(eth(0x0800, ipv4(17, udp(port), ipv4Opts{dst: hi4}), 0x8100)), true},
+			{"to-other-top-bit", toHi4Lo, false},
+			{"to-other", toMe4, false},
+		}},
+		{Filter{DstAddr: netip.AddrFrom16(hi6)}, []frame{
+			{"to-me", toHi6, true},
+			{"to-other-top-bit", toHi6Lo, false},
+			{"to-other", toMe6, false},
+			{"udp4", toHi4, false},
+		}},
 	}
 
 	for _, tt := range tests {
@@ -279,6 +300,9 @@ var fuzzFilters = []Filter{
 	{EtherType: 0x88B5},
 	{IPProto: 17, DstPort: 4000, DstAddr: netip.AddrFrom4([4]byte{10, 0, 0, 1})},
 	{DstAddr: netip.MustParseAddr("fd00::1")},
+	// Words with the top bit set, as the program compares them.
+	{EtherType: 0x0800, DstAddr: netip.MustParseAddr("192.0.2.200")},
+	{IPProto: 6, DstAddr: netip.MustParseAddr("fd00:80:0:ff:0:90:0:c8")},
 }
 
 // FuzzVerdict compares the program's verdict on arbitrary frames with
@@ -311,6 +335,8 @@ func FuzzVerdict(f *testing.F) {
 		pad(eth(0x0800, ipv4(17, udp(4000), ipv4Opts{dst: [4]byte{10, 0, 0, 1}}))),
 		pad(eth(0x0800, ipv4(17, udp(4000), ipv4Opts{dst: [4]byte{10, 0, 0, 1}, mf: true}))),
 		pad(eth(0x86DD, ipv6To(17, netip.MustParseAddr("fd00::1").As16(), udp(4000)), 0x8100)),
+		pad(eth(0x0800, ipv4(6, tcp(22), ipv4Opts{dst: [4]byte{192, 0, 2, 200}}))),
+		pad(eth(0x86DD, ipv6To(6, netip.MustParseAddr("fd00:80:0:ff:0:90:0:c8").As16(), tcp(22)))),
 	} {
 		for i := range progs {
 			f.Add(uint8(i), seed)
