@@ -55,8 +55,9 @@ type Filter struct {
 	// it. Frames for other addresses, broadcast and multicast ones
 	// included, go on to the kernel: a host that forwards IP keeps
 	// forwarding the traffic for DstPort that is not its own. IPv4-mapped
-	// IPv6 addresses (write the IPv4 form) and addresses with a zone are
-	// refused.
+	// IPv6 addresses (write the IPv4 form), addresses with a zone, and
+	// the unspecified 0.0.0.0 and ::, which no frame is sent to (they do
+	// not mean "any": the zero Addr does), are refused.
 	DstAddr netip.Addr
 }
 
@@ -98,6 +99,8 @@ func (f Filter) validate() error {
 		return fmt.Errorf("Filter.DstAddr %s: an IPv4-mapped IPv6 address; write the IPv4 address %s", f.DstAddr, f.DstAddr.Unmap())
 	case f.DstAddr.Zone() != "":
 		return fmt.Errorf("Filter.DstAddr %s: a zone is not part of a packet's address", f.DstAddr)
+	case f.DstAddr.IsUnspecified():
+		return fmt.Errorf("Filter.DstAddr %s: the unspecified address is no packet's destination; leave DstAddr zero (netip.Addr{}) to match any", f.DstAddr)
 	case f.DstAddr.Is4() && f.EtherType != 0 && f.EtherType != etherTypeIPv4:
 		return fmt.Errorf("Filter.DstAddr %s: an IPv4 address needs EtherType 0x0800 or 0 (any), not %#04x", f.DstAddr, f.EtherType)
 	case f.DstAddr.Is6() && f.EtherType != 0 && f.EtherType != etherTypeIPv6:

@@ -36,6 +36,8 @@ func TestNewProgramBadOptions(t *testing.T) {
 		{"addr-with-arp", ProgramOptions{Filter: Filter{EtherType: 0x0806, DstAddr: netip.MustParseAddr("10.0.0.1")}}, "Filter.DstAddr 10.0.0.1"},
 		{"addr-4in6", ProgramOptions{Filter: Filter{DstAddr: netip.MustParseAddr("::ffff:10.0.0.1")}}, "write the IPv4 address 10.0.0.1"},
 		{"addr-zone", ProgramOptions{Filter: Filter{DstAddr: netip.MustParseAddr("fe80::1%eth0")}}, "Filter.DstAddr fe80::1%eth0: a zone"},
+		{"addr-unspecified4", ProgramOptions{Filter: Filter{IPProto: 17, DstAddr: netip.MustParseAddr("0.0.0.0")}}, "Filter.DstAddr 0.0.0.0: the unspecified address"},
+		{"addr-unspecified6", ProgramOptions{Filter: Filter{DstAddr: netip.IPv6Unspecified()}}, "Filter.DstAddr ::: the unspecified address"},
 		{"max-queues-negative", ProgramOptions{MaxQueues: -1}, "MaxQueues -1"},
 		{"max-queues-huge", ProgramOptions{MaxQueues: 1 << 40}, "MaxQueues 1099511627776"},
 	}
@@ -65,7 +67,8 @@ func TestFilterValid(t *testing.T) {
 		{EtherType: 0x0800, IPProto: 17, DstPort: 4789},
 		{DstAddr: netip.MustParseAddr("10.0.0.1")},
 		{EtherType: 0x86DD, IPProto: 17, DstPort: 53, DstAddr: netip.MustParseAddr("fd00::1")},
-		{IPProto: 17, DstAddr: netip.MustParseAddr("0.0.0.0")},
+		{IPProto: 17, DstAddr: netip.MustParseAddr("255.255.255.255")},
+		{DstAddr: netip.MustParseAddr("ff02::1")},
 	} {
 		if err := f.validate(); err != nil {
 			t.Errorf("%+v: %v", f, err)

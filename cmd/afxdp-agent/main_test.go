@@ -160,6 +160,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"-iface", "x", "-filter-ethertype", "ip"}, "-filter-ethertype"},
 		{[]string{"-iface", "x", "-filter-addr", "10.0.0.256"}, "-filter-addr"},
 		{[]string{"-iface", "x", "-filter-ethertype", "0x86dd", "-filter-addr", "10.0.0.1"}, "Filter.DstAddr 10.0.0.1: an IPv4 address needs EtherType 0x0800"},
+		{[]string{"-iface", "x", "-filter-addr", "0.0.0.0"}, "Filter.DstAddr 0.0.0.0: the unspecified address"},
 		{[]string{"-iface", "x", "-log-level", "loud"}, "-log-level"},
 		{[]string{"-config", "/nonexistent/agent.json"}, "read config"},
 		{[]string{"-nosuchflag"}, "not defined"},
