@@ -17,10 +17,11 @@
 // everything else go on to the kernel, which therefore still answers the
 // clients' ARP requests for the interface's address, and still gets the
 // broadcasts, multicasts and datagrams for other hosts (to forward) sent
-// to -port. With several IPv4 addresses the filter, which matches one
-// address, matches none, and takes those datagrams from the kernel all
-// the same; echo counts them as dropped. -port must be 1 to 65535: port
-// 0 would make the filter match every UDP port.
+// to -port. With several IPv4 addresses the filter, which can name one
+// address only, names none: it takes the datagrams for -port to any
+// address from the kernel all the same, and echo counts those not for it
+// as dropped. -port must be 1 to 65535: port 0 would make the filter
+// match every UDP port.
 //
 // Limits: a datagram larger than the MTU arrives in fragments, and the
 // filter leaves IPv4 fragments to the kernel, the first one too (see
