@@ -67,6 +67,7 @@ var (
 	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
 	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
 	nap      = flag.Duration("nap", app.DefaultNap, "afxdp rxdrop nap: how long the receiver sleeps when its RX ring is empty")
+	pmdArgs  = flag.String("testpmd-args", "", "more testpmd application options, space-separated, after compare's own (for example \"--rxd=4096 --burst=64\")")
 	only     = flag.String("only", "", "run only the contenders whose names match this regular expression")
 	verbose  = flag.Bool("v", false, "log every trial")
 	jsonOut  = flag.String("json", "", "also write the medians to this JSON file")
@@ -255,6 +256,11 @@ func checkFlags() error {
 		return fmt.Errorf("-tx-budget %d: must be 0 or between 32 and the ring size %d", *txBudget, *ring)
 	case *nap <= 0 || *nap > time.Second:
 		return fmt.Errorf("-nap %v: must be above 0 and at most 1s", *nap)
+	}
+	for _, a := range strings.Fields(*pmdArgs) {
+		if !strings.HasPrefix(a, "--") {
+			return fmt.Errorf("-testpmd-args: %q is not a testpmd option (they start with --; give values as --name=value)", a)
+		}
 	}
 	if err := checkRings(*ring, *bigRing, *batch); err != nil {
 		return err
@@ -874,6 +880,7 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 		"--no-shconf", "--file-prefix", testpmdPrefix(),
 		"--vdev", "net_af_xdp0,iface=" + e.topo.Veth.Peer.Name + ",start_queue=0,queue_count=1,busy_budget=0",
 		"--", "--forward-mode=" + mode, "--nb-cores=1", "--stats-period", "1"}
+	args = append(args, strings.Fields(*pmdArgs)...)
 	switch mode {
 	case "rxonly":
 	case "txonly":

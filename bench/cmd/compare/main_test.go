@@ -422,6 +422,12 @@ func TestCheckFlags(t *testing.T) {
 	if err := checkFlags(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
+	restore := saveFlags()
+	*pmdArgs = " --rxd=4096  --burst=64 "
+	if err := checkFlags(); err != nil {
+		t.Errorf("-testpmd-args %q: %v", *pmdArgs, err)
+	}
+	restore()
 	for _, tc := range []struct {
 		set  func()
 		want string
@@ -438,6 +444,8 @@ func TestCheckFlags(t *testing.T) {
 		{func() { *txBudget = 16 }, "-tx-budget 16"},
 		{func() { *nap = 0 }, "-nap 0s"},
 		{func() { *ring = 1000 }, "-ring 1000"},
+		// testpmd would take a stray word for a file name or ignore it.
+		{func() { *pmdArgs = "--rxd=4096 64" }, `-testpmd-args: "64" is not a testpmd option`},
 		// An output that cannot be written is refused before the
 		// rounds, not after them.
 		{func() { *jsonOut = "/nonexistent-afxdp/medians.json" }, "-json /nonexistent-afxdp/medians.json: stat /nonexistent-afxdp"},
@@ -459,10 +467,10 @@ func TestCheckFlags(t *testing.T) {
 // saveFlags returns a function that sets the flags checkFlags reads back
 // to their values now.
 func saveFlags() (restore func()) {
-	r, d, w, sz, b, tb, bud, n, rg, o, j := *rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut
+	r, d, w, sz, b, tb, bud, n, rg, o, j, pa := *rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut, *pmdArgs
 	args := flag.Args()
 	return func() {
-		*rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut = r, d, w, sz, b, tb, bud, n, rg, o, j
+		*rounds, *dur, *warmup, *size, *batch, *txBatch, *txBudget, *nap, *ring, *only, *jsonOut, *pmdArgs = r, d, w, sz, b, tb, bud, n, rg, o, j, pa
 		flag.CommandLine.Parse(args)
 	}
 }
