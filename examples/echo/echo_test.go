@@ -243,7 +243,7 @@ func TestCheckFlags(t *testing.T) {
 	}
 	var c app.Config
 	c.Defaults()
-	if err := run(context.Background(), &c, 0, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "port 0") {
+	if err := run(context.Background(), &c, 0, netip.Addr{}, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "port 0") {
 		t.Errorf("run with port 0: %v; want it refused", err)
 	}
 }
@@ -294,7 +294,7 @@ func TestEcho(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, &c, 9000, 500, &out); err != nil {
+	if err := run(ctx, &c, 9000, netip.Addr{}, 500, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "500 of 500 datagrams came back intact") {
@@ -317,7 +317,7 @@ func TestEchoIgnoresGeneratorFlags(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, &c, 9000, 10, &out); err != nil {
+	if err := run(ctx, &c, 9000, netip.Addr{}, 10, &out); err != nil {
 		t.Fatalf("-gen-cpu %d -gen-batch 0: %v\n%s", outside, err, out.String())
 	}
 }
@@ -331,6 +331,14 @@ func echoOn(t *testing.T, o *xsk.Options) (*netenv.Veth, *server) {
 	testenv.RequirePrivileged(t)
 	host := testenv.NewNetns(t)
 	v := testenv.NewVeth(t, &netenv.VethOptions{HostNS: host})
+	return v, startServer(t, v, o, netip.Addr{})
+}
+
+// startServer starts a server for port 9000 on the peer end of v, over a
+// socket opened with o (nil: echo's own, filtered to the port and to addr
+// as -addr would be), and stops it when t ends.
+func startServer(t *testing.T, v *netenv.Veth, o *xsk.Options, addr netip.Addr) *server {
+	t.Helper()
 	var c app.Config
 	c.Defaults()
 	c.Wait = app.WaitPoll
@@ -338,7 +346,7 @@ func echoOn(t *testing.T, o *xsk.Options) (*netenv.Veth, *server) {
 	var err error
 	me := &local{mac: [6]byte(v.Peer.MAC), ips: []netip.Addr{v.Peer.IP()}}
 	if o == nil {
-		sock, me, err = open(v.Peer.Name, &c, 9000, &v.Peer)
+		sock, me, err = open(v.Peer.Name, &c, 9000, addr, &v.Peer)
 	} else {
 		// A program that takes every frame takes ARP too.
 		if err := pktgen.AddNeighbors(v); err != nil {
@@ -364,7 +372,7 @@ func echoOn(t *testing.T, o *xsk.Options) (*netenv.Veth, *server) {
 			t.Error(err)
 		}
 	})
-	return v, s
+	return s
 }
 
 // sendFromHost sends a small datagram to port 9000 on the peer end from a

@@ -7,21 +7,26 @@
 // built here are real packets to the kernel, which would drop them on a
 // bad checksum. A request with IP options gets a plain answer, without
 // them, as a kernel UDP socket would send. It answers only unicast
-// datagrams sent to the interface's own MAC address and one of its IPv4
-// addresses (as they were when echo started), from a unicast source:
-// answering one sent to a broadcast or multicast address, or to another
-// host, would claim that address as the answer's source.
+// datagrams from a unicast source sent to the interface's own MAC address
+// and to -addr, or without it to one of the interface's IPv4 addresses (as
+// they were when echo started): answering one sent to a broadcast or
+// multicast address, or to another host, would claim that address as the
+// answer's source.
 //
-// Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter) and, when
-// the interface has a single IPv4 address, only to that address; ARP and
+// Its XDP program redirects only UDP/IPv4 to -port (bpf.Filter) and to one
+// address: -addr, which must be one of the interface's IPv4 addresses, or
+// without it the interface's address when it has a single one. ARP and
 // everything else go on to the kernel, which therefore still answers the
 // clients' ARP requests for the interface's address, and still gets the
 // broadcasts, multicasts and datagrams for other hosts (to forward) sent
-// to -port. With several IPv4 addresses the filter, which can name one
-// address only, names none: it takes the datagrams for -port to any
-// address from the kernel all the same, and echo counts those not for it
-// as dropped. -port must be 1 to 65535: port 0 would make the filter
-// match every UDP port.
+// to -port, and, with -addr, the datagrams for -port to the interface's
+// other addresses (for a kernel socket there). echo then answers only
+// datagrams to -addr. Without -addr on an interface with several IPv4
+// addresses the filter, which can name one address only, names none: it
+// takes the datagrams for -port to any address from the kernel all the
+// same (echo says so when it starts), answers those to any of the
+// interface's addresses and counts the rest as dropped. -port must be 1 to
+// 65535: port 0 would make the filter match every UDP port.
 //
 // Limits: a datagram larger than the MTU arrives in fragments, and the
 // filter leaves IPv4 fragments to the kernel, the first one too (see
@@ -36,13 +41,15 @@
 //
 // With no interface (-i) it builds its own veth pair in throwaway network
 // namespaces, serves on the peer end, and runs a kernel UDP client on the
-// host end that sends -n datagrams and checks every reply.
+// host end that sends -n datagrams and checks every reply; -addr, which
+// could not name an address in the pair's random subnet, needs -i.
 //
 // Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
 // CAP_IPC_LOCK; CAP_SYS_ADMIN for the namespaces).
 //
 //	go run ./examples/echo -n 1000
 //	go run ./examples/echo -i eth0 -port 7    # then: echo hi | nc -u -w1 <eth0's address> 7
+//	go run ./examples/echo -i eth0 -port 7 -addr 192.0.2.10    # eth0 has several addresses
 package main
 
 import (
@@ -54,6 +61,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -68,12 +77,17 @@ func main() {
 	var c app.Config
 	c.RegisterCommonFlags(flag.CommandLine)
 	port := flag.Uint("port", 9000, "UDP port to answer, 1..65535")
+	addr := flag.String("addr", "", "IPv4 address to answer, one of the interface's; the others keep their -port datagrams (empty: the interface's only one, or if it has several all of them, taking -port's datagrams to any address from the kernel)")
 	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends (at least 1)")
 	flag.Parse()
 	p, err := checkFlags(*port, *n)
+	var a netip.Addr
+	if err == nil {
+		a, err = parseAddr(*addr)
+	}
 	if err == nil {
 		ctx, cancel := app.Context(c.Duration)
-		err = run(ctx, &c, p, *n, os.Stdout)
+		err = run(ctx, &c, p, a, *n, os.Stdout)
 		cancel()
 	}
 	if err != nil {
@@ -95,8 +109,40 @@ func checkFlags(port uint, n int) (uint16, error) {
 	return uint16(port), nil
 }
 
-func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) (err error) {
+// parseAddr parses -addr: "" gives the zero Addr (no address chosen),
+// anything else must be a specified IPv4 address.
+func parseAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("addr %q: not an IPv4 address", s)
+	}
+	return a, checkAddr(a)
+}
+
+// checkAddr checks a chosen address (the zero Addr: none): echo serves
+// IPv4 only, and the filter cannot name 0.0.0.0 (which means "any").
+func checkAddr(a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return nil
+	case !a.Is4():
+		return fmt.Errorf("addr %s: must be an IPv4 address (echo serves UDP/IPv4 only)", a)
+	case a.IsUnspecified():
+		return fmt.Errorf("addr %s: must be one of the interface's IPv4 addresses, not the unspecified address", a)
+	}
+	return nil
+}
+
+// run serves port, on addr when it is valid, until ctx ends (with -i) or
+// the built-in client is done.
+func run(ctx context.Context, c *app.Config, port uint16, addr netip.Addr, n int, out io.Writer) (err error) {
 	if _, err := checkFlags(uint(port), n); err != nil {
+		return err
+	}
+	if err := checkAddr(addr); err != nil {
 		return err
 	}
 	// The built-in topology's client is a kernel UDP socket: no
@@ -107,6 +153,9 @@ func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) 
 	ifname, ep := c.Interface, (*netenv.Endpoint)(nil)
 	var v *netenv.Veth
 	if ifname == "" {
+		if addr.IsValid() {
+			return fmt.Errorf("addr %s: needs -i: the built-in pair's addresses are in a random subnet", addr)
+		}
 		host, err := netenv.NewNetns("")
 		if err != nil {
 			return err
@@ -120,12 +169,18 @@ func run(ctx context.Context, c *app.Config, port uint16, n int, out io.Writer) 
 		fmt.Fprintf(out, "built veth pair %s (%s) <-> %s (%s) in throwaway namespaces\n",
 			v.Host.Name, v.Host.Addr, v.Peer.Name, v.Peer.Addr)
 	}
-	sock, me, err := open(ifname, c, port, ep)
+	sock, me, err := open(ifname, c, port, addr, ep)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, sock.Close()) }()
-	fmt.Fprintf(out, "echo on %s queue %d port %d: %s mode\n", ifname, c.Queue, port, sock.Mode())
+	if len(me.ips) == 1 {
+		fmt.Fprintf(out, "echo on %s queue %d, address %s port %d: %s mode\n", ifname, c.Queue, me.ips[0], port, sock.Mode())
+	} else {
+		fmt.Fprintf(out, "echo on %s queue %d port %d: %s mode\n", ifname, c.Queue, port, sock.Mode())
+		fmt.Fprintf(out, "notice: %s has %d IPv4 addresses (%s) and the filter can name only one, so it names none: echo takes the datagrams for port %d to every address from the kernel; -addr serves one and leaves the others to the kernel\n",
+			ifname, len(me.ips), joinAddrs(me.ips), port)
+	}
 
 	s := &server{sock: sock, port: port, me: me, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
 	body := func(ctx context.Context) error { // serve until interrupted
@@ -181,10 +236,14 @@ func serveWhile(ctx context.Context, serve func() error, stop func(), body func(
 }
 
 // open binds an echo socket whose XDP program redirects only UDP/IPv4 to
-// port (and to the interface's address, when it has only one), inside
-// ep's namespace when ep is not nil, and returns the interface's addresses
-// with it.
-func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.Socket, *local, error) {
+// port and to addr, which must be one of the interface's IPv4 addresses
+// (the zero Addr: to the interface's address, when it has only one),
+// inside ep's namespace when ep is not nil, and returns with it the
+// addresses echo answers to: addr, or else the interface's.
+func open(ifname string, c *app.Config, port uint16, addr netip.Addr, ep *netenv.Endpoint) (*xsk.Socket, *local, error) {
+	if err := checkAddr(addr); err != nil {
+		return nil, nil, err
+	}
 	o := c.XSKOptions()
 	var sock *xsk.Socket
 	var me *local
@@ -192,6 +251,12 @@ func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.
 		var err error
 		if me, err = localOf(ifname); err != nil {
 			return err
+		}
+		if addr.IsValid() {
+			if !slices.Contains(me.ips, addr) {
+				return fmt.Errorf("addr %s: not an IPv4 address of interface %s (it has %s)", addr, ifname, joinAddrs(me.ips))
+			}
+			me.ips = []netip.Addr{addr}
 		}
 		o.Filter = bpf.Filter{EtherType: 0x0800, IPProto: 17, DstPort: port}
 		if len(me.ips) == 1 {
@@ -210,7 +275,7 @@ func open(ifname string, c *app.Config, port uint16, ep *netenv.Endpoint) (*xsk.
 }
 
 // local is what echo answers to: the interface's MAC address and IPv4
-// addresses.
+// addresses, or only -addr of them when it is given.
 type local struct {
 	mac [6]byte
 	ips []netip.Addr
@@ -242,6 +307,18 @@ func localOf(ifname string) (*local, error) {
 		return nil, fmt.Errorf("interface %s: no IPv4 address: echo answers datagrams sent to the interface's own address", ifname)
 	}
 	return me, nil
+}
+
+// joinAddrs lists addresses for a message: "10.0.0.1, 10.0.0.2".
+func joinAddrs(ips []netip.Addr) string {
+	var b strings.Builder
+	for i, ip := range ips {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(ip.String())
+	}
+	return b.String()
 }
 
 // forMe reports whether the untagged IPv4 frame is a unicast datagram from
@@ -276,15 +353,15 @@ type server struct {
 	stop  atomic.Bool
 	// answered counts the datagrams answered; fragments and tagged the
 	// ones for port that echo cannot answer (see verdict); dropped the
-	// frames that were not datagrams for port sent to the interface's
-	// own addresses (see local.forMe); unsent the answers given
-	// back untransmitted when serve stopped with the TX ring full.
+	// frames that were not datagrams for port sent to the addresses in
+	// me (see local.forMe); unsent the answers given back untransmitted
+	// when serve stopped with the TX ring full.
 	answered, fragments, tagged, dropped, unsent atomic.Uint64
 }
 
 // report prints what the server did with the frames it received.
 func (s *server) report(out io.Writer) {
-	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged, %d answers not sent (stopped with the TX ring full); dropped %d frames that were not unicast datagrams for port %d to this interface's addresses\n",
+	fmt.Fprintf(out, "answered %d datagrams; not answered: %d first fragments of datagrams larger than the MTU (no reassembly), %d VLAN-tagged, %d answers not sent (stopped with the TX ring full); dropped %d frames that were not unicast datagrams for port %d to the addresses served\n",
 		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.unsent.Load(), s.dropped.Load(), s.port)
 }
 
@@ -362,7 +439,7 @@ const (
 	// answered: the frame now holds the answer.
 	answered verdict = iota
 	// notOurs: not a well-formed UDP/IPv4 datagram for the port, or not
-	// one sent to the interface's own addresses from a unicast source.
+	// one sent to the addresses served from a unicast source.
 	notOurs
 	// fragment: the first fragment of a datagram for the port. echo's
 	// filter leaves fragments to the kernel, but a program that
