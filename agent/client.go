@@ -213,7 +213,9 @@ func (c *Client) XSKMap(device string) (*ebpf.Map, error) {
 
 // ConfigBusyPoll asks the agent to set SO_PREFER_BUSY_POLL, SO_BUSY_POLL
 // (timeout, microseconds) and SO_BUSY_POLL_BUDGET (budget, packets) on the
-// AF_XDP socket sockFD. The descriptor is passed, not consumed.
+// AF_XDP socket sockFD, which must be bound to a queue of the device
+// served on this connection's socket (the agent refuses any other with
+// ErrRejected). The descriptor is passed, not consumed.
 func (c *Client) ConfigBusyPoll(sockFD, timeout, budget int) error {
 	if sockFD < 0 {
 		return fmt.Errorf("%s: invalid socket fd %d", ReqConfigBusyPoll, sockFD)

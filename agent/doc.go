@@ -74,9 +74,12 @@
 // [ServerOptions.WriteTimeout] closes the connection too.
 //
 // For /config_busy_poll the server sets SO_PREFER_BUSY_POLL=1,
-// SO_BUSY_POLL=<usec> and SO_BUSY_POLL_BUDGET=<budget> on the socket, which
-// must be an AF_XDP socket (values above the net.core sysctls need
-// CAP_NET_ADMIN, hence the agent).
+// SO_BUSY_POLL=<usec> and SO_BUSY_POLL_BUDGET=<budget> on the socket (values
+// above the net.core sysctls need CAP_NET_ADMIN, hence the agent). It does
+// so only for an AF_XDP socket bound to a queue, any queue, of the device
+// whose socket the client connected to (checked with bind(2), see below,
+// on each of the device's queues in turn), while its program is attached;
+// any other socket gets /config_busy_poll_nak.
 //
 // # Lifetime of XSKMAP entries
 //
@@ -98,9 +101,10 @@
 //
 // The kernel does not tell where an AF_XDP socket is bound (getsockname
 // fails, and sock_diag needs CONFIG_XDP_SOCKETS_DIAG), so before it
-// registers a socket the agent binds a probe socket to the queue with
-// XDP_SHARED_UMEM on the client's UMEM, which the kernel allows only when
-// the client's socket is bound to that device and queue, and closes it.
+// registers a socket, or sets its busy-poll options, the agent binds a
+// probe socket to the queue with XDP_SHARED_UMEM on the client's UMEM,
+// which the kernel allows only when the client's socket is bound to that
+// device and queue, and closes it.
 //
 // # When the agent or the interface goes
 //

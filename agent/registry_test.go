@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 // connect dials the agent at path and opens a session as pod; the client
@@ -205,5 +207,89 @@ func TestFinReleasesBeforeAck(t *testing.T) {
 	}
 	if e.udpReachesStack(t) {
 		t.Fatal("b's registration is not in the map")
+	}
+}
+
+// busyPoll reads back the busy-poll options of the socket fd. The budget
+// is -1 where the kernel lets it be set but not read (ENOPROTOOPT).
+func busyPoll(t *testing.T, fd int) (prefer, usec, budget int) {
+	t.Helper()
+	get := func(name string, opt int) int {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+		if opt == unix.SO_BUSY_POLL_BUDGET && errors.Is(err, unix.ENOPROTOOPT) {
+			return -1
+		}
+		if err != nil {
+			t.Fatalf("getsockopt %s: %v", name, err)
+		}
+		return v
+	}
+	return get("SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL), get("SO_BUSY_POLL", unix.SO_BUSY_POLL),
+		get("SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET)
+}
+
+// TestBusyPollChecks: /config_busy_poll sets the options, which need the
+// agent's CAP_NET_ADMIN, only on an AF_XDP socket bound to a queue (any
+// queue) of the device served on that socket; one bound to another
+// interface, to the other end of the veth (in another namespace) or to
+// nothing is refused and keeps its options.
+func TestBusyPollChecks(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{Queues: 2})
+	other := testenv.NewVeth(t, nil)
+	srv, err := NewServer(&ServerOptions{
+		Devices:   []Device{{Name: v.Host.Name}},
+		SocketDir: socketDir(t),
+		Logger:    testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	dev, path := v.Host.Name, srv.SocketPath(v.Host.Name)
+	c := connect(t, path, "pod")
+
+	var peer *xsk.Socket
+	err = v.Peer.Do(func() error {
+		o := *smallXSK
+		o.NoXDP = true
+		var err error
+		peer, err = xsk.Open(v.Peer.Name, 0, &o)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for _, tc := range []struct {
+		name string
+		fd   int
+	}{
+		{"unbound", newXSK(t)},
+		{"bound_to_another_device", newBoundXSK(t, other.Host.Name, 0).FD()},
+		{"bound_to_the_peer", peer.FD()},
+	} {
+		if err := c.ConfigBusyPoll(tc.fd, 20, 64); !errors.Is(err, ErrRejected) {
+			t.Errorf("%s: ConfigBusyPoll = %v, want ErrRejected", tc.name, err)
+		}
+		if prefer, usec, _ := busyPoll(t, tc.fd); prefer != 0 || usec != 0 {
+			t.Errorf("%s: refused, yet SO_PREFER_BUSY_POLL = %d, SO_BUSY_POLL = %d", tc.name, prefer, usec)
+		}
+	}
+	// The session goes on, and the device's sockets get their options,
+	// on either queue.
+	for q, want := range []struct{ usec, budget int }{{20, 64}, {30, 16}} {
+		s := newBoundXSK(t, dev, q)
+		if err := c.ConfigBusyPoll(s.FD(), want.usec, want.budget); err != nil {
+			t.Fatalf("queue %d: ConfigBusyPoll: %v", q, err)
+		}
+		if prefer, usec, budget := busyPoll(t, s.FD()); prefer != 1 || usec != want.usec || budget != want.budget && budget != -1 {
+			t.Errorf("queue %d: SO_PREFER_BUSY_POLL = %d, SO_BUSY_POLL = %d, SO_BUSY_POLL_BUDGET = %d; want 1, %d, %d",
+				q, prefer, usec, budget, want.usec, want.budget)
+		}
 	}
 }

@@ -784,15 +784,16 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 			c.log.Warn("refused busy poll: need exactly one descriptor", "fds", len(m.fds))
 			return RespBusyPollNak, fd, true
 		}
-		if err := checkXSK(m.fds[0]); err != nil {
-			c.log.Warn("refused busy poll", "err", err)
+		queue, err := c.checkBusyPoll(m.fds[0])
+		if err != nil {
+			c.log.Warn("refused busy poll: the socket must be bound to a queue of this device", "err", err)
 			return RespBusyPollNak, fd, true
 		}
 		if err := setBusyPoll(m.fds[0], req.Timeout, req.Budget); err != nil {
-			c.log.Warn("busy poll failed", "err", err)
+			c.log.Warn("busy poll failed", "queue", queue, "err", err)
 			return RespBusyPollNak, fd, true
 		}
-		c.log.Info("configured busy poll", "timeout_us", req.Timeout, "budget", req.Budget)
+		c.log.Info("configured busy poll", "queue", queue, "timeout_us", req.Timeout, "budget", req.Budget)
 		return RespBusyPollAck, fd, true
 	case OpXSKRegister:
 		if err := c.register(req, m.fds); err != nil {
@@ -803,6 +804,21 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 		return RespXSKRegisterAck, fd, true
 	}
 	return RespError, fd, true // unreachable: every Op is handled
+}
+
+// checkBusyPoll fails unless fd is an AF_XDP socket bound to a queue of
+// this connection's device, and returns the queue. The options need the
+// agent's CAP_NET_ADMIN: it sets them on the sockets of the device it
+// serves, not on any socket a client holds. That the program is still
+// attached proves the interface at the index is this device's.
+func (c *conn) checkBusyPoll(fd int) (int, error) {
+	if err := checkXSK(fd); err != nil {
+		return 0, err
+	}
+	if err := c.d.attached(); err != nil {
+		return 0, err
+	}
+	return boundQueue(c.d.Netns, c.d.ifindex, fd)
 }
 
 // register puts the client's socket into the XSKMAP at req.Queue. The

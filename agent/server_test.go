@@ -49,7 +49,7 @@ func TestConformance(t *testing.T) {
 		r.roundTrip("/xsk_map_fd, nosuchdev", RespFDNak, 0)
 
 		xsk := newXSK(t)
-		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollAck, 0, xsk)
+		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollAck, 0, bound.FD())
 		for _, o := range []struct {
 			name string
 			opt  int
@@ -59,7 +59,7 @@ func TestConformance(t *testing.T) {
 			{"SO_BUSY_POLL", unix.SO_BUSY_POLL, 20},
 			{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, 64},
 		} {
-			got, err := unix.GetsockoptInt(xsk, unix.SOL_SOCKET, o.opt)
+			got, err := unix.GetsockoptInt(bound.FD(), unix.SOL_SOCKET, o.opt)
 			if o.opt == unix.SO_BUSY_POLL_BUDGET && errors.Is(err, unix.ENOPROTOOPT) {
 				continue // the kernel lets it be set, not read
 			}
@@ -67,6 +67,7 @@ func TestConformance(t *testing.T) {
 				t.Errorf("%s = %d, %v; want %d", o.name, got, err, o.want)
 			}
 		}
+		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollNak, 0, xsk)         // not bound
 		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollNak, 0)              // no fd
 		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollNak, 0, newPipe(t))  // not a socket
 		r.roundTrip("/config_busy_poll, 20, 64", RespBusyPollNak, 0, xsk, xsk)    // two fds
@@ -160,9 +161,11 @@ func TestConformance(t *testing.T) {
 		if _, err := c.XSKMapFD("nosuchdev"); !errors.Is(err, ErrRejected) {
 			t.Errorf("XSKMapFD(unknown) = %v, want ErrRejected", err)
 		}
-		xsk := newXSK(t)
-		if err := c.ConfigBusyPoll(xsk, 50, 16); err != nil {
+		if err := c.ConfigBusyPoll(bound.FD(), 50, 16); err != nil {
 			t.Fatal(err)
+		}
+		if err := c.ConfigBusyPoll(newXSK(t), 50, 16); !errors.Is(err, ErrRejected) {
+			t.Errorf("ConfigBusyPoll(unbound socket) = %v, want ErrRejected", err)
 		}
 		if err := c.Register(e.dev, 0, bound.FD()); err != nil {
 			t.Fatal(err)

@@ -259,6 +259,37 @@ func checkBound(netns string, ifindex, queue, fd int) error {
 	return fmt.Errorf("check socket is bound to ifindex %d queue %d: %w", ifindex, queue, err)
 }
 
+// boundQueue returns the queue of the interface ifindex, in the network
+// namespace netns ("" for the agent's), that the AF_XDP socket fd is bound
+// to. It asks checkBound about each of the interface's queues in turn, with
+// a new probe for each: an error wrapping errNotBound when fd is not bound,
+// errBoundElsewhere when it is bound to none of them (another interface, or
+// the same index in another namespace).
+func boundQueue(netns string, ifindex, fd int) (int, error) {
+	var q sys.LinkQueues
+	err := inNetns(netns, func() error {
+		var err error
+		q, err = sys.QueryLinkQueues(ifindex)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("check socket binding: count the queues of ifindex %d: %w", ifindex, err)
+	}
+	n := max(q.RX, q.TX, 1)
+	for queue := range n {
+		err := checkBound(netns, ifindex, queue, fd)
+		switch {
+		case err == nil:
+			return queue, nil
+		case errors.Is(err, errNotBound):
+			return 0, fmt.Errorf("check socket is bound to a queue of ifindex %d: %w", ifindex, errNotBound)
+		case !errors.Is(err, errBoundElsewhere):
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("check socket is bound to a queue of ifindex %d (0 to %d): %w", ifindex, n-1, errBoundElsewhere)
+}
+
 // Why checkBound refused a socket.
 var (
 	errNotBound       = errors.New("socket not bound")

@@ -5,7 +5,7 @@
 // <socket-dir>/<interface>/afxdp.sock, in the protocol of the AF_XDP device
 // plugin for Kubernetes (see package agent). Workloads get the XSKMAP's fd,
 // or hand their AF_XDP socket to the agent to register, and ask it to set
-// busy-poll options.
+// busy-poll options on their sockets bound to the interface.
 //
 // It needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON or
 // CAP_SYS_ADMIN, CAP_CHOWN, CAP_FOWNER; CAP_SYS_ADMIN also for -netns,
