@@ -122,10 +122,10 @@ type deviceConfig struct {
 }
 
 type filterConfig struct {
-	EtherType uint16     `json:"ethertype"`
-	IPProto   uint8      `json:"ipproto"`
-	DstPort   uint16     `json:"dst_port"`
-	DstAddr   netip.Addr `json:"dst_addr"`
+	EtherType uint16 `json:"ethertype"`
+	IPProto   uint8  `json:"ipproto"`
+	DstPort   uint16 `json:"dst_port"`
+	DstAddr   string `json:"dst_addr"` // parsed by deviceConfig.device, which names the field
 }
 
 // duration reads "30s" or a number of seconds.
@@ -225,6 +225,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		if err := dec.Decode(&cfg); err != nil {
 			return fmt.Errorf("parse config %s: %w", *configPath, err)
 		}
+		// A bad value in a device entry is reported with the file, the
+		// entry and the field, as JSON type errors are.
+		for i, d := range cfg.Devices {
+			if _, err := d.device(); err != nil {
+				return fmt.Errorf("parse config %s: devices[%d] (%s): %w", *configPath, i, d.Name, err)
+			}
+		}
 	}
 	if set["socket-dir"] {
 		cfg.SocketDir = *socketDir
@@ -269,18 +276,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		if *ipProto > 255 || *dstPort > 65535 {
 			return fmt.Errorf("-filter-ipproto %d or -filter-port %d out of range", *ipProto, *dstPort)
 		}
-		var addr netip.Addr
 		if *dstAddr != "" {
-			v, err := netip.ParseAddr(*dstAddr)
-			if err != nil {
+			if _, err := netip.ParseAddr(*dstAddr); err != nil {
 				return fmt.Errorf("-filter-addr: %w", err)
 			}
-			addr = v
 		}
 		for _, name := range strings.Split(*ifaces, ",") {
 			cfg.Devices = append(cfg.Devices, deviceConfig{
 				Name: strings.TrimSpace(name), Netns: *netnsPath, Mode: *mode, Replace: *replace, MaxQueues: *maxQueues,
-				Filter: filterConfig{EtherType: uint16(et), IPProto: uint8(*ipProto), DstPort: uint16(*dstPort), DstAddr: addr},
+				Filter: filterConfig{EtherType: uint16(et), IPProto: uint8(*ipProto), DstPort: uint16(*dstPort), DstAddr: *dstAddr},
 			})
 		}
 	}
@@ -335,16 +339,31 @@ func (c *config) serverOptions(log *slog.Logger) (*agent.ServerOptions, error) {
 		}
 	}
 	for i, d := range c.Devices {
-		m, err := parseMode(d.Mode)
+		dev, err := d.device()
 		if err != nil {
 			return nil, fmt.Errorf("devices[%d] (%s): %w", i, d.Name, err)
 		}
-		o.Devices = append(o.Devices, agent.Device{
-			Name: d.Name, Netns: d.Netns, Mode: m, Replace: d.Replace, MaxQueues: d.MaxQueues,
-			Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort, DstAddr: d.Filter.DstAddr},
-		})
+		o.Devices = append(o.Devices, dev)
 	}
 	return o, nil
+}
+
+// device is the agent's Device for d. An error names the field.
+func (d deviceConfig) device() (agent.Device, error) {
+	m, err := parseMode(d.Mode)
+	if err != nil {
+		return agent.Device{}, err
+	}
+	var addr netip.Addr
+	if d.Filter.DstAddr != "" {
+		if addr, err = netip.ParseAddr(d.Filter.DstAddr); err != nil {
+			return agent.Device{}, fmt.Errorf("filter.dst_addr: %w", err)
+		}
+	}
+	return agent.Device{
+		Name: d.Name, Netns: d.Netns, Mode: m, Replace: d.Replace, MaxQueues: d.MaxQueues,
+		Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort, DstAddr: addr},
+	}, nil
 }
 
 func parseMode(s string) (bpf.AttachMode, error) {

@@ -177,9 +177,17 @@ func TestRunErrors(t *testing.T) {
 	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("unknown config field: %v", err)
 	}
-	os.WriteFile(bad, []byte(`{"devices": [{"name": "x", "filter": {"dst_addr": "10.0.0"}}]}`), 0o600)
-	if err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil); err == nil || !strings.Contains(err.Error(), "10.0.0") {
-		t.Errorf("bad dst_addr in the config: %v", err)
+	// A bad value in a device entry names the file, the entry and the
+	// field, whichever field it is.
+	for _, tc := range []struct{ entry, want string }{
+		{`{"name": "y", "filter": {"dst_addr": "10.0.0"}}`, `filter.dst_addr: ParseAddr("10.0.0")`},
+		{`{"name": "y", "mode": "turbo"}`, `mode "turbo"`},
+	} {
+		os.WriteFile(bad, []byte(`{"devices": [{"name": "x"}, `+tc.entry+`]}`), 0o600)
+		err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil)
+		if want := "config " + bad + ": devices[1] (y): " + tc.want; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config device %s: %v, want %q", tc.entry, err, want)
+		}
 	}
 	// The device flags shape -iface interfaces only: beside a config
 	// with devices and no -iface, they are refused, not dropped (a
