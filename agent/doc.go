@@ -114,7 +114,9 @@
 // frame goes to the kernel's stack. What [Server.Close] would remove stays:
 // the socket files (a client's dial fails with ECONNREFUSED) and the pins,
 // which then hold maps no program reads. The next [NewServer] on the same
-// directories takes both back. It loads new programs with new, empty
+// directories takes both back (the pins only when it has the same
+// PinDir: cmd/afxdp-agent started without -pin warns of the pins it finds
+// and leaves them). It loads new programs with new, empty
 // XSKMAPs, so no registration survives a restart: a client's connection
 // ends with the old agent, its socket is in the old map, and it must
 // register again (through a new connection, or by opening the new pin).

@@ -58,9 +58,17 @@
 // or crashes loses its programs at once, since the kernel detaches them
 // with the agent's links, but leaves its sockets and pins on disk; started
 // again, it takes them back with new programs and new, empty maps, so the
-// workloads must register again. An interface that goes away (its network
-// namespace deleted) is not served again: the agent refuses its map from
-// then on; restart the agent to serve the new one.
+// workloads must register again. It takes the pins back only when started
+// with -pin: without it, it warns of each pin it finds at
+// <pin-dir>/<interface>/xsks_map, which holds a map no program reads, and
+// leaves it, since it cannot tell an earlier run's pin from another
+// agent's; remove it by hand (rm) if no other agent pins there.
+//
+// An interface that goes away while the agent runs (the link deleted, or
+// its network namespace) is not followed: the kernel detaches the program
+// with it, and the agent refuses its map and registrations from then on,
+// and logs why, even once an interface of the same name is back; restart
+// the agent to serve the new one.
 package main
 
 import (
@@ -179,7 +187,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
 		maxConns   = fs.Int("max-conns", 0, "most connections served at once, over all interfaces (default 256)")
 		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
-		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+")")
+		pinDir     = fs.String("pin-dir", "", "bpffs directory for -pin (default "+defaultPinDir+"); without -pin, where the agent looks for pins left by an earlier run, to warn of them")
 		readOnly   = fs.Bool("read-only-map", false, "send clients a read-only XSKMAP fd, so that they register through the agent (/xsk_register)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON    = fs.Bool("log-json", false, "log in JSON")
@@ -302,6 +310,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if err != nil {
 		return err
 	}
+	if !cfg.Pin {
+		dir := cfg.PinDir
+		if dir == "" {
+			dir = defaultPinDir
+		}
+		warnStalePins(dir, opts.Devices, log)
+	}
 	dir := opts.SocketDir
 	if dir == "" {
 		dir = agent.DefaultSocketDir
@@ -364,6 +379,24 @@ func (d deviceConfig) device() (agent.Device, error) {
 		Name: d.Name, Netns: d.Netns, Mode: m, Replace: d.Replace, MaxQueues: d.MaxQueues,
 		Filter: bpf.Filter{EtherType: d.Filter.EtherType, IPProto: d.Filter.IPProto, DstPort: d.Filter.DstPort, DstAddr: addr},
 	}, nil
+}
+
+// warnStalePins warns of each pin at <dir>/<device>/xsks_map, for an agent
+// that runs without -pin. An agent that pinned its maps and was killed, or
+// crashed, leaves its pins, and only a start with -pin takes them back; a
+// pod that opens such a pin gets a map that no program reads, and receives
+// nothing. The pin may also be another agent's (one serving an interface of
+// the same name in another namespace), so it is left alone.
+func warnStalePins(dir string, devices []agent.Device, log *slog.Logger) {
+	for _, d := range devices {
+		pin := filepath.Join(dir, d.Name, agent.PinName)
+		if _, err := os.Lstat(pin); err != nil {
+			continue
+		}
+		log.Warn("stale pin: this agent runs without -pin and does not serve the XSKMAP pinned for its device "+
+			"(left by an earlier run with -pin that was killed, or another agent's): a pod that opens it receives nothing; "+
+			"if no other agent pins there, remove it", "device", d.Name, "pin", pin, "remove", "rm "+pin)
+	}
 }
 
 func parseMode(s string) (bpf.AttachMode, error) {

@@ -202,3 +202,68 @@ func TestRunErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestStalePinWarned: an agent killed while it pinned its maps leaves the
+// pins behind (see TestAgentKilled), and only a start with -pin takes them
+// back. Started without -pin, the agent says at start which pin it found
+// at <pin-dir>/<interface>/xsks_map (a pod that opens it gets a map no
+// program reads) and how to remove it, and leaves it: it cannot tell an
+// earlier run's pin from another agent's.
+func TestStalePinWarned(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	pinDir := t.TempDir()
+	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pin := filepath.Join(pinDir, v.Host.Name, agent.PinName)
+	if err := os.Mkdir(filepath.Dir(pin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Pin(pin)
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	args := []string{"-iface", v.Host.Name, "-socket-dir", t.TempDir(), "-pin-dir", pinDir}
+	logs := runOnce(t, args)
+	if !strings.Contains(logs, "stale pin") || !strings.Contains(logs, "rm "+pin) {
+		t.Errorf("no warning of the stale pin %s in the logs:\n%s", pin, logs)
+	}
+	if _, err := os.Lstat(pin); err != nil {
+		t.Errorf("the stale pin: %v; want it left in place", err)
+	}
+
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	if logs := runOnce(t, args); strings.Contains(logs, "stale pin") {
+		t.Errorf("a warning with no pin left:\n%s", logs)
+	}
+}
+
+// runOnce runs the agent with args until it serves, stops it, and returns
+// its logs.
+func runOnce(t *testing.T, args []string) string {
+	t.Helper()
+	logs := &testenv.Buffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, logs, func(*agent.Server) { cancel() }) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent: %v\n%s", err, logs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent still running 10 s after it was stopped\n%s", logs)
+	}
+	return logs.String()
+}
