@@ -4,8 +4,13 @@
 // -cpu, reads the monotonic clock in a loop for -d, and prints how many
 // gaps between two reads fell in each range above 50 µs, how much time
 // they add up to, the longest, and the steal time that the hypervisor
-// reported for that CPU meanwhile (/proc/stat). Run it on an otherwise
-// idle machine: what it sees, no receiver on that CPU can avoid.
+// reported for that CPU meanwhile (/proc/stat). The process's other
+// threads (the Go runtime's sysmon, GC workers and spare threads, and
+// those it makes later, which inherit their affinity) are kept off -cpu
+// for the measurement, as the run loops' -isolate does, so that the gaps
+// are not jitter's own; on a machine where -cpu is the process's only CPU
+// they cannot be, and the report says so. Run it on an otherwise idle
+// machine: what it sees, no receiver on that CPU can avoid.
 //
 //	go run ./bench/cmd/jitter -cpu 1 -d 10s
 package main
@@ -21,6 +26,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 var (
@@ -79,18 +85,18 @@ func (g *gaps) over(b time.Duration) int {
 	return n
 }
 
-func run(w io.Writer, cpu int, d time.Duration) error {
+func run(w io.Writer, cpu int, d time.Duration) (err error) {
 	if d <= 0 {
 		return fmt.Errorf("-d %v: must be positive", d)
 	}
 	if cpu < 0 {
 		return fmt.Errorf("-cpu %d: must not be negative", cpu)
 	}
-	unpin, err := app.PinThread(cpu)
+	undo, isolated, err := isolate(cpu)
 	if err != nil {
 		return err
 	}
-	defer unpin()
+	defer func() { err = errors.Join(err, undo()) }()
 	steal0, err := stealTime(cpu)
 	if err != nil {
 		return err
@@ -101,7 +107,38 @@ func run(w io.Writer, cpu int, d time.Duration) error {
 		return err
 	}
 	fmt.Fprint(w, report(cpu, d, g, steal1-steal0))
+	if isolated {
+		fmt.Fprintf(w, "the process's other threads were kept off CPU %d\n", cpu)
+	} else {
+		fmt.Fprintf(w, "CPU %d is the process's only CPU: its other threads (Go's runtime) shared it, and some gaps may be theirs\n", cpu)
+	}
 	return nil
+}
+
+// isolate pins the calling goroutine's thread to cpu and moves every other
+// thread of the process off it (app.KeepOffCPU). isolated is false when
+// cpu is the process's only CPU, where the other threads stay. undo gives
+// the threads their affinity back and unlocks the goroutine.
+func isolate(cpu int) (undo func() error, isolated bool, err error) {
+	unpin, err := app.PinThread(cpu)
+	if err != nil {
+		return nil, false, err
+	}
+	allowed, err := sys.AllowedCPUSet()
+	if err != nil {
+		unpin()
+		return nil, false, err
+	}
+	restore, err := app.KeepOffCPU(cpu)
+	if err != nil {
+		unpin()
+		return nil, false, err
+	}
+	return func() error {
+		err := restore()
+		unpin()
+		return err
+	}, allowed.Count() > 1, nil
 }
 
 // measure spins reading the clock for d.

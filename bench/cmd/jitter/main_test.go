@@ -2,10 +2,15 @@ package main
 
 import (
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 const stat = `cpu  1056199 102 1442176 2134689 6216 0 694632 12584 0 0
@@ -90,5 +95,116 @@ func TestRunBadInput(t *testing.T) {
 	}
 	if err := run(io.Discard, -1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "-cpu -1: must not be negative") {
 		t.Errorf("-cpu -1: %v", err)
+	}
+}
+
+// affinities reads the affinity mask of every thread of the process.
+func affinities(t *testing.T) map[int]unix.CPUSet {
+	t.Helper()
+	tids, err := sys.ThreadIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[int]unix.CPUSet{}
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			if err == unix.ESRCH {
+				continue
+			}
+			t.Fatal(err)
+		}
+		m[tid] = set
+	}
+	return m
+}
+
+// TestIsolateKeepsOtherThreadsOff checks the measurement's setup: the
+// calling thread runs on the measured CPU alone, and every other thread of
+// the process, the Go runtime's and those made after the setup, is kept
+// off it; undo gives them their affinity back.
+func TestIsolateKeepsOtherThreadsOff(t *testing.T) {
+	cpus, err := sys.AllowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cpus) < 2 {
+		t.Skipf("needs two CPUs to keep threads off one; this process may use %s", cpus)
+	}
+	cpu := cpus[len(cpus)-1]
+	// Threads that may run anywhere, blocked for the test's length.
+	stop := make(chan struct{})
+	defer close(stop)
+	for range 3 {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			<-stop
+		}()
+	}
+	before := affinities(t)
+
+	undo, isolated, err := isolate(cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := unix.Gettid()
+	check := func(when string) {
+		t.Helper()
+		for tid, set := range affinities(t) {
+			switch {
+			case tid == self && (set.Count() != 1 || !set.IsSet(cpu)):
+				t.Errorf("%s: measuring thread %d may run on %d CPUs (cpu %d: %v); want cpu %d alone", when, tid, set.Count(), cpu, set.IsSet(cpu), cpu)
+			case tid != self && set.IsSet(cpu):
+				t.Errorf("%s: thread %d may run on the measured cpu %d", when, tid, cpu)
+			}
+		}
+	}
+	check("after isolate")
+	// A thread made now inherits a moved thread's affinity.
+	made := make(chan unix.CPUSet)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		unix.SchedGetaffinity(0, &set)
+		made <- set
+		<-stop
+	}()
+	if set := <-made; set.IsSet(cpu) {
+		t.Errorf("a thread locked after isolate may run on cpu %d", cpu)
+	}
+	check("after a new locked thread")
+	if !isolated {
+		t.Error("isolate says it could not keep the threads off, with other CPUs allowed")
+	}
+
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	for tid, set := range affinities(t) {
+		if old, ok := before[tid]; ok && set != old {
+			t.Errorf("after undo: thread %d may run on %d CPUs, had %d before", tid, set.Count(), old.Count())
+		}
+	}
+}
+
+// TestRunSaysWhatItKeptOff checks that the report says the other threads
+// were kept off the CPU.
+func TestRunSaysWhatItKeptOff(t *testing.T) {
+	cpus, err := sys.AllowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := run(&b, cpus[0], time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	want := "the process's other threads were kept off CPU"
+	if len(cpus) == 1 {
+		want = "is the process's only CPU"
+	}
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
 	}
 }
