@@ -11,7 +11,7 @@
 //   - fill: the program gives the kernel empty frames to receive into;
 //   - RX: the kernel returns them holding received packets;
 //   - TX: the program gives the kernel frames holding packets to send;
-//   - completion: the kernel returns them once sent.
+//   - completion: the kernel returns them once sent (or dropped).
 //
 // A receive frame's life: free → fill ring → RX ring → [Socket.Receive]
 // hands its descriptor to the program → [Socket.Release] makes it free
@@ -20,7 +20,9 @@
 // [Options.RxRingSize]). A transmit
 // frame's: free → [Socket.Alloc] → the program writes a packet into
 // [Socket.Frame] → [Socket.Transmit] → completion ring → free (reaped by
-// Alloc, Transmit or [Socket.Complete]). A received frame may be passed
+// Alloc, Transmit or [Socket.Complete]); in copy mode a frame the device
+// dropped instead of sending comes back the same way, counted in
+// [Stats].TxDropped. A received frame may be passed
 // straight to Transmit (forwarding) instead of Release. The bytes of a
 // frame alias the UMEM: they are valid until the frame is released or
 // transmitted.

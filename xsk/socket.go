@@ -78,7 +78,8 @@ type sideCounters struct {
 	bytes   atomic.Uint64
 	batches atomic.Uint64
 	wakeups atomic.Uint64
-	_       [24]byte
+	dropped atomic.Uint64 // transmit side: see Stats.TxDropped
+	_       [16]byte
 }
 
 // Open creates an AF_XDP socket on queue of the interface ifname, with its
@@ -741,16 +742,18 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 // Transmit puts as many of descs on the TX ring as fit, in order, kicks
 // the kernel if it asks to be (always in copy mode, where the sending
 // happens in the kick), and returns how many it queued. The frames are the
-// kernel's from then on. A kick may leave frames in the TX ring (the
-// kernel dropped one and stopped, the completion ring is full, or the
-// device is busy): a later Transmit that queues frames, Kick, Complete,
-// an Alloc that finds too few free frames, or a Wait for Writable sends
-// them. A descriptor naming no frame the caller holds, or with Options
-// other than 0 (the socket is bound without multi-buffer and tx metadata,
-// so the kernel would join it to the next packet, drop it or refuse it),
-// stops the batch with an error matching ErrInvalidDesc; the ones before
-// it are queued, and when the kick that was to send them failed, the
-// error matches the kick's errno too.
+// kernel's from then on. In copy mode a frame the device drops instead of
+// sending (no carrier, a full queue) still comes back on the completion
+// ring, and is counted in Stats.TxDropped; the kick goes on with the
+// frames after it. A kick may leave frames in the TX ring (the completion
+// ring is full, or the device is busy): a later Transmit that queues
+// frames, Kick, Complete, an Alloc that finds too few free frames, or a
+// Wait for Writable sends them. A descriptor naming no frame the caller
+// holds, or with Options other than 0 (the socket is bound without
+// multi-buffer and tx metadata, so the kernel would join it to the next
+// packet, drop it or refuse it), stops the batch with an error matching
+// ErrInvalidDesc; the ones before it are queued, and when the kick that
+// was to send them failed, the error matches the kick's errno too.
 func (s *Socket) Transmit(descs []Desc) (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("transmit", err)
@@ -809,27 +812,49 @@ func (s *Socket) Transmit(descs []Desc) (int, error) {
 // sends at most the socket's TX budget (32 frames by default) and answers
 // EAGAIN while more remain or while the completion ring is full: kick goes
 // on, reaping completions in between, until the ring is drained or a
-// bounded number of calls is spent. Transient refusals (EBUSY, ENOBUFS)
-// are not errors: the next kick retries.
+// bounded number of calls is spent.
+//
+// In copy mode, EBUSY means that the device dropped the last frame the
+// kernel tried (__dev_direct_xmit returned NET_XMIT_DROP: no carrier, the
+// veth peer down or its ring full): the kernel has taken the frame off
+// the TX ring and put it in the completion ring as if it were sent, and
+// stopped there, with the frames after it still in the TX ring. Without
+// multi-buffer, each EBUSY is one frame: kick counts it in txSide.dropped
+// and goes on with the rest, so that a drop leaves no frame behind for a
+// later poll(2) to send and drop unseen. In zero-copy mode EBUSY (from
+// the driver's wakeup), and ENOBUFS in either mode, are transient
+// refusals, not errors: the next kick retries.
 func (s *Socket) kick() error {
 	if s.wakeup && !s.tx.NeedWakeup() {
 		return nil
 	}
 	limit := int(s.tx.Size())/max(s.txBudget, 32) + 2
-	for i := 0; ; i++ {
+	// Each drop takes a frame off the TX ring, which nothing fills
+	// meanwhile, so drops cannot pass the ring's size; the bound only
+	// guards against an EBUSY that the kernel gives for another reason.
+	for i, drops := 0, 0; ; {
 		s.txSide.wakeups.Add(1)
 		switch e := sys.Kick(s.fd); e {
-		case 0, unix.EBUSY, unix.ENOBUFS:
+		case 0, unix.ENOBUFS:
 			return nil
+		case unix.EBUSY:
+			if s.zc {
+				return nil
+			}
+			s.txSide.dropped.Add(1)
+			if drops++; drops > int(s.tx.Size()) || !s.needPush() {
+				return nil
+			}
 		case unix.EAGAIN:
 			if s.zc || i >= limit {
 				return nil
 			}
-			if !s.manual {
-				s.rings.Complete()
-			}
+			i++
 		default:
 			return fmt.Errorf("kick tx: sendto: %w", e)
+		}
+		if !s.manual {
+			s.rings.Complete()
 		}
 	}
 }
@@ -905,10 +930,12 @@ const unboundCheck = time.Second
 // Wait blocks until one of events is ready or timeout passes (a negative
 // timeout waits forever), and returns the events that are ready (none on
 // timeout). Close interrupts it with net.ErrClosed. In copy mode, waiting
-// for Writable also makes the kernel send what the TX ring holds. Once the
-// socket's interface is deleted, which unbinds the socket, Wait fails with
-// an error matching unix.ENXIO (within a second) instead of waiting for
-// packets that cannot come; the socket still has to be closed.
+// for Writable also makes the kernel send what the TX ring holds (a frame
+// the device drops there is not counted in Stats.TxDropped: poll(2) does
+// not say). Once the socket's interface is deleted, which unbinds the
+// socket, Wait fails with an error matching unix.ENXIO (within a second)
+// instead of waiting for packets that cannot come; the socket still has
+// to be closed.
 func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
 	if s.umem == nil {
 		return 0, s.opErr("wait", errNotOpen)
@@ -983,8 +1010,20 @@ type Stats struct {
 	// Counted by this library.
 	RxPackets, RxBytes, RxBatches uint64 // returned by Receive
 	TxPackets, TxBytes, TxBatches uint64 // queued by Transmit
-	Completed                     uint64 // transmit completions reaped
-	RxWakeups, TxWakeups          uint64 // wakeup system calls made
+	Completed                     uint64 // transmit completions reaped, TxDropped included
+	// TxDropped counts the frames queued for transmit that the device
+	// dropped instead of sending them, in copy mode (no carrier, a veth
+	// peer that is down or whose queue is full): the kernel gives such
+	// a frame back on the completion ring like one that was sent, so it
+	// is in Completed too, and says so only to the sendto(2) that tried
+	// it (EBUSY). Of the frames completed, Completed minus TxDropped
+	// were sent. A frame that the kernel tries inside poll(2) instead,
+	// when Wait finds the TX ring still holding frames, is not counted
+	// if dropped: poll tells its caller nothing. The interface's
+	// tx_dropped counts both. Always 0 in zero-copy mode, where the
+	// driver sends and drops without the socket.
+	TxDropped            uint64
+	RxWakeups, TxWakeups uint64 // wakeup system calls made
 }
 
 // Stats returns the socket's counters. It may be called from any goroutine.
@@ -1020,6 +1059,7 @@ func (s *Socket) Stats() (Stats, error) {
 		TxBatches:      s.txSide.batches.Load(),
 		TxWakeups:      s.txSide.wakeups.Load(),
 		Completed:      s.rings.Completed(),
+		TxDropped:      s.txSide.dropped.Load(),
 	}, nil
 }
 

@@ -59,23 +59,29 @@ func TestCompleteSendsWhatTheKickLeft(t *testing.T) {
 	completeAll(t, s, batch, done, nil)
 }
 
-// TestAllocSendsWhatTheKickLeft queues frames while the peer is down: the
-// kernel drops the first one it tries and leaves the rest in the TX ring.
-// Once the peer is up, a sender that waits for frames through Alloc (as
-// one does when every transmit frame is in flight) gets them back, and
-// the peer receives every frame the kernel did not drop.
+// TestAllocSendsWhatTheKickLeft queues a batch eight times the completion
+// ring: the kernel stops sending whenever that ring is full, and the kick,
+// which reaps between its system calls, gives up after a bounded number of
+// them with the rest of the batch in the TX ring. A sender that waits for
+// frames through Alloc (as one does when every transmit frame is in
+// flight) gets them all back, and the peer receives every frame.
 func TestAllocSendsWhatTheKickLeft(t *testing.T) {
 	const batch = 64
 	v := testenv.NewVeth(t, nil)
-	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: batch, FillRingSize: 64, RxRingSize: 64})
-	testenv.SetLink(t, v.Peer, false)
+	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: batch,
+		FillRingSize: 64, RxRingSize: 64, TxRingSize: batch, CompletionRingSize: batch / 8})
+	peer := newPacketSocket(t, v.Peer)
 	fl := newFlow(v.Host, v.Peer, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- peer.receiveAll(t, fl, batch, &got, time.Now().Add(10*time.Second)) }()
 	// The batch takes every transmit frame.
 	if err := transmitFlow(t, s, fl, 0, batch); err != nil {
 		t.Fatal(err)
 	}
-	testenv.SetLink(t, v.Peer, true)
-	peer := newPacketSocket(t, v.Peer)
+	if c := s.Frames(); c.Tx == 0 {
+		t.Fatalf("frames after Transmit: %+v; want some left in the TX ring", c)
+	}
 
 	// Alloc until it has handed out every transmit frame.
 	held := make([]xsk.Desc, batch)
@@ -96,16 +102,13 @@ func TestAllocSendsWhatTheKickLeft(t *testing.T) {
 	if back != batch {
 		t.Fatalf("Alloc got back %d of the %d frames queued; frames %+v", back, batch, s.Frames())
 	}
-	// The frames the kernel dropped while the peer was down count as
-	// tx_dropped on the host end; the peer has all the others.
-	dropped := txDropped(t, v.Host)
-	if dropped == 0 || dropped >= batch {
-		t.Fatalf("the kernel dropped %d of %d frames while the peer was down, want some but not all", dropped, batch)
+	sn := <-done
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
 	}
-	var got atomic.Int64
-	sn := peer.receiveAll(t, fl, batch-int(dropped), &got, time.Now().Add(10*time.Second))
-	if sn.n != batch-int(dropped) {
-		t.Fatalf("peer received %d of %d frames, the kernel dropped %d", sn.n, batch, dropped)
+	if sn.n != batch || st.Completed != batch || st.TxDropped != 0 || txDropped(t, v.Host) != 0 {
+		t.Fatalf("peer received %d of %d frames; stats %+v, interface tx_dropped %d", sn.n, batch, st, txDropped(t, v.Host))
 	}
 	checkFramesHome(t, s)
 }
@@ -210,5 +213,85 @@ func TestTransmitBadDescOnALinkThatIsDown(t *testing.T) {
 	}
 	if c := s.Frames(); c.Tx != 0 || c.Free != 64 {
 		t.Fatalf("frames after the link came up: %+v", c)
+	}
+}
+
+// TestTransmitCountsWhatTheDeviceDrops transmits while the peer is down,
+// so that the host end has no carrier: in copy mode the kernel drops
+// every frame it tries (NET_XMIT_DROP), gives it back on the completion
+// ring as if sent, and answers the sendto with EBUSY. Each such frame is
+// counted in TxDropped, as many as the interface's tx_dropped, and the
+// one Transmit tries them all rather than stopping at the first. Once the
+// peer is up, frames are sent and arrive, and TxDropped stays as it was.
+func TestTransmitCountsWhatTheDeviceDrops(t *testing.T) {
+	const batch = 48
+	v := testenv.NewVeth(t, nil)
+	s := openOn(t, v.Host, 0, &xsk.Options{TxOnly: true, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: 64, FillRingSize: 64, RxRingSize: 64})
+	fl := newFlow(v.Host, v.Peer, 30)
+	dropped0 := txDropped(t, v.Host)
+	testenv.SetLink(t, v.Peer, false)
+	if err := transmitFlow(t, s, fl, 0, batch); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := txDropped(t, v.Host) - dropped0
+	t.Logf("peer down: queued %d, completed %d, socket TxDropped %d, interface tx_dropped %d", st.TxPackets, st.Completed, st.TxDropped, dropped)
+	if st.TxPackets != batch || st.Completed != batch || st.TxDropped != batch || dropped != batch {
+		t.Fatalf("%d frames transmitted with the peer down: stats %+v, interface tx_dropped %d; want %d queued, completed, dropped and counted by both",
+			batch, st, dropped, batch)
+	}
+	if c := s.Frames(); c.Tx != 0 {
+		t.Fatalf("frames after Transmit with the peer down: %+v; want none left with the kernel", c)
+	}
+
+	// The same frames again, with the peer up: all sent, none dropped.
+	// Had any of the first ones arrived, the peer would see it twice.
+	testenv.SetLink(t, v.Peer, true)
+	peer := newPacketSocket(t, v.Peer)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- peer.receiveAll(t, fl, batch, &got, time.Now().Add(10*time.Second)) }()
+	if err := transmitFlow(t, s, fl, 0, batch); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.Frames().Tx > 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := s.Complete(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn := <-done
+	if st, err = s.Stats(); err != nil {
+		t.Fatal(err)
+	}
+	dropped = txDropped(t, v.Host) - dropped0
+	if sn.n != batch || st.TxPackets != 2*batch || st.Completed != 2*batch || st.TxDropped != batch || dropped != batch {
+		t.Fatalf("%d more frames with the peer up: peer received %d; stats %+v, interface tx_dropped %d; want all sent, %d dropped in all",
+			batch, sn.n, st, dropped, batch)
+	}
+	checkFramesHome(t, s)
+
+	// Counting a drop allocates nothing.
+	testenv.SetLink(t, v.Peer, false)
+	one := make([]xsk.Desc, 1)
+	rounds := 0
+	allocs := testing.AllocsPerRun(50, func() {
+		rounds++
+		if n, err := s.Alloc(one); n != 1 || err != nil {
+			t.Fatalf("alloc: %d, %v", n, err)
+		}
+		one[0].Len = 60
+		if n, err := s.Transmit(one); n != 1 || err != nil {
+			t.Fatalf("transmit: %d, %v", n, err)
+		}
+	})
+	if st, err = s.Stats(); err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 || st.TxDropped != uint64(batch+rounds) {
+		t.Fatalf("%d frames sent one at a time with the peer down: %v allocations each, TxDropped %d; want none and %d",
+			rounds, allocs, st.TxDropped, batch+rounds)
 	}
 }
