@@ -440,6 +440,48 @@ func TestPrintResultNothingArrived(t *testing.T) {
 	}
 }
 
+// TestPrintResultDeviceDrops checks the transmit account of a run in which
+// the device dropped frames that the kernel completed: they are reported
+// as dropped, not lost, and only what neither the device dropped nor the
+// host end took in is lost.
+func TestPrintResultDeviceDrops(t *testing.T) {
+	for _, tc := range []struct {
+		a          TxAccount
+		want, lack []string
+	}{
+		{TxAccount{Sent: 128, Completed: 128, Dropped: 28, HostIn: 100},
+			[]string{"of which the device dropped 28 (not sent), and the host end took in 100: every frame accounted for", "tx dropped        28"},
+			[]string{"lost", "every frame arrived"}},
+		{TxAccount{Sent: 128, Completed: 128, Dropped: 28, HostIn: 90},
+			[]string{"the device dropped 28 (not sent)", "; 10 lost on the way"}, []string{"accounted for"}},
+		{TxAccount{Sent: 128, Completed: 128, Dropped: 128},
+			[]string{"the device dropped 128 (not sent), and the host end took in 0: every frame accounted for"}, []string{"lost", "nothing arrived"}},
+		{TxAccount{Sent: 128, Completed: 128, Dropped: 28},
+			[]string{"nothing arrived at the host end"}, nil},
+	} {
+		var b strings.Builder
+		PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 128, PeerCounted: true,
+			TxAccount: &tc.a, Stats: xsk.Stats{TxPackets: tc.a.Sent, Completed: tc.a.Completed, TxDropped: tc.a.Dropped}})
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("account %+v: report lacks %q:\n%s", tc.a, w, b.String())
+			}
+		}
+		for _, w := range tc.lack {
+			if strings.Contains(b.String(), w) {
+				t.Errorf("account %+v: report says %q:\n%s", tc.a, w, b.String())
+			}
+		}
+	}
+	// Without a host end to count (an interface of the user's), the
+	// drops are still reported.
+	var b strings.Builder
+	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 128, Stats: xsk.Stats{TxPackets: 128, TxDropped: 7}})
+	if want := "the device dropped 7 of the frames queued for transmit (not sent)"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
+
 // TestRunWithoutGeneratorIgnoresItsFlags runs txonly on the built-in
 // topology, which starts no generator, with -gen-cpu naming a CPU this
 // process may not use and -gen-batch 0: those flags do nothing there, so

@@ -16,6 +16,8 @@ import (
 // batch; any goroutine may read them.
 type Counters struct {
 	RxPackets, RxBytes atomic.Uint64
+	// TxPackets counts the frames queued for transmit, sent or not: the
+	// socket's Stats.TxDropped says how many of them the device dropped.
 	TxPackets, TxBytes atomic.Uint64
 	// Unsent counts the frames l2fwd received (in RxPackets) and gave
 	// back without transmitting them, because it was stopped, or failed,

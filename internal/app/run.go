@@ -95,10 +95,20 @@ type Result struct {
 // end has taken in what it will.
 type TxAccount struct {
 	// Sent is what the socket queued for transmit (Stats.TxPackets), and
-	// Completed what the kernel gave back as sent (Stats.Completed).
+	// Completed what the kernel gave back (Stats.Completed): sent, or
+	// dropped by the device, which the kernel completes too.
 	Sent, Completed uint64
+	// Dropped is what the device dropped instead of sending
+	// (Stats.TxDropped): in Completed, and never on the wire.
+	Dropped uint64
 	// HostIn is what the host end took in (its rx_packets).
 	HostIn uint64
+}
+
+// Lost is what the socket queued that neither the device dropped nor the
+// host end took in: 0 when every frame is accounted for.
+func (a *TxAccount) Lost() int64 {
+	return int64(a.Sent) - int64(a.Dropped) - int64(a.HostIn)
 }
 
 // Account follows the generator's frames over a whole run, warm-up and
@@ -485,13 +495,14 @@ func drain(l *Loop, loopDone <-chan struct{}, c *Config, settled func() bool) {
 }
 
 // settleTx waits, after the loop has stopped, until the kernel has
-// completed every frame the socket queued and the host end has taken
-// them in, kicking the socket for frames still in its TX ring, and
-// returns the account; it gives up after a few seconds, or once the host
-// end's count has stood still for a while after the last completion
-// (frames lost on the way). A count read at the end of the window instead
-// would miss the frames still on their way (veth hands them to the host
-// end's NAPI poll, later), and call frames lost that arrive a moment after.
+// completed every frame the socket queued and the host end has taken in
+// those the device did not drop, kicking the socket for frames still in
+// its TX ring, and returns the account; it gives up after a few seconds,
+// or once the host end's count has stood still for a while after the last
+// completion (frames lost on the way). A count read at the end of the
+// window instead would miss the frames still on their way (veth hands them
+// to the host end's NAPI poll, later), and call frames lost that arrive a
+// moment after.
 func settleTx(sock *xsk.Socket, t *Topology, host0 uint64) (*TxAccount, error) {
 	deadline := time.Now().Add(3 * time.Second)
 	var a TxAccount
@@ -509,12 +520,12 @@ func settleTx(sock *xsk.Socket, t *Topology, host0 uint64) (*TxAccount, error) {
 		if err != nil {
 			return nil, err
 		}
-		a = TxAccount{Sent: st.TxPackets, Completed: st.Completed, HostIn: h - host0}
+		a = TxAccount{Sent: st.TxPackets, Completed: st.Completed, Dropped: st.TxDropped, HostIn: h - host0}
 		if a.HostIn != last {
 			last, lastAt = a.HostIn, time.Now()
 		}
 		done := a.Completed >= a.Sent
-		if done && a.HostIn >= a.Sent || done && time.Since(lastAt) > 100*time.Millisecond ||
+		if done && a.Lost() <= 0 || done && time.Since(lastAt) > 100*time.Millisecond ||
 			time.Now().After(deadline) {
 			return &a, nil
 		}
@@ -627,18 +638,28 @@ func PrintResult(out io.Writer, r *Result) {
 		}
 	}
 	if a := r.TxAccount; a != nil {
-		fmt.Fprintf(out, "accounting: the socket queued %d frames for transmit, the kernel completed %d and the host end took in %d",
-			a.Sent, a.Completed, a.HostIn)
-		switch {
-		case a.HostIn == 0 && a.Sent > 0:
+		fmt.Fprintf(out, "accounting: the socket queued %d frames for transmit, the kernel completed %d", a.Sent, a.Completed)
+		if a.Dropped > 0 {
+			fmt.Fprintf(out, ", of which the device dropped %d (not sent),", a.Dropped)
+		}
+		fmt.Fprintf(out, " and the host end took in %d", a.HostIn)
+		switch lost := a.Lost(); {
+		case a.HostIn == 0 && lost > 0:
 			fmt.Fprintf(out, ": nothing arrived at the host end, the frames were lost on the way\n")
-		case a.HostIn < a.Sent:
-			fmt.Fprintf(out, "; %d lost on the way\n", a.Sent-a.HostIn)
+		case lost > 0:
+			fmt.Fprintf(out, "; %d lost on the way\n", lost)
+		case a.Dropped > 0:
+			fmt.Fprintf(out, ": every frame accounted for\n")
 		default:
 			fmt.Fprintf(out, ": every frame arrived\n")
 		}
-	} else if r.PeerCounted && r.PeerReceived == 0 && r.TxPackets > 0 {
-		fmt.Fprintf(out, "nothing arrived at the peer end: the %d frames queued for transmit were lost on the way\n", r.TxPackets)
+	} else {
+		if r.PeerCounted && r.PeerReceived == 0 && r.TxPackets > 0 {
+			fmt.Fprintf(out, "nothing arrived at the peer end: the %d frames queued for transmit were lost on the way\n", r.TxPackets)
+		}
+		if r.Stats.TxDropped > 0 {
+			fmt.Fprintf(out, "the device dropped %d of the frames queued for transmit (not sent)\n", r.Stats.TxDropped)
+		}
 	}
 	PrintStats(out, r.Stats)
 }
@@ -652,7 +673,7 @@ func PrintStats(out io.Writer, s xsk.Stats) {
 	}{
 		{"rx packets", s.RxPackets}, {"rx bytes", s.RxBytes}, {"rx batches", s.RxBatches},
 		{"tx packets", s.TxPackets}, {"tx bytes", s.TxBytes}, {"tx batches", s.TxBatches},
-		{"tx completed", s.Completed},
+		{"tx completed", s.Completed}, {"tx dropped", s.TxDropped},
 		{"rx dropped", s.RxDropped}, {"rx ring full", s.RxRingFull}, {"fill ring empty", s.FillRingEmpty},
 		{"rx invalid descs", s.RxInvalidDescs}, {"tx invalid descs", s.TxInvalidDescs}, {"tx ring empty", s.TxRingEmpty},
 		{"rx wakeups", s.RxWakeups}, {"tx wakeups", s.TxWakeups},

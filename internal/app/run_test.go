@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,63 @@ func TestRunTxAccount(t *testing.T) {
 				t.Errorf("report:\n%s", s)
 			}
 		})
+	}
+}
+
+// TestRunTxAccountCountsDeviceDrops runs txonly on the built-in topology
+// with the host end down, so that the peer end, where the socket is, has
+// no carrier and drops every frame the kernel tries to send (the kernel
+// still completes them, as if sent). The account must count those frames
+// as dropped by the device, as many as the interface's tx_dropped, rather
+// than as sent, and the report must say so rather than call them lost on
+// the way.
+func TestRunTxAccountCountsDeviceDrops(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	var c Config
+	c.Defaults()
+	c.Duration = 20 * time.Millisecond
+	topo, err := NewTopology(&TopologyOptions{FrameLen: c.PacketSize, HostSink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	testenv.SetLink(t, topo.Veth.Host, false)
+	before, err := pktgen.ReadCounters(topo.Veth.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	r, err := RunOn(context.Background(), TxOnly, &c, topo, 0, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	after, err := pktgen.ReadCounters(topo.Veth.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.TxAccount
+	if a == nil {
+		t.Fatalf("no transmit account\n%s", out.String())
+	}
+	dropped := after.TxDropped - before.TxDropped
+	t.Logf("account %+v; interface tx_dropped %d, tx_packets %d", *a, dropped, after.TxPackets-before.TxPackets)
+	if a.Sent == 0 || a.Completed != a.Sent || a.Dropped != a.Sent || a.HostIn != 0 ||
+		r.Stats.TxDropped != a.Dropped || dropped != a.Dropped {
+		t.Errorf("account %+v, socket statistics %+v, interface tx_dropped %d: want every frame queued completed and dropped, counted alike by both",
+			*a, r.Stats, dropped)
+	}
+	s := out.String()
+	for _, want := range []string{fmt.Sprintf("the device dropped %d (not sent)", a.Dropped), "every frame accounted for",
+		fmt.Sprintf("tx dropped        %d", a.Dropped)} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "lost") {
+		t.Errorf("report calls frames the device dropped lost:\n%s", s)
 	}
 }
