@@ -130,6 +130,10 @@ func PinThread(cpu int) (func(), error) {
 // inherited such an affinity; a thread pinned somewhere in between keeps
 // its pin.
 func KeepOffCPU(cpu int) (restore func() error, err error) {
+	const (
+		maxPasses = 16
+		settle    = 200 * time.Microsecond
+	)
 	allowed, err := sys.AllowedCPUSet()
 	if err != nil {
 		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
@@ -151,25 +155,44 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 	seen := map[int]bool{}
 	given := map[unix.CPUSet]bool{}
 	// each calls fn for every thread but the calling one with its
-	// affinity; threads that have exited are skipped.
-	each := func(fn func(tid int, set unix.CPUSet) error) error {
-		tids, err := sys.ThreadIDs()
-		if err != nil {
-			return err
-		}
-		for _, tid := range tids {
-			if tid == self {
-				continue
+	// affinity, in passes: a thread that one not yet changed makes
+	// inherits the old affinity, and a pass may list the threads before
+	// it exists, or before a thread whose clone copied its parent's
+	// affinity just ahead of the parent's change shows in /proc. So each
+	// passes again until two passes in a row, a moment apart, change
+	// nothing (fn reports whether it changed the thread). Threads that
+	// have exited are skipped.
+	each := func(fn func(tid int, set unix.CPUSet) (bool, error)) error {
+		for pass, clean := 0, 0; clean < 2; pass++ {
+			if pass == maxPasses {
+				return fmt.Errorf("threads still made with the old affinity after %d passes", pass)
 			}
-			var set unix.CPUSet
-			if err := unix.SchedGetaffinity(tid, &set); err != nil {
-				if err == unix.ESRCH {
+			if clean > 0 {
+				time.Sleep(settle)
+			}
+			tids, err := sys.ThreadIDs()
+			if err != nil {
+				return err
+			}
+			clean++
+			for _, tid := range tids {
+				if tid == self {
 					continue
 				}
-				return os.NewSyscallError("sched_getaffinity", err)
-			}
-			if err := fn(tid, set); err != nil {
-				return err
+				var set unix.CPUSet
+				if err := unix.SchedGetaffinity(tid, &set); err != nil {
+					if err == unix.ESRCH {
+						continue
+					}
+					return os.NewSyscallError("sched_getaffinity", err)
+				}
+				changed, err := fn(tid, set)
+				if err != nil {
+					return err
+				}
+				if changed {
+					clean = 0
+				}
 			}
 		}
 		return nil
@@ -181,37 +204,51 @@ func KeepOffCPU(cpu int) (restore func() error, err error) {
 		return nil
 	}
 	restore = func() error {
-		err := each(func(tid int, set unix.CPUSet) error {
+		err := each(func(tid int, set unix.CPUSet) (bool, error) {
 			m, moved := left[tid]
 			switch {
 			case set.IsSet(cpu), moved && set != m.to, !moved && (seen[tid] || !given[set]):
-				return nil // not ours to change, or pinned since
+				return false, nil // not ours to change, or pinned since
 			case moved:
-				return setAffinity(tid, m.from)
+				return true, setAffinity(tid, m.from)
 			}
 			set.Set(cpu)
-			return setAffinity(tid, set)
+			return true, setAffinity(tid, set)
 		})
 		if err != nil {
 			return fmt.Errorf("give threads back cpu %d: %w", cpu, err)
 		}
 		return nil
 	}
-	err = each(func(tid int, set unix.CPUSet) error {
-		seen[tid] = true
-		if !set.IsSet(cpu) {
-			return nil // kept off cpu already: leave its pin alone
+	// The threads kept off cpu before any is moved are pinned by their
+	// owners: leave them alone, now and in restore. A thread kept off cpu
+	// that shows up later was made by a moved one, and restore gives it
+	// cpu back.
+	tids, err := sys.ThreadIDs()
+	if err != nil {
+		return nil, fmt.Errorf("keep threads off cpu %d: %w", cpu, err)
+	}
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if tid != self && unix.SchedGetaffinity(tid, &set) == nil && !set.IsSet(cpu) {
+			seen[tid] = true
 		}
+	}
+	err = each(func(tid int, set unix.CPUSet) (bool, error) {
+		if seen[tid] || !set.IsSet(cpu) {
+			// Pinned off cpu by its owner, or moved in an earlier
+			// pass (if it has cpu again, its owner pinned it there
+			// since), or made by a moved thread.
+			return false, nil
+		}
+		seen[tid] = true
 		to := set
 		to.Clear(cpu)
 		if to.Count() == 0 {
 			to = off
 		}
-		if err := setAffinity(tid, to); err != nil {
-			return err
-		}
 		left[tid], given[to] = move{set, to}, true
-		return nil
+		return true, setAffinity(tid, to)
 	})
 	if err != nil {
 		restore()

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -245,5 +246,94 @@ func TestThreadCPUOfIsProcessClock(t *testing.T) {
 	}
 	if _, err := ThreadCPUOf(1 << 23); err == nil { // beyond PID_MAX_LIMIT
 		t.Error("ThreadCPUOf of a thread that does not exist: no error")
+	}
+}
+
+// TestKeepOffCPUWhileThreadsAreMade calls KeepOffCPU while the runtime
+// makes and ends threads all the time: a thread made during a pass by one
+// not yet moved inherits the CPU, and the pass may have listed the threads
+// before it existed. No thread may be left on the CPU when KeepOffCPU
+// returns (one pass left such a thread in about one call in a hundred
+// here), nor, after restore, with the affinity it was given (the same race
+// the other way), where TestKeepOffCPU, run after it, would find it.
+func TestKeepOffCPUWhileThreadsAreMade(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	cpu := -1
+	for i := 0; cpu < 0; i++ {
+		if all.IsSet(i) {
+			cpu = i
+		}
+	}
+	// A goroutine that ends locked to its thread ends the thread too, so
+	// the runtime keeps making new ones.
+	stop := make(chan struct{})
+	var churn sync.WaitGroup
+	for range 2 {
+		churn.Add(1)
+		go func() {
+			defer churn.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					runtime.LockOSThread()
+				}()
+				<-done
+			}
+		}()
+	}
+	defer func() { close(stop); churn.Wait() }()
+
+	for round := range 50 {
+		errc := make(chan error, 1)
+		go func() {
+			unpin, err := PinThread(cpu)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer unpin()
+			self := unix.Gettid()
+			restore, err := KeepOffCPU(cpu)
+			if err != nil {
+				errc <- err
+				return
+			}
+			var left []int
+			for tid, s := range affinities(t, self) {
+				if s.IsSet(cpu) {
+					left = append(left, tid)
+				}
+			}
+			if err := restore(); err != nil {
+				errc <- err
+				return
+			}
+			if len(left) > 0 {
+				errc <- fmt.Errorf("round %d: threads %v may still run on cpu %d", round, left, cpu)
+				return
+			}
+			for tid, s := range affinities(t, self) {
+				if s != all {
+					errc <- fmt.Errorf("round %d: after restore, thread %d has %d CPUs; want the process's %d", round, tid, s.Count(), all.Count())
+					return
+				}
+			}
+			errc <- nil
+		}()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
