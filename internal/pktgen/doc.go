@@ -9,8 +9,9 @@
 //
 // On a veth pair, frames sent out of one end arrive at the other end, which
 // must have NAPI enabled: an XDP program attached (an AF_XDP socket's, or
-// a [Sink]). Otherwise veth refuses them and they vanish without showing in
-// any interface counter (kernel 6.18). The receiving end's NAPI poll, and
+// a [Sink]), or GRO turned on. Otherwise veth refuses them without a trace
+// in any interface counter (kernel 6.18), and Send fails (see below). The
+// receiving end's NAPI poll, and
 // whatever the kernel does with the frames after XDP (build skbs, run the
 // IP stack, fill sockets), runs on the generator's CPU, in the softirqs
 // that follow each batch inside BPF_PROG_RUN: the rate a generator reaches
@@ -32,7 +33,19 @@
 // the kernel aborts with EINTR and cilium/ebpf restarts never sends more
 // than asked, and the number sent is read back from the map. A frame whose
 // redirect fails because the target device is gone is not counted, and
-// the send fails with ENODEV.
+// the send fails with ENODEV. Frames the kernel drops after the program
+// has returned, because the target cannot take them, are not counted
+// either: two tracing programs on the tracepoints xdp:xdp_redirect_err and
+// xdp:xdp_devmap_xmit (one run per refused frame, and one per batch
+// flushed) count them for the generator, and the send fails with the
+// kernel's error: ENETDOWN (the target is down), EOPNOTSUPP (it cannot
+// transmit XDP frames: on veth, the peer has neither an XDP program nor
+// GRO), ENXIO (on veth: the peer is down), EMSGSIZE (the frame is longer
+// than the target's MTU). What Send, SendContext and Total report as
+// offered is what the target's driver took. A driver may still drop a
+// frame it took for want of room (a veth whose peer's ring is full): veth
+// counts those in the target's tx_dropped and the peer's rx_dropped, as
+// the receiver's loss.
 //
 // Frames are buffers the kernel reuses: what the receiving side writes into
 // one stays for the next run. A peer that forwards the frames in the
@@ -41,5 +54,6 @@
 // someone else. Feed a forwarding topology from another sender, or make
 // the receiver's XDP program consume the frames.
 //
-// pktgen needs CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN).
+// pktgen needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or CAP_SYS_ADMIN),
+// and tracefs (/sys/kernel/tracing) for the tracepoints' formats.
 package pktgen

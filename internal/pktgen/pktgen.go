@@ -44,7 +44,7 @@ const (
 type Options struct {
 	// Frame is the Ethernet frame to send (without FCS), copied by New.
 	// Between 14 bytes and MaxFrameLen, and at most the target's MTU
-	// plus 14 (longer frames would be dropped silently by the redirect).
+	// plus 14 (the redirect refuses longer frames).
 	Frame []byte
 
 	// SrcPorts, when above 1, makes the generator rewrite the UDP source
@@ -91,11 +91,13 @@ type Generator struct {
 	mu      sync.Mutex
 	closed  bool
 	ifindex int
+	ifname  string
 	opts    Options
 	frame   []byte
-	state   *ebpf.Map // [0] = u64 frames left in the current run
+	state   *ebpf.Map // [0] = runState of the current run
 	devmap  *ebpf.Map // [0] = target ifindex
 	prog    *ebpf.Program
+	watch   *refusalWatch
 	total   atomic.Uint64 // frames offered since New
 
 	// resident keeps prog in the kernel's XDP dispatcher between runs
@@ -113,7 +115,13 @@ type Generator struct {
 //
 // Frames redirected to one end of a veth pair come out of the other end,
 // whose receive path must have NAPI enabled (an XDP program attached, as
-// an AF_XDP socket does, or a [Sink]); otherwise veth drops them.
+// an AF_XDP socket does, or a [Sink]; or GRO on); otherwise veth refuses
+// them and the sends fail (see [Generator.Send]). That is checked as the
+// frames are sent, not here: the receiver may be attached after New.
+//
+// New also attaches two tracing programs that count the frames the kernel
+// refuses after the redirect (see the package doc); it fails when it
+// cannot (they need CAP_PERFMON and tracefs).
 func New(ifindex int, opts *Options) (_ *Generator, err error) {
 	if opts == nil {
 		return nil, errors.New("create packet generator: Options required (Frame)")
@@ -130,7 +138,7 @@ func New(ifindex int, opts *Options) (_ *Generator, err error) {
 		return nil, fmt.Errorf("create packet generator on %s: %w", ifi.Name, err)
 	}
 
-	g := &Generator{ifindex: ifindex, opts: o, frame: append([]byte(nil), o.Frame...)}
+	g := &Generator{ifindex: ifindex, ifname: ifi.Name, opts: o, frame: append([]byte(nil), o.Frame...)}
 	g.opts.Frame = g.frame
 	defer func() {
 		if err != nil {
@@ -138,7 +146,7 @@ func New(ifindex int, opts *Options) (_ *Generator, err error) {
 		}
 	}()
 	g.state, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "pktgen_state", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1,
+		Name: "pktgen_state", Type: ebpf.Array, KeySize: 4, ValueSize: stateSize, MaxEntries: 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create packet generator on %s: create state map: %w", ifi.Name, err)
@@ -165,6 +173,9 @@ func New(ifindex int, opts *Options) (_ *Generator, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create packet generator on %s: load program: %w", ifi.Name, err)
+	}
+	if g.watch, err = watchRefusals(g.state, g.devmap); err != nil {
+		return nil, fmt.Errorf("create packet generator on %s: %w", ifi.Name, err)
 	}
 	g.residentErr = g.keepResident()
 	return g, nil
@@ -265,13 +276,17 @@ func (o *Options) validate(ifi *net.Interface) error {
 
 // Send sends exactly n frames (at the configured rate, if any) and returns
 // how many it offered to the target: n, unless an error stopped it early.
-// A frame is offered when the program redirected it; the target may still
-// drop it: a veth whose ring is full, or whose peer is down, counts it in
-// its TxDropped. Frames that the kernel refuses before they reach the
-// target's driver vanish without showing in any counter, yet each counts as
-// offered: those to a target that is down, or whose MTU has become too
-// small for the frame since New, or that cannot transmit XDP frames at all
-// (no ndo_xdp_xmit: macvlan, bridge). Once the target device is deleted
+// A frame is offered when the target's driver took it (ndo_xdp_xmit); the
+// driver may still drop it for want of room (a veth whose peer's ring is
+// full), and counts it in the target's tx_dropped. Frames that the kernel
+// refuses on the way, without a trace in any interface counter, are not
+// offered: Send stops after the BPF_PROG_RUN call that met them and fails
+// with an error that names the target and wraps the kernel's errno:
+// unix.ENETDOWN when the target is down, unix.EOPNOTSUPP when it cannot
+// transmit XDP frames (no ndo_xdp_xmit: macvlan, bridge; a veth whose peer
+// has neither an XDP program nor GRO), unix.ENXIO when its driver refuses
+// them (a veth whose peer is down), unix.EMSGSIZE when the frame is longer
+// than its MTU (changed since New). Once the target device is deleted
 // nothing is offered, and Send fails with an error wrapping unix.ENODEV.
 // Send(0) sends nothing and returns 0 and nil at once (an error wrapping
 // [net.ErrClosed] after Close).
@@ -363,9 +378,15 @@ func (g *Generator) send(ctx context.Context, n uint64, untilDone bool) (sent ui
 }
 
 // run offers n frames with one BPF_PROG_RUN (restarted by cilium/ebpf after
-// EINTR; the budget in the state map keeps the count exact).
+// EINTR; the budget in the state map keeps the count exact) and returns
+// how many of them the target took: those redirected less those the kernel
+// then refused (see refusals.go).
 func (g *Generator) run(n uint32) (uint64, error) {
-	if err := g.state.Put(uint32(0), uint64(n)); err != nil {
+	// The thread that makes the system call is the one the tracing
+	// program looks for.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := g.state.Put(uint32(0), runState{Budget: uint64(n), Tid: uint32(unix.Gettid())}); err != nil {
 		return 0, fmt.Errorf("send frames: set budget: %w", err)
 	}
 	_, runErr := g.prog.Run(&ebpf.RunOptions{
@@ -374,18 +395,23 @@ func (g *Generator) run(n uint32) (uint64, error) {
 		Flags:     unix.BPF_F_TEST_XDP_LIVE_FRAMES,
 		BatchSize: uint32(g.opts.BatchSize),
 	})
-	var left uint64
-	if err := g.state.Lookup(uint32(0), &left); err != nil {
+	var st runState
+	if err := g.state.Lookup(uint32(0), &st); err != nil {
 		return 0, errors.Join(runErr, fmt.Errorf("send frames: read budget: %w", err))
 	}
-	done := uint64(n) - min(left, uint64(n))
+	redirected := uint64(n) - min(st.Budget, uint64(n))
+	refused := min(st.Refused, redirected)
+	done := redirected - refused
 	if runErr != nil {
 		return done, fmt.Errorf("send frames: BPF_PROG_RUN live frames: %w", runErr)
 	}
-	if done < uint64(n) {
+	if refused > 0 {
+		return done, refusedError(refused, redirected, g.ifname, g.ifindex, st.Err)
+	}
+	if redirected < uint64(n) {
 		// The program counts only frames it redirected; the others
 		// found no device in the DEVMAP: the target was deleted.
-		return done, fmt.Errorf("send frames: %d of %d frames not redirected: ifindex %d is gone: %w", uint64(n)-done, n, g.ifindex, unix.ENODEV)
+		return done, fmt.Errorf("send frames: %d of %d frames not redirected: ifindex %d is gone: %w", uint64(n)-redirected, n, g.ifindex, unix.ENODEV)
 	}
 	return done, nil
 }
@@ -405,6 +431,9 @@ func (g *Generator) Close() error {
 	var errs []error
 	if g.resident != nil {
 		errs = append(errs, g.resident.Close())
+	}
+	if g.watch != nil {
+		errs = append(errs, g.watch.Close())
 	}
 	if g.residentNS != nil {
 		errs = append(errs, g.residentNS.Close())

@@ -312,6 +312,7 @@ func TestBadInput(t *testing.T) {
 
 func TestCloseTwiceAndSendAfterClose(t *testing.T) {
 	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Drop)
 	before := testenv.Snapshot(t)
 	cpus, err := sys.AllowedCPUs()
 	if err != nil {
@@ -345,6 +346,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // nothing was offered rather than count every frame as sent.
 func TestSendAfterTargetDeleted(t *testing.T) {
 	v := newVeth(t)
+	attachSink(t, v.Peer, pktgen.Drop)
 	g := newGen(t, v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18)})
 	if n, err := g.Send(10); err != nil || n != 10 {
 		t.Fatalf("Send(10) before the delete = %d, %v", n, err)
