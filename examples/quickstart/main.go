@@ -335,8 +335,8 @@ func printStats(w io.Writer, name string, s *xsk.Socket) {
 		fmt.Fprintf(w, "%s stats: %v\n", name, err)
 		return
 	}
-	fmt.Fprintf(w, "%s: rx %d packets in %d batches, tx %d packets in %d batches, %d completed; kernel: rx dropped %d, rx ring full %d, fill ring empty %d, invalid descs rx %d tx %d; wakeups rx %d tx %d\n",
-		name, st.RxPackets, st.RxBatches, st.TxPackets, st.TxBatches, st.Completed,
+	fmt.Fprintf(w, "%s: rx %d packets in %d batches, tx %d packets in %d batches, %d completed (%d of them dropped by the device); kernel: rx dropped %d, rx ring full %d, fill ring empty %d, invalid descs rx %d tx %d; wakeups rx %d tx %d\n",
+		name, st.RxPackets, st.RxBatches, st.TxPackets, st.TxBatches, st.Completed, st.TxDropped,
 		st.RxDropped, st.RxRingFull, st.FillRingEmpty, st.RxInvalidDescs, st.TxInvalidDescs,
 		st.RxWakeups, st.TxWakeups)
 }

@@ -191,8 +191,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "sent %d packets, %d bytes in %v (%.0f pps)\n", sent, bytes, elapsed.Round(time.Millisecond), pps)
 	st, serr := sock.Stats()
 	if serr == nil {
-		fmt.Fprintf(out, "stats: tx_packets=%d tx_bytes=%d tx_batches=%d completed=%d tx_wakeups=%d tx_invalid_descs=%d tx_ring_empty=%d\n",
-			st.TxPackets, st.TxBytes, st.TxBatches, st.Completed, st.TxWakeups, st.TxInvalidDescs, st.TxRingEmpty)
+		fmt.Fprintf(out, "stats: tx_packets=%d tx_bytes=%d tx_batches=%d completed=%d tx_dropped=%d tx_wakeups=%d tx_invalid_descs=%d tx_ring_empty=%d\n",
+			st.TxPackets, st.TxBytes, st.TxBatches, st.Completed, st.TxDropped, st.TxWakeups, st.TxInvalidDescs, st.TxRingEmpty)
 	}
 	return errors.Join(err, serr, sock.Close())
 }
