@@ -29,24 +29,27 @@ func affinities(t *testing.T, skip int) map[int]unix.CPUSet {
 	return m
 }
 
-// TestKeepOffCPU checks what the run loops rely on: called from a thread
-// already pinned to a CPU, KeepOffCPU moves every other thread, and those
-// the runtime makes afterwards, off that CPU, and restore gives the CPU
-// back to them all.
-func TestKeepOffCPU(t *testing.T) {
-	var all unix.CPUSet
+// firstOfTwoCPUs returns the CPUs this process may run on and the first
+// of them; it skips the test when there are fewer than two.
+func firstOfTwoCPUs(t *testing.T) (all unix.CPUSet, cpu int) {
+	t.Helper()
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		t.Fatal(err)
 	}
 	if all.Count() < 2 {
 		t.Skip("needs two CPUs")
 	}
-	cpu := -1
-	for i := 0; cpu < 0; i++ {
-		if all.IsSet(i) {
-			cpu = i
-		}
+	for cpu = 0; !all.IsSet(cpu); cpu++ {
 	}
+	return all, cpu
+}
+
+// TestKeepOffCPU checks what the run loops rely on: called from a thread
+// already pinned to a CPU, KeepOffCPU moves every other thread, and those
+// the runtime makes afterwards, off that CPU, and restore gives the CPU
+// back to them all.
+func TestKeepOffCPU(t *testing.T) {
+	all, cpu := firstOfTwoCPUs(t)
 
 	type result struct {
 		self       int
@@ -257,19 +260,7 @@ func TestThreadCPUOfIsProcessClock(t *testing.T) {
 // here), nor, after restore, with the affinity it was given (the same race
 // the other way), where TestKeepOffCPU, run after it, would find it.
 func TestKeepOffCPUWhileThreadsAreMade(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	if all.Count() < 2 {
-		t.Skip("needs two CPUs")
-	}
-	cpu := -1
-	for i := 0; cpu < 0; i++ {
-		if all.IsSet(i) {
-			cpu = i
-		}
-	}
+	all, cpu := firstOfTwoCPUs(t)
 	// A goroutine that ends locked to its thread ends the thread too, so
 	// the runtime keeps making new ones.
 	stop := make(chan struct{})

@@ -54,17 +54,14 @@ func newPortRewrite(frame []byte, n int) portRewrite {
 func generatorProgram(state, devmap *ebpf.Map, pr *portRewrite) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // r6 = ctx
-		asm.StoreImm(asm.R10, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, state.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "drop"),
+	}
+	insns = append(insns, lookupState(state, "drop")...)
+	insns = append(insns,
 		asm.Mov.Reg(asm.R9, asm.R0), // r9 = &budget, kept across the helper call
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.JEq.Imm(asm.R1, 0, "drop"),
 		asm.Sub.Imm(asm.R1, 1),
-	}
+	)
 	if pr != nil {
 		insns = append(insns,
 			// r7 = base + (budget-1) % n, in network order

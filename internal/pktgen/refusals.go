@@ -145,16 +145,16 @@ func addRefused() asm.Instructions {
 	}
 }
 
-// lookupState appends a lookup of state[0] into r0, jumping to "out" when
-// it fails.
-func lookupState(state *ebpf.Map) asm.Instructions {
+// lookupState returns a lookup of state[0] into r0 that jumps to label
+// when it fails (it clobbers r1 to r5 and the stack word at fp-4).
+func lookupState(state *ebpf.Map, label string) asm.Instructions {
 	return asm.Instructions{
 		asm.StoreImm(asm.R10, -4, 0, asm.Word),
 		asm.LoadMapPtr(asm.R1, state.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, -4),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.JEq.Imm(asm.R0, 0, label),
 	}
 }
 
@@ -166,7 +166,7 @@ func redirectErrProgram(state *ebpf.Map, devmapID uint32, f map[string]tpField) 
 		asm.LoadMem(asm.R1, asm.R6, int16(f["map_id"].offset), asm.Word),
 		asm.JNE.Imm(asm.R1, int32(devmapID), "out"),
 	}
-	insns = append(insns, lookupState(state)...)
+	insns = append(insns, lookupState(state, "out")...)
 	insns = append(insns,
 		asm.Mov.Imm(asm.R7, 1),
 		asm.LoadMem(asm.R8, asm.R6, int16(f["err"].offset), asm.Word),
@@ -197,7 +197,7 @@ func devmapXmitProgram(state *ebpf.Map, pidnsDev, pidnsIno uint64, f map[string]
 		asm.FnGetNsCurrentPidTgid.Call(),
 		asm.JNE.Imm(asm.R0, 0, "out"),
 	}
-	insns = append(insns, lookupState(state)...)
+	insns = append(insns, lookupState(state, "out")...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R0, offTid, asm.Word),
 		asm.LoadMem(asm.R2, asm.R10, -16, asm.Word),
