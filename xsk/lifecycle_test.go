@@ -774,6 +774,63 @@ func TestWaitReportsDeletedInterface(t *testing.T) {
 	}
 }
 
+// TestReceiveReportsDeletedInterface spins on Receive, as a busy receiver
+// does, before and after the socket's interface is deleted: on the bound
+// socket the calls that find nothing, the ones that ask the kernel among
+// them, return no error; once the interface is gone, Receive fails with an
+// error matching ENXIO within a bounded run of empty calls, and keeps
+// failing.
+func TestReceiveReportsDeletedInterface(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	v, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	before := testenv.Snapshot(t)
+	s, err := xsk.Open(v.Host.Name, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	descs := make([]xsk.Desc, 16)
+	const calls = 1 << 16 // many times the calls between two probes
+	for i := 0; i < calls; i++ {
+		if n, err := s.Receive(descs); err != nil || n != 0 {
+			t.Fatalf("Receive %d on an idle bound socket: %d, %v; want 0, nil", i, n, err)
+		}
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for ; i < calls; i++ {
+		n, err := s.Receive(descs)
+		if n != 0 {
+			t.Fatalf("Receive after the interface was deleted: %d packets", n)
+		}
+		if err != nil {
+			if !errors.Is(err, unix.ENXIO) {
+				t.Fatalf("Receive after the interface was deleted: %v, want ENXIO", err)
+			}
+			t.Logf("after %d empty calls: %v", i+1, err)
+			break
+		}
+	}
+	if i == calls {
+		t.Fatalf("Receive found nothing %d times after the interface was deleted, and said nothing", calls)
+	}
+	if _, err := s.Receive(descs); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("next Receive: %v, want ENXIO", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
 // TestQueueNotInUse opens a socket on a queue the interface has room for
 // but does not use (ethtool -L took it away): the kernel's bare EINVAL
 // comes with the likely cause and the command that shows it.

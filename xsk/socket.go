@@ -79,7 +79,10 @@ type sideCounters struct {
 	batches atomic.Uint64
 	wakeups atomic.Uint64
 	dropped atomic.Uint64 // transmit side: see Stats.TxDropped
-	_       [16]byte
+	// idle counts the Receives in a row that found nothing: receive
+	// side, read and written by the receiving goroutine only.
+	idle uint32
+	_    [12]byte
 }
 
 // Open creates an AF_XDP socket on queue of the interface ifname, with its
@@ -619,8 +622,10 @@ func (s *Socket) enter(c *sideCounters) error {
 // Receive takes up to len(descs) received packets off the RX ring into
 // descs and returns how many. It does not block: 0 means none are waiting.
 // Unless ManualRings is set it first refills the fill ring. The frames are
-// the caller's until Release (or Transmit). A socket whose interface was
-// deleted receives nothing, and Receive does not say why: Wait does.
+// the caller's until Release (or Transmit). Once the socket's interface
+// is deleted, which unbinds the socket, Receive fails with an error
+// matching unix.ENXIO, as Wait does: not at once, but within
+// unboundProbe calls that find nothing.
 func (s *Socket) Receive(descs []Desc) (int, error) {
 	if err := s.enter(&s.rxSide); err != nil {
 		return 0, s.opErr("receive", err)
@@ -630,13 +635,28 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 	}
 	n := s.rx.Consume(descs)
 	if n == 0 {
+		// The RX ring of an unbound socket just stays empty. The
+		// recvfrom(2) that wakes the kernel tells, so Receive asks
+		// with one after a run of empty calls when it makes none:
+		// one system call in unboundProbe idle ones.
+		var e unix.Errno
 		if s.busyPoll || s.wakeup && s.fill.NeedWakeup() {
-			sys.WakeRx(s.fd)
+			e = sys.WakeRx(s.fd)
 			s.rxSide.wakeups.Add(1)
+		} else if s.rxSide.idle++; s.rxSide.idle >= unboundProbe {
+			// Left at the mark while unbound: each later empty
+			// call asks again, and fails again.
+			if e = sys.WakeRx(s.fd); e != unix.ENXIO {
+				s.rxSide.idle = 0
+			}
 		}
 		s.rxSide.busy.Store(0)
+		if e == unix.ENXIO {
+			return 0, s.opErr("receive", errUnbound)
+		}
 		return 0, nil
 	}
+	s.rxSide.idle = 0
 	bytes := s.rings.Received(descs[:n])
 	s.rxSide.packets.Add(uint64(n))
 	s.rxSide.bytes.Add(bytes)
@@ -923,6 +943,16 @@ const (
 	Writable
 )
 
+// errUnbound is the error of Receive and Wait on a socket that the kernel
+// unbound because its interface was deleted.
+var errUnbound = fmt.Errorf("the socket is no longer bound (its interface was deleted): %w", unix.ENXIO)
+
+// unboundProbe is how many Receives in a row that find nothing make one
+// that asks the kernel whether the socket is still bound. At a few tens of
+// nanoseconds an empty call, that is a system call every 100 µs or so of
+// spinning on an idle socket.
+const unboundProbe = 4096
+
 // unboundCheck is how long Wait polls before it asks whether the socket is
 // still bound.
 const unboundCheck = time.Second
@@ -975,7 +1005,7 @@ func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
 		// recvfrom fails with ENXIO only on a socket that is not bound
 		// (else, in copy mode, it does nothing).
 		if sys.WakeRx(s.fd) == unix.ENXIO {
-			return 0, s.opErr("wait", fmt.Errorf("the socket is no longer bound (its interface was deleted): %w", unix.ENXIO))
+			return 0, s.opErr("wait", errUnbound)
 		}
 		if timeout >= 0 && !time.Now().Before(deadline) {
 			return 0, nil
