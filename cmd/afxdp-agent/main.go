@@ -136,10 +136,13 @@ type filterConfig struct {
 	DstAddr   string `json:"dst_addr"` // parsed by deviceConfig.device, which names the field
 }
 
-// duration reads "30s" or a number of seconds.
+// duration reads "30s" or a number of seconds; null leaves it as it was.
 type duration time.Duration
 
 func (d *duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		v, err := time.ParseDuration(s)
@@ -183,7 +186,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		ipProto    = fs.Uint("filter-ipproto", 0, "redirect only this IP protocol (e.g. 17)")
 		dstPort    = fs.Uint("filter-port", 0, "redirect only this UDP/TCP destination port")
 		dstAddr    = fs.String("filter-addr", "", "redirect only this IPv4 or IPv6 destination address")
-		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long, unless they hold an /xsk_register registration (default 30s)")
+		idle       = fs.Duration("idle-timeout", 0, "close connections idle this long, unless they hold an /xsk_register registration (default 30s; negative: never)")
 		maxMsg     = fs.Int("max-message", 0, "longest request in bytes (default 256)")
 		maxConns   = fs.Int("max-conns", 0, "most connections served at once, over all interfaces (default 256)")
 		pin        = fs.Bool("pin", false, "pin each XSKMAP at <pin-dir>/<interface>/xsks_map")
@@ -228,10 +231,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		if err != nil {
 			return fmt.Errorf("read config: %w", err)
 		}
+		// idle_timeout is read apart: encoding/json names the field of
+		// a type error, but not of an error its UnmarshalJSON returns.
+		var file struct {
+			config
+			IdleTimeout json.RawMessage `json:"idle_timeout"`
+		}
 		dec := json.NewDecoder(strings.NewReader(string(b)))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&cfg); err != nil {
+		if err := dec.Decode(&file); err != nil {
 			return fmt.Errorf("parse config %s: %w", *configPath, err)
+		}
+		cfg = file.config
+		if file.IdleTimeout != nil {
+			if err := cfg.IdleTimeout.UnmarshalJSON(file.IdleTimeout); err != nil {
+				return fmt.Errorf("parse config %s: idle_timeout: %w", *configPath, err)
+			}
 		}
 		// A bad value in a device entry is reported with the file, the
 		// entry and the field, as JSON type errors are.

@@ -189,6 +189,15 @@ func TestRunErrors(t *testing.T) {
 			t.Errorf("config device %s: %v, want %q", tc.entry, err, want)
 		}
 	}
+	// So does a bad idle_timeout, which a JSON type error would not
+	// reach.
+	for _, v := range []string{`"30 parsecs"`, `true`} {
+		os.WriteFile(bad, []byte(`{"idle_timeout": `+v+`, "devices": [{"name": "x"}]}`), 0o600)
+		err := run(context.Background(), []string{"-config", bad}, &bytes.Buffer{}, nil)
+		if want := "config " + bad + ": idle_timeout: duration " + v; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config idle_timeout %s: %v, want %q", v, err, want)
+		}
+	}
 	// The device flags shape -iface interfaces only: beside a config
 	// with devices and no -iface, they are refused, not dropped (a
 	// filter dropped silently redirects every frame).
