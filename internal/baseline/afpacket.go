@@ -411,14 +411,18 @@ func NewAFPacketSender(ifindex int, opts *AFPacketTxOptions) (_ *AFPacketSender,
 // MaxFrameLen is the longest frame the ring takes.
 func (s *AFPacketSender) MaxFrameLen() int { return s.maxPayload }
 
-// Send sends n copies of frame.
+// Send sends n copies of frame and returns what the kernel took. A device
+// that refuses frames (ENOBUFS) is retried for up to a second; after a
+// failure, the frames not sent are not counted, and the next call fills
+// their ring frames again.
 func (s *AFPacketSender) Send(frame []byte, n uint64) (Counts, error) {
 	return s.send(n, frame, nil)
 }
 
 // SendFunc sends n frames that fill writes: it gets a running sequence
 // number (from 0, across calls) and the ring frame's buffer, and returns the
-// frame's length.
+// frame's length. Sequence numbers of frames not sent (see Send) are
+// given again by the next call.
 func (s *AFPacketSender) SendFunc(n uint64, fill func(seq uint64, b []byte) int) (Counts, error) {
 	return s.send(n, nil, fill)
 }
@@ -433,15 +437,16 @@ func (s *AFPacketSender) send(n uint64, frame []byte, fill func(uint64, []byte) 
 		return c, fmt.Errorf("send af_packet: frame of %d bytes: must be between 14 and %d", len(frame), s.maxPayload)
 	}
 	for c.Packets < n {
-		off := (s.head/s.perBlock)*s.blockSize + (s.head%s.perBlock)*s.opts.FrameSize
+		off := s.frameOff(s.head)
 		switch st := loadStatus(s.ring, off+t2Status); st {
 		case unix.TP_STATUS_AVAILABLE:
 		case unix.TP_STATUS_WRONG_FORMAT:
-			return c, fmt.Errorf("send af_packet: kernel refused frame %d: wrong format", s.seq)
+			err := fmt.Errorf("send af_packet: kernel refused frame %d: wrong format", s.seq)
+			return c, errors.Join(err, s.flush(&c))
 		default:
 			// Still owned by the kernel: push out what is queued,
 			// which also waits for it to complete.
-			if err := s.flush(); err != nil {
+			if err := s.flush(&c); err != nil {
 				return c, err
 			}
 			if loadStatus(s.ring, off+t2Status) != unix.TP_STATUS_AVAILABLE {
@@ -453,7 +458,10 @@ func (s *AFPacketSender) send(n uint64, frame []byte, fill func(uint64, []byte) 
 		if fill != nil {
 			l = fill(s.seq, data)
 			if l < 14 || l > len(data) {
-				return c, fmt.Errorf("send af_packet: fill returned length %d: must be between 14 and %d", l, len(data))
+				// The frames marked before this one are good:
+				// send them, so that c counts only sent ones.
+				err := fmt.Errorf("send af_packet: fill returned length %d: must be between 14 and %d", l, len(data))
+				return c, errors.Join(err, s.flush(&c))
 			}
 		} else {
 			l = copy(data, frame)
@@ -466,31 +474,94 @@ func (s *AFPacketSender) send(n uint64, frame []byte, fill func(uint64, []byte) 
 		c.Packets++
 		c.Bytes += uint64(l)
 		if s.queued >= s.opts.Batch {
-			if err := s.flush(); err != nil {
+			if err := s.flush(&c); err != nil {
 				return c, err
 			}
 		}
 	}
-	return c, s.flush()
+	return c, s.flush(&c)
 }
 
+// refusedFor is how long flush retries while the device refuses the frame
+// at the kernel's head and sends no other.
+const refusedFor = time.Second
+
 // flush makes the kernel send every frame marked TP_STATUS_SEND_REQUEST and
-// waits until they are all sent.
-func (s *AFPacketSender) flush() error {
-	if s.queued == 0 {
-		return nil
-	}
-	for {
+// waits until they are all sent. The kernel walks the ring from its own
+// head and stops at the first frame it cannot send, without moving its head
+// past it: a frame the device refused (ENOBUFS: veth's peer backlog is
+// full, say) stays marked for sending, and is sent again by the next
+// send(2); a frame the device cannot take (EMSGSIZE, longer than its MTU)
+// is marked TP_STATUS_WRONG_FORMAT, and nothing after it goes out. So flush
+// retries refusals while they last no longer than refusedFor; on any other
+// failure it takes the unsent frames back (see unqueue), which c counted.
+func (s *AFPacketSender) flush(c *Counts) error {
+	var stuck time.Time // when the device began refusing without progress
+	for s.queued > 0 {
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, 0, 0, 0)
-		if e == unix.EINTR {
+		switch e {
+		case 0:
+			s.queued = 0
+			return nil
+		case unix.EINTR:
 			continue
+		case unix.ENOBUFS:
+			if left := s.unsent(); left < s.queued {
+				s.queued, stuck = left, time.Time{}
+				continue
+			}
+			if stuck.IsZero() {
+				stuck = time.Now()
+			}
+			if time.Since(stuck) < refusedFor {
+				time.Sleep(100 * time.Microsecond)
+				continue
+			}
 		}
-		if e != 0 {
-			return fmt.Errorf("send af_packet: %w", os.NewSyscallError("send", e))
-		}
-		s.queued = 0
-		return nil
+		s.queued = s.unsent()
+		n := s.unqueue(c)
+		return fmt.Errorf("send af_packet: %d frames not sent: %w", n, os.NewSyscallError("send", e))
 	}
+	return nil
+}
+
+// frameOff is the offset in the ring of frame i.
+func (s *AFPacketSender) frameOff(i int) int {
+	return (i/s.perBlock)*s.blockSize + (i%s.perBlock)*s.opts.FrameSize
+}
+
+// unsent is how many of the s.queued frames before s.head the kernel has
+// not taken: they are the last ones, still marked for sending or of the
+// wrong format, since the kernel takes frames in ring order.
+func (s *AFPacketSender) unsent() int {
+	for i := range s.queued {
+		f := (s.head - s.queued + i + s.opts.Frames) % s.opts.Frames
+		switch loadStatus(s.ring, s.frameOff(f)+t2Status) {
+		case unix.TP_STATUS_SEND_REQUEST, unix.TP_STATUS_WRONG_FORMAT:
+			return s.queued - i
+		}
+	}
+	return 0
+}
+
+// unqueue takes the s.queued frames before s.head, which the kernel has
+// not taken, back out of the ring after a failed send: it marks them
+// available, takes them off c, and moves the head (and the sequence
+// number) back to the first of them, which is where the kernel's head
+// stopped. It returns how many it took back. Only frames of this call are
+// queued, as every call ends with a flush.
+func (s *AFPacketSender) unqueue(c *Counts) int {
+	n := s.queued
+	for range n {
+		s.head = (s.head - 1 + s.opts.Frames) % s.opts.Frames
+		off := s.frameOff(s.head)
+		c.Packets--
+		c.Bytes -= uint64(binary.NativeEndian.Uint32(s.ring[off+t2Len:]))
+		storeStatus(s.ring, off+t2Status, unix.TP_STATUS_AVAILABLE)
+	}
+	s.seq -= uint64(n)
+	s.queued = 0
+	return n
 }
 
 func (s *AFPacketSender) add(c *Counts) {
