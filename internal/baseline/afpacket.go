@@ -69,10 +69,11 @@ type AFPacketRxOptions struct {
 // (PACKET_IGNORE_OUTGOING). One goroutine at a time may call Receive; Stats
 // may be called from others. Close must not race with Receive.
 type AFPacketReceiver struct {
-	fd   int
-	ring []byte
-	opts AFPacketRxOptions
-	pfd  [1]unix.PollFd
+	fd      int
+	ifindex int
+	ring    []byte
+	opts    AFPacketRxOptions
+	pfd     [1]unix.PollFd
 
 	// Position of the reader: current block, and within it the next
 	// packet's index and offset when a Receive stopped mid-block.
@@ -119,7 +120,7 @@ func NewAFPacketReceiver(ifindex int, opts *AFPacketRxOptions) (_ *AFPacketRecei
 		return nil, fmt.Errorf("create af_packet receiver: RetireTimeout %v: must be between 1ms and 1m", o.RetireTimeout)
 	}
 
-	r := &AFPacketReceiver{fd: -1, opts: o}
+	r := &AFPacketReceiver{fd: -1, ifindex: ifindex, opts: o}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -197,7 +198,11 @@ func udpPortFilter(port uint16) []unix.SockFilter {
 
 // Receive takes frames from the ring until it has n of them (n == 0: no
 // limit) or deadline passes, and returns what it took. Reaching the deadline
-// is not an error. A frame is counted with its length on the wire (tp_len).
+// is not an error; it is checked before each block, so a call may pass it
+// by the time one block's frames take. A frame is counted with its length
+// on the wire (tp_len). When the interface has gone down, Receive returns
+// an error wrapping ENETDOWN, once: the socket takes frames again once the
+// interface is up.
 func (r *AFPacketReceiver) Receive(n uint64, deadline time.Time) (Counts, error) {
 	var c Counts
 	defer r.add(&c)
@@ -207,14 +212,28 @@ func (r *AFPacketReceiver) Receive(n uint64, deadline time.Time) (Counts, error)
 	bs := r.opts.BlockSize
 	for n == 0 || c.Packets < n {
 		off := r.blk * bs
+		// Also when blocks are ready: while frames come faster than
+		// they are handled, some always are.
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return c, nil
+		}
 		if loadStatus(r.ring, off+blkStatus)&unix.TP_STATUS_USER == 0 {
-			wait := time.Until(deadline)
-			if wait <= 0 {
-				return c, nil
-			}
 			ms := int(min(wait, 100*time.Millisecond)/time.Millisecond) + 1
 			if _, err := unix.Poll(r.pfd[:], ms); err != nil && !errors.Is(err, unix.EINTR) {
 				return c, fmt.Errorf("receive af_packet: %w", os.NewSyscallError("poll", err))
+			}
+			if r.pfd[0].Revents&unix.POLLERR != 0 {
+				// A socket error (ENETDOWN when the interface
+				// went down) keeps poll returning at once
+				// until it is read, which clears it.
+				e, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+				if err != nil {
+					return c, fmt.Errorf("receive af_packet: %w", os.NewSyscallError("getsockopt SO_ERROR", err))
+				}
+				if e != 0 {
+					return c, fmt.Errorf("receive af_packet on ifindex %d: %w", r.ifindex, unix.Errno(e))
+				}
 			}
 			continue
 		}
