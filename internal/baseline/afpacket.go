@@ -273,22 +273,32 @@ func (r *AFPacketReceiver) add(c *Counts) {
 }
 
 // Stats returns the counters since NewAFPacketReceiver; Drops are the
-// frames the kernel found no room for in the ring (tp_drops).
+// frames the kernel found no room for in the ring (tp_drops). After Close,
+// they are the counters at Close.
 func (r *AFPacketReceiver) Stats() (Stats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.closed {
-		// Reading PACKET_STATISTICS resets the kernel's counters.
-		st, err := unix.GetsockoptTpacketStatsV3(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
-		if err != nil {
-			return r.stats, fmt.Errorf("read af_packet statistics: %w", os.NewSyscallError("getsockopt PACKET_STATISTICS", err))
+		if err := r.readDrops(); err != nil {
+			return r.stats, err
 		}
-		r.stats.Drops += uint64(st.Drops)
 	}
 	return r.stats, nil
 }
 
-// Close unmaps the ring and closes the socket. A second Close returns nil.
+// readDrops adds the kernel's drop count to r.stats; r.mu is held.
+func (r *AFPacketReceiver) readDrops() error {
+	// Reading PACKET_STATISTICS resets the kernel's counters.
+	st, err := unix.GetsockoptTpacketStatsV3(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return fmt.Errorf("read af_packet statistics: %w", os.NewSyscallError("getsockopt PACKET_STATISTICS", err))
+	}
+	r.stats.Drops += uint64(st.Drops)
+	return nil
+}
+
+// Close unmaps the ring and closes the socket, keeping the drop count for
+// Stats. A second Close returns nil.
 func (r *AFPacketReceiver) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -296,7 +306,13 @@ func (r *AFPacketReceiver) Close() error {
 		return nil
 	}
 	r.closed = true
-	return closeRing("af_packet receiver", r.fd, &r.ring)
+	var errs []error
+	if r.fd >= 0 && r.ring != nil { // a socket that got as far as its ring
+		if err := r.readDrops(); err != nil {
+			errs = append(errs, fmt.Errorf("close af_packet receiver: %w", err))
+		}
+	}
+	return errors.Join(append(errs, closeRing("af_packet receiver", r.fd, &r.ring))...)
 }
 
 func closeRing(what string, fd int, ring *[]byte) error {

@@ -57,8 +57,10 @@ func newMmsgs(raw syscall.RawConn, bufs [][]byte) *mmsgs {
 		m.hdrs[i].Hdr.Iov = &m.iovs[i]
 		m.hdrs[i].Hdr.SetIovlen(1)
 	}
-	m.readFn = func(fd uintptr) bool { return m.call(fd, unix.SYS_RECVMMSG) }
-	m.writeFn = func(fd uintptr) bool { return m.call(fd, unix.SYS_SENDMMSG) }
+	// MSG_TRUNC: a datagram longer than its buffer gives its whole
+	// length, and the flag in its header.
+	m.readFn = func(fd uintptr) bool { return m.call(fd, unix.SYS_RECVMMSG, unix.MSG_TRUNC) }
+	m.writeFn = func(fd uintptr) bool { return m.call(fd, unix.SYS_SENDMMSG, 0) }
 	return m
 }
 
@@ -75,9 +77,9 @@ func (m *mmsgs) setDest(dst netip.AddrPort) {
 
 // call runs one recvmmsg or sendmmsg; it returns false to make the poller
 // wait when the socket would block.
-func (m *mmsgs) call(fd uintptr, nr uintptr) bool {
+func (m *mmsgs) call(fd uintptr, nr uintptr, flags uintptr) bool {
 	for {
-		n, _, e := unix.Syscall6(nr, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.vlen), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.Syscall6(nr, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.vlen), unix.MSG_DONTWAIT|flags, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -89,7 +91,8 @@ func (m *mmsgs) call(fd uintptr, nr uintptr) bool {
 	}
 }
 
-// recv receives up to vlen datagrams; msgLen(i) gives their lengths.
+// recv receives up to vlen datagrams; msgLen(i) gives their lengths, which
+// may be longer than their buffers (see truncated).
 func (m *mmsgs) recv(vlen int) (int, error) {
 	for i := range vlen {
 		m.iovs[i].SetLen(len(m.bufs[i]))
@@ -120,3 +123,7 @@ func (m *mmsgs) send(vlen, l int) (int, error) {
 }
 
 func (m *mmsgs) msgLen(i int) int { return int(m.hdrs[i].Len) }
+
+// truncated reports whether received message i was longer than its
+// buffer, which holds its start.
+func (m *mmsgs) truncated(i int) bool { return m.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 }

@@ -161,6 +161,8 @@ func (r *UDPReceiver) Addr() netip.AddrPort { return r.conn.LocalAddr().(*net.UD
 // Receive reads datagrams until it has n of them (n == 0: no limit) or
 // deadline passes, and returns what it read. Reaching the deadline is not an
 // error. It reads no more than n, leaving later datagrams in the socket.
+// A datagram longer than BufSize is counted with its length but not passed
+// to OnPacket, and Receive returns an error after the batch holding it.
 func (r *UDPReceiver) Receive(n uint64, deadline time.Time) (Counts, error) {
 	var c Counts
 	if err := r.conn.SetReadDeadline(deadline); err != nil {
@@ -173,13 +175,21 @@ func (r *UDPReceiver) Receive(n uint64, deadline time.Time) (Counts, error) {
 			vlen = int(n - c.Packets)
 		}
 		k, err := r.mm.recv(vlen)
+		var long int // length of a datagram longer than its buffer
 		for i := range k {
 			l := r.mm.msgLen(i)
 			c.Packets++
 			c.Bytes += uint64(l)
+			if r.mm.truncated(i) {
+				long = l // counted, but its payload is cut
+				continue
+			}
 			if r.opts.OnPacket != nil {
 				r.opts.OnPacket(r.mm.bufs[i][:l])
 			}
+		}
+		if long != 0 {
+			return c, fmt.Errorf("receive udp on %s: a datagram of %d bytes is longer than BufSize (%d bytes)", r.Addr(), long, r.opts.BufSize)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -199,6 +209,7 @@ func (r *UDPReceiver) add(c *Counts) {
 }
 
 // Stats returns the counters since NewUDPReceiver, with the socket's drops.
+// After Close, they are the counters at Close.
 func (r *UDPReceiver) Stats() (Stats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,7 +225,8 @@ func (r *UDPReceiver) Stats() (Stats, error) {
 	return s, nil
 }
 
-// Close closes the socket. A second Close returns nil.
+// Close closes the socket, keeping its drop count for Stats. A second
+// Close returns nil.
 func (r *UDPReceiver) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -222,10 +234,16 @@ func (r *UDPReceiver) Close() error {
 		return nil
 	}
 	r.closed = true
-	if err := r.conn.Close(); err != nil {
-		return fmt.Errorf("close udp receiver: %w", err)
+	var errs []error
+	if drops, err := sys.ConnDrops(r.conn); err != nil {
+		errs = append(errs, fmt.Errorf("close udp receiver: udp socket: %w", err))
+	} else {
+		r.stats.Drops = uint64(drops)
 	}
-	return nil
+	if err := r.conn.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close udp receiver: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // UDPSender sends datagrams from an unconnected kernel UDP socket with
