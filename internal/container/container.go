@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,7 +56,8 @@ type Options struct {
 	UID, GID int
 
 	// Caps are the capabilities the child keeps, as ambient capabilities
-	// (unix.CAP_NET_RAW, ...). Default: none.
+	// (unix.CAP_NET_RAW, ...); each must be one this kernel has
+	// (/proc/sys/kernel/cap_last_cap). Default: none.
 	Caps []uintptr
 
 	// Netns is the path of a network namespace the child joins (for
@@ -115,6 +117,20 @@ func Start(opts *Options) (*Process, error) {
 			return nil, fmt.Errorf("start child: %s %d: must be between 1 and %d", id.name, id.v, uint32(math.MaxUint32-1))
 		}
 	}
+	if len(o.Caps) > 0 {
+		// os/exec indexes a 64-bit set with each number in the forked
+		// child, where a number of 64 or more crashes the process, and
+		// the kernel refuses one it does not know with a bare EINVAL.
+		last, err := lastCap()
+		if err != nil {
+			return nil, fmt.Errorf("start child: Caps: %w", err)
+		}
+		for i, c := range o.Caps {
+			if c > last {
+				return nil, fmt.Errorf("start child: Caps[%d] %d: not a capability of this kernel (the last is %d)", i, c, last)
+			}
+		}
+	}
 	cmd := exec.Command(o.Path, o.Args...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -153,7 +169,15 @@ func Start(opts *Options) (*Process, error) {
 	}
 	if o.Netns != "" {
 		inner := start
-		start = func() error { return inNetns(o.Netns, inner) }
+		start = func() error {
+			var startErr error
+			err := inNetns(o.Netns, func() error { startErr = inner(); return startErr })
+			if err != nil && startErr == nil {
+				// Entering the namespace failed, not the start.
+				return fmt.Errorf("Netns %s: %w", o.Netns, err)
+			}
+			return err
+		}
 	}
 	if err := start(); err != nil {
 		return nil, fmt.Errorf("start child %s: %w", filepath.Base(o.Path), err)
@@ -164,6 +188,20 @@ func Start(opts *Options) (*Process, error) {
 // inNetns runs fn on a thread inside the network namespace at path. A child
 // forked by fn inherits the namespace: the fork happens on this thread.
 func inNetns(path string, fn func() error) error { return sys.InNetnsPath(path, fn) }
+
+// lastCap is the highest capability number of the running kernel, at most
+// 63: the capability sets that os/exec hands the kernel have 64 bits.
+func lastCap() (uintptr, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 0, fmt.Errorf("read the last capability: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 8)
+	if err != nil {
+		return 0, fmt.Errorf("read the last capability: %w", err)
+	}
+	return uintptr(min(n, 63)), nil
+}
 
 // Wait waits for the child to exit; later calls return the same result.
 func (p *Process) Wait() error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,5 +123,46 @@ func TestStartRefusesIDsBeyond32Bits(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Start with UID %d, GID %d: %v, want an error containing %q", tc.uid, tc.gid, err, tc.want)
 		}
+	}
+}
+
+// A capability number the kernel does not have is refused by name. One of
+// 64 or more used to crash the whole process: the fork's child indexes a
+// two-word capability array with it, and a vfork child shares the
+// parent's memory.
+func TestStartRefusesUnknownCapability(t *testing.T) {
+	for _, c := range []uintptr{64, 1 << 20, 63} {
+		p, err := Start(&Options{Path: "/bin/true", Caps: []uintptr{unix.CAP_NET_RAW, c}, ShareNamespaces: true})
+		if err == nil {
+			p.Wait()
+			t.Errorf("Start with Caps[1] %d: no error", c)
+			continue
+		}
+		if want := fmt.Sprintf("Caps[1] %d", c); !strings.Contains(err.Error(), want) {
+			t.Errorf("Start with Caps[1] %d: %v, want an error naming %q", c, err, want)
+		}
+	}
+}
+
+// A Netns path that is not a network namespace is named in the error.
+func TestStartNamesBadNetns(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	f := filepath.Join(t.TempDir(), "notnetns")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(&Options{Path: "/bin/true", Netns: f, ShareNamespaces: true})
+	if err == nil {
+		p.Wait()
+		t.Fatal("Start with a Netns that is a plain file: no error")
+	}
+	if !strings.Contains(err.Error(), "Netns "+f) {
+		t.Errorf("Start with Netns %s: %v, want an error naming Netns and the path", f, err)
+	}
+	// An error of the start itself is not blamed on the namespace.
+	ns := testenv.NewNetns(t)
+	_, err = Start(&Options{Path: "/nonexistent/prog", Netns: ns.Path(), ShareNamespaces: true})
+	if err == nil || strings.Contains(err.Error(), "Netns") {
+		t.Errorf("Start of a missing program in a good Netns: %v, want an error that does not blame Netns", err)
 	}
 }
