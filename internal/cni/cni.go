@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -29,6 +31,19 @@ const DefaultPluginDir = "/usr/lib/cni"
 
 // Version is the CNI specification version of the configurations written.
 const Version = "1.0.0"
+
+// NetworkName is the network name of the configurations written; host-local
+// records an attachment's address in IPAMDir/NetworkName/ADDRESS.
+const NetworkName = "afxdp"
+
+// delTimeout bounds a DEL: the one Close runs, and the one a failed Attach
+// runs to clean up, which goes on after Attach's context has ended.
+var delTimeout = time.Minute
+
+// waitDelay is how long a plugin's run may go on after the plugin exited
+// or was killed: a child of it (a delegated IPAM plugin) may hold its
+// stdout and stderr open, and a hung one would hold them for good.
+var waitDelay = 5 * time.Second
 
 // Config says how to wire one namespace. NetnsPath, and Master for macvlan
 // and ipvlan, are required; the rest have defaults.
@@ -85,8 +100,9 @@ type Attachment struct {
 	// NetnsPath and ContainerID are those of the Config.
 	NetnsPath   string
 	ContainerID string
-	// IPAMDir is host-local's data directory, private to this attachment
-	// and removed by Close.
+	// IPAMDir is host-local's data directory, shared by this process's
+	// open attachments with the same Subnet (so that they get different
+	// addresses) and removed by the Close of the last of them.
 	IPAMDir string
 	// Result is the plugin's ADD result, as JSON.
 	Result json.RawMessage
@@ -94,7 +110,7 @@ type Attachment struct {
 	conf       map[string]any
 	env        []string
 	pluginPath string
-	dataDir    string
+	ipam       *ipamHold    // the IPAM data directory, shared with attachments on the same subnet
 	bridge     *bridgeHold  // a bridge made by this process's attachments, shared with them
 	forward    *forwardHold // ptp and bridge: this attachment's share of ip_forward=1
 
@@ -111,6 +127,10 @@ type Error struct {
 	Details string
 	// Stderr is what the plugin wrote to stderr, if anything.
 	Stderr string
+	// Err is why the run failed: the plugin's exit status
+	// (*exec.ExitError), the context's error when the plugin was killed
+	// because its context ended, or why it could not be started.
+	Err error
 }
 
 func (e *Error) Error() string {
@@ -124,8 +144,13 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Attach runs the plugin's ADD for cfg. On failure it runs DEL and removes
-// what ADD made. On a kernel built without CONFIG_IPVLAN the ipvlan plugin's
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Attach runs the plugin's ADD for cfg; the plugin is killed if ctx ends
+// first. On failure it runs DEL and removes what ADD made; that DEL runs
+// even if ctx has ended, and is bounded by a timeout of its own (a
+// minute). On a kernel built without CONFIG_IPVLAN the ipvlan plugin's
 // error is wrapped with [netenv.ErrNotSupported].
 func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 	c := cfg
@@ -156,8 +181,13 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		return nil, fmt.Errorf("cni attach: Subnet %s: must be IPv4 with room for a gateway and a host", c.Subnet)
 	}
 	c.Subnet = c.Subnet.Masked()
-	if (c.Plugin == "macvlan" || c.Plugin == "ipvlan") && c.Master == "" {
-		return nil, fmt.Errorf("cni attach: Master: must be set for %s", c.Plugin)
+	if c.Plugin == "macvlan" || c.Plugin == "ipvlan" {
+		if c.Master == "" {
+			return nil, fmt.Errorf("cni attach: Master: must be set for %s", c.Plugin)
+		}
+		if err := checkMaster(c.Master); err != nil {
+			return nil, fmt.Errorf("cni attach: %w", err)
+		}
 	}
 	if c.MTU < 0 {
 		return nil, fmt.Errorf("cni attach: MTU %d: must not be negative", c.MTU)
@@ -184,7 +214,7 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		return nil, fmt.Errorf("cni attach: %w", err)
 	}
 
-	a.dataDir, err = os.MkdirTemp("", "afxdp-cni-ipam-")
+	a.ipam, err = holdIPAM(c.Subnet)
 	if err != nil {
 		return nil, fmt.Errorf("cni attach: %w", err)
 	}
@@ -192,7 +222,7 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		// Before ADD, which sets ip_forward=1 in this namespace.
 		a.forward, err = holdForward()
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), os.RemoveAll(a.dataDir))
+			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), a.ipam.release())
 		}
 	}
 	if c.Plugin == "bridge" {
@@ -202,11 +232,11 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 		a.Bridge = c.Bridge
 		a.bridge, err = holdBridge(c.Bridge)
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), os.RemoveAll(a.dataDir), a.forward.release())
+			return nil, errors.Join(fmt.Errorf("cni attach: %w", err), a.ipam.release(), a.forward.release())
 		}
 	}
-	a.IPAMDir = a.dataDir
-	a.conf = netConf(c, a.dataDir)
+	a.IPAMDir = a.ipam.dir
+	a.conf = netConf(c, a.ipam.dir)
 	a.env = []string{
 		"CNI_CONTAINERID=" + c.ContainerID,
 		"CNI_NETNS=" + c.NetnsPath,
@@ -224,11 +254,11 @@ func Attach(ctx context.Context, cfg Config) (_ *Attachment, err error) {
 			err = fmt.Errorf("kernel built without CONFIG_IPVLAN: %w: %w", netenv.ErrNotSupported, err)
 		}
 		// The spec asks a runtime to DEL after a failed ADD.
-		return nil, errors.Join(fmt.Errorf("cni attach %s: %w", c.NetnsPath, err), a.Close())
+		return nil, errors.Join(fmt.Errorf("cni attach %s: %w", c.NetnsPath, err), a.close(ctx))
 	}
 	a.Result = out
 	if err := a.parse(out); err != nil {
-		return nil, errors.Join(fmt.Errorf("cni attach %s: %w", c.NetnsPath, err), a.Close())
+		return nil, errors.Join(fmt.Errorf("cni attach %s: %w", c.NetnsPath, err), a.close(ctx))
 	}
 	return a, nil
 }
@@ -239,9 +269,11 @@ func netConf(c Config, dataDir string) map[string]any {
 		"subnet":  c.Subnet.String(),
 		"dataDir": dataDir,
 	}
+	// One network name for every plugin: host-local keeps the addresses
+	// of one name apart from another's in the same data directory.
 	conf := map[string]any{
 		"cniVersion": Version,
-		"name":       "afxdp-" + c.Plugin,
+		"name":       NetworkName,
 		"type":       c.Plugin,
 		"ipam":       ipam,
 	}
@@ -285,11 +317,12 @@ func (a *Attachment) exec(ctx context.Context, cmd string, conf map[string]any) 
 	c.Stdin = bytes.NewReader(in)
 	c.Stdout, c.Stderr = &stdout, &stderr
 	c.Dir = "/"
+	c.WaitDelay = waitDelay
 	runErr := c.Run()
 	if runErr == nil {
 		return stdout.Bytes(), nil
 	}
-	perr := &Error{Plugin: a.Plugin, Command: cmd, Stderr: strings.TrimSpace(stderr.String())}
+	perr := &Error{Plugin: a.Plugin, Command: cmd, Stderr: strings.TrimSpace(stderr.String()), Err: runErr}
 	var res struct {
 		Code    int    `json:"code"`
 		Msg     string `json:"msg"`
@@ -297,6 +330,11 @@ func (a *Attachment) exec(ctx context.Context, cmd string, conf map[string]any) 
 	}
 	if json.Unmarshal(stdout.Bytes(), &res) == nil && res.Msg != "" {
 		perr.Code, perr.Msg, perr.Details = res.Code, res.Msg, res.Details
+	} else if ctx.Err() != nil {
+		// The run's error is "signal: killed", which does not say why.
+		perr.Err = ctx.Err()
+		perr.Msg = fmt.Sprintf("%v (%v)", ctx.Err(), runErr)
+		perr.Details = perr.Stderr
 	} else {
 		perr.Msg = runErr.Error()
 		if perr.Stderr != "" {
@@ -356,11 +394,19 @@ func (a *Attachment) parse(out []byte) error {
 
 // Close runs the plugin's DEL and removes what DEL leaves: the bridge if
 // an Attach made it and no other open attachment of this process is on
-// it, the IPAM data directory, and ip_forward's change once no
+// it, the IPAM data directory if no other open attachment of this process
+// has the same Subnet, and ip_forward's change once no
 // other ptp or bridge attachment of this process in the same namespace
-// needs it (see the package documentation). A second Close returns nil.
-func (a *Attachment) Close() error {
+// needs it (see the package documentation). The plugin is killed if DEL
+// takes longer than a minute. A second Close returns nil.
+func (a *Attachment) Close() error { return a.close(context.Background()) }
+
+// close is Close with the values of ctx; DEL runs even if ctx has ended,
+// bounded by delTimeout.
+func (a *Attachment) close(ctx context.Context) error {
 	a.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delTimeout)
+		defer cancel()
 		var errs []error
 		conf := a.conf
 		if a.Result != nil {
@@ -370,7 +416,7 @@ func (a *Attachment) Close() error {
 			}
 			conf["prevResult"] = a.Result
 		}
-		if _, err := a.exec(context.Background(), "DEL", conf); err != nil {
+		if _, err := a.exec(ctx, "DEL", conf); err != nil {
 			errs = append(errs, fmt.Errorf("cni detach %s: %w", a.NetnsPath, err))
 		}
 		if a.bridge != nil {
@@ -378,8 +424,8 @@ func (a *Attachment) Close() error {
 				errs = append(errs, fmt.Errorf("cni detach: %w", err))
 			}
 		}
-		if err := os.RemoveAll(a.dataDir); err != nil {
-			errs = append(errs, fmt.Errorf("cni detach: remove ipam dir: %w", err))
+		if err := a.ipam.release(); err != nil {
+			errs = append(errs, fmt.Errorf("cni detach: %w", err))
 		}
 		if a.forward != nil {
 			if err := a.forward.release(); err != nil {
@@ -406,6 +452,24 @@ func checkIfNameFree(path, ifname string) error {
 	defer nl.Close()
 	if _, err := nl.LinkByName(ifname); err == nil {
 		return fmt.Errorf("IfName %q: %s already has an interface of that name", ifname, path)
+	}
+	return nil
+}
+
+// checkMaster refuses a master link that the calling thread's namespace,
+// where the plugin runs, does not have: the macvlan plugin's error would
+// not name it ("Link not found"), and neither would that of the DEL that
+// follows a failed ADD.
+func checkMaster(name string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("Master %q: no such link", name)
+	case err != nil:
+		return fmt.Errorf("Master %q: %w", name, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package cni_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -150,7 +151,7 @@ func checkGone(t *testing.T, ns *netenv.Netns, a *cni.Attachment, hostLinks []st
 // checkIPAM checks that host-local recorded the address for the container.
 func checkIPAM(t *testing.T, a *cni.Attachment) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(a.IPAMDir, "afxdp-"+a.Plugin, a.Addr.Addr().String()))
+	b, err := os.ReadFile(filepath.Join(a.IPAMDir, cni.NetworkName, a.Addr.Addr().String()))
 	if err != nil || !strings.Contains(string(b), a.ContainerID) {
 		t.Errorf("host-local reservation of %s: %q, %v; want it to name %s", a.Addr, b, err, a.ContainerID)
 	}
@@ -393,6 +394,31 @@ func TestAttachIfNameInUse(t *testing.T) {
 			checkInside(t, ns, first)
 			if !linkExists(host.Handle(), first.HostIf) {
 				t.Errorf("first attachment's host veth %s removed by the failed Attach", first.HostIf)
+			}
+		})
+	}
+}
+
+// A Master that does not exist is named in the error. The plugins say
+// only "Link not found", and their DEL after the failed ADD fails the same
+// way, adding a second error.
+func TestAttachMissingMaster(t *testing.T) {
+	requireCNI(t)
+	for _, plugin := range []string{"macvlan", "ipvlan"} {
+		t.Run(plugin, func(t *testing.T) {
+			ns := testenv.NewNetns(t)
+			master := netenv.RandomName("afxm")
+			a, err := cni.Attach(context.Background(), cni.Config{Plugin: plugin, Master: master, NetnsPath: ns.Path()})
+			if err == nil {
+				a.Close()
+				t.Fatalf("Attach with a missing Master %s: no error", master)
+			}
+			t.Log(err)
+			if want := fmt.Sprintf("Master %q: no such link", master); !strings.Contains(err.Error(), want) {
+				t.Errorf("Attach with a missing Master: %v; want an error containing %q", err, want)
+			}
+			if strings.Contains(err.Error(), "DEL") {
+				t.Errorf("Attach with a missing Master ran the plugin: %v", err)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package cni_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -132,5 +133,49 @@ func TestAttachForwardPerNamespace(t *testing.T) {
 	}
 	if got := readForward(t); got != outer {
 		t.Errorf("ip_forward of the test's own namespace changed from %s to %s", outer, got)
+	}
+}
+
+// Two attachments on one bridge, with one subnet as the bridge's one
+// gateway address requires, get different addresses and reach each other
+// across the bridge; the IPAM directory that records them stays until the
+// last of them closes.
+func TestAttachSharedSubnetAddresses(t *testing.T) {
+	requireCNI(t)
+	host := forwardHost(t)
+	br := netenv.RandomName("afxb")
+	subnet := netenv.RandomSubnet()
+	nsA := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
+	nsB := testenv.NewNamedNetns(t, netenv.RandomName("afxc"))
+	attach := func(ns *netenv.Netns) *cni.Attachment {
+		var a *cni.Attachment
+		if err := host.Do(func() (err error) {
+			a, err = cni.Attach(context.Background(), cni.Config{Plugin: "bridge", Bridge: br, Subnet: subnet, NetnsPath: ns.Path()})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { host.Do(a.Close) })
+		return a
+	}
+	a, b := attach(nsA), attach(nsB)
+	if a.Addr == b.Addr {
+		t.Fatalf("both attachments on bridge %s got %s", br, a.Addr)
+	}
+	checkInside(t, nsA, a)
+	checkInside(t, nsB, b)
+	checkIPAM(t, a)
+	checkIPAM(t, b)
+	exchange(t, nsA.Do, nsB.Do, b.Addr.Addr())
+
+	closeIn(t, host, a)
+	if _, err := os.Stat(b.IPAMDir); err != nil {
+		t.Errorf("IPAM dir %s of the open attachment removed by the other's Close: %v", b.IPAMDir, err)
+	}
+	closeIn(t, host, b)
+	for _, x := range []*cni.Attachment{a, b} {
+		if _, err := os.Stat(x.IPAMDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("IPAM dir %s left after both Closes (%v)", x.IPAMDir, err)
+		}
 	}
 }
