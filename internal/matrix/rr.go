@@ -459,7 +459,7 @@ func (c *xskClient) drops() (map[string]uint64, error) { return xskDrops(c.s, "A
 func (c *xskClient) close() error { return c.s.Close() }
 
 // xskDrops are s's receive drop counters, named for side ("A" or "B").
-func xskDrops(s *xsk.Socket, side string) (map[string]uint64, error) {
+func xskDrops(s interface{ Stats() (xsk.Stats, error) }, side string) (map[string]uint64, error) {
 	st, err := s.Stats()
 	k := xskKeysOf(side)
 	return map[string]uint64{k.dropped: st.RxDropped, k.ringFull: st.RxRingFull, k.fillEmpty: st.FillRingEmpty}, err
