@@ -28,7 +28,9 @@ type Sample struct {
 	// PPS is packets received per second in the window (for rr: round
 	// trips per second).
 	PPS float64 `json:"pps"`
-	// OfferedPPS is what the sender offered per second in the window.
+	// OfferedPPS is what the sender offered per second in the window; for
+	// rx, whose generator's count moves a call of frames at a time, over
+	// the span of its calls that encloses the window.
 	OfferedPPS float64 `json:"offered_pps"`
 	// CPU per packet, in nanoseconds: AppNs of the thread that does the
 	// measured work (receiver, sender, echo), from getrusage; SoftirqNs and
@@ -290,7 +292,6 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 	if err != nil {
 		return s, info, err
 	}
-	sent0 := g.total()
 	n, err := recvFor(ctx, rcv, 0, w.start.Add(m.cfg.Duration))
 	total += n
 	if err != nil {
@@ -299,8 +300,9 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 	if err := w.close(&s, n); err != nil {
 		return s, info, err
 	}
-	s.OfferedPPS = float64(g.total()-sent0) / s.Seconds
+	end := time.Now()
 	stop()
+	s.OfferedPPS = g.rate(w.start, end)
 	if genErr != nil && !errors.Is(genErr, context.Canceled) {
 		return s, info, fmt.Errorf("generator: %w", genErr)
 	}
