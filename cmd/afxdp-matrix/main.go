@@ -545,12 +545,31 @@ func command(args []string) string {
 	q := make([]string, 0, len(args)+1)
 	q = append(q, "afxdp-matrix")
 	for _, a := range args {
-		if strings.ContainsAny(a, " \t'\"$") {
+		if !shellSafe(a) {
 			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 		}
 		q = append(q, a)
 	}
 	return strings.Join(q, " ")
+}
+
+// shellSafe reports whether a shell reads a as the one word a, unquoted:
+// not empty (an empty word vanishes, and the next one takes its place),
+// and of characters no shell gives a meaning (not # ; & | < > ( ) * ?
+// [ ] ~ { } ! \ ` and the like).
+func shellSafe(a string) bool {
+	if a == "" {
+		return false
+	}
+	for _, r := range a {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-_./,:=+@%", r):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // progress shows the run as it goes: one line rewritten in place on a

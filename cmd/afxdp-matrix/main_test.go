@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -441,6 +442,32 @@ func TestOutputsCollide(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 			t.Errorf("%q: wrote %d files", args, len(ents))
+		}
+	}
+}
+
+// TestCommandRetypes: the command a result records, typed into a shell,
+// gives the program the same arguments. An empty argument used to be
+// recorded as nothing, so that the flag before it took the next flag as
+// its value, and characters such as ; & ( ` were left bare, for the shell
+// to act on.
+func TestCommandRetypes(t *testing.T) {
+	for _, args := range [][]string{
+		{"-quick", "-topologies", "veth,bridge", "-json", "out/r.json"},
+		{"-cni-dir", "", "-quick"},
+		{"-md", "results#1.md", "-q"},
+		{"-json", "a;b&c|d.json", "-svg", "chart (new).svg"},
+		{"-md", "it's $HOME/*.md", "-json", "`x`~{y}!\\z"},
+	} {
+		cmd := command(args)
+		out, err := exec.Command("sh", "-c", `eval "set -- $1"; shift; printf '%s\0' "$@"`, "sh", cmd).Output()
+		if err != nil {
+			t.Errorf("sh cannot read %s: %v", cmd, err)
+			continue
+		}
+		got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+		if !slices.Equal(got, args) {
+			t.Errorf("command(%q) = %s; a shell reads it as %q", args, cmd, got)
 		}
 	}
 }
