@@ -28,7 +28,8 @@ func (r *Result) WriteMarkdown(w io.Writer, chart, data string) error {
 	p("- Baseline of the penalty columns: **%s**, each cell against the same path, mode and frame size on it\n", base)
 	p("  (bridge/udp against %s/udp): what the topology costs that path\n", base)
 	if na := r.unavailable(); len(na) > 0 {
-		p("- Not measured, the kernel lacks them: %s\n", strings.Join(na, "; "))
+		// Each with its reason: the kernel's lack, or a missing plugin.
+		p("- Not measured, not available on this machine: %s\n", strings.Join(na, "; "))
 	}
 	p("\n")
 	if chart != "" {
@@ -384,7 +385,7 @@ func (r *Result) findings() []string {
 		}
 	}
 	if na := r.unavailable(); len(na) > 0 {
-		out = append(out, "Not measured on this kernel: "+strings.Join(na, "; ")+".")
+		out = append(out, "Not measured, not available on this machine: "+strings.Join(na, "; ")+".")
 	}
 	var failed []string
 	for _, c := range r.Cells {

@@ -122,3 +122,32 @@ func TestPartlyFailedCell(t *testing.T) {
 		t.Errorf("Markdown does not say %q:\n%s", want, md.String())
 	}
 }
+
+// TestUnavailableReasonNotBlamedOnKernel: a topology left out because its
+// CNI plugin is not installed is not said to be missing from the kernel;
+// the page says what is unavailable and why, as the result has it.
+func TestUnavailableReasonNotBlamedOnKernel(t *testing.T) {
+	const why = "not available: CNI plugin macvlan not installed (containernetworking-plugins)"
+	res := &Result{
+		Config: ResultConfig{Topologies: []string{"veth", "macvlan"}, Paths: []string{"udp"}, Modes: []string{"rx"},
+			Sizes: []int{64}, Baseline: "veth", Runs: 1, Duration: "1s"},
+		Topos: []TopologyInfo{{Name: "veth", Available: true}, {Name: "macvlan", Reason: why}},
+		Cells: []*Cell{
+			{Topology: "veth", Path: "udp", Mode: "rx", Size: 64, Runs: []Sample{{PPS: 1e5, OfferedPPS: 2e5, Sent: 100, Received: 50, Lost: 50}}},
+			{Topology: "macvlan", Path: "udp", Mode: "rx", Size: 64, Status: StatusUnavailable, Reason: why},
+		},
+	}
+	res.Summarize()
+	var md bytes.Buffer
+	if err := res.WriteMarkdown(&md, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(md.String(), "\n") {
+		if strings.Contains(l, "macvlan (") && strings.Contains(strings.ToLower(l), "kernel") {
+			t.Errorf("blames the kernel for a missing plugin: %s", l)
+		}
+	}
+	if !strings.Contains(md.String(), "macvlan ("+why+")") {
+		t.Errorf("the page does not give the reason %q:\n%s", why, md.String())
+	}
+}
