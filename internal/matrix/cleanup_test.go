@@ -78,3 +78,33 @@ func TestBuildFailureLeavesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestMissingIPAMPluginNamed: a topology whose plugin is installed but
+// whose IPAM plugin (host-local) is not is unavailable, and the reason
+// names host-local, not the plugin that is there.
+func TestMissingIPAMPluginNamed(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if _, err := os.Stat("/usr/lib/cni/ptp"); err != nil {
+		if os.Getenv(testenv.RequireEnv) == "1" {
+			t.Fatalf("CNI plugins missing (containernetworking-plugins): %v", err)
+		}
+		t.Skipf("CNI plugins missing: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink("/usr/lib/cni/ptp", filepath.Join(dir, "ptp")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	tp, err := build(context.Background(), "ptp", dir)
+	if err == nil {
+		tp.Close()
+		t.Fatal("built ptp without host-local")
+	}
+	var ue *UnavailableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("build without host-local: %v; want the topology unavailable", err)
+	}
+	if !strings.Contains(ue.Reason, "CNI plugin host-local not installed") {
+		t.Errorf("reason %q; want it to name host-local", ue.Reason)
+	}
+}

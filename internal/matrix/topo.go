@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"net/netip"
@@ -189,7 +190,12 @@ func (t *topo) attach(ctx context.Context, ns *netenv.Netns, c cni.Config) (*cni
 			return nil, ep, &UnavailableError{Reason: "not available: kernel built without CONFIG_" + configName(c.Plugin), Err: err}
 		}
 		if errors.Is(err, os.ErrNotExist) && strings.Contains(err.Error(), "find plugin") {
-			return nil, ep, &UnavailableError{Reason: "not available: CNI plugin " + c.Plugin + " not installed (containernetworking-plugins)", Err: err}
+			// The plugin, or the host-local IPAM plugin it needs.
+			missing := c.Plugin
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				missing = filepath.Base(pe.Path)
+			}
+			return nil, ep, &UnavailableError{Reason: "not available: CNI plugin " + missing + " not installed (containernetworking-plugins)", Err: err}
 		}
 		return nil, ep, err
 	}
