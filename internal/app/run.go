@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -419,6 +420,12 @@ loop:
 	l.Stop.Store(true)
 	wg.Wait()
 	if loopErr != nil && !errors.Is(loopErr, net.ErrClosed) {
+		// What the socket did before the error is still worth seeing
+		// (the interface deleted under a run, say).
+		if st, err := sock.Stats(); out != nil && err == nil {
+			fmt.Fprintf(out, "stopped by an error after %v\n", time.Since(start.at).Round(time.Millisecond))
+			PrintStats(out, st)
+		}
 		return nil, errors.Join(fmt.Errorf("%s: %w", kind, loopErr), genErr)
 	}
 	if sent > 0 {
@@ -702,7 +709,9 @@ func Main(name string, kind Kind) {
 	_, err := Run(ctx, kind, &c, os.Stdout)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		// Run's errors from the loop already start with the kind,
+		// which is the name.
+		fmt.Fprintf(os.Stderr, "%s: %s\n", name, strings.TrimPrefix(err.Error(), name+": "))
 		os.Exit(1)
 	}
 }

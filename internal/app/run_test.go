@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestRunAccountsForEveryFrame runs the examples' receiving loops on a
@@ -243,5 +245,45 @@ func TestRunTxAccountCountsDeviceDrops(t *testing.T) {
 	}
 	if strings.Contains(s, "lost") {
 		t.Errorf("report calls frames the device dropped lost:\n%s", s)
+	}
+}
+
+// TestRunReportsDeletedInterface deletes the interface under a running
+// rxdrop loop: the run ends at once with the socket's error (not at the
+// end of its duration), and prints the socket statistics before it, as
+// a run that ends well does.
+func TestRunReportsDeletedInterface(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	topo, err := NewTopology(&TopologyOptions{FrameLen: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topo.Close()
+	var c Config
+	c.Defaults()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := RunOn(ctx, RxDrop, &c, topo, 0, &out)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := topo.Veth.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the run went on after its interface was deleted")
+	}
+	if !errors.Is(err, unix.ENXIO) {
+		t.Fatalf("run on a deleted interface: %v, want ENXIO\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "stopped by an error") || !strings.Contains(out.String(), "socket statistics:") {
+		t.Errorf("no statistics before the error:\n%s", out.String())
 	}
 }
