@@ -11,6 +11,7 @@ import (
 
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -270,7 +271,15 @@ func TestRunReportsDeletedInterface(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if err := topo.Veth.Close(); err != nil {
+	// The link only: the namespaces stay until topo.Close.
+	err = topo.Veth.Host.Do(func() error {
+		l, err := netlink.LinkByName(topo.Veth.Host.Name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	select {
