@@ -20,7 +20,8 @@
 //
 // Ctrl-C (SIGINT) or SIGTERM, which is how a container runtime stops it,
 // ends the sending early: it still waits for the kernel to complete what
-// was queued, prints what it sent and the statistics, and exits 0.
+// was queued, prints what it sent and the statistics, and exits 0. While
+// it is still waiting for the agent (-wait), it stops waiting and exits 1.
 package main
 
 import (
@@ -42,6 +43,7 @@ import (
 
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -90,7 +92,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.dstPort, "dst-port", 7777, "destination UDP port")
 	fs.IntVar(&c.srcPort, "src-port", 7777, "source UDP port")
 	fs.IntVar(&c.rate, "rate", 0, "packets per second; 0: as fast as the socket goes")
-	fs.IntVar(&c.size, "size", 64, "frame size in bytes, Ethernet header to payload (60 to 1514)")
+	fs.IntVar(&c.size, "size", 64, "frame size in bytes, Ethernet header to payload (60 to 1514, and at most the MTU of -dev plus 14)")
 	fs.IntVar(&c.count, "count", 1000, "packets to send")
 	fs.IntVar(&c.frames, "frames", 1024, "UMEM frames of 2048 bytes (charged against RLIMIT_MEMLOCK)")
 	fs.DurationVar(&c.wait, "wait", 0, "how long to keep trying to reach the agent's socket before giving up")
@@ -138,8 +140,8 @@ func parseFlags(args []string) (*config, error) {
 			return nil, fmt.Errorf("%s %d: must not be negative", f.name, f.v)
 		}
 	}
-	if c.frames < 2*rxFrames {
-		return nil, fmt.Errorf("-frames %d: must be at least %d", c.frames, 2*rxFrames)
+	if c.frames < 2*rxFrames || c.frames > umem.MaxNumFrames {
+		return nil, fmt.Errorf("-frames %d: must be between %d and %d", c.frames, 2*rxFrames, umem.MaxNumFrames)
 	}
 	if c.agentPath == "" {
 		c.agentPath = filepath.Join(agent.DefaultSocketDir, c.dev, agent.SocketName)
@@ -158,6 +160,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-dev %q: %w", c.dev, err)
 	}
+	// A longer frame does not fit the link, yet would count as sent:
+	// veth drops one more than 4 bytes (a VLAN tag) longer in the kick
+	// that sends it (tx_dropped), and a NIC's peer drops it.
+	if ifi.MTU > 0 && c.size > ifi.MTU+packet.EthLen {
+		return fmt.Errorf("-size %d: longer than the MTU %d of %s plus the %d-byte Ethernet header (at most %d)",
+			c.size, ifi.MTU, c.dev, packet.EthLen, ifi.MTU+packet.EthLen)
+	}
 	src, err := ipv4Of(ifi)
 	if err != nil {
 		return err
@@ -168,7 +177,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	sock, err := dial(c)
+	sock, err := dial(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -201,8 +210,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 const rxFrames = 64
 
 // dial opens the socket through the agent, retrying for c.wait while the
-// agent's socket is not there yet.
-func dial(c *config) (*agent.Socket, error) {
+// agent's socket is not there yet, or until ctx ends.
+func dial(ctx context.Context, c *config) (*agent.Socket, error) {
 	deadline := time.Now().Add(c.wait)
 	opts := &agent.SocketOptions{
 		// Nearly every frame transmits; the few receive frames serve
@@ -216,7 +225,11 @@ func dial(c *config) (*agent.Socket, error) {
 		if err == nil || time.Now().After(deadline) {
 			return s, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("-agent %q: interrupted while waiting for the agent (-wait %v): %w", c.agentPath, c.wait, err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

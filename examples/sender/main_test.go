@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/afxdp/afxdp/agent"
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -56,7 +61,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-dst", "10.0.0.1", "-src-port", "65536"}, "-src-port 65536: must be between 1 and 65535"},
 		{[]string{"-dst", "10.0.0.1", "-size", "59"}, "-size 59: must be between 60 and 1514"},
 		{[]string{"-dst", "10.0.0.1", "-size", "1515"}, "-size 1515: must be between 60 and 1514"},
-		{[]string{"-dst", "10.0.0.1", "-frames", "100"}, "-frames 100: must be at least 128"},
+		{[]string{"-dst", "10.0.0.1", "-frames", "100"}, "-frames 100: must be between 128 and 16777216"},
+		{[]string{"-dst", "10.0.0.1", "-frames", "16777217"}, "-frames 16777217: must be between 128 and 16777216"},
 		{[]string{"-dst", "10.0.0.1", "-rate", "-1"}, "-rate -1: must not be negative"},
 		{[]string{"-dst", "10.0.0.1", "-count", "-2"}, "-count -2: must not be negative"},
 		{[]string{"-dst", "10.0.0.1", "-queue", "-3"}, "-queue -3: must not be negative"},
@@ -74,6 +80,47 @@ func TestRunNamesMissingDevice(t *testing.T) {
 	const want = `-dev "afxnosuch0": `
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("run with a missing -dev: %v, want an error starting %q", err, want)
+	}
+}
+
+// SIGINT or SIGTERM while the sender waits for the agent's socket (-wait)
+// ends the wait: a container runtime's stop must not have to wait it out
+// and kill the sender.
+func TestRunStopsWaitingForAgentWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	agentPath := filepath.Join(t.TempDir(), "afxdp.sock") // no agent there
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-dev", "lo", "-dst", "127.0.0.1", "-dst-mac", "02:00:00:00:00:01",
+			"-agent", agentPath, "-wait", "1h"}, io.Discard)
+	}()
+	select {
+	case err := <-done:
+		want := fmt.Sprintf("-agent %q: interrupted while waiting for the agent (-wait 1h0m0s): dial agent:", agentPath)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("run interrupted while waiting for the agent: %v, want an error starting %q", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run still waiting for the agent 10s after it was interrupted (-wait 1h)")
+	}
+}
+
+// A -size the interface's MTU does not carry is refused before the agent
+// is asked for anything: veth drops such frames in the kick that sends
+// them, and the sender would report them sent.
+func TestRunRefusesSizeOverMTU(t *testing.T) {
+	v := testenv.NewVeth(t, &netenv.VethOptions{MTU: 1000})
+	agentPath := filepath.Join(t.TempDir(), "afxdp.sock") // no agent there
+	for size, want := range map[int]string{
+		1014: "dial agent:", // fits: it gets as far as the agent
+		1015: fmt.Sprintf("-size 1015: longer than the MTU 1000 of %s plus the 14-byte Ethernet header (at most 1014)", v.Host.Name),
+	} {
+		err := run(context.Background(), []string{"-dev", v.Host.Name, "-dst", v.Peer.IP().String(),
+			"-dst-mac", v.Peer.MAC.String(), "-agent", agentPath, "-size", fmt.Sprint(size)}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("-size %d on MTU 1000: %v, want an error containing %q", size, err, want)
+		}
 	}
 }
 
@@ -118,6 +165,20 @@ func TestSendStopsWhenInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// Room for every datagram the run can send (4,000 at most, each
+	// charged about a kilobyte), so that a reader the race detector and
+	// a busy machine slow down does not lose them to a full receive
+	// buffer (UdpRcvbufErrors) and blame the sender.
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_RCVBUFFORCE: %v, %v", err, serr)
+	}
 	var got atomic.Uint64
 	go func() {
 		buf := make([]byte, 2048)
