@@ -195,17 +195,21 @@ func (w *idleWatch) expired(now time.Time) bool {
 // gaveUp reports whether expired has said to give up.
 func (w *idleWatch) gaveUp() bool { return w.given.Load() }
 
-// receive takes frames until count have arrived, checking that each is the
-// next in sequence and, byte for byte, the frame of size bytes that send
-// built from hdr, or until watch says to stop waiting.
+// receive takes frames until count have arrived, checking that each comes
+// later in sequence than the one before it and is, byte for byte, the
+// frame of size bytes that send built from hdr for its sequence number, or
+// until watch says to stop waiting. A frame lost on the way is missing
+// from the count, and does not make the intact frames after it wrong.
 func receive(ctx context.Context, s *xsk.Socket, count uint64, size int, hdr *packet.UDP, received, bad *atomic.Uint64, watch *idleWatch) error {
 	want, err := newFrameCheck(hdr, size)
 	if err != nil {
 		return err
 	}
 	descs := make([]xsk.Desc, 64)
-	next := uint64(0)
-	for next < count && ctx.Err() == nil {
+	// got frames have arrived; next is the lowest sequence number the
+	// next intact frame may carry.
+	got, next := uint64(0), uint64(0)
+	for got < count && next < count && ctx.Err() == nil {
 		n, err := s.Receive(descs)
 		if err != nil {
 			return err
@@ -221,15 +225,17 @@ func receive(ctx context.Context, s *xsk.Socket, count uint64, size int, hdr *pa
 		}
 		watch.arrived(time.Now())
 		for _, d := range descs[:n] {
-			if !want.check(s.Frame(d), next) {
+			if seq, ok := want.check(s.Frame(d)); ok && seq >= next && seq < count {
+				next = seq + 1
+			} else {
 				bad.Add(1)
 			}
-			next++
+			got++
 		}
 		if err := s.Release(descs[:n]); err != nil {
 			return err
 		}
-		received.Store(next)
+		received.Store(got)
 	}
 	return nil
 }
@@ -260,18 +266,19 @@ func newFrameCheck(hdr *packet.UDP, size int) (*frameCheck, error) {
 	return &frameCheck{tmpl: b[:packet.HeadersLen], size: size}, nil
 }
 
-// check reports whether frame is the one send built for seq.
-func (c *frameCheck) check(frame []byte, seq uint64) bool {
+// check returns the sequence number in frame's payload and whether frame
+// is the one send built for it.
+func (c *frameCheck) check(frame []byte) (seq uint64, ok bool) {
 	if len(frame) != c.size {
-		return false
+		return 0, false
 	}
 	p, err := packet.Parse(frame) // both checksums
 	if err != nil {
-		return false
+		return 0, false
 	}
-	got, ok := packet.CheckPayload(p.Payload)
+	seq, ok = packet.CheckPayload(p.Payload)
 	t := c.tmpl
-	return ok && got == seq &&
+	return seq, ok &&
 		bytes.Equal(frame[:ipID], t[:ipID]) &&
 		binary.BigEndian.Uint16(frame[ipID:]) == uint16(seq) &&
 		bytes.Equal(frame[ipID+2:ipSum], t[ipID+2:ipSum]) &&

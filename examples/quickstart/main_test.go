@@ -227,3 +227,47 @@ func TestReceiveCatchesWrongFrames(t *testing.T) {
 		t.Errorf("received %d, wrong %d; want %d, %d", received.Load(), bad.Load(), len(wrong), len(wrong)-2)
 	}
 }
+
+// TestReceiveCountsLostFramesAsMissing loses a frame on the way (the
+// sender never sends sequence number 2): the frames after it are intact
+// and must be verified as such, not counted as wrong because the one
+// before them is missing. The verdict says one frame did not arrive and
+// none was wrong; the receiver does not wait for more once the last
+// frame has come.
+func TestReceiveCountsLostFramesAsMissing(t *testing.T) {
+	_, rx, tx, hdr := socketPair(t)
+	const size = 100
+	seqs := []uint64{0, 1, 3, 4, 5}
+	descs := make([]xsk.Desc, len(seqs))
+	if n, err := tx.Alloc(descs); err != nil || n != len(descs) {
+		t.Fatalf("alloc: %d, %v", n, err)
+	}
+	for i, seq := range seqs {
+		h := hdr
+		h.ID = uint16(seq)
+		b := tx.Frame(descs[i])
+		packet.FillPayload(b[packet.HeadersLen:size], seq)
+		l, err := h.Write(b, size-packet.HeadersLen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		descs[i].Len = uint32(l)
+	}
+	if k, err := tx.Transmit(descs); err != nil || k != len(descs) {
+		t.Fatalf("transmit: %d, %v", k, err)
+	}
+	const count = 6
+	watch := newIdleWatch(2*time.Second, time.Now())
+	watch.senderDone(time.Now())
+	var received, bad atomic.Uint64
+	if err := receive(context.Background(), rx, count, size, &hdr, &received, &bad, watch); err != nil {
+		t.Fatal(err)
+	}
+	if received.Load() != uint64(len(seqs)) || bad.Load() != 0 || watch.gaveUp() {
+		t.Errorf("received %d, wrong %d, gave up %v; want %d, 0, false", received.Load(), bad.Load(), watch.gaveUp(), len(seqs))
+	}
+	want := "5 of 6 frames arrived, 0 of them wrong"
+	if err := verdict(received.Load(), count, bad.Load(), watch); err == nil || err.Error() != want {
+		t.Errorf("verdict: %v, want %q", err, want)
+	}
+}
