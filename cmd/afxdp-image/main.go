@@ -18,7 +18,8 @@
 // With --bundle it also unpacks the image into a runc bundle (rootfs/ and
 // config.json: the image's user, only CAP_NET_RAW, read-only rootfs),
 // optionally joining a network namespace (--netns), with bind mounts
-// (--bind SRC:DST, such as the agent's socket directory) and arguments
+// (--bind SRC:DST, such as the agent's socket directory; not onto the
+// entrypoint or a directory above it, which would hide it) and arguments
 // after the entrypoint (--run-arg). The bundle directory must not exist or
 // be empty:
 //
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		binds      multi
 		runArgs    multi
 	)
-	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST, both absolute (repeatable)")
+	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST, both absolute, DST not the entrypoint or a directory above it (repeatable)")
 	fs.Var(&runArgs, "run-arg", "for --bundle: argument after the entrypoint, replacing the image's (repeatable)")
 	fs.Var(&labels, "label", "image label KEY=VALUE (repeatable)")
 	fs.Var(&envs, "env", "environment variable KEY=VALUE (repeatable)")
@@ -195,6 +196,18 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	})
 	if err != nil {
 		return err
+	}
+	// A bind mount onto the entrypoint, or onto a directory above it,
+	// hides the binary: runc would fail to start the container.
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("read image config: %w", err)
+	}
+	ep := cf.Config.Entrypoint[0]
+	for _, b := range spec.Binds {
+		if dst := filepath.Clean(b.Destination); ep == dst || strings.HasPrefix(ep, dst+"/") {
+			return fmt.Errorf("--bind %q: DST %s would hide the entrypoint %s", b.Source+":"+b.Destination, dst, ep)
+		}
 	}
 	digest, err := img.Digest()
 	if err != nil {

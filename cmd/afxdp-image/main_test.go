@@ -190,6 +190,10 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 		{"user no one", []string{"--user", "4294967295"}, `User "4294967295": UID 4294967295`},
 		{"group beyond runc", []string{"--user", "1000:2147483648"}, `GID 2147483648`},
 		{"entrypoint under /proc", []string{"--entrypoint", "/proc/hello"}, `Entrypoint "/proc/hello"`},
+		// Bundles runc could never start: the bind hides the binary.
+		{"bind onto the entrypoint", []string{"--bind", "/tmp:/hello/"}, `--bind "/tmp:/hello/": DST /hello would hide the entrypoint /hello`},
+		{"bind above the entrypoint", []string{"--entrypoint", "/app/bin/hello", "--bind", "/tmp:/app"},
+			`--bind "/tmp:/app": DST /app would hide the entrypoint /app/bin/hello`},
 	} {
 		for _, exists := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/exists=%v", tc.name, exists), func(t *testing.T) {
