@@ -446,6 +446,13 @@ func stack(parent Endpoint, nl netlink.Link, ns *Netns, addr netip.Prefix, kind 
 			return nil, fmt.Errorf("create %s on %s: kernel built without CONFIG_%s: %w: %w",
 				kind, parent.Name, upper(kind), ErrNotSupported, err)
 		}
+		// The name is random: a VXLAN device's EEXIST means that
+		// another one in the namespace has its VNI and port, as
+		// two made with the defaults side by side do.
+		if vx, ok := nl.(*netlink.Vxlan); ok && errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create %s on %s: VNI %d, Port %d: another VXLAN device in the namespace has them: %w",
+				kind, parent.Name, vx.VxlanId, vx.Port, err)
+		}
 		return nil, fmt.Errorf("create %s on %s: %w", kind, parent.Name, err)
 	}
 	// Until configure learns the index, Close finds the link by its

@@ -364,3 +364,48 @@ func TestVethCarriesFirstFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestVXLANSameVNIAndPortTwice makes two VXLAN devices with the default VNI
+// and port in one namespace, as tests running side by side in the caller's
+// namespace do: the kernel refuses the second with EEXIST, which for a
+// device of a random name must be explained as the VNI and port being
+// taken, and nothing may be left behind.
+func TestVXLANSameVNIAndPortTwice(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	home := testenv.NewNetns(t)
+	v1 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: home})
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: home})
+	l1, err := netenv.NewVXLAN(v1.Host, &netenv.VXLANOptions{Remote: v1.Peer.IP()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	before := linkNames(t, home.Handle().LinkList, "")
+	l2, err := netenv.NewVXLAN(v2.Host, &netenv.VXLANOptions{Remote: v2.Peer.IP()})
+	if err == nil {
+		l2.Close()
+		t.Fatal("a second VXLAN device with the same VNI and port in one namespace was made")
+	}
+	t.Log(err)
+	if !errors.Is(err, unix.EEXIST) {
+		t.Errorf("NewVXLAN: %v; want it to wrap EEXIST", err)
+	}
+	for _, want := range []string{"VNI 42", "Port 4789"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("NewVXLAN: %v; want an error naming %s", err, want)
+		}
+	}
+	for n := range linkNames(t, home.Handle().LinkList, "") {
+		if !before[n] {
+			t.Errorf("link %s left behind", n)
+		}
+	}
+	// Another VNI is free.
+	l3, err := netenv.NewVXLAN(v2.Host, &netenv.VXLANOptions{VNI: 43, Remote: v2.Peer.IP()})
+	if err != nil {
+		t.Fatalf("VNI 43 beside VNI 42: %v", err)
+	}
+	if err := l3.Close(); err != nil {
+		t.Error(err)
+	}
+}

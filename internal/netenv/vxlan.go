@@ -10,7 +10,9 @@ import (
 // VXLANOptions configures [NewVXLAN]. Remote is required; the rest have
 // defaults.
 type VXLANOptions struct {
-	// VNI is the VXLAN network identifier. Default 42.
+	// VNI is the VXLAN network identifier. Default 42. Two VXLAN
+	// devices in one namespace must differ in VNI or Port: the kernel
+	// refuses the second with EEXIST.
 	VNI int
 	// Port is the UDP destination port of the tunnel. Default 4789 (IANA).
 	Port int
