@@ -8,8 +8,9 @@
 // ndo_xdp_xmit 64 (BatchSize) at a time.
 //
 // On a veth pair, frames sent out of one end arrive at the other end, which
-// must have NAPI enabled: an XDP program attached (an AF_XDP socket's, or
-// a [Sink]), or GRO turned on. Otherwise veth refuses them without a trace
+// must have NAPI enabled: an XDP program attached in native (driver) mode
+// (an AF_XDP socket's, or a [Sink]; a generic-mode program does not count),
+// or GRO turned on. Otherwise veth refuses them without a trace
 // in any interface counter (kernel 6.18), and Send fails (see below). The
 // receiving end's NAPI poll, and
 // whatever the kernel does with the frames after XDP (build skbs, run the
@@ -39,13 +40,16 @@
 // xdp:xdp_devmap_xmit (one run per refused frame, and one per batch
 // flushed) count them for the generator, and the send fails with the
 // kernel's error: ENETDOWN (the target is down), EOPNOTSUPP (it cannot
-// transmit XDP frames: on veth, the peer has neither an XDP program nor
-// GRO), ENXIO (on veth: the peer is down), EMSGSIZE (the frame is longer
-// than the target's MTU). What Send, SendContext and Total report as
-// offered is what the target's driver took. A driver may still drop a
-// frame it took for want of room (a veth whose peer's ring is full): veth
-// counts those in the target's tx_dropped and the peer's rx_dropped, as
-// the receiver's loss.
+// transmit XDP frames: on veth, the peer has neither a native-mode XDP
+// program nor GRO), ENXIO (on veth: the peer is down), EMSGSIZE (the frame
+// is longer than the target's MTU). What Send, SendContext and Total
+// report as offered is what the target's driver took. A driver may still
+// drop a frame it took for want of room (a veth whose peer's ring is
+// full): veth counts those in the target's tx_dropped and the peer's
+// rx_dropped, as the receiver's loss. veth drops, and counts, in the same
+// way, without an error, a frame longer than its peer's MTU allows (the
+// peer's MTU plus 18 bytes): such frames are counted as offered though
+// none arrives, so give both ends of a pair an MTU that fits the frame.
 //
 // Frames are buffers the kernel reuses: what the receiving side writes into
 // one stays for the next run. A peer that forwards the frames in the

@@ -114,10 +114,11 @@ type Generator struct {
 // device itself rather than an ifindex to be looked up at send time.
 //
 // Frames redirected to one end of a veth pair come out of the other end,
-// whose receive path must have NAPI enabled (an XDP program attached, as
-// an AF_XDP socket does, or a [Sink]; or GRO on); otherwise veth refuses
-// them and the sends fail (see [Generator.Send]). That is checked as the
-// frames are sent, not here: the receiver may be attached after New.
+// whose receive path must have NAPI enabled (an XDP program attached in
+// native mode, as an AF_XDP socket's is in driver mode, or a [Sink]; or GRO
+// on); otherwise veth refuses them and the sends fail (see
+// [Generator.Send]). That is checked as the frames are sent, not here: the
+// receiver may be attached after New.
 //
 // New also attaches two tracing programs that count the frames the kernel
 // refuses after the redirect (see the package doc); it fails when it
@@ -278,13 +279,14 @@ func (o *Options) validate(ifi *net.Interface) error {
 // how many it offered to the target: n, unless an error stopped it early.
 // A frame is offered when the target's driver took it (ndo_xdp_xmit); the
 // driver may still drop it for want of room (a veth whose peer's ring is
-// full), and counts it in the target's tx_dropped. Frames that the kernel
-// refuses on the way, without a trace in any interface counter, are not
-// offered: Send stops after the BPF_PROG_RUN call that met them and fails
-// with an error that names the target and wraps the kernel's errno:
-// unix.ENETDOWN when the target is down, unix.EOPNOTSUPP when it cannot
-// transmit XDP frames (no ndo_xdp_xmit: macvlan, bridge; a veth whose peer
-// has neither an XDP program nor GRO), unix.ENXIO when its driver refuses
+// full, or whose peer's MTU is too small for it), and counts it in the
+// target's tx_dropped. Frames that the kernel refuses on the way, without
+// a trace in any interface counter, are not offered: Send stops after the
+// BPF_PROG_RUN call that met them and fails with an error that names the
+// target and wraps the kernel's errno: unix.ENETDOWN when the target is
+// down, unix.EOPNOTSUPP when it cannot transmit XDP frames (no
+// ndo_xdp_xmit: macvlan, bridge; a veth whose peer has neither a
+// native-mode XDP program nor GRO), unix.ENXIO when its driver refuses
 // them (a veth whose peer is down), unix.EMSGSIZE when the frame is longer
 // than its MTU (changed since New). Once the target device is deleted
 // nothing is offered, and Send fails with an error wrapping unix.ENODEV.

@@ -24,9 +24,9 @@ import (
 //
 //   - xdp:xdp_redirect_err, once per frame that the redirect refused at
 //     once (the target is down: ENETDOWN; it has no ndo_xdp_xmit, or on
-//     veth its peer has neither an XDP program nor GRO: EOPNOTSUPP; the
-//     frame is longer than its MTU: EMSGSIZE). The event names the DEVMAP,
-//     whose id is the generator's own.
+//     veth its peer has neither a native-mode XDP program nor GRO:
+//     EOPNOTSUPP; the frame is longer than its MTU: EMSGSIZE). The event
+//     names the DEVMAP, whose id is the generator's own.
 //   - xdp:xdp_devmap_xmit, once per batch flushed to the target's driver,
 //     with the number of frames it did not take and its error. Only
 //     batches that failed with an error are counted (veth with its peer
@@ -292,7 +292,7 @@ func refusedError(refused, redirected uint64, ifname string, ifindex int, errno 
 	case unix.ENETDOWN:
 		why = "the interface is down"
 	case unix.EOPNOTSUPP:
-		why = "it cannot transmit XDP frames (no ndo_xdp_xmit; on veth: the peer has neither an XDP program nor GRO)"
+		why = "it cannot transmit XDP frames (no ndo_xdp_xmit; on veth: the peer has neither an XDP program in native mode (generic mode does not count) nor GRO)"
 	case unix.ENXIO:
 		why = "its driver refused them (on veth: the peer is down, or not yet receiving XDP frames)"
 	case unix.EMSGSIZE:

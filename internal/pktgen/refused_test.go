@@ -28,21 +28,27 @@ func TestSendRefusedByTarget(t *testing.T) {
 		target func(t *testing.T, v *netenv.Veth) netenv.Endpoint
 		setup  func(t *testing.T, v *netenv.Veth)
 		errno  error
+		says   string // in the error, when not ""
 	}{
 		{"target down", nil, func(t *testing.T, v *netenv.Veth) {
 			attachSink(t, v.Peer, pktgen.Drop)
 			testenv.SetLink(t, v.Host, false)
-		}, unix.ENETDOWN},
+		}, unix.ENETDOWN, ""},
 		{"peer down", nil, func(t *testing.T, v *netenv.Veth) {
 			attachSink(t, v.Peer, pktgen.Drop)
 			testenv.SetLink(t, v.Peer, false)
-		}, unix.ENXIO},
-		{"peer without XDP", nil, func(t *testing.T, v *netenv.Veth) {}, unix.EOPNOTSUPP},
+		}, unix.ENXIO, ""},
+		{"peer without XDP", nil, func(t *testing.T, v *netenv.Veth) {}, unix.EOPNOTSUPP, ""},
+		// The peer has an XDP program, and the error must not say it
+		// has none: veth wants one in native mode.
+		{"peer with generic XDP only", nil, func(t *testing.T, v *netenv.Veth) {
+			attachGeneric(t, v.Peer)
+		}, unix.EOPNOTSUPP, "generic mode"},
 		{"macvlan (no ndo_xdp_xmit)", func(t *testing.T, v *netenv.Veth) netenv.Endpoint {
 			return testenv.NewMacvlan(t, v.Host, nil).Endpoint
 		}, func(t *testing.T, v *netenv.Veth) {
 			attachSink(t, v.Peer, pktgen.Drop)
-		}, unix.EOPNOTSUPP},
+		}, unix.EOPNOTSUPP, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +68,9 @@ func TestSendRefusedByTarget(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), target.Name) {
 				t.Errorf("error does not name the target %s: %v", target.Name, err)
 			}
+			if err != nil && !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("error does not say %q: %v", tt.says, err)
+			}
 			t.Log(err)
 			if got := g.Total(); got != 0 {
 				t.Errorf("Total = %d, want 0", got)
@@ -71,6 +80,31 @@ func TestSendRefusedByTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// attachGeneric attaches an XDP_DROP program to ep in generic (skb) mode.
+func attachGeneric(t *testing.T, ep netenv.Endpoint) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "generic_drop", Type: ebpf.XDP, License: "Dual MIT/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, int32(pktgen.Drop)), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	var l link.Link
+	if err := ep.Do(func() (err error) {
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ep.Index, Flags: link.XDPGenericMode})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // TestReceiverRedirectFailuresNotCounted has the receiving end forward every

@@ -36,8 +36,9 @@ func (v Verdict) String() string {
 }
 
 // Sink is an XDP program attached to an interface that returns one verdict
-// for every frame. On veth, any XDP program on the receiving end turns on the
-// NAPI path that frames sent with XDP (ndo_xdp_xmit) by the other end need;
+// for every frame. On veth, any XDP program attached in native (driver)
+// mode on the receiving end, but not one in generic mode, turns on the NAPI
+// path that frames sent with XDP (ndo_xdp_xmit) by the other end need;
 // a Pass sink does that for receivers that are not themselves XDP.
 type Sink struct {
 	once sync.Once
