@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -38,7 +36,8 @@ type Sample struct {
 	AppNs     float64 `json:"app_ns_per_pkt"`
 	SoftirqNs float64 `json:"softirq_ns_per_pkt"`
 	KernelNs  float64 `json:"kernel_ns_per_pkt"`
-	// Round-trip percentiles in microseconds (rr only).
+	// Round-trip percentiles in microseconds (rr only), by nearest rank,
+	// within 1/4096 of the exact ones (see rttHist).
 	P50  float64 `json:"p50_us,omitempty"`
 	P99  float64 `json:"p99_us,omitempty"`
 	P999 float64 `json:"p999_us,omitempty"`
@@ -79,6 +78,9 @@ const drainTime = 50 * time.Millisecond
 
 type measurer struct {
 	cfg Config
+	// read takes the readings at a window's ends; nil is readNow. Tests
+	// replace it to see which moment each reading was taken at.
+	read func() (reading, error)
 }
 
 func (m *measurer) measure(ctx context.Context, t *topo, path, mode string, size int) (Sample, cellInfo, error) {
@@ -93,36 +95,76 @@ func (m *measurer) measure(ctx context.Context, t *topo, path, mode string, size
 	return Sample{}, cellInfo{}, fmt.Errorf("unknown mode %q", mode)
 }
 
-// window holds the CPU accounting taken at the start of a measured window.
-type window struct {
-	start  time.Time
+// reading is the clock and the CPU times at one moment.
+type reading struct {
+	at time.Time
+	// thread is the calling thread's CPU time; sys the machine's.
 	thread time.Duration
 	sys    sysCPU
 }
 
-func (m *measurer) open() (window, error) {
-	w := window{start: time.Now(), thread: threadCPU()}
+// readNow takes a reading now, on the calling thread.
+func readNow() (reading, error) {
+	r := reading{at: time.Now(), thread: threadCPU()}
 	var err error
-	w.sys, err = readSysCPU()
-	return w, err
+	r.sys, err = readSysCPU()
+	return r, err
 }
 
-// close finishes s from the window: CPU per packet over pkts.
-func (w window) close(s *Sample, pkts uint64) error {
-	el := time.Since(w.start)
-	th := threadCPU() - w.thread
-	sys, err := readSysCPU()
-	if err != nil {
-		return err
+// window holds the reading taken at the start of a measured window.
+type window struct {
+	start reading
+	read  func() (reading, error)
+}
+
+func (m *measurer) open() (window, error) {
+	read := m.read
+	if read == nil {
+		read = readNow
 	}
-	d := sys.sub(w.sys)
-	s.Seconds = el.Seconds()
-	s.PPS = float64(pkts) / el.Seconds()
+	r, err := read()
+	return window{start: r, read: read}, err
+}
+
+// span is what a window covered, from its start to its end: time, the
+// thread's CPU and the machine's.
+type span struct {
+	el     time.Duration
+	thread time.Duration
+	sys    sysCPU
+}
+
+// end takes the window's end reading, at the moment the measured work
+// ends: what happens after it (a wait for late replies, say) is not the
+// window's.
+func (w window) end() (span, error) {
+	r, err := w.read()
+	if err != nil {
+		return span{}, err
+	}
+	return span{el: r.at.Sub(w.start.at), thread: r.thread - w.start.thread, sys: r.sys.sub(w.start.sys)}, nil
+}
+
+// finish fills s from the span: its length, packets per second and CPU
+// per packet over pkts.
+func (sp span) finish(s *Sample, pkts uint64) {
+	s.Seconds = sp.el.Seconds()
+	s.PPS = float64(pkts) / sp.el.Seconds()
 	if pkts > 0 {
-		s.AppNs = float64(th.Nanoseconds()) / float64(pkts)
+		d := sp.sys
+		s.AppNs = float64(sp.thread.Nanoseconds()) / float64(pkts)
 		s.SoftirqNs = float64(d.Softirq.Nanoseconds()) / float64(pkts)
 		s.KernelNs = float64((d.System + d.Softirq + d.Irq).Nanoseconds()) / float64(pkts)
 	}
+}
+
+// close ends the window now and finishes s from it over pkts.
+func (w window) close(s *Sample, pkts uint64) error {
+	sp, err := w.end()
+	if err != nil {
+		return err
+	}
+	sp.finish(s, pkts)
 	return nil
 }
 
@@ -292,7 +334,7 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 	if err != nil {
 		return s, info, err
 	}
-	n, err := recvFor(ctx, rcv, 0, w.start.Add(m.cfg.Duration))
+	n, err := recvFor(ctx, rcv, 0, w.start.at.Add(m.cfg.Duration))
 	total += n
 	if err != nil {
 		return s, info, fmt.Errorf("receive: %w", err)
@@ -302,7 +344,7 @@ func (m *measurer) rx(ctx context.Context, t *topo, path string, size int) (s Sa
 	}
 	end := time.Now()
 	stop()
-	s.OfferedPPS = g.rate(w.start, end)
+	s.OfferedPPS = g.rate(w.start.at, end)
 	if genErr != nil && !errors.Is(genErr, context.Canceled) {
 		return s, info, fmt.Errorf("generator: %w", genErr)
 	}
@@ -385,7 +427,7 @@ func (m *measurer) tx(ctx context.Context, t *topo, path string, size int) (s Sa
 	if err != nil {
 		return s, info, err
 	}
-	n, err := sendFor(ctx, snd, w.start.Add(m.cfg.Duration))
+	n, err := sendFor(ctx, snd, w.start.at.Add(m.cfg.Duration))
 	sent += n
 	if err != nil {
 		return s, info, fmt.Errorf("send: %w", err)
@@ -455,14 +497,15 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 		echoN, echoErr = echo.serve(stopEcho)
 		echoCPU = threadCPU() - c0
 	}()
-	defer func() {
+	stopEchoing := func() {
 		select {
 		case <-stopEcho:
 		default:
 			close(stopEcho)
 		}
 		wg.Wait()
-	}()
+	}
+	defer stopEchoing()
 
 	// The client's receiver collects round trips of requests from
 	// measureFrom on.
@@ -470,7 +513,9 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	var mu sync.Mutex
 	var replies, measured uint64
 	var measureFrom uint64 = 1 << 63
-	rtts := make([]time.Duration, 0, int(float64(m.cfg.Rate)*m.cfg.Duration.Seconds())+16)
+	// Round-trip times go into a histogram, whose memory does not grow
+	// with the rate or the duration.
+	rtts := new(rttHist)
 	stopRecv := make(chan struct{})
 	var rwg sync.WaitGroup
 	var recvErr error
@@ -493,9 +538,7 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 				replies++
 				if seq >= measureFrom {
 					measured++
-					if len(rtts) < cap(rtts) {
-						rtts = append(rtts, rtt)
-					}
+					rtts.add(rtt)
 				}
 				mu.Unlock()
 			})
@@ -538,7 +581,17 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 			break
 		}
 		if time.Now().After(warmEnd) {
-			return s, info, fmt.Errorf("no %s reply from B within %v (%d requests; echo: %v, client: %v)", path, m.cfg.Warmup, seq, echoErr, recvErr)
+			// Their errors are theirs to write until they have stopped.
+			stopReceiver()
+			stopEchoing()
+			err := fmt.Errorf("no %s reply from B within %v (%d requests)", path, m.cfg.Warmup, seq)
+			if echoErr != nil {
+				err = fmt.Errorf("%w: echo: %w", err, echoErr)
+			}
+			if recvErr != nil {
+				err = fmt.Errorf("%w: client receive: %w", err, recvErr)
+			}
+			return s, info, err
 		}
 	}
 	time.Sleep(5 * time.Millisecond) // let warm-up replies pass
@@ -573,9 +626,9 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	interval := time.Second / time.Duration(m.cfg.Rate)
 	var n uint64
 	for {
-		due := w.start.Add(time.Duration(n) * interval)
+		due := w.start.at.Add(time.Duration(n) * interval)
 		now := time.Now()
-		if now.Sub(w.start) >= m.cfg.Duration {
+		if now.Sub(w.start.at) >= m.cfg.Duration {
 			break
 		}
 		if err := ctx.Err(); err != nil {
@@ -591,11 +644,15 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 			return s, info, fmt.Errorf("send request: %w", err)
 		}
 	}
-	el := time.Since(w.start)
+	// The window ends with the sending: the CPU the machine spends
+	// while the stragglers come in is not the window's.
+	sp, err := w.end()
+	if err != nil {
+		return s, info, err
+	}
 	time.Sleep(4 * drainTime) // stragglers
 	stopReceiver()
-	close(stopEcho)
-	wg.Wait()
+	stopEchoing()
 	if echoErr != nil {
 		return s, info, fmt.Errorf("echo: %w", echoErr)
 	}
@@ -604,14 +661,9 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	}
 	mu.Lock()
 	got := measured
-	samples := slices.Clone(rtts)
 	mu.Unlock()
-	if err := w.close(&s, got); err != nil {
-		return s, info, err
-	}
-	s.Seconds = el.Seconds()
-	s.PPS = float64(got) / el.Seconds()
-	s.OfferedPPS = float64(n) / el.Seconds()
+	sp.finish(&s, got)
+	s.OfferedPPS = float64(n) / s.Seconds
 	// The echo's CPU over its whole life (warm-up included) per reply.
 	if echoN > 0 {
 		s.AppNs = float64(echoCPU.Nanoseconds()) / float64(echoN)
@@ -620,32 +672,16 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	if s.Lost, err = lost(s.Sent, s.Received); err != nil {
 		return s, info, err
 	}
-	if len(samples) == 0 {
+	if got == 0 {
 		return s, info, fmt.Errorf("no %s reply in the measured window (%d requests)", path, n)
 	}
-	slices.Sort(samples)
-	s.P50 = pct(samples, 0.50)
-	s.P99 = pct(samples, 0.99)
-	s.P999 = pct(samples, 0.999)
+	s.P50 = rtts.pct(0.50)
+	s.P99 = rtts.pct(0.99)
+	s.P999 = rtts.pct(0.999)
 	c1, err := t.counters(sockets)
 	if err != nil {
 		return s, info, err
 	}
 	s.Drops = drops(c0, c1)
 	return s, info, nil
-}
-
-// pct is the q-quantile of sorted samples in microseconds by nearest
-// rank: the sample of rank ceil(q*N), counting from 1. q*N that floating
-// point puts a hair off a whole number (0.99*100, 0.999*3000) counts as
-// that number, not as the next rank up.
-func pct(sorted []time.Duration, q float64) float64 {
-	x := q * float64(len(sorted))
-	r := math.Round(x)
-	if math.Abs(x-r) > 1e-9*max(1, x) {
-		r = math.Ceil(x)
-	}
-	i := int(r) - 1
-	i = max(0, min(i, len(sorted)-1))
-	return float64(sorted[i].Nanoseconds()) / 1e3
 }

@@ -1,27 +1,18 @@
 package matrix
 
 import (
-	"math"
 	"testing"
-	"time"
 )
 
-// TestPctNearestRank: the q-quantile of N sorted samples is the sample of
+// TestRankNearest: the q-quantile of N sorted samples is the sample of
 // rank ceil(q*N), counting from 1, as the nearest-rank method defines it;
 // a product that floating point puts a hair above a whole number
 // (0.99*100 and the like) is that whole number.
-func TestPctNearestRank(t *testing.T) {
-	us := func(n int) []time.Duration {
-		s := make([]time.Duration, n)
-		for i := range s {
-			s[i] = time.Duration(i+1) * time.Microsecond // rank i+1 is i+1 µs
-		}
-		return s
-	}
+func TestRankNearest(t *testing.T) {
 	for _, tc := range []struct {
-		n    int
+		n    uint64
 		q    float64
-		rank int
+		rank uint64
 	}{
 		{1, 0.5, 1}, {1, 0.99, 1}, {1, 0.999, 1},
 		{2, 0.5, 1}, {2, 0.99, 2},
@@ -39,24 +30,22 @@ func TestPctNearestRank(t *testing.T) {
 		{1250, 0.999, 1249}, // 1248.75
 		{1400, 0.999, 1399}, // 1398.6
 		{100, 0.07, 7},      // 0.07*100 is 7.000000000000001
+		{3, 0, 1},           // the smallest
+		{3, 1, 3},           // the largest
 	} {
-		want := float64(tc.rank)
-		if got := pct(us(tc.n), tc.q); got != want {
-			t.Errorf("pct(N=%d, q=%v) = sample of rank %v, want rank %v", tc.n, tc.q, got, want)
+		if got := rank(tc.q, tc.n); got != tc.rank {
+			t.Errorf("rank(q=%v, N=%d) = %d, want %d", tc.q, tc.n, got, tc.rank)
 		}
 	}
 	// Against the definition for every N up to 5000, with q as a whole
 	// number of thousandths so that q*N is exact in integers.
-	for _, milli := range []int{500, 990, 999} {
+	for _, milli := range []uint64{500, 990, 999} {
 		q := float64(milli) / 1000
-		for n := 1; n <= 5000; n++ {
-			rank := (milli*n + 999) / 1000 // ceil(milli*n/1000)
-			if got := pct(us(n), q); got != float64(rank) {
-				t.Fatalf("pct(N=%d, q=%v) = rank %v, want %d", n, q, got, rank)
+		for n := uint64(1); n <= 5000; n++ {
+			want := (milli*n + 999) / 1000 // ceil(milli*n/1000)
+			if got := rank(q, n); got != want {
+				t.Fatalf("rank(q=%v, N=%d) = %d, want %d", q, n, got, want)
 			}
 		}
-	}
-	if got := pct(us(3), 0); got != 1 || math.IsNaN(got) {
-		t.Errorf("pct(q=0) = %v, want the smallest", got)
 	}
 }
