@@ -61,11 +61,11 @@ var (
 	dur      = flag.Duration("d", 5*time.Second, "measured time per trial")
 	warmup   = flag.Duration("warmup", time.Second, "time before each trial's measurement starts")
 	size     = flag.Int("size", 64, "frame length in bytes without FCS")
-	batch    = flag.Int("batch", 64, "afxdp batch size")
-	ring     = flag.Int("ring", 4096, "afxdp ring sizes")
+	batch    = flag.Int("batch", 64, "batch size of afxdp rxdrop and l2fwd and of the C reference")
+	ring     = flag.Int("ring", 4096, "ring sizes of afxdp and of the C reference")
 	bigRing  = flag.Int("big-ring", 16384, "ring sizes of the row that shows what rings deep enough to ride out the receiver's stalls cost (0: no such row)")
 	txBatch  = flag.Int("tx-batch", 256, "afxdp txonly batch size")
-	txBudget = flag.Int("tx-budget", 256, "afxdp txonly XDP_MAX_TX_SKB_BUDGET (0: the kernel's 32)")
+	txBudget = flag.Int("tx-budget", 256, "XDP_MAX_TX_SKB_BUDGET of afxdp txonly and l2fwd (0: the kernel's 32)")
 	nap      = flag.Duration("nap", app.DefaultNap, "afxdp rxdrop nap: how long the receiver sleeps when its RX ring is empty")
 	pmdArgs  = flag.String("testpmd-args", "", "more testpmd application options, space-separated, after compare's own (for example \"--rxd=4096 --burst=64\")")
 	only     = flag.String("only", "", "run only the contenders whose names match this regular expression")
@@ -77,7 +77,7 @@ var (
 type trial struct {
 	pps     float64 // packets received (rx) or arriving at the peer (tx) per second
 	offered float64 // generator's rate (rx)
-	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp, C, testpmd rxonly)
+	drops   float64 // socket drops: RX ring full plus no frame in the fill ring (afxdp, C, testpmd rxonly and macswap), receive buffer full (UDP)
 	full    float64 // of which RX ring full (afxdp)
 	cpu     float64 // CPU-s per million packets of the code under test
 }
@@ -522,14 +522,22 @@ func report(w io.Writer, cs []*contender) {
 		if off > 0 {
 			offs = fmt.Sprintf("%.2f", off/1e6)
 		}
+		// The kernel's XDP_DROP runs in the generator's softirq, whose
+		// CPU no row counts: it has no figure of its own, not 0.
+		cpu := ""
+		if !strings.HasPrefix(c.name, "kernel XDP_DROP") {
+			cpu = fmt.Sprintf("%.3f", median(c.res, func(t trial) float64 { return t.cpu }))
+		}
 		switch {
 		case c.group == "tx" || c.group == "txt":
 			// Transmit only: nothing received, no drops measured.
 		case strings.HasPrefix(c.name, "afxdp") || strings.HasPrefix(c.name, "C "):
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 			full = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.full }))
-		case strings.HasPrefix(c.name, "testpmd rxonly"), strings.HasPrefix(c.name, "testpmd macswap"):
-			// Counted at the veth (see testpmd): of either kind.
+		case strings.HasPrefix(c.name, "testpmd rxonly"), strings.HasPrefix(c.name, "testpmd macswap"),
+			strings.HasPrefix(c.name, "kernel UDP"):
+			// testpmd: counted at the veth (see testpmd), of either
+			// kind; UDP: the socket's, for a full receive buffer.
 			drops = fmt.Sprintf("%.0f", median(c.res, func(t trial) float64 { return t.drops }))
 		}
 		if r := ref[c.group]; r > 0 {
@@ -538,8 +546,8 @@ func report(w io.Writer, cs []*contender) {
 		if u := udp[c.group]; u > 0 {
 			vsUDP = fmt.Sprintf("%.1f×", pps/u)
 		}
-		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %s | %.3f | %s | %s |\n",
-			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, full, median(c.res, func(t trial) float64 { return t.cpu }), ratio, vsUDP)
+		fmt.Fprintf(w, "| %s | %.2f | %.2f–%.2f | %s | %s | %s | %s | %s | %s |\n",
+			c.name, pps/1e6, lo/1e6, hi/1e6, offs, drops, full, cpu, ratio, vsUDP)
 	}
 }
 
@@ -827,17 +835,26 @@ func udpRecv(e *env) (trial, error) {
 	}()
 	var st [2]baseline.Stats
 	var cpu [2]time.Duration
-	off, secs, gcpu, err := window(e, func(i int) { st[i], _ = r.Stats(); cpu[i] = app.ProcessCPU() })
+	var serr error
+	off, secs, gcpu, err := window(e, func(i int) {
+		var err error
+		st[i], err = r.Stats()
+		cpu[i] = app.ProcessCPU()
+		serr = errors.Join(serr, err)
+	})
 	close(done)
 	stop.Wait()
-	if err = errors.Join(err, rerr); err != nil {
+	if err = errors.Join(err, rerr, serr); err != nil {
 		return trial{}, err
 	}
 	pps, cpuPer, err := rates("received nothing", float64(st[1].Packets-st[0].Packets), secs, cpu[1]-cpu[0]-gcpu)
 	if err != nil {
 		return trial{}, err
 	}
-	return trial{pps: pps, offered: off, cpu: cpuPer}, nil
+	// The socket's drops (a full receive buffer), a 32-bit count in
+	// the kernel (SO_MEMINFO), which may wrap between the readings.
+	drops := float64(uint32(st[1].Drops) - uint32(st[0].Drops))
+	return trial{pps: pps, offered: off, drops: drops, cpu: cpuPer}, nil
 }
 
 var (
@@ -968,7 +985,9 @@ func (p *testpmdProc) exited() {
 
 // stop interrupts testpmd, waits for it and returns the last RX-packets
 // and TX-packets counts in its output: the totals it prints on its way
-// out.
+// out. A testpmd that did not exit cleanly (it died, or did not stop
+// within 20s) printed no totals, and its last periodic statistics are
+// not what it received: that is an error.
 func (p *testpmdProc) stop() (rx, tx uint64, err error) {
 	p.cmd.Process.Signal(os.Interrupt)
 	select {
@@ -977,9 +996,12 @@ func (p *testpmdProc) stop() (rx, tx uint64, err error) {
 		p.cmd.Process.Kill()
 		<-p.scanned
 	}
-	p.cmd.Wait()
+	werr := p.cmd.Wait()
 	p.exited()
 	out := p.out.String()
+	if werr != nil {
+		return 0, 0, fmt.Errorf("testpmd %s: %w:\n%s\n%s", p.mode, werr, out, p.stderr.String())
+	}
 	if rx, err = lastCount(reRx, out); err != nil {
 		return 0, 0, err
 	}
@@ -1038,6 +1060,9 @@ func testpmdRx(e *env, p *testpmdProc) (trial, error) {
 	// offered at.
 	if frames == 0 {
 		return trial{}, errors.New("testpmd rxonly: the generator offered nothing")
+	}
+	if total == 0 {
+		return trial{}, fmt.Errorf("testpmd rxonly received nothing of %d frames offered", frames)
 	}
 	pps := off * float64(total) / float64(frames)
 	return trial{pps: pps, offered: off, drops: float64(peer[1].Sub(peer[0]).RxDropped),
@@ -1099,8 +1124,28 @@ var reCRef = regexp.MustCompile(`^rx (\d+) dropped (\d+) ring_full (\d+)$`)
 type crefProc struct {
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr strings.Builder
-	done   bool
+	stderr lockedBuffer // written by exec's goroutine until Wait
+	waited bool
+	werr   error // what Wait returned
+}
+
+// lockedBuffer is a strings.Builder that one goroutine may write while
+// another reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // crefCounts is one report of the C reference: frames received, dropped
@@ -1130,18 +1175,26 @@ func startCRef(ctx context.Context, e *env, cpu int) (*crefProc, error) {
 			p.lines <- sc.Text()
 		}
 	}()
-	if l, err := p.next(); err != nil || l != "ready" {
+	l, err := p.next()
+	if err == nil && l != "ready" {
+		err = fmt.Errorf("C reference: want ready, got %q", l)
+	}
+	if err != nil {
 		p.kill()
-		return nil, errors.Join(err, fmt.Errorf("C reference: want ready, got %q", l))
+		return nil, err
 	}
 	return p, nil
 }
 
+// next returns the receiver's next line of output. When there is none
+// because the receiver exited, the error says why, from all it wrote to
+// its standard error.
 func (p *crefProc) next() (string, error) {
 	select {
 	case l, ok := <-p.lines:
 		if !ok {
-			return "", fmt.Errorf("C reference exited: %s", strings.TrimSpace(p.stderr.String()))
+			// Its standard error is whole only once Wait has returned.
+			return "", fmt.Errorf("C reference exited (%v): %s", p.wait(), strings.TrimSpace(p.stderr.String()))
 		}
 		return l, nil
 	case <-time.After(10 * time.Second):
@@ -1174,24 +1227,29 @@ func (p *crefProc) counts(sig os.Signal) (crefCounts, error) {
 // did not exit cleanly.
 func (p *crefProc) stop() (crefCounts, error) {
 	c, err := p.counts(syscall.SIGINT)
-	for range p.lines {
-	}
-	werr := p.cmd.Wait()
-	p.done = true
-	if err := errors.Join(err, werr); err != nil {
+	if err := errors.Join(err, p.wait()); err != nil {
 		return c, fmt.Errorf("C reference: %w: %s", err, strings.TrimSpace(p.stderr.String()))
 	}
 	return c, nil
 }
 
-// kill ends the receiver unless stop already did.
-func (p *crefProc) kill() {
-	if !p.done {
-		p.cmd.Process.Kill()
+// wait reads the receiver's output to its end, waits for it to exit, the
+// first time it is called, and returns what Wait returned.
+func (p *crefProc) wait() error {
+	if !p.waited {
 		for range p.lines {
 		}
-		p.cmd.Wait()
-		p.done = true
+		p.werr = p.cmd.Wait()
+		p.waited = true
+	}
+	return p.werr
+}
+
+// kill ends the receiver unless it has exited.
+func (p *crefProc) kill() {
+	if !p.waited {
+		p.cmd.Process.Kill()
+		p.wait()
 	}
 }
 
