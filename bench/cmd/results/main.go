@@ -2,8 +2,8 @@
 // (kernel, CPU, Go, DPDK), measures how often the receivers' CPU is taken
 // from them (bench/cmd/jitter), runs the benchmarks of package bench (through
 // benchstat when it can be fetched), runs bench/cmd/compare (afxdp side by
-// side with DPDK's testpmd), profiles rxdrop and the kernel's XDP_DROP
-// with perf (installing linux-perf when missing), and writes the tables
+// side with DPDK's testpmd), profiles rxdrop with perf (installing
+// linux-perf when missing), and writes the tables
 // into the page's template (results.md.tmpl, next to this file) with the
 // exact commands it ran.
 //
@@ -15,6 +15,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -22,9 +23,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -58,32 +61,59 @@ type data struct {
 	BenchCmd, BenchstatCmd, Bench      string
 	CompareCmd, Compare                string
 	JitterCmd, Jitter                  string
-	PerfCmd, PerfRx, PerfDrop          string
+	PerfCmd, PerfRx                    string
 	S                                  map[string]Summary
 	Generated                          string
 }
 
 func main() {
 	flag.Parse()
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "results:", err)
 		os.Exit(1)
 	}
 }
 
-func sh(name string, args ...string) (string, error) { return shIn("", name, args...) }
+func sh(ctx context.Context, name string, args ...string) (string, error) {
+	return shIn(ctx, "", name, args...)
+}
 
 // shIn runs a command in dir (empty: the current directory) and returns
-// its standard output; its standard error goes to ours.
-func shIn(dir, name string, args ...string) (string, error) {
+// its standard output; its standard error goes to ours. When ctx is done
+// (results was interrupted), the command is interrupted too.
+func shIn(ctx context.Context, dir, name string, args ...string) (string, error) {
 	fmt.Fprintf(os.Stderr, "+ %s %s\n", name, strings.Join(args, " "))
-	cmd := exec.Command(name, args...)
+	cmd := command(ctx, name, args...)
 	cmd.Dir = dir
 	var b bytes.Buffer
 	cmd.Stdout = &b
 	cmd.Stderr = os.Stderr
 	err := cmd.Run()
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%s: interrupted: %w", name, err)
+	}
 	return b.String(), err
+}
+
+// command makes a command that runs in a process group of its own and
+// that is interrupted, the whole group with it, when ctx is done: `go
+// run` ignores SIGINT and leaves it to the program it built, which a
+// signal to go alone would leave running (bench/cmd/compare, with its
+// namespace, veth pair and testpmd). A group that is still there a
+// minute later loses its leader to SIGKILL.
+func command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
+		return nil
+	}
+	cmd.WaitDelay = time.Minute
+	return cmd
 }
 
 func first(s string, err error) string {
@@ -150,7 +180,7 @@ func checkBenchtime(s string) error {
 	return nil
 }
 
-func run() error {
+func run(ctx context.Context) error {
 	if err := checkFlags(); err != nil {
 		return err
 	}
@@ -161,11 +191,11 @@ func run() error {
 	defer os.RemoveAll(tmp)
 	d := data{
 		Date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Kernel:    first(sh("uname", "-r")),
+		Kernel:    first(sh(ctx, "uname", "-r")),
 		CPU:       cpuModel(),
-		Cores:     first(sh("nproc")),
-		Go:        first(sh("go", "version")),
-		DPDK:      first(sh("dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev")),
+		Cores:     first(sh(ctx, "nproc")),
+		Go:        first(sh(ctx, "go", "version")),
+		DPDK:      first(sh(ctx, "dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev")),
 		Generated: "go run ./bench/cmd/results " + strings.Join(os.Args[1:], " "),
 	}
 
@@ -173,7 +203,7 @@ func run() error {
 	// while the machine is otherwise idle.
 	jargs := []string{"run", "./bench/cmd/jitter", "-cpu", "1", "-d", "10s"}
 	d.JitterCmd = "go " + strings.Join(jargs, " ")
-	if d.Jitter, err = sh("go", jargs...); err != nil {
+	if d.Jitter, err = sh(ctx, "go", jargs...); err != nil {
 		return fmt.Errorf("jitter: %w", err)
 	}
 
@@ -182,7 +212,7 @@ func run() error {
 	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
 		"-ring", fmt.Sprint(compareRing), "-big-ring", fmt.Sprint(compareBigRing), "-v", "-json", js}
 	d.CompareCmd = "go " + strings.Join(cargs[:len(cargs)-2], " ")
-	if d.Compare, err = sh("go", cargs...); err != nil {
+	if d.Compare, err = sh(ctx, "go", cargs...); err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
 	b, err := os.ReadFile(js)
@@ -198,12 +228,12 @@ func run() error {
 		d.S[s.Name] = s
 	}
 	if d.DPDK == "unknown" {
-		d.DPDK = first(sh("dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev"))
+		d.DPDK = first(sh(ctx, "dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev"))
 	}
 
 	bargs := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", fmt.Sprint(*count), "./bench/"}
 	d.BenchCmd = "go " + strings.Join(bargs, " ")
-	raw, err := sh("go", bargs...)
+	raw, err := sh(ctx, "go", bargs...)
 	if err != nil {
 		return fmt.Errorf("benchmarks: %w\n%s", err, raw)
 	}
@@ -213,7 +243,7 @@ func run() error {
 	}
 	// In the file's directory, so that its tables are headed by the
 	// file's name alone.
-	if st, err := shIn(tmp, "go", "run", "golang.org/x/perf/cmd/benchstat@latest", filepath.Base(rawFile)); err == nil {
+	if st, err := shIn(ctx, tmp, "go", "run", "golang.org/x/perf/cmd/benchstat@latest", filepath.Base(rawFile)); err == nil {
 		d.BenchstatCmd = "go run golang.org/x/perf/cmd/benchstat@latest bench.txt"
 		d.Bench = st
 	} else {
@@ -222,12 +252,17 @@ func run() error {
 	}
 
 	if !*noPerf {
-		if err := profile(tmp, &d); err != nil {
+		if err := profile(ctx, tmp, &d); err != nil {
 			fmt.Fprintln(os.Stderr, "results: perf profile skipped:", err)
-			d.PerfRx, d.PerfDrop = "(profile failed: "+err.Error()+")", ""
+			d.PerfRx = "(profile failed: " + err.Error() + ")"
 		}
 	}
 
+	// benchstat and the profile fall back on something else when they
+	// fail: an interrupted run must not write the page.
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
 	b, err = render(&d)
 	if err != nil {
 		return err
@@ -276,39 +311,41 @@ func render(d *data) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// profile records system-wide perf profiles of both CPUs while rxdrop runs
-// on its own veth topology, and while the generator feeds the kernel's
-// XDP_DROP, and keeps the top symbols of each CPU.
-func profile(tmp string, d *data) error {
+// profile records a system-wide perf profile while rxdrop runs on its own
+// veth topology, and keeps the top symbols of each CPU.
+func profile(ctx context.Context, tmp string, d *data) error {
 	if _, err := exec.LookPath("perf"); err != nil {
 		// A fresh machine has no package lists yet.
-		if _, err := sh("apt-get", "update"); err != nil {
+		if _, err := sh(ctx, "apt-get", "update"); err != nil {
 			return fmt.Errorf("install linux-perf: %w", err)
 		}
-		if _, err := sh("apt-get", "install", "-y", "linux-perf"); err != nil {
+		if _, err := sh(ctx, "apt-get", "install", "-y", "linux-perf"); err != nil {
 			return fmt.Errorf("install linux-perf: %w", err)
 		}
 	}
 	rxdrop := filepath.Join(tmp, "rxdrop")
-	if _, err := sh("go", "build", "-o", rxdrop, "./examples/rxdrop"); err != nil {
+	if _, err := sh(ctx, "go", "build", "-o", rxdrop, "./examples/rxdrop"); err != nil {
 		return err
 	}
 	data := filepath.Join(tmp, "perf.data")
 	d.PerfCmd = "rxdrop -d 8s -cpu 1 -quiet & sleep 3; perf record -a -g -o perf.data -- sleep 3; " +
 		"perf report -i perf.data --no-children --sort sym --cpu N --stdio"
-	cmd := exec.Command(rxdrop, "-d", "8s", "-cpu", "1", "-quiet")
+	cmd := command(ctx, rxdrop, "-d", "8s", "-cpu", "1", "-quiet")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	time.Sleep(3 * time.Second)
-	_, perr := sh("perf", "record", "-a", "-g", "-o", data, "--", "sleep", "3")
+	select {
+	case <-time.After(3 * time.Second):
+	case <-ctx.Done():
+	}
+	_, perr := sh(ctx, "perf", "record", "-a", "-g", "-o", data, "--", "sleep", "3")
 	werr := cmd.Wait()
 	if err := errors.Join(perr, werr); err != nil {
 		return err
 	}
 	top := func(cpu string) string {
-		s, err := sh("perf", "report", "-i", data, "--no-children", "--sort", "sym", "--cpu", cpu, "--stdio", "-g", "none", "--percent-limit", "1.5")
+		s, err := sh(ctx, "perf", "report", "-i", data, "--no-children", "--sort", "sym", "--cpu", cpu, "--stdio", "-g", "none", "--percent-limit", "1.5")
 		if err != nil {
 			return "(perf report failed)"
 		}

@@ -1,12 +1,30 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// TestMain runs results' main instead of the tests when
+// TestInterruptEndsChildrenAndCleansUp runs this binary as results.
+func TestMain(m *testing.M) {
+	if os.Getenv("AFXDP_RESULTS_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // contenders reads the contenders' names from bench/cmd/compare's source,
 // the names its -json output carries.
@@ -145,5 +163,109 @@ func TestRenderDropCounts(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`\d\.\d+e\+\d\d|\d+\.5\b`).FindString(page); m != "" {
 		t.Errorf("rendered page quotes a count as %q", m)
+	}
+}
+
+// TestInterruptEndsChildrenAndCleansUp runs results with a `go` that
+// takes its first `go run` for ever, sends results SIGTERM then, and
+// checks that results ended that child (which stands for go run and the
+// compare it runs, in the process group results made for them), removed
+// its temporary directory and wrote no page. results used to die at once,
+// leaving both behind.
+func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
+	dir := t.TempDir()
+	bin, tmp := filepath.Join(dir, "bin"), filepath.Join(dir, "tmp")
+	for _, d := range []string{bin, tmp} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pidFile := filepath.Join(dir, "child.pid")
+	fake := "#!/bin/sh\ncase \"$1\" in\nrun) echo $$ > " + pidFile + "; exec sleep 60;;\n*) echo fake go;;\nesac\n"
+	if err := os.WriteFile(filepath.Join(bin, "go"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	page := filepath.Join(dir, "RESULTS.md")
+	cmd := exec.Command(os.Args[0], "-o", page)
+	cmd.Env = append(os.Environ(), "AFXDP_RESULTS_MAIN=1", "PATH="+bin+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
+	// A file, not a pipe that the child would hold open: Wait returns
+	// when results has exited.
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	said := func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+
+	var child int
+	for deadline := time.Now().Add(20 * time.Second); child == 0; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(pidFile); err == nil && bytes.HasSuffix(b, []byte("\n")) {
+			if child, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results never ran go run:\n%s", said())
+		}
+	}
+	// What the old results left running.
+	defer syscall.Kill(child, syscall.SIGKILL)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+		done <- nil // for the deferred Kill's receive
+	case <-time.After(30 * time.Second):
+		t.Fatalf("results still running 30s after SIGTERM:\n%s", said())
+	}
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("results' child %d still there after results ended (kill 0: %v)", child, err)
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("results left in its temporary directory: %v %v", left, err)
+	}
+	if _, err := os.Stat(page); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an interrupted results wrote %s (%v)", page, err)
+	}
+	t.Logf("results said:\n%s", said())
+}
+
+// TestRenderShowsEveryField fills every text field of the page's data
+// with a marker of its own and checks that each lands on the page: a
+// field that run fills and the page never shows is a measurement or a
+// command the page claims and does not publish.
+func TestRenderShowsEveryField(t *testing.T) {
+	d := data{S: map[string]Summary{}}
+	for _, n := range contenders(t) {
+		d.S[n] = Summary{Name: n, Mpps: 1}
+	}
+	v := reflect.ValueOf(&d).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.String {
+			f.SetString("MARK-" + v.Type().Field(i).Name + "-")
+		}
+	}
+	b, err := render(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range v.NumField() {
+		if v.Field(i).Kind() == reflect.String {
+			if mark := "MARK-" + v.Type().Field(i).Name + "-"; !bytes.Contains(b, []byte(mark)) {
+				t.Errorf("the page does not show data.%s", v.Type().Field(i).Name)
+			}
+		}
 	}
 }
