@@ -644,9 +644,11 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 			e = sys.WakeRx(s.fd)
 			s.rxSide.wakeups.Add(1)
 		} else if s.rxSide.idle++; s.rxSide.idle >= unboundProbe {
-			// Left at the mark while unbound: each later empty
+			// Held at the mark while unbound: each later empty
 			// call asks again, and fails again.
-			if e = sys.WakeRx(s.fd); e != unix.ENXIO {
+			if e = sys.WakeRx(s.fd); e == unix.ENXIO {
+				s.rxSide.idle = unboundProbe
+			} else {
 				s.rxSide.idle = 0
 			}
 		}
