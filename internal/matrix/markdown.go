@@ -136,15 +136,15 @@ The method (the same on every run; what this run did is under "This run"):
   are machine-wide from /proc/stat over the window, divided by the packets: they include the
   generator's work and anything else the machine did meanwhile, and /proc/stat counts in 10 ms ticks.
 - **Loss and drops.** loss, the sockets' drop counters (rx's receiver; rr's client and echo, whose
-  receive buffers are where rr loses most) and every interface's counters cover one span
-  with nothing in flight at either edge: for rx and tx from before the first frame to the end of the
-  drain (warm-up included), for rr the measured requests until the stragglers' time is up. A count
-  above what was sent fails the cell rather than being taken for no loss. Interfaces are named by
-  their role (B's veth, host end of A's veth), not by their random names. One drop may move several
-  counters: an AF_XDP socket's rx_dropped counts a frame it had no room for, its fill_ring_empty how
-  often that was for want of a fill-ring entry, and the socket's veth (B's; A's for rr's client),
-  running XDP natively, counts the failed redirect of the same frame as its rx_dropped; the table
-  shows them together as the same drops.
+  receive buffers are where rr loses most) and every interface's counters cover one span with nothing
+  in flight at either edge: for rx and tx from before the first frame to the end of the drain
+  (warm-up included), for rr the measured requests until replies stop coming in and both ends have
+  taken what their sockets hold. A count above what was sent fails the cell rather than being taken
+  for no loss. Interfaces are named by their role (B's veth, host end of A's veth), not by their
+  random names. One drop may move several counters: an AF_XDP socket's rx_dropped counts a frame it
+  had no room for, its fill_ring_empty how often that was for want of a fill-ring entry, and the
+  socket's veth (B's; A's for rr's client), running XDP natively, counts the failed redirect of the
+  same frame as its rx_dropped; the table shows them together as the same drops.
   Loss with no counter is usually the veth ring or the backlog queue (/proc/net/softnet_stat).
 - **rr** runs the client and the echo on the same path (both containers use it). The AF_PACKET rr
   uses one frame per recvfrom/sendto: a TPACKET_V3 ring would hold frames for up to its 1 ms block

@@ -19,8 +19,8 @@ type Sample struct {
 	// lost. Sent, Received, Lost and Drops cover one span, with nothing in
 	// flight at either edge: for rx and tx the whole measurement, from
 	// before the first frame to the end of the drain (warm-up included);
-	// for rr the requests of the measured window, until the stragglers'
-	// time is up.
+	// for rr the requests of the measured window, until replies stop
+	// coming in and both ends have taken what their sockets hold.
 	Sent     uint64 `json:"sent"`
 	Received uint64 `json:"received"`
 	// PPS is packets received per second in the window (for rr: round
@@ -76,11 +76,36 @@ const slice = 50 * time.Millisecond
 
 const drainTime = 50 * time.Millisecond
 
+// rr waits for late replies until none has come for stragglerQuiet, or
+// for stragglerMax at most, before it stops the echo, and again before it
+// stops the receiver.
+const (
+	stragglerQuiet = 4 * drainTime
+	stragglerMax   = 3 * time.Second
+)
+
+// sleepCtx sleeps for d, or until ctx ends, and then returns its error.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err()
+}
+
 type measurer struct {
 	cfg Config
 	// read takes the readings at a window's ends; nil is readNow. Tests
 	// replace it to see which moment each reading was taken at.
 	read func() (reading, error)
+	// wrapEcho and wrapClient, if set, wrap rr's echo and client as they
+	// are opened. Tests use them to starve one end.
+	wrapEcho   func(rrEcho) rrEcho
+	wrapClient func(rrClient) rrClient
 }
 
 func (m *measurer) measure(ctx context.Context, t *topo, path, mode string, size int) (Sample, cellInfo, error) {
@@ -471,6 +496,9 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 		return s, info, fmt.Errorf("open %s echo on B: %w", path, err)
 	}
 	defer func() { err = errors.Join(err, echo.close()) }()
+	if m.wrapEcho != nil {
+		echo = m.wrapEcho(echo)
+	}
 	var cl rrClient
 	if err := t.A.Do(func() (err error) {
 		cl, _, err = newClient(path, t, pl)
@@ -479,6 +507,9 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 		return s, info, fmt.Errorf("open %s client on A: %w", path, err)
 	}
 	defer func() { err = errors.Join(err, cl.close()) }()
+	if m.wrapClient != nil {
+		cl = m.wrapClient(cl)
+	}
 	info.xdpInfo = ex
 	info.Generator = fmt.Sprintf("%s client in A at %d/s", path, m.cfg.Rate)
 
@@ -519,30 +550,33 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	stopRecv := make(chan struct{})
 	var rwg sync.WaitGroup
 	var recvErr error
+	onReply := func(p []byte) {
+		seq, sent, ok := unstamp(p)
+		if !ok {
+			return
+		}
+		rtt := time.Since(epoch) - sent
+		mu.Lock()
+		replies++
+		if seq >= measureFrom {
+			measured++
+			rtts.add(rtt)
+		}
+		mu.Unlock()
+	}
 	rwg.Add(1)
 	go func() {
 		defer rwg.Done()
 		for {
 			select {
 			case <-stopRecv:
+				// The replies A's socket already holds are
+				// the window's too.
+				recvErr = cl.recv(0, onReply)
 				return
 			default:
 			}
-			err := cl.recv(pollSlice, func(p []byte) {
-				seq, sent, ok := unstamp(p)
-				if !ok {
-					return
-				}
-				rtt := time.Since(epoch) - sent
-				mu.Lock()
-				replies++
-				if seq >= measureFrom {
-					measured++
-					rtts.add(rtt)
-				}
-				mu.Unlock()
-			})
-			if err != nil {
+			if err := cl.recv(pollSlice, onReply); err != nil {
 				recvErr = err
 				return
 			}
@@ -634,8 +668,8 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 		if err := ctx.Err(); err != nil {
 			return s, info, err
 		}
-		if d := due.Sub(now); d > 0 {
-			time.Sleep(d)
+		if err := sleepCtx(ctx, due.Sub(now)); err != nil {
+			return s, info, err
 		}
 		stamp(payload, seq, epoch)
 		seq++
@@ -650,9 +684,45 @@ func (m *measurer) rr(ctx context.Context, t *topo, path string, size int) (s Sa
 	if err != nil {
 		return s, info, err
 	}
-	time.Sleep(4 * drainTime) // stragglers
-	stopReceiver()
+	// Stragglers: wait while replies still come in, then stop the echo,
+	// which answers what B's socket holds, wait for those answers, and
+	// stop the receiver, which takes what A's socket holds. What is lost
+	// then is what a drop counter counts, not what a starved end had not
+	// yet taken.
+	settle := func() error {
+		start := time.Now()
+		var last uint64
+		lastAt := start
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			mu.Lock()
+			r, got := replies, measured
+			mu.Unlock()
+			if got >= n {
+				return nil
+			}
+			now := time.Now()
+			if r != last {
+				last, lastAt = r, now
+			}
+			if now.Sub(lastAt) >= stragglerQuiet || now.Sub(start) >= stragglerMax {
+				return nil
+			}
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	if err := settle(); err != nil {
+		return s, info, err
+	}
 	stopEchoing()
+	if err := settle(); err != nil {
+		return s, info, err
+	}
+	stopReceiver()
 	if echoErr != nil {
 		return s, info, fmt.Errorf("echo: %w", echoErr)
 	}

@@ -29,7 +29,8 @@ type rrClient interface {
 	// send sends one request carrying payload.
 	send(payload []byte) error
 	// recv waits up to timeout for replies and calls fn with the payload
-	// of each.
+	// of each. A timeout of 0 takes every reply the socket already holds,
+	// without waiting.
 	recv(timeout time.Duration, fn func(payload []byte)) error
 	// drops are the socket's own drop counters, by name, since it was
 	// opened.
@@ -39,8 +40,8 @@ type rrClient interface {
 
 // rrEcho is B's end: it sends every request back to where it came from.
 type rrEcho interface {
-	// serve answers requests until stop is closed and returns how many
-	// it answered.
+	// serve answers requests until stop is closed, then those its socket
+	// already holds, and returns how many it answered.
 	serve(stop <-chan struct{}) (uint64, error)
 	// drops are the socket's own drop counters, by name, since it was
 	// opened; it may be called while serve runs.
@@ -112,6 +113,15 @@ func (u *udpClient) send(p []byte) error {
 }
 
 func (u *udpClient) recv(timeout time.Duration, fn func([]byte)) error {
+	if timeout <= 0 {
+		for {
+			n, _, ok, err := udpReadNow(u.c, u.buf)
+			if err != nil || !ok {
+				return err
+			}
+			fn(u.buf[:n])
+		}
+	}
 	if err := u.c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
@@ -143,26 +153,67 @@ func udpDrops(c *net.UDPConn) (uint64, error) {
 	return uint64(n), nil
 }
 
+// udpReadNow reads into b a datagram that c already holds, without
+// waiting; ok is false when it holds none.
+func udpReadNow(c *net.UDPConn, b []byte) (n int, from netip.AddrPort, ok bool, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, from, false, err
+	}
+	// A read deadline that has passed fails a read before it is tried.
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return 0, from, false, err
+	}
+	var sa unix.Sockaddr
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, sa, rerr = unix.Recvfrom(int(fd), b, unix.MSG_DONTWAIT)
+			if !errors.Is(rerr, unix.EINTR) {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, from, false, err
+	}
+	if errors.Is(rerr, unix.EAGAIN) {
+		return 0, from, false, nil
+	}
+	if rerr != nil {
+		return 0, from, false, os.NewSyscallError("recvfrom", rerr)
+	}
+	if sa4, ok := sa.(*unix.SockaddrInet4); ok {
+		from = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port))
+	}
+	return n, from, true, nil
+}
+
 type udpEcho struct{ c *net.UDPConn }
 
 func (u *udpEcho) serve(stop <-chan struct{}) (uint64, error) {
 	buf := make([]byte, 2048)
 	var n uint64
 	for {
+		var k int
+		var from netip.AddrPort
 		select {
 		case <-stop:
-			return n, nil
-		default:
-		}
-		if err := u.c.SetReadDeadline(time.Now().Add(pollSlice)); err != nil {
-			return n, err
-		}
-		k, from, err := u.c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
+			var ok bool
+			var err error
+			if k, from, ok, err = udpReadNow(u.c, buf); err != nil || !ok {
+				return n, err
 			}
-			return n, err
+		default:
+			if err := u.c.SetReadDeadline(time.Now().Add(pollSlice)); err != nil {
+				return n, err
+			}
+			var err error
+			if k, from, err = u.c.ReadFromUDPAddrPort(buf); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
+				}
+				return n, err
+			}
 		}
 		if _, err := u.c.WriteToUDPAddrPort(buf[:k], from); err != nil {
 			return n, err
@@ -282,9 +333,11 @@ func (c *rawClient) send(p []byte) error {
 }
 
 func (c *rawClient) recv(timeout time.Duration, fn func([]byte)) error {
-	ok, err := c.raw.wait(timeout)
-	if err != nil || !ok {
-		return err
+	if timeout > 0 {
+		ok, err := c.raw.wait(timeout)
+		if err != nil || !ok {
+			return err
+		}
 	}
 	for {
 		n, err := c.raw.read(c.in[:])
@@ -315,17 +368,18 @@ func (e *rawEcho) serve(stop <-chan struct{}) (uint64, error) {
 	var in [2048]byte
 	var n uint64
 	for {
+		stopping := false
 		select {
 		case <-stop:
-			return n, nil
+			stopping = true
 		default:
-		}
-		ok, err := e.raw.wait(pollSlice)
-		if err != nil {
-			return n, err
-		}
-		if !ok {
-			continue
+			ok, err := e.raw.wait(pollSlice)
+			if err != nil {
+				return n, err
+			}
+			if !ok {
+				continue
+			}
 		}
 		for {
 			k, err := e.raw.read(in[:])
@@ -346,6 +400,9 @@ func (e *rawEcho) serve(stop <-chan struct{}) (uint64, error) {
 				return n, err
 			}
 			n++
+		}
+		if stopping {
+			return n, nil
 		}
 	}
 }
@@ -434,16 +491,31 @@ func (c *xskClient) send(p []byte) error {
 }
 
 func (c *xskClient) recv(timeout time.Duration, fn func([]byte)) error {
+	if timeout <= 0 {
+		for {
+			k, err := c.take(0, fn)
+			if err != nil || k == 0 {
+				return err
+			}
+		}
+	}
+	_, err := c.take(timeout, fn)
+	return err
+}
+
+// take takes one batch of replies, waiting up to timeout for the first,
+// and returns how many frames it took.
+func (c *xskClient) take(timeout time.Duration, fn func([]byte)) (int, error) {
 	k, err := c.s.Receive(c.rx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if k == 0 {
+	if k == 0 && timeout > 0 {
 		if _, err := c.s.Wait(xsk.Readable, timeout); err != nil {
-			return err
+			return 0, err
 		}
 		if k, err = c.s.Receive(c.rx); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	for _, d := range c.rx[:k] {
@@ -451,7 +523,7 @@ func (c *xskClient) recv(timeout time.Duration, fn func([]byte)) error {
 			fn(p.Payload)
 		}
 	}
-	return c.s.Release(c.rx[:k])
+	return k, c.s.Release(c.rx[:k])
 }
 
 func (c *xskClient) drops() (map[string]uint64, error) { return xskDrops(c.s, "A") }
@@ -480,9 +552,10 @@ const keyXSKEchoRefused = "B's AF_XDP echo replies refused by a full TX ring"
 func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 	var n uint64
 	for {
+		stopping := false
 		select {
 		case <-stop:
-			return n, nil
+			stopping = true
 		default:
 		}
 		k, err := e.s.Receive(e.descs)
@@ -490,6 +563,9 @@ func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 			return n, err
 		}
 		if k == 0 {
+			if stopping {
+				return n, nil
+			}
 			if _, err := e.s.Wait(xsk.Readable, pollSlice); err != nil {
 				return n, err
 			}
