@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,8 +20,10 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
+	"golang.org/x/sys/unix"
 )
 
 func request(t testing.TB, payload string) []byte {
@@ -342,11 +346,18 @@ func startServer(t *testing.T, v *netenv.Veth, o *xsk.Options, addr netip.Addr) 
 	var c app.Config
 	c.Defaults()
 	c.Wait = app.WaitPoll
+	return startServerWith(t, v, o, addr, &c)
+}
+
+// startServerWith is startServer with the server's knobs (-wait, -cpu
+// and the rest) from c.
+func startServerWith(t *testing.T, v *netenv.Veth, o *xsk.Options, addr netip.Addr, c *app.Config) *server {
+	t.Helper()
 	var sock *xsk.Socket
 	var err error
 	me := &local{mac: [6]byte(v.Peer.MAC), ips: []netip.Addr{v.Peer.IP()}}
 	if o == nil {
-		sock, me, err = open(v.Peer.Name, &c, 9000, addr, &v.Peer)
+		sock, me, err = open(v.Peer.Name, c, 9000, addr, &v.Peer)
 	} else {
 		// A program that takes every frame takes ARP too.
 		if err := pktgen.AddNeighbors(v); err != nil {
@@ -360,7 +371,7 @@ func startServer(t *testing.T, v *netenv.Veth, o *xsk.Options, addr netip.Addr) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{sock: sock, port: 9000, me: me, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
+	s := newServer(sock, 9000, me, c)
 	served := make(chan error, 1)
 	go func() { served <- s.serve() }()
 	t.Cleanup(func() {
@@ -504,4 +515,71 @@ func TestStopWithTXRingFullCounts(t *testing.T) {
 	if !strings.Contains(rep.String(), "answered 3 datagrams") || !strings.Contains(rep.String(), "5 answers not sent") {
 		t.Errorf("report does not account for the unsent answers: %s", rep.String())
 	}
+}
+
+// TestServeRunsWhereConfigured checks that the server honours -cpu and
+// -wait nap, which echo registers with the other common flags: its
+// thread is pinned to that CPU alone and, while idle, naps in
+// nanosleep(2) (rather than sleeping in poll(2), as it does with -wait
+// poll), and it answers all the same.
+func TestServeRunsWhereConfigured(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("needs two CPUs: pinned to the only one, a thread is not told apart")
+	}
+	cpu := 0
+	for !all.IsSet(cpu) {
+		cpu++
+	}
+	host := testenv.NewNetns(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{HostNS: host})
+	var c app.Config
+	c.Defaults()
+	c.CPU, c.Wait, c.Nap = cpu, app.WaitNap, 20*time.Millisecond
+	startServerWith(t, v, nil, netip.Addr{}, &c)
+
+	// The server's thread is the one whose CPU set is {cpu}; once
+	// found, it is seen napping: idle, it is in nanosleep(2) nearly
+	// always.
+	tid, napping := 0, false
+	for deadline := time.Now().Add(10 * time.Second); !napping && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if tid == 0 {
+			tid = pinnedThread(t, cpu)
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nr, _, _ := strings.Cut(string(b), " ")
+		napping = nr == strconv.Itoa(unix.SYS_NANOSLEEP) || nr == strconv.Itoa(unix.SYS_CLOCK_NANOSLEEP)
+	}
+	if tid == 0 {
+		t.Fatalf("-cpu %d: no thread of the process pinned to CPU %d alone", cpu, cpu)
+	}
+	if !napping {
+		t.Fatalf("-wait nap: the server's thread %d never seen in nanosleep(2) while idle", tid)
+	}
+	sendFromHost(t, v, 100)
+}
+
+// pinnedThread returns a thread of this process whose CPU set is cpu
+// alone, or 0.
+func pinnedThread(t *testing.T, cpu int) int {
+	t.Helper()
+	tids, err := sys.ThreadIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if unix.SchedGetaffinity(tid, &set) == nil && set.Count() == 1 && set.IsSet(cpu) {
+			return tid
+		}
+	}
+	return 0
 }

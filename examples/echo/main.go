@@ -182,7 +182,7 @@ func run(ctx context.Context, c *app.Config, port uint16, addr netip.Addr, n int
 			ifname, len(me.ips), joinAddrs(me.ips), port)
 	}
 
-	s := &server{sock: sock, port: port, me: me, wait: c.Wait, descs: make([]xsk.Desc, c.Batch)}
+	s := newServer(sock, port, me, c)
 	body := func(ctx context.Context) error { // serve until interrupted
 		<-ctx.Done()
 		return nil
@@ -345,12 +345,18 @@ func (me *local) forMe(frame []byte) bool {
 // server answers datagrams on one socket. serve runs on one goroutine;
 // the counters may be read from any.
 type server struct {
-	sock  *xsk.Socket
-	port  uint16
-	me    *local
-	wait  app.WaitMode
-	descs []xsk.Desc
-	stop  atomic.Bool
+	sock *xsk.Socket
+	port uint16
+	me   *local
+	// idle waits, as -wait says, when nothing has arrived (the loop's
+	// other methods are not used).
+	idle *app.Loop
+	// cpu is the CPU serve pins its thread to (-1: none); isolate keeps
+	// the process's other threads off it.
+	cpu     int
+	isolate bool
+	descs   []xsk.Desc
+	stop    atomic.Bool
 	// answered counts the datagrams answered; fragments and tagged the
 	// ones for port that echo cannot answer (see verdict); dropped the
 	// frames that were not datagrams for port sent to the addresses in
@@ -365,7 +371,29 @@ func (s *server) report(out io.Writer) {
 		s.answered.Load(), s.fragments.Load(), s.tagged.Load(), s.unsent.Load(), s.dropped.Load(), s.port)
 }
 
-func (s *server) serve() error {
+// newServer makes a server for port on sock that answers datagrams to
+// me, and waits and runs where c says (-wait, -spin, -nap, -cpu,
+// -isolate).
+func newServer(sock *xsk.Socket, port uint16, me *local, c *app.Config) *server {
+	return &server{sock: sock, port: port, me: me, idle: app.NewLoop(sock, c),
+		cpu: c.CPU, isolate: c.Isolate, descs: make([]xsk.Desc, c.Batch)}
+}
+
+// serve answers datagrams until stop is set, on a thread of its own,
+// pinned to cpu when it is set.
+func (s *server) serve() (err error) {
+	unpin, err := app.PinThread(s.cpu)
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	if s.cpu >= 0 && s.isolate {
+		restore, err := app.KeepOffCPU(s.cpu)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, restore()) }()
+	}
 	var drop []xsk.Desc
 	for !s.stop.Load() {
 		k, err := s.sock.Receive(s.descs)
@@ -373,13 +401,12 @@ func (s *server) serve() error {
 			return err
 		}
 		if k == 0 {
-			if s.wait != app.WaitSpin {
-				if _, err := s.sock.Wait(xsk.Readable, 100*time.Millisecond); err != nil {
-					return err
-				}
+			if err := s.idle.Idle(xsk.Readable); err != nil {
+				return err
 			}
 			continue
 		}
+		s.idle.Busy()
 		// Turn the good ones around in place, compacting them to the
 		// front; give the rest back.
 		out := s.descs[:0]

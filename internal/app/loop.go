@@ -111,6 +111,15 @@ func (l *Loop) probe(ev xsk.Events) error {
 // busy resets the hybrid spin clock.
 func (l *Loop) busy() { l.idleStart = time.Time{} }
 
+// Idle does what the loop's wait mode says to do when an iteration of a
+// loop of the caller's own over Sock (echo's) found nothing to do: spin,
+// poll(2) for ev, spin for Spin and then poll, or nap. Call Busy after an
+// iteration that did something.
+func (l *Loop) Idle(ev xsk.Events) error { return l.idle(ev) }
+
+// Busy tells the loop that an iteration did something (see Idle).
+func (l *Loop) Busy() { l.busy() }
+
 func bytesOf(descs []xsk.Desc) uint64 {
 	var b uint64
 	for i := range descs {
