@@ -143,6 +143,17 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.FrameSize = 0 }, "frame 0: must be 2048 or 4096"},
 		{func(c *Config) { c.FrameSize = 1000 }, "frame 1000"},
 		{func(c *Config) { c.NumFrames = -1 }, "frames -1"},
+		// Beyond what the UMEM or a ring may have, or too few receive
+		// frames for the fill ring: refused naming the flag, before a
+		// topology is built, not by xsk.Open naming a field.
+		{func(c *Config) { c.NumFrames = 1<<24 + 1 }, "frames 16777217: must be at most 16777216"},
+		{func(c *Config) { c.RingSize = 1 << 31 }, "ring 2147483648: must be at most"},
+		{func(c *Config) { c.RingSize = 1 << 62 }, "ring 4611686018427387904: must be at most"},
+		{func(c *Config) { c.RingSize = 1 << 23 }, "ring 8388608: the default -frames"},
+		{func(c *Config) { c.NumFrames = 100 }, "frames 100: must be at least 4095"},
+		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24, 1<<24 }, "ring 16777216: must be at most 8388608"},
+		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24-2, 1<<23 }, "frames 16777214: must be at least 16777215"},
+		{func(c *Config) { c.BusyPoll = 500 * time.Nanosecond }, "busy-poll 500ns: must be 0 (off) or at least 1µs"},
 		{func(c *Config) { c.Queue = -1 }, "q -1"},
 		{func(c *Config) { c.BusyPoll = -time.Second }, "busy-poll -1s"},
 		{func(c *Config) { c.BusyPoll = time.Hour }, "busy-poll 1h0m0s"},
@@ -162,6 +173,31 @@ func TestValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate() = %v, want an error naming %q", err, tc.want)
 		}
+	}
+}
+
+// TestValidateFrames checks the UMEM's frame count against the rings: a
+// run that receives needs half the frames (the receive ones) to fill the
+// fill ring, and -frames just that many is accepted; txonly, which binds
+// with every frame for transmit, needs none for receiving.
+func TestValidateFrames(t *testing.T) {
+	var c Config
+	c.Defaults()
+	c.RingSize, c.Batch = 256, 64
+	c.NumFrames = 2*256 - 1 // 256 receive frames, 255 transmit ones
+	if err := c.Validate(); err != nil {
+		t.Errorf("-ring 256 -frames 511: %v", err)
+	}
+	c.NumFrames = 100
+	if err := c.Validate(); err == nil {
+		t.Errorf("-ring 256 -frames 100: accepted for a run that receives")
+	}
+	if err := validate(&c, TxOnly); err != nil {
+		t.Errorf("txonly -ring 256 -frames 100: %v", err)
+	}
+	c.NumFrames, c.RingSize = 0, 1<<22 // the default 4×ring is the UMEM's limit
+	if err := c.Validate(); err != nil {
+		t.Errorf("-ring %d: %v", c.RingSize, err)
 	}
 }
 
@@ -212,8 +248,26 @@ func TestFormat(t *testing.T) {
 	if got := formatBits(64*1000, 1000, 1); got != "" {
 		t.Errorf("bits shown for 64-byte frames: %q", got)
 	}
-	if got := formatBits(1500*1000, 1000, 1); got != " 0.01 Gb/s" {
-		t.Errorf("formatBits = %q", got)
+	// Each rate in a unit that shows it: slow or small frames were
+	// "0.00 Gb/s"; frames of 64.5 bytes on average are above 64.
+	for _, tc := range []struct {
+		bytes, pkts uint64
+		secs        float64
+		want        string
+	}{
+		{1500 * 1000, 1000, 1, " 12.00 Mb/s"},
+		{128 * 1000, 1000, 1, " 1.02 Mb/s"},
+		{128 * 10, 10, 1, " 10.24 kb/s"},
+		{100, 1, 1, " 0.80 kb/s"},
+		{100, 1, 20, " 40 b/s"},
+		{1500 * 1e6, 1e6, 1, " 12.00 Gb/s"},
+		{128 * 200000, 200000, 1, " 0.20 Gb/s"},
+		{129, 2, 1, " 1.03 kb/s"},
+		{1500, 1, 0, ""},
+	} {
+		if got := formatBits(tc.bytes, tc.pkts, tc.secs); got != tc.want {
+			t.Errorf("formatBits(%d, %d, %v) = %q, want %q", tc.bytes, tc.pkts, tc.secs, got, tc.want)
+		}
 	}
 }
 
@@ -236,7 +290,7 @@ func TestPrintResultRates(t *testing.T) {
 	}
 	b.Reset()
 	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, TxBytes: 1000 * 1500})
-	if !strings.Contains(b.String(), "1.0 kpps 0.01 Gb/s") {
+	if !strings.Contains(b.String(), "1.0 kpps 12.00 Mb/s") {
 		t.Errorf("txonly of 1500-byte frames without bits per second:\n%s", b.String())
 	}
 }

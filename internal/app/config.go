@@ -12,6 +12,8 @@ import (
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/sys"
+	"github.com/afxdp/afxdp/ring"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -223,20 +225,24 @@ func (c *Config) RegisterCommonFlags(fs *flag.FlagSet) {
 // maxBusyPoll is the largest SO_BUSY_POLL time, in microseconds an int.
 const maxBusyPoll = time.Duration(math.MaxInt32) * time.Microsecond
 
-// Validate checks the knobs, before anything is built: those xsk.Options
-// checks too, so that the error names the flag rather than the field. The
-// generator's (GenCPU, GenBatch) are checked without Interface, where the
-// built-in topology's generator uses them; a run that starts no generator
-// calls [Config.ValidateWithoutGenerator] instead.
-func (c *Config) Validate() error { return c.validate(c.Interface == "") }
+// Validate checks the knobs of a run that receives, before anything is
+// built: those xsk.Options and the UMEM check too, so that the error
+// names the flag rather than the field. The generator's (GenCPU,
+// GenBatch) are checked without Interface, where the built-in topology's
+// generator uses them; a run that starts no generator calls
+// [Config.ValidateWithoutGenerator] instead.
+func (c *Config) Validate() error { return c.validate(c.Interface == "", true) }
 
-// ValidateWithoutGenerator is Validate for a run that starts no
-// generator (txonly, echo), where GenCPU and GenBatch do nothing and are
-// not checked.
-func (c *Config) ValidateWithoutGenerator() error { return c.validate(false) }
+// ValidateWithoutGenerator is Validate for a run that receives and starts
+// no generator (echo), where GenCPU and GenBatch do nothing and are not
+// checked.
+func (c *Config) ValidateWithoutGenerator() error { return c.validate(false, true) }
 
-// validate checks the knobs, the generator's too when gen is set.
-func (c *Config) validate(gen bool) error {
+// validate checks the knobs, the generator's too when gen is set. A run
+// that receives (rx) needs receive frames enough to fill the fill ring;
+// one that only transmits (txonly) needs none in copy mode, where xsk
+// gives every frame to transmit, and is not held to it.
+func (c *Config) validate(gen, rx bool) error {
 	switch {
 	case c.Batch < 1 || c.Batch > 4096:
 		return fmt.Errorf("batch %d: must be between 1 and 4096", c.Batch)
@@ -248,6 +254,22 @@ func (c *Config) validate(gen bool) error {
 		return fmt.Errorf("frame %d: must be 2048 or 4096", c.FrameSize)
 	case c.NumFrames < 0:
 		return fmt.Errorf("frames %d: must not be negative (0: 4×ring)", c.NumFrames)
+	case c.RingSize > ring.MaxSize:
+		return fmt.Errorf("ring %d: must be at most %d", c.RingSize, ring.MaxSize)
+	case rx && c.RingSize > umem.MaxNumFrames/2:
+		// Half the frames receive, and they must fill the fill ring.
+		return fmt.Errorf("ring %d: must be at most %d: the UMEM has at most %d frames, and half of them must fill the fill ring",
+			c.RingSize, umem.MaxNumFrames/2, umem.MaxNumFrames)
+	case c.NumFrames > umem.MaxNumFrames:
+		return fmt.Errorf("frames %d: must be at most %d", c.NumFrames, umem.MaxNumFrames)
+	case c.NumFrames == 0 && 4*c.RingSize > umem.MaxNumFrames:
+		return fmt.Errorf("ring %d: the default -frames, 4×ring = %d, is more than the UMEM may have (%d): set -frames",
+			c.RingSize, 4*c.RingSize, umem.MaxNumFrames)
+	case rx && c.NumFrames > 0 && c.NumFrames-c.NumFrames/2 < c.RingSize:
+		return fmt.Errorf("frames %d: must be at least %d (2×ring - 1): half of them receive, and they must fill the %d-entry fill ring",
+			c.NumFrames, 2*c.RingSize-1, c.RingSize)
+	case c.BusyPoll > 0 && c.BusyPoll < time.Microsecond:
+		return fmt.Errorf("busy-poll %v: must be 0 (off) or at least 1µs: SO_BUSY_POLL counts whole microseconds, and 0 would busy-poll not at all", c.BusyPoll)
 	case c.Queue < 0:
 		return fmt.Errorf("q %d: must not be negative", c.Queue)
 	case c.BusyPoll < 0 || c.BusyPoll > maxBusyPoll:

@@ -195,10 +195,10 @@ func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, e
 }
 
 // validate checks c for a run of kind: txonly starts no generator, so
-// the generator's flags are not its concern.
+// the generator's flags are not its concern, and receives nothing.
 func validate(c *Config, kind Kind) error {
 	if kind == TxOnly {
-		return c.ValidateWithoutGenerator()
+		return c.validate(false, false)
 	}
 	return c.Validate()
 }
@@ -580,13 +580,24 @@ func FormatRate(pps float64) string {
 	return fmt.Sprintf("%.0f pps", pps)
 }
 
-// formatBits formats a bit rate of frames of avg bytes, or "" for frames
-// of 64 bytes or less.
+// formatBits formats the bit rate of pkts frames of bytes in all over
+// secs, or "" for frames of 64 bytes or less on average, or no time. The
+// unit is the largest in which the rate reads 0.10 or more, so that two
+// decimals show it ("1.02 Mb/s", not "0.00 Gb/s").
 func formatBits(bytes uint64, pkts uint64, secs float64) string {
-	if pkts == 0 || bytes/pkts <= 64 {
+	if pkts == 0 || bytes <= 64*pkts || secs <= 0 {
 		return ""
 	}
-	return fmt.Sprintf(" %.2f Gb/s", float64(bytes)*8/secs/1e9)
+	switch bps := float64(bytes) * 8 / secs; {
+	case bps >= 1e8:
+		return fmt.Sprintf(" %.2f Gb/s", bps/1e9)
+	case bps >= 1e5:
+		return fmt.Sprintf(" %.2f Mb/s", bps/1e6)
+	case bps >= 1e2:
+		return fmt.Sprintf(" %.2f kb/s", bps/1e3)
+	default:
+		return fmt.Sprintf(" %.0f b/s", bps)
+	}
 }
 
 func printRate(out io.Writer, kind Kind, at time.Duration, a, b snapshot, gen, sink bool) {
