@@ -86,7 +86,8 @@ func main() {
 		a, err = parseAddr(*addr)
 	}
 	if err == nil {
-		ctx, cancel := app.Context(c.Duration)
+		// run times -d itself, from the start of serving.
+		ctx, cancel := app.Context(0)
 		err = run(ctx, &c, p, a, *n, os.Stdout)
 		cancel()
 	}
@@ -183,6 +184,13 @@ func run(ctx context.Context, c *app.Config, port uint16, addr netip.Addr, n int
 	}
 
 	s := newServer(sock, port, me, c)
+	if c.Duration > 0 {
+		// As for the other examples, building the topology and
+		// opening the socket do not count.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Duration)
+		defer cancel()
+	}
 	body := func(ctx context.Context) error { // serve until interrupted
 		<-ctx.Done()
 		return nil
