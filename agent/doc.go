@@ -60,9 +60,12 @@
 // client connected to; another device, or one whose program is no longer
 // attached (see below), gets /fd_nak and /xsk_register_nak respectively.
 // Every descriptor received is closed once the request is answered. When
-// the server hangs up, it first discards what the client sent after the
-// last request it answered, so that the client reads that answer and then
-// the end of the connection, not a reset.
+// the server ends a connection, whatever the reason (a hang-up, an error,
+// MaxConns, Close), it first discards what the client sent after the last
+// request it answered and closes the descriptors that came with it, so
+// that the client reads that answer and then the end of the connection,
+// not a reset, and so that no descriptor the client sent is left for the
+// kernel to close in a thread of the agent (closing a socket can block).
 //
 // /xsk_register is acknowledged only for an AF_XDP socket bound to the
 // named queue of the device (checked with bind(2), see below), and only

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -246,19 +247,15 @@ func TestHostileFDs(t *testing.T) {
 				r.roundTrip("/connect, pod", RespNak, 0, fd)
 			})
 		}
-		// As many as the control buffer holds, one more, and the most the
-		// kernel passes in one message (SCM_MAX_FD).
-		for _, n := range []int{maxFDsPerMessage, maxFDsPerMessage + 1, 253} {
+		// Several, up to the most the kernel passes in one message
+		// (SCM_MAX_FD), all of which the control buffer holds.
+		for _, n := range []int{2, 9, scmMaxFD} {
 			fds := make([]int, n)
 			for i := range fds {
 				fds[i] = all[i%len(all)]
 			}
 			r.roundTrip("/version", RespNak, 0, fds...)
-			want := RespNak // the kernel cut the control data
-			if n <= maxFDsPerMessage {
-				want = RespBusyPollNak
-			}
-			r.roundTrip("/config_busy_poll, 1, 1", want, 0, append(fds[:len(fds)-1], newXSK(t))...)
+			r.roundTrip("/config_busy_poll, 1, 1", RespBusyPollNak, 0, append(fds[:len(fds)-1], newXSK(t))...)
 		}
 		r.roundTrip("/version", ProtocolVersion, 0)
 		// Descriptors queued after /fin are closed as the server hangs up.
@@ -414,6 +411,52 @@ func TestHostileDisconnect(t *testing.T) {
 	b.check(t, e)
 }
 
+// lingeringSocket returns a TCP socket whose last close(2) blocks for
+// linger seconds: SO_LINGER is set and it holds data it cannot send, since
+// its peer never reads, so its FIN cannot go out either. The caller sends
+// it and closes its own copy, leaving the receiver the last reference.
+func lingeringSocket(t *testing.T, linger int32) int {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.AcceptTCP()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	peer.SetReadBuffer(4096)
+	c.SetWriteBuffer(4096)
+	junk := bytes.Repeat([]byte("x"), 64<<10)
+	for {
+		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Write(junk); err != nil {
+			break
+		}
+	}
+	f, err := c.File()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.SetsockoptLinger(int(f.Fd()), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: linger}); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
 // TestHostileLingeringFD: closing a descriptor can block: a TCP socket
 // with SO_LINGER set and data it cannot send makes close(2) wait up to the
 // linger time, when that close is the last reference. A client that sends
@@ -423,45 +466,12 @@ func TestHostileLingeringFD(t *testing.T) {
 	e := newTestEnv(t, nil)
 	b := takeBaseline(t)
 	t.Run("", func(t *testing.T) {
-		ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
 		for _, req := range []string{"/version", "/config_busy_poll, 1, 1", "/xsk_register, " + e.dev + ", 0"} {
-			// A TCP connection whose peer never reads: its send queue and
-			// the peer's receive queue fill, and the FIN cannot go out.
-			c, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer, err := ln.AcceptTCP()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
-			peer.SetReadBuffer(4096)
-			c.SetWriteBuffer(4096)
-			junk := bytes.Repeat([]byte("x"), 64<<10)
-			for {
-				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-				if _, err := c.Write(junk); err != nil {
-					break
-				}
-			}
-			f, err := c.File()
-			c.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			fd := int(f.Fd())
-			if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3600}); err != nil {
-				t.Fatal(err)
-			}
+			fd := lingeringSocket(t, 3600)
 			r := dialRaw(t, e.sock)
 			r.roundTrip("/connect, pod", RespHostOK, 0)
 			r.send([]byte(req), fd)
-			f.Close() // the server's is the last reference
+			unix.Close(fd) // the server's is the last reference
 			r.c.SetReadDeadline(time.Now().Add(3 * time.Second))
 			buf := make([]byte, 64)
 			n, err := r.c.Read(buf)
@@ -521,4 +531,202 @@ func TestHostileTooManyConns(t *testing.T) {
 		wellBehaved(t, e)
 	})
 	b.check(t, e)
+}
+
+// lingerSecs is the linger time of the sockets the tests below send: long
+// enough that a server stalled by one fails the test rather than catch up
+// within waitFor's 10 s, short enough that such a failure ends.
+const lingerSecs = 30
+
+// TestHostileLingeringFDBeyondBuffer: descriptors that do not fit in the
+// server's control buffer are not installed, and the kernel drops them in
+// the receiving thread as recvmsg returns: a lingering socket among them
+// stalled the connection (and the server's Close) for its linger time. The
+// buffer holds as many as the kernel passes in one message (SCM_MAX_FD), so
+// every one arrives and is closed without lingering.
+func TestHostileLingeringFDBeyondBuffer(t *testing.T) {
+	e := newTestEnv(t, nil)
+	b := takeBaseline(t)
+	t.Run("", func(t *testing.T) {
+		pipe := newPipe(t)
+		for _, req := range []string{"/version", "/config_busy_poll, 1, 1"} {
+			fds := make([]int, scmMaxFD)
+			for i := range fds {
+				fds[i] = pipe
+			}
+			fd := lingeringSocket(t, lingerSecs)
+			fds[len(fds)-1] = fd // the last, beyond any smaller buffer
+			r := dialRaw(t, e.sock)
+			r.roundTrip("/connect, pod", RespHostOK, 0)
+			r.send([]byte(req), fds...)
+			unix.Close(fd)
+			if got, _, err := r.recv(); err != nil || got == RespBusyPollAck {
+				t.Fatalf("%s with %d descriptors, the last a lingering socket: got %q, %v", req, len(fds), got, err)
+			}
+			r.roundTrip("/fin", RespFinAck, 0)
+			r.wantHangup()
+		}
+	})
+	b.check(t, e)
+}
+
+// stall sends requests without reading their answers until the server is
+// blocked writing one (the client's receive queue is full) and the
+// client's own send buffer is full too, then makes room in that buffer:
+// what the client sends next stays queued, unread, at the server, until
+// the client reads.
+func (r *rawConn) stall() {
+	r.t.Helper()
+	r.c.SetWriteBuffer(4096)
+	for i := 0; ; i++ {
+		if i == 100_000 {
+			r.t.Fatal("the server keeps reading requests whose answers are not read")
+		}
+		r.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := r.c.Write([]byte(ReqVersion)); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				r.t.Fatalf("stall the server: %v", err)
+			}
+			break
+		}
+	}
+	r.c.SetWriteDeadline(time.Time{})
+	r.c.SetWriteBuffer(1 << 20)
+}
+
+// readUntil reads answers until want; it fails on anything but
+// ProtocolVersion before it.
+func (r *rawConn) readUntil(want string) {
+	r.t.Helper()
+	for {
+		got, _, err := r.recv()
+		if err != nil {
+			r.t.Fatalf("waiting for %q: %v", want, err)
+		}
+		if got == want {
+			return
+		}
+		if got != ProtocolVersion {
+			r.t.Fatalf("waiting for %q: got %q", want, got)
+		}
+	}
+}
+
+// TestHostileLingeringFDQueued: descriptors still queued, unread, on a
+// connection when the server closes it are dropped by the kernel in the
+// thread that closes it, and a lingering socket among them stalled that
+// thread for its linger time: the connection's goroutine (holding its
+// MaxConns slot), the server's Close, or, for a connection beyond
+// MaxConns, the accept loop of the device. The server reads and closes
+// every queued descriptor before it closes a connection, whatever ends
+// it.
+func TestHostileLingeringFDQueued(t *testing.T) {
+	// queue stalls the server and queues msgs, the last with a lingering
+	// socket, behind what it has not read yet.
+	queue := func(t *testing.T, r *rawConn, msgs ...string) {
+		t.Helper()
+		r.roundTrip("/connect, pod", RespHostOK, 0)
+		r.stall()
+		for i, msg := range msgs {
+			var oob []byte
+			fd := -1
+			if i == len(msgs)-1 {
+				fd = lingeringSocket(t, lingerSecs)
+				oob = unix.UnixRights(fd)
+			}
+			_, _, err := r.c.WriteMsgUnix([]byte(msg), oob, nil)
+			if err != nil {
+				if fd >= 0 {
+					closeReceived(fd) // not sent: the last copy, whose close would linger
+				}
+				t.Fatalf("queue %q: %v", msg, err)
+			}
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(*ServerOptions)
+		run   func(t *testing.T, e *testEnv)
+	}{
+		{"write_timeout", func(o *ServerOptions) { o.WriteTimeout = 500 * time.Millisecond }, func(t *testing.T, e *testEnv) {
+			r := dialRaw(t, e.sock)
+			queue(t, r, ReqVersion)
+			waitFor(t, "the server to drop the client that does not read", func() bool { return e.srv.Conns() == 0 })
+		}},
+		{"client_closes", nil, func(t *testing.T, e *testEnv) {
+			r := dialRaw(t, e.sock)
+			queue(t, r, ReqVersion)
+			r.c.Close()
+			waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+		}},
+		{"fin_then_empty", nil, func(t *testing.T, e *testEnv) {
+			// An empty datagram reads like the end of the stream.
+			r := dialRaw(t, e.sock)
+			queue(t, r, ReqFin, "", ReqVersion)
+			r.readUntil(RespFinAck)
+			waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+			r.wantHangup()
+		}},
+		{"beyond_max_conns", func(o *ServerOptions) { o.MaxConns = 1 }, func(t *testing.T, e *testEnv) {
+			held := dialRaw(t, e.sock)
+			waitFor(t, "the first connection to be served", func() bool { return e.srv.Conns() == 1 })
+			// The server closes the next one as soon as it accepts it; the
+			// request must be queued before that, so try a few times.
+			queued := false
+			for range 20 {
+				fd := lingeringSocket(t, lingerSecs)
+				extra := dialRaw(t, e.sock)
+				_, _, err := extra.c.WriteMsgUnix([]byte(ReqVersion), unix.UnixRights(fd), nil)
+				if err == nil {
+					unix.Close(fd)
+				} else {
+					closeReceived(fd) // not sent: the last copy, whose close would linger
+				}
+				// Hung up on (end of file, or a reset since the request is
+				// unread) before the first connection goes.
+				if _, _, rerr := extra.recv(); !errors.Is(rerr, io.EOF) && !errors.Is(rerr, unix.ECONNRESET) {
+					t.Fatalf("connection beyond MaxConns: %v; want it hung up on", rerr)
+				}
+				extra.c.Close()
+				if err == nil {
+					queued = true
+					break
+				}
+			}
+			if !queued {
+				t.Fatal("the server closed every connection beyond MaxConns before a request reached it")
+			}
+			held.c.Close()
+			waitFor(t, "the first connection to end", func() bool { return e.srv.Conns() == 0 })
+			wellBehaved(t, e) // the device still accepts connections
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.tweak)
+			b := takeBaseline(t)
+			t.Run("", func(t *testing.T) { tc.run(t, e) })
+			b.check(t, e)
+		})
+	}
+	t.Run("server_close", func(t *testing.T) {
+		e := newTestEnv(t, nil)
+		r := dialRaw(t, e.sock)
+		queue(t, r, ReqVersion)
+		done := make(chan error, 1)
+		go func() { done <- e.srv.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Server.Close stalled by a descriptor queued on a connection")
+		}
+		if n := e.srv.Conns(); n != 0 {
+			t.Fatalf("%d connections left after Close", n)
+		}
+	})
 }

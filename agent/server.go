@@ -534,12 +534,12 @@ func (s *Server) accept(d *device) {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			c.Close()
+			hangUp(c)
 			return
 		}
 		if len(s.conns) >= s.opts.MaxConns {
 			s.mu.Unlock()
-			c.Close()
+			hangUp(c)
 			s.log.Warn("refused connection: too many", "device", d.Name, "max", s.opts.MaxConns)
 			continue
 		}
@@ -575,7 +575,8 @@ func (s *Server) Close() error {
 		}
 	}
 	for _, c := range conns {
-		c.c.Close()
+		// Not Close: what the client has queued could block it.
+		hangUp(c.c)
 	}
 	s.wg.Wait()
 	for _, d := range s.devices {
@@ -626,13 +627,8 @@ type conn struct {
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
-	hangup := false // end so that the client reads the last answer
 	defer func() {
-		if hangup {
-			hangUp(c.c)
-		} else {
-			c.c.Close()
-		}
+		hangUp(c.c)
 		c.d.reg.release(c)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -654,7 +650,6 @@ func (c *conn) serve() {
 		if err := c.write(RespHostNak, -1); err != nil {
 			c.log.Info("write failed", "response", RespHostNak, "err", err)
 		}
-		hangup = true
 		return
 	}
 
@@ -671,7 +666,6 @@ func (c *conn) serve() {
 				continue // the connection is what keeps the registrations
 			}
 			c.log.Info("closing idle connection", "idle_timeout", c.s.opts.IdleTimeout)
-			hangup = true
 			return
 		}
 		if err != nil {
@@ -687,7 +681,6 @@ func (c *conn) serve() {
 			return
 		}
 		if !keep {
-			hangup = true
 			return
 		}
 	}
@@ -711,7 +704,7 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 		return RespNak, fd, *connected
 	}
 	if m.ctrunc {
-		c.log.Warn("refused request: too many descriptors")
+		c.log.Warn("refused request: descriptors lost: the agent has no room for them (RLIMIT_NOFILE)")
 		return RespNak, fd, *connected
 	}
 	req, perr := ParseRequest(m.data)

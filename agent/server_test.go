@@ -206,7 +206,7 @@ func TestMalformed(t *testing.T) {
 		other.roundTrip("/connect, pod-other", RespHostOK, 0)
 
 		xsk := newXSK(t)
-		manyFDs := make([]int, 20) // more than the server's control buffer holds
+		manyFDs := make([]int, 20)
 		for i := range manyFDs {
 			manyFDs[i] = newPipe(t)
 		}
@@ -230,7 +230,7 @@ func TestMalformed(t *testing.T) {
 			{"bad_device_name", []byte("/xsk_map_fd, ../../etc"), nil, RespNak},
 			{"fd_not_expected", []byte("/version"), []int{newPipe(t)}, RespNak},
 			{"fd_not_expected_map", []byte("/xsk_map_fd, " + e.dev), []int{xsk}, RespNak},
-			{"too_many_fds", []byte("/config_busy_poll, 1, 1"), manyFDs, RespNak},
+			{"too_many_fds", []byte("/config_busy_poll, 1, 1"), manyFDs, RespBusyPollNak},
 			{"unknown_command", []byte("/rm -rf"), nil, RespNak},
 			{"response_as_request", []byte("/fd_ack"), nil, RespNak},
 			{"comma_only", []byte(","), nil, RespNak},

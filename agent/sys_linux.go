@@ -14,21 +14,27 @@ import (
 
 // The few system calls the agent makes on sockets, kept together here.
 
-// maxFDsPerMessage is how many descriptors a received message's control
-// buffer has room for. Every request takes at most one; room for more lets
-// the server see (and close) the extra ones instead of having the kernel
-// truncate the control data.
-const maxFDsPerMessage = 8
+// scmMaxFD is the most descriptors the kernel passes in one message
+// (SCM_MAX_FD in include/net/scm.h).
+const scmMaxFD = 253
 
-// oobSize is the size of the control buffer for received messages.
-var oobSize = unix.CmsgSpace(4 * maxFDsPerMessage)
+// oobSize is the size of the control buffer for received messages: room
+// for every descriptor a message can carry, and for the sender's
+// credentials, which come too once drain has set SO_PASSCRED (Server.Close
+// drains a connection while its goroutine may still read it). Every
+// request takes at most one descriptor, but the kernel does not leave the
+// ones that do not fit in the buffer to the receiver: it drops them as
+// recvmsg returns, in the receiving thread, where a lingering socket among
+// them would block that thread (see closeReceived). Received, each is
+// closed by closeReceived.
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*scmMaxFD)
 
 // message is one received datagram.
 type message struct {
 	data      []byte
 	fds       []int // descriptors received with it; the receiver closes them
 	truncated bool  // the datagram was longer than the buffer
-	ctrunc    bool  // control data was cut: more descriptors than room
+	ctrunc    bool  // control data was cut: a descriptor could not be installed (EMFILE)
 }
 
 // closeFDs closes every descriptor the message carried.
@@ -130,11 +136,15 @@ func writeMessage(c *net.UnixConn, msg string, fd int) error {
 const maxDrain = 4096
 
 // hangUp ends the connection so that the peer reads every answer sent
-// before it. Closing a Unix socket whose receive queue is not empty makes
-// the peer's next read fail with ECONNRESET, ahead of the answers still
-// queued for it; so hangUp first shuts the socket for reading (the peer's
-// later sends fail with EPIPE), discards what the peer had queued, closing
-// the descriptors that came with it, and then closes the socket.
+// before it, and so that closing it cannot block. Closing a Unix socket
+// whose receive queue is not empty makes the peer's next read fail with
+// ECONNRESET, ahead of the answers still queued for it, and drops the
+// descriptors that came with what is queued in the closing thread, where
+// a lingering socket among them blocks it (see closeReceived). So hangUp
+// first shuts the socket for reading (the peer's later sends fail with
+// EPIPE), discards what the peer had queued, closing the descriptors that
+// came with it, and then closes the socket. Every path that closes a
+// client's connection goes through it.
 func hangUp(c *net.UnixConn) error {
 	c.CloseRead()
 	if rc, err := c.SyscallConn(); err == nil {
@@ -144,10 +154,12 @@ func hangUp(c *net.UnixConn) error {
 }
 
 // drain discards the datagrams queued on the socket fd, which is shut for
-// reading, until it reads the end of the stream. (An empty datagram reads
-// like the end too and stops it early: only a peer that sends them after
-// its answer can be the worse for it.)
+// reading, until it reads the end of the stream. A read at the end returns
+// nothing, as an empty datagram does; so drain sets SO_PASSCRED first, and
+// every datagram then comes with the sender's credentials: only the end
+// comes with no data and no control message.
 func drain(fd int) {
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
 	buf := make([]byte, 1) // the rest of a longer datagram is discarded
 	oob := make([]byte, oobSize)
 	for range maxDrain {
@@ -157,7 +169,12 @@ func drain(fd int) {
 				closeReceived(rfd)
 			}
 		}
-		if err != nil || n == 0 && oobn == 0 {
+		switch {
+		case errors.Is(err, unix.ECONNRESET):
+			// A reset (the peer closed with answers unread) is reported
+			// once, ahead of what is still queued.
+			continue
+		case err != nil, n == 0 && oobn == 0:
 			return
 		}
 	}
