@@ -721,11 +721,11 @@ func failedOpenLeftNothing(t *testing.T, ifindex int, before testenv.Resources) 
 	}
 }
 
-// TestWaitReportsDeletedInterface deletes the interface of an open socket
-// while a goroutine waits on it forever: Wait returns an error matching
-// ENXIO instead of waiting for packets that cannot come, so do later
-// Waits, Transmit says so too, and Close leaves nothing behind.
-func TestWaitReportsDeletedInterface(t *testing.T) {
+// openToDelete opens a socket on the host end of a veth pair that the
+// test may delete (v.Close) while the socket is open, and returns the
+// leak snapshot taken before the socket.
+func openToDelete(t *testing.T) (*netenv.Veth, *xsk.Socket, testenv.Resources) {
+	t.Helper()
 	ns := testenv.NewNetns(t)
 	v, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: ns})
 	if err != nil {
@@ -737,6 +737,15 @@ func TestWaitReportsDeletedInterface(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v, s, before
+}
+
+// TestWaitReportsDeletedInterface deletes the interface of an open socket
+// while a goroutine waits on it forever: Wait returns an error matching
+// ENXIO instead of waiting for packets that cannot come, so do later
+// Waits, Transmit says so too, and Close leaves nothing behind.
+func TestWaitReportsDeletedInterface(t *testing.T) {
+	v, s, before := openToDelete(t)
 	waited := make(chan error, 1)
 	go func() {
 		_, err := s.Wait(xsk.Readable, -1)
@@ -781,17 +790,7 @@ func TestWaitReportsDeletedInterface(t *testing.T) {
 // error matching ENXIO within a bounded run of empty calls, and keeps
 // failing.
 func TestReceiveReportsDeletedInterface(t *testing.T) {
-	ns := testenv.NewNetns(t)
-	v, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	before := testenv.Snapshot(t)
-	s, err := xsk.Open(v.Host.Name, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, s, before := openToDelete(t)
 	defer s.Close()
 	descs := make([]xsk.Desc, 16)
 	const calls = 1 << 16 // many times the calls between two probes
