@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/baseline"
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -70,6 +71,14 @@ func TestAFPacketReceiveAfterLinkDown(t *testing.T) {
 	c, err := r.Receive(0, time.Now().Add(100*time.Millisecond))
 	if !errors.Is(err, unix.ENETDOWN) || c.Packets != 0 {
 		t.Fatalf("Receive after the interface went down = %+v, %v; want ENETDOWN", c, err)
+	}
+	// The peer lost its carrier with the host end: until the link
+	// watcher has given it its queueing discipline back, the frames it
+	// sends are dropped.
+	for _, e := range []netenv.Endpoint{v.Host, v.Peer} {
+		if err := e.WaitActive(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	const n = 100
 	frame := make([]byte, 128)

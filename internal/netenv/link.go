@@ -170,6 +170,11 @@ func NewVeth(opts *VethOptions) (_ *Veth, err error) {
 // activeTimeout bounds waitActive.
 const activeTimeout = 5 * time.Second
 
+// WaitActive waits (up to 5 s) until e's link is operationally up, which
+// a link set up, or a veth whose peer was set up again, is only some time
+// later: see waitActive.
+func (e Endpoint) WaitActive() error { return waitActive(e) }
+
 // waitActive waits until e's link is operationally up. Setting a veth
 // pair up only schedules that: the kernel's link watcher marks it up and
 // gives it its transmit queueing discipline once the carrier is on, and
