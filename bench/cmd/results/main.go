@@ -196,7 +196,7 @@ func run(ctx context.Context) error {
 		Cores:     first(sh(ctx, "nproc")),
 		Go:        first(sh(ctx, "go", "version")),
 		DPDK:      first(sh(ctx, "dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev")),
-		Generated: "go run ./bench/cmd/results " + strings.Join(os.Args[1:], " "),
+		Generated: strings.Join(append([]string{"go run ./bench/cmd/results"}, os.Args[1:]...), " "),
 	}
 
 	// How often the receivers' CPU is taken away from them, measured
