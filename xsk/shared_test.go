@@ -591,3 +591,56 @@ func TestShareUMEMDefaultFillRingFits(t *testing.T) {
 		t.Fatalf("third socket on a UMEM with no receive frames left: %v, want an error saying %q", err, want)
 	}
 }
+
+// TestShareUMEMAcrossNamespaces shares a UMEM between sockets on two
+// interfaces in two network namespaces that happen to have the same
+// ifindex (indexes are per namespace): they are different queues, so the
+// second Open shares the UMEM instead of refusing it as "the same queue",
+// and a frame sent to either socket reaches it.
+func TestShareUMEMAcrossNamespaces(t *testing.T) {
+	ns1, ns2 := testenv.NewNetns(t), testenv.NewNetns(t)
+	v1 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: ns1})
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: ns2})
+	if v1.Host.Index != v2.Host.Index {
+		t.Fatalf("the two interfaces have ifindex %d and %d; the test needs them equal", v1.Host.Index, v2.Host.Index)
+	}
+	p1, p2 := newPacketSocket(t, v1.Peer), newPacketSocket(t, v2.Peer)
+	before := testenv.Snapshot(t)
+	var a, b *xsk.Socket
+	if err := v1.Host.Do(func() (err error) {
+		a, err = xsk.Open(v1.Host.Name, 0, &sharedOpts)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	bo := sharedOpts
+	bo.ShareUMEM = a
+	if err := v2.Host.Do(func() (err error) {
+		b, err = xsk.Open(v2.Host.Name, 0, &bo)
+		return err
+	}); err != nil {
+		t.Fatalf("Open sharing the UMEM of a socket in another namespace: %v", err)
+	}
+	for _, c := range []struct {
+		s *xsk.Socket
+		v *netenv.Veth
+		p *packetSocket
+	}{{a, v1, p1}, {b, v2, p2}} {
+		p := c.p
+		fl := newFlow(c.v.Peer, c.v.Host, 30)
+		var got atomic.Int64
+		done := make(chan *seen)
+		go func() { done <- receiveAll(t, c.s, fl, 100, &got, time.Now().Add(10*time.Second)) }()
+		sendWindowed(t, fl, 100, 32, &got, func(f []byte) { p.send(t, f) })
+		if sn := <-done; sn.n != 100 {
+			t.Fatalf("the socket on %s received %d of 100 frames", c.v.Host.Name, sn.n)
+		}
+	}
+	if err := errors.Join(b.Close(), a.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}

@@ -34,6 +34,9 @@ type Socket struct {
 	ifname  string
 	ifindex int
 	queue   int
+	// netns is the inode of the network namespace Open ran in, where
+	// ifindex names the interface; 0 when it could not be read.
+	netns uint64
 
 	umem   *umem.UMEM
 	rings  *umem.Rings // the fill and completion rings this socket uses
@@ -121,6 +124,9 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		return nil, lookupError(err)
 	}
 	s.ifindex = ifi.Index
+	// An ifindex names an interface only within its namespace: sockets
+	// sharing a UMEM may be in two, with equal indexes.
+	s.netns, _ = currentNetns()
 	q, err := sys.QueryLinkQueues(s.ifindex)
 	if err != nil {
 		return nil, err
@@ -469,7 +475,7 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	switch {
 	case sh.closed.Load():
 		return fmt.Errorf("ShareUMEM: the socket on %s queue %d is closed: %w", sh.ifname, sh.queue, net.ErrClosed)
-	case sh.ifindex == s.ifindex && sh.queue == s.queue:
+	case sh.ifindex == s.ifindex && sh.queue == s.queue && sh.netns == s.netns:
 		// The kernel would have the two sockets share sh's fill and
 		// completion rings too, and the program could not tell them
 		// apart: the queue would feed only the newer one.
