@@ -652,7 +652,9 @@ func (s *Socket) Receive(descs []Desc) (int, error) {
 		} else if s.rxSide.idle++; s.rxSide.idle >= unboundProbe {
 			// Held at the mark while unbound: each later empty
 			// call asks again, and fails again.
-			if e = sys.WakeRx(s.fd); e == unix.ENXIO {
+			e = sys.WakeRx(s.fd)
+			s.rxSide.wakeups.Add(1)
+			if e == unix.ENXIO {
 				s.rxSide.idle = unboundProbe
 			} else {
 				s.rxSide.idle = 0
@@ -1012,7 +1014,9 @@ func (s *Socket) Wait(events Events, timeout time.Duration) (Events, error) {
 		}
 		// recvfrom fails with ENXIO only on a socket that is not bound
 		// (else, in copy mode, it does nothing).
-		if sys.WakeRx(s.fd) == unix.ENXIO {
+		e := sys.WakeRx(s.fd)
+		s.rxSide.wakeups.Add(1)
+		if e == unix.ENXIO {
 			return 0, s.opErr("wait", errUnbound)
 		}
 		if timeout >= 0 && !time.Now().Before(deadline) {
@@ -1060,8 +1064,11 @@ type Stats struct {
 	// if dropped: poll tells its caller nothing. The interface's
 	// tx_dropped counts both. Always 0 in zero-copy mode, where the
 	// driver sends and drops without the socket.
-	TxDropped            uint64
-	RxWakeups, TxWakeups uint64 // wakeup system calls made
+	TxDropped uint64
+	// RxWakeups counts the recvfrom(2) calls made: wakeups, busy polls,
+	// and the ones that ask whether the socket is still bound (see
+	// Receive and Wait). TxWakeups counts the sendto(2) calls (kicks).
+	RxWakeups, TxWakeups uint64
 }
 
 // Stats returns the socket's counters. It may be called from any goroutine.

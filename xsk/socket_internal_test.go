@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/umem"
@@ -84,5 +85,37 @@ func TestCopyOnly(t *testing.T) {
 		if got := copyOnly(&Options{Bind: tt.bind}, v.Host.Index); got != tt.want {
 			t.Errorf("copyOnly(%s) on veth = %t, want %t", tt.bind, got, tt.want)
 		}
+	}
+}
+
+// TestProbesCountAsWakeups spins on Receive on an idle socket, and waits
+// on it, long enough for both to ask the kernel with recvfrom(2) whether
+// the socket is still bound: Stats.RxWakeups counts those system calls.
+func TestProbesCountAsWakeups(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	s, err := Open(v.Host.Name, 0, &Options{NoXDP: true, Bind: BindCopy, NoNeedWakeup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	descs := make([]Desc, 16)
+	const probes = 3
+	for i := range probes * unboundProbe {
+		if n, err := s.Receive(descs); n != 0 || err != nil {
+			t.Fatalf("Receive %d on an idle socket: %d, %v", i, n, err)
+		}
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RxWakeups != probes {
+		t.Fatalf("RxWakeups %d after %d empty Receives, which ask the kernel %d times", st.RxWakeups, probes*unboundProbe, probes)
+	}
+	if ev, err := s.Wait(Readable, time.Millisecond); ev != 0 || err != nil {
+		t.Fatalf("Wait on an idle socket: %v, %v", ev, err)
+	}
+	if st, _ = s.Stats(); st.RxWakeups != probes+1 {
+		t.Fatalf("RxWakeups %d after a Wait that timed out and asked the kernel, want %d", st.RxWakeups, probes+1)
 	}
 }
