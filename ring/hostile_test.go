@@ -127,3 +127,25 @@ func TestIndicesJumpingAhead(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingHostileConsumer has the consumer's index say that it took more
+// than was submitted, or went back further than the ring has slots. No
+// submitted entry is then known to be waiting, as Withdraw also judges, so
+// Pending is zero, not the billions the index difference counts.
+func TestPendingHostileConsumer(t *testing.T) {
+	const size = 8
+	for _, cons := range []uint32{1, 5, 1 << 31, 1<<32 - size - 4} {
+		p, _, mem := pair[uint64](t, size, 1<<32-2)
+		if n := p.Produce([]uint64{1, 2, 3}); n != 3 {
+			t.Fatalf("produced %d", n)
+		}
+		if n := p.Pending(); n != 3 {
+			t.Fatalf("pending %d, want 3", n)
+		}
+		setIndices(mem, 1, 1+cons) // the producer index is 1 after the wrap
+		p.Free(size)               // reloads the consumer's index
+		if n := p.Pending(); n != 0 {
+			t.Errorf("consumer index %#x, producer index 1: pending %d, want 0", 1+cons, n)
+		}
+	}
+}

@@ -223,9 +223,15 @@ func (p *Producer[T]) NeedWakeup() bool {
 }
 
 // Pending is the number of submitted entries the consumer has not taken,
-// as of the last reload of its index.
+// as of the last reload of its index. It is never more than the ring's
+// size: a consumer index that says more are left (it ran past the
+// producer's, or went back) names none, as for Withdraw, and Pending is 0.
 func (p *Producer[T]) Pending() uint32 {
-	return p.prod - (p.cachedCons - p.s.size)
+	n := p.prod - (p.cachedCons - p.s.size)
+	if n > p.s.size {
+		return 0
+	}
+	return n
 }
 
 // Consumer is the side of a ring that takes entries: the RX and completion
