@@ -242,6 +242,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 		if err := dec.Decode(&file); err != nil {
 			return fmt.Errorf("parse config %s: %w", *configPath, err)
 		}
+		// Decode reads one value: what follows it (a second object,
+		// a stray brace) would be dropped with its settings.
+		if off := dec.InputOffset(); strings.Trim(string(b[off:]), " \t\r\n") != "" {
+			return fmt.Errorf("parse config %s: data after the JSON object at offset %d", *configPath, off)
+		}
 		cfg = file.config
 		if file.IdleTimeout != nil {
 			if err := cfg.IdleTimeout.UnmarshalJSON(file.IdleTimeout); err != nil {
@@ -336,7 +341,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if dir == "" {
 		dir = agent.DefaultSocketDir
 	}
-	log.Info("agent ready", "devices", len(opts.Devices), "socket_dir", dir, "allowed_uids", opts.AllowedUIDs)
+	uids := opts.AllowedUIDs
+	if len(uids) == 0 {
+		uids = []int{0} // the server's default
+	}
+	log.Info("agent ready", "devices", len(opts.Devices), "socket_dir", dir, "allowed_uids", uids)
 	if ready != nil {
 		ready(srv)
 	}
@@ -439,8 +448,9 @@ func parseInts(s string) ([]int, error) {
 }
 
 // ensureBPFFS makes sure dir can hold pins: it mounts bpffs at /sys/fs/bpf
-// when dir is below it and no bpffs is mounted there, then creates dir and
-// checks that it is on a bpffs.
+// when dir is below it and no bpffs is mounted there, then checks that dir
+// (or, if missing, the nearest directory above it) is on a bpffs, and only
+// then creates dir.
 func ensureBPFFS(dir string, log *slog.Logger) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -457,11 +467,24 @@ func ensureBPFFS(dir string, log *slog.Logger) error {
 			log.Info("mounted bpffs", "path", bpffsRoot)
 		}
 	}
+	// A new directory is on its parent's file system: check the
+	// nearest one that exists before making any, so that a pin dir
+	// refused leaves no directories behind.
+	have := abs
+	for {
+		if _, err = os.Stat(have); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		have = filepath.Dir(have)
+	}
+	if err == nil && !isBPFFS(have) { // any other error is MkdirAll's to report
+		return fmt.Errorf("pin dir %s: not on a bpffs (mkdir -p %s && mount -t bpf bpf %s)", abs, abs, abs)
+	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return fmt.Errorf("pin dir: %w", err)
 	}
 	if !isBPFFS(abs) {
-		return fmt.Errorf("pin dir %s: not on a bpffs (mount -t bpf bpf DIR)", abs)
+		return fmt.Errorf("pin dir %s: not on a bpffs (mount -t bpf bpf %s)", abs, abs)
 	}
 	return nil
 }

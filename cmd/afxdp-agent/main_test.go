@@ -276,3 +276,55 @@ func runOnce(t *testing.T, args []string) string {
 	}
 	return logs.String()
 }
+
+// TestConfigTrailingData: the config file is one JSON object. What follows
+// it (a second object pasted below the first, a stray brace left by an
+// edit) is refused, not dropped: dropped, its settings would be silently
+// ignored.
+func TestConfigTrailingData(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "agent.json")
+	for _, tail := range []string{"\n{\"pin\": true}\n", "}", "\n\"read_only_map\": true"} {
+		if err := os.WriteFile(cfg, []byte(`{"devices": [{"name": "x"}]}`+tail), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := run(context.Background(), []string{"-config", cfg, "-socket-dir", t.TempDir()}, &bytes.Buffer{}, nil)
+		if want := "parse config " + cfg + ": data after the JSON object at offset 28"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config followed by %q: %v, want %q", tail, err, want)
+		}
+	}
+	// White space after the object is no data.
+	if err := os.WriteFile(cfg, []byte("{\"devices\": [{\"name\": \"x\"}]}\n\t \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"-config", cfg, "-socket-dir", t.TempDir()}, &bytes.Buffer{}, nil)
+	if err == nil || strings.Contains(err.Error(), "parse config") {
+		t.Errorf("config followed by white space: %v, want it read (and device x not found)", err)
+	}
+}
+
+// TestPinDirNotBPFFSMakesNothing: a -pin-dir that is not on a bpffs is
+// refused before any of its missing directories is made: a mistyped path
+// must not leave a tree of root's directories behind.
+func TestPinDirNotBPFFSMakesNothing(t *testing.T) {
+	base := t.TempDir() // tmpfs or disk, not a bpffs
+	pinDir := filepath.Join(base, "a", "b")
+	var logs bytes.Buffer
+	err := run(context.Background(), []string{"-iface", "x", "-socket-dir", t.TempDir(), "-pin", "-pin-dir", pinDir}, &logs, nil)
+	if want := "pin dir " + pinDir + ": not on a bpffs"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("run = %v, want %q\n%s", err, want, logs.String())
+	}
+	if _, err := os.Lstat(filepath.Join(base, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the refusal: %v, want it not made", filepath.Join(base, "a"), err)
+	}
+}
+
+// TestReadyLogsEffectiveUIDs: without -allow-uid only root may connect,
+// and the start-up log says so rather than listing no UID at all.
+func TestReadyLogsEffectiveUIDs(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	logs := runOnce(t, []string{"-iface", v.Host.Name, "-socket-dir", t.TempDir()})
+	if !strings.Contains(logs, "allowed_uids=[0]") {
+		t.Errorf("start-up log without -allow-uid does not list UID 0:\n%s", logs)
+	}
+}
