@@ -181,7 +181,7 @@ func MmapOffsets(fd int) (unix.XDPMmapOffsets, error) {
 // not report (older kernels report fewer) stay zero.
 func Statistics(fd int) (unix.XDPStatistics, error) {
 	var st unix.XDPStatistics
-	err := getsockopt(fd, unix.SOL_XDP, unix.XDP_STATISTICS, &st)
+	err := statistics(fd, &st)
 	return st, err
 }
 

@@ -36,3 +36,18 @@ func Addr(b []byte) uintptr {
 	}
 	return uintptr(unsafe.Pointer(&b[0]))
 }
+
+// statistics reads XDP_STATISTICS into *st. It is getsockopt written out
+// for the one type: through the generic function, *st escapes to the heap
+// (the shape instance is not inlined across packages), and statistics are
+// read in loops that must not allocate (benchmarks read them every
+// iteration).
+func statistics(fd int, st *unix.XDPStatistics) error {
+	size := uint32(unsafe.Sizeof(*st))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_STATISTICS,
+		uintptr(unsafe.Pointer(st)), uintptr(unsafe.Pointer(&size)), 0)
+	if e != 0 {
+		return os.NewSyscallError("getsockopt", e)
+	}
+	return nil
+}
