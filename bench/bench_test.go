@@ -106,6 +106,27 @@ func benchRecv(b *testing.B, t *app.Topology, p recvPath) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	unpin, err := app.PinThread(loopCPU)
+	if err != nil {
+		gen.Stop()
+		b.Fatal(err)
+	}
+	defer unpin()
+	measureRecv(b, gen, p)
+}
+
+// feeder is the running generator as measureRecv sees it: an
+// *app.GenRun.
+type feeder interface {
+	Stop() (time.Duration, error)
+	CPU() time.Duration
+	Rate() float64
+}
+
+// measureRecv runs p's timed loop while gen feeds it, stops gen and
+// reports the metrics.
+func measureRecv(b *testing.B, gen feeder, p recvPath) {
+	b.Helper()
 	stopped := false
 	stopGen := func() {
 		if !stopped {
@@ -116,11 +137,6 @@ func benchRecv(b *testing.B, t *app.Topology, p recvPath) {
 		}
 	}
 	defer stopGen()
-	unpin, err := app.PinThread(loopCPU)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unpin()
 	dog := time.AfterFunc(watchdog, p.stop)
 	defer dog.Stop()
 
@@ -133,17 +149,27 @@ func benchRecv(b *testing.B, t *app.Topology, p recvPath) {
 	if p.peer != nil {
 		p0 = p.peer()
 	}
-	// The process's CPU time and the generator thread's are on one clock
-	// (the scheduler's); read so that the process's span holds the
-	// generator's, and the difference cannot go negative.
-	d0, c0 := p.drops(), app.ProcessCPU()
-	g0 := gen.CPU()
-	var got uint64
+	// Drops and CPU time are read inside the timed loop, at the start of
+	// its first iteration and at the end of each: b.Loop stops the world
+	// (to read memory statistics) as it starts and stops the timer, and
+	// what happens in those pauses, which can be longer than a whole
+	// iteration, is not the loop's doing (the ring overflows while the
+	// loop waits). The process's CPU time and the generator thread's are
+	// on one clock (the scheduler's); read so that the process's span
+	// holds the generator's, and the difference cannot go negative.
+	var (
+		got            uint64
+		d0, d1         uint64
+		c0, c1, g0, g1 time.Duration
+	)
 	// allocs/op counts the whole process's allocations over the loop,
 	// the generator's goroutine's among them (see the package doc).
 	b.ReportAllocs()
-	start := time.Now()
 	for b.Loop() {
+		if got == 0 {
+			d0, c0 = p.drops(), app.ProcessCPU()
+			g0 = gen.CPU()
+		}
 		n, err := p.recv(perIter)
 		if err != nil {
 			b.Fatal(err)
@@ -152,10 +178,11 @@ func benchRecv(b *testing.B, t *app.Topology, p recvPath) {
 			b.Fatalf("watchdog: received %d of %d packets in %v", n, perIter, watchdog)
 		}
 		got += n
+		g1 = gen.CPU()
+		c1, d1 = app.ProcessCPU(), p.drops()
 	}
-	elapsed := time.Since(start)
-	g1 := gen.CPU()
-	c1, d1 := app.ProcessCPU(), p.drops()
+	// The timed loop's span, the one ns/op is over.
+	elapsed := b.Elapsed()
 	stopGen()
 	if p.peer != nil {
 		time.Sleep(10 * time.Millisecond) // let the last frames land
@@ -183,6 +210,13 @@ func benchSend(b *testing.B, t *app.Topology, send func(n uint64) (uint64, error
 		b.Fatal(err)
 	}
 	defer unpin()
+	measureSend(b, t.HostReceived, send, drain)
+}
+
+// measureSend runs benchSend's timed loop over send and reports the
+// metrics; arrived counts the frames that reached the far end.
+func measureSend(b *testing.B, arrived func() (uint64, error), send func(n uint64) (uint64, error), drain func() error) {
+	b.Helper()
 	if drain == nil {
 		drain = func() error { return nil }
 	}
@@ -193,28 +227,34 @@ func benchSend(b *testing.B, t *app.Topology, send func(n uint64) (uint64, error
 		b.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond)
-	p0, err := t.HostReceived()
+	p0, err := arrived()
 	if err != nil {
 		b.Fatal(err)
 	}
-	c0 := app.ProcessCPU()
-	var sent uint64
+	// CPU time is read inside the timed loop, as in measureRecv.
+	var (
+		sent   uint64
+		c0, c1 time.Duration
+	)
 	b.ReportAllocs()
-	start := time.Now()
 	for b.Loop() {
+		if sent == 0 {
+			c0 = app.ProcessCPU()
+		}
 		n, err := send(perIter)
 		if err != nil {
 			b.Fatal(err)
 		}
 		sent += n
+		c1 = app.ProcessCPU()
 	}
-	elapsed := time.Since(start)
-	cpu := app.ProcessCPU() - c0
+	elapsed := b.Elapsed()
+	cpu := c1 - c0
 	if err := drain(); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond) // let the last frames land
-	p1, err := t.HostReceived()
+	p1, err := arrived()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,13 +13,20 @@
 // million packets, the generator's thread excluded (both read from the
 // scheduler's clock, to the nanosecond). The send benchmarks report
 // peer-pps and lost: frames sent that did not arrive at the far end, once
-// the TX ring has been drained.
+// the TX ring has been drained. Rates are over the timed loop (ns/op's
+// span); drops and CPU time are read at the start of its first iteration
+// and at the end of each, not around it, where testing's b.Loop stops the
+// world to read memory statistics while the code under test is not
+// running.
 //
 // An iteration handles 4096 packets, so allocs/op is per 4096 packets. It
 // counts every allocation the process made during the timed loop: in the
 // receive benchmarks that includes the generator's goroutine, which
-// allocates a few times per BPF_PROG_RUN call of 2^20 frames, so it is an
-// upper bound for the loop under test. TestLoopsAllocateNothing is what
+// allocates a few times per BPF_PROG_RUN call of 2^20 frames, and the
+// reading of the drop counters once an iteration (none for an AF_XDP
+// socket's statistics; a few for the kernel baselines' socket options and
+// for the CPUMAP benchmark's per-CPU map), so it is an upper bound for the
+// loop under test. TestLoopsAllocateNothing is what
 // shows that the loops themselves allocate nothing per packet
 // (testing.AllocsPerRun with the generator stopped).
 //
