@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -572,22 +573,36 @@ func TestCRefFailureSaysWhy(t *testing.T) {
 // could not take is counted as its drops, not left out of the row. The
 // generator offers it more than it receives here; if it ever kept up, it
 // may have dropped nothing.
+//
+// The kernel's own count of datagrams dropped for a full receive buffer
+// (Udp RcvbufErrors in the peer's namespace, over the whole trial) says
+// whether the socket dropped any: on a loaded machine the frames missing
+// from what was offered may instead have been lost before the socket
+// (veth's ring), or the generator's average rate may not be the
+// window's, and then no socket drops are owed.
 func TestUDPRowCountsDrops(t *testing.T) {
 	e := newEnv(t, "afxudp")
 	shortTrials(t)
 
+	rb0 := udpRcvbufErrors(t, e.topo.Veth.Peer)
 	tr, err := udpRecv(e)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rb := udpRcvbufErrors(t, e.topo.Veth.Peer) - rb0
 	if tr.pps <= 0 || tr.pps > 1.1*tr.offered {
 		t.Fatalf("kernel UDP: %.0f pps received of %.0f offered", tr.pps, tr.offered)
 	}
-	if tr.drops == 0 && tr.pps < 0.9*tr.offered {
-		t.Errorf("kernel UDP: %.0f pps received of %.0f offered, and no drops counted", tr.pps, tr.offered)
+	if tr.drops > float64(rb) {
+		t.Errorf("kernel UDP: %.0f drops counted in the window, more than the %d the kernel counted over the trial", tr.drops, rb)
+	}
+	// Drops spread over the trial: with a thousand of them, some fell
+	// in the window.
+	if tr.drops == 0 && rb > 1000 {
+		t.Errorf("kernel UDP: %.0f pps received of %.0f offered, the socket dropped %d in the trial, and no drops counted", tr.pps, tr.offered, rb)
 	}
 	checkNoXDP(t, e, "the kernel UDP row")
-	t.Logf("received %.0f pps of %.0f offered, %.0f dropped", tr.pps, tr.offered, tr.drops)
+	t.Logf("received %.0f pps of %.0f offered, %.0f dropped (%d over the trial)", tr.pps, tr.offered, tr.drops, rb)
 }
 
 // TestTestpmdDeathIsAnError kills testpmd rxonly in the middle of its
@@ -615,4 +630,39 @@ func TestTestpmdDeathIsAnError(t *testing.T) {
 		t.Fatalf("testpmd killed during its trial: %.0f pps, no error", tr.pps)
 	}
 	t.Log(strings.SplitN(err.Error(), "\n", 2)[0])
+}
+
+// udpRcvbufErrors reads Udp RcvbufErrors, the datagrams dropped for a
+// full receive buffer, in ep's namespace.
+func udpRcvbufErrors(t *testing.T, ep netenv.Endpoint) uint64 {
+	t.Helper()
+	var b []byte
+	if err := ep.Do(func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/snmp")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "Udp: ") {
+			continue
+		}
+		f := strings.Fields(l)[1:]
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, err := strconv.ParseUint(f[i], 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no Udp RcvbufErrors in /proc/net/snmp:\n%s", b)
+	return 0
 }
