@@ -1,24 +1,19 @@
 package bench
 
 import (
-	"flag"
 	"math"
 	"testing"
 	"time"
+
+	"github.com/afxdp/afxdp/internal/testenv"
 )
 
 // benchOnce runs fn as a benchmark of one b.Loop iteration, as CI's
-// -benchtime=1x does.
+// -benchtime=1x does, and fails t unless it passed.
 func benchOnce(t *testing.T, fn func(b *testing.B)) testing.BenchmarkResult {
 	t.Helper()
-	f := flag.Lookup("test.benchtime")
-	old := f.Value.String()
-	if err := f.Value.Set("1x"); err != nil {
-		t.Fatal(err)
-	}
-	defer f.Value.Set(old)
-	r := testing.Benchmark(fn)
-	if r.N != 1 {
+	r, ok := testenv.BenchOnce(t, fn)
+	if !ok {
 		t.Fatalf("benchmark ran %d iterations, want 1 (did it fail?)", r.N)
 	}
 	return r

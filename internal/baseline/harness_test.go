@@ -1,7 +1,6 @@
 package baseline_test
 
 import (
-	"flag"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/afxdp/afxdp/internal/baseline"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/pktgen"
+	"github.com/afxdp/afxdp/internal/testenv"
 )
 
 // offeredClock is a Receiver that takes every frame asked for at once and
@@ -48,20 +48,6 @@ func (o *offeredClock) Stats() (baseline.Stats, error) {
 
 func (o *offeredClock) Close() error { return nil }
 
-// benchOnce runs fn as a benchmark of one b.Loop iteration and reports
-// whether it passed.
-func benchOnce(t *testing.T, fn func(b *testing.B)) (testing.BenchmarkResult, bool) {
-	t.Helper()
-	f := flag.Lookup("test.benchtime")
-	old := f.Value.String()
-	if err := f.Value.Set("1x"); err != nil {
-		t.Fatal(err)
-	}
-	defer f.Value.Set(old)
-	r := testing.Benchmark(fn)
-	return r, r.N == 1
-}
-
 func harnessSetup(t *testing.T) (*netenv.Veth, *pktgen.Generator) {
 	t.Helper()
 	v := newVeth(t)
@@ -89,7 +75,7 @@ func harnessSetup(t *testing.T) (*netenv.Veth, *pktgen.Generator) {
 func TestBenchRecvCountsOverTheLoop(t *testing.T) {
 	v, g := harnessSetup(t)
 	r := &offeredClock{g: g}
-	res, ok := benchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) })
+	res, ok := testenv.BenchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) })
 	if !ok {
 		t.Fatal("BenchRecv failed")
 	}
@@ -118,7 +104,7 @@ func TestBenchRecvFailsWhenTheGeneratorFails(t *testing.T) {
 			t.Error("generator still sends after its target was deleted")
 		}
 	}}
-	if _, ok := benchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) }); ok {
+	if _, ok := testenv.BenchOnce(t, func(b *testing.B) { baseline.BenchRecv(b, v, g, r) }); ok {
 		t.Error("BenchRecv passed with a generator that failed")
 	}
 }
