@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -62,6 +64,19 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
 	}
 	return nil
+}
+
+// SetVethThreadedNAPI is SetThreadedNAPI for a veth end with or without
+// NAPI instances now. veth has them only while an XDP program is attached,
+// and the kernel refuses the switch without them, so a pass-through
+// program is attached for the moment; the instances that a receiver's own
+// program makes later follow the device's setting.
+func SetVethThreadedNAPI(ep netenv.Endpoint, on bool) error {
+	pass, err := pktgen.AttachSink(ep, pktgen.Pass)
+	if err != nil {
+		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
+	}
+	return errors.Join(SetThreadedNAPI(ep, on), pass.Close())
 }
 
 // PinNAPIThreads pins the threaded-NAPI kernel threads of ep (named

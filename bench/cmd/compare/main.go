@@ -431,29 +431,16 @@ func writeJSON(path string, cs []*contender) error {
 // has to share one, and the generator's CPU is already full.
 func threadedRx(fn func(*env) (trial, error)) func(*env) (trial, error) {
 	return func(e *env) (_ trial, err error) {
-		if err := setThreadedPeer(e, true); err != nil {
+		if err := app.SetVethThreadedNAPI(e.topo.Veth.Peer, true); err != nil {
 			return trial{}, err
 		}
 		e.napi, e.napiCPU = &e.topo.Veth.Peer, loopCPU
 		defer func() {
 			e.napi = nil
-			err = errors.Join(err, setThreadedPeer(e, false))
+			err = errors.Join(err, app.SetVethThreadedNAPI(e.topo.Veth.Peer, false))
 		}()
 		return fn(e)
 	}
-}
-
-// setThreadedPeer switches threaded NAPI on the peer. veth has NAPI
-// instances only while an XDP program is attached, and the kernel refuses
-// the switch without them, so a pass-through program is attached for the
-// moment; instances made later by the receiver's own program follow the
-// device's setting.
-func setThreadedPeer(e *env, on bool) error {
-	pass, err := pktgen.AttachSink(e.topo.Veth.Peer, pktgen.Pass)
-	if err != nil {
-		return err
-	}
-	return errors.Join(app.SetThreadedNAPI(e.topo.Veth.Peer, on), pass.Close())
 }
 
 // threaded runs fn with threaded NAPI on the host end, which receives
