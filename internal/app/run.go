@@ -661,7 +661,8 @@ func PrintResult(out io.Writer, r *Result) {
 		if a.VethDropped > 0 {
 			fmt.Fprintf(out, " (veth dropped %d: the peer's ring was full)", a.VethDropped)
 		}
-		if lost := int64(a.Sent) - int64(a.PeerIn) - int64(a.VethDropped); lost != 0 {
+		// (PeerIn also counts anything else the host end sent.)
+		if lost := int64(a.Sent) - int64(a.PeerIn) - int64(a.VethDropped); lost > 0 {
 			fmt.Fprintf(out, " (%d lost in veth without a count)", lost)
 		}
 		fmt.Fprintf(out, "; the socket received %d and dropped %d (%d RX ring full, %d with no fill frame or too long)",
