@@ -3,7 +3,10 @@
 // sockets that share one UMEM (xsk.Options.ShareUMEM). A received frame is
 // transmitted from the frame it arrived in: the forwarder copies nothing.
 // It prints the rate of each direction every second and both sockets'
-// statistics at the end (on Ctrl-C or after -d).
+// statistics at the end (on Ctrl-C or after -d). At the end it first takes
+// the sockets out of their XSKMAPs (the interfaces' frames go to the
+// kernel's stack from then on) and forwards what their RX rings still
+// hold, so that the counts cover every frame the sockets were given.
 //
 // With no interfaces (-a, -b) it builds two veth pairs whose inner ends
 // share a throwaway namespace, feeds the first with a kernel-speed
@@ -182,7 +185,8 @@ type generator struct {
 // forward opens the two sockets (in ns, when given), starts g once they
 // are ready, and forwards until ctx ends; with g, it then stops the
 // generator and forwards on until nothing more arrives, and reports what
-// the generator offered and what the far end received.
+// the generator offered and what the far end received. It ends with
+// XConnect.Finish, which forwards what the RX rings still hold.
 func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out io.Writer) (err error) {
 	frames := c.frames
 	if frames == 0 {
@@ -267,7 +271,10 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 		}
 	}
 	secs := time.Since(t0).Seconds()
-	if err := x.Drain(); err != nil {
+	// What the RX rings still hold is forwarded too, once no more can
+	// come (the sockets leave their XSKMAPs): without this, frames that
+	// arrived just before the stop would be counted nowhere.
+	if err := x.Finish(20*time.Millisecond, time.Now().Add(time.Second)); err != nil {
 		return err
 	}
 	// What is still in the TX rings goes out now, so that the counts meet.
@@ -293,6 +300,10 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 	fwd := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
 	fmt.Fprintf(out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in %.2fs\n",
 		fwd[0], c.a, c.b, app.FormatRate(float64(fwd[0])/secs), fwd[1], c.b, c.a, app.FormatRate(float64(fwd[1])/secs), secs)
+	if u := [2]uint64{x.Unsent[0].Load(), x.Unsent[1].Load()}; u != [2]uint64{} {
+		fmt.Fprintf(out, "received and not forwarded at the stop (the TX ring had no room): %d %s→%s, %d %s→%s\n",
+			u[0], c.a, c.b, u[1], c.b, c.a)
+	}
 	if g != nil {
 		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", offered, g.far()-far0)
 	}

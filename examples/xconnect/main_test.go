@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
 
@@ -147,5 +151,106 @@ func TestFramesMinimumOpens(t *testing.T) {
 	c := &config{batch: 64, ring: 512, frames: 4*512 - 1, cpu: -1, genCPU: -1, frameLen: 64}
 	if err := run(ctx, c, &out); err != nil {
 		t.Fatalf("-ring 512 -frames %d: %v\n%s", c.frames, err, out.String())
+	}
+}
+
+// stopCtx is a context whose first Err sends the frames that are to be in
+// the RX ring when the forwarder stops, and waits until they are there.
+// The forwarder asks Err before each round of batches, and does nothing
+// meanwhile: the frames stay in the ring.
+type stopCtx struct {
+	context.Context
+	once  sync.Once
+	fill  func() error
+	err   error
+	ready chan struct{}
+}
+
+func (c *stopCtx) Err() error {
+	c.once.Do(func() {
+		c.err = c.fill()
+		if c.err == nil {
+			c.err = context.Canceled
+		}
+		close(c.ready)
+	})
+	return c.err
+}
+
+func (c *stopCtx) Done() <-chan struct{} { return c.ready }
+
+// TestStopForwardsRXRing stops the forwarder of two given interfaces (-a,
+// -b) while frames wait in the first socket's RX ring: they are forwarded
+// and counted, not left where no count sees them.
+func TestStopForwardsRXRing(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns := testenv.NewNetns(t)
+	in, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: 64, GenBatch: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	far, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, HostSink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	peer0, err := pktgen.ReadCounters(in.Veth.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	far0, err := far.HostReceived()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100 // fits veth's 256-frame ring and the socket's RX ring
+	ctx := &stopCtx{Context: context.Background(), ready: make(chan struct{}), fill: func() error {
+		if sent, err := in.Gen.Send(n); err != nil || sent != n {
+			return fmt.Errorf("send: %d of %d: %v", sent, n, err)
+		}
+		// veth counts them once its NAPI poll has moved them to the
+		// socket's RX ring.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p, err := pktgen.ReadCounters(in.Veth.Peer)
+			if err != nil {
+				return err
+			}
+			if d := p.Sub(peer0); d.RxPackets == n {
+				return nil
+			} else if time.Now().After(deadline) {
+				return fmt.Errorf("%s took in %+v, want %d frames", in.Veth.Peer.Name, d, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}}
+	c := &config{a: in.Veth.Peer.Name, b: far.Veth.Peer.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
+	var out bytes.Buffer
+	if err := forward(ctx, c, ns, nil, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !errors.Is(ctx.err, context.Canceled) {
+		t.Fatalf("filling the RX ring: %v", ctx.err)
+	}
+	st := statsOf(t, out.String(), c.a)
+	want := fmt.Sprintf("forwarded %d packets %s→%s", n, c.a, c.b)
+	if !strings.Contains(out.String(), want) || st["rx packets"] != n {
+		t.Fatalf("%d frames were in %s's RX ring at the stop: output lacks %q, or rx packets is not %d:\n%s",
+			n, c.a, want, n, out.String())
+	}
+	// They reach the far end (its NAPI poll counts them a little later).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := far.HostReceived()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h-far0 == n {
+			break
+		}
+		if h-far0 > n || time.Now().After(deadline) {
+			t.Fatalf("the far end received %d, want %d", h-far0, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
