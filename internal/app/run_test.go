@@ -284,13 +284,29 @@ func TestRunReportsDeletedInterface(t *testing.T) {
 	c.Defaults()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out testenv.Buffer
 	done := make(chan error, 1)
 	go func() {
 		_, err := RunOn(ctx, RxDrop, &c, topo, 0, &out)
 		done <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Once the socket is open (its line printed), not after a guess at
+	// how long that takes: on a busy machine, opening it (loading and
+	// attaching the program, RCU grace periods) can take longer than
+	// any fixed wait, and the run would then fail to open the socket
+	// on a deleted interface instead.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "rxdrop on "); time.Sleep(time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("the run ended before the interface was deleted: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("the run did not open its socket in 30 s:\n%s", out.String())
+		}
+	}
 	// The link only: the namespaces stay until topo.Close.
 	err = topo.Veth.Host.Do(func() error {
 		l, err := netlink.LinkByName(topo.Veth.Host.Name)
