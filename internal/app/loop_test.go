@@ -368,6 +368,11 @@ func TestL2FwdStopAccounts(t *testing.T) {
 	if sent, err := topo.Gen.Send(20000); err != nil || sent != 20000 {
 		t.Fatalf("generator sent %d: %v", sent, err)
 	}
+	// Stop once the loop has received something: a loop goroutine that a
+	// busy machine has not run yet would see Stop first.
+	for deadline := time.Now().Add(10 * time.Second); l.C.RxPackets.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	l.Stop.Store(true)
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -191,7 +191,7 @@ func TestRunTxAccount(t *testing.T) {
 		t.Run(kind.String(), func(t *testing.T) {
 			var c Config
 			c.Defaults()
-			c.Duration = 5 * time.Millisecond
+			c.Duration = 100 * time.Millisecond // long enough that a loop a busy machine starts late still sends
 			var out bytes.Buffer
 			r, err := Run(context.Background(), kind, &c, &out)
 			if err != nil {
