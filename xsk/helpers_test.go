@@ -5,12 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
+	"github.com/afxdp/afxdp/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,4 +219,86 @@ func (p *packetSocket) receiveAll(t testing.TB, fl *flow, want int, got *atomic.
 		got.Add(1)
 	}
 	return sn
+}
+
+// holdNAPI holds back ep's NAPI poll for d, as a busy machine does when
+// it leaves the poll to a ksoftirqd that does not get the CPU. ep's NAPI
+// must be threaded (app.SetVethThreadedNAPI) and have its threads (on
+// veth: a socket with its program is open). The calling goroutine is wired
+// to one CPU for the rest of its life (its thread ends with it), and the
+// NAPI threads are moved there with SCHED_IDLE, so that they run only when
+// that CPU has nothing else to do. After d, or at the end of the test,
+// they get their normal policy and every CPU back.
+func holdNAPI(t *testing.T, ep netenv.Endpoint, d time.Duration) {
+	t.Helper()
+	cpus, err := sys.AllowedCPUs()
+	if err != nil || len(cpus) == 0 {
+		t.Fatalf("allowed cpus: %v %v", cpus, err)
+	}
+	all, err := sys.AllowedCPUSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := napiThreads(t, ep)
+	runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+	var one unix.CPUSet
+	one.Set(cpus[0])
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatalf("pin the sender to cpu %d: %v", cpus[0], err)
+	}
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			for _, pid := range pids {
+				if err := unix.SchedSetAttr(pid, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}, 0); err != nil {
+					t.Errorf("napi thread %d: back to SCHED_NORMAL: %v", pid, err)
+				}
+				if err := unix.SchedSetaffinity(pid, &all); err != nil {
+					t.Errorf("napi thread %d: unpin: %v", pid, err)
+				}
+			}
+		})
+	}
+	t.Cleanup(release)
+	for _, pid := range pids {
+		if err := unix.SchedSetaffinity(pid, &one); err != nil {
+			t.Fatalf("pin napi thread %d to cpu %d: %v", pid, cpus[0], err)
+		}
+		if err := unix.SchedSetAttr(pid, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0); err != nil {
+			t.Fatalf("napi thread %d: SCHED_IDLE: %v", pid, err)
+		}
+	}
+	timer := time.AfterFunc(d, release)
+	t.Cleanup(func() { timer.Stop() })
+}
+
+// napiThreads returns the pids of ep's threaded-NAPI kernel threads
+// ("napi/NAME-ID"), failing the test when there are none.
+func napiThreads(t *testing.T, ep netenv.Endpoint) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := "napi/" + ep.Name + "-"
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil {
+			continue // gone
+		}
+		// A kernel thread's comm is cut to 15 bytes.
+		name := strings.TrimSpace(string(comm))
+		if strings.HasPrefix(name, prefix) || len(name) == 15 && strings.HasPrefix(prefix, name) {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("no threaded-NAPI threads for %s", ep.Name)
+	}
+	return pids
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -20,17 +21,34 @@ import (
 
 // xskSender transmits the frames of fl through an AF_XDP socket (which,
 // in copy mode, puts them on the socket's own queue), keeping at most
-// window frames ahead of got.
+// window frames ahead of got, and returns once the TX ring is empty and
+// every frame has come back on the completion ring.
+//
+// A copy-mode kick can leave frames in the TX ring: when the receiving
+// end's NAPI poll lags (run later by ksoftirqd on a busy machine), veth
+// holds the socket's send buffer full and the kernel answers EAGAIN. Only
+// a later kick sends them, so while it waits for the receiver and once all
+// is queued, xskSender calls Complete, which kicks.
 func xskSender(t testing.TB, s *xsk.Socket, fl *flow, want, window int, got *atomic.Int64) {
 	descs := make([]xsk.Desc, 32)
 	deadline := time.Now().Add(60 * time.Second)
+	push := func() bool {
+		if _, err := s.Complete(); err != nil {
+			t.Error(err)
+			return false
+		}
+		time.Sleep(20 * time.Microsecond)
+		return true
+	}
 	for seq := 0; seq < want; {
 		if time.Now().After(deadline) {
 			t.Errorf("sender stalled at %d of %d (receiver has %d)", seq, want, got.Load())
 			return
 		}
 		if seq-int(got.Load()) >= window {
-			time.Sleep(20 * time.Microsecond)
+			if !push() {
+				return
+			}
 			continue
 		}
 		n, err := s.Alloc(descs[:min(len(descs), want-seq)])
@@ -56,6 +74,45 @@ func xskSender(t testing.TB, s *xsk.Socket, fl *flow, want, window int, got *ato
 			return
 		}
 		seq += sent
+	}
+	for s.Frames().Tx > 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("sender: %d frames still in the transmit path (receiver has %d of %d)", s.Frames().Tx, got.Load(), want)
+			return
+		}
+		if !push() {
+			return
+		}
+	}
+}
+
+// TestXSKSenderPushesWhatAKickLeft holds back the receiving end's NAPI
+// poll, as a busy machine can, while xskSender queues twice what the
+// socket's send buffer lets veth hold: the kicks stop with frames in the
+// TX ring, and every frame must still arrive, sent by a later kick.
+func TestXSKSenderPushesWhatAKickLeft(t *testing.T) {
+	const n = 512
+	v := testenv.NewVeth(t, nil)
+	if err := app.SetVethThreadedNAPI(v.Host, true); err != nil {
+		t.Fatal(err)
+	}
+	s := openOn(t, v.Host, 0, &xsk.Options{Filter: udpFilter})
+	peer := openOn(t, v.Peer, 0, &xsk.Options{NoXDP: true, NumFrames: 1024, FillRingSize: 512, TxFrames: n})
+	fl := newFlow(v.Peer, v.Host, 26)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s, fl, n, &got, time.Now().Add(20*time.Second)) }()
+	holdNAPI(t, v.Host, time.Second)
+	xskSender(t, peer, fl, n, n, &got)
+	if sn := <-done; sn.n != n {
+		t.Fatalf("received %d of %d frames", sn.n, n)
+	}
+	st, err := peer.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxPackets != n || st.Completed != n || st.TxDropped != 0 {
+		t.Errorf("sender's stats do not match %d frames sent: %+v", n, st)
 	}
 }
 
