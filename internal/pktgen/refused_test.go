@@ -144,13 +144,13 @@ func TestReceiverRedirectFailuresNotCounted(t *testing.T) {
 	defer l.Close()
 
 	g := newGen(t, v.Host, &pktgen.Options{Frame: udpFrame(t, v.Host, v.Peer, 18)})
-	before := readCounters(t, v.Peer)
+	before := readBoth(t, v.Host, v.Peer)
 	fwdBefore := readCounters(t, fwd.Host)
 	const n = 1000
 	if sent, err := g.Send(n); sent != n || err != nil {
 		t.Errorf("Send(%d) = %d, %v; want %d, nil", n, sent, err, n)
 	}
-	waitRx(t, v.Peer, before, n)
+	waitRx(t, before, n)
 	// The receiver's redirects did fail: fwd.Host sent nothing.
 	if d := readCounters(t, fwd.Host).Sub(fwdBefore); d.TxPackets != 0 {
 		t.Errorf("%s sent %d packets; want its peer to refuse them all", fwd.Host.Name, d.TxPackets)
@@ -188,14 +188,14 @@ func TestOtherGeneratorsRefusalsNotCounted(t *testing.T) {
 		}
 		badDone <- r
 	}()
-	before := readCounters(t, good.Peer)
+	before := readBoth(t, good.Host, good.Peer)
 	const n = 200_000
 	sent, err := gg.Send(n)
 	cancel()
 	if sent != n || err != nil {
 		t.Errorf("Send(%d) beside a refused generator = %d, %v; want %d, nil", n, sent, err, n)
 	}
-	waitRx(t, good.Peer, before, n)
+	waitRx(t, before, n)
 	if r := <-badDone; r.n != 0 || r.err != nil {
 		t.Errorf("refused generator: %d offered, %v; want 0 and ENXIO every time", r.n, r.err)
 	}
