@@ -49,7 +49,7 @@ func txPair(t *testing.T, v *netenv.Veth, opts *baseline.AFPacketTxOptions, seqs
 func sendSeqs(t *testing.T, v *netenv.Veth, s *baseline.AFPacketSender, r *baseline.AFPacketReceiver, seqs *seqSet, n uint64) {
 	t.Helper()
 	receiveAll(t, r, n, func() {
-		paced(t, n, func(k uint64) error {
+		paced(t, n, backlogChunk, func(k uint64) error {
 			c, err := s.SendFunc(k, func(seq uint64, b []byte) int { return udpFrame(t, v.Host, v.Peer, 18, seq, b) })
 			if err == nil && c.Packets != k {
 				err = errors.New("short send")
