@@ -518,8 +518,9 @@ func (s *AFPacketSender) send(n uint64, frame []byte, fill func(uint64, []byte) 
 }
 
 // refusedFor is how long flush retries while the device refuses the frame
-// at the kernel's head and sends no other.
-const refusedFor = time.Second
+// at the kernel's head and sends no other. A variable only so that a test
+// can wait as long as a loaded machine needs to end a refusal.
+var refusedFor = time.Second
 
 // flush makes the kernel send every frame marked TP_STATUS_SEND_REQUEST and
 // waits until they are all sent. The kernel walks the ring from its own

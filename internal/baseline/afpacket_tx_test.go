@@ -116,7 +116,13 @@ func TestAFPacketSenderRefusedFrames(t *testing.T) {
 // TestAFPacketSenderRetriesRefusedFrames makes the device refuse frames
 // until the test sees the refusals in its counters, then take them: Send
 // must retry rather than fail, and every frame must arrive exactly once.
+//
+// Send retries for a second by default; on a loaded machine the test may
+// take longer than that to see the refusals and change the MTU back (it
+// polls counters and sets the MTU through netlink, competing with other
+// tests for the CPUs and the kernel's locks), so it retries for longer here.
 func TestAFPacketSenderRetriesRefusedFrames(t *testing.T) {
+	t.Cleanup(baseline.SetRefusedFor(time.Minute))
 	v := newVeth(t)
 	const n = 8
 	seqs := newSeqSet(t, n)
