@@ -70,7 +70,9 @@
 // /xsk_register is acknowledged only for an AF_XDP socket bound to the
 // named queue of the device (checked with bind(2), see below), and only
 // when no other live connection holds that queue: a queue is held by the
-// connection that registered it while the entry is still its socket.
+// connection that registered it while the entry is still its socket and
+// its client has not hung up (a client that closes its connection and
+// registers again on a new one finds the queue free at once).
 //
 // A connection silent for [ServerOptions.IdleTimeout] is closed, unless it
 // holds a registration; an answer the client leaves unread for

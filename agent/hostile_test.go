@@ -417,6 +417,15 @@ func TestHostileDisconnect(t *testing.T) {
 // it and closes its own copy, leaving the receiver the last reference.
 func lingeringSocket(t *testing.T, linger int32) int {
 	t.Helper()
+	fd, _ := lingeringSocketPeer(t, linger)
+	return fd
+}
+
+// lingeringSocketPeer is lingeringSocket, and returns the TCP socket's
+// peer too: closing it resets the connection, which ends a close(2)
+// lingering on the socket at once.
+func lingeringSocketPeer(t *testing.T, linger int32) (int, *net.TCPConn) {
+	t.Helper()
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +463,7 @@ func lingeringSocket(t *testing.T, linger int32) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fd
+	return fd, peer
 }
 
 // TestHostileLingeringFD: closing a descriptor can block: a TCP socket
@@ -574,11 +583,13 @@ func TestHostileLingeringFDBeyondBuffer(t *testing.T) {
 // blocked writing one (the client's receive queue is full) and the
 // client's own send buffer is full too, then makes room in that buffer:
 // what the client sends next stays queued, unread, at the server, until
-// the client reads.
-func (r *rawConn) stall() {
+// the client reads. It returns the number of requests sent, each of which
+// the server answers once the client reads.
+func (r *rawConn) stall() int {
 	r.t.Helper()
 	r.c.SetWriteBuffer(4096)
-	for i := 0; ; i++ {
+	i := 0
+	for ; ; i++ {
 		if i == 100_000 {
 			r.t.Fatal("the server keeps reading requests whose answers are not read")
 		}
@@ -592,6 +603,7 @@ func (r *rawConn) stall() {
 	}
 	r.c.SetWriteDeadline(time.Time{})
 	r.c.SetWriteBuffer(1 << 20)
+	return i
 }
 
 // readUntil reads answers until want; it fails on anything but

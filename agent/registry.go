@@ -29,12 +29,15 @@ import (
 // whose socket is gone does not compare equal either.
 //
 // A queue is held by a connection while the entry is the socket that
-// connection registered. The registry deletes an entry, when its
-// connection ends, only if it is still held: never an entry the kernel or
-// another client put there since. (A client with a writable map fd could
-// still overwrite the entry between that check and the deletion; with
-// ServerOptions.ReadOnlyMap nobody but the agent writes the map and the
-// check is exact.)
+// connection registered and the connection's client has not hung up: a
+// connection whose client has gone is ending, and its goroutine may not
+// have seen that yet, or still be discarding what the client left queued
+// (see hangUp), when the client registers again on a new connection. The
+// registry deletes an entry, when its connection ends, only if it is still
+// the socket registered: never an entry the kernel or another client put
+// there since. (A client with a writable map fd could still overwrite the
+// entry between that check and the deletion; with ServerOptions.ReadOnlyMap
+// nobody but the agent writes the map and the check is exact.)
 type registry struct {
 	prog  *bpf.Program  // the device's program; its XSKMAP is the one served
 	twin  *ebpf.Map     // queue -> the socket the registry registered there
@@ -147,7 +150,7 @@ func (r *registry) register(c *conn, queue, fd int) error {
 		if err != nil {
 			return err
 		}
-		if held {
+		if held && !peerClosed(o.c) {
 			return fmt.Errorf("register queue %d: held by another connection: %w", queue, unix.EBUSY)
 		}
 	}

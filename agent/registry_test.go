@@ -293,3 +293,87 @@ func TestBusyPollChecks(t *testing.T) {
 		}
 	}
 }
+
+// blockingFD returns one end of a Unix socket pair whose receive queue
+// holds, in flight, a TCP socket whose last close lingers (see
+// lingeringSocket); every other copy of both is closed. Whoever closes the
+// returned descriptor last drops the TCP socket in its own thread, where
+// closeReceived cannot turn its lingering off, and blocks until unblock is
+// called (at the latest at the test's cleanup, before the server's Close).
+func blockingFD(t *testing.T) (fd int, unblock func()) {
+	t.Helper()
+	tcp, peer := lingeringSocketPeer(t, lingerSecs)
+	defer unix.Close(tcp)
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sp[1])
+	if err := unix.Sendmsg(sp[1], []byte("x"), unix.UnixRights(tcp), nil, 0); err != nil {
+		unix.Close(sp[0])
+		t.Fatal(err)
+	}
+	return sp[0], func() { peer.Close() }
+}
+
+// TestReleaseBeforeDrain: a connection's queues are free for another
+// connection as soon as its client has hung up, however long the server
+// takes to close the descriptors the client sent (see hangUp). The server
+// used to release the registrations only after discarding what the client
+// left queued, so a client that reconnected at once and registered its
+// socket again was refused with /xsk_register_nak for as long as that
+// took: here, until the test unblocks a descriptor whose close blocks.
+// It is sent behind requests the server is stalled answering, so that the
+// server's copy is the last, and the client hangs up either with them
+// unanswered (the drain closes the descriptor) or once it has read their
+// answers (the server reads the request and closes the descriptor).
+func TestReleaseBeforeDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		readFirst bool
+	}{
+		{"queued", false},
+		{"read", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, nil)
+			xa := newBoundXSK(t, e.dev, 0)
+			a := dialRaw(t, e.sock)
+			a.roundTrip("/connect, pod-a", RespHostOK, 0)
+			a.roundTrip("/xsk_register, "+e.dev+", 0", RespXSKRegisterAck, 0, xa.FD())
+			stalled := a.stall()
+			fd, unblock := blockingFD(t)
+			_, _, err := a.c.WriteMsgUnix([]byte(ReqVersion), unix.UnixRights(fd), nil)
+			unix.Close(fd)
+			if err != nil {
+				unblock()
+				t.Fatalf("send a request with the blocking descriptor: %v", err)
+			}
+			if tc.readFirst {
+				for range stalled {
+					if got, _, err := a.recv(); got != ProtocolVersion {
+						unblock()
+						t.Fatalf("answer to a stalled request: %q, %v", got, err)
+					}
+				}
+			}
+			a.c.Close()
+
+			b := connect(t, e.sock, "pod-b")
+			err = b.Register(e.dev, 0, xa.FD())
+			unblock()
+			if err != nil {
+				t.Fatalf("Register of the queue whose holder hung up: %v", err)
+			}
+			if e.udpReachesStack(t) {
+				t.Fatal("b's registration is not in the map")
+			}
+			// a's connection ends once the close returns; it must leave
+			// b's entry.
+			waitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
+			if e.udpReachesStack(t) {
+				t.Fatal("the end of a's connection removed b's entry")
+			}
+		})
+	}
+}

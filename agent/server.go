@@ -165,10 +165,11 @@ type PeerCred struct {
 // connection.
 //
 // Registrations made with /xsk_register belong to the connection that made
-// them, which holds the queue while the entry is its socket: no other
-// connection may register that queue meanwhile, and the idle timeout does
-// not end the connection. The server removes the entry when the connection
-// ends, by /fin, an error, the client's death or Close, unless the entry
+// them, which holds the queue while the entry is its socket and its client
+// has not hung up: no other connection may register that queue meanwhile,
+// and the idle timeout does not end the connection. The server removes the
+// entry when the connection ends, by /fin, an error, the client's death or
+// Close, before it discards what the client left queued, unless the entry
 // is no longer that socket: the kernel drops an entry when its socket is
 // released, and a client with a writable map fd may have replaced it.
 // Entries written by a client itself through the map fd (/xsk_map_fd) are
@@ -628,8 +629,11 @@ type conn struct {
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	defer func() {
-		hangUp(c.c)
+		// The queues go first: hangUp may take a while closing the
+		// descriptors the client left queued, and a client that
+		// reconnects meanwhile must find them free.
 		c.d.reg.release(c)
+		hangUp(c.c)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
