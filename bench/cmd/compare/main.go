@@ -13,6 +13,9 @@
 // dpdk-dev, gcc, libxdp-dev, libbpf-dev). It makes a named network
 // namespace (testpmd and the C reference run there through `ip netns
 // exec`) and a veth pair, and removes them, and kills both, when it ends.
+// An interrupt (Ctrl-C, SIGTERM) ends the running trial at once: compare
+// stops the generator, ends what the trial started and removes what it
+// made before it exits.
 //
 //	go run ./bench/cmd/compare -rounds 5 -d 5s
 package main
@@ -91,6 +94,10 @@ type contender struct {
 }
 
 type env struct {
+	// ctx ends when compare is interrupted: the trial's waits end with
+	// it, so that the trial returns at once and undoes what it set up.
+	// nil: never.
+	ctx  context.Context
 	ns   *netenv.Netns
 	topo *app.Topology
 	cref string // the C reference receiver's binary
@@ -338,7 +345,7 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, t.Close()) }()
-	e := &env{ns: ns, topo: t}
+	e := &env{ctx: ctx, ns: ns, topo: t}
 	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
 
 	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "C ") }) {
@@ -361,6 +368,10 @@ func run(ctx context.Context) (err error) {
 				return ctx.Err()
 			}
 			tr, err := c.run(e)
+			if ctx.Err() != nil {
+				// Whatever the trial made of it: it was cut short.
+				return fmt.Errorf("%s, round %d: %w", c.name, r+1, ctx.Err())
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -557,9 +568,28 @@ func cmpf(a, b float64) int {
 	return 0
 }
 
+// sleep waits d, or until the run is interrupted, and then returns the
+// context's error.
+func (e *env) sleep(d time.Duration) error {
+	if e.ctx == nil {
+		time.Sleep(d)
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-e.ctx.Done():
+		return e.ctx.Err()
+	}
+}
+
 // window runs the generator for warmup+dur and calls at(0) after the
 // warm-up and at(1) at the end; it returns the generator's rate, the
-// window's length and the generator's CPU time in it.
+// window's length and the generator's CPU time in it. When the run is
+// interrupted, it stops the generator and returns the context's error at
+// once, at(1) not called.
 func window(e *env, at func(i int)) (offered float64, secs float64, gcpu time.Duration, err error) {
 	offered, _, secs, gcpu, err = windowFrames(e, at)
 	return offered, secs, gcpu, err
@@ -580,13 +610,19 @@ func windowFrames(e *env, at func(i int)) (offered float64, frames uint64, secs 
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
-	time.Sleep(*warmup)
+	if err := e.sleep(*warmup); err != nil {
+		_, serr := g.Stop()
+		return 0, 0, 0, 0, errors.Join(err, serr)
+	}
 	// The process's CPU time, which at reads, and the generator's are on
 	// one clock: read so that the process's span holds the generator's.
 	t0 := time.Now()
 	at(0)
 	c0 := g.CPU()
-	time.Sleep(*dur)
+	if err := e.sleep(*dur); err != nil {
+		_, serr := g.Stop()
+		return 0, 0, 0, 0, errors.Join(err, serr)
+	}
 	c1, t1 := g.CPU(), time.Now()
 	at(1)
 	if _, err := g.Stop(); err != nil {
@@ -711,10 +747,16 @@ func afxdpTx(e *env) (trial, error) {
 		return trial{}, err
 	}
 	wait := loopRun(func() error { _, err := l.TxOnly(0); return errors.Join(err, l.ReleaseTx()) })
-	time.Sleep(*warmup)
+	if err := e.sleep(*warmup); err != nil {
+		l.Stop.Store(true)
+		return trial{}, errors.Join(err, wait())
+	}
 	p0, err0 := e.topo.HostReceived()
 	c0, t0 := app.ProcessCPU(), time.Now()
-	time.Sleep(*dur)
+	if err := e.sleep(*dur); err != nil {
+		l.Stop.Store(true)
+		return trial{}, errors.Join(err, wait())
+	}
 	p1, err1 := e.topo.HostReceived()
 	c1, t1 := app.ProcessCPU(), time.Now()
 	l.Stop.Store(true)
@@ -896,8 +938,10 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 		return nil, fmt.Errorf("testpmd mode %q: want rxonly, txonly or macswap", mode)
 	}
 	p := &testpmdProc{mode: mode, scanned: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, "ip", args...)
-	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
+	// Not killed when ctx ends: an interrupted trial stops the generator
+	// first and then testpmd, else the rest of the generator's call goes
+	// through the kernel's stack, slowly, once testpmd's socket is gone.
+	p.cmd = exec.Command("ip", args...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -929,6 +973,9 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 	case <-p.scanned:
 		p.kill()
 		return nil, fmt.Errorf("testpmd %s exited before it started forwarding:\n%s\n%s", mode, p.out.String(), p.stderr.String())
+	case <-ctx.Done():
+		p.kill()
+		return nil, ctx.Err()
 	case <-time.After(30 * time.Second):
 		p.kill()
 		return nil, fmt.Errorf("testpmd %s did not start within 30s:\n%s\n%s", mode, p.out.String(), p.stderr.String())
@@ -1071,8 +1118,11 @@ func testpmdFwd(e *env, p *testpmdProc) (trial, error) {
 		host[i], e2 = e.topo.HostReceived()
 		perr = errors.Join(perr, e1, e2)
 	})
+	if err != nil {
+		return trial{}, err // testpmd ends in testpmd's kill
+	}
 	_, _, serr := p.stop()
-	if err = errors.Join(err, perr, serr); err != nil {
+	if err = errors.Join(perr, serr); err != nil {
 		return trial{}, err
 	}
 	got := float64(host[1] - host[0])
@@ -1086,11 +1136,15 @@ func testpmdFwd(e *env, p *testpmdProc) (trial, error) {
 // testpmdTx measures testpmd txonly by what arrived at the host end.
 func testpmdTx(e *env, p *testpmdProc) (trial, error) {
 	var cpu [2]time.Duration
-	time.Sleep(*warmup)
+	if err := e.sleep(*warmup); err != nil {
+		return trial{}, err
+	}
 	p0, err0 := e.topo.HostReceived()
 	cpu[0], _ = app.ProcCPU(p.pid())
 	t0 := time.Now()
-	time.Sleep(*dur)
+	if err := e.sleep(*dur); err != nil {
+		return trial{}, err
+	}
 	p1, err1 := e.topo.HostReceived()
 	cpu[1], _ = app.ProcCPU(p.pid())
 	t1 := time.Now()
@@ -1109,6 +1163,7 @@ var reCRef = regexp.MustCompile(`^rx (\d+) dropped (\d+) ring_full (\d+)$`)
 
 // crefProc is a running C reference receiver.
 type crefProc struct {
+	ctx    context.Context // ends next's wait
 	cmd    *exec.Cmd
 	lines  chan string
 	stderr lockedBuffer // written by exec's goroutine until Wait
@@ -1143,10 +1198,10 @@ type crefCounts struct{ rx, drops, full uint64 }
 // peer end, pinned to cpu, with afxdp's ring and batch sizes, and returns
 // once its socket is bound.
 func startCRef(ctx context.Context, e *env, cpu int) (*crefProc, error) {
-	p := &crefProc{lines: make(chan string, 16)}
-	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", e.ns.Name(), e.cref,
+	p := &crefProc{ctx: ctx, lines: make(chan string, 16)}
+	// Not killed when ctx ends, for the reason testpmd is not.
+	p.cmd = exec.Command("ip", "netns", "exec", e.ns.Name(), e.cref,
 		e.topo.Veth.Peer.Name, "0", strconv.Itoa(cpu), strconv.Itoa(*ring), strconv.Itoa(*batch))
-	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
 	p.cmd.Stderr = &p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -1186,6 +1241,8 @@ func (p *crefProc) next() (string, error) {
 		return l, nil
 	case <-time.After(10 * time.Second):
 		return "", fmt.Errorf("C reference silent for 10s: %s", strings.TrimSpace(p.stderr.String()))
+	case <-p.ctx.Done():
+		return "", p.ctx.Err()
 	}
 }
 
@@ -1258,8 +1315,11 @@ func cRxDrop(ctx context.Context, e *env) (trial, error) {
 		c[i], err = p.counts(syscall.SIGUSR1)
 		cerr = errors.Join(cerr, err)
 	})
+	if err != nil {
+		return trial{}, err // the receiver ends in cRxDrop's kill
+	}
 	_, serr := p.stop()
-	if err := errors.Join(err, cerr, serr); err != nil {
+	if err := errors.Join(cerr, serr); err != nil {
 		return trial{}, err
 	}
 	got := float64(c[1].rx - c[0].rx)

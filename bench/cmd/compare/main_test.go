@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +11,16 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/bpf"
@@ -665,4 +670,177 @@ func udpRcvbufErrors(t *testing.T, ep netenv.Endpoint) uint64 {
 	}
 	t.Fatalf("no Udp RcvbufErrors in /proc/net/snmp:\n%s", b)
 	return 0
+}
+
+// TestInterruptEndsTrial interrupts compare (as Ctrl-C does: its context
+// ends) in the middle of a trial far longer than the test, once the
+// trial's traffic is flowing, and checks that run returns at once with the
+// interruption as its error, having removed everything it made: its
+// namespace and veth pair (and with them the XDP programs on them), every
+// process it started (testpmd, the C reference) and testpmd's runtime
+// directory. Each kind of trial waits in its own place: testpmd and the C
+// reference in window, the transmitters in their own sleeps.
+func TestInterruptEndsTrial(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if err := ensureTestpmd(); err != nil {
+		t.Fatalf("dpdk-testpmd (package dpdk-dev, which .ci/deps.sh installs): %v", err)
+	}
+	for _, name := range []string{"testpmd rxonly", "C libxdp rxdrop", "testpmd txonly", "afxdp txonly"} {
+		t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
+			defer saveFlags()()
+			*only, *rounds = "^"+regexp.QuoteMeta(name)+"$", 1
+			// The old code slept through the whole trial after an
+			// interrupt: far longer than the wait below.
+			*dur, *warmup = 3*time.Minute, 0
+			interruptTrial(t)
+		})
+	}
+}
+
+// interruptTrial runs compare with the flags as they are, interrupts it
+// once traffic flows on its veth pair and checks what it left.
+func interruptTrial(t *testing.T) {
+	// run says on its standard error which veth pair and namespace it
+	// made.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stderr := os.Stderr
+	os.Stderr = w
+	var out testenv.Buffer
+	named := make(chan [2]string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		re := regexp.MustCompile(`^veth \S+ <-> (\S+) \(netns (\S+)\)`)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			out.Write([]byte(sc.Text() + "\n"))
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				named <- [2]string{m[1], m[2]}
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	// finish waits for run to end, then restores the standard error.
+	finish := func() error {
+		err := <-done
+		os.Stderr = stderr
+		w.Close()
+		<-scanned
+		t.Logf("compare's standard error:\n%s", out.String())
+		return err
+	}
+
+	var peer, ns string
+	select {
+	case n := <-named:
+		peer, ns = n[0], n[1]
+	case err := <-done:
+		done <- err
+		t.Fatalf("run ended before it made its veth pair: %v", finish())
+	}
+	// Hold the namespace, so that what compare leaves in it stays to be
+	// seen once compare has let go of it.
+	nsh, err := netns.GetFromPath(filepath.Join("/var/run/netns", ns))
+	if err != nil {
+		cancel()
+		t.Fatalf("namespace %s: %v; run: %v", ns, err, finish())
+	}
+	defer nsh.Close()
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		cancel()
+		t.Fatalf("netlink in %s: %v; run: %v", ns, err, finish())
+	}
+	defer nl.Close()
+	// The trial is running once frames cross the pair, either way.
+	moved := false
+	var c0 uint64
+	for deadline := time.Now().Add(2 * time.Minute); !moved && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		l, err := nl.LinkByName(peer)
+		if err != nil {
+			t.Logf("%s in %s: %v", peer, ns, err)
+			break
+		}
+		s := l.Attrs().Statistics
+		if c0 == 0 {
+			c0 = s.TxPackets + s.RxPackets + 1
+		}
+		moved = s.TxPackets+s.RxPackets >= c0
+	}
+	if !moved {
+		cancel()
+		t.Fatalf("no frame crossed %s within 2 minutes of its making; run: %v", peer, finish())
+	}
+	cancel()
+	interrupted := time.Now()
+	select {
+	case err = <-done:
+		done <- err
+		t.Logf("run returned %v after the interrupt", time.Since(interrupted).Round(time.Millisecond))
+	case <-time.After(time.Minute):
+		t.Errorf("run still in its trial a minute after the interrupt")
+	}
+	err = finish()
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("run after the interrupt: %v; want an error that is context.Canceled", err)
+	}
+
+	if _, err := os.Stat(filepath.Join("/var/run/netns", ns)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("namespace %s after the interrupt: %v; want it removed", ns, err)
+	}
+	// Deleting the peer end deletes the pair, and the XDP programs
+	// attached to either end with it.
+	links, err := nl.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Attrs().Name != "lo" {
+			t.Errorf("link %s left in namespace %s after the interrupt", l.Attrs().Name, ns)
+		}
+	}
+	if _, err := os.Stat(testpmdRuntimeDir()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("testpmd's runtime directory %s after the interrupt: %v; want it removed", testpmdRuntimeDir(), err)
+	}
+	for _, p := range children(t) {
+		t.Errorf("process left after the interrupt (exited but not waited for, if a zombie): %s", p)
+	}
+}
+
+// children lists the processes whose parent is this one, as "PID (NAME)
+// STATE".
+func children(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// PID (COMM) STATE PPID ...; COMM may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			kids = append(kids, s[:i+1]+" "+f[0])
+		}
+	}
+	return kids
 }
