@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,12 +425,12 @@ func BenchmarkL2Fwd(b *testing.B) {
 // else (pps is what the peer end took off its ring).
 func BenchmarkXDPDrop(b *testing.B) {
 	t := topology(b, app.TopologyOptions{Generator: true, PeerSink: pktgen.Drop})
-	var stop bool
+	var stop atomic.Bool // set by the watchdog's goroutine
 	benchRecv(b, t, recvPath{
 		recv: func(n uint64) (uint64, error) {
 			// Wait until n more frames went through the peer.
 			p0, err := t.PeerReceived()
-			for err == nil && !stop {
+			for err == nil && !stop.Load() {
 				var p uint64
 				if p, err = t.PeerReceived(); p-p0 >= n {
 					return p - p0, nil
@@ -439,16 +440,17 @@ func BenchmarkXDPDrop(b *testing.B) {
 			return 0, err
 		},
 		drops: func() uint64 { return 0 },
-		stop:  func() { stop = true },
+		stop:  func() { stop.Store(true) },
 	})
 }
 
 func baselineRecv(b *testing.B, r baseline.Receiver) recvPath {
 	b.Cleanup(func() { r.Close() })
-	var deadline time.Duration = watchdog
+	var deadline atomic.Int64 // set to 0 by the watchdog's goroutine
+	deadline.Store(int64(watchdog))
 	return recvPath{
 		recv: func(n uint64) (uint64, error) {
-			c, err := r.Receive(n, time.Now().Add(deadline))
+			c, err := r.Receive(n, time.Now().Add(time.Duration(deadline.Load())))
 			return c.Packets, err
 		},
 		drops: func() uint64 {
@@ -458,7 +460,7 @@ func baselineRecv(b *testing.B, r baseline.Receiver) recvPath {
 			}
 			return st.Drops
 		},
-		stop: func() { deadline = 0 },
+		stop: func() { deadline.Store(0) },
 	}
 }
 
