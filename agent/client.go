@@ -113,8 +113,8 @@ func (c *Client) roundTrip(req Request, fd int) (string, int, error) {
 		// accepts the connection and hangs up, so the request may find
 		// the connection shut: read what the agent said.
 		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-			if m, rerr := readMessage(c.c, buf, oob); rerr == nil {
-				m.closeFDs()
+			if m, rerr := readMessage(c.c, buf, oob, nil); rerr == nil {
+				m.closeFDs(nil)
 				if string(m.data) == RespHostNak {
 					return RespHostNak, -1, nil
 				}
@@ -122,7 +122,7 @@ func (c *Client) roundTrip(req Request, fd int) (string, int, error) {
 		}
 		return "", -1, c.broken
 	}
-	m, err := readMessage(c.c, buf, oob)
+	m, err := readMessage(c.c, buf, oob, nil)
 	if err != nil {
 		c.broken = fmt.Errorf("%s: receive: %w", req.Op, err)
 		return "", -1, c.broken
@@ -132,7 +132,7 @@ func (c *Client) roundTrip(req Request, fd int) (string, int, error) {
 		rfd = m.fds[0]
 		m.fds = m.fds[1:]
 	}
-	m.closeFDs() // any beyond the first
+	m.closeFDs(nil) // any beyond the first
 	return string(m.data), rfd, nil
 }
 

@@ -66,6 +66,10 @@
 // that the client reads that answer and then the end of the connection,
 // not a reset, and so that no descriptor the client sent is left for the
 // kernel to close in a thread of the agent (closing a socket can block).
+// For the same reason a Unix socket the client sends is shut for reading,
+// emptied (its queued messages read, its pending connections accepted,
+// and what they carry closed the same way) and only then closed; a client
+// that sends its own end of its connection thereby ends it unanswered.
 //
 // /xsk_register is acknowledged only for an AF_XDP socket bound to the
 // named queue of the device (checked with bind(2), see below), and only

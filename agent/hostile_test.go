@@ -229,15 +229,22 @@ func TestHostileFDs(t *testing.T) {
 		r.roundTrip("/xsk_register, "+e.dev+", 0", RespNak, 0, newXSK(t))
 		r.wantHangup()
 
+		// Its own connection, sent over itself: the server shuts every
+		// Unix socket it is sent for reading before it closes it (see
+		// closeReceived), which shuts the server's end for writing, so
+		// the connection ends unanswered.
 		r = dialRaw(t, e.sock)
 		r.roundTrip("/connect, pod", RespHostOK, 0)
-		// Its own connection, sent over itself.
 		rc, err := r.c.File()
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.roundTrip("/version", RespNak, 0, int(rc.Fd()))
+		r.send([]byte("/version"), int(rc.Fd()))
 		rc.Close()
+		r.wantHangup()
+
+		r = dialRaw(t, e.sock)
+		r.roundTrip("/connect, pod", RespHostOK, 0)
 		for name, fd := range bad {
 			t.Run(name, func(t *testing.T) {
 				r.roundTrip("/version", RespNak, 0, fd)
@@ -682,7 +689,7 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 			_, _, err := r.c.WriteMsgUnix([]byte(msg), oob, nil)
 			if err != nil {
 				if fd >= 0 {
-					closeReceived(fd) // not sent: the last copy, whose close would linger
+					closeReceived(fd, nil) // not sent: the last copy, whose close would linger
 				}
 				t.Fatalf("queue %q: %v", msg, err)
 			}
@@ -728,7 +735,7 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 				if err == nil {
 					unix.Close(fd)
 				} else {
-					closeReceived(fd) // not sent: the last copy, whose close would linger
+					closeReceived(fd, nil) // not sent: the last copy, whose close would linger
 				}
 				// Hung up on (end of file, or a reset since the request is
 				// unread) before the first connection goes.
@@ -774,4 +781,236 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 			t.Fatalf("%d connections left after Close", n)
 		}
 	})
+}
+
+// nests builds Unix sockets that hold, out of the server's reach, a TCP
+// socket whose last close lingers (see lingeringSocket): each returns the
+// Unix socket, every other copy of it and of what it holds closed, so that
+// whoever closes it drops the lingering socket, in its own thread, unless
+// it takes out what is queued first.
+var nests = []struct {
+	name  string
+	build func(t *testing.T) int
+}{
+	{"stream", func(t *testing.T) int { return holding(t, unix.SOCK_STREAM, lingeringSocket(t, lingerSecs)) }},
+	{"dgram", func(t *testing.T) int { return holding(t, unix.SOCK_DGRAM, lingeringSocket(t, lingerSecs)) }},
+	{"seqpacket", func(t *testing.T) int { return holding(t, unix.SOCK_SEQPACKET, lingeringSocket(t, lingerSecs)) }},
+	{"listening", func(t *testing.T) int {
+		// In the queue of a connection the listener has not accepted.
+		ln := unixSocket(t, unix.SOCK_STREAM)
+		if err := unix.Bind(ln, &unix.SockaddrUnix{}); err != nil { // autobind
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 4); err != nil {
+			t.Fatal(err)
+		}
+		addr, err := unix.Getsockname(ln)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := unixSocket(t, unix.SOCK_STREAM)
+		if err := unix.Connect(c, addr); err != nil {
+			t.Fatal(err)
+		}
+		tcp := lingeringSocket(t, lingerSecs)
+		sendRights(t, c, 0, tcp)
+		unix.Close(tcp)
+		unix.Close(c)
+		return ln
+	}},
+	{"seqpacket_empty", func(t *testing.T) int {
+		// Behind an empty datagram, which reads like the end.
+		sp := unixPair(t, unix.SOCK_SEQPACKET)
+		if err := unix.Sendmsg(sp[1], nil, nil, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		return holdingPair(t, sp, lingeringSocket(t, lingerSecs))
+	}},
+	{"stream_oob", func(t *testing.T) int {
+		// Out of band, between two bytes in line: a read of the stream
+		// that goes past it drops it.
+		sp := unixPair(t, unix.SOCK_STREAM)
+		tcp := lingeringSocket(t, lingerSecs)
+		sendRights(t, sp[1], 0)
+		sendRights(t, sp[1], unix.MSG_OOB, tcp)
+		sendRights(t, sp[1], 0)
+		unix.Close(tcp)
+		unix.Close(sp[1])
+		return sp[0]
+	}},
+	{"timestamps", func(t *testing.T) int {
+		// The peer asked for timestamps, which take room ahead of
+		// descriptors in the control buffer: those that do not fit are
+		// dropped as recvmsg returns.
+		sp := unixPair(t, unix.SOCK_DGRAM)
+		for _, opt := range []int{unix.SO_TIMESTAMPNS_NEW, unix.SO_PASSCRED} {
+			if err := unix.SetsockoptInt(sp[0], unix.SOL_SOCKET, opt, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fds := make([]int, scmMaxFD)
+		for i := range fds {
+			fds[i] = newPipe(t)
+		}
+		tcp := lingeringSocket(t, lingerSecs)
+		fds[len(fds)-1] = tcp
+		sendRights(t, sp[1], 0, fds...)
+		unix.Close(tcp)
+		unix.Close(sp[1])
+		return sp[0]
+	}},
+	{"nested", func(t *testing.T) int {
+		inner := holding(t, unix.SOCK_SEQPACKET, lingeringSocket(t, lingerSecs))
+		return holding(t, unix.SOCK_STREAM, inner)
+	}},
+	{"deep", func(t *testing.T) int {
+		// Deeper than the server empties at once: the rest is closed in
+		// the background.
+		fd := lingeringSocket(t, lingerSecs)
+		for range maxReapSteps {
+			fd = holding(t, unix.SOCK_DGRAM, fd)
+		}
+		return fd
+	}},
+	{"wide", func(t *testing.T) int {
+		// Each socket holds the next with scmMaxFD-1 copies of another
+		// (empty) Unix socket.
+		fd := lingeringSocket(t, lingerSecs)
+		for range 8 {
+			sp := unixPair(t, unix.SOCK_DGRAM)
+			empty := unixSocket(t, unix.SOCK_DGRAM)
+			fds := make([]int, scmMaxFD)
+			for i := range fds {
+				fds[i] = empty
+			}
+			fds[len(fds)-1] = fd
+			sendRights(t, sp[1], 0, fds...)
+			unix.Close(sp[1])
+			unix.Close(empty)
+			unix.Close(fd)
+			fd = sp[0]
+		}
+		return fd
+	}},
+}
+
+// holding returns one end of a new socket pair of type typ whose receive
+// queue holds fd; fd and the other end are closed.
+func holding(t *testing.T, typ, fd int) int {
+	t.Helper()
+	return holdingPair(t, unixPair(t, typ), fd)
+}
+
+// holdingPair sends fd to sp[0] over sp[1], closes fd and sp[1], and
+// returns sp[0].
+func holdingPair(t *testing.T, sp [2]int, fd int) int {
+	t.Helper()
+	sendRights(t, sp[1], 0, fd)
+	unix.Close(sp[1])
+	unix.Close(fd)
+	return sp[0]
+}
+
+func unixPair(t *testing.T, typ int) [2]int {
+	t.Helper()
+	sp, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+func unixSocket(t *testing.T, typ int) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// sendRights sends one byte with fds attached (and flags) on the Unix
+// socket fd.
+func sendRights(t *testing.T, fd, flags int, fds ...int) {
+	t.Helper()
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if err := unix.Sendmsg(fd, []byte{'x'}, oob, nil, flags); err != nil {
+		t.Fatalf("send %d descriptors: %v", len(fds), err)
+	}
+}
+
+// TestHostileLingeringFDNested: a client that sends a Unix socket holding
+// a lingering TCP socket (in its receive queue, in a pending connection's
+// if it is listening, in another Unix socket it holds) stalled the
+// goroutine that closed it for the linger time: turning lingering off on
+// the descriptor received does not reach what it holds, and closing it
+// drops what it holds in the closing thread. Whether the server closes it
+// after answering the request that brought it, or while it hangs up, it
+// answers, ends the connection and closes promptly, and closes everything
+// it received.
+func TestHostileLingeringFDNested(t *testing.T) {
+	t.Run("request", func(t *testing.T) {
+		e := newTestEnv(t, nil)
+		for _, n := range nests {
+			t.Run(n.name, func(t *testing.T) {
+				b := takeBaseline(t)
+				t.Run("", func(t *testing.T) {
+					fd := n.build(t)
+					r := dialRaw(t, e.sock)
+					r.roundTrip("/connect, pod", RespHostOK, 0)
+					r.send([]byte(ReqVersion), fd)
+					unix.Close(fd) // the server's is the last reference
+					if got, _, err := r.recv(); err != nil || got != RespNak {
+						t.Fatalf("%s with the socket: got %q, %v; want %q", ReqVersion, got, err, RespNak)
+					}
+					r.roundTrip(ReqFin, RespFinAck, 0)
+					r.wantHangup()
+				})
+				waitReaped(t)
+				b.check(t, e)
+			})
+		}
+	})
+	for _, n := range nests {
+		t.Run("server_close_"+n.name, func(t *testing.T) {
+			// Queued unread when the server closes: hangUp drains it.
+			e := newTestEnv(t, nil)
+			r := dialRaw(t, e.sock)
+			r.roundTrip("/connect, pod", RespHostOK, 0)
+			r.stall()
+			fd := n.build(t)
+			r.send([]byte(ReqVersion), fd)
+			unix.Close(fd)
+			done := make(chan error, 1)
+			go func() { done <- e.srv.Close() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Server.Close stalled by a %s socket queued on a connection", n.name)
+			}
+			waitReaped(t)
+		})
+	}
+}
+
+// waitReaped waits for the reapers closeReceived left in the background
+// to end.
+func waitReaped(t *testing.T) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		reaping.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("descriptors closed in the background: not done after 10 s")
+	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,26 +295,40 @@ func TestBusyPollChecks(t *testing.T) {
 	}
 }
 
-// blockingFD returns one end of a Unix socket pair whose receive queue
-// holds, in flight, a TCP socket whose last close lingers (see
-// lingeringSocket); every other copy of both is closed. Whoever closes the
-// returned descriptor last drops the TCP socket in its own thread, where
-// closeReceived cannot turn its lingering off, and blocks until unblock is
-// called (at the latest at the test's cleanup, before the server's Close).
+// blockingFD returns a descriptor (a pipe's read end, its write end
+// closed) whose close by closeReceived, in any copy, blocks until unblock
+// is called (at the latest at the test's cleanup, before the server's
+// Close). No descriptor a client sends blocks the server any longer (see
+// closeReceived), so this takes a hook.
 func blockingFD(t *testing.T) (fd int, unblock func()) {
 	t.Helper()
-	tcp, peer := lingeringSocketPeer(t, lingerSecs)
-	defer unix.Close(tcp)
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(sp[1])
-	if err := unix.Sendmsg(sp[1], []byte("x"), unix.UnixRights(tcp), nil, 0); err != nil {
-		unix.Close(sp[0])
+	unix.Close(p[1])
+	var st unix.Stat_t
+	if err := unix.Fstat(p[0], &st); err != nil {
+		unix.Close(p[0])
 		t.Fatal(err)
 	}
-	return sp[0], func() { peer.Close() }
+	release := make(chan struct{})
+	hook := func(fd int) {
+		var s unix.Stat_t
+		if unix.Fstat(fd, &s) == nil && s.Dev == st.Dev && s.Ino == st.Ino {
+			<-release
+		}
+	}
+	testHookCloseReceived.Store(&hook)
+	var once sync.Once
+	unblock = func() {
+		once.Do(func() {
+			testHookCloseReceived.Store(nil)
+			close(release)
+		})
+	}
+	t.Cleanup(unblock)
+	return p[0], unblock
 }
 
 // TestReleaseBeforeDrain: a connection's queues are free for another

@@ -535,12 +535,12 @@ func (s *Server) accept(d *device) {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			hangUp(c)
+			hangUp(c, s.log)
 			return
 		}
 		if len(s.conns) >= s.opts.MaxConns {
 			s.mu.Unlock()
-			hangUp(c)
+			hangUp(c, s.log)
 			s.log.Warn("refused connection: too many", "device", d.Name, "max", s.opts.MaxConns)
 			continue
 		}
@@ -577,7 +577,7 @@ func (s *Server) Close() error {
 	}
 	for _, c := range conns {
 		// Not Close: what the client has queued could block it.
-		hangUp(c.c)
+		hangUp(c.c, s.log)
 	}
 	s.wg.Wait()
 	for _, d := range s.devices {
@@ -633,7 +633,7 @@ func (c *conn) serve() {
 		// descriptors the client left queued, and a client that
 		// reconnects meanwhile must find them free.
 		c.d.reg.release(c)
-		hangUp(c.c)
+		hangUp(c.c, c.log)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
@@ -664,7 +664,7 @@ func (c *conn) serve() {
 		if c.s.opts.IdleTimeout > 0 {
 			c.c.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
 		}
-		m, err := readMessage(c.c, buf, oob)
+		m, err := readMessage(c.c, buf, oob, c.log)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if c.d.reg.holding(c) {
 				continue // the connection is what keeps the registrations
@@ -679,7 +679,7 @@ func (c *conn) serve() {
 			return
 		}
 		resp, fd, keep := c.handle(&m, &connected)
-		m.closeFDs()
+		m.closeFDs(c.log)
 		if err := c.write(resp, fd); err != nil {
 			c.log.Info("write failed", "response", resp, "err", err)
 			return

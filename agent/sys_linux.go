@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -37,32 +40,267 @@ type message struct {
 	ctrunc    bool  // control data was cut: a descriptor could not be installed (EMFILE)
 }
 
-// closeFDs closes every descriptor the message carried.
-func (m *message) closeFDs() {
+// closeFDs closes every descriptor the message carried (see
+// closeReceived, which logs to log unless it is nil).
+func (m *message) closeFDs(log *slog.Logger) {
 	for _, fd := range m.fds {
-		closeReceived(fd)
+		closeReceived(fd, log)
 	}
 	m.fds = nil
 }
 
-// closeReceived closes a descriptor that the peer sent. When it is the
-// last reference to a socket with SO_LINGER set, close(2) waits until the
-// socket's unsent data is gone, up to the linger time: a peer could send
-// a TCP socket that cannot send, lingering for hours, close its own copy
-// and so stall the goroutine that closes it, and Server.Close after it.
-// Lingering is turned off first (which fails harmlessly on a descriptor
-// that is not a socket, and changes nothing for an AF_XDP socket); close
-// then returns at once and the kernel finishes the TCP close by itself.
-// (A peer that keeps a copy and sets SO_LINGER again between the two calls,
-// then closes its copy, can still win that race.)
-func closeReceived(fd int) {
+// closeReceived closes a descriptor that the peer sent, so that the close
+// cannot block. When it is the last reference to a socket with SO_LINGER
+// set, close(2) waits until the socket's unsent data is gone, up to the
+// linger time: a peer could send a TCP socket that cannot send, lingering
+// for hours, close its own copy and so stall the goroutine that closes it,
+// and Server.Close after it. Lingering is turned off first (which fails
+// harmlessly on a descriptor that is not a socket, and changes nothing for
+// an AF_XDP socket); close then returns at once and the kernel finishes
+// the TCP close by itself. (A peer that keeps a copy and sets SO_LINGER
+// again between the two calls, then closes its copy, can still win that
+// race.)
+//
+// A Unix socket can hold such a socket out of reach of that setsockopt:
+// in flight (SCM_RIGHTS) in its receive queue, or, for a listening socket,
+// in the queue of a connection not yet accepted; and the socket can hold
+// another Unix socket that holds one, to any depth. Closing the last
+// reference to a Unix socket drops what it holds in the closing thread,
+// where a lingering socket blocks. So closeReceived empties a Unix socket
+// before it closes it (see reaper); it does at most maxReapSteps steps,
+// and leaves what is left then, a nest only a peer out to stall the agent
+// builds, to a goroutine of its own that nobody waits for (logged to log
+// unless it is nil).
+func closeReceived(fd int, log *slog.Logger) {
+	if h := testHookCloseReceived.Load(); h != nil {
+		(*h)(fd)
+	}
+	if !isUnixSocket(fd) {
+		closeNoLinger(fd)
+		return
+	}
+	r := &reaper{park: [2]int{-1, -1}, cur: -1, held: []int{fd}, log: log}
+	if r.run(maxReapSteps) {
+		return
+	}
+	if log != nil {
+		log.Warn("closing the descriptors nested in a received Unix socket in the background: too many to close at once", "steps", maxReapSteps)
+	}
+	reaping.Add(1)
+	go func() {
+		defer reaping.Done()
+		if !r.run(maxReapBackground) {
+			if log != nil {
+				log.Warn("closing the descriptors nested in a received Unix socket as they are: too many to empty", "steps", maxReapBackground)
+			}
+			r.abandon()
+		}
+	}()
+}
+
+// testHookCloseReceived, when set, is called by closeReceived first: tests
+// use it to make a close take as long as they need, since no descriptor a
+// client sends does any longer.
+var testHookCloseReceived atomic.Pointer[func(fd int)]
+
+// reaping counts the reapers that closeReceived left running in the
+// background. Nothing in the agent waits for them; tests do.
+var reaping sync.WaitGroup
+
+// Bounds of the work closeReceived does (messages read, connections
+// accepted, descriptors closed): in its caller's goroutine, and in all.
+// The kernel holds a finite number of messages, so the second is only a
+// guard against reading one socket forever.
+const (
+	maxReapSteps      = 4096
+	maxReapBackground = 1 << 24
+)
+
+// closeNoLinger turns lingering off on fd, if it is a socket, and closes it.
+func closeNoLinger(fd int) {
 	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
 	unix.Close(fd)
 }
 
+// isUnixSocket reports whether fd is an AF_UNIX socket.
+func isUnixSocket(fd int) bool {
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	return err == nil && dom == unix.AF_UNIX
+}
+
+// reaper closes received descriptors, emptying each Unix socket before it
+// closes it: it shuts the socket for reading, so that nothing more can be
+// queued in it (a peer's send fails with EPIPE, a connect with
+// ECONNREFUSED), then reads every message queued and accepts every
+// pending connection. The descriptors it finds that way are parked, in
+// flight, in a socket pair of its own, rather than kept open, so that a
+// wide nest costs no more open descriptors than a narrow one; it takes
+// them back, a message at a time, once the socket it empties is closed.
+// Only when the park is full does it hold them open.
+type reaper struct {
+	park      [2]int // datagram socket pair: [1] sends to [0]; -1 until needed
+	cur       int    // the Unix socket being emptied, shut for reading, or -1
+	listening bool   // cur is a listening socket
+	stream    bool   // cur is a stream socket
+	held      []int  // descriptors to close, taken out of the park or not parked
+	buf       []byte // what is read, discarded
+	oob       []byte
+	log       *slog.Logger
+}
+
+// run closes every descriptor the reaper has, in at most steps steps. It
+// reports whether it is done; when it is, it has closed its park too.
+func (r *reaper) run(steps int) bool {
+	for ; steps != 0; steps-- {
+		switch {
+		case r.cur >= 0:
+			if !r.next() {
+				unix.Close(r.cur)
+				r.cur = -1
+			}
+		case len(r.held) > 0:
+			fd := r.held[len(r.held)-1]
+			r.held = r.held[:len(r.held)-1]
+			if isUnixSocket(fd) {
+				r.empty(fd)
+			} else {
+				closeNoLinger(fd)
+			}
+		case r.park[0] >= 0:
+			if !r.unpark() {
+				unix.Close(r.park[0])
+				unix.Close(r.park[1])
+				r.park = [2]int{-1, -1}
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// empty makes the Unix socket fd the one being emptied, and shuts it for
+// reading.
+func (r *reaper) empty(fd int) {
+	r.cur = fd
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	r.listening = err == nil && acc != 0
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	r.stream = err == nil && typ == unix.SOCK_STREAM
+	unix.Shutdown(fd, unix.SHUT_RD)
+	if r.listening {
+		return
+	}
+	// With the sender's credentials, every message comes with a control
+	// message, even an empty datagram, which then does not read like the
+	// end of a sequenced-packet socket (see drain). The peer may have set
+	// options that add other control messages ahead of the descriptors:
+	// those that do not fit then are dropped as recvmsg returns, in this
+	// thread. Out-of-band data (on a stream) is read in line: read past,
+	// it is dropped, descriptors and all.
+	for _, o := range []struct{ opt, val int }{
+		{unix.SO_PASSCRED, 1},
+		{unix.SO_OOBINLINE, 1},
+		{unix.SO_TIMESTAMP, 0}, // and SO_TIMESTAMPNS
+		{unix.SO_TIMESTAMPING_OLD, 0},
+		{unix.SO_TIMESTAMPING_NEW, 0},
+		{unix.SO_PASSPIDFD, 0},
+		{unix.SO_PASSSEC, 0},
+	} {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.val)
+	}
+	r.buffers()
+}
+
+// buffers allocates the buffers the reaper reads into, once.
+func (r *reaper) buffers() {
+	if r.buf == nil {
+		r.buf = make([]byte, 16<<10)
+		r.oob = make([]byte, oobSize+512) // room for what could not be turned off
+	}
+}
+
+// next takes one message, or one pending connection, out of the socket
+// being emptied and parks the descriptors that came with it. It returns
+// false when there is none left.
+func (r *reaper) next() bool {
+	if r.listening {
+		fd, _, err := unix.Accept4(r.cur, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			r.stow([]int{fd})
+			return true
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+			return true
+		}
+		return false // EAGAIN, or EINVAL once shut for reading
+	}
+	n, oobn, _, _, err := unix.Recvmsg(r.cur, r.buf, r.oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	var fds []int
+	if oobn > 0 {
+		fds = parseRights(r.oob[:oobn])
+		r.stow(fds)
+	}
+	switch {
+	case errors.Is(err, unix.ECONNRESET), errors.Is(err, unix.EINTR):
+		// A reset is reported once, ahead of what is still queued.
+		return true
+	case err != nil: // EAGAIN: empty
+		return false
+	case r.stream:
+		// The end of a stream reads nothing but the credentials.
+		return n > 0 || len(fds) > 0
+	}
+	// Nothing read is the end of a sequenced-packet socket; a datagram
+	// socket reads EAGAIN at its end.
+	return n > 0 || oobn > 0
+}
+
+// stow parks fds, or holds them when the park is full.
+func (r *reaper) stow(fds []int) {
+	if len(fds) == 0 {
+		return
+	}
+	if r.park[0] < 0 {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			r.park = p
+		}
+	}
+	if r.park[0] >= 0 && unix.Sendmsg(r.park[1], []byte{0}, unix.UnixRights(fds...), nil, unix.MSG_DONTWAIT) == nil {
+		for _, fd := range fds {
+			unix.Close(fd) // the parked copy holds it
+		}
+		return
+	}
+	r.held = append(r.held, fds...)
+}
+
+// abandon closes every descriptor the reaper has as it is, which may
+// block: for what run could not finish.
+func (r *reaper) abandon() {
+	for _, fd := range append(r.held, r.cur, r.park[0], r.park[1]) {
+		if fd >= 0 {
+			closeNoLinger(fd)
+		}
+	}
+	*r = reaper{park: [2]int{-1, -1}, cur: -1}
+}
+
+// unpark takes one message's descriptors out of the park, to close next.
+// It returns false when the park is empty.
+func (r *reaper) unpark() bool {
+	r.buffers()
+	n, oobn, _, _, err := unix.Recvmsg(r.park[0], r.buf[:1], r.oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	if oobn > 0 {
+		r.held = append(r.held, parseRights(r.oob[:oobn])...)
+	}
+	return err == nil && (n > 0 || oobn > 0) || errors.Is(err, unix.EINTR)
+}
+
 // readMessage reads one datagram into buf and oob. Descriptors are received
 // with close-on-exec set (the net package passes MSG_CMSG_CLOEXEC).
-func readMessage(c *net.UnixConn, buf, oob []byte) (message, error) {
+func readMessage(c *net.UnixConn, buf, oob []byte, log *slog.Logger) (message, error) {
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	m := message{
 		truncated: flags&unix.MSG_TRUNC != 0,
@@ -81,7 +319,7 @@ func readMessage(c *net.UnixConn, buf, oob []byte) (message, error) {
 		err = nil
 	}
 	if err != nil {
-		m.closeFDs()
+		m.closeFDs(log)
 		return message{}, err
 	}
 	return m, nil
@@ -145,10 +383,10 @@ const maxDrain = 4096
 // EPIPE), discards what the peer had queued, closing the descriptors that
 // came with it, and then closes the socket. Every path that closes a
 // client's connection goes through it.
-func hangUp(c *net.UnixConn) error {
+func hangUp(c *net.UnixConn, log *slog.Logger) error {
 	c.CloseRead()
 	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { drain(int(fd)) })
+		rc.Control(func(fd uintptr) { drain(int(fd), log) })
 	}
 	return c.Close()
 }
@@ -158,7 +396,7 @@ func hangUp(c *net.UnixConn) error {
 // nothing, as an empty datagram does; so drain sets SO_PASSCRED first, and
 // every datagram then comes with the sender's credentials: only the end
 // comes with no data and no control message.
-func drain(fd int) {
+func drain(fd int, log *slog.Logger) {
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
 	buf := make([]byte, 1) // the rest of a longer datagram is discarded
 	oob := make([]byte, oobSize)
@@ -166,7 +404,7 @@ func drain(fd int) {
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 		if oobn > 0 {
 			for _, rfd := range parseRights(oob[:oobn]) {
-				closeReceived(rfd)
+				closeReceived(rfd, log)
 			}
 		}
 		switch {

@@ -61,7 +61,7 @@ func TestDrainClosesQueued(t *testing.T) {
 			tc.queue(t, server, client, sent)
 			unix.Close(sent) // the queued copy is the last
 			unix.Shutdown(server, unix.SHUT_RD)
-			drain(server)
+			drain(server, nil)
 			n, _, err := unix.Recvfrom(probe[1], make([]byte, 1), unix.MSG_DONTWAIT)
 			if errors.Is(err, unix.EAGAIN) || err == nil && n > 0 {
 				t.Fatal("drain left a descriptor queued")
