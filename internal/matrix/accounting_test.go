@@ -269,6 +269,25 @@ func TestDropCounters(t *testing.T) {
 		!strings.Contains(txt, keyXSKDropped+" 7 [the same drops, counted again: B's veth rx_dropped 7]") {
 		t.Errorf("dropText = %q", txt)
 	}
+	// B's veth overflowing its ring: its rx_dropped is the socket's
+	// drops plus A's tx_dropped, shown once, not a third time.
+	c.Drops = map[string]uint64{keyXSKDropped: 19504, "B's veth rx_dropped": 143024, "A's veth tx_dropped": 123520}
+	txt = c.dropText()
+	if want := keyXSKDropped + " 19504, A's veth tx_dropped 123520 [the same drops, counted again: B's veth rx_dropped 143024]"; !strings.Contains(txt, want) {
+		t.Errorf("dropText = %q, want %q in it", txt, want)
+	}
+	// Only the overflow, no socket drops.
+	c.Drops = map[string]uint64{"B's veth rx_dropped": 500, "A's veth tx_dropped": 500}
+	txt = c.dropText()
+	if want := "(A's veth tx_dropped 500 [the same drops, counted again: B's veth rx_dropped 500])"; !strings.Contains(txt, want) {
+		t.Errorf("dropText = %q, want %q in it", txt, want)
+	}
+	// A's tx_dropped that B's rx_dropped does not repeat stays on its own.
+	c.Drops = map[string]uint64{keyXSKDropped: 7, "B's veth rx_dropped": 7, "A's veth tx_dropped": 9}
+	txt = c.dropText()
+	if want := keyXSKDropped + " 7 [the same drops, counted again: B's veth rx_dropped 7]; A's veth tx_dropped 9"; !strings.Contains(txt, want) {
+		t.Errorf("dropText = %q, want %q in it", txt, want)
+	}
 }
 
 // TestDropCountersByRole measures an AF_XDP rx cell on veth and checks

@@ -144,7 +144,9 @@ The method (the same on every run; what this run did is under "This run"):
   random names. One drop may move several counters: an AF_XDP socket's rx_dropped counts a frame it
   had no room for, its fill_ring_empty how often that was for want of a fill-ring entry, and the
   socket's veth (B's; A's for rr's client), running XDP natively, counts the failed redirect of the
-  same frame as its rx_dropped; the table shows them together as the same drops.
+  same frame as its rx_dropped; the table shows them together as the same drops. That veth's
+  rx_dropped also counts the frames its 256-frame XDP ring had no room for (its NAPI poll fell behind
+  the sender), which the sending end counts as its tx_dropped; those are shown on their own.
   Loss with no counter is usually the veth ring or the backlog queue (/proc/net/softnet_stat).
 - **rr** runs the client and the echo on the same path (both containers use it). The AF_PACKET rr
   uses one frame per recvfrom/sendto: a TPACKET_V3 ring would hold frames for up to its 1 ms block

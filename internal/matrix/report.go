@@ -101,7 +101,10 @@ func (c *Cell) penaltyText() string {
 // AF_XDP socket's rx_dropped counts each frame it had no room for, its
 // fill_ring_empty how often that was for want of a fill-ring entry, and
 // with native XDP on B's veth, the veth counts the failed redirect of the
-// same frame as its rx_dropped.
+// same frame as its rx_dropped. That rx_dropped also counts the frames the
+// veth's 256-frame XDP ring had no room for (its NAPI poll fell behind the
+// sender), which the sending end counts as its tx_dropped: those are shown
+// on their own, and the rx_dropped with the drops it repeats.
 func (c *Cell) dropText() string {
 	if c.Status != StatusOK {
 		return ""
@@ -113,7 +116,19 @@ func (c *Cell) dropText() string {
 	for _, side := range []string{"B", "A"} {
 		k := xskKeysOf(side)
 		xsk := rest[k.dropped] + rest[k.ringFull]
-		if xsk == 0 {
+		// What the other side's devices could not hand over: on a veth
+		// pair, the frames the socket's end had no ring room for.
+		other := map[string]string{"A": "B", "B": "A"}[side]
+		var overflow uint64
+		var overflowKeys []string
+		for _, key := range slices.Sorted(maps.Keys(rest)) {
+			if strings.HasPrefix(key, other+"'s ") && strings.HasSuffix(key, " tx_dropped") &&
+				!strings.Contains(key, "socket") && !strings.Contains(key, "underlay") {
+				overflow += rest[key]
+				overflowKeys = append(overflowKeys, key)
+			}
+		}
+		if xsk == 0 && overflow == 0 {
 			continue
 		}
 		var main, same []string
@@ -127,13 +142,27 @@ func (c *Cell) dropText() string {
 			same = append(same, fmt.Sprintf("%s %d", k.fillEmpty, v))
 			delete(rest, k.fillEmpty)
 		}
-		// The socket's own device, when XDP runs there natively.
+		// The socket's own device, when XDP runs there natively; it
+		// counts the other end's overflow too.
+		usedOverflow := false
 		for _, key := range slices.Sorted(maps.Keys(rest)) {
 			if strings.HasPrefix(key, side+"'s ") && strings.HasSuffix(key, " rx_dropped") && !strings.Contains(key, "socket") &&
-				!strings.Contains(key, "underlay") && rest[key] <= xsk {
+				!strings.Contains(key, "underlay") && rest[key] <= xsk+overflow {
 				same = append(same, fmt.Sprintf("%s %d", key, rest[key]))
+				usedOverflow = usedOverflow || rest[key] > xsk
 				delete(rest, key)
 			}
+		}
+		if usedOverflow || xsk == 0 && len(same) > 0 {
+			for _, key := range overflowKeys {
+				main = append(main, fmt.Sprintf("%s %d", key, rest[key]))
+				delete(rest, key)
+			}
+		}
+		if len(main) == 0 {
+			// Only the other end's overflow, not repeated here: listed
+			// with the rest.
+			continue
 		}
 		p := strings.Join(main, ", ")
 		if len(same) > 0 {
