@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/sys"
@@ -272,30 +269,13 @@ func holdNAPI(t *testing.T, ep netenv.Endpoint, d time.Duration) {
 	t.Cleanup(func() { timer.Stop() })
 }
 
-// napiThreads returns the pids of ep's threaded-NAPI kernel threads
-// ("napi/NAME-ID"), failing the test when there are none.
+// napiThreads returns the pids of ep's threaded-NAPI kernel threads,
+// failing the test when there are none.
 func napiThreads(t *testing.T, ep netenv.Endpoint) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	pids, err := app.NAPIThreads(ep)
 	if err != nil {
 		t.Fatal(err)
-	}
-	prefix := "napi/" + ep.Name + "-"
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil {
-			continue // gone
-		}
-		// A kernel thread's comm is cut to 15 bytes.
-		name := strings.TrimSpace(string(comm))
-		if strings.HasPrefix(name, prefix) || len(name) == 15 && strings.HasPrefix(prefix, name) {
-			pids = append(pids, pid)
-		}
 	}
 	if len(pids) == 0 {
 		t.Fatalf("no threaded-NAPI threads for %s", ep.Name)

@@ -109,6 +109,21 @@ func PinNAPIThreads(ep netenv.Endpoint, cpu int) (int, error) {
 	return len(ts), nil
 }
 
+// NAPIThreads returns the pids of ep's threaded-NAPI kernel threads
+// ("napi/NAME-ID"): none unless the device is threaded and has NAPI
+// instances.
+func NAPIThreads(ep netenv.Endpoint) ([]int, error) {
+	ts, err := napiThreads(ep)
+	if err != nil {
+		return nil, fmt.Errorf("napi threads of %s: %w", ep.Name, err)
+	}
+	pids := make([]int, len(ts))
+	for i, t := range ts {
+		pids[i] = t.pid
+	}
+	return pids, nil
+}
+
 type kthread struct {
 	pid  int
 	name string
