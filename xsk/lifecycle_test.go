@@ -75,9 +75,19 @@ func xskSender(t testing.TB, s *xsk.Socket, fl *flow, want, window int, got *ato
 		}
 		seq += sent
 	}
-	for s.Frames().Tx > 0 {
+	// Until every frame queued has come back (Stats, unlike Frames, may
+	// be read while another goroutine receives on the socket).
+	for {
+		st, err := s.Stats()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if st.Completed >= st.TxPackets {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Errorf("sender: %d frames still in the transmit path (receiver has %d of %d)", s.Frames().Tx, got.Load(), want)
+			t.Errorf("sender: %d frames still in the transmit path (receiver has %d of %d)", st.TxPackets-st.Completed, got.Load(), want)
 			return
 		}
 		if !push() {
