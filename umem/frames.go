@@ -141,7 +141,7 @@ func (r *Rings) RefillUpTo(limit int) int {
 		}
 	}
 	want := uint32(min(len(f.rxFree), limit))
-	if limit <= 0 || want == 0 {
+	if limit <= 0 || want == 0 || r.noFill {
 		return 0
 	}
 	idx, n := r.fill.Reserve(want)

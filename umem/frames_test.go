@@ -30,7 +30,8 @@ func newFake(t testing.TB, o *Options) (*UMEM, *fakeKernel) {
 	k := &fakeKernel{}
 	fillMem := make([]byte, 192+8*u.opts.FillRingSize)
 	compMem := make([]byte, 192+8*u.opts.CompletionRingSize)
-	u.own = &Rings{u: u, fillSize: u.opts.FillRingSize}
+	u.own = &Rings{u: u, fillSize: u.opts.FillRingSize, noFill: u.opts.NoFill}
+	u.fillFrames += u.own.fillShare() // as Register counts it
 	u.own.fill, _ = ring.NewProducer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
 	k.fill, _ = ring.NewConsumer[uint64](fillMem, testLayout, uint32(u.opts.FillRingSize))
 	u.own.comp, _ = ring.NewConsumer[uint64](compMem, testLayout, uint32(u.opts.CompletionRingSize))
@@ -636,7 +637,6 @@ func TestDefaultFillRingFits(t *testing.T) {
 func TestSpareRxFramesLeavesOutFramesLostWithClosedRings(t *testing.T) {
 	// 32 receive frames; fill rings of 16 (the first socket's) and 8.
 	u, k := newFake(t, &Options{NumFrames: 64, FillRingSize: 16, CompletionRingSize: 64})
-	u.fillFrames += 16 // as Register counts the first socket's fill ring
 	r2, k2 := addFake(u, 8, 64)
 	if n := u.Refill(); n != 16 {
 		t.Fatalf("refill: %d, want 16", n)
@@ -662,5 +662,31 @@ func TestSpareRxFramesLeavesOutFramesLostWithClosedRings(t *testing.T) {
 	}
 	if c := checkTotal(t, u); c.Lost != 4 {
 		t.Errorf("lost %d frames, want 4: %+v", c.Lost, c)
+	}
+}
+
+// TestNoFill: the fill ring of a UMEM for a socket that never receives
+// has one entry, stays empty and takes none of the receive frames, which
+// are all left for the fill ring of a socket that shares the UMEM.
+func TestNoFill(t *testing.T) {
+	u, k := newFake(t, &Options{NumFrames: 64, TxFrames: 32, FillRingSize: 16, NoFill: true})
+	if u.opts.FillRingSize != 1 {
+		t.Fatalf("FillRingSize %d with NoFill, want 1", u.opts.FillRingSize)
+	}
+	if n := u.Refill(); n != 0 {
+		t.Fatalf("Refill with NoFill put %d frames in the fill ring", n)
+	}
+	if got := k.receive(1); len(got) != 0 {
+		t.Fatalf("the kernel found %v in the fill ring", got)
+	}
+	if got := u.SpareRxFrames(); got != 32 {
+		t.Fatalf("SpareRxFrames: %d, want all 32 receive frames", got)
+	}
+	r2, _ := addFake(u, 32, 32)
+	if n := r2.Refill(); n != 32 {
+		t.Fatalf("the sharing socket's Refill: %d, want 32", n)
+	}
+	if c := checkTotal(t, u); c.Fill != 32 || c.Free != 32 {
+		t.Fatalf("frames %+v, want the 32 receive frames in the sharing fill ring", c)
 	}
 }

@@ -27,6 +27,9 @@ type Rings struct {
 	fill             *ring.Producer[uint64]
 	comp             *ring.Consumer[uint64]
 	fillSize         int
+	// noFill: the socket never receives, and Refill leaves its fill
+	// ring empty (Options.NoFill, AddRingsNoFill).
+	noFill bool
 	// completed counts the frames Complete took off the completion
 	// ring; Stats read it from other goroutines.
 	completed atomic.Uint64
@@ -45,8 +48,8 @@ type Rings struct {
 }
 
 // newRings creates the fill and completion rings of the AF_XDP socket fd
-// and maps them.
-func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
+// and maps them; noFill says Refill is to leave the fill ring empty.
+func (u *UMEM) newRings(fd, fillSize, compSize int, noFill bool) (_ *Rings, err error) {
 	if err := sys.SetRingSize(fd, unix.XDP_UMEM_FILL_RING, fillSize); err != nil {
 		return nil, fmt.Errorf("create fill ring of %d: %w", fillSize, err)
 	}
@@ -57,7 +60,7 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("register umem: %w", err)
 	}
-	r := &Rings{u: u, fillSize: fillSize}
+	r := &Rings{u: u, fillSize: fillSize, noFill: noFill}
 	defer func() {
 		if err != nil {
 			r.unmap()
@@ -72,6 +75,15 @@ func (u *UMEM) newRings(fd, fillSize, compSize int) (_ *Rings, err error) {
 		return nil, fmt.Errorf("map completion ring: %w", err)
 	}
 	return r, nil
+}
+
+// fillShare is how many receive frames the fill ring holds when full: the
+// share of the receive frames set aside for it.
+func (r *Rings) fillShare() int {
+	if r.noFill {
+		return 0
+	}
+	return r.fillSize
 }
 
 // SpareRxFrames is how many receive frames no fill ring holds: what
@@ -113,6 +125,18 @@ func (u *UMEM) goneRx() int {
 // rings before closing fd. Once the area is unmapped, or no socket uses the
 // UMEM any more, AddRings fails with an error matching net.ErrClosed.
 func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
+	return u.addRings(fd, fillSize, compSize, false)
+}
+
+// AddRingsNoFill is AddRings for a socket that never receives, as
+// Options.NoFill is for the socket that registers the UMEM: its fill ring
+// has one entry that Refill leaves empty, and takes no receive frames, so
+// that it may share a UMEM that has none to spare.
+func (u *UMEM) AddRingsNoFill(fd, compSize int) (*Rings, error) {
+	return u.addRings(fd, 1, compSize, true)
+}
+
+func (u *UMEM) addRings(fd, fillSize, compSize int, noFill bool) (*Rings, error) {
 	for _, r := range []struct {
 		name string
 		size int
@@ -135,7 +159,15 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 	if err := checkFD(fd); err != nil {
 		return nil, fmt.Errorf("share umem: %w", err)
 	}
-	if rx, gone := int(u.frames.rxFrames), u.goneRx(); u.fillFrames+gone+fillSize > rx {
+	share := fillSize
+	if noFill {
+		share = 0
+	}
+	if rx := int(u.frames.rxFrames); rx == 0 && share > 0 {
+		return nil, fmt.Errorf("share umem: the UMEM has no receive frames for a fill ring of %d: all %d frames transmit (TxFrames %d); give the socket that made the UMEM TxFrames below NumFrames",
+			fillSize, u.opts.NumFrames, u.opts.TxFrames)
+	}
+	if rx, gone := int(u.frames.rxFrames), u.goneRx(); u.fillFrames+gone+share > rx {
 		var lost string
 		if gone > 0 {
 			lost = fmt.Sprintf(", and %d went with closed sockets", gone)
@@ -143,13 +175,13 @@ func (u *UMEM) AddRings(fd, fillSize, compSize int) (*Rings, error) {
 		return nil, fmt.Errorf("share umem: UMEM too small for another fill ring of %d: its %d receive frames already fill rings of %d in all%s; give the socket that made the UMEM more receive frames (raise its NumFrames, or lower its TxFrames or FillRingSize), or this one a smaller FillRingSize",
 			fillSize, rx, u.fillFrames, lost)
 	}
-	r, err := u.newRings(fd, fillSize, compSize)
+	r, err := u.newRings(fd, fillSize, compSize, noFill)
 	if err != nil {
 		return nil, fmt.Errorf("share umem: %w", err)
 	}
 	r.added = true
 	u.shared++
-	u.fillFrames += fillSize
+	u.fillFrames += share
 	return r, nil
 }
 
@@ -182,7 +214,7 @@ func (r *Rings) Close() error {
 	r.orphan()
 	errs := []error{r.unmap()}
 	u.shared--
-	u.fillFrames -= r.fillSize
+	u.fillFrames -= r.fillShare()
 	u.lost += r.held
 	if u.shared == 0 && u.closed {
 		errs = append(errs, u.unmapArea())

@@ -44,6 +44,14 @@ type Options struct {
 	TxFrames int
 	// RxOnly gives every frame to the receive side (TxFrames is ignored).
 	RxOnly bool
+	// NoFill is for a UMEM whose socket never receives: one in copy
+	// mode that no XDP program redirects to (a transmit-only socket),
+	// whose fill ring the kernel never reads. Register then makes a
+	// fill ring of one entry (FillRingSize is ignored) that Refill
+	// leaves empty, so that the receive frames (NumFrames-TxFrames),
+	// if any, are all left for the fill rings of the sockets that share
+	// the UMEM (AddRings).
+	NoFill bool
 	// HugePages asks for the area to be backed by huge pages. When the
 	// system has none to give, the area falls back to normal pages and
 	// [UMEM.HugePages] reports false.
@@ -84,7 +92,10 @@ func (o *Options) Validate() error {
 	case o.TxFrames == 0:
 		o.TxFrames = o.NumFrames / 2
 	}
-	if o.FillRingSize == 0 {
+	switch {
+	case o.NoFill:
+		o.FillRingSize = 1
+	case o.FillRingSize == 0:
 		o.FillRingSize = FillRingFor(o.NumFrames - o.TxFrames)
 	}
 	if o.NumFrames < 1 || o.NumFrames > MaxNumFrames {
@@ -239,13 +250,13 @@ func (u *UMEM) Register(fd int) (err error) {
 	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), u.size, uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
 		return fmt.Errorf("register umem: %w", err)
 	}
-	r, err := u.newRings(fd, o.FillRingSize, o.CompletionRingSize)
+	r, err := u.newRings(fd, o.FillRingSize, o.CompletionRingSize, o.NoFill)
 	if err != nil {
 		return err
 	}
 	u.own = r
 	u.registered = true
-	u.fillFrames += o.FillRingSize
+	u.fillFrames += r.fillShare()
 	return nil
 }
 
@@ -289,7 +300,7 @@ func (u *UMEM) UnmapRings() error {
 		return nil
 	}
 	u.own = nil
-	u.fillFrames -= u.opts.FillRingSize
+	u.fillFrames -= r.fillShare()
 	u.lost += r.held
 	r.orphan()
 	return r.unmap()

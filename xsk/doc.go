@@ -47,7 +47,8 @@
 // drivers with zero-copy, nowhere).
 //
 // The UMEM's receive frames (NumFrames minus TxFrames of the socket that
-// made it) must fill every sharing socket's fill ring at once, and a fill
+// made it) must fill every sharing socket's fill ring at once (a TxOnly
+// socket in copy mode fills none, and has none by default), and a fill
 // ring left at its default size takes what is left, up to 2048: two
 // sockets with every default need NumFrames 8192 on the first (4096
 // receive frames), or smaller fill rings.

@@ -62,7 +62,10 @@ type Options struct {
 	// TxFrames is the number of frames reserved for transmit.
 	// Default NumFrames/2, or NumFrames for a TxOnly socket that binds
 	// in copy mode (in zero-copy mode the queue's receive buffers, for
-	// the kernel's stack too, come from the socket's fill ring).
+	// the kernel's stack too, come from the socket's fill ring). A
+	// TxOnly socket in copy mode that other sockets are to receive
+	// through (ShareUMEM) needs it below NumFrames: the rest are their
+	// receive frames.
 	TxFrames int
 	// HugePages backs the UMEM with huge pages where the system has them.
 	HugePages bool
@@ -139,9 +142,15 @@ type Options struct {
 	// (this process's own is then held, as a receiving socket holds it,
 	// so that it stays attached while the socket is open); otherwise Open
 	// attaches its own, with the socket nowhere in its map, which passes
-	// every frame on. In copy mode it loads no program. The
-	// options that shape a program (Filter, XDPMode) are not checked
-	// against one already there.
+	// every frame on. In copy mode it loads no program, and its fill
+	// ring (of one entry; FillRingSize is not used) stays empty, since
+	// the kernel never reads it: the UMEM's receive frames are left for
+	// the sockets that share it. There are none unless TxFrames is set
+	// below NumFrames, and a receiving socket cannot share the UMEM
+	// without them (Open says so); a TxOnly socket can share any UMEM
+	// in copy mode, also one whose receive frames other fill rings
+	// hold. The options that shape a program (Filter, XDPMode) are not
+	// checked against one already there.
 	TxOnly bool
 
 	// ShareUMEM makes the new socket use the UMEM of this open socket
@@ -153,7 +162,8 @@ type Options struct {
 	// interface or queue than that socket; it gets fill and completion
 	// rings of its own (FillRingSize, CompletionRingSize), and the UMEM
 	// must have receive frames enough to fill every sharing socket's fill
-	// ring (see the package doc). The UMEM fields above (NumFrames,
+	// ring (see the package doc; a TxOnly socket in copy mode fills
+	// none). The UMEM fields above (NumFrames,
 	// FrameSize, Headroom, TxFrames, HugePages) are that socket's: leave
 	// them zero or the same. The bind mode and need_wakeup follow that
 	// socket's (Bind may be BindAuto or its mode, NoNeedWakeup must

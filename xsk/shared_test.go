@@ -13,6 +13,7 @@ import (
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -174,12 +175,8 @@ func TestSharedUMEMCloseOrder(t *testing.T) {
 	}
 
 	fl := newFlow(v2.Peer, v2.Host, 30)
-	var got atomic.Int64
-	done := make(chan *seen)
-	go func() { done <- receiveAll(t, b, fl, n, &got, time.Now().Add(30*time.Second)) }()
-	sendWindowed(t, fl, n, 256, &got, func(f []byte) { p.send(t, f) })
-	if sn := <-done; sn.n != n {
-		t.Fatalf("after the first socket closed, the second received %d of %d frames", sn.n, n)
+	if got := sendAndReceive(t, b, p, fl, n, 256, 30*time.Second); got != n {
+		t.Fatalf("after the first socket closed, the second received %d of %d frames", got, n)
 	}
 
 	if err := b.Close(); err != nil {
@@ -433,12 +430,8 @@ func TestShareUMEMOfASharingSocket(t *testing.T) {
 	}
 
 	fl := newFlow(v3.Peer, v3.Host, 30)
-	var got atomic.Int64
-	done := make(chan *seen)
-	go func() { done <- receiveAll(t, c, fl, n, &got, time.Now().Add(30*time.Second)) }()
-	sendWindowed(t, fl, n, 256, &got, func(f []byte) { p.send(t, f) })
-	if sn := <-done; sn.n != n {
-		t.Fatalf("the third socket received %d of %d frames", sn.n, n)
+	if got := sendAndReceive(t, c, p, fl, n, 256, 30*time.Second); got != n {
+		t.Fatalf("the third socket received %d of %d frames", got, n)
 	}
 
 	if err := b.Close(); err != nil {
@@ -629,16 +622,185 @@ func TestShareUMEMAcrossNamespaces(t *testing.T) {
 	}{{a, v1, p1}, {b, v2, p2}} {
 		p := c.p
 		fl := newFlow(c.v.Peer, c.v.Host, 30)
-		var got atomic.Int64
-		done := make(chan *seen)
-		go func() { done <- receiveAll(t, c.s, fl, 100, &got, time.Now().Add(10*time.Second)) }()
-		sendWindowed(t, fl, 100, 32, &got, func(f []byte) { p.send(t, f) })
-		if sn := <-done; sn.n != 100 {
-			t.Fatalf("the socket on %s received %d of 100 frames", c.v.Host.Name, sn.n)
+		if got := sendAndReceive(t, c.s, p, fl, 100, 32, 10*time.Second); got != 100 {
+			t.Fatalf("the socket on %s received %d of 100 frames", c.v.Host.Name, got)
 		}
 	}
 	if err := errors.Join(b.Close(), a.Close()); err != nil {
 		t.Fatal(err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
+// TestAllocKicksASharingSocket: sockets sharing a UMEM share its transmit
+// frames. b queues a batch that takes every one of them, with a
+// completion ring so small that its kick gives up with frames left in its
+// TX ring, and then the sender allocates on a, as a forwarder whose
+// frames go out through b may. Alloc on a reaps b's completion ring and
+// sends what b's TX ring holds, so it gets every frame back; the peer of
+// b receives the whole batch, and b counts every frame completed.
+func TestAllocKicksASharingSocket(t *testing.T) {
+	const batch = 64
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	a := openOn(t, v1.Host, 0, &xsk.Options{Filter: udpFilter, Bind: xsk.BindCopy, NumFrames: 128, TxFrames: batch,
+		FillRingSize: 32, RxRingSize: 32})
+	b := openOn(t, v2.Host, 0, &xsk.Options{Filter: udpFilter, ShareUMEM: a,
+		FillRingSize: 32, RxRingSize: 32, TxRingSize: batch, CompletionRingSize: batch / 8})
+	peer := newPacketSocket(t, v2.Peer)
+	fl := newFlow(v2.Host, v2.Peer, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- peer.receiveAll(t, fl, batch, &got, time.Now().Add(10*time.Second)) }()
+	if err := transmitFlow(t, b, fl, 0, batch); err != nil {
+		t.Fatal(err)
+	}
+	if c := b.Frames(); c.Tx == 0 {
+		t.Fatalf("frames after b's Transmit: %+v; want some left with b's rings", c)
+	}
+
+	held := make([]xsk.Desc, batch)
+	back := 0
+	for deadline := time.Now().Add(10 * time.Second); back < batch && time.Now().Before(deadline); {
+		n, err := a.Alloc(held[back:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		back += n
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := a.Release(held[:back]); err != nil {
+		t.Fatal(err)
+	}
+	sn := <-done
+	if back != batch {
+		t.Fatalf("Alloc on a got back %d of the %d frames b queued; frames %+v", back, batch, a.Frames())
+	}
+	st, err := b.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.n != batch || st.Completed != batch || st.TxDropped != 0 {
+		t.Fatalf("b's peer received %d of %d frames; b's stats %+v", sn.n, batch, st)
+	}
+	checkFramesHome(t, a)
+}
+
+// TestShareUMEMOfATxOnlySocket shares the UMEM of a TxOnly socket in copy
+// mode, whose fill ring the kernel never reads. With every frame for
+// transmit (the default), a receiving socket is refused with an error
+// that says what to change, and leaves nothing behind, while another
+// TxOnly socket shares it and sends. With TxFrames below NumFrames, the
+// TxOnly socket's fill ring holds no frame, and a receiving socket that
+// shares its UMEM gets all the receive frames: what it receives goes out
+// through the TxOnly socket, byte for byte, and every frame comes home.
+func TestShareUMEMOfATxOnlySocket(t *testing.T) {
+	const n = 2000
+	v1 := testenv.NewVeth(t, nil)
+	v2 := testenv.NewVeth(t, nil)
+	v3 := testenv.NewVeth(t, nil)
+	v4 := testenv.NewVeth(t, nil)
+	peer := newPacketSocket(t, v2.Peer)
+	out := newPacketSocket(t, v3.Peer)
+	p := newPacketSocket(t, v4.Peer)
+	before := testenv.Snapshot(t)
+	a := openOn(t, v1.Host, 0, &xsk.Options{TxOnly: true})
+	var err error
+	if err = v2.Host.Do(func() error {
+		b, err := xsk.Open(v2.Host.Name, 0, &xsk.Options{Filter: udpFilter, ShareUMEM: a})
+		if err == nil {
+			b.Close()
+		}
+		return err
+	}); err == nil || !strings.Contains(err.Error(), "no receive frames") || !strings.Contains(err.Error(), "TxFrames below NumFrames") {
+		t.Fatalf("receiving socket sharing the UMEM of a TxOnly socket with no receive frames: %v, want an error naming TxFrames", err)
+	}
+	if c := a.Frames(); c.Free != umem.DefaultNumFrames {
+		t.Fatalf("frames after the refused Open: %+v", c)
+	}
+	at := openOn(t, v2.Host, 0, &xsk.Options{TxOnly: true, ShareUMEM: a})
+	fl := newFlow(v2.Host, v2.Peer, 30)
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- peer.receiveAll(t, fl, 100, &got, time.Now().Add(10*time.Second)) }()
+	xskSender(t, at, fl, 100, 64, &got)
+	if sn := <-done; sn.n != 100 {
+		t.Fatalf("the TxOnly socket sharing the UMEM sent %d of 100 frames to its peer", sn.n)
+	}
+	checkFramesHome(t, a)
+
+	// Half the frames receive: the receiving socket's fill ring gets
+	// them all.
+	tx := openOn(t, v3.Host, 0, &xsk.Options{TxOnly: true, TxFrames: 2048})
+	if c := tx.Frames(); c.Fill != 0 || c.Free != 4096 {
+		t.Fatalf("TxOnly socket with 2048 receive frames: %+v, want none in its fill ring", c)
+	}
+	rx := openOn(t, v4.Host, 0, &xsk.Options{Filter: udpFilter, ShareUMEM: tx})
+	if c := rx.Frames(); c.Fill != 2048 {
+		t.Fatalf("receiving socket sharing the TxOnly socket's UMEM: %+v, want its fill ring to hold the 2048 receive frames", c)
+	}
+	in := newFlow(v4.Peer, v4.Host, 40)
+	got.Store(0)
+	go func() { done <- out.receiveAll(t, in, n, &got, time.Now().Add(30*time.Second)) }()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		sendWindowed(t, in, n, 256, &got, func(f []byte) { p.send(t, f) })
+	}()
+	// The forwarder: what rx receives goes out through tx, unchanged.
+	descs := make([]xsk.Desc, 64)
+	fwd := 0
+	for deadline := time.Now().Add(30 * time.Second); fwd < n && time.Now().Before(deadline); {
+		k, err := rx.Receive(descs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == 0 {
+			if _, err := rx.Wait(xsk.Readable, 10*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		for q := descs[:k]; len(q) > 0; {
+			m, err := tx.Transmit(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q = q[m:]
+		}
+		fwd += k
+	}
+	<-sent
+	sn := <-done
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := tx.Complete(); err != nil {
+			t.Fatal(err)
+		}
+		if tx.Frames().Tx == 0 {
+			break
+		}
+	}
+	if sn.n != n || fwd != n {
+		t.Fatalf("forwarded %d and the far peer received %d of %d frames", fwd, sn.n, n)
+	}
+	st, err := tx.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Completed != n || st.TxDropped != 0 {
+		t.Fatalf("the TxOnly socket's stats %+v, want %d completed and none dropped", st, n)
+	}
+	if c := tx.Frames(); c.Total() != 4096 || c.User() != 0 || c.Tx != 0 || c.Fill+c.Free+c.Recycling != 4096 {
+		t.Fatalf("frames at the end: %+v", c)
+	}
+	for _, s := range []*xsk.Socket{at, a, rx, tx} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)

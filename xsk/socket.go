@@ -41,6 +41,9 @@ type Socket struct {
 	umem   *umem.UMEM
 	rings  *umem.Rings // the fill and completion rings this socket uses
 	shared bool        // the UMEM is another socket's (Options.ShareUMEM)
+	// group are the open sockets on the UMEM, this one among them once
+	// Open has succeeded: Alloc reaps and kicks the others (see Alloc).
+	group  *shareGroup
 	rxMem  []byte
 	txMem  []byte
 	rx     *ring.Consumer[Desc]
@@ -146,11 +149,16 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		}
 	} else {
 		txFrames := o.TxFrames
-		if o.TxOnly && txFrames == 0 && copyOnly(&o, s.ifindex) {
-			// Nothing is received: every frame transmits. In
-			// zero-copy mode the queue's receive buffers come from
-			// the fill ring, also for the frames that go on to the
-			// kernel's stack, so there the default split stays.
+		// In copy mode the kernel reads the fill ring only for a
+		// socket that a program redirects to, which a TxOnly socket
+		// never is: its fill ring stays empty, and the receive frames
+		// are left for the sockets that share its UMEM. By default
+		// there are none: every frame transmits. In zero-copy mode
+		// the queue's receive buffers come from the fill ring, also
+		// for the frames that go on to the kernel's stack, so there
+		// the default split stays.
+		noFill := o.TxOnly && copyOnly(&o, s.ifindex)
+		if noFill && txFrames == 0 {
 			txFrames = cmp.Or(o.NumFrames, umem.DefaultNumFrames)
 		}
 		s.umem, err = umem.New(&umem.Options{
@@ -161,6 +169,7 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 			HugePages:          o.HugePages,
 			FillRingSize:       o.FillRingSize,
 			CompletionRingSize: o.CompletionRingSize,
+			NoFill:             noFill,
 		})
 		if err != nil {
 			return nil, err
@@ -204,6 +213,10 @@ func Open(ifname string, queue int, opts *Options) (_ *Socket, err error) {
 		}
 		s.xskmap = s.prog.prog.XSKMap()
 	}
+	if s.group == nil {
+		s.group = new(shareGroup)
+	}
+	s.group.join(s)
 	if s.shared {
 		// Nothing can fail any more: only now does the new socket get
 		// frames of the shared UMEM. Had Open failed with frames in
@@ -485,11 +498,22 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 	case o.NoNeedWakeup == sh.wakeup:
 		return fmt.Errorf("NoNeedWakeup %v with ShareUMEM: the UMEM's socket has need_wakeup %v, which a socket sharing it gets", o.NoNeedWakeup, sh.wakeup)
 	}
-	s.umem, s.shared = sh.umem, true
+	// In copy mode a TxOnly socket's fill ring stays empty (see Open).
+	noFill := o.TxOnly && !sh.zc
+	if u := sh.umem.Options(); !noFill && u.TxFrames == u.NumFrames {
+		return fmt.Errorf("ShareUMEM: the UMEM of the socket on %s queue %d has no receive frames for this socket: all %d transmit (TxFrames is NumFrames, as it is by default for a TxOnly socket in copy mode); open that socket with TxFrames below NumFrames to leave receive frames for the sockets that share its UMEM, or this one TxOnly",
+			sh.ifname, sh.queue, u.NumFrames)
+	}
+	s.umem, s.shared, s.group = sh.umem, true, sh.group
 	if s.fd, err = sys.XSKSocket(); err != nil {
 		return err
 	}
-	if s.rings, err = s.umem.AddRings(s.fd, o.FillRingSize, o.CompletionRingSize); err != nil {
+	if noFill {
+		s.rings, err = s.umem.AddRingsNoFill(s.fd, o.CompletionRingSize)
+	} else {
+		s.rings, err = s.umem.AddRings(s.fd, o.FillRingSize, o.CompletionRingSize)
+	}
+	if err != nil {
 		return err
 	}
 	if err := s.mapRxTx(o); err != nil {
@@ -544,6 +568,9 @@ func (s *Socket) unsetup() error {
 // teardown releases everything in the reverse order of Open.
 func (s *Socket) teardown() error {
 	var errs []error
+	if s.group != nil {
+		s.group.leave(s)
+	}
 	// The kernel removes the socket from every XSKMAP that holds it when
 	// the socket is released below (xsk_delete_from_maps). Deleting the
 	// entry here instead could remove a newer socket's entry at the same
@@ -740,11 +767,17 @@ func (s *Socket) Refill() (int, error) {
 // (0 when all are in flight). Unless ManualRings is set it first reaps the
 // completion ring, and when that leaves too few free frames while the TX
 // ring still holds frames the kernel has not taken, it kicks the kernel to
-// send them (see Transmit) and reaps again; when that kick fails and no
-// frame is free, Alloc returns the kick's error. With ManualRings it takes
-// only frames already free. Each descriptor's Addr is where a packet may
-// start and Len the room there; write the packet into Frame(d) and set Len
-// to its length before Transmit.
+// send them (see Transmit) and reaps again. The transmit frames are the
+// UMEM's, shared by every socket on it (Options.ShareUMEM), so when it
+// still finds too few it does the same for each other socket on the UMEM
+// that is open and not set to ManualRings: it reaps that socket's
+// completion ring and sends what its TX ring holds. A sender that
+// allocates on one socket and transmits on another thus gets its frames
+// back from Alloc alone. When a kick fails and no frame is free, Alloc
+// returns the kick's error, naming the socket for another's. With
+// ManualRings it takes only frames already free. Each descriptor's Addr is
+// where a packet may start and Len the room there; write the packet into
+// Frame(d) and set Len to its length before Transmit.
 func (s *Socket) Alloc(descs []Desc) (int, error) {
 	if err := s.enter(&s.txSide); err != nil {
 		return 0, s.opErr("alloc", err)
@@ -762,11 +795,84 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 		s.rings.Complete()
 		n += s.umem.AllocFree(descs[n:])
 	}
+	if n < len(descs) {
+		if err := s.pushOthers(); err != nil && kerr == nil {
+			kerr = err
+		}
+		n += s.umem.AllocFree(descs[n:])
+	}
 	s.txSide.busy.Store(0)
 	if n == 0 && kerr != nil {
 		return 0, s.opErr("alloc", kerr)
 	}
 	return n, nil
+}
+
+// pushOthers reaps the completion rings of the other open sockets on the
+// UMEM, and kicks those whose TX rings hold frames the kernel has not
+// taken, as their own Alloc would: a transmit-side call, which the
+// concurrency rules let the transmitting goroutine make on every socket
+// sharing the UMEM. Sockets set to ManualRings reap their own. It returns
+// the first kick's error.
+func (s *Socket) pushOthers() error {
+	p := s.group.socks.Load()
+	if p == nil || len(*p) < 2 {
+		return nil
+	}
+	var first error
+	for _, o := range *p {
+		if o == s || o.manual || o.enter(&o.txSide) != nil {
+			// A socket that is closing is no longer to be
+			// touched: its Close waits for no call of ours.
+			continue
+		}
+		o.rings.Complete()
+		if o.needPush() {
+			if err := o.kick(); err != nil && first == nil {
+				first = fmt.Errorf("socket sharing the UMEM on %s queue %d: %w", o.ifname, o.queue, err)
+			}
+			o.rings.Complete()
+		}
+		o.txSide.busy.Store(0)
+	}
+	return first
+}
+
+// shareGroup lists the open sockets on one UMEM, for Alloc to reap and
+// kick (pushOthers). Open and Close change the list, on any goroutine;
+// Alloc reads it without a lock.
+type shareGroup struct {
+	mu    sync.Mutex
+	socks atomic.Pointer[[]*Socket]
+}
+
+// join adds s to the group.
+func (g *shareGroup) join(s *Socket) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var socks []*Socket
+	if p := g.socks.Load(); p != nil {
+		socks = append(socks, *p...)
+	}
+	socks = append(socks, s)
+	g.socks.Store(&socks)
+}
+
+// leave takes s out of the group, if it is there.
+func (g *shareGroup) leave(s *Socket) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.socks.Load()
+	if p == nil {
+		return
+	}
+	socks := make([]*Socket, 0, len(*p))
+	for _, o := range *p {
+		if o != s {
+			socks = append(socks, o)
+		}
+	}
+	g.socks.Store(&socks)
 }
 
 // Transmit puts as many of descs on the TX ring as fit, in order, kicks
@@ -777,8 +883,9 @@ func (s *Socket) Alloc(descs []Desc) (int, error) {
 // ring, and is counted in Stats.TxDropped; the kick goes on with the
 // frames after it. A kick may leave frames in the TX ring (the completion
 // ring is full, or the device is busy): a later Transmit that queues
-// frames, Kick, Complete, an Alloc that finds too few free frames, or a
-// Wait for Writable sends them. A descriptor naming no frame the caller
+// frames, Kick, Complete, an Alloc that finds too few free frames (on
+// this socket or another sharing its UMEM), or a Wait for Writable sends
+// them. A descriptor naming no frame the caller
 // holds, or with Options other than 0 (the socket is bound without
 // multi-buffer and tx metadata, so the kernel would join it to the next
 // packet, drop it or refuse it), stops the batch with an error matching

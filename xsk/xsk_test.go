@@ -99,6 +99,17 @@ func sendWindowed(t testing.TB, fl *flow, want, window int, got *atomic.Int64, s
 	}
 }
 
+// sendAndReceive sends frames 0..n-1 of fl from p, at most window ahead of
+// what s has received, and receives them on s within timeout, verifying
+// each: it returns how many arrived.
+func sendAndReceive(t testing.TB, s *xsk.Socket, p *packetSocket, fl *flow, n, window int, timeout time.Duration) int {
+	var got atomic.Int64
+	done := make(chan *seen)
+	go func() { done <- receiveAll(t, s, fl, n, &got, time.Now().Add(timeout)) }()
+	sendWindowed(t, fl, n, window, &got, func(f []byte) { p.send(t, f) })
+	return (<-done).n
+}
+
 func checkFramesHome(t testing.TB, s *xsk.Socket) {
 	t.Helper()
 	c := s.Frames()
@@ -117,13 +128,8 @@ func TestReceive(t *testing.T) {
 		t.Errorf("NAPIID before any packet = %d, %v; want 0, nil", id, err)
 	}
 
-	var got atomic.Int64
-	done := make(chan *seen)
-	go func() { done <- receiveAll(t, s, fl, total, &got, time.Now().Add(60*time.Second)) }()
-	sendWindowed(t, fl, total, 512, &got, func(b []byte) { peer.send(t, b) })
-	sn := <-done
-	if sn.n != total {
-		t.Fatalf("received %d of %d frames", sn.n, total)
+	if got := sendAndReceive(t, s, peer, fl, total, 512, 60*time.Second); got != total {
+		t.Fatalf("received %d of %d frames", got, total)
 	}
 	id, err := s.NAPIID()
 	if err != nil {
@@ -290,12 +296,8 @@ func TestCopyModeHoldsNoMoreThanTheRXRing(t *testing.T) {
 
 	// And the socket goes on receiving everything once it keeps up.
 	fl2 := newFlow(v.Peer, v.Host, 30)
-	var got atomic.Int64
-	done := make(chan *seen)
-	go func() { done <- receiveAll(t, s, fl2, 5000, &got, time.Now().Add(30*time.Second)) }()
-	sendWindowed(t, fl2, 5000, rxRing/2, &got, func(b []byte) { peer.send(t, b) })
-	if sn := <-done; sn.n != 5000 {
-		t.Fatalf("after the overload received %d of 5000 frames", sn.n)
+	if got := sendAndReceive(t, s, peer, fl2, 5000, rxRing/2, 30*time.Second); got != 5000 {
+		t.Fatalf("after the overload received %d of 5000 frames", got)
 	}
 	checkFramesHome(t, s)
 }
