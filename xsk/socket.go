@@ -884,8 +884,8 @@ func (g *shareGroup) leave(s *Socket) {
 // frames after it. A kick may leave frames in the TX ring (the completion
 // ring is full, or the device is busy): a later Transmit that queues
 // frames, Kick, Complete, an Alloc that finds too few free frames (on
-// this socket or another sharing its UMEM), or a Wait for Writable sends
-// them. A descriptor naming no frame the caller
+// this socket or another sharing its UMEM), or, in copy mode with
+// need_wakeup, a Wait sends them. A descriptor naming no frame the caller
 // holds, or with Options other than 0 (the socket is bound without
 // multi-buffer and tx metadata, so the kernel would join it to the next
 // packet, drop it or refuse it), stops the batch with an error matching
@@ -1076,10 +1076,11 @@ const unboundCheck = time.Second
 
 // Wait blocks until one of events is ready or timeout passes (a negative
 // timeout waits forever), and returns the events that are ready (none on
-// timeout). Close interrupts it with net.ErrClosed. In copy mode, waiting
-// for Writable also makes the kernel send what the TX ring holds (a frame
-// the device drops there is not counted in Stats.TxDropped: poll(2) does
-// not say). Once the socket's interface is deleted, which unbinds the
+// timeout). Close interrupts it with net.ErrClosed. In copy mode with
+// need_wakeup (unless NoNeedWakeup), every Wait, for whichever events,
+// also makes the kernel send what the TX ring holds: poll(2) does that
+// (a frame the device drops there is not counted in Stats.TxDropped:
+// poll(2) does not say). Once the socket's interface is deleted, which unbinds the
 // socket, Wait fails with an error matching unix.ENXIO (within a second)
 // instead of waiting for packets that cannot come; the socket still has
 // to be closed.
