@@ -15,13 +15,18 @@
 // exec`) and a veth pair, and removes them, and kills both, when it ends.
 // An interrupt (Ctrl-C, SIGTERM) ends the running trial at once: compare
 // stops the generator, ends what the trial started and removes what it
-// made before it exits.
+// made before it exits. Killed outright (SIGKILL), it takes testpmd, the C
+// reference and gcc with it (they get SIGKILL when it dies; apt-get is left
+// to finish), and its veth pair goes with it, but its namespace, testpmd's
+// runtime directory and the C reference's build directory stay, named
+// after its pid, until the next compare removes them.
 //
 //	go run ./bench/cmd/compare -rounds 5 -d 5s
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/afxdp/afxdp/bench/cmd/internal/child"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/baseline"
@@ -52,6 +58,7 @@ import (
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/xsk"
+	"github.com/vishvananda/netns"
 )
 
 const (
@@ -132,9 +139,14 @@ func ensureCRef(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "rxdrop")
-	out, err := exec.Command("gcc", "-O2", "-Wall", "-o", bin, src, "-lxdp", "-lbpf").CombinedOutput()
+	var out bytes.Buffer
+	cc := exec.Command("gcc", "-O2", "-Wall", "-o", bin, src, "-lxdp", "-lbpf")
+	cc.Stdout, cc.Stderr = &out, &out
+	if err = child.Start(cc); err == nil {
+		err = cc.Wait()
+	}
 	if err != nil {
-		return "", fmt.Errorf("build %s: %w\n%s", src, err, out)
+		return "", fmt.Errorf("build %s: %w\n%s", src, err, out.Bytes())
 	}
 	return bin, nil
 }
@@ -335,7 +347,8 @@ func run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	ns, err := netenv.NewNetns(netenv.RandomName("afxcmp"))
+	removeStale(os.Stderr)
+	ns, err := netenv.NewNetns(fmt.Sprintf("%s-%s", ownName(), netenv.RandomName("")[:6]))
 	if err != nil {
 		return err
 	}
@@ -349,7 +362,7 @@ func run(ctx context.Context) (err error) {
 	fmt.Fprintf(os.Stderr, "veth %s <-> %s (netns %s); %d rounds of %v\n", t.Veth.Host.Name, t.Veth.Peer.Name, ns.Name(), *rounds, *dur)
 
 	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "C ") }) {
-		dir, err := os.MkdirTemp("", "afxcmp-cref")
+		dir, err := os.MkdirTemp("", ownName()+"-cref")
 		if err != nil {
 			return err
 		}
@@ -951,7 +964,7 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 		_, err := os.Stat(filepath.Dir(testpmdRuntimeDir()))
 		dpdkParent.made = errors.Is(err, fs.ErrNotExist)
 	})
-	if err := p.cmd.Start(); err != nil {
+	if err := child.Start(p.cmd); err != nil {
 		return nil, err
 	}
 	ready := make(chan struct{})
@@ -983,7 +996,65 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 }
 
 // testpmdPrefix is testpmd's --file-prefix, one per compare process.
-func testpmdPrefix() string { return "afxcmp" + strconv.Itoa(os.Getpid()) }
+func testpmdPrefix() string { return ownName() }
+
+// ownName is what this process's namespace (ownName-HEX), testpmd's
+// runtime directory (ownName) and the C reference's build directory
+// (ownName-crefRANDOM) are named after: afxcmpPID. A compare killed
+// outright (SIGKILL) leaves them behind, and the next one removes them:
+// see removeStale.
+func ownName() string { return "afxcmp" + strconv.Itoa(os.Getpid()) }
+
+// reStale matches the names ownName makes, the pid in its group.
+var reStale = regexp.MustCompile(`^afxcmp([0-9]+)(-|$)`)
+
+// removeStale removes what compare processes that are gone left behind:
+// their named namespaces, testpmd's runtime directories and the C
+// reference's build directories, all named after the process (ownName).
+// A compare that is killed outright cannot remove them itself; what it
+// started dies with it (see package child), and its veth pair goes with
+// its host end's anonymous namespace. removeStale says on w what it
+// removed, and what it failed to, and goes on.
+func removeStale(w io.Writer) {
+	dead := func(name string) bool {
+		m := reStale.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		pid, err := strconv.Atoi(m[1])
+		return err == nil && pid != os.Getpid() && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	}
+	for _, d := range []struct {
+		dir, what string
+		remove    func(name string) error
+	}{
+		{"/var/run/netns", "namespace", netns.DeleteNamed},
+		{filepath.Dir(testpmdRuntimeDir()), "testpmd's runtime directory", nil},
+		{os.TempDir(), "C reference's build directory", nil},
+	} {
+		ents, err := os.ReadDir(d.dir)
+		if err != nil {
+			continue // none there
+		}
+		for _, e := range ents {
+			if !dead(e.Name()) {
+				continue
+			}
+			path := filepath.Join(d.dir, e.Name())
+			var err error
+			if d.remove != nil {
+				err = d.remove(e.Name())
+			} else {
+				err = os.RemoveAll(path)
+			}
+			if err != nil {
+				fmt.Fprintf(w, "compare: remove %s %s, left by a compare that is gone: %v\n", d.what, path, err)
+			} else {
+				fmt.Fprintf(w, "compare: removed %s %s, left by a compare that is gone\n", d.what, path)
+			}
+		}
+	}
+}
 
 // testpmdRuntimeDir is the directory DPDK makes for the prefix, even with
 // --no-shconf (eal_create_runtime_dir: /var/run/dpdk/PREFIX as root), and
@@ -1207,7 +1278,7 @@ func startCRef(ctx context.Context, e *env, cpu int) (*crefProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
+	if err := child.Start(p.cmd); err != nil {
 		return nil, err
 	}
 	go func() {

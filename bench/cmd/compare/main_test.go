@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -22,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/afxdp/afxdp/bench/cmd/internal/child"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/app"
@@ -881,13 +884,30 @@ func interruptTrial(t *testing.T) {
 // STATE".
 func children(t *testing.T) []string {
 	t.Helper()
+	var kids []string
+	for _, p := range childrenOf(t, os.Getpid()) {
+		kids = append(kids, fmt.Sprintf("%d (%s) %s", p.pid, p.name, p.state))
+	}
+	return kids
+}
+
+// kid is a process found by childrenOf.
+type kid struct {
+	pid         int
+	name, state string
+}
+
+// childrenOf lists the processes whose parent is ppid.
+func childrenOf(t *testing.T, ppid int) []kid {
+	t.Helper()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kids []string
+	var kids []kid
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
@@ -896,14 +916,176 @@ func children(t *testing.T) []string {
 		}
 		// PID (COMM) STATE PPID ...; COMM may hold spaces and parentheses.
 		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
+		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if i < 0 || j < i {
 			continue
 		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
-			kids = append(kids, s[:i+1]+" "+f[0])
+		f := strings.Fields(s[j+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			kids = append(kids, kid{pid, s[i+1 : j], f[0]})
 		}
 	}
 	return kids
+}
+
+// TestMain runs compare's main instead of the tests when
+// TestKilledLeavesNothingRunning runs this binary as compare.
+func TestMain(m *testing.M) {
+	if os.Getenv("AFXDP_COMPARE_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestKilledLeavesNothingRunning runs compare in a process of its own with
+// a long warm-up, kills it with SIGKILL once the trial's process (the C
+// reference, testpmd) runs, and checks that the process dies with it. The
+// C reference used to go on, orphaned, spinning on its CPU (it writes
+// nothing until it is signalled, so no SIGPIPE ends it); testpmd died of
+// SIGPIPE at its next statistics line, so its case checks that the
+// parent-death signal passes through `ip netns exec`, and what it leaves.
+// compare cannot remove its named namespace, testpmd's runtime directory
+// or the C reference's build directory then: the test checks that the
+// next compare's removeStale does. Its veth pair goes with its host end's
+// anonymous namespace.
+func TestKilledLeavesNothingRunning(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if err := ensureTestpmd(); err != nil {
+		t.Fatalf("dpdk-testpmd (package dpdk-dev, which .ci/deps.sh installs): %v", err)
+	}
+	for _, tt := range []struct{ contender, proc string }{
+		{"C libxdp rxdrop", "rxdrop"},
+		{"testpmd rxonly", "dpdk-testpmd"},
+	} {
+		t.Run(strings.ReplaceAll(tt.contender, " ", "_"), func(t *testing.T) {
+			killCompare(t, tt.contender, tt.proc)
+		})
+	}
+}
+
+// killCompare runs compare with contender alone, kills it once its child
+// named proc runs, and checks what is left.
+func killCompare(t *testing.T, contender, proc string) {
+	dir := t.TempDir()
+	_, dpdkParentBefore := os.Stat(filepath.Dir(testpmdRuntimeDir()))
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	said := func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
+	cmd := exec.Command(os.Args[0], "-only", "^"+regexp.QuoteMeta(contender)+"$", "-rounds", "1", "-d", "1s", "-warmup", "10m")
+	cmd.Env = append(os.Environ(), "AFXDP_COMPARE_MAIN=1", "TMPDIR="+dir)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	// The trial is under way, its process ready, once frames cross the
+	// veth pair: from then on the process writes nothing until compare
+	// signals it (the C reference), so that no SIGPIPE ends it.
+	reNamed := regexp.MustCompile(`^veth \S+ <-> (\S+) \(netns (\S+)\)`)
+	var peer, ns string
+	var nl *netlink.Handle
+	var c0 uint64
+	pid := 0
+	for deadline := time.Now().Add(time.Minute); pid == 0; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("compare ended (%v) before its trial ran:\n%s", err, said())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("compare's trial did not run within a minute:\n%s", said())
+		}
+		if nl == nil {
+			m := reNamed.FindStringSubmatch(said())
+			if m == nil {
+				continue
+			}
+			peer, ns = m[1], m[2]
+			nsh, err := netns.GetFromPath(filepath.Join("/var/run/netns", ns))
+			if err != nil {
+				t.Fatalf("namespace %s: %v", ns, err)
+			}
+			defer nsh.Close()
+			if nl, err = netlink.NewHandleAt(nsh); err != nil {
+				t.Fatalf("netlink in %s: %v", ns, err)
+			}
+			defer nl.Close()
+		}
+		l, err := nl.LinkByName(peer)
+		if err != nil {
+			t.Fatalf("%s in %s: %v", peer, ns, err)
+		}
+		st := l.Attrs().Statistics
+		if c0 == 0 {
+			c0 = st.RxPackets + st.TxPackets + 1
+			continue
+		}
+		if st.RxPackets+st.TxPackets < c0 {
+			continue
+		}
+		for _, k := range childrenOf(t, cmd.Process.Pid) {
+			if k.name == proc {
+				pid = k.pid
+			}
+		}
+		if pid == 0 {
+			t.Fatalf("trial runs, but compare has no child named %s: %v", proc, childrenOf(t, cmd.Process.Pid))
+		}
+	}
+	name := "afxcmp" + strconv.Itoa(cmd.Process.Pid)
+	runtimeDir := filepath.Join(filepath.Dir(testpmdRuntimeDir()), name)
+	// What the old compare left running.
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Reaped, so that it is gone for removeStale.
+	done <- <-done
+	for deadline := time.Now().Add(10 * time.Second); child.Running(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still running 10s after compare was killed", proc, pid)
+		}
+	}
+
+	defer netns.DeleteNamed(ns) // should removeStale not
+	left := []string{filepath.Join("/var/run/netns", ns)}
+	if proc == "dpdk-testpmd" {
+		defer os.RemoveAll(runtimeDir)
+		if parent := filepath.Dir(runtimeDir); dpdkParentBefore != nil {
+			// testpmd made it, and the killed compare could not
+			// remove it.
+			defer os.Remove(parent)
+		}
+		left = append(left, runtimeDir)
+	} else {
+		builds, _ := filepath.Glob(filepath.Join(dir, name+"-cref*"))
+		if len(builds) != 1 {
+			t.Fatalf("C reference's build directory: found %q in %s", builds, dir)
+		}
+		left = append(left, builds[0])
+	}
+	for _, p := range left {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v; want it left by the killed compare", p, err)
+		}
+	}
+	t.Setenv("TMPDIR", dir)
+	var out strings.Builder
+	removeStale(&out)
+	t.Logf("removeStale said:\n%s", out.String())
+	for _, p := range left {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after removeStale: %v; want it removed", p, err)
+		}
+	}
 }
