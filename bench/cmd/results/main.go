@@ -5,7 +5,9 @@
 // side with DPDK's testpmd), profiles rxdrop with perf (installing
 // linux-perf when missing), and writes the tables
 // into the page's template (results.md.tmpl, next to this file) with the
-// exact commands it ran.
+// commands that reproduce them. It builds jitter, compare and the
+// benchmarks' test binary first and runs the binaries itself, rather than
+// through go run and go test, so that they end with it (see command).
 //
 // It needs root, like the benchmarks. Run it from the module root on an
 // otherwise idle machine:
@@ -31,6 +33,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/afxdp/afxdp/bench/cmd/internal/child"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 )
 
@@ -90,7 +93,10 @@ func shIn(ctx context.Context, dir, name string, args ...string) (string, error)
 	var b bytes.Buffer
 	cmd.Stdout = &b
 	cmd.Stderr = os.Stderr
-	err := cmd.Run()
+	err := child.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%s: interrupted: %w", name, err)
 	}
@@ -103,9 +109,16 @@ func shIn(ctx context.Context, dir, name string, args ...string) (string, error)
 // signal to go alone would leave running (bench/cmd/compare, with its
 // namespace, veth pair and testpmd). A group that is still there a
 // minute later loses its leader to SIGKILL.
+//
+// Started with child.Start, the command gets SIGTERM when results dies
+// without the chance to interrupt it (SIGKILL): compare then ends its
+// trial and removes what it made, as it does on an interrupt. Only the
+// command itself gets that signal, not a program that `go run` or `go
+// test` would start in a process of its own: run builds those programs
+// and runs them itself.
 func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error {
 		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return err
@@ -114,6 +127,15 @@ func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	}
 	cmd.WaitDelay = time.Minute
 	return cmd
+}
+
+// goBuild builds the command pkg into dir and returns the binary's path.
+func goBuild(ctx context.Context, dir, pkg string) (string, error) {
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	if _, err := sh(ctx, "go", "build", "-o", bin, pkg); err != nil {
+		return "", fmt.Errorf("build %s: %w", pkg, err)
+	}
+	return bin, nil
 }
 
 func first(s string, err error) string {
@@ -201,18 +223,26 @@ func run(ctx context.Context) error {
 
 	// How often the receivers' CPU is taken away from them, measured
 	// while the machine is otherwise idle.
-	jargs := []string{"run", "./bench/cmd/jitter", "-cpu", "1", "-d", "10s"}
-	d.JitterCmd = "go " + strings.Join(jargs, " ")
-	if d.Jitter, err = sh(ctx, "go", jargs...); err != nil {
+	jitter, err := goBuild(ctx, tmp, "./bench/cmd/jitter")
+	if err != nil {
+		return err
+	}
+	jargs := []string{"-cpu", "1", "-d", "10s"}
+	d.JitterCmd = "go run ./bench/cmd/jitter " + strings.Join(jargs, " ")
+	if d.Jitter, err = sh(ctx, jitter, jargs...); err != nil {
 		return fmt.Errorf("jitter: %w", err)
 	}
 
 	// The comparison: it installs dpdk-testpmd when missing.
+	compare, err := goBuild(ctx, tmp, "./bench/cmd/compare")
+	if err != nil {
+		return err
+	}
 	js := filepath.Join(tmp, "compare.json")
-	cargs := []string{"run", "./bench/cmd/compare", "-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
+	cargs := []string{"-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
 		"-ring", fmt.Sprint(compareRing), "-big-ring", fmt.Sprint(compareBigRing), "-v", "-json", js}
-	d.CompareCmd = "go " + strings.Join(cargs[:len(cargs)-2], " ")
-	if d.Compare, err = sh(ctx, "go", cargs...); err != nil {
+	d.CompareCmd = "go run ./bench/cmd/compare " + strings.Join(cargs[:len(cargs)-2], " ")
+	if d.Compare, err = sh(ctx, compare, cargs...); err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
 	b, err := os.ReadFile(js)
@@ -231,9 +261,19 @@ func run(ctx context.Context) error {
 		d.DPDK = first(sh(ctx, "dpkg-query", "-W", "-f", "${Package} ${Version}", "dpdk-dev"))
 	}
 
-	bargs := []string{"test", "-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", fmt.Sprint(*count), "./bench/"}
-	d.BenchCmd = "go " + strings.Join(bargs, " ")
-	raw, err := sh(ctx, "go", bargs...)
+	bargs := []string{"-run", "^$", "-bench", ".", "-benchtime", *benchtime, "-count", fmt.Sprint(*count)}
+	d.BenchCmd = "go test " + strings.Join(bargs, " ") + " ./bench/"
+	// go test's way: in the package's directory, with its default
+	// timeout, each flag prefixed with test.
+	benchBin := filepath.Join(tmp, "bench.test")
+	if _, err := sh(ctx, "go", "test", "-c", "-o", benchBin, "./bench/"); err != nil {
+		return fmt.Errorf("build the benchmarks: %w", err)
+	}
+	targs := []string{"-test.timeout", "10m0s"}
+	for i := 0; i < len(bargs); i += 2 {
+		targs = append(targs, "-test."+bargs[i][1:], bargs[i+1])
+	}
+	raw, err := shIn(ctx, "bench", benchBin, targs...)
 	if err != nil {
 		return fmt.Errorf("benchmarks: %w\n%s", err, raw)
 	}
@@ -323,8 +363,8 @@ func profile(ctx context.Context, tmp string, d *data) error {
 			return fmt.Errorf("install linux-perf: %w", err)
 		}
 	}
-	rxdrop := filepath.Join(tmp, "rxdrop")
-	if _, err := sh(ctx, "go", "build", "-o", rxdrop, "./examples/rxdrop"); err != nil {
+	rxdrop, err := goBuild(ctx, tmp, "./examples/rxdrop")
+	if err != nil {
 		return err
 	}
 	data := filepath.Join(tmp, "perf.data")
@@ -332,7 +372,7 @@ func profile(ctx context.Context, tmp string, d *data) error {
 		"perf report -i perf.data --no-children --sort sym --cpu N --stdio"
 	cmd := command(ctx, rxdrop, "-d", "8s", "-cpu", "1", "-quiet")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
+	if err := child.Start(cmd); err != nil {
 		return err
 	}
 	select {

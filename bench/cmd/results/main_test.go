@@ -14,10 +14,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/afxdp/afxdp/bench/cmd/internal/child"
 )
 
-// TestMain runs results' main instead of the tests when
-// TestInterruptEndsChildrenAndCleansUp runs this binary as results.
+// TestMain runs results' main instead of the tests when startResults
+// runs this binary as results.
 func TestMain(m *testing.M) {
 	if os.Getenv("AFXDP_RESULTS_MAIN") == "1" {
 		main()
@@ -166,13 +168,22 @@ func TestRenderDropCounts(t *testing.T) {
 	}
 }
 
-// TestInterruptEndsChildrenAndCleansUp runs results with a `go` that
-// takes its first `go run` for ever, sends results SIGTERM then, and
-// checks that results ended that child (which stands for go run and the
-// compare it runs, in the process group results made for them), removed
-// its temporary directory and wrote no page. results used to die at once,
-// leaving both behind.
-func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
+// resultsRun is results running in a process of its own, with a fake
+// `go` whose first program (jitter) takes for ever.
+type resultsRun struct {
+	cmd   *exec.Cmd
+	done  chan error // cmd.Wait's result, put back once received
+	child int        // the fake jitter's pid
+	tmp   string     // results' TMPDIR
+	page  string     // its -o
+	said  func() string
+}
+
+// startResults runs results with a `go` whose builds make a program
+// that writes its pid and sleeps for a minute, and returns once results
+// runs the first (jitter). The test kills results and the child when it
+// ends.
+func startResults(t *testing.T) *resultsRun {
 	dir := t.TempDir()
 	bin, tmp := filepath.Join(dir, "bin"), filepath.Join(dir, "tmp")
 	for _, d := range []string{bin, tmp} {
@@ -181,65 +192,97 @@ func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
 		}
 	}
 	pidFile := filepath.Join(dir, "child.pid")
-	fake := "#!/bin/sh\ncase \"$1\" in\nrun) echo $$ > " + pidFile + "; exec sleep 60;;\n*) echo fake go;;\nesac\n"
+	// go build -o PATH PKG writes a program to PATH.
+	fake := "#!/bin/sh\ncase \"$1\" in\n" +
+		"build) printf '#!/bin/sh\\necho $$ > " + pidFile + "; exec sleep 60\\n' > \"$3\"; chmod +x \"$3\";;\n" +
+		"*) echo fake go;;\nesac\n"
 	if err := os.WriteFile(filepath.Join(bin, "go"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	page := filepath.Join(dir, "RESULTS.md")
-	cmd := exec.Command(os.Args[0], "-o", page)
-	cmd.Env = append(os.Environ(), "AFXDP_RESULTS_MAIN=1", "PATH="+bin+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
+	r := &resultsRun{tmp: tmp, page: filepath.Join(dir, "RESULTS.md"), done: make(chan error, 1)}
+	r.cmd = exec.Command(os.Args[0], "-o", r.page)
+	r.cmd.Env = append(os.Environ(), "AFXDP_RESULTS_MAIN=1", "PATH="+bin+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
 	// A file, not a pipe that the child would hold open: Wait returns
 	// when results has exited.
 	stderr, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stderr.Close()
-	cmd.Stderr = stderr
-	said := func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(func() { stderr.Close() })
+	r.cmd.Stderr = stderr
+	r.said = func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
+	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-
-	var child int
-	for deadline := time.Now().Add(20 * time.Second); child == 0; time.Sleep(10 * time.Millisecond) {
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		r.done <- <-r.done
+	})
+	for deadline := time.Now().Add(20 * time.Second); r.child == 0; time.Sleep(10 * time.Millisecond) {
 		if b, err := os.ReadFile(pidFile); err == nil && bytes.HasSuffix(b, []byte("\n")) {
-			if child, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			if r.child, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("results never ran go run:\n%s", said())
+			t.Fatalf("results never ran jitter:\n%s", r.said())
 		}
 	}
 	// What the old results left running.
-	defer syscall.Kill(child, syscall.SIGKILL)
+	t.Cleanup(func() { syscall.Kill(r.child, syscall.SIGKILL) })
+	return r
+}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+// wait waits up to d for results to exit.
+func (r *resultsRun) wait(t *testing.T, d time.Duration) {
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(d):
+		t.Fatalf("results still running %v after its signal:\n%s", d, r.said())
+	}
+}
+
+// TestInterruptEndsChildrenAndCleansUp runs results with a `go` whose
+// first program takes for ever, sends results SIGTERM then, and checks
+// that results ended that child (which stands for compare, in the process
+// group results made for it), removed its temporary directory and wrote
+// no page. results used to die at once, leaving both behind.
+func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
+	r := startResults(t)
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-done:
-		done <- nil // for the deferred Kill's receive
-	case <-time.After(30 * time.Second):
-		t.Fatalf("results still running 30s after SIGTERM:\n%s", said())
+	r.wait(t, 30*time.Second)
+	if err := syscall.Kill(r.child, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("results' child %d still there after results ended (kill 0: %v)", r.child, err)
 	}
-	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("results' child %d still there after results ended (kill 0: %v)", child, err)
-	}
-	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+	if left, err := os.ReadDir(r.tmp); err != nil || len(left) != 0 {
 		t.Errorf("results left in its temporary directory: %v %v", left, err)
 	}
-	if _, err := os.Stat(page); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("an interrupted results wrote %s (%v)", page, err)
+	if _, err := os.Stat(r.page); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an interrupted results wrote %s (%v)", r.page, err)
 	}
-	t.Logf("results said:\n%s", said())
+	t.Logf("results said:\n%s", r.said())
+}
+
+// TestKilledEndsChildren runs results as TestInterruptEndsChildrenAndCleansUp
+// does, kills it with SIGKILL, which it cannot catch, and checks that its
+// child (which stands for compare, now run directly rather than under
+// `go run`) ends all the same. The child used to go on, re-parented: a
+// signal to `go run` would not have reached the compare it ran.
+func TestKilledEndsChildren(t *testing.T) {
+	r := startResults(t)
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, 10*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); child.Running(r.child); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("results' child %d still running 10s after results was killed:\n%s", r.child, r.said())
+		}
+	}
 }
 
 // TestRenderShowsEveryField fills every text field of the page's data
