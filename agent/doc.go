@@ -57,8 +57,8 @@
 // /xsk_register_nak when the descriptor is what is wrong) and the session
 // goes on, where the plugin would sometimes hang up or answer twice.
 // /xsk_map_fd and /xsk_register only name the device whose socket the
-// client connected to; another device, or one whose program is no longer
-// attached (see below), gets /fd_nak and /xsk_register_nak respectively.
+// client connected to; another device, or one whose interface is absent
+// (see below), gets /fd_nak and /xsk_register_nak respectively.
 // Every descriptor received is closed once the request is answered. When
 // the server ends a connection, whatever the reason (a hang-up, an error,
 // MaxConns, Close), it first discards what the client sent after the last
@@ -131,12 +131,27 @@
 // register again (through a new connection, or by opening the new pin).
 //
 // When a served interface goes away while the server runs (its network
-// namespace deleted, the link deleted), the kernel detaches the program
-// with it. The server does not follow the interface: it answers
-// /xsk_map_fd and /xsk_register with /fd_nak and /xsk_register_nak from
-// then on, and logs why, even once an interface of the same name is back,
-// rather than hand out a map that redirects nothing. A new server (an
-// agent restart) serves the new interface.
+// namespace deleted, the link deleted: a pod or a container restarted),
+// the kernel detaches the program with it, and the server follows the
+// interface. Each /xsk_map_fd, /xsk_register and /config_busy_poll first
+// checks that the program is on the interface of the device's name in the
+// device's namespace (the path opened anew: a new namespace at the same
+// path is a new namespace). While there is no such interface, or no such
+// namespace, the request gets /fd_nak, /xsk_register_nak or
+// /config_busy_poll_nak, and the server logs why. Once there is one
+// without the program, the server loads a new program with a new, empty
+// XSKMAP for it, attaches it as at the start (Mode, Replace), pins its map
+// in place of the old pin, logs the re-attachment, and serves the request;
+// requests that come meanwhile wait, and the program is attached once.
+// Nothing of the old program carries over: it is detached and closed with
+// its XSKMAP, whose entries are removed, and its registrations are
+// forgotten (their sockets were bound to the interface that went, and the
+// agent refuses to register them on the new one), so every queue of the
+// new map is free, also while the connections that held queues of the
+// old one stay open. A client that only opens the pin and never asks the
+// agent finds the new map once [Server.Refresh] has run (cmd/afxdp-agent
+// calls it every second) or a request has made the server follow; until
+// then the pin holds the old map, which redirects nothing.
 //
 // # Permissions
 //

@@ -2,8 +2,14 @@ package agent
 
 import (
 	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/bpf"
@@ -12,106 +18,361 @@ import (
 	"github.com/afxdp/afxdp/xsk"
 )
 
-// TestDeviceGone: a pod's namespace is deleted while the agent serves the
-// interface in it; the kernel detaches the program with the interface. The
-// agent must not then hand the map of a program attached nowhere to the
-// next pod, which would register into it and receive nothing: it answers
-// /fd_nak and /xsk_register_nak, also once a new namespace stands at the
-// same path with an interface of the same name (what an orchestrator that
-// reuses a pod's name does).
-func TestDeviceGone(t *testing.T) {
+// podEnv is a pod as an orchestrator makes it: a namespace at
+// /var/run/netns/<name> with one end of a veth pair in it, and the agent
+// serving that end, pinning its map.
+type podEnv struct {
+	name   string // the namespace's name
+	ns     *netenv.Netns
+	veth   *netenv.Veth // veth.Peer is the served interface, in ns
+	dev    string
+	srv    *Server
+	sock   string
+	logs   *testenv.Buffer
+	pinDir string
+}
+
+func newPodEnv(t *testing.T) *podEnv {
+	t.Helper()
 	testenv.RequirePrivileged(t)
-	name := netenv.RandomName("afxpod")
-	pod1 := testenv.NewNamedNetns(t, name)
-	v1 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: pod1})
-	dev := v1.Peer.Name
-	srv, err := NewServer(&ServerOptions{
+	e := &podEnv{name: netenv.RandomName("afxpod"), logs: &testenv.Buffer{}, pinDir: mountBPFFS(t)}
+	e.ns = testenv.NewNamedNetns(t, e.name)
+	e.veth = testenv.NewVeth(t, &netenv.VethOptions{PeerNS: e.ns})
+	e.dev = e.veth.Peer.Name
+	var err error
+	e.srv, err = NewServer(&ServerOptions{
 		Devices: []Device{{
-			Name:   dev,
-			Netns:  pod1.Path(),
+			Name:   e.dev,
+			Netns:  e.ns.Path(),
 			Filter: bpf.Filter{EtherType: 0x0800, IPProto: unix.IPPROTO_UDP, DstPort: testPort},
 		}},
 		SocketDir: socketDir(t),
-		Logger:    testLogger(t),
+		PinDir:    e.pinDir,
+		Logger:    slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), e.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
+		if err := e.srv.Close(); err != nil {
 			t.Error(err)
 		}
 	})
-	path := srv.SocketPath(dev)
+	e.sock = e.srv.SocketPath(e.dev)
+	return e
+}
 
-	// While the interface is there, the map comes.
-	c := connect(t, path, "pod-1")
-	m, err := c.XSKMap(dev)
-	if err != nil {
-		t.Fatalf("XSKMap of a served interface: %v", err)
-	}
-	m.Close()
-	c.Close()
-
-	// The pod goes: its link and its namespace are deleted.
-	if err := v1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := pod1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c = connect(t, path, "pod-1-late")
-	if m, err := c.XSKMap(dev); !errors.Is(err, ErrRejected) {
-		if m != nil {
-			m.Close()
-		}
-		t.Errorf("XSKMap with the namespace gone = %v, want ErrRejected", err)
-	}
-	c.Close()
-
-	// The next pod: a new namespace at the same path, an interface of
-	// the same name in it, and no program on it.
-	pod2 := testenv.NewNamedNetns(t, name)
-	v2 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: pod2})
-	h := pod2.Handle()
-	l, err := h.LinkByName(v2.Peer.Name)
+// newPodVeth makes a veth pair whose end in ns is renamed to e.dev: the
+// next pod's interface.
+func (e *podEnv) newPodVeth(t *testing.T, ns *netenv.Netns) *netenv.Veth {
+	t.Helper()
+	v := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: ns})
+	h := ns.Handle()
+	l, err := h.LinkByName(v.Peer.Name)
 	if err == nil {
 		err = h.LinkSetDown(l)
 	}
 	if err == nil {
-		err = h.LinkSetName(l, dev)
+		err = h.LinkSetName(l, e.dev)
 	}
 	if err == nil {
 		err = h.LinkSetUp(l)
 	}
 	if err != nil {
-		t.Fatalf("rename the new pod's interface to %s: %v", dev, err)
+		t.Fatalf("rename the new pod's interface to %s: %v", e.dev, err)
 	}
-	var sock *xsk.Socket
-	err = pod2.Do(func() error {
+	v.Peer.Name = e.dev
+	return v
+}
+
+// openXSK opens an AF_XDP socket on queue 0 of e.dev in ns, with no
+// program of its own, closed at cleanup.
+func (e *podEnv) openXSK(t *testing.T, ns *netenv.Netns) *xsk.Socket {
+	t.Helper()
+	var s *xsk.Socket
+	err := ns.Do(func() error {
 		o := *smallXSK
 		o.NoXDP = true
 		var err error
-		sock, err = xsk.Open(dev, 0, &o)
+		s, err = xsk.Open(e.dev, 0, &o)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sock.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
 
-	c = connect(t, path, "pod-2")
-	if m, err := c.XSKMap(dev); !errors.Is(err, ErrRejected) {
+// ids are the kernel's IDs of what a device's incarnation holds: programs
+// and maps.
+type ids struct{ prog, check, xsks, twin uint32 }
+
+func (e *podEnv) ids(t *testing.T) ids {
+	t.Helper()
+	d := e.srv.devices[e.dev]
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	in := d.cur
+	progID := func(p *ebpf.Program) uint32 {
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		return uint32(id)
+	}
+	return ids{prog: progID(in.prog.Prog()), xsks: mapID(t, in.prog.XSKMap()), twin: mapID(t, in.reg.twin), check: progID(in.reg.check)}
+}
+
+// wantGone waits until the kernel has released every object of old.
+func wantGone(t *testing.T, old ids) {
+	t.Helper()
+	gone := func(open func() (io.Closer, error)) bool {
+		c, err := open()
+		if err == nil {
+			c.Close()
+		}
+		return errors.Is(err, os.ErrNotExist)
+	}
+	for what, open := range map[string]func() (io.Closer, error){
+		"old program":            func() (io.Closer, error) { return ebpf.NewProgramFromID(ebpf.ProgramID(old.prog)) },
+		"old registration check": func() (io.Closer, error) { return ebpf.NewProgramFromID(ebpf.ProgramID(old.check)) },
+		"old xskmap":             func() (io.Closer, error) { return ebpf.NewMapFromID(ebpf.MapID(old.xsks)) },
+		"old registration map":   func() (io.Closer, error) { return ebpf.NewMapFromID(ebpf.MapID(old.twin)) },
+	} {
+		waitFor(t, what+" to be released by the kernel", func() bool { return gone(open) })
+	}
+}
+
+// mapID returns the kernel's ID of m.
+func mapID(t *testing.T, m *ebpf.Map) uint32 {
+	t.Helper()
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return uint32(id)
+}
+
+// pinnedMapID returns the ID of the map pinned for e.dev.
+func (e *podEnv) pinnedMapID(t *testing.T) uint32 {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(e.srv.PinPath(e.dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	return mapID(t, m)
+}
+
+// wantRefused checks that the map fd is refused while the interface is
+// absent, and that the server's log says why.
+func (e *podEnv) wantRefused(t *testing.T, c *Client, why string) {
+	t.Helper()
+	if m, err := c.XSKMap(e.dev); !errors.Is(err, ErrRejected) {
 		if m != nil {
 			m.Close()
 		}
-		t.Errorf("XSKMap for the next pod = %v, want ErrRejected: the map is a detached program's", err)
+		t.Fatalf("XSKMap with the interface absent = %v, want ErrRejected", err)
 	}
-	if err := c.Register(dev, 0, sock.FD()); !errors.Is(err, ErrRejected) {
-		t.Errorf("Register for the next pod = %v, want ErrRejected: the map is a detached program's", err)
+	var line string
+	for l := range strings.Lines(e.logs.String()) {
+		if strings.Contains(l, "refused map fd") {
+			line = l
+		}
 	}
-	// The session goes on.
-	if v, err := c.Version(); err != nil || v != ProtocolVersion {
-		t.Errorf("Version after the refusals = %q, %v", v, err)
+	if !strings.Contains(line, why) || !strings.Contains(line, e.ns.Path()) {
+		t.Errorf("the refusal's log line %q does not say %q in %s", line, why, e.ns.Path())
 	}
+}
+
+// TestFollowLink: a pod's interface is deleted and one of the same name is
+// made in the same namespace (a container restarted in its pod). While it
+// is absent the agent refuses the map and logs why; once it is back, a
+// request finds the program gone with the old interface, and the agent
+// attaches a new program with a new XSKMAP to the new interface, pins that
+// in place of the old, and serves it: frames sent to the new interface
+// reach a socket registered through the same agent socket. Concurrent
+// requests attach once. The connection that held queue 0 in the old map
+// holds nothing in the new one, and its socket, bound to the vanished
+// interface, cannot be registered there. Nothing of the old program stays.
+func TestFollowLink(t *testing.T) {
+	e := newPodEnv(t)
+	fds := fdCount(t)
+	old := e.ids(t)
+	if got := e.pinnedMapID(t); got != old.xsks {
+		t.Fatalf("pinned map %d, want the served map %d", got, old.xsks)
+	}
+
+	// The first container registers queue 0 and receives.
+	c0 := connect(t, e.sock, "pod-0")
+	s0 := e.openXSK(t, e.ns)
+	if err := c0.Register(e.dev, 0, s0.FD()); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	receiveUDP(t, e.veth.Host, e.veth.Peer.IP(), s0, 3)
+
+	// The interface goes; the connection stays.
+	if err := e.veth.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, c0, "interface absent")
+
+	// An interface of the same name is back. Several connections ask at
+	// once: one attaches, all get the new map.
+	v2 := e.newPodVeth(t, e.ns)
+	const n = 8
+	mapIDs := make([]uint32, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := connect(t, e.sock, "pod-1")
+		wg.Go(func() {
+			m, err := c.XSKMap(e.dev)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer m.Close()
+			info, err := m.Info()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			id, _ := info.ID()
+			mapIDs[i] = uint32(id)
+			errs[i] = c.Close()
+		})
+	}
+	wg.Wait()
+	cur := e.ids(t)
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("connection %d: XSKMap after the interface came back: %v", i, errs[i])
+		}
+		if mapIDs[i] != cur.xsks {
+			t.Errorf("connection %d got map %d, want the new map %d", i, mapIDs[i], cur.xsks)
+		}
+	}
+	if cur.xsks == old.xsks || cur.prog == old.prog {
+		t.Fatalf("program %d map %d: not new (old program %d map %d)", cur.prog, cur.xsks, old.prog, old.xsks)
+	}
+	if k := strings.Count(e.logs.String(), "re-attached device"); k != 1 {
+		t.Errorf("%d re-attachments logged, want 1", k)
+	}
+	if got := e.pinnedMapID(t); got != cur.xsks {
+		t.Errorf("pinned map %d after the re-attach, want the new map %d (old %d)", got, cur.xsks, old.xsks)
+	}
+	var info bpf.XDPInfo
+	var attached bool
+	err := e.ns.Do(func() error {
+		l, err := e.ns.Handle().LinkByName(e.dev)
+		if err != nil {
+			return err
+		}
+		info, err = bpf.QueryXDP(l.Attrs().Index)
+		attached = info.Driver.ID == cur.prog || info.Generic.ID == cur.prog
+		return err
+	})
+	if err != nil || !attached {
+		t.Fatalf("new program %d not on the new interface: %+v, %v", cur.prog, info, err)
+	}
+
+	// The old connection's socket is bound to the interface that went:
+	// the new map is not for it.
+	if err := c0.Register(e.dev, 0, s0.FD()); !errors.Is(err, ErrRejected) {
+		t.Errorf("Register of a socket bound to the vanished interface = %v, want ErrRejected", err)
+	}
+	// Its queue is free for the next container, on the same agent socket,
+	// though the old connection is still open.
+	c1 := connect(t, e.sock, "pod-1")
+	s1 := e.openXSK(t, e.ns)
+	if err := c1.Register(e.dev, 0, s1.FD()); err != nil {
+		t.Fatalf("Register on the new interface: %v", err)
+	}
+	receiveUDP(t, v2.Host, v2.Peer.IP(), s1, 5)
+	// The old connection's end takes nothing of the new map with it.
+	if err := c0.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old connection to end", func() bool { return e.srv.Conns() == 1 })
+	receiveUDP(t, v2.Host, v2.Peer.IP(), s1, 5)
+
+	// Nothing of the old incarnation is left: not in the kernel (s0, still
+	// open, was in the old map), not in the agent's descriptors.
+	wantGone(t, old)
+	if err := c1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s0.Close()
+	s1.Close()
+	waitFor(t, "the connections to end", func() bool { return e.srv.Conns() == 0 })
+	if after := fdCount(t); after != fds {
+		t.Errorf("%d descriptors open, %d before the interface went", after, fds)
+	}
+}
+
+// TestFollowNetns: the pod's namespace is deleted, and a new one is made at
+// the same path with an interface of the same name (a pod restarted under
+// its name). While the namespace is absent the agent refuses the map and
+// logs why; once it is back, Refresh, with no client asking, attaches a
+// new program in the new namespace and pins its map in place of the old,
+// and a client that opens only the pin receives what is sent to the new
+// interface.
+func TestFollowNetns(t *testing.T) {
+	e := newPodEnv(t)
+	old := e.ids(t)
+	c := connect(t, e.sock, "pod-0")
+	s0 := e.openXSK(t, e.ns)
+	m, err := c.XSKMap(e.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Update(uint32(0), uint32(s0.FD()), ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	receiveUDP(t, e.veth.Host, e.veth.Peer.IP(), s0, 3)
+
+	if err := e.veth.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, c, "no such file or directory")
+	if err := e.srv.Refresh(); err == nil || !strings.Contains(err.Error(), e.ns.Path()) {
+		t.Errorf("Refresh with the namespace gone = %v, want an error naming %s", err, e.ns.Path())
+	}
+
+	ns2 := testenv.NewNamedNetns(t, e.name)
+	v2 := e.newPodVeth(t, ns2)
+	if err := e.srv.Refresh(); err != nil {
+		t.Fatalf("Refresh with the interface back: %v", err)
+	}
+	cur := e.ids(t)
+	if cur.xsks == old.xsks {
+		t.Fatalf("map %d not replaced", cur.xsks)
+	}
+	if got := e.pinnedMapID(t); got != cur.xsks {
+		t.Fatalf("pinned map %d after Refresh, want the new map %d (old %d)", got, cur.xsks, old.xsks)
+	}
+	var s1 *Socket
+	err = ns2.Do(func() error {
+		var err error
+		s1, err = OpenPinned(e.srv.PinPath(e.dev), e.dev, 0, smallXSK)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("OpenPinned on the new interface: %v", err)
+	}
+	defer s1.Close()
+	receiveUDP(t, v2.Host, v2.Peer.IP(), s1.Socket, 5)
+
+	// The client's old map fd reaches the old map only.
+	s0.Close()
+	m.Close()
+	wantGone(t, old)
+	receiveUDP(t, v2.Host, v2.Peer.IP(), s1.Socket, 2)
 }

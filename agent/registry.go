@@ -217,6 +217,26 @@ func (r *registry) release(c *conn) {
 	}
 }
 
+// clear forgets every registration and empties the XSKMAP and the twin.
+// The server calls it on the registry of a program that went with its
+// interface: each entry holds a reference on its map, which would
+// otherwise live on for as long as the client keeps its socket open.
+func (r *registry) clear() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.owners)
+	var errs []error
+	for q := range r.prog.MaxQueues() {
+		if err := r.prog.Unregister(q); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.twin.Delete(uint32(q)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("forget registration of queue %d: %w", q, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Close releases the twin map and the check program. A second Close
 // returns nil.
 func (r *registry) Close() error {

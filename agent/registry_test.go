@@ -179,7 +179,7 @@ func TestWriteTimeout(t *testing.T) {
 func TestFinReleasesBeforeAck(t *testing.T) {
 	e := newTestEnv(t, nil)
 	xa := newBoundXSK(t, e.dev, 0)
-	reg := e.srv.devices[e.dev].reg
+	reg := e.srv.devices[e.dev].cur.reg
 	const rounds = 50
 	for i := range rounds {
 		a := connect(t, e.sock, "pod-a")

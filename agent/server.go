@@ -176,6 +176,10 @@ type PeerCred struct {
 // invisible to the server; they disappear when the client closes its
 // socket or dies.
 //
+// A device whose interface goes away and comes back is served with a new
+// program and a new, empty XSKMAP: see "When the agent or the interface
+// goes" in the package documentation.
+//
 // Close stops the server. Its methods are safe for concurrent use.
 type Server struct {
 	opts    ServerOptions
@@ -191,15 +195,18 @@ type Server struct {
 // device is a served interface with its program and listener.
 type device struct {
 	Device
-	ifindex  int
-	prog     *bpf.Program
-	att      *bpf.Attachment
 	ln       *net.UnixListener
 	dir      string
 	sockPath string
 	pinPath  string
-	roFD     int       // read-only XSKMAP descriptor (ReadOnlyMap), or -1
-	reg      *registry // who holds which queue through /xsk_register
+
+	// mu is held for reading while a request uses cur, and for writing
+	// while cur is replaced (see Server.follow).
+	mu  sync.RWMutex
+	cur *incarnation // the program on the interface; not nil once set up
+
+	noteMu   sync.Mutex
+	unserved bool // Refresh found the device not served, and logged it
 }
 
 // NewServer loads and attaches a program on every device, then listens on
@@ -241,7 +248,7 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 	}
 	defer unix.Close(sdfd)
 	for _, dc := range o.Devices {
-		d := &device{Device: dc, roFD: -1}
+		d := &device{Device: dc}
 		s.devices[dc.Name] = d
 		if err := s.setupDevice(d, sdfd); err != nil {
 			return nil, fmt.Errorf("new agent server: device %s: %w", dc.Name, err)
@@ -323,41 +330,20 @@ func (o *ServerOptions) withDefaults() (ServerOptions, error) {
 // setupDevice loads, attaches, pins and listens for one device, whose
 // directory it makes in the socket directory open as sdfd.
 func (s *Server) setupDevice(d *device, sdfd int) error {
-	var err error
-	d.prog, err = bpf.NewProgram(&bpf.ProgramOptions{Filter: d.Filter, MaxQueues: d.MaxQueues})
+	in, err := s.newIncarnation(d)
 	if err != nil {
 		return err
 	}
-	if d.reg, err = newRegistry(d.prog); err != nil {
-		return err
-	}
-	err = inNetns(d.Netns, func() error {
-		ifi, err := net.InterfaceByName(d.Name)
-		if err != nil {
-			return fmt.Errorf("find interface: %w", err)
-		}
-		d.ifindex = ifi.Index
-		d.att, err = d.prog.Attach(ifi.Index, &bpf.AttachOptions{Mode: d.Mode, Replace: d.Replace})
-		return err
-	})
-	if err != nil {
-		return err
-	}
+	d.cur = in
 	if s.opts.PinDir != "" {
-		if err := d.pin(s.opts.PinDir); err != nil {
+		if err := d.pin(s.opts.PinDir, in); err != nil {
 			return err
 		}
 	}
-	if s.opts.ReadOnlyMap {
-		if d.roFD, err = readOnlyMapFD(d.prog.XSKMap()); err != nil {
-			return err
-		}
-	}
-
 	if err := s.listen(d, sdfd); err != nil {
 		return err
 	}
-	s.log.Info("serving device", "device", d.Name, "ifindex", d.ifindex, "xdp_mode", d.att.Mode().String(),
+	s.log.Info("serving device", "device", d.Name, "ifindex", in.ifindex, "xdp_mode", in.att.Mode().String(),
 		"filter", d.Filter.String(), "socket", d.sockPath, "pinned", d.pinPath)
 	return nil
 }
@@ -416,11 +402,12 @@ func (s *Server) permissions() (dir, sock os.FileMode, uid, gid int) {
 	}
 }
 
-// pin pins a clone of the XSKMAP at <dir>/<device>/xsks_map. The
+// pin pins a clone of in's XSKMAP at <dir>/<device>/xsks_map, in place of
+// the pin there (an earlier run's, or in's predecessor's). The
 // directories are checked as the socket directory is (see
 // ServerOptions.PinDir): another user must not be able to unlink or
 // replace the pin, nor lead the agent to remove another's.
-func (d *device) pin(dir string) error {
+func (d *device) pin(dir string, in *incarnation) error {
 	pfd, err := openPinDir(dir)
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
@@ -432,13 +419,14 @@ func (d *device) pin(dir string) error {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
 	defer unix.Close(dfd)
-	m, err := d.prog.XSKMap().Clone()
+	m, err := in.prog.XSKMap().Clone()
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
 	defer m.Close()
 	path := filepath.Join(pdir, PinName)
-	// A pin left by an agent that died.
+	// A pin left by an agent that died, or the map of a program that
+	// went with its interface.
 	if err := removeStaleAt(dfd, PinName, path); err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
@@ -448,30 +436,6 @@ func (d *device) pin(dir string) error {
 		return fmt.Errorf("pin xskmap at %s: %w", path, err)
 	}
 	d.pinPath = path
-	return nil
-}
-
-// errDetached says that a device's program is no longer on its interface.
-var errDetached = errors.New("program no longer attached: the interface (or its network namespace) is gone; restart the agent to serve a new one")
-
-// attached fails unless d's program is still attached to its interface.
-// The kernel detaches a bpf_link when its interface goes away (a pod's
-// namespace deleted, the link deleted), and a new interface of the same
-// name, even at the same namespace path and index, has no program: a map
-// handed out then would redirect nothing.
-func (d *device) attached() error {
-	var st sys.LinkXDP
-	err := inNetns(d.Netns, func() error {
-		var err error
-		st, err = sys.QueryLinkXDP(d.ifindex)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("device %s (ifindex %d): check that the program is attached: %w", d.Name, d.ifindex, err)
-	}
-	if id := d.prog.ID(); st.DrvProgID != id && st.SKBProgID != id && st.ProgID != id {
-		return fmt.Errorf("device %s (ifindex %d): %w", d.Name, d.ifindex, errDetached)
-	}
 	return nil
 }
 
@@ -500,9 +464,13 @@ func (s *Server) PinPath(device string) string {
 }
 
 // Program returns device's XDP program, or nil. It belongs to the server.
+// Once the interface has gone and one of the same name is back, the server
+// serves it with a new program, and closes the one returned before.
 func (s *Server) Program(device string) *bpf.Program {
 	if d := s.devices[device]; d != nil {
-		return d.prog
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+		return d.cur.prog
 	}
 	return nil
 }
@@ -587,19 +555,8 @@ func (s *Server) Close() error {
 			}
 			os.Remove(filepath.Dir(d.pinPath)) // only if empty
 		}
-		if d.reg != nil {
-			if err := d.reg.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
-			}
-		}
-		if d.roFD >= 0 {
-			if err := unix.Close(d.roFD); err != nil {
-				errs = append(errs, fmt.Errorf("close read-only xskmap of %s: %w", d.Name, os.NewSyscallError("close", err)))
-			}
-			d.roFD = -1
-		}
-		if d.prog != nil {
-			if err := d.prog.Close(); err != nil {
+		if d.cur != nil {
+			if err := d.cur.close(); err != nil {
 				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
 			}
 		}
@@ -632,7 +589,7 @@ func (c *conn) serve() {
 		// The queues go first: hangUp may take a while closing the
 		// descriptors the client left queued, and a client that
 		// reconnects meanwhile must find them free.
-		c.d.reg.release(c)
+		c.d.release(c)
 		hangUp(c.c, c.log)
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -666,7 +623,7 @@ func (c *conn) serve() {
 		}
 		m, err := readMessage(c.c, buf, oob, c.log)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if c.d.reg.holding(c) {
+			if c.d.holding(c) {
 				continue // the connection is what keeps the registrations
 			}
 			c.log.Info("closing idle connection", "idle_timeout", c.s.opts.IdleTimeout)
@@ -680,7 +637,11 @@ func (c *conn) serve() {
 		}
 		resp, fd, keep := c.handle(&m, &connected)
 		m.closeFDs(c.log)
-		if err := c.write(resp, fd); err != nil {
+		err = c.write(resp, fd)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if err != nil {
 			c.log.Info("write failed", "response", resp, "err", err)
 			return
 		}
@@ -698,6 +659,9 @@ func (c *conn) write(resp string, fd int) error {
 
 // handle answers one message: the response, a descriptor to send with it
 // (or -1), and whether to keep the connection. It never closes m's fds.
+// The descriptor is the caller's to close once sent: a duplicate, so that
+// the server may replace the device's map meanwhile (see Server.follow)
+// without the number coming to name another file.
 func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bool) {
 	fd = -1
 	// The buffer has room for one byte more than MaxMessageSize, so
@@ -758,7 +722,7 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 		// The registrations go before the answer, so that a client
 		// that has read /fin_ack finds its entries out of the map and
 		// its queues free for the next connection.
-		c.d.reg.release(c)
+		c.d.release(c)
 		c.log.Info("client finished")
 		return RespFinAck, fd, false
 	case OpXSKMapFD:
@@ -766,16 +730,30 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 			c.log.Warn("refused map fd: device not served on this socket", "asked", req.Device)
 			return RespFDNak, fd, true
 		}
-		if err := c.d.attached(); err != nil {
+		readOnly := false
+		err := c.s.use(c.d, func(in *incarnation) error {
+			src := in.prog.XSKMap().FD()
+			if readOnly = in.roFD >= 0; readOnly {
+				src = in.roFD
+			}
+			var err error
+			fd, err = unix.FcntlInt(uintptr(src), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				fd = -1
+				return fmt.Errorf("duplicate xskmap fd: %w", os.NewSyscallError("fcntl", err))
+			}
+			return nil
+		})
+		if err != nil {
 			c.log.Error("refused map fd", "err", err)
 			return RespFDNak, fd, true
 		}
-		if c.d.roFD >= 0 {
+		if readOnly {
 			c.log.Info("sending read-only xskmap fd")
-			return RespFDAck, c.d.roFD, true
+		} else {
+			c.log.Info("sending xskmap fd")
 		}
-		c.log.Info("sending xskmap fd")
-		return RespFDAck, c.d.prog.XSKMap().FD(), true
+		return RespFDAck, fd, true
 	case OpConfigBusyPoll:
 		if len(m.fds) != 1 {
 			c.log.Warn("refused busy poll: need exactly one descriptor", "fds", len(m.fds))
@@ -808,14 +786,15 @@ func (c *conn) handle(m *message, connected *bool) (resp string, fd int, keep bo
 // agent's CAP_NET_ADMIN: it sets them on the sockets of the device it
 // serves, not on any socket a client holds. That the program is still
 // attached proves the interface at the index is this device's.
-func (c *conn) checkBusyPoll(fd int) (int, error) {
+func (c *conn) checkBusyPoll(fd int) (queue int, err error) {
 	if err := checkXSK(fd); err != nil {
 		return 0, err
 	}
-	if err := c.d.attached(); err != nil {
-		return 0, err
-	}
-	return boundQueue(c.d.Netns, c.d.ifindex, fd)
+	err = c.s.use(c.d, func(in *incarnation) error {
+		queue, err = boundQueue(c.d.Netns, in.ifindex, fd)
+		return err
+	})
+	return queue, err
 }
 
 // register puts the client's socket into the XSKMAP at req.Queue. The
@@ -831,17 +810,32 @@ func (c *conn) register(req Request, fds []int) error {
 	if err := checkXSK(fds[0]); err != nil {
 		return err
 	}
-	if req.Queue >= c.d.prog.MaxQueues() {
-		return fmt.Errorf("queue %d: out of range: the XSKMAP holds queues 0 to %d", req.Queue, c.d.prog.MaxQueues()-1)
-	}
-	if err := c.d.attached(); err != nil {
-		return err
-	}
-	if err := checkBound(c.d.Netns, c.d.ifindex, req.Queue, fds[0]); err != nil {
-		return err
-	}
-	return c.d.reg.register(c, req.Queue, fds[0])
+	return c.s.use(c.d, func(in *incarnation) error {
+		if req.Queue >= in.prog.MaxQueues() {
+			return fmt.Errorf("queue %d: out of range: the XSKMAP holds queues 0 to %d", req.Queue, in.prog.MaxQueues()-1)
+		}
+		if err := checkBound(c.d.Netns, in.ifindex, req.Queue, fds[0]); err != nil {
+			return err
+		}
+		return in.reg.register(c, req.Queue, fds[0])
+	})
+}
+
+// release forgets c's registrations and removes those it still holds from
+// the XSKMAP. Registrations made in an incarnation that has since been
+// replaced went with it.
+func (d *device) release(c *conn) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	d.cur.reg.release(c)
+}
+
+// holding reports whether c holds a queue of the device's XSKMAP.
+func (d *device) holding(c *conn) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cur.reg.holding(c)
 }
 
 // xskMap is here so that the package's tests can reach a device's map.
-func (s *Server) xskMap(device string) *ebpf.Map { return s.devices[device].prog.XSKMap() }
+func (s *Server) xskMap(device string) *ebpf.Map { return s.Program(device).XSKMap() }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -25,10 +26,18 @@ var smallXSK = &xsk.Options{NumFrames: 256, RxRingSize: 128, TxRingSize: 128, Fi
 // every one, intact.
 func (e *testEnv) receiveUDP(t *testing.T, sock *xsk.Socket, n int) {
 	t.Helper()
+	receiveUDP(t, e.veth.Peer, e.veth.Host.IP(), sock, n)
+}
+
+// receiveUDP sends n sequence-numbered datagrams from the interface from to
+// the address to on testPort through the kernel's stack, one at a time, and
+// checks that sock receives every one, intact.
+func receiveUDP(t *testing.T, from netenv.Endpoint, to netip.Addr, sock *xsk.Socket, n int) {
+	t.Helper()
 	var out *net.UDPConn
-	err := e.veth.Peer.Do(func() error {
+	err := from.Do(func() error {
 		var err error
-		out, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(e.veth.Host.IP(), testPort)))
+		out, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to, testPort)))
 		return err
 	})
 	if err != nil {

@@ -65,10 +65,15 @@
 // agent's; remove it by hand (rm) if no other agent pins there.
 //
 // An interface that goes away while the agent runs (the link deleted, or
-// its network namespace) is not followed: the kernel detaches the program
-// with it, and the agent refuses its map and registrations from then on,
-// and logs why, even once an interface of the same name is back; restart
-// the agent to serve the new one.
+// its network namespace: a pod or a container restarted) is followed: the
+// kernel detaches the program with it, and while the interface (or the
+// namespace at -netns's path) is absent the agent refuses its map and
+// registrations and logs why; once an interface of the same name is back
+// there, the agent attaches a new program with a new, empty XSKMAP to it,
+// pins that in place of the old pin, and serves it. It checks on each
+// request and every second (agent.Server.Refresh), so that a workload that
+// only opens the pin finds the new map. Registrations made on the old
+// interface do not carry over: the workloads register again.
 package main
 
 import (
@@ -162,6 +167,10 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 
 // defaultPinDir is where -pin puts the maps unless -pin-dir says otherwise.
 const defaultPinDir = "/sys/fs/bpf/afxdp"
+
+// followInterval is how often the agent checks that each interface still
+// has its program, and re-attaches to one that came back (Server.Refresh).
+const followInterval = time.Second
 
 // bpffsRoot is the conventional bpffs mount point.
 const bpffsRoot = "/sys/fs/bpf"
@@ -349,7 +358,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	if ready != nil {
 		ready(srv)
 	}
-	<-ctx.Done()
+	follow := time.NewTicker(followInterval)
+	defer follow.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-follow.C:
+			// Refresh logs a device it finds not served, and its
+			// re-attachment.
+			srv.Refresh()
+		}
+	}
 	log.Info("shutting down")
 	if err := srv.Close(); err != nil {
 		return fmt.Errorf("shut down: %w", err)

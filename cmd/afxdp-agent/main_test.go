@@ -17,7 +17,9 @@ import (
 
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/xsk"
 )
 
 // serve runs the agent with args until the returned stop is called.
@@ -326,5 +328,84 @@ func TestReadyLogsEffectiveUIDs(t *testing.T) {
 	logs := runOnce(t, []string{"-iface", v.Host.Name, "-socket-dir", t.TempDir()})
 	if !strings.Contains(logs, "allowed_uids=[0]") {
 		t.Errorf("start-up log without -allow-uid does not list UID 0:\n%s", logs)
+	}
+}
+
+// TestRunFollowsInterface: a pod's interface goes and an interface of the
+// same name comes back in the same namespace. With no client asking, the
+// agent pins a new map in place of the old within a few seconds, and a
+// socket put into it through the pin receives what is sent to the new
+// interface: the map is the new program's, attached to it.
+func TestRunFollowsInterface(t *testing.T) {
+	pod := testenv.NewNamedNetns(t, netenv.RandomName("afxpod"))
+	v1 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: pod})
+	dev := v1.Host.Name
+	pinDir := t.TempDir()
+	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	serve(t, []string{"-iface", dev, "-netns", pod.Path(), "-socket-dir", t.TempDir(),
+		"-pin", "-pin-dir", pinDir, "-filter-ipproto", "17", "-filter-port", fmt.Sprint(crashPort)})
+	pin := filepath.Join(pinDir, dev, agent.PinName)
+	// pinned returns the ID of the map pinned, or 0.
+	pinned := func() ebpf.MapID {
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		if err != nil {
+			return 0
+		}
+		defer m.Close()
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		return id
+	}
+	old := pinned()
+	if old == 0 {
+		t.Fatalf("no map pinned at %s", pin)
+	}
+
+	if err := v1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: pod})
+	h := pod.Handle()
+	l, err := h.LinkByName(v2.Host.Name)
+	if err == nil {
+		err = h.LinkSetDown(l)
+	}
+	if err == nil {
+		err = h.LinkSetName(l, dev)
+	}
+	if err == nil {
+		err = h.LinkSetUp(l)
+	}
+	if err != nil {
+		t.Fatalf("rename the new interface to %s: %v", dev, err)
+	}
+	v2.Host.Name = dev
+
+	deadline := time.Now().Add(10 * time.Second)
+	for got := pinned(); got == 0 || got == old; got = pinned() {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the interface came back, the pin holds map %d (old %d)", got, old)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	small := &xsk.Options{NumFrames: 256, RxRingSize: 128, TxRingSize: 128, FillRingSize: 128, CompletionRingSize: 128}
+	var sock *agent.Socket
+	err = pod.Do(func() error {
+		var err error
+		sock, err = agent.OpenPinned(pin, dev, 0, small)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("open a socket through the new pin: %v", err)
+	}
+	defer sock.Close()
+	if !receives(t, v2, sock.Socket) {
+		t.Error("the socket put in the new pin's map received nothing sent to the new interface")
 	}
 }
