@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -150,6 +151,13 @@ func TestRegisterChecks(t *testing.T) {
 // TestWriteTimeout: a client that sends requests and never reads the
 // answers fills its receive queue; the server gives up on it after
 // WriteTimeout rather than wait for it forever, idle timeout or not.
+//
+// The client sends until the server ends the connection, the only thing
+// that can fail a send here. It used to stop at the first send that
+// blocked for 200 ms, taking that for the server blocked on an answer; a
+// server merely slow to read (a loaded machine) stopped it early, before
+// the answers filled the server's send buffer, and the server, with every
+// request answered, then kept the connection for good.
 func TestWriteTimeout(t *testing.T) {
 	e := newTestEnv(t, func(o *ServerOptions) {
 		o.IdleTimeout = -1
@@ -157,15 +165,21 @@ func TestWriteTimeout(t *testing.T) {
 	})
 	r := dialRaw(t, e.sock)
 	r.roundTrip("/connect, pod", RespHostOK, 0)
-	// Send until the send blocks too: the server no longer reads.
 	sent := 0
-	for ; sent < 100_000; sent++ {
-		r.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := r.c.Write([]byte(ReqVersion)); err != nil {
+	var err error
+	for sent < 100_000 {
+		// Far longer than WriteTimeout: a send that blocks this long
+		// means that the server neither reads nor hangs up.
+		r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err = r.c.Write([]byte(ReqVersion)); err != nil {
 			break
 		}
+		sent++
 	}
-	t.Logf("%d requests sent before the send blocked", sent)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after %d requests with no answer read, the send = %v; want the server to have hung up", sent, err)
+	}
+	t.Logf("%d requests sent before the server hung up: %v", sent, err)
 	waitFor(t, "the server to drop the connection", func() bool { return e.srv.Conns() == 0 })
 }
 
