@@ -2,3 +2,11 @@ package netenv
 
 // Stack is stack, for tests that need a link of a name they chose.
 var Stack = stack
+
+// ForgetSubnets empties the set of subnets RandomSubnet returned lately,
+// for a test that needs one it may have returned before.
+func ForgetSubnets() {
+	handedOut.Lock()
+	handedOut.m = nil
+	handedOut.Unlock()
+}

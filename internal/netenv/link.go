@@ -2,12 +2,14 @@ package netenv
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,7 +77,9 @@ type VethOptions struct {
 	// the Veth owns and removes on Close. It must be open.
 	PeerNS *Netns
 	// Subnet is the IPv4 /24 for the pair (host .1, peer .2); any other
-	// prefix is refused. Default: a random 10.x.y.0/24.
+	// prefix is refused. Default: a random 10.x.y.0/24 that no address or
+	// route overlaps in the caller's namespace, HostNS or PeerNS (see
+	// RandomSubnet).
 	Subnet netip.Prefix
 	// NoAddr leaves both ends without IPv4 addresses.
 	NoAddr bool
@@ -224,8 +228,8 @@ func (o *VethOptions) validate() error {
 	if err := checkOpen("PeerNS", o.PeerNS); err != nil {
 		return err
 	}
-	if !o.Subnet.IsValid() {
-		o.Subnet = RandomSubnet()
+	if !o.Subnet.IsValid() && !o.NoAddr {
+		o.Subnet = randomSubnet(o.HostNS, o.PeerNS)
 	}
 	return nil
 }
@@ -512,9 +516,110 @@ func RandomMAC() net.HardwareAddr {
 	return m
 }
 
-// RandomSubnet returns a random 10.x.y.0/24 prefix.
-func RandomSubnet() netip.Prefix {
-	var b [2]byte
+// RandomSubnet returns a random 10.x.y.0/24 prefix, x from 100 to 199, that
+// no IPv4 address or route (a default route aside) overlaps in the calling
+// thread's network namespace, and that it has not returned lately in this
+// process: a /24 already on a link there, the host's or the veth of a test
+// running beside, would take one of the two's traffic to the other's
+// link. Another process may still take it before the caller uses it.
+// When every candidate is in use (a route for all of 10.0.0.0/8, say), it
+// returns one at random.
+func RandomSubnet() netip.Prefix { return randomSubnet() }
+
+// Candidates of randomSubnet: 10.100.0.0/24 to 10.199.255.0/24.
+const (
+	subnetFirst = 10<<24 | 100<<16
+	subnetCount = 100 << 8
+)
+
+// handedOut holds the subnets randomSubnet returned lately, which the
+// caller may not have put on a link yet; it is emptied when it has
+// handedOutMax of them.
+var handedOut struct {
+	sync.Mutex
+	m map[netip.Prefix]bool
+}
+
+const handedOutMax = 1024
+
+// randomSubnet is RandomSubnet, also avoiding what is in use in nss (nil
+// ones skipped). It looks through the candidates from a random one on,
+// and returns that one when all are in use. Routes of every routing table
+// count; a namespace whose addresses and routes it cannot read, none.
+func randomSubnet(nss ...*Netns) netip.Prefix {
+	var b [4]byte
 	rand.Read(b[:])
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + b[0]%100, b[1], 0}), 24)
+	start := int(binary.LittleEndian.Uint32(b[:]) % subnetCount)
+	inUse := prefixesInUse(nss)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.m == nil || len(handedOut.m) >= handedOutMax {
+		handedOut.m = map[netip.Prefix]bool{}
+	}
+	candidate := func(i int) netip.Prefix {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], uint32(subnetFirst+((start+i)%subnetCount)<<8))
+		return netip.PrefixFrom(netip.AddrFrom4(a), 24)
+	}
+	pick := candidate(0)
+	for i := range subnetCount {
+		p := candidate(i)
+		if !handedOut.m[p] && !slices.ContainsFunc(inUse, p.Overlaps) {
+			pick = p
+			break
+		}
+	}
+	handedOut.m[pick] = true
+	return pick
+}
+
+// prefixesInUse lists the prefixes of the IPv4 addresses and routes, but
+// default routes, in the calling thread's namespace and in nss. A
+// namespace it cannot read (closed, say) adds nothing.
+func prefixesInUse(nss []*Netns) []netip.Prefix {
+	var out []netip.Prefix
+	add := func(h *netlink.Handle) {
+		addrs, _ := h.AddrList(nil, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if p, ok := ipNetPrefix(a.IPNet); ok {
+				out = append(out, p)
+			}
+		}
+		routes, _ := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		for _, r := range routes {
+			if p, ok := ipNetPrefix(r.Dst); ok && p.Bits() > 0 {
+				out = append(out, p)
+			}
+		}
+	}
+	if h, err := netlink.NewHandle(); err == nil {
+		add(h)
+		h.Close()
+	}
+	for _, ns := range nss {
+		if ns == nil {
+			continue
+		}
+		if h, err := ns.Netlink(); err == nil {
+			add(h)
+		}
+	}
+	return out
+}
+
+// ipNetPrefix converts an IPv4 net.IPNet; a nil one (a default route's
+// Dst) is not converted.
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	if len(n.Mask) == net.IPv6len && a.Is4In6() {
+		bits -= 96
+	}
+	return netip.PrefixFrom(a.Unmap(), bits).Masked(), true
 }

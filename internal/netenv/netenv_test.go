@@ -409,3 +409,58 @@ func TestVXLANSameVNIAndPortTwice(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRandomSubnetAvoidsSubnetsInUse fills a namespace with routes for all
+// of 10.0.0.0/8 but one /24 and checks that RandomSubnet, there, and
+// NewVeth, with its host end there, take that /24: a subnet in use, by
+// the host or by a veth of a test running beside, would take traffic to
+// the wrong link.
+func TestRandomSubnetAvoidsSubnetsInUse(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	free := netip.MustParsePrefix("10.150.7.0/24")
+	// 10.0.0.0/8 but free is the sibling of free's /b prefix for each
+	// b from 9 to 24.
+	for b := 9; b <= 24; b++ {
+		a := free.Addr().As4()
+		a[(b-1)/8] ^= 1 << (7 - (b-1)%8)
+		dst := netip.PrefixFrom(netip.AddrFrom4(a), b).Masked()
+		r := &netlink.Route{Type: unix.RTN_BLACKHOLE, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(b, 32)}}
+		if err := ns.Handle().RouteAdd(r); err != nil {
+			t.Fatalf("add route %s: %v", dst, err)
+		}
+	}
+
+	netenv.ForgetSubnets()
+	v, err := netenv.NewVeth(&netenv.VethOptions{HostNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Host.Addr.Masked(); got != free {
+		t.Errorf("NewVeth with its host end in a namespace where only %s is free: subnet %s", free, got)
+	}
+
+	netenv.ForgetSubnets()
+	var got netip.Prefix
+	if err := ns.Do(func() error { got = netenv.RandomSubnet(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got != free {
+		t.Errorf("RandomSubnet in a namespace where only %s is free = %s", free, got)
+	}
+}
+
+// TestRandomSubnetNotTwice checks that RandomSubnet does not return a
+// subnet twice in a row, before the first one is on a link.
+func TestRandomSubnetNotTwice(t *testing.T) {
+	seen := map[netip.Prefix]bool{}
+	for range 500 {
+		p := netenv.RandomSubnet()
+		if seen[p] {
+			t.Fatalf("RandomSubnet returned %s twice", p)
+		}
+		seen[p] = true
+	}
+}
