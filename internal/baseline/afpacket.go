@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,9 +78,7 @@ type AFPacketReceiver struct {
 	// packet's index and offset when a Receive stopped mid-block.
 	blk, pkt, poff int
 
-	mu     sync.Mutex
-	stats  Stats
-	closed bool
+	counters
 }
 
 // NewAFPacketReceiver opens a packet socket bound to the interface ifindex
@@ -265,13 +262,6 @@ func (r *AFPacketReceiver) Receive(n uint64, deadline time.Time) (Counts, error)
 	return c, nil
 }
 
-func (r *AFPacketReceiver) add(c *Counts) {
-	r.mu.Lock()
-	r.stats.Packets += c.Packets
-	r.stats.Bytes += c.Bytes
-	r.mu.Unlock()
-}
-
 // Stats returns the counters since NewAFPacketReceiver; Drops are the
 // frames the kernel found no room for in the ring (tp_drops). After Close,
 // they are the counters at Close.
@@ -300,19 +290,15 @@ func (r *AFPacketReceiver) readDrops() error {
 // Close unmaps the ring and closes the socket, keeping the drop count for
 // Stats. A second Close returns nil.
 func (r *AFPacketReceiver) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	var errs []error
-	if r.fd >= 0 && r.ring != nil { // a socket that got as far as its ring
-		if err := r.readDrops(); err != nil {
-			errs = append(errs, fmt.Errorf("close af_packet receiver: %w", err))
+	return r.closeOnce(func() error {
+		var errs []error
+		if r.fd >= 0 && r.ring != nil { // a socket that got as far as its ring
+			if err := r.readDrops(); err != nil {
+				errs = append(errs, fmt.Errorf("close af_packet receiver: %w", err))
+			}
 		}
-	}
-	return errors.Join(append(errs, closeRing("af_packet receiver", r.fd, &r.ring))...)
+		return errors.Join(append(errs, closeRing("af_packet receiver", r.fd, &r.ring))...)
+	})
 }
 
 func closeRing(what string, fd int, ring *[]byte) error {
@@ -368,9 +354,7 @@ type AFPacketSender struct {
 	seq        uint64
 	maxPayload int
 
-	mu     sync.Mutex
-	stats  Stats
-	closed bool
+	counters
 }
 
 // NewAFPacketSender opens a packet socket bound to the interface ifindex in
@@ -600,28 +584,11 @@ func (s *AFPacketSender) unqueue(c *Counts) int {
 	return n
 }
 
-func (s *AFPacketSender) add(c *Counts) {
-	s.mu.Lock()
-	s.stats.Packets += c.Packets
-	s.stats.Bytes += c.Bytes
-	s.mu.Unlock()
-}
-
 // Stats returns the counters since NewAFPacketSender (Drops is always 0:
 // drops after the socket show in the interface's counters).
-func (s *AFPacketSender) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
-}
+func (s *AFPacketSender) Stats() Stats { return s.snapshot() }
 
 // Close unmaps the ring and closes the socket. A second Close returns nil.
 func (s *AFPacketSender) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return closeRing("af_packet sender", s.fd, &s.ring)
+	return s.closeOnce(func() error { return closeRing("af_packet sender", s.fd, &s.ring) })
 }

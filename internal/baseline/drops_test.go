@@ -48,21 +48,7 @@ func TestDropsKeptAfterClose(t *testing.T) {
 		r, s := afPacketPair(t, v, &baseline.AFPacketRxOptions{BlockSize: os.Getpagesize(), Blocks: 1, DstPort: testPort})
 		frame := make([]byte, 128)
 		l := udpFrame(t, v.Peer, v.Host, 18, 0, frame)
-		hb := both(t, v)
-		if c, err := s.Send(frame[:l], n); err != nil || c.Packets != n {
-			t.Fatalf("Send = %+v, %v", c, err)
-		}
-		arrived(t, v, hb, n)
-		if err := r.Close(); err != nil {
-			t.Fatal(err)
-		}
-		st, err := r.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Drops == 0 {
-			t.Fatalf("Stats() after Close = %+v, want the drops of %d frames sent to a one-page ring", st, n)
-		}
+		overflowThenClose(t, v, r, n, "frames sent to a one-page ring", func() (baseline.Counts, error) { return s.Send(frame[:l], n) })
 	})
 	t.Run("udp", func(t *testing.T) {
 		v := newVeth(t)
@@ -77,22 +63,31 @@ func TestDropsKeptAfterClose(t *testing.T) {
 			return err
 		})
 		closeLater(t, s)
-		hb := both(t, v)
-		if c, err := s.Send(n); err != nil || c.Packets != n {
-			t.Fatalf("Send = %+v, %v", c, err)
-		}
-		arrived(t, v, hb, n)
-		if err := r.Close(); err != nil {
-			t.Fatal(err)
-		}
-		st, err := r.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Drops == 0 {
-			t.Fatalf("Stats() after Close = %+v, want the drops of %d datagrams sent to a 64 KiB buffer", st, n)
-		}
+		overflowThenClose(t, v, r, n, "datagrams sent to a 64 KiB buffer", func() (baseline.Counts, error) { return s.Send(n) })
 	})
+}
+
+// overflowThenClose sends n packets from v's peer end with send to r, at
+// the host end, which reads none; waits until veth has handed them over
+// (see arrived); closes r, and checks that Stats still reports drops.
+// what says what was sent, for the failure message.
+func overflowThenClose(t *testing.T, v *netenv.Veth, r baseline.Receiver, n uint64, what string, send func() (baseline.Counts, error)) {
+	t.Helper()
+	hb := both(t, v)
+	if c, err := send(); err != nil || c.Packets != n {
+		t.Fatalf("Send = %+v, %v", c, err)
+	}
+	arrived(t, v, hb, n)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drops == 0 {
+		t.Fatalf("Stats() after Close = %+v, want the drops of %d %s", st, n, what)
+	}
 }
 
 // TestUDPReceiveTruncated sends datagrams longer than the receiver's

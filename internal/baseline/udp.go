@@ -32,6 +32,42 @@ type Stats struct {
 	Drops uint64
 }
 
+// counters are the Stats of a sender or receiver and whether it is
+// closed, under one lock: the goroutine that moves packets adds a call's
+// Counts once, when the call ends; Stats and Close may run in others.
+type counters struct {
+	mu     sync.Mutex
+	stats  Stats
+	closed bool
+}
+
+// add adds one call's packets and bytes.
+func (k *counters) add(c *Counts) {
+	k.mu.Lock()
+	k.stats.Packets += c.Packets
+	k.stats.Bytes += c.Bytes
+	k.mu.Unlock()
+}
+
+// snapshot returns the counters.
+func (k *counters) snapshot() Stats {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.stats
+}
+
+// closeOnce runs fn, with the lock held, on the first call only, and
+// returns its error; later calls return nil.
+func (k *counters) closeOnce(fn func() error) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	k.closed = true
+	return fn()
+}
+
 // DefaultBatch is the number of messages per recvmmsg/sendmmsg call, or of
 // ring frames per send(2).
 const DefaultBatch = 64
@@ -95,9 +131,7 @@ type UDPReceiver struct {
 	opts UDPOptions
 	mm   *mmsgs
 
-	mu     sync.Mutex
-	stats  Stats
-	closed bool
+	counters
 }
 
 // NewUDPReceiver binds a UDP socket to addr in the calling thread's network
@@ -201,13 +235,6 @@ func (r *UDPReceiver) Receive(n uint64, deadline time.Time) (Counts, error) {
 	return c, nil
 }
 
-func (r *UDPReceiver) add(c *Counts) {
-	r.mu.Lock()
-	r.stats.Packets += c.Packets
-	r.stats.Bytes += c.Bytes
-	r.mu.Unlock()
-}
-
 // Stats returns the counters since NewUDPReceiver, with the socket's drops.
 // After Close, they are the counters at Close.
 func (r *UDPReceiver) Stats() (Stats, error) {
@@ -228,22 +255,18 @@ func (r *UDPReceiver) Stats() (Stats, error) {
 // Close closes the socket, keeping its drop count for Stats. A second
 // Close returns nil.
 func (r *UDPReceiver) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	var errs []error
-	if drops, err := sys.ConnDrops(r.conn); err != nil {
-		errs = append(errs, fmt.Errorf("close udp receiver: udp socket: %w", err))
-	} else {
-		r.stats.Drops = uint64(drops)
-	}
-	if err := r.conn.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close udp receiver: %w", err))
-	}
-	return errors.Join(errs...)
+	return r.closeOnce(func() error {
+		var errs []error
+		if drops, err := sys.ConnDrops(r.conn); err != nil {
+			errs = append(errs, fmt.Errorf("close udp receiver: udp socket: %w", err))
+		} else {
+			r.stats.Drops = uint64(drops)
+		}
+		if err := r.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close udp receiver: %w", err))
+		}
+		return errors.Join(errs...)
+	})
 }
 
 // UDPSender sends datagrams from an unconnected kernel UDP socket with
@@ -256,9 +279,7 @@ type UDPSender struct {
 	mm   *mmsgs
 	seq  uint64
 
-	mu     sync.Mutex
-	stats  Stats
-	closed bool
+	counters
 }
 
 // NewUDPSender makes a UDP socket bound to src (the zero value: any address,
@@ -318,30 +339,15 @@ func (s *UDPSender) Send(n uint64) (Counts, error) {
 	return c, nil
 }
 
-func (s *UDPSender) add(c *Counts) {
-	s.mu.Lock()
-	s.stats.Packets += c.Packets
-	s.stats.Bytes += c.Bytes
-	s.mu.Unlock()
-}
-
 // Stats returns the counters since NewUDPSender (Drops is always 0).
-func (s *UDPSender) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
-}
+func (s *UDPSender) Stats() Stats { return s.snapshot() }
 
 // Close closes the socket. A second Close returns nil.
 func (s *UDPSender) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	return s.closeOnce(func() error {
+		if err := s.conn.Close(); err != nil {
+			return fmt.Errorf("close udp sender: %w", err)
+		}
 		return nil
-	}
-	s.closed = true
-	if err := s.conn.Close(); err != nil {
-		return fmt.Errorf("close udp sender: %w", err)
-	}
-	return nil
+	})
 }
