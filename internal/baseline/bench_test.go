@@ -9,28 +9,29 @@ import (
 	"github.com/afxdp/afxdp/internal/pktgen"
 )
 
-// benchSetup makes a veth pair whose peer end has an XDP_PASS program (for
-// veth's XDP receive path) and a generator that sends 60-byte UDP frames to
-// the peer's testPort.
-func benchSetup(b *testing.B) (*netenv.Veth, *pktgen.Generator) {
-	v := newVeth(b)
-	sink, err := pktgen.AttachSink(v.Peer, pktgen.Pass)
+// genSetup makes a veth pair whose peer end has an XDP program of verdict
+// sink (something there must enable veth's XDP receive path) and a
+// generator that sends 60-byte UDP frames to the peer's testPort.
+func genSetup(tb testing.TB, sink pktgen.Verdict) (*netenv.Veth, *pktgen.Generator) {
+	tb.Helper()
+	v := newVeth(tb)
+	s, err := pktgen.AttachSink(v.Peer, sink)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	closeLater(b, sink)
+	closeLater(tb, s)
 	buf := make([]byte, 64)
-	l := udpFrame(b, v.Host, v.Peer, 18, 0, buf)
+	l := udpFrame(tb, v.Host, v.Peer, 18, 0, buf)
 	g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: buf[:l]})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	closeLater(b, g)
+	closeLater(tb, g)
 	return v, g
 }
 
 func BenchmarkUDPRecv(b *testing.B) {
-	v, g := benchSetup(b)
+	v, g := genSetup(b, pktgen.Pass)
 	var r *baseline.UDPReceiver
 	in(b, v.Peer, func() (err error) {
 		r, err = baseline.NewUDPReceiver(netip.AddrPortFrom(v.Peer.IP(), testPort), nil)
@@ -41,7 +42,7 @@ func BenchmarkUDPRecv(b *testing.B) {
 }
 
 func BenchmarkAFPacketRecv(b *testing.B) {
-	v, g := benchSetup(b)
+	v, g := genSetup(b, pktgen.Pass)
 	var r *baseline.AFPacketReceiver
 	in(b, v.Peer, func() (err error) {
 		r, err = baseline.NewAFPacketReceiver(v.Peer.Index, nil)
