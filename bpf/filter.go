@@ -75,7 +75,9 @@ const (
 	ipv4MinHeader   = 20
 	ipv6HeaderLen   = 40
 	l4DstPortOffset = 2      // same in the UDP and the TCP header
+	ipv4ProtoOffset = 9      // protocol in the IPv4 header
 	ipv4DstOffset   = 16     // destination address in the IPv4 header
+	ipv6ProtoOffset = 6      // next header in the IPv6 header
 	ipv6DstOffset   = 24     // destination address in the IPv6 header
 	ipv4MFOffset    = 0x3fff // IPv4 flags and fragment offset: MF and the offset
 )
@@ -269,18 +271,7 @@ func l3Instructions(f Filter) asm.Instructions {
 	}
 
 	if v4 {
-		insns = append(insns,
-			asm.Mov.Reg(asm.R0, asm.R4).WithSymbol(lblIPv4),
-			asm.Add.Imm(asm.R0, ipv4MinHeader),
-			asm.JGT.Reg(asm.R0, asm.R3, lblPass),
-		)
-		if f.IPProto != 0 {
-			insns = append(insns,
-				asm.LoadMem(asm.R0, asm.R4, 9, asm.Byte), // protocol
-				asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
-			)
-		}
-		insns = append(insns, addrInstructions(f.DstAddr, ipv4DstOffset)...)
+		insns = append(insns, ipInstructions(f, lblIPv4, ipv4MinHeader, ipv4ProtoOffset, ipv4DstOffset)...)
 		if f.DstPort != 0 {
 			insns = append(insns,
 				// A fragment (more fragments set, or an offset) goes
@@ -299,18 +290,7 @@ func l3Instructions(f Filter) asm.Instructions {
 		insns = append(insns, next)
 	}
 	if v6 {
-		insns = append(insns,
-			asm.Mov.Reg(asm.R0, asm.R4).WithSymbol(lblIPv6),
-			asm.Add.Imm(asm.R0, ipv6HeaderLen),
-			asm.JGT.Reg(asm.R0, asm.R3, lblPass),
-		)
-		if f.IPProto != 0 {
-			insns = append(insns,
-				asm.LoadMem(asm.R0, asm.R4, 6, asm.Byte), // next header
-				asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
-			)
-		}
-		insns = append(insns, addrInstructions(f.DstAddr, ipv6DstOffset)...)
+		insns = append(insns, ipInstructions(f, lblIPv6, ipv6HeaderLen, ipv6ProtoOffset, ipv6DstOffset)...)
 		if f.DstPort != 0 {
 			insns = append(insns, asm.Add.Imm(asm.R4, ipv6HeaderLen))
 		}
@@ -328,6 +308,26 @@ func l3Instructions(f Filter) asm.Instructions {
 		)
 	}
 	return insns
+}
+
+// ipInstructions, at label, checks the IP header at R4 that is at least
+// hdrLen bytes long: that so much of it is there, that the protocol byte
+// at protoOff is f.IPProto and the address at dstOff is f.DstAddr (each
+// when set). It jumps to lblPass at the first failed check and falls
+// through when all pass.
+func ipInstructions(f Filter, label string, hdrLen int32, protoOff, dstOff int16) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R0, asm.R4).WithSymbol(label),
+		asm.Add.Imm(asm.R0, hdrLen),
+		asm.JGT.Reg(asm.R0, asm.R3, lblPass),
+	}
+	if f.IPProto != 0 {
+		insns = append(insns,
+			asm.LoadMem(asm.R0, asm.R4, protoOff, asm.Byte),
+			asm.JNE.Imm(asm.R0, int32(f.IPProto), lblPass),
+		)
+	}
+	return append(insns, addrInstructions(f.DstAddr, dstOff)...)
 }
 
 // addrInstructions compares the destination address at R4+off, inside the
