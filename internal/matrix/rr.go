@@ -368,11 +368,8 @@ func (e *rawEcho) serve(stop <-chan struct{}) (uint64, error) {
 	var in [2048]byte
 	var n uint64
 	for {
-		stopping := false
-		select {
-		case <-stop:
-			stopping = true
-		default:
+		stopping := isClosed(stop)
+		if !stopping {
 			ok, err := e.raw.wait(pollSlice)
 			if err != nil {
 				return n, err
@@ -413,6 +410,16 @@ func (e *rawEcho) drops() (map[string]uint64, error) {
 }
 
 func (e *rawEcho) close() error { return e.raw.close() }
+
+// isClosed reports whether stop is closed, without waiting.
+func isClosed(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
 
 // reply builds into out the answer to the request frame in (which may be
 // out itself): addresses and ports swapped, the payload unchanged, both
@@ -552,12 +559,7 @@ const keyXSKEchoRefused = "B's AF_XDP echo replies refused by a full TX ring"
 func (e *xskEcho) serve(stop <-chan struct{}) (uint64, error) {
 	var n uint64
 	for {
-		stopping := false
-		select {
-		case <-stop:
-			stopping = true
-		default:
-		}
+		stopping := isClosed(stop)
 		k, err := e.s.Receive(e.descs)
 		if err != nil {
 			return n, err
