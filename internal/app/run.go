@@ -174,8 +174,12 @@ func (r *Result) CPUPerMpkt() float64 {
 // Run opens a socket as c says and runs kind on it until ctx ends or for
 // c.Duration (see [RunOn]), reporting to out (nil: no output). Without c.Interface it first builds
 // its own topology (see [NewTopology]) and feeds it with a generator.
+// A ctx that ends before the loop starts fails the run with ctx's error.
 func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
 	if err := validate(c, kind); err != nil {
+		return nil, err
+	}
+	if err := notStarted(ctx, kind); err != nil {
 		return nil, err
 	}
 	if c.Interface != "" {
@@ -198,6 +202,17 @@ func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, e
 			t.Veth.Host.Name, t.Veth.Host.Addr, t.Veth.Peer.Name, t.Veth.Peer.Addr)
 	}
 	return RunOn(ctx, kind, c, t, 0, out)
+}
+
+// notStarted returns an error when ctx has ended before the run's loop
+// started (Ctrl-C while the topology was built or the socket opened): a
+// window of nothing would otherwise be reported as a run, after the
+// generator had sent a call's worth of frames into the topology.
+func notStarted(ctx context.Context, kind Kind) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: stopped before the run started: %w", kind, err)
+	}
+	return nil
 }
 
 // validate checks c for a run of kind: txonly starts no generator, so
@@ -241,10 +256,15 @@ func socketOptions(c *Config, kind Kind) *xsk.Options {
 
 // RunOn runs kind on the peer end of t (nil: on c.Interface in the calling
 // thread's namespace) until ctx ends or, when c.Duration is set, for that
-// long from the start of the loop. The measured window starts after
-// warmup.
+// long from the start of the loop, or until the topology's generator
+// fails (its error is returned with the result). The measured window
+// starts after warmup. A ctx that ends before the loop starts fails the
+// run with ctx's error, and the generator sends nothing.
 func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.Duration, out io.Writer) (_ *Result, err error) {
 	if err := validate(c, kind); err != nil {
+		return nil, err
+	}
+	if err := notStarted(ctx, kind); err != nil {
 		return nil, err
 	}
 	ifname := c.Interface
@@ -299,6 +319,11 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		if zerr := sock.ZeroCopyErr(); zerr != nil {
 			fmt.Fprintf(out, "no zero-copy: %v\n", zerr)
 		}
+	}
+
+	// Opening the socket can take seconds (big rings).
+	if err := notStarted(ctx, kind); err != nil {
+		return nil, err
 	}
 
 	var gen *GenRun
@@ -389,12 +414,21 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 	if !warm {
 		warmTimer = time.After(warmup)
 	}
+	// The generator sends until stopped: it ends by itself only when it
+	// fails (its target down, say), and a run fed by nothing would go on
+	// measuring nothing until interrupted.
+	var genDone <-chan struct{}
+	if gen != nil {
+		genDone = gen.done
+	}
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case <-loopDone:
+			break loop
+		case <-genDone:
 			break loop
 		case <-warmTimer:
 			start = take()

@@ -68,8 +68,12 @@ type Topology struct {
 	closeErr  error
 }
 
-// NewTopology builds the topology.
+// NewTopology builds the topology; nil options are the zero value: a
+// veth pair, with neither generator nor sinks.
 func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
+	if o == nil {
+		o = &TopologyOptions{}
+	}
 	if o.Generator && (o.FrameLen < packet.MinFrame || o.FrameLen > TopologyMTU+packet.EthLen) {
 		return nil, fmt.Errorf("build topology: FrameLen %d: must be between %d and %d (MTU %d plus the Ethernet header)",
 			o.FrameLen, packet.MinFrame, TopologyMTU+packet.EthLen, TopologyMTU)
