@@ -29,10 +29,12 @@ const (
 	// DefaultBatchSize is the kernel's default (NAPI_POLL_WEIGHT).
 	DefaultBatchSize = 64
 	// MaxFrameLen is the longest frame this package offers: live frames
-	// live in one page together with XDP headroom, the kernel's per-page
-	// state and skb_shared_info, which leaves a little over 3.5 KiB on
-	// 4 KiB pages. The kernel has the last word (EINVAL).
-	MaxFrameLen = 3500
+	// live in one page together with the kernel's per-page state, XDP
+	// headroom and skb_shared_info, which leaves 3408 bytes on 4 KiB
+	// pages (measured on Linux 6.18, x86-64: one byte more and every
+	// BPF_PROG_RUN fails with EINVAL). Another kernel's structures may
+	// differ: the kernel has the last word.
+	MaxFrameLen = 3408
 	// DefaultChunk is the number of frames per BPF_PROG_RUN call when
 	// neither a rate nor a deadline asks for smaller calls.
 	DefaultChunk = 1 << 20

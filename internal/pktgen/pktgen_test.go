@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -409,5 +410,36 @@ func TestSendAfterTargetDeleted(t *testing.T) {
 	}
 	if got := g.Total(); got != 10 {
 		t.Errorf("Total = %d, want 10", got)
+	}
+}
+
+// TestLongestFrame sends frames of MaxFrameLen bytes, which New accepts,
+// over a pair whose MTU carries them, and checks that they arrive: a
+// longer MaxFrameLen than the kernel's live-frame mode takes lets New
+// accept a frame that every Send then fails on (EINVAL). One byte more
+// New refuses, naming Frame.
+func TestLongestFrame(t *testing.T) {
+	v := testenv.NewVeth(t, &netenv.VethOptions{MTU: pktgen.MaxFrameLen})
+	if err := pktgen.AddNeighbors(v); err != nil {
+		t.Fatal(err)
+	}
+	attachSink(t, v.Peer, pktgen.Drop)
+	frame := udpFrame(t, v.Host, v.Peer, pktgen.MaxFrameLen-packet.HeadersLen)
+	g := newGen(t, v.Host, &pktgen.Options{Frame: frame})
+	before := readBoth(t, v.Host, v.Peer)
+	const n = 100
+	if sent, err := g.Send(n); sent != n || err != nil {
+		t.Fatalf("Send(%d) of %d-byte frames = %d, %v; want %d, nil", n, len(frame), sent, err, n)
+	}
+	d, _ := waitRx(t, before, n)
+	if d.RxBytes != d.RxPackets*uint64(len(frame)) {
+		t.Errorf("peer received %d bytes in %d frames, want %d-byte frames", d.RxBytes, d.RxPackets, len(frame))
+	}
+	long := udpFrame(t, v.Host, v.Peer, pktgen.MaxFrameLen+1-packet.HeadersLen)
+	if g, err := pktgen.NewFor(v.Host, &pktgen.Options{Frame: long}); err == nil || !strings.Contains(err.Error(), "Frame of") {
+		if g != nil {
+			g.Close()
+		}
+		t.Errorf("New with a %d-byte frame: %v, want an error naming Frame", len(long), err)
 	}
 }
