@@ -56,7 +56,7 @@ func NewProgram(opts *ProgramOptions) (_ *Program, err error) {
 	switch {
 	case o.MaxQueues == 0:
 		o.MaxQueues = DefaultMaxQueues
-	case o.MaxQueues < 0 || o.MaxQueues > math.MaxUint32:
+	case o.MaxQueues < 0 || uint64(o.MaxQueues) > math.MaxUint32:
 		return nil, fmt.Errorf("new xdp program: MaxQueues %d: must be between 1 and %d", o.MaxQueues, uint32(math.MaxUint32))
 	}
 

@@ -511,5 +511,5 @@ func ensureBPFFS(dir string, log *slog.Logger) error {
 
 func isBPFFS(path string) bool {
 	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+	return unix.Statfs(path, &st) == nil && uint32(st.Type) == unix.BPF_FS_MAGIC
 }

@@ -242,7 +242,7 @@ func (o *Options) validate(ifi *net.Interface) error {
 		return fmt.Errorf("Frame of %d bytes: longer than MTU %d plus the Ethernet header", len(o.Frame), ifi.MTU)
 	case o.BatchSize < 0 || o.BatchSize > MaxBatchSize:
 		return fmt.Errorf("BatchSize %d: must be between 1 and %d", o.BatchSize, MaxBatchSize)
-	case o.Chunk < 0 || o.Chunk > math.MaxUint32:
+	case o.Chunk < 0 || uint64(o.Chunk) > math.MaxUint32:
 		return fmt.Errorf("Chunk %d: must be between 1 and %d", o.Chunk, uint32(math.MaxUint32))
 	case o.SrcPorts < 0 || o.SrcPorts > 1<<16:
 		return fmt.Errorf("SrcPorts %d: must be between 1 and 65536", o.SrcPorts)
