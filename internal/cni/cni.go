@@ -392,7 +392,8 @@ func (a *Attachment) parse(out []byte) error {
 	return nil
 }
 
-// Close runs the plugin's DEL and removes what DEL leaves: the bridge if
+// Close runs the plugin's DEL and removes what DEL leaves: the interface
+// in the namespace if DEL failed, the bridge if
 // an Attach made it and no other open attachment of this process is on
 // it, the IPAM data directory if no other open attachment of this process
 // has the same Subnet, and ip_forward's change once no
@@ -418,6 +419,12 @@ func (a *Attachment) close(ctx context.Context) error {
 		}
 		if _, err := a.exec(ctx, "DEL", conf); err != nil {
 			errs = append(errs, fmt.Errorf("cni detach %s: %w", a.NetnsPath, err))
+			// A DEL that failed may have left the interface (the
+			// plugins release the address before they delete it).
+			// Attach found the name free, so the interface is ADD's.
+			if err := removeLink(a.NetnsPath, a.IfName); err != nil {
+				errs = append(errs, fmt.Errorf("cni detach: remove %s that DEL left: %w", a.IfName, err))
+			}
 		}
 		if a.bridge != nil {
 			if err := a.bridge.release(); err != nil {
@@ -452,6 +459,36 @@ func checkIfNameFree(path, ifname string) error {
 	defer nl.Close()
 	if _, err := nl.LinkByName(ifname); err == nil {
 		return fmt.Errorf("IfName %q: %s already has an interface of that name", ifname, path)
+	}
+	return nil
+}
+
+// removeLink deletes the interface ifname from the namespace at path, if
+// both are still there.
+func removeLink(path, ifname string) error {
+	ns, err := netns.GetFromPath(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	l, err := nl.LinkByName(ifname)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
 	}
 	return nil
 }

@@ -423,3 +423,89 @@ func TestAttachMissingMaster(t *testing.T) {
 		})
 	}
 }
+
+// failingIPAM makes a plugin directory holding the real ptp, bridge and
+// macvlan plugins and a host-local that fails DEL, and ADD too when
+// failAdd: the plugins release the address before they delete the
+// interface, so such a DEL stops before the interface goes.
+func failingIPAM(t *testing.T, failAdd bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []string{"ptp", "bridge", "macvlan"} {
+		if err := os.Symlink(filepath.Join(cni.DefaultPluginDir, p), filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail := `echo '{"cniVersion":"1.0.0","code":11,"msg":"injected IPAM failure"}'; exit 1`
+	script := "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nDEL) " + fail + " ;;\n"
+	if failAdd {
+		script += "ADD) " + fail + " ;;\n"
+	}
+	script += "esac\nexec " + filepath.Join(cni.DefaultPluginDir, "host-local") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "host-local"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// When DEL fails, the interface that ADD made is removed all the same, by
+// a failed Attach and by Close, and the DEL's error is returned.
+func TestFailedDELLeavesNoInterface(t *testing.T) {
+	requireCNI(t)
+	for _, plugin := range []string{"ptp", "bridge", "macvlan"} {
+		for _, failAdd := range []bool{true, false} {
+			name := plugin + "/close"
+			if failAdd {
+				name = plugin + "/attach"
+			}
+			t.Run(name, func(t *testing.T) {
+				dir := failingIPAM(t, failAdd)
+				host := forwardHost(t)
+				v := testenv.NewVeth(t, &netenv.VethOptions{HostNS: host, NoAddr: true})
+				ns := testenv.NewNetns(t)
+				before, err := host.Handle().LinkList()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var a *cni.Attachment
+				err = host.Do(func() (err error) {
+					a, err = cni.Attach(context.Background(), cni.Config{
+						Plugin: plugin, Master: v.Host.Name, NetnsPath: ns.Path(), PluginDir: dir,
+					})
+					return err
+				})
+				if failAdd {
+					if err == nil {
+						host.Do(a.Close)
+						t.Fatal("Attach with an IPAM plugin that fails ADD: no error")
+					}
+				} else {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !linkExists(ns.Handle(), a.IfName) {
+						t.Fatalf("%s not made", a.IfName)
+					}
+					err = host.Do(a.Close)
+				}
+				t.Log(err)
+				if err == nil || !strings.Contains(err.Error(), "DEL: injected IPAM failure") {
+					t.Errorf("error %v, want one naming the failed DEL", err)
+				}
+				if linkExists(ns.Handle(), "eth0") {
+					t.Error("eth0 left in the namespace after the failed DEL")
+				}
+				after, err := host.Handle().LinkList()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(after) != len(before) {
+					t.Errorf("host namespace has %d links after, %d before", len(after), len(before))
+				}
+				if got := forwardIn(t, host); got != "0" {
+					t.Errorf("ip_forward %s after, want 0 as before", got)
+				}
+			})
+		}
+	}
+}

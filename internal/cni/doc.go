@@ -8,11 +8,12 @@
 // process's attachments with the same subnet share, so that each gets its
 // own address) and executes the plugin with CNI_COMMAND=ADD;
 // [Attachment.Close] executes DEL with the ADD's result as prevResult and
-// then removes what DEL leaves behind: the bridge device (if an Attach made
-// it and no other open attachment of this process is on it), the IPAM
-// directory (if no other open attachment of this process has the subnet),
-// and net.ipv4.ip_forward=1, which the bridge and ptp plugins set and never
-// unset.
+// then removes what DEL leaves behind: the interface, if DEL failed (the
+// plugins give back the address first and stop there), the bridge device
+// (if an Attach made it and no other open attachment of this process is on
+// it), the IPAM directory (if no other open attachment of this process has
+// the subnet), and net.ipv4.ip_forward=1, which the bridge and ptp plugins
+// set and never unset.
 //
 // The plugins are executed directly rather than through libcni: the protocol
 // is a process with six environment variables, the configuration on stdin
