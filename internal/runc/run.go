@@ -5,11 +5,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RunOptions configures [Run].
@@ -38,14 +44,25 @@ type Result struct {
 	ExitCode int
 }
 
+// waitDelay bounds how long Run goes on trying to kill the container once
+// its context has ended, and then how long it waits for runc to exit
+// before killing runc itself.
+var waitDelay = 5 * time.Second
+
+// killRetry is the pause between attempts to kill a container that runc
+// has not made yet.
+const killRetry = 10 * time.Millisecond
+
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
 // Run runs the bundle in dir with `runc run` in the foreground and waits for
 // it to exit. Whatever happens it then runs `runc delete --force`, so that no
 // container state is left behind, unless runc refused the ID because
-// another container has it: that one is not touched. It returns an error, together with the
-// Result, when the container exits non-zero, is killed on timeout (the
-// error then wraps context.DeadlineExceeded) or cannot start.
+// another container has it: that one is not touched. It returns an error,
+// together with the Result, when the container exits non-zero, cannot
+// start, or is killed on timeout or because ctx ended (the error then
+// wraps context.DeadlineExceeded or ctx's error). A container that runc is
+// still making when that happens is killed once it exists.
 func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err error) {
 	var o RunOptions
 	if opts != nil {
@@ -80,6 +97,7 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 		return exec.CommandContext(ctx, bin, append(append([]string(nil), global...), args...)...)
 	}
 
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
@@ -87,17 +105,46 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 	var stdout, stderr bytes.Buffer
 	cmd := runcCmd(ctx, "run", "--bundle", dir, o.ID)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// ours says whether the container with the ID is this run's: one
+	// runc made from this bundle, not another container that had the ID
+	// already and that runc is about to refuse the ID for.
+	bundle, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("run container %s: %w", o.ID, err)
+	}
+	if real, err := filepath.EvalSymlinks(bundle); err == nil {
+		bundle = real
+	}
+	ours := func(ctx context.Context) bool {
+		out, err := runcCmd(ctx, "state", o.ID).Output()
+		var st struct {
+			Bundle string `json:"bundle"`
+		}
+		return err == nil && json.Unmarshal(out, &st) == nil && st.Bundle == bundle
+	}
 	// On expiry, kill the container itself: killing only the runc
-	// process would leave the container's process running.
+	// process would leave the container's process running. The
+	// container may not exist yet, while runc is still setting it up,
+	// and runc would go on to start it: try again until the kill lands
+	// or runc has exited, for at most waitDelay.
 	cmd.Cancel = func() error {
-		kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer kcancel()
-		runcCmd(kctx, "kill", o.ID, "KILL").Run()
-		return nil
+		until := time.Now().Add(waitDelay)
+		for {
+			kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			killed := ours(kctx) && runcCmd(kctx, "kill", o.ID, "KILL").Run() == nil
+			kcancel()
+			if killed || time.Now().After(until) {
+				return nil
+			}
+			if errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
+				return nil
+			}
+			time.Sleep(killRetry)
+		}
 	}
 	// If runc does not exit after the kill (or the container's process
 	// keeps our pipes open), stop waiting for it.
-	cmd.WaitDelay = 5 * time.Second
+	cmd.WaitDelay = waitDelay
 
 	// taken is set when runc refused the ID because a container has it
 	// already: that container is someone else's, and stays.
@@ -123,15 +170,39 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		return res, fmt.Errorf("run container %s: killed (timeout %v): %w", o.ID, o.Timeout, ctx.Err())
+		what := "killed"
+		if cmd.Process == nil {
+			what = "not started"
+		}
+		if parent.Err() != nil {
+			return res, fmt.Errorf("run container %s: %s: %w", o.ID, what, parent.Err())
+		}
+		return res, fmt.Errorf("run container %s: %s (timeout %v): %w", o.ID, what, o.Timeout, ctx.Err())
 	case errors.As(runErr, &ee):
 		res.ExitCode = ee.ExitCode()
-		return res, fmt.Errorf("run container %s: %w: %s", o.ID, runErr, lastLine(res.Stderr))
+		return res, fmt.Errorf("run container %s: %w: %s", o.ID, runErr, exitReason(res.ExitCode, res.Stderr))
 	case runErr != nil:
 		return res, fmt.Errorf("run container %s: %w", o.ID, runErr)
 	}
 	res.ExitCode = 0
 	return res, nil
+}
+
+// exitReason says why `runc run` exited with code: runc's last message,
+// or, when it wrote none, the signal that killed the container's process
+// (runc exits with 128 plus its number, as a shell does).
+func exitReason(code int, stderr []byte) string {
+	if l := lastLine(stderr); len(l) > 0 {
+		return string(l)
+	}
+	if code > 128 && code < 128+65 {
+		name := ""
+		if n := unix.SignalName(syscall.Signal(code - 128)); n != "" {
+			name = " (" + n + ")"
+		}
+		return fmt.Sprintf("the container's process was killed by signal %d%s, or exited with %d", code-128, name, code)
+	}
+	return fmt.Sprintf("the container's process exited with %d", code)
 }
 
 func lastLine(b []byte) []byte {

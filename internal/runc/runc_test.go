@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -480,5 +482,193 @@ func TestUnpackFailureRemovesMadeParents(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(base); err != nil || len(ents) != 0 {
 		t.Errorf("after a failed unpack, %s holds %v (%v), want it empty", base, ents, err)
+	}
+}
+
+// slowRunc writes a runc wrapper that pauses before `runc run`, so that a
+// context that ends meanwhile ends before the container exists. It returns
+// the wrapper's path and a function that waits until the pause has begun.
+func slowRunc(t *testing.T) (path string, paused func()) {
+	t.Helper()
+	real, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path, mark := filepath.Join(dir, "runc"), filepath.Join(dir, "paused")
+	script := "#!/bin/sh\nfor a; do [ \"$a\" = run ] && touch " + mark + " && sleep 0.5; done\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(mark); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the runc wrapper has not begun its pause after a minute")
+			}
+		}
+	}
+}
+
+// A context cancelled while runc is still making the container stops it
+// too: runc would otherwise go on to start it, and Run would wait for the
+// container to exit, which this one does not do for an hour. Run must
+// return on its own, not when a delay of last resort kills runc: that
+// delay is made longer than the test's bound on a hang.
+func TestRunCancelBeforeContainerExists(t *testing.T) {
+	requireRunc(t)
+	defer runc.SetWaitDelay(10 * time.Minute)()
+	b := unpack(t)
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	// The ID among the arguments names this container's process.
+	args := []string{"/bin/hello", "sleep", id}
+	if err := b.WriteConfig(&runc.SpecOptions{Args: args}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	wrapper, paused := slowRunc(t)
+	go func() {
+		_, err := runc.Run(ctx, b.Dir, &runc.RunOptions{ID: id, Root: root, Runc: wrapper})
+		done <- err
+	}()
+	paused()
+	cancel()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		t.Fatal("Run has not returned a minute after its context was cancelled: the container started after all")
+	}
+	t.Log(err)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "killed: context canceled") {
+		t.Errorf("Run cancelled before the container existed: %v; want it killed, wrapping context.Canceled", err)
+	}
+	checkNoState(t, root, id)
+	if out, err := exec.Command("pgrep", "-f", strings.Join(args, " ")).Output(); err == nil {
+		t.Errorf("the container's process is still running: pid %s", bytes.TrimSpace(out))
+	}
+}
+
+// A container whose process is killed by a signal fails with an error
+// that names the signal: runc prints nothing then, only exits with 128
+// plus its number.
+func TestRunKilledContainerNamesSignal(t *testing.T) {
+	requireRunc(t)
+	b := unpack(t)
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep", id}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// Once runc has started it, kill the container's process as
+		// something outside would (the OOM killer, an operator).
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			out, err := exec.Command("runc", "--root", root, "state", id).Output()
+			var st struct {
+				Status string `json:"status"`
+				Pid    int    `json:"pid"`
+			}
+			if err == nil && json.Unmarshal(out, &st) == nil && st.Status == "running" && st.Pid > 0 {
+				syscall.Kill(st.Pid, syscall.SIGKILL)
+				return
+			}
+		}
+	}()
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root})
+	t.Log(err)
+	if err == nil || res.ExitCode != 137 || !strings.Contains(err.Error(), "killed by signal 9 (SIGKILL)") {
+		t.Errorf("Run of a container killed by SIGKILL: %v, exit %d; want exit 137 and an error naming SIGKILL", err, res.ExitCode)
+	}
+	checkNoState(t, root, id)
+}
+
+// A Run whose context ends while runc is about to refuse a taken ID must
+// not kill the container that has the ID: it is someone else's.
+func TestRunCancelLeavesTakenIDAlone(t *testing.T) {
+	requireRunc(t)
+	other := unpack(t)
+	if err := other.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := unpack(t)
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep"}}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "create.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	create := exec.Command("runc", "--root", root, "create", "--bundle", other.Dir, id)
+	create.Stdout, create.Stderr = logf, logf
+	if err := create.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("runc create: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		checkNoState(t, root, id)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	wrapper, paused := slowRunc(t)
+	go func() {
+		_, err := runc.Run(ctx, b.Dir, &runc.RunOptions{ID: id, Root: root, Runc: wrapper})
+		done <- err
+	}()
+	paused()
+	cancel()
+	err = <-done
+	t.Log(err)
+	out, serr := exec.Command("runc", "--root", root, "state", id).Output()
+	var st struct {
+		Status string `json:"status"`
+	}
+	if serr != nil || json.Unmarshal(out, &st) != nil || st.Status != "created" {
+		t.Errorf("the other container after the cancelled Run: %s (%v), want it still created", out, serr)
+	}
+}
+
+// Close may be called from two goroutines at once (a deferred Close and a
+// cleanup's): one removes the bundle, both return nil.
+func TestBundleCloseConcurrent(t *testing.T) {
+	img, err := mutate.AppendLayers(empty.Image, layer(t, ent{name: "f", mode: 0o644, body: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "b")
+	b, err := runc.UnpackImage(img, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = b.Close() })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Close %d: %v", i, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundle dir left after Close: %v", err)
 	}
 }

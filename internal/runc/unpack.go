@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -38,7 +39,7 @@ type Bundle struct {
 	// Image is the config of the image the rootfs came from.
 	Image ImageConfig
 
-	closed bool
+	closeOnce sync.Once
 }
 
 // Unpack makes a bundle in dir (which must not exist or be empty) from the
@@ -93,7 +94,6 @@ func UnpackImage(img v1.Image, dir string) (_ *Bundle, err error) {
 		case top == "":
 			os.RemoveAll(rootfs)
 		default:
-			b.closed = true
 			os.RemoveAll(top)
 		}
 	}()
@@ -228,16 +228,15 @@ func removeNonDir(root *os.Root, name string) error {
 	return root.Remove(name)
 }
 
-// Close removes the bundle directory. A second Close returns nil.
-func (b *Bundle) Close() error {
-	if b.closed {
-		return nil
-	}
-	b.closed = true
-	if err := os.RemoveAll(b.Dir); err != nil {
-		return fmt.Errorf("remove bundle: %w", err)
-	}
-	return nil
+// Close removes the bundle directory. A second Close returns nil; Closes
+// called at the same time wait for the first.
+func (b *Bundle) Close() (err error) {
+	b.closeOnce.Do(func() {
+		if rerr := os.RemoveAll(b.Dir); rerr != nil {
+			err = fmt.Errorf("remove bundle: %w", rerr)
+		}
+	})
+	return err
 }
 
 // FirstMissing is the topmost of p and its parents that does not exist:
