@@ -259,7 +259,7 @@ func TestPinDirHostile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := testenv.NewVeth(t, nil)
-			mnt := mountBPFFS(t)
+			mnt := testenv.MountBPFFS(t)
 			// Another program's pin, which a link may lead to.
 			victimDir := mkdir(t, mnt, "victim", 0o755)
 			victim := filepath.Join(victimDir, PinName)

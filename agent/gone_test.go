@@ -35,7 +35,7 @@ type podEnv struct {
 func newPodEnv(t *testing.T) *podEnv {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	e := &podEnv{name: netenv.RandomName("afxpod"), logs: &testenv.Buffer{}, pinDir: mountBPFFS(t)}
+	e := &podEnv{name: netenv.RandomName("afxpod"), logs: &testenv.Buffer{}, pinDir: testenv.MountBPFFS(t)}
 	e.ns = testenv.NewNamedNetns(t, e.name)
 	e.veth = testenv.NewVeth(t, &netenv.VethOptions{PeerNS: e.ns})
 	e.dev = e.veth.Peer.Name
@@ -67,21 +67,7 @@ func newPodEnv(t *testing.T) *podEnv {
 func (e *podEnv) newPodVeth(t *testing.T, ns *netenv.Netns) *netenv.Veth {
 	t.Helper()
 	v := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: ns})
-	h := ns.Handle()
-	l, err := h.LinkByName(v.Peer.Name)
-	if err == nil {
-		err = h.LinkSetDown(l)
-	}
-	if err == nil {
-		err = h.LinkSetName(l, e.dev)
-	}
-	if err == nil {
-		err = h.LinkSetUp(l)
-	}
-	if err != nil {
-		t.Fatalf("rename the new pod's interface to %s: %v", e.dev, err)
-	}
-	v.Peer.Name = e.dev
+	testenv.RenameLink(t, &v.Peer, e.dev)
 	return v
 }
 

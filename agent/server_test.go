@@ -19,6 +19,7 @@ import (
 
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/container"
+	"github.com/afxdp/afxdp/internal/testenv"
 )
 
 // TestConformance runs every request and response of the protocol against
@@ -581,7 +582,7 @@ func TestCloseCleansUp(t *testing.T) {
 
 // TestPin pins the XSKMAP on a bpffs of the test's own and opens it by path.
 func TestPin(t *testing.T) {
-	pinDir := mountBPFFS(t)
+	pinDir := testenv.MountBPFFS(t)
 	e := newTestEnv(t, func(o *ServerOptions) { o.PinDir = pinDir })
 	path := e.srv.PinPath(e.dev)
 	if path != filepath.Join(pinDir, e.dev, PinName) {

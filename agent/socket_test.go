@@ -208,7 +208,7 @@ func TestDialSocket(t *testing.T) {
 // TestOpenPinned opens a socket from the agent's pinned map, with no agent
 // connection.
 func TestOpenPinned(t *testing.T) {
-	pinDir := mountBPFFS(t)
+	pinDir := testenv.MountBPFFS(t)
 	e := newTestEnv(t, func(o *ServerOptions) { o.PinDir = pinDir })
 	missing := e.srv.PinPath(e.dev) + "-missing"
 	if _, err := OpenPinned(missing, e.dev, 0, smallXSK); !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), missing) {
@@ -249,16 +249,4 @@ func TestOpenSocketValidation(t *testing.T) {
 			t.Errorf("Registration(%d).String() = %q, want %q", int(r), got, want)
 		}
 	}
-}
-
-// mountBPFFS mounts a bpffs of the test's own.
-func mountBPFFS(t *testing.T) string {
-	t.Helper()
-	testenv.RequirePrivileged(t)
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
 }

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/ring"
 	"golang.org/x/sys/unix"
 )
@@ -85,28 +85,9 @@ func TestFrameAfterUnmap(t *testing.T) {
 // ones return nil.
 func TestCloseReportsOnce(t *testing.T) {
 	u := newUMEM(Options{NumFrames: 4, FrameSize: 2048, FillRingSize: 2, TxFrames: 2}, make([]byte, 4*2048))
-	const callers = 8
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	for i := range callers {
-		wg.Go(func() { errs[i] = u.Close() })
-	}
-	wg.Wait()
-	failed := 0
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		failed++
-		if !errors.Is(err, unix.EINVAL) || !strings.HasPrefix(err.Error(), "unmap umem: ") {
-			t.Errorf("Close: %v, want unmap umem: ... EINVAL", err)
-		}
-	}
-	if failed != 1 {
-		t.Fatalf("%d of %d concurrent Close calls reported the failure, want 1: %v", failed, callers, errs)
-	}
-	if err := u.Close(); err != nil {
-		t.Fatalf("Close after a failed Close: %v, want nil", err)
+	err := testenv.FailsOnce(t, "Close", 8, u.Close)
+	if !errors.Is(err, unix.EINVAL) || !strings.HasPrefix(err.Error(), "unmap umem: ") {
+		t.Errorf("Close: %v, want unmap umem: ... EINVAL", err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,29 +18,10 @@ import (
 // at once, later ones return nil, and the socket is closed either way.
 func TestCloseReportsFailureOnce(t *testing.T) {
 	s := &Socket{fd: -1, evfd: -1, ifname: "afxtest0", queue: 3, txMem: make([]byte, 4096), umem: new(umem.UMEM)}
-	const callers = 8
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	for i := range callers {
-		wg.Go(func() { errs[i] = s.Close() })
-	}
-	wg.Wait()
-	failed := 0
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		failed++
-		var oe *OpError
-		if !errors.As(err, &oe) || oe.Op != "close" || oe.Interface != "afxtest0" || oe.Queue != 3 || !errors.Is(err, unix.EINVAL) {
-			t.Errorf("Close: %v, want an OpError for close wrapping EINVAL", err)
-		}
-	}
-	if failed != 1 {
-		t.Fatalf("%d of %d concurrent Close calls reported the failure, want 1: %v", failed, callers, errs)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close after a failed Close: %v, want nil", err)
+	err := testenv.FailsOnce(t, "Close", 8, s.Close)
+	var oe *OpError
+	if !errors.As(err, &oe) || oe.Op != "close" || oe.Interface != "afxtest0" || oe.Queue != 3 || !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Close: %v, want an OpError for close wrapping EINVAL", err)
 	}
 	if _, err := s.Receive(make([]Desc, 1)); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Receive after a failed Close: %v, want net.ErrClosed", err)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
@@ -156,11 +154,7 @@ func TestAgentKilled(t *testing.T) {
 	v := testenv.NewVeth(t, nil)
 	dev := v.Host.Name
 	dir := t.TempDir()
-	pinDir := t.TempDir()
-	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pinDir := testenv.MountBPFFS(t)
 	args := []string{"-iface", dev, "-socket-dir", dir, "-pin", "-pin-dir", pinDir,
 		"-filter-ethertype", "0x0800", "-filter-ipproto", "17", "-filter-port", strconv.Itoa(crashPort)}
 	sock := filepath.Join(dir, dev, agent.SocketName)

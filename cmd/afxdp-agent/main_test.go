@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/bpf"
@@ -56,11 +55,7 @@ func serve(t *testing.T, args []string) (*agent.Server, func() error) {
 func TestRunFlags(t *testing.T) {
 	v := testenv.NewVeth(t, nil)
 	dir := t.TempDir()
-	pinDir := t.TempDir()
-	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pinDir := testenv.MountBPFFS(t)
 
 	srv, stop := serve(t, []string{"-iface", v.Host.Name, "-socket-dir", dir, "-allow-uid", "0",
 		"-mode", "generic", "-filter-ethertype", "0x0800", "-filter-ipproto", "17", "-filter-port", "4789",
@@ -223,11 +218,7 @@ func TestRunErrors(t *testing.T) {
 func TestStalePinWarned(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	v := testenv.NewVeth(t, nil)
-	pinDir := t.TempDir()
-	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pinDir := testenv.MountBPFFS(t)
 	pin := filepath.Join(pinDir, v.Host.Name, agent.PinName)
 	if err := os.Mkdir(filepath.Dir(pin), 0o755); err != nil {
 		t.Fatal(err)
@@ -340,11 +331,7 @@ func TestRunFollowsInterface(t *testing.T) {
 	pod := testenv.NewNamedNetns(t, netenv.RandomName("afxpod"))
 	v1 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: pod})
 	dev := v1.Host.Name
-	pinDir := t.TempDir()
-	if err := unix.Mount("bpf", pinDir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(pinDir, unix.MNT_DETACH) })
+	pinDir := testenv.MountBPFFS(t)
 	serve(t, []string{"-iface", dev, "-netns", pod.Path(), "-socket-dir", t.TempDir(),
 		"-pin", "-pin-dir", pinDir, "-filter-ipproto", "17", "-filter-port", fmt.Sprint(crashPort)})
 	pin := filepath.Join(pinDir, dev, agent.PinName)
@@ -371,21 +358,7 @@ func TestRunFollowsInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := testenv.NewVeth(t, &netenv.VethOptions{HostNS: pod})
-	h := pod.Handle()
-	l, err := h.LinkByName(v2.Host.Name)
-	if err == nil {
-		err = h.LinkSetDown(l)
-	}
-	if err == nil {
-		err = h.LinkSetName(l, dev)
-	}
-	if err == nil {
-		err = h.LinkSetUp(l)
-	}
-	if err != nil {
-		t.Fatalf("rename the new interface to %s: %v", dev, err)
-	}
-	v2.Host.Name = dev
+	testenv.RenameLink(t, &v2.Host, dev)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for got := pinned(); got == 0 || got == old; got = pinned() {
@@ -396,7 +369,7 @@ func TestRunFollowsInterface(t *testing.T) {
 	}
 	small := &xsk.Options{NumFrames: 256, RxRingSize: 128, TxRingSize: 128, FillRingSize: 128, CompletionRingSize: 128}
 	var sock *agent.Socket
-	err = pod.Do(func() error {
+	err := pod.Do(func() error {
 		var err error
 		sock, err = agent.OpenPinned(pin, dev, 0, small)
 		return err

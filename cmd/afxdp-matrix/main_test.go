@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/afxdp/afxdp/internal/matrix"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
@@ -90,7 +88,7 @@ func TestInterrupt(t *testing.T) {
 
 func interrupt(t *testing.T, bin string, signals int) {
 	tmp := t.TempDir()
-	rootBefore := rootLinks(t)
+	rootBefore := testenv.LinkNames(t)
 
 	cmd := exec.Command(bin, "-quick", "-duration", "300ms", "-topologies", "bridge,macvlan,vxlan", "-table=false")
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
@@ -159,8 +157,7 @@ func interrupt(t *testing.T, bin string, signals int) {
 
 	// What the process made is gone with it, unless something else holds
 	// it: look for the holders.
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	testenv.Settle(t, 3*time.Second, func() []string {
 		var problems []string
 		if ents, _ := filepath.Glob(filepath.Join(tmp, "*")); len(ents) > 0 {
 			problems = append(problems, "left in TMPDIR: "+strings.Join(ents, ", "))
@@ -168,34 +165,14 @@ func interrupt(t *testing.T, bin string, signals int) {
 		if p := cniProcesses(pid); len(p) > 0 {
 			problems = append(problems, "CNI plugin processes of the run: "+strings.Join(p, ", "))
 		}
-		for name := range rootLinks(t) {
-			if !rootBefore[name] && strings.HasPrefix(name, "mx") {
-				problems = append(problems, "link left in the root namespace: "+name)
-			}
+		for _, name := range testenv.LinksAdded(t, rootBefore, "mx") {
+			problems = append(problems, "link left in the root namespace: "+name)
 		}
 		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
 			problems = append(problems, "process still exists")
 		}
-		if len(problems) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			for _, p := range problems {
-				t.Error(p)
-			}
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func rootLinks(t *testing.T) map[string]bool {
-	t.Helper()
-	m := map[string]bool{}
-	for _, l := range testenv.Dump(t, "links", netlink.LinkList) {
-		m[l.Attrs().Name] = true
-	}
-	return m
+		return problems
+	})
 }
 
 // cniProcesses lists processes whose environment names a namespace of

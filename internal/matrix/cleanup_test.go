@@ -54,7 +54,7 @@ func TestBuildFailureLeavesNothing(t *testing.T) {
 			tmp := t.TempDir()
 			t.Setenv("TMPDIR", tmp)
 			before := testenv.Snapshot(t)
-			rootLinks := linkNames(t)
+			rootLinks := testenv.LinkNames(t)
 
 			tp, err := build(context.Background(), tn, dir)
 			if err == nil {

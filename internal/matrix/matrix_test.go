@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
@@ -133,7 +131,7 @@ func TestQuickMatrix(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir()) // where the CNI IPAM stores go
 	ipvlan := ipvlanAvailable(t)
 	before := testenv.Snapshot(t)
-	rootLinks := linkNames(t)
+	rootLinks := testenv.LinkNames(t)
 
 	var mu sync.Mutex
 	var nsInodes []uint64
@@ -244,19 +242,13 @@ func ipvlanAvailable(t *testing.T) bool {
 	return true
 }
 
-func linkNames(t *testing.T) map[string]bool {
-	t.Helper()
-	m := map[string]bool{}
-	for _, l := range testenv.Dump(t, "links", netlink.LinkList) {
-		m[l.Attrs().Name] = true
-	}
-	return m
-}
-
+// checkNothingLeft fails t unless, within 3 s, the process is back to the
+// descriptors and socket mappings of before, the root namespace has no
+// new mx* link (rootLinks are its links before), and nothing else of a
+// run is left: children, holders of the namespaces nsInodes, IPAM stores.
 func checkNothingLeft(t *testing.T, before testenv.Resources, rootLinks map[string]bool, nsInodes []uint64) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	testenv.Settle(t, 3*time.Second, func() []string {
 		var problems []string
 		after := testenv.Snapshot(t)
 		if after.FDs != before.FDs {
@@ -265,10 +257,8 @@ func checkNothingLeft(t *testing.T, before testenv.Resources, rootLinks map[stri
 		if after.SocketMappings != before.SocketMappings {
 			problems = append(problems, "socket (AF_XDP ring) mappings left")
 		}
-		for name := range linkNames(t) {
-			if !rootLinks[name] && strings.HasPrefix(name, "mx") {
-				problems = append(problems, "link "+name+" left in the root namespace")
-			}
+		for _, name := range testenv.LinksAdded(t, rootLinks, "mx") {
+			problems = append(problems, "link "+name+" left in the root namespace")
 		}
 		if kids := children(); len(kids) > 0 {
 			problems = append(problems, "child processes left: "+strings.Join(kids, ", "))
@@ -279,17 +269,8 @@ func checkNothingLeft(t *testing.T, before testenv.Resources, rootLinks map[stri
 		if ents, _ := filepath.Glob(filepath.Join(os.TempDir(), "afxdp-cni-ipam-*")); len(ents) > 0 {
 			problems = append(problems, "CNI IPAM stores left: "+strings.Join(ents, ", "))
 		}
-		if len(problems) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range problems {
-				t.Error(p)
-			}
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return problems
+	})
 }
 
 // children lists the processes whose parent is this one.
@@ -353,7 +334,7 @@ func TestCancelMidway(t *testing.T) {
 	}
 	t.Setenv("TMPDIR", t.TempDir())
 	before := testenv.Snapshot(t)
-	rootLinks := linkNames(t)
+	rootLinks := testenv.LinkNames(t)
 	var inodes []uint64
 	testHookBuilt = func(tp *topo) {
 		for _, ns := range tp.nss {

@@ -1,6 +1,7 @@
 // Package testenv gives privileged tests their network: a namespace and a
-// veth pair (or a macvlan on one) per test, removed in t.Cleanup, plus a raw
-// packet socket to play the peer and counters for leak checks.
+// veth pair (or a macvlan on one) per test, removed in t.Cleanup, plus a
+// bpffs of the test's own, and counters and a polling check ([Settle]) for
+// leak checks.
 //
 // Privileged tests call [RequirePrivileged] first. It skips with a reason when
 // the process lacks the capabilities, except when the environment variable
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // RequireEnv is the environment variable under which a privileged test that
@@ -136,6 +139,69 @@ func SetLink(tb testing.TB, ep netenv.Endpoint, up bool) {
 	}); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// RenameLink renames ep's link to name, in its namespace, as a runtime
+// names a container's interface: down, renamed, up again. ep.Name is set
+// to name. Tests use it to make an interface that takes the place of one
+// that went.
+func RenameLink(tb testing.TB, ep *netenv.Endpoint, name string) {
+	tb.Helper()
+	if err := ep.Do(func() error {
+		link, err := netlink.LinkByName(ep.Name)
+		if err == nil {
+			err = netlink.LinkSetDown(link)
+		}
+		if err == nil {
+			err = netlink.LinkSetName(link, name)
+		}
+		if err == nil {
+			err = netlink.LinkSetUp(link)
+		}
+		return err
+	}); err != nil {
+		tb.Fatalf("rename %s to %s: %v", ep.Name, name, err)
+	}
+	ep.Name = name
+}
+
+// LinkNames returns the names of the links in the test's own namespace.
+func LinkNames(tb testing.TB) map[string]bool {
+	tb.Helper()
+	m := map[string]bool{}
+	for _, l := range Dump(tb, "links", netlink.LinkList) {
+		m[l.Attrs().Name] = true
+	}
+	return m
+}
+
+// LinksAdded returns, sorted, the names of the links in the test's own
+// namespace that start with prefix and are not in before (what
+// [LinkNames] returned earlier): what a test made there and left.
+func LinksAdded(tb testing.TB, before map[string]bool, prefix string) []string {
+	tb.Helper()
+	var out []string
+	for name := range LinkNames(tb) {
+		if !before[name] && strings.HasPrefix(name, prefix) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// MountBPFFS mounts a bpffs of the test's own on a temporary directory,
+// for pins no other test sees, and returns the directory; it is unmounted
+// at cleanup.
+func MountBPFFS(tb testing.TB) string {
+	tb.Helper()
+	RequirePrivileged(tb)
+	dir := tb.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		tb.Fatalf("mount bpffs: %v", err)
+	}
+	tb.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }
 
 // NewVeth makes a veth pair removed at cleanup: the host end in the test's

@@ -4,10 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestVethLifecycle(t *testing.T) {
@@ -146,4 +151,89 @@ func TestDumpWhileLinksChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d of 500 plain dumps were interrupted", interrupted)
+}
+
+// TestRenameLink renames the peer of a veth in its namespace: the link
+// answers to the new name there, up, and the endpoint carries the name.
+func TestRenameLink(t *testing.T) {
+	v := NewVeth(t, nil)
+	index := v.Peer.Index
+	name := netenv.RandomName("afxren")
+	RenameLink(t, &v.Peer, name)
+	if v.Peer.Name != name {
+		t.Errorf("endpoint named %q after the rename, want %q", v.Peer.Name, name)
+	}
+	l, err := v.Peer.NS.Handle().LinkByName(name)
+	if err != nil {
+		t.Fatalf("no link %s in the peer's namespace: %v", name, err)
+	}
+	if l.Attrs().Index != index || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("renamed link: index %d (want %d), flags %v (want up)", l.Attrs().Index, index, l.Attrs().Flags)
+	}
+}
+
+// TestLinksAdded: a veth made after LinkNames is listed by its prefix,
+// the links that were there before are not.
+func TestLinksAdded(t *testing.T) {
+	RequirePrivileged(t)
+	before := LinkNames(t)
+	if len(before) == 0 || !before["lo"] {
+		t.Fatalf("links of the test's namespace: %v, want lo among them", before)
+	}
+	v := NewVeth(t, nil)
+	if got := LinksAdded(t, before, "afxh"); !slices.Contains(got, v.Host.Name) {
+		t.Errorf("LinksAdded = %v, want %s among them", got, v.Host.Name)
+	}
+	if got := LinksAdded(t, before, "lo"); len(got) != 0 {
+		t.Errorf("LinksAdded(lo) = %v, want none: lo was there before", got)
+	}
+}
+
+// TestMountBPFFS: the directory is a bpffs while the test runs, and is
+// unmounted and removed at its cleanup.
+func TestMountBPFFS(t *testing.T) {
+	RequirePrivileged(t)
+	var dir string
+	t.Run("mounted", func(t *testing.T) {
+		dir = MountBPFFS(t)
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Type != unix.BPF_FS_MAGIC {
+			t.Errorf("%s: file system type %#x, want bpffs (%#x)", dir, st.Type, unix.BPF_FS_MAGIC)
+		}
+	})
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the cleanup: %v, want it gone", dir, err)
+	}
+}
+
+// TestFailsOnce returns the one failure of concurrent calls.
+func TestFailsOnce(t *testing.T) {
+	var once sync.Once
+	want := errors.New("injected")
+	got := FailsOnce(t, "Close", 8, func() error {
+		err := error(nil)
+		once.Do(func() { err = want })
+		return err
+	})
+	if got != want {
+		t.Errorf("FailsOnce = %v, want %v", got, want)
+	}
+}
+
+// TestSettle returns once check finds nothing, without reporting what it
+// found before.
+func TestSettle(t *testing.T) {
+	calls := 0
+	Settle(t, 10*time.Second, func() []string {
+		if calls++; calls < 3 {
+			return []string{"not yet"}
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Errorf("check called %d times, want 3", calls)
+	}
 }
