@@ -2,7 +2,8 @@
 // user would, as processes, and checks what they promise in their header
 // comments: a rate line every second (with bits per second for frames
 // above 64 bytes), the socket statistics at the end, a clean exit at the
-// end of -d or on Ctrl-C, and a clear error on bad flags. Their loops are
+// end of -d or on Ctrl-C, and a clear error on bad flags; and that every
+// example offers only flags that do something there. Their loops are
 // tested in internal/app; this is the command line around them.
 package examples_test
 
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build compiles the three commands, once for all tests, and returns the
+// build compiles the commands, once for all tests, and returns the
 // directory that holds them.
 func build(t *testing.T) string {
 	t.Helper()
@@ -50,7 +51,8 @@ func build(t *testing.T) string {
 		if binDir, binErr = os.MkdirTemp("", "afxdp-examples"); binErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "./rxdrop", "./txonly", "./l2fwd").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "./rxdrop", "./txonly", "./l2fwd",
+			"./echo", "./xconnect", "./quickstart", "./sender").CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -335,6 +337,8 @@ func TestBadFlags(t *testing.T) {
 		// Flags that would do nothing there are not offered.
 		{"l2fwd", []string{"-d", "1s", "-dst-mac", "02:00:00:00:00:01"}, "flag provided but not defined: -dst-mac"},
 		{"txonly", []string{"-gen-pps", "1000"}, "flag provided but not defined: -gen-pps"},
+		{"rxdrop", []string{"-tx-budget", "64"}, "flag provided but not defined: -tx-budget"},
+		{"echo", []string{"-quiet"}, "flag provided but not defined: -quiet"},
 	} {
 		out, err := exec.Command(filepath.Join(bin, tc.cmd), tc.args...).CombinedOutput()
 		var ee *exec.ExitError
@@ -350,6 +354,57 @@ func TestBadFlags(t *testing.T) {
 		}
 		if strings.Contains(string(out), "panic") {
 			t.Errorf("%s %v panicked:\n%s", tc.cmd, tc.args, out)
+		}
+	}
+}
+
+// TestFlagsOffered checks every flag of every example against the list of
+// those that do something there, from the usage each command prints for
+// -h: a flag offered and not listed fails, so that none is offered where it
+// would do nothing (rxdrop's -tx-budget, echo's -quiet were). Each list
+// says why its flags matter there; internal/app's TestFlagSets checks the
+// shared ones the same way.
+func TestFlagsOffered(t *testing.T) {
+	bin := build(t)
+	// The socket's and the loop's knobs, and where to run.
+	common := "i q batch ring frame frames mode wakeup busy-poll busy-budget wait spin nap d cpu isolate"
+	for cmd, flags := range map[string][]string{
+		// -quiet: the per-second report; -size and -gen-*: the
+		// built-in topology's generator.
+		"rxdrop": {common, "quiet size gen-cpu gen-batch gen-pps"},
+		// As rxdrop, and -tx-budget: it transmits what it received.
+		"l2fwd": {common, "quiet size gen-cpu gen-batch gen-pps tx-budget"},
+		// No generator: the frame it builds and sends.
+		"txonly": {common, "quiet tx-budget size src-mac dst-mac src-ip dst-ip src-port dst-port"},
+		// Transmits its answers; no per-second report, no generator,
+		// the datagrams come from its client (-n without -i).
+		"echo": {common, "tx-budget port addr n"},
+		// Its own knobs: two interfaces and one loop, without -a/-b
+		// a generator (-gen-cpu, -size).
+		"xconnect":   {"a b q batch ring frames d cpu gen-cpu size"},
+		"quickstart": {"n size"},
+		"sender":     {"agent pod dev queue dst dst-mac dst-port src-port rate size count frames wait registration"},
+	} {
+		want := map[string]bool{}
+		for _, l := range flags {
+			for _, f := range strings.Fields(l) {
+				want[f] = true
+			}
+		}
+		out, _ := exec.Command(filepath.Join(bin, cmd), "-h").CombinedOutput()
+		got := regexp.MustCompile(`(?m)^  -(\S+)`).FindAllStringSubmatch(string(out), -1)
+		if len(got) == 0 {
+			t.Errorf("%s -h: no flags in the usage:\n%s", cmd, out)
+			continue
+		}
+		for _, m := range got {
+			if !want[m[1]] {
+				t.Errorf("%s offers -%s, which is not listed as doing something there", cmd, m[1])
+			}
+			delete(want, m[1])
+		}
+		for f := range want {
+			t.Errorf("%s: -%s not offered", cmd, f)
 		}
 	}
 }

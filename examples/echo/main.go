@@ -44,8 +44,8 @@
 // host end that sends -n datagrams and checks every reply; -addr, which
 // could not name an address in the pair's random subnet, needs -i.
 //
-// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
-// CAP_IPC_LOCK; CAP_SYS_ADMIN for the namespaces).
+// Needs Linux 5.18+ (6.17+ for -tx-budget) and root (CAP_NET_ADMIN,
+// CAP_BPF, CAP_NET_RAW, CAP_IPC_LOCK; CAP_SYS_ADMIN for the namespaces).
 //
 //	go run ./examples/echo -n 1000
 //	go run ./examples/echo -i eth0 -port 7    # then: echo hi | nc -u -w1 <eth0's address> 7
@@ -76,6 +76,7 @@ import (
 func main() {
 	var c app.Config
 	c.RegisterCommonFlags(flag.CommandLine)
+	c.RegisterTxBudgetFlag(flag.CommandLine) // echo transmits its answers
 	port := flag.Uint("port", 9000, "UDP port to answer, 1..65535")
 	addr := flag.String("addr", "", "IPv4 address to answer, one of the interface's; the others keep their -port datagrams (empty: the interface's only one, or if it has several all of them, taking -port's datagrams to any address from the kernel)")
 	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends (at least 1)")

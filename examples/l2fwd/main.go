@@ -9,8 +9,8 @@
 // counts what comes back at the far end (an XDP_DROP program there). At
 // the end it accounts for every frame sent, as rxdrop does.
 //
-// Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
-// CAP_IPC_LOCK, CAP_SYS_ADMIN).
+// Needs Linux 5.18+ (6.17+ for -tx-budget) and root (CAP_NET_ADMIN,
+// CAP_BPF, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN).
 //
 //	go run ./examples/l2fwd -d 10s -cpu 1
 //	go run ./examples/l2fwd -i eth0 -q 0

@@ -15,13 +15,14 @@ import (
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
+	"github.com/afxdp/afxdp/umem"
 	"github.com/afxdp/afxdp/xsk"
 )
 
 func TestFlags(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c.RegisterFlags(fs)
+	c.RegisterFlags(fs, L2Fwd)
 	err := fs.Parse([]string{"-i", "eth0", "-q", "3", "-batch", "32", "-ring", "512", "-mode", "copy",
 		"-wakeup=false", "-busy-poll", "20us", "-tx-budget", "64", "-wait", "hybrid", "-spin", "1ms", "-d", "5s",
 		"-size", "1500", "-frame", "4096"})
@@ -45,7 +46,7 @@ func TestFlags(t *testing.T) {
 func TestNapFlags(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c.RegisterFlags(fs)
+	c.RegisterFlags(fs, RxDrop)
 	if c.Nap != DefaultNap {
 		t.Fatalf("default nap %v, want %v", c.Nap, DefaultNap)
 	}
@@ -60,49 +61,99 @@ func TestNapFlags(t *testing.T) {
 	}
 }
 
-// TestFlagSets: each program offers the flags that do something there
-// and no others. A generator's flags only where the built-in topology
-// starts one (rxdrop, l2fwd); the frame's addresses and ports only where
-// the program builds frames (txonly); neither, nor -size, for echo, whose
-// -port is the only port that matters. A flag left out is refused, not
-// silently ignored.
+// TestFlagSets: each program offers exactly the flags that do something
+// there, every one of them listed here with the reason; a flag registered
+// and not listed fails the test, so that a new one is not offered where it
+// does nothing. Common to all: the socket's and the loop's knobs. -quiet
+// only where there is a per-second report (not echo); -tx-budget only
+// where the socket transmits (not rxdrop); a generator's flags only where
+// the built-in topology starts one (rxdrop, l2fwd); the frame's addresses
+// and ports only where the program builds frames (txonly); -size for
+// both (the generator's frames, txonly's), and not for echo, whose -port
+// is the only port that matters. A flag left out is refused, not
+// silently ignored. examples_test checks the commands' flags the same way.
 func TestFlagSets(t *testing.T) {
-	gen := []string{"gen-cpu", "gen-batch", "gen-pps"}
-	hdr := []string{"src-mac", "dst-mac", "src-ip", "dst-ip", "src-port", "dst-port"}
+	common := []string{"i", "q", "batch", "ring", "frame", "frames", "mode", "wakeup",
+		"busy-poll", "busy-budget", "wait", "spin", "nap", "d", "cpu", "isolate"}
+	gen := []string{"size", "gen-cpu", "gen-batch", "gen-pps"}
+	hdr := []string{"size", "src-mac", "dst-mac", "src-ip", "dst-ip", "src-port", "dst-port"}
+	echo := func(c *Config, fs *flag.FlagSet) { c.RegisterCommonFlags(fs); c.RegisterTxBudgetFlag(fs) }
 	for _, tc := range []struct {
 		name     string
 		register func(*Config, *flag.FlagSet)
-		has, not []string
+		flags    [][]string
 	}{
-		{"rxdrop, l2fwd", (*Config).RegisterFlags, append([]string{"size"}, gen...), hdr},
-		{"txonly", (*Config).RegisterTxOnlyFlags, append([]string{"size"}, hdr...), gen},
-		{"echo", (*Config).RegisterCommonFlags, nil, append(append([]string{"size"}, gen...), hdr...)},
+		{"rxdrop", func(c *Config, fs *flag.FlagSet) { c.RegisterFlags(fs, RxDrop) }, [][]string{common, gen, {"quiet"}}},
+		{"l2fwd", func(c *Config, fs *flag.FlagSet) { c.RegisterFlags(fs, L2Fwd) }, [][]string{common, gen, {"quiet", "tx-budget"}}},
+		{"txonly", func(c *Config, fs *flag.FlagSet) { c.RegisterFlags(fs, TxOnly) }, [][]string{common, hdr, {"quiet", "tx-budget"}}},
+		{"echo", echo, [][]string{common, {"tx-budget"}}},
 	} {
-		for _, name := range tc.not {
-			var c Config
-			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			fs.SetOutput(&bytes.Buffer{})
-			tc.register(&c, fs)
-			if err := fs.Parse([]string{"-" + name, "1"}); err == nil || !strings.Contains(err.Error(), "not defined: -"+name) {
-				t.Errorf("%s: -%s 1: %v, want it undefined", tc.name, name, err)
+		want := map[string]bool{}
+		for _, l := range tc.flags {
+			for _, f := range l {
+				want[f] = true
 			}
 		}
-		for _, name := range append([]string{"i", "q", "batch", "ring", "frame", "frames", "mode", "wakeup",
-			"busy-poll", "busy-budget", "tx-budget", "wait", "spin", "nap", "d", "cpu", "isolate", "quiet"}, tc.has...) {
-			var c Config
-			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			tc.register(&c, fs)
-			if fs.Lookup(name) == nil {
-				t.Errorf("%s: -%s not registered", tc.name, name)
+		var c Config
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		tc.register(&c, fs)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !want[f.Name] {
+				t.Errorf("%s: offers -%s, which does nothing there", tc.name, f.Name)
 			}
+			delete(want, f.Name)
+		})
+		for f := range want {
+			t.Errorf("%s: -%s not registered", tc.name, f)
 		}
 	}
 	var c Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c.RegisterTxOnlyFlags(fs)
+	c.RegisterFlags(fs, TxOnly)
 	if err := fs.Parse([]string{"-ring", "512", "-size", "128", "-dst-port", "7"}); err != nil ||
 		c.RingSize != 512 || c.PacketSize != 128 || c.Batch != 64 || c.DstPort != 7 {
 		t.Errorf("-ring 512 -size 128 -dst-port 7: %v; config %+v", err, c)
+	}
+}
+
+// TestFramesHelp checks that -frames says how the UMEM's frames are
+// split where it is offered, against a socket opened as the run opens
+// it: half for transmit in a socket that receives, all of them in
+// txonly's in copy mode (xsk.Options.TxFrames).
+func TestFramesHelp(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, &netenv.VethOptions{})
+	for _, tc := range []struct {
+		kind      Kind
+		help      string
+		allFrames bool // all for transmit, else half
+	}{
+		{RxDrop, "half of them for receive and half for transmit", false},
+		{L2Fwd, "half of them for receive and half for transmit", false},
+		{TxOnly, "all of them for transmit in copy mode", true},
+	} {
+		var c Config
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.RegisterFlags(fs, tc.kind)
+		if u := fs.Lookup("frames").Usage; !strings.Contains(u, tc.help) {
+			t.Errorf("%s: -frames %q, want it to say %q", tc.kind, u, tc.help)
+		}
+		c.Bind, c.RingSize = xsk.BindCopy, 64
+		var o umem.Options
+		err := v.Peer.Do(func() error {
+			s, err := xsk.Open(v.Peer.Name, 0, socketOptions(&c, tc.kind))
+			if err != nil {
+				return err
+			}
+			o = s.UMEM().Options()
+			return s.Close()
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.kind, err)
+		}
+		if want := map[bool]int{true: o.NumFrames, false: o.NumFrames / 2}[tc.allFrames]; o.TxFrames != want {
+			t.Errorf("%s in copy mode: %d of %d frames for transmit; -frames says %q", tc.kind, o.TxFrames, o.NumFrames, tc.help)
+		}
 	}
 }
 
@@ -111,7 +162,7 @@ func TestFlagErrors(t *testing.T) {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(&bytes.Buffer{})
-		c.RegisterFlags(fs)
+		c.RegisterFlags(fs, RxDrop)
 		if err := fs.Parse(args); err == nil {
 			t.Errorf("%v: parsed", args)
 		}

@@ -89,7 +89,9 @@ type Config struct {
 	// RingSize is the size of every ring (RX, TX, fill, completion).
 	RingSize int
 	// FrameSize is the UMEM frame size (2048 or 4096); NumFrames the
-	// number of frames (0: 4×RingSize, half of them for transmit).
+	// number of frames (0: 4×RingSize), half of them for transmit, or
+	// all of them for a transmit-only run in copy mode
+	// (xsk.Options.TxFrames).
 	FrameSize, NumFrames int
 	// PacketSize is the length of transmitted frames in bytes, without
 	// the 4-byte FCS.
@@ -170,56 +172,85 @@ func (b bindFlag) Set(s string) error {
 	return nil
 }
 
-// RegisterFlags sets the defaults and registers the flags of the
-// receiving examples (rxdrop, l2fwd) on fs: the common ones, -size for
-// the built-in topology's generator, and the generator's own.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.RegisterCommonFlags(fs)
+// RegisterFlags sets the defaults and registers on fs the flags of
+// kind's example (rxdrop, txonly or l2fwd), and only those that do
+// something there: the common ones (see [Config.RegisterCommonFlags]);
+// -quiet, for the per-second report; -tx-budget where the socket
+// transmits (txonly, l2fwd); -size and the frame's addresses and ports
+// where the program builds the frames it sends (txonly); and, for the
+// receiving kinds, -size and the knobs of the generator that their
+// built-in topology starts (txonly's starts none). A flag left out is
+// refused by Parse, not silently ignored.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, kind Kind) {
+	framesHelp := framesHelpRx
+	if kind == TxOnly {
+		framesHelp = framesHelpTxOnly
+	}
+	c.registerCommon(fs, framesHelp)
+	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
+	if kind != RxDrop {
+		c.RegisterTxBudgetFlag(fs)
+	}
+	if kind == TxOnly {
+		fs.IntVar(&c.PacketSize, "size", c.PacketSize, "transmitted frame length in bytes, without FCS")
+		fs.StringVar(&c.SrcMAC, "src-mac", "", "source MAC of transmitted frames (default: the interface's)")
+		fs.StringVar(&c.DstMAC, "dst-mac", "", "destination MAC of transmitted frames (default: broadcast, or the peer's)")
+		fs.StringVar(&c.SrcIP, "src-ip", "", "source IPv4 of transmitted frames (default 10.0.0.1, or the topology's)")
+		fs.StringVar(&c.DstIP, "dst-ip", "", "destination IPv4 of transmitted frames (default 10.0.0.2, or the topology's)")
+		fs.UintVar(&c.SrcPort, "src-port", c.SrcPort, "UDP source port of transmitted frames")
+		fs.UintVar(&c.DstPort, "dst-port", c.DstPort, "UDP destination port of transmitted frames")
+		return
+	}
 	fs.IntVar(&c.PacketSize, "size", c.PacketSize, "without -i: length of the generator's frames in bytes, without FCS")
 	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
 	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
 	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
 }
 
-// RegisterTxOnlyFlags sets the defaults and registers txonly's flags on
-// fs: the common ones and those of the frame it builds (-size and its
-// addresses and ports). Its built-in topology starts no generator.
-func (c *Config) RegisterTxOnlyFlags(fs *flag.FlagSet) {
-	c.RegisterCommonFlags(fs)
-	fs.IntVar(&c.PacketSize, "size", c.PacketSize, "transmitted frame length in bytes, without FCS")
-	fs.StringVar(&c.SrcMAC, "src-mac", "", "source MAC of transmitted frames (default: the interface's)")
-	fs.StringVar(&c.DstMAC, "dst-mac", "", "destination MAC of transmitted frames (default: broadcast, or the peer's)")
-	fs.StringVar(&c.SrcIP, "src-ip", "", "source IPv4 of transmitted frames (default 10.0.0.1, or the topology's)")
-	fs.StringVar(&c.DstIP, "dst-ip", "", "destination IPv4 of transmitted frames (default 10.0.0.2, or the topology's)")
-	fs.UintVar(&c.SrcPort, "src-port", c.SrcPort, "UDP source port of transmitted frames")
-	fs.UintVar(&c.DstPort, "dst-port", c.DstPort, "UDP destination port of transmitted frames")
+// The help of -frames: a socket that receives gives half its frames to
+// transmit, a transmit-only one in copy mode all of them
+// (xsk.Options.TxFrames).
+const (
+	framesHelpRx     = "UMEM frames (0: 4×ring), half of them for receive and half for transmit"
+	framesHelpTxOnly = "UMEM frames (0: 4×ring), all of them for transmit in copy mode, half of them in zero-copy mode (where the other half take in the queue's receive traffic)"
+)
+
+// RegisterCommonFlags sets the defaults and registers the flags that
+// rxdrop, txonly, l2fwd and echo all have and that do something in each:
+// interface and queue, ring, batch and UMEM sizes (-frames as for a
+// socket that receives), bind mode, need_wakeup, busy polling, how to
+// wait, duration and CPU. A program that also transmits adds
+// [Config.RegisterTxBudgetFlag]. Echo, which neither starts a generator,
+// nor builds its own frames, nor prints a per-second report, registers
+// only these and -tx-budget: the others would do nothing there.
+func (c *Config) RegisterCommonFlags(fs *flag.FlagSet) { c.registerCommon(fs, framesHelpRx) }
+
+// RegisterTxBudgetFlag registers -tx-budget, for a program whose socket
+// transmits: XDP_MAX_TX_SKB_BUDGET bounds the frames one transmit system
+// call sends in copy mode, and does nothing for a socket that only
+// receives.
+func (c *Config) RegisterTxBudgetFlag(fs *flag.FlagSet) {
+	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32; Linux 6.17+)")
 }
 
-// RegisterCommonFlags sets the defaults and registers the flags every
-// example has: interface and queue, ring, batch and UMEM sizes, bind mode,
-// need_wakeup, busy polling, how to wait, duration and CPU. A program that
-// neither starts a generator nor builds its own frames (echo) registers
-// only these: the others would do nothing there.
-func (c *Config) RegisterCommonFlags(fs *flag.FlagSet) {
+func (c *Config) registerCommon(fs *flag.FlagSet, framesHelp string) {
 	c.Defaults()
 	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
 	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
 	fs.IntVar(&c.Batch, "batch", c.Batch, "descriptors per ring operation")
 	fs.IntVar(&c.RingSize, "ring", c.RingSize, "size of every ring (RX, TX, fill, completion), a power of two")
 	fs.IntVar(&c.FrameSize, "frame", c.FrameSize, "UMEM frame size: 2048 or 4096")
-	fs.IntVar(&c.NumFrames, "frames", 0, "UMEM frames (0: 4×ring, half of them for transmit)")
+	fs.IntVar(&c.NumFrames, "frames", 0, framesHelp)
 	fs.Var(bindFlag{&c.Bind}, "mode", "bind mode: auto, copy or zc")
 	fs.BoolVar(&c.NeedWakeup, "wakeup", c.NeedWakeup, "use need_wakeup (XDP_USE_NEED_WAKEUP)")
 	fs.DurationVar(&c.BusyPoll, "busy-poll", 0, "preferred busy polling with this SO_BUSY_POLL time (0: off)")
 	fs.IntVar(&c.BusyBudget, "busy-budget", 0, "SO_BUSY_POLL_BUDGET, with -busy-poll (0: 64)")
-	fs.IntVar(&c.TxBudget, "tx-budget", 0, "XDP_MAX_TX_SKB_BUDGET, 32..ring (0: the kernel's 32)")
 	fs.Var(&c.Wait, "wait", "when idle: spin, poll (sleep in poll(2)), hybrid (spin -spin, then poll) or nap (sleep -nap)")
 	fs.DurationVar(&c.Spin, "spin", c.Spin, "how long -wait hybrid spins before it sleeps")
 	fs.DurationVar(&c.Nap, "nap", c.Nap, "how long -wait nap sleeps")
 	fs.DurationVar(&c.Duration, "d", 0, "run this long (0: until Ctrl-C)")
 	fs.IntVar(&c.CPU, "cpu", c.CPU, "pin the run loop to this CPU (-1: no pinning)")
 	fs.BoolVar(&c.Isolate, "isolate", false, "with -cpu: keep the process's other threads off that CPU (only if other CPUs have time to spare)")
-	fs.BoolVar(&c.Quiet, "quiet", false, "no per-second report")
 }
 
 // maxBusyPoll is the largest SO_BUSY_POLL time, in microseconds an int.

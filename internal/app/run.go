@@ -227,9 +227,34 @@ func validate(c *Config, kind Kind) error {
 type snapshot struct {
 	at               time.Time
 	rx, rxb, tx, txb uint64
-	offered, peer    uint64
-	cpu, gen         time.Duration
-	sleeps           uint64
+	// offered is what the generator has put into the veth pair so far
+	// (see offeredSoFar); offeredOK says it could be read.
+	offered   uint64
+	offeredOK bool
+	peer      uint64
+	cpu, gen  time.Duration
+	sleeps    uint64
+}
+
+// offeredSoFar is what the generator has offered since peer0 and host0
+// were read, by the veth pair's counters, which move frame by frame: the
+// frames the peer end has taken in (its rx_packets) and those veth
+// dropped for want of room in the peer's ring (the host end's
+// tx_dropped). It falls short of the generator's own count by at most
+// what the peer's 256-frame ring holds, and counts too what else the
+// host end sent (nothing, in the topology's namespace, but a stray
+// frame). The generator's own count (GenRun.Offered) moves only once per
+// call of 2^20 frames: seconds, at the rates of a loaded machine.
+func offeredSoFar(t *Topology, peer0, host0 pktgen.Counters) (uint64, bool) {
+	p, err := pktgen.ReadCounters(t.Veth.Peer)
+	if err != nil {
+		return 0, false
+	}
+	h, err := pktgen.ReadCounters(t.Veth.Host)
+	if err != nil {
+		return 0, false
+	}
+	return p.RxPackets - peer0.RxPackets + h.TxDropped - host0.TxDropped, true
 }
 
 // checkSize refuses a -size that ifname would not carry: longer than its
@@ -350,7 +375,8 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 		s := snapshot{at: time.Now(), rx: l.C.RxPackets.Load(), rxb: l.C.RxBytes.Load(),
 			tx: l.C.TxPackets.Load(), txb: l.C.TxBytes.Load(), cpu: ProcessCPU(), sleeps: l.C.Sleeps.Load()}
 		if gen != nil {
-			s.offered, s.gen = gen.Offered(), gen.CPU()
+			s.gen = gen.CPU()
+			s.offered, s.offeredOK = offeredSoFar(t, peer0, hostGen0)
 		}
 		if t != nil && t.Sink != nil {
 			s.peer, _ = t.HostReceived()
@@ -421,6 +447,12 @@ func RunOn(ctx context.Context, kind Kind, c *Config, t *Topology, warmup time.D
 	if gen != nil {
 		genDone = gen.done
 	}
+	report := func(s snapshot) {
+		if out != nil && !c.Quiet {
+			printRate(out, kind, s.at.Sub(first.at), prev, s, gen != nil, t != nil && t.Sink != nil)
+		}
+	}
+	ticks := 0 // per-second lines so far, printed or not (Quiet)
 loop:
 	for {
 		select {
@@ -435,13 +467,18 @@ loop:
 			warm = true
 		case <-tick.C:
 			now := take()
-			if out != nil && !c.Quiet {
-				printRate(out, kind, now.at.Sub(first.at), prev, now, gen != nil, t != nil && t.Sink != nil)
-			}
+			report(now)
 			prev = now
+			ticks++
 		}
 	}
 	end := take()
+	if end.at.Sub(first.at) >= time.Duration(ticks+1)*time.Second {
+		// A full second not yet reported: -d ended it with its last
+		// tick, which the select above may not have taken (a -d of 2s
+		// printed the line of the first second only).
+		report(end)
+	}
 	var genErr error
 	var genRate float64
 	var sent uint64
@@ -657,10 +694,8 @@ func printRate(out io.Writer, kind Kind, at time.Duration, a, b snapshot, gen, s
 	if kind != RxDrop {
 		line += fmt.Sprintf("  tx %s%s", FormatRate(float64(b.tx-a.tx)/s), formatBits(b.txb-a.txb, b.tx-a.tx, s))
 	}
-	if gen && at > 0 {
-		// The generator's count moves once per BPF_PROG_RUN call:
-		// show its running average.
-		line += fmt.Sprintf("  (offered %s on average)", FormatRate(float64(b.offered)/at.Seconds()))
+	if gen && a.offeredOK && b.offeredOK {
+		line += fmt.Sprintf("  (offered %s)", FormatRate(float64(b.offered-a.offered)/s))
 	}
 	if sink {
 		line += fmt.Sprintf("  (peer got %s)", FormatRate(float64(b.peer-a.peer)/s))
@@ -757,11 +792,7 @@ func PrintStats(out io.Writer, s xsk.Stats) {
 // -d duration, and exits 1 with the error, prefixed by name, on failure.
 func Main(name string, kind Kind) {
 	var c Config
-	if kind == TxOnly {
-		c.RegisterTxOnlyFlags(flag.CommandLine)
-	} else {
-		c.RegisterFlags(flag.CommandLine)
-	}
+	c.RegisterFlags(flag.CommandLine, kind)
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags]\n\n", name)
 		flag.PrintDefaults()

@@ -218,7 +218,8 @@ func (t *Topology) StartGenerator(cpu int) (*GenRun, error) {
 	return r, nil
 }
 
-// Offered is the number of frames offered so far.
+// Offered is the number of frames offered so far by the calls that have
+// ended: it moves once per call of 2^20 frames (genChunk) when unpaced.
 func (r *GenRun) Offered() uint64 { return r.g.Total() }
 
 // CPU is the CPU time the generator's thread has used since it started,
