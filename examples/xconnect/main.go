@@ -62,7 +62,8 @@ func main() {
 	flag.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
 	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS (60 to 1514)")
 	flag.Parse()
-	ctx, cancel := app.Context(c.d)
+	// forward times -d itself, from the start of forwarding.
+	ctx, cancel := app.Context(0)
 	err := run(ctx, &c, os.Stdout)
 	cancel()
 	if err != nil {
@@ -115,8 +116,8 @@ func (c *config) validate() error {
 	return app.CheckCPUs(c.cpu, gen)
 }
 
-// run forwards until ctx ends. It builds its own topology when c names no
-// interfaces.
+// run forwards until ctx ends, or for c.d (when set) from the start of
+// forwarding. It builds its own topology when c names no interfaces.
 func run(ctx context.Context, c *config, out io.Writer) (err error) {
 	if err := c.validate(); err != nil {
 		return err
@@ -183,10 +184,12 @@ type generator struct {
 }
 
 // forward opens the two sockets (in ns, when given), starts g once they
-// are ready, and forwards until ctx ends; with g, it then stops the
-// generator and forwards on until nothing more arrives, and reports what
-// the generator offered and what the far end received. It ends with
-// XConnect.Finish, which forwards what the RX rings still hold.
+// are ready, and forwards until ctx ends or, when c.d is set, for that
+// long (setting up does not count, as in the other examples); with g, it
+// then stops the generator and forwards on until nothing more arrives,
+// and reports what the generator offered and what the far end received.
+// It ends with XConnect.Finish, which forwards what the RX rings still
+// hold.
 func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out io.Writer) (err error) {
 	frames := c.frames
 	if frames == 0 {
@@ -234,32 +237,38 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 	}
 
 	x := app.NewXConnect(a, b, c.batch)
-	t0 := time.Now()
-	var last [2]uint64
-	lastT := t0
 	var far0 uint64
 	if g != nil {
 		far0 = g.far()
 	}
+	t0 := time.Now()
+	if c.d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.d)
+		defer cancel()
+	}
+	m := &meter{out: out, a: c.a, b: c.b, t0: t0, last: t0}
+	counts := func() [2]uint64 { return [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()} }
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		// Many batches between looks at the clock.
-		for range 4096 {
+		// Some batches between looks at the clock: a look costs less
+		// than a batch, and 64 steps of up to two batches each take
+		// milliseconds.
+		for range 64 {
 			if _, err := x.Step(); err != nil {
 				return err
 			}
 		}
 		select {
-		case now := <-tick.C:
-			secs := now.Sub(lastT).Seconds()
-			cur := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
-			fmt.Fprintf(out, "%6.1fs  %s→%s %s  %s→%s %s\n", now.Sub(t0).Seconds(),
-				c.a, c.b, app.FormatRate(float64(cur[0]-last[0])/secs), c.b, c.a, app.FormatRate(float64(cur[1]-last[1])/secs))
-			last, lastT = cur, now
+		case <-tick.C:
+			// The counts over the time they were counted in: the
+			// tick's own time may be well before this look.
+			m.line(time.Now(), counts())
 		default:
 		}
 	}
+	m.end(time.Now(), counts())
 	var offered uint64
 	if g != nil {
 		// Forward what the generator sends until it has stopped, and
@@ -319,6 +328,33 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 		return fmt.Errorf("frames still held after the run: %+v", fr)
 	}
 	return nil
+}
+
+// meter prints the per-second lines: the frames forwarded each way since
+// the previous line over the time since it, both read at the same look,
+// labelled with the time since forwarding started.
+type meter struct {
+	out      io.Writer
+	a, b     string
+	t0, last time.Time
+	prev     [2]uint64
+	lines    int
+}
+
+func (m *meter) line(now time.Time, cur [2]uint64) {
+	secs := now.Sub(m.last).Seconds()
+	fmt.Fprintf(m.out, "%6.1fs  %s→%s %s  %s→%s %s\n", now.Sub(m.t0).Seconds(),
+		m.a, m.b, app.FormatRate(float64(cur[0]-m.prev[0])/secs), m.b, m.a, app.FormatRate(float64(cur[1]-m.prev[1])/secs))
+	m.prev, m.last = cur, now
+	m.lines++
+}
+
+// end prints the line of a full second not yet reported, when forwarding
+// stops: -d ends it with its last tick, which the loop may not have seen.
+func (m *meter) end(now time.Time, cur [2]uint64) {
+	if now.Sub(m.t0) >= time.Duration(m.lines+1)*time.Second {
+		m.line(now, cur)
+	}
 }
 
 // forwardUntil forwards until stopped yields the generator's count, then

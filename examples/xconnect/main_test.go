@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -253,4 +254,57 @@ func TestStopForwardsRXRing(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestMeter checks the per-second lines: each rate is the frames counted
+// since the previous line over the time between the two readings (the
+// tick before a reading was the interval, and a reading a quarter of a
+// second late showed a rate a quarter too high), labelled with the time
+// of the reading; and a stop that ends a full second not yet reported
+// prints its line, one that does not prints none.
+func TestMeter(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var out bytes.Buffer
+	m := &meter{out: &out, a: "a", b: "b", t0: t0, last: t0}
+	m.line(t0.Add(1250*time.Millisecond), [2]uint64{2500, 10})
+	m.line(t0.Add(2250*time.Millisecond), [2]uint64{2500 + 4000, 10})
+	m.end(t0.Add(2900*time.Millisecond), [2]uint64{9000, 10}) // no full second since
+	// 2500 and 10 over 1.25 s, then 4000 and 0 over 1 s.
+	want := "   1.2s  a→b 2.0 kpps  b→a 8 pps\n   2.2s  a→b 4.0 kpps  b→a 0 pps\n"
+	if out.String() != want {
+		t.Fatalf("lines:\n%s\nwant:\n%s", out.String(), want)
+	}
+	m.end(t0.Add(3*time.Second), [2]uint64{9000, 10})
+	want += "   3.0s  a→b 3.3 kpps  b→a 0 pps\n" // 2500 over 0.75 s
+	if out.String() != want {
+		t.Fatalf("lines:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// TestDurationCountsFromForwarding runs the built-in topology with -d 2s
+// and a context that does not end: the run must end by itself (-d was
+// applied only by main, from the start of the process, so run went on
+// until its context ended), with a line for each of the two full seconds
+// (the second was lost when -d ended with its tick).
+func TestDurationCountsFromForwarding(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &config{batch: 64, ring: 512, d: 2 * time.Second, cpu: -1, genCPU: -1, frameLen: 64}, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("a run of -d 2s lasted until its context ended:\n%s", out.String())
+	}
+	var lines []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if regexp.MustCompile(`^\s*\d+\.\ds  \S+→`).MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Errorf("%d per-second lines in a run of -d 2s; want 2:\n%s", len(lines), out.String())
+	}
+	t.Log(out.String())
 }
