@@ -22,6 +22,8 @@
 //
 // [Run] runs `runc run --bundle DIR ID` in the foreground with stdio captured,
 // kills the container when the context or timeout expires, and always ends
-// with `runc delete --force ID`. The runc binary is Debian's runc package
+// with `runc delete --force ID`, then removes the empty cgroup directories
+// runc made for the ID if runc was killed before it recorded the
+// container (runc cannot delete those). The runc binary is Debian's runc package
 // (1.1); crun 1.8 fails on this machine's hybrid cgroup layout.
 package runc

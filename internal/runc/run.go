@@ -57,12 +57,15 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
 // Run runs the bundle in dir with `runc run` in the foreground and waits for
 // it to exit. Whatever happens it then runs `runc delete --force`, so that no
-// container state is left behind, unless runc refused the ID because
-// another container has it: that one is not touched. It returns an error,
-// together with the Result, when the container exits non-zero, cannot
-// start, or is killed on timeout or because ctx ended (the error then
-// wraps context.DeadlineExceeded or ctx's error). A container that runc is
-// still making when that happens is killed once it exists.
+// container state is left behind, and removes the cgroup directories that
+// a `runc run` killed before it recorded the container leaves (only empty
+// ones: one that still holds processes is reported), unless runc refused
+// the ID because another container has it: that one is not touched. It
+// returns an error, together with the Result, when the container exits
+// non-zero, cannot start, or is killed on timeout or because ctx ended
+// (the error then wraps context.DeadlineExceeded or ctx's error). A
+// container that runc is still making when that happens is killed once it
+// exists.
 func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err error) {
 	var o RunOptions
 	if opts != nil {
@@ -115,6 +118,8 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 	if real, err := filepath.EvalSymlinks(bundle); err == nil {
 		bundle = real
 	}
+	// Where runc puts the container's cgroups, read before runc runs.
+	cgInner, cgOK := cgroupInner(dir, o.ID)
 	ours := func(ctx context.Context) bool {
 		out, err := runcCmd(ctx, "state", o.ID).Output()
 		var st struct {
@@ -158,6 +163,13 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 		out, derr := runcCmd(dctx, "delete", "--force", o.ID).CombinedOutput()
 		if derr != nil && !bytes.Contains(out, []byte("does not exist")) {
 			err = errors.Join(err, fmt.Errorf("delete container %s: %w: %s", o.ID, derr, bytes.TrimSpace(out)))
+			return
+		}
+		// runc has no container with the ID now, but a runc run that
+		// died before it recorded the container may have left its
+		// cgroups, which runc delete cannot see.
+		if cgOK {
+			err = errors.Join(err, removeCgroups(o.ID, cgInner))
 		}
 	}()
 
@@ -190,8 +202,12 @@ func Run(ctx context.Context, dir string, opts *RunOptions) (_ *Result, err erro
 
 // exitReason says why `runc run` exited with code: runc's last message,
 // or, when it wrote none, the signal that killed the container's process
-// (runc exits with 128 plus its number, as a shell does).
+// (runc exits with 128 plus its number, as a shell does). Code -1 means
+// that a signal killed runc itself.
 func exitReason(code int, stderr []byte) string {
+	if code < 0 {
+		return "runc itself was killed, not the container's process"
+	}
 	if l := lastLine(stderr); len(l) > 0 {
 		return string(l)
 	}

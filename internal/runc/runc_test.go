@@ -672,3 +672,97 @@ func TestBundleCloseConcurrent(t *testing.T) {
 		t.Errorf("bundle dir left after Close: %v", err)
 	}
 }
+
+// cgroupDirsNamed lists the directories named id in every cgroup hierarchy
+// this process sees mounted (cgroup v1 and v2).
+func cgroupDirsNamed(t *testing.T, id string) []string {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, l := range strings.Split(string(mi), "\n") {
+		_, after, ok := strings.Cut(l, " - ")
+		f := strings.Fields(l)
+		if !ok || len(f) < 5 || !strings.HasPrefix(after, "cgroup") {
+			continue
+		}
+		filepath.WalkDir(f[4], func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() && d.Name() == id {
+				found = append(found, p)
+			}
+			return nil
+		})
+	}
+	return found
+}
+
+// When `runc run` itself dies after making the container's cgroups and
+// before recording the container (here a createRuntime hook SIGKILLs it),
+// runc keeps no state for the ID and `runc delete` cannot remove them: Run
+// must remove the empty cgroup directories runc made for the ID, in every
+// hierarchy, where runc puts them by default (below this process's own
+// cgroups) or where config.json's cgroupsPath says.
+func TestRunKilledRuncLeavesNoCgroups(t *testing.T) {
+	requireRunc(t)
+	t.Run("default", func(t *testing.T) { testRunKilledRuncLeavesNoCgroups(t, false) })
+	t.Run("cgroupsPath", func(t *testing.T) { testRunKilledRuncLeavesNoCgroups(t, true) })
+}
+
+func testRunKilledRuncLeavesNoCgroups(t *testing.T, absPath bool) {
+	b := unpack(t)
+	root := t.TempDir()
+	id := netenv.RandomName("afxdp-t")
+	if err := b.WriteConfig(&runc.SpecOptions{Args: []string{"/bin/hello", "sleep", id}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Whatever the outcome, leave no directory of this test's.
+		for _, d := range cgroupDirsNamed(t, id) {
+			syscall.Rmdir(d)
+		}
+	})
+	// The hook runs as runc's child once the cgroups are made: it notes
+	// which exist, then kills runc.
+	dir := t.TempDir()
+	hook, made := filepath.Join(dir, "hook"), filepath.Join(dir, "made")
+	script := "#!/bin/sh\nfind /sys/fs/cgroup -type d -name " + id + " > " + made + "\nkill -KILL $PPID\n"
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(b.Dir, "config.json")
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["hooks"] = map[string]any{"createRuntime": []any{map[string]any{"path": hook}}}
+	if absPath {
+		cfg["linux"].(map[string]any)["cgroupsPath"] = "/" + id
+	}
+	if raw, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root, Timeout: 30 * time.Second})
+	t.Log(err)
+	if err == nil || res.ExitCode != -1 || !strings.Contains(err.Error(), "signal: killed: runc itself was killed") {
+		t.Errorf("Run with runc killed: %v, exit %d; want exit -1 and an error saying runc was killed", err, res.ExitCode)
+	}
+	before, rerr := os.ReadFile(made)
+	if rerr != nil || len(bytes.TrimSpace(before)) == 0 {
+		t.Fatalf("the hook found no cgroup directory for %s before it killed runc (%v): nothing was tested", id, rerr)
+	}
+	t.Logf("cgroups before the kill:\n%s", before)
+	if left := cgroupDirsNamed(t, id); len(left) > 0 {
+		t.Errorf("cgroup directories of the container left after Run:\n%s", strings.Join(left, "\n"))
+	}
+	checkNoState(t, root, id)
+}
