@@ -267,6 +267,32 @@ func TestRunExitStatus(t *testing.T) {
 	checkNoState(t, root, id)
 }
 
+// createContainer creates (runc create, not start) a container of the
+// bundle in dir under root with a random ID, which it returns, and
+// force-deletes it at cleanup.
+func createContainer(t *testing.T, root, dir string) string {
+	t.Helper()
+	id := netenv.RandomName("afxdp-t")
+	// The created container's init keeps the stdio runc gives it: a
+	// file, not a pipe that CombinedOutput would wait on for good.
+	logf, err := os.Create(filepath.Join(t.TempDir(), "create.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	create := exec.Command("runc", "--root", root, "create", "--bundle", dir, id)
+	create.Stdout, create.Stderr = logf, logf
+	if err := create.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("runc create: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		checkNoState(t, root, id)
+	})
+	return id
+}
+
 // TestRunLeavesTakenIDAlone runs a bundle under the ID of a container
 // that exists already (created, not started): runc refuses it, and Run
 // must say so and leave that container as it was, not force-delete it.
@@ -277,25 +303,8 @@ func TestRunLeavesTakenIDAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	id := netenv.RandomName("afxdp-t")
-	// The created container's init keeps the stdio runc gives it: a
-	// file, not a pipe that CombinedOutput would wait on for good.
-	logf, err := os.Create(filepath.Join(t.TempDir(), "create.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	create := exec.Command("runc", "--root", root, "create", "--bundle", b.Dir, id)
-	create.Stdout, create.Stderr = logf, logf
-	if err := create.Run(); err != nil {
-		out, _ := os.ReadFile(logf.Name())
-		t.Fatalf("runc create: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
-		checkNoState(t, root, id)
-	})
-	_, err = runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root, Timeout: 10 * time.Second})
+	id := createContainer(t, root, b.Dir)
+	_, err := runc.Run(context.Background(), b.Dir, &runc.RunOptions{ID: id, Root: root, Timeout: 10 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "the ID is taken") {
 		t.Fatalf("Run under a taken ID: %v, want it refused", err)
 	}
@@ -609,22 +618,7 @@ func TestRunCancelLeavesTakenIDAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	id := netenv.RandomName("afxdp-t")
-	logf, err := os.Create(filepath.Join(t.TempDir(), "create.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	create := exec.Command("runc", "--root", root, "create", "--bundle", other.Dir, id)
-	create.Stdout, create.Stderr = logf, logf
-	if err := create.Run(); err != nil {
-		out, _ := os.ReadFile(logf.Name())
-		t.Fatalf("runc create: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
-		checkNoState(t, root, id)
-	})
+	id := createContainer(t, root, other.Dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	wrapper, paused := slowRunc(t)
@@ -634,7 +628,7 @@ func TestRunCancelLeavesTakenIDAlone(t *testing.T) {
 	}()
 	paused()
 	cancel()
-	err = <-done
+	err := <-done
 	t.Log(err)
 	out, serr := exec.Command("runc", "--root", root, "state", id).Output()
 	var st struct {
