@@ -836,6 +836,10 @@ func txFrame(e *env) []byte {
 	return f
 }
 
+// udpPause is how long udpRecv's receiver sleeps after each call, 0 but
+// in a test that needs the socket to drop datagrams during the window.
+var udpPause time.Duration
+
 func udpRecv(e *env) (trial, error) {
 	s, err := pktgen.AttachSink(e.topo.Veth.Peer, pktgen.Pass)
 	if err != nil {
@@ -872,6 +876,9 @@ func udpRecv(e *env) (trial, error) {
 			if _, err := r.Receive(1<<16, time.Now().Add(100*time.Millisecond)); err != nil {
 				rerr = err
 				return
+			}
+			if udpPause > 0 {
+				time.Sleep(udpPause)
 			}
 		}
 	}()
