@@ -767,16 +767,7 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 		e := newTestEnv(t, nil)
 		r := dialRaw(t, e.sock)
 		queue(t, r, ReqVersion)
-		done := make(chan error, 1)
-		go func() { done <- e.srv.Close() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Server.Close stalled by a descriptor queued on a connection")
-		}
+		closeUnstalled(t, e.srv, "a descriptor")
 		if n := e.srv.Conns(); n != 0 {
 			t.Fatalf("%d connections left after Close", n)
 		}
@@ -984,16 +975,7 @@ func TestHostileLingeringFDNested(t *testing.T) {
 			fd := n.build(t)
 			r.send([]byte(ReqVersion), fd)
 			unix.Close(fd)
-			done := make(chan error, 1)
-			go func() { done <- e.srv.Close() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("Server.Close stalled by a %s socket queued on a connection", n.name)
-			}
+			closeUnstalled(t, e.srv, "a "+n.name+" socket")
 			waitReaped(t)
 		})
 	}
@@ -1012,5 +994,21 @@ func waitReaped(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("descriptors closed in the background: not done after 10 s")
+	}
+}
+
+// closeUnstalled closes srv and fails t unless Close returns nil within
+// 10 s although what is queued on one of its connections.
+func closeUnstalled(t *testing.T, srv *Server, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Server.Close stalled by %s queued on a connection", what)
 	}
 }

@@ -19,15 +19,7 @@ import (
 // bound is generous: this is a hang test, not a timing assertion.
 func TestRunEndsWhenGeneratorFails(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := newTopology(t, &TopologyOptions{Generator: true, FrameLen: 64})
 	testenv.SetLink(t, topo.Veth.Host, false)
 	var c Config
 	c.Defaults()
@@ -40,6 +32,7 @@ func TestRunEndsWhenGeneratorFails(t *testing.T) {
 		_, err := RunOn(ctx, RxDrop, &c, topo, 0, &out)
 		done <- err
 	}()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(30 * time.Second):
@@ -67,15 +60,7 @@ func TestRunCancelledBeforeStart(t *testing.T) {
 	if r, err := Run(ctx, RxDrop, &c, &out); r != nil || !errors.Is(err, context.Canceled) {
 		t.Errorf("Run with a cancelled context = %v, %v; want no result and context.Canceled\n%s", r, err, out.String())
 	}
-	topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := newTopology(t, &TopologyOptions{Generator: true, FrameLen: 64})
 	for _, kind := range []Kind{RxDrop, TxOnly, L2Fwd} {
 		r, err := RunOn(ctx, kind, &c, topo, 0, &out)
 		if r != nil || !errors.Is(err, context.Canceled) {

@@ -40,15 +40,7 @@ func TestRunAccountsForEveryFrame(t *testing.T) {
 		{name: "rxdrop spin threaded", kind: RxDrop, wait: WaitSpin, ring: 2048, threaded: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 64, HostSink: tc.kind == L2Fwd})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				if err := topo.Close(); err != nil {
-					t.Error(err)
-				}
-			}()
+			topo := newTopology(t, &TopologyOptions{Generator: true, FrameLen: 64, HostSink: tc.kind == L2Fwd})
 			var c Config
 			c.Defaults()
 			c.Wait, c.RingSize, c.CPU = tc.wait, tc.ring, 1
@@ -195,15 +187,7 @@ func TestRunRateLines(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	// A generator that flushes every frame on its own, of 1500 bytes:
 	// about 350 kpps here, 3 s for a call of 2^20 frames.
-	topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 1500, GenBatch: 1, HostSink: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := newTopology(t, &TopologyOptions{Generator: true, FrameLen: 1500, GenBatch: 1, HostSink: true})
 	line := regexp.MustCompile(`^\s*\d+\.\ds  `)
 	rxRate := regexp.MustCompile(`  rx ([\d.]+ [kM]?pps)`)
 	offeredRate := regexp.MustCompile(`\(offered ([\d.]+ [kM]?pps)(?: on average)?\)`)
@@ -306,15 +290,7 @@ func TestRunTxAccountCountsDeviceDrops(t *testing.T) {
 	var c Config
 	c.Defaults()
 	c.Duration = 20 * time.Millisecond
-	topo, err := NewTopology(&TopologyOptions{FrameLen: c.PacketSize, HostSink: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := newTopology(t, &TopologyOptions{FrameLen: c.PacketSize, HostSink: true})
 	testenv.SetLink(t, topo.Veth.Host, false)
 	before, err := pktgen.ReadCounters(topo.Veth.Peer)
 	if err != nil {
@@ -414,4 +390,20 @@ func TestRunReportsDeletedInterface(t *testing.T) {
 	if !strings.Contains(out.String(), "stopped by an error") || !strings.Contains(out.String(), "socket statistics:") {
 		t.Errorf("no statistics before the error:\n%s", out.String())
 	}
+}
+
+// newTopology builds a topology for t and closes it when t ends, failing t
+// if Close fails.
+func newTopology(t *testing.T, o *TopologyOptions) *Topology {
+	t.Helper()
+	topo, err := NewTopology(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return topo
 }

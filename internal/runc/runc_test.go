@@ -522,6 +522,31 @@ func slowRunc(t *testing.T) (path string, paused func()) {
 	}
 }
 
+// cancelWhileMaking runs the bundle in dir as id under root through
+// slowRunc's wrapper, cancels Run's context while the wrapper holds runc
+// back before it makes the container, and returns Run's error. Run must
+// return within a minute of the cancel.
+func cancelWhileMaking(t *testing.T, dir, id, root string) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	wrapper, paused := slowRunc(t)
+	go func() {
+		_, err := runc.Run(ctx, dir, &runc.RunOptions{ID: id, Root: root, Runc: wrapper})
+		done <- err
+	}()
+	paused()
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		t.Fatal("Run has not returned a minute after its context was cancelled: the container started after all")
+		return nil
+	}
+}
+
 // A context cancelled while runc is still making the container stops it
 // too: runc would otherwise go on to start it, and Run would wait for the
 // container to exit, which this one does not do for an hour. Run must
@@ -538,22 +563,7 @@ func TestRunCancelBeforeContainerExists(t *testing.T) {
 	if err := b.WriteConfig(&runc.SpecOptions{Args: args}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	wrapper, paused := slowRunc(t)
-	go func() {
-		_, err := runc.Run(ctx, b.Dir, &runc.RunOptions{ID: id, Root: root, Runc: wrapper})
-		done <- err
-	}()
-	paused()
-	cancel()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
-		t.Fatal("Run has not returned a minute after its context was cancelled: the container started after all")
-	}
+	err := cancelWhileMaking(t, b.Dir, id, root)
 	t.Log(err)
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "killed: context canceled") {
 		t.Errorf("Run cancelled before the container existed: %v; want it killed, wrapping context.Canceled", err)
@@ -619,17 +629,7 @@ func TestRunCancelLeavesTakenIDAlone(t *testing.T) {
 	}
 	root := t.TempDir()
 	id := createContainer(t, root, other.Dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	wrapper, paused := slowRunc(t)
-	go func() {
-		_, err := runc.Run(ctx, b.Dir, &runc.RunOptions{ID: id, Root: root, Runc: wrapper})
-		done <- err
-	}()
-	paused()
-	cancel()
-	err := <-done
-	t.Log(err)
+	t.Log(cancelWhileMaking(t, b.Dir, id, root))
 	out, serr := exec.Command("runc", "--root", root, "state", id).Output()
 	var st struct {
 		Status string `json:"status"`
