@@ -18,12 +18,14 @@
 //   - passes its socket's fd to the agent, which registers it
 //     (/xsk_register, an afxdp extension) — for older kernels.
 //
-// [OpenSocket] (over a connected Client), [DialSocket] (which also dials
-// and connects) and [OpenPinned] (from a map the server pinned) do the
-// client's part in one call: they open an xsk.Socket with no XDP program
-// of its own and register it, through the map fd when the kernel allows
-// and through /xsk_register when it refuses (EPERM), for example because
-// the server hands out read-only map fds ([ServerOptions.ReadOnlyMap]).
+// [OpenSocket] (over a connected Client) and [DialSocket] (which also
+// dials and connects) do the client's part in one call: they open an
+// xsk.Socket with no XDP program of its own and register it, by default
+// ([RegisterAuto]) through the map fd when the kernel allows and through
+// /xsk_register when it refuses (EPERM or EACCES), for example because the
+// server hands out read-only map fds ([ServerOptions.ReadOnlyMap]).
+// [OpenPinned] does the same from a map the server pinned, with no
+// connection, so through the map only: a refused update is its error.
 //
 // # Protocol
 //
