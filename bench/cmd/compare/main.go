@@ -19,7 +19,8 @@
 // reference and gcc with it (they get SIGKILL when it dies; apt-get is left
 // to finish), and its veth pair goes with it, but its namespace, testpmd's
 // runtime directory and the C reference's build directory stay, named
-// after its pid, until the next compare removes them.
+// after its pid, until the next compare removes them, with
+// /var/run/dpdk if its testpmd made that and nothing else is in it.
 //
 //	go run ./bench/cmd/compare -rounds 5 -d 5s
 package main
@@ -50,6 +51,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bench/cmd/internal/child"
+	"github.com/afxdp/afxdp/bench/cmd/internal/stale"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/internal/app"
 	"github.com/afxdp/afxdp/internal/baseline"
@@ -942,6 +944,10 @@ type testpmdProc struct {
 // main thread and lcore 1 forwarding, as PEERS.md has it, and returns once
 // it forwards.
 func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error) {
+	dpdkParent.once.Do(func() {
+		_, err := os.Stat(dpdkDir())
+		dpdkParent.made = errors.Is(err, fs.ErrNotExist)
+	})
 	args := []string{"netns", "exec", e.ns.Name(), "dpdk-testpmd", "-l", "0-1", "--no-pci", "--no-huge", "-m", "1024",
 		"--no-shconf", "--file-prefix", testpmdPrefix(),
 		"--vdev", "net_af_xdp0,iface=" + e.topo.Veth.Peer.Name + ",start_queue=0,queue_count=1,busy_budget=0",
@@ -967,10 +973,6 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 		return nil, err
 	}
 	p.cmd.Stderr = &p.stderr
-	dpdkParent.once.Do(func() {
-		_, err := os.Stat(filepath.Dir(testpmdRuntimeDir()))
-		dpdkParent.made = errors.Is(err, fs.ErrNotExist)
-	})
 	if err := child.Start(p.cmd); err != nil {
 		return nil, err
 	}
@@ -1002,96 +1004,91 @@ func startTestpmd(ctx context.Context, e *env, mode string) (*testpmdProc, error
 	}
 }
 
-// testpmdPrefix is testpmd's --file-prefix, one per compare process.
-func testpmdPrefix() string { return ownName() }
+// testpmdPrefix is testpmd's --file-prefix, one per compare process:
+// ownName, followed by madeDPDKDir if dpdkDir was missing when this
+// process first started testpmd. testpmd then made it, and a compare
+// killed outright cannot remove it: the prefix tells the next one's
+// removeStale that it may.
+func testpmdPrefix() string {
+	if dpdkParent.made {
+		return ownName() + madeDPDKDir
+	}
+	return ownName()
+}
+
+// madeDPDKDir ends the --file-prefix of a compare whose testpmd made
+// dpdkDir.
+const madeDPDKDir = "-madedir"
+
+// dpdkParent records whether dpdkDir was missing before this process
+// first started testpmd, which then made it.
+var dpdkParent struct {
+	once sync.Once
+	made bool
+}
+
+// owner names what compare makes after its process: afxcmpPID.
+var owner = stale.New("compare", "afxcmp")
 
 // ownName is what this process's namespace (ownName-HEX), testpmd's
-// runtime directory (ownName) and the C reference's build directory
+// runtime directory (testpmdPrefix) and the C reference's build directory
 // (ownName-crefRANDOM) are named after: afxcmpPID. A compare killed
 // outright (SIGKILL) leaves them behind, and the next one removes them:
 // see removeStale.
-func ownName() string { return "afxcmp" + strconv.Itoa(os.Getpid()) }
-
-// reStale matches the names ownName makes, the pid in its group.
-var reStale = regexp.MustCompile(`^afxcmp([0-9]+)(-|$)`)
+func ownName() string { return owner.Name() }
 
 // removeStale removes what compare processes that are gone left behind:
 // their named namespaces, testpmd's runtime directories and the C
-// reference's build directories, all named after the process (ownName).
-// A compare that is killed outright cannot remove them itself; what it
+// reference's build directories, all named after the process (ownName),
+// and dpdkDir, if one of them made it and nothing else is in it now. A
+// compare that is killed outright cannot remove them itself; what it
 // started dies with it (see package child), and its veth pair goes with
 // its host end's anonymous namespace. removeStale says on w what it
 // removed, and what it failed to, and goes on.
 func removeStale(w io.Writer) {
-	dead := func(name string) bool {
-		m := reStale.FindStringSubmatch(name)
-		if m == nil {
-			return false
+	removed := owner.RemoveStale(w,
+		stale.Place{Dir: "/var/run/netns", What: "namespace", Remove: netns.DeleteNamed},
+		stale.Place{Dir: dpdkDir(), What: "testpmd's runtime directory"},
+		stale.Place{Dir: os.TempDir(), What: "C reference's build directory"})
+	for _, p := range removed {
+		if filepath.Dir(p) != dpdkDir() || !strings.HasSuffix(p, madeDPDKDir) {
+			continue
 		}
-		pid, err := strconv.Atoi(m[1])
-		return err == nil && pid != os.Getpid() && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
-	}
-	for _, d := range []struct {
-		dir, what string
-		remove    func(name string) error
-	}{
-		{"/var/run/netns", "namespace", netns.DeleteNamed},
-		{filepath.Dir(testpmdRuntimeDir()), "testpmd's runtime directory", nil},
-		{os.TempDir(), "C reference's build directory", nil},
-	} {
-		ents, err := os.ReadDir(d.dir)
-		if err != nil {
-			continue // none there
+		// Only when empty: another DPDK program may use it.
+		if err := os.Remove(dpdkDir()); err == nil {
+			fmt.Fprintf(w, "compare: removed %s, made by a compare that is gone\n", dpdkDir())
+		} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+			fmt.Fprintf(w, "compare: remove %s, made by a compare that is gone: %v\n", dpdkDir(), err)
 		}
-		for _, e := range ents {
-			if !dead(e.Name()) {
-				continue
-			}
-			path := filepath.Join(d.dir, e.Name())
-			var err error
-			if d.remove != nil {
-				err = d.remove(e.Name())
-			} else {
-				err = os.RemoveAll(path)
-			}
-			if err != nil {
-				fmt.Fprintf(w, "compare: remove %s %s, left by a compare that is gone: %v\n", d.what, path, err)
-			} else {
-				fmt.Fprintf(w, "compare: removed %s %s, left by a compare that is gone\n", d.what, path)
-			}
-		}
+		break
 	}
 }
 
-// testpmdRuntimeDir is the directory DPDK makes for the prefix, even with
-// --no-shconf (eal_create_runtime_dir: /var/run/dpdk/PREFIX as root), and
-// leaves behind when testpmd exits.
-func testpmdRuntimeDir() string {
+// dpdkDir is the directory that holds DPDK's runtime directories, which
+// DPDK makes when it is missing: /var/run/dpdk as root.
+func dpdkDir() string {
 	base := "/var/run"
 	if os.Getuid() != 0 {
 		if base = os.Getenv("XDG_RUNTIME_DIR"); base == "" {
 			base = "/tmp"
 		}
 	}
-	return filepath.Join(base, "dpdk", testpmdPrefix())
+	return filepath.Join(base, "dpdk")
 }
 
-// dpdkParent records whether the directory that holds DPDK's runtime
-// directories (/var/run/dpdk) was missing before this process first
-// started testpmd, which then made it.
-var dpdkParent struct {
-	once sync.Once
-	made bool
-}
+// testpmdRuntimeDir is the directory DPDK makes for the prefix, even with
+// --no-shconf (eal_create_runtime_dir: /var/run/dpdk/PREFIX as root), and
+// leaves behind when testpmd exits.
+func testpmdRuntimeDir() string { return filepath.Join(dpdkDir(), testpmdPrefix()) }
 
 // exited removes what testpmd left behind once it has exited: its runtime
-// directory, and the one that holds it if testpmd made that and nothing
-// else uses it (os.Remove leaves a directory that is not empty).
+// directory, and dpdkDir if testpmd made that and nothing else uses it
+// (os.Remove leaves a directory that is not empty).
 func (p *testpmdProc) exited() {
 	p.done = true
 	os.RemoveAll(testpmdRuntimeDir())
 	if dpdkParent.made {
-		os.Remove(filepath.Dir(testpmdRuntimeDir()))
+		os.Remove(dpdkDir())
 	}
 }
 

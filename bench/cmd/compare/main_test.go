@@ -355,7 +355,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 	// (/var/run/dpdk) if there is none; what testpmd made must go when it
 	// exits. One that is there and empty is what an earlier run left
 	// behind: remove it, so that the test sees DPDK make it.
-	parent := filepath.Dir(testpmdRuntimeDir())
+	parent := dpdkDir()
 	if err := os.Remove(parent); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Logf("%s is there and in use (%v): not checking that it is removed", parent, err)
 	}
@@ -404,7 +404,7 @@ func TestTestpmdAccountsForEveryFrame(t *testing.T) {
 		if _, err := os.Stat(testpmdRuntimeDir()); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after testpmd %s exited, its runtime directory %s: %v; want it removed", p.mode, testpmdRuntimeDir(), err)
 		}
-		if parent := filepath.Dir(testpmdRuntimeDir()); parentMade {
+		if parentMade {
 			if _, err := os.Stat(parent); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("after testpmd %s exited, %s, which DPDK made: %v; want it removed", p.mode, parent, err)
 			}
@@ -946,9 +946,9 @@ func TestMain(m *testing.M) {
 // SIGPIPE at its next statistics line, so its case checks that the
 // parent-death signal passes through `ip netns exec`, and what it leaves.
 // compare cannot remove its named namespace, testpmd's runtime directory
-// or the C reference's build directory then: the test checks that the
-// next compare's removeStale does. Its veth pair goes with its host end's
-// anonymous namespace.
+// or the C reference's build directory then, nor /var/run/dpdk, which its
+// testpmd made: the test checks that the next compare's removeStale does.
+// Its veth pair goes with its host end's anonymous namespace.
 func TestKilledLeavesNothingRunning(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	if err := ensureTestpmd(); err != nil {
@@ -968,7 +968,14 @@ func TestKilledLeavesNothingRunning(t *testing.T) {
 // named proc runs, and checks what is left.
 func killCompare(t *testing.T, contender, proc string) {
 	dir := t.TempDir()
-	_, dpdkParentBefore := os.Stat(filepath.Dir(testpmdRuntimeDir()))
+	if proc == "dpdk-testpmd" {
+		// An empty dpdkDir is what an earlier run left behind: remove
+		// it, so that the killed compare's testpmd makes it.
+		if err := os.Remove(dpdkDir()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Logf("%s is there and in use (%v): not checking that it is removed", dpdkDir(), err)
+		}
+	}
+	_, dpdkParentBefore := os.Stat(dpdkDir())
 	stderr, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)
@@ -1043,7 +1050,6 @@ func killCompare(t *testing.T, contender, proc string) {
 		}
 	}
 	name := "afxcmp" + strconv.Itoa(cmd.Process.Pid)
-	runtimeDir := filepath.Join(filepath.Dir(testpmdRuntimeDir()), name)
 	// What the old compare left running.
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	if err := cmd.Process.Kill(); err != nil {
@@ -1060,13 +1066,20 @@ func killCompare(t *testing.T, contender, proc string) {
 	defer netns.DeleteNamed(ns) // should removeStale not
 	left := []string{filepath.Join("/var/run/netns", ns)}
 	if proc == "dpdk-testpmd" {
-		defer os.RemoveAll(runtimeDir)
-		if parent := filepath.Dir(runtimeDir); dpdkParentBefore != nil {
-			// testpmd made it, and the killed compare could not
-			// remove it.
-			defer os.Remove(parent)
+		// Named after the killed compare, and marked if its testpmd
+		// made dpdkDir, which the killed compare could not remove
+		// then.
+		want := name
+		if dpdkParentBefore != nil {
+			want += madeDPDKDir
 		}
+		runtimeDir := filepath.Join(dpdkDir(), want)
+		defer os.RemoveAll(runtimeDir) // should removeStale not
 		left = append(left, runtimeDir)
+		if dpdkParentBefore != nil {
+			defer os.Remove(dpdkDir())
+			left = append(left, dpdkDir())
+		}
 	} else {
 		builds, _ := filepath.Glob(filepath.Join(dir, name+"-cref*"))
 		if len(builds) != 1 {
@@ -1087,5 +1100,43 @@ func killCompare(t *testing.T, contender, proc string) {
 		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after removeStale: %v; want it removed", p, err)
 		}
+	}
+}
+
+// TestRemoveStaleKeepsDPDKDirInUse leaves in dpdkDir what a killed
+// compare whose testpmd made it leaves there, with another program's
+// runtime directory beside it, and checks that removeStale removes the
+// killed compare's and keeps the other and dpdkDir itself.
+func TestRemoveStaleKeepsDPDKDirInUse(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dpdkDir()); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(dpdkDir(), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(dpdkDir())
+	}
+	left := filepath.Join(dpdkDir(), "afxcmp"+strconv.Itoa(gone.Process.Pid)+madeDPDKDir)
+	other := filepath.Join(dpdkDir(), "afxtest"+netenv.RandomName("")[:6])
+	for _, d := range []string{left, other} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(d)
+	}
+	var out strings.Builder
+	removeStale(&out)
+	t.Logf("removeStale said:\n%s", out.String())
+	if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s after removeStale: %v; want it removed", left, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("%s, another program's, after removeStale: %v; want it kept", other, err)
+	}
+	if strings.Contains(out.String(), "remove "+dpdkDir()+",") {
+		t.Errorf("removeStale reported a failure to remove %s, which is in use", dpdkDir())
 	}
 }
