@@ -7,7 +7,11 @@
 // into the page's template (results.md.tmpl, next to this file) with the
 // commands that reproduce them. It builds jitter, compare and the
 // benchmarks' test binary first and runs the binaries itself, rather than
-// through go run and go test, so that they end with it (see command).
+// through go run and go test, so that they end with it (see command). It
+// builds them in a temporary directory named after its pid
+// (afxresPID-RANDOM, in TMPDIR), which holds the go command's work
+// directories too (GOTMPDIR); killed outright (SIGKILL), it cannot remove
+// that, and the next results does.
 //
 // It needs root, like the benchmarks. Run it from the module root on an
 // otherwise idle machine:
@@ -23,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +39,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bench/cmd/internal/child"
+	"github.com/afxdp/afxdp/bench/cmd/internal/stale"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 )
 
@@ -206,11 +212,17 @@ func run(ctx context.Context) error {
 	if err := checkFlags(); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "afxdp-results")
+	removeStale(os.Stderr)
+	tmp, err := os.MkdirTemp("", owner.Name()+"-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	// go's own work directories too, which a go command ended by a
+	// signal (results' death, see command) leaves behind.
+	if err := os.Setenv("GOTMPDIR", tmp); err != nil {
+		return err
+	}
 	d := data{
 		Date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		Kernel:    first(sh(ctx, "uname", "-r")),
@@ -308,6 +320,18 @@ func run(ctx context.Context) error {
 		return err
 	}
 	return os.WriteFile(*out, b, 0o644)
+}
+
+// owner names results' temporary directory after its process:
+// afxresPID-RANDOM.
+var owner = stale.New("results", "afxres")
+
+// removeStale removes the temporary directories of results processes
+// that are gone: one killed outright (SIGKILL) cannot remove its own, with
+// the programs it built in it. It says on w what it removed, and what it
+// failed to.
+func removeStale(w io.Writer) {
+	owner.RemoveStale(w, stale.Place{Dir: os.TempDir(), What: "temporary directory"})
 }
 
 // render fills the page's template with d.

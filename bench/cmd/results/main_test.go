@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,20 +182,28 @@ type resultsRun struct {
 
 // startResults runs results with a `go` whose builds make a program
 // that writes its pid and sleeps for a minute, and returns once results
-// runs the first (jitter). The test kills results and the child when it
-// ends.
-func startResults(t *testing.T) *resultsRun {
+// runs the first (jitter). results' TMPDIR is tmp, or a new directory if
+// tmp is empty. The test kills results and the child when it ends.
+func startResults(t *testing.T, tmp string) *resultsRun {
 	dir := t.TempDir()
-	bin, tmp := filepath.Join(dir, "bin"), filepath.Join(dir, "tmp")
-	for _, d := range []string{bin, tmp} {
+	bin := filepath.Join(dir, "bin")
+	mk := []string{bin}
+	if tmp == "" {
+		tmp = filepath.Join(dir, "tmp")
+		mk = append(mk, tmp)
+	}
+	for _, d := range mk {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	pidFile := filepath.Join(dir, "child.pid")
-	// go build -o PATH PKG writes a program to PATH.
+	// go build -o PATH PKG writes a program to PATH. It leaves its work
+	// directory, in GOTMPDIR or else TMPDIR, as a go build ended by a
+	// signal does.
 	fake := "#!/bin/sh\ncase \"$1\" in\n" +
-		"build) printf '#!/bin/sh\\necho $$ > " + pidFile + "; exec sleep 60\\n' > \"$3\"; chmod +x \"$3\";;\n" +
+		"build) mkdir \"${GOTMPDIR:-$TMPDIR}/go-build$$\"; " +
+		"printf '#!/bin/sh\\necho $$ > " + pidFile + "; exec sleep 60\\n' > \"$3\"; chmod +x \"$3\";;\n" +
 		"*) echo fake go;;\nesac\n"
 	if err := os.WriteFile(filepath.Join(bin, "go"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
@@ -250,7 +259,7 @@ func (r *resultsRun) wait(t *testing.T, d time.Duration) {
 // group results made for it), removed its temporary directory and wrote
 // no page. results used to die at once, leaving both behind.
 func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
-	r := startResults(t)
+	r := startResults(t, "")
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -271,9 +280,11 @@ func TestInterruptEndsChildrenAndCleansUp(t *testing.T) {
 // does, kills it with SIGKILL, which it cannot catch, and checks that its
 // child (which stands for compare, now run directly rather than under
 // `go run`) ends all the same. The child used to go on, re-parented: a
-// signal to `go run` would not have reached the compare it ran.
+// signal to `go run` would not have reached the compare it ran. The
+// killed results cannot remove its temporary directory: the test checks
+// that the next results, with the same TMPDIR, does, and leaves its own.
 func TestKilledEndsChildren(t *testing.T) {
-	r := startResults(t)
+	r := startResults(t, "")
 	if err := r.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +293,38 @@ func TestKilledEndsChildren(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("results' child %d still running 10s after results was killed:\n%s", r.child, r.said())
 		}
+	}
+	// entries lists r's TMPDIR.
+	entries := func(r *resultsRun) []string {
+		t.Helper()
+		ents, err := os.ReadDir(r.tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	own := func(r *resultsRun) string { return "afxres" + strconv.Itoa(r.cmd.Process.Pid) + "-" }
+	names := entries(r)
+	if len(names) != 1 {
+		t.Fatalf("the killed results left %q in its TMPDIR %s; want its temporary directory", names, r.tmp)
+	}
+	if !strings.HasPrefix(names[0], own(r)) {
+		t.Errorf("the killed results' temporary directory %s: want it named %s*, after results' pid", names[0], own(r))
+	}
+	left := filepath.Join(r.tmp, names[0])
+	next := startResults(t, r.tmp)
+	if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s, the killed results' temporary directory, once the next results runs: %v; want it removed", left, err)
+	}
+	if names := entries(next); len(names) != 1 || !strings.HasPrefix(names[0], own(next)) {
+		t.Errorf("the next results' TMPDIR %s holds %q; want its own temporary directory alone, %s*", next.tmp, names, own(next))
+	}
+	if !strings.Contains(next.said(), "results: removed temporary directory "+left+", left by a results that is gone\n") {
+		t.Errorf("the next results did not say it removed %s:\n%s", left, next.said())
 	}
 }
 
