@@ -127,7 +127,7 @@ func wantGone(t *testing.T, old ids) {
 		"old xskmap":             func() (io.Closer, error) { return ebpf.NewMapFromID(ebpf.MapID(old.xsks)) },
 		"old registration map":   func() (io.Closer, error) { return ebpf.NewMapFromID(ebpf.MapID(old.twin)) },
 	} {
-		waitFor(t, what+" to be released by the kernel", func() bool { return gone(open) })
+		testenv.WaitFor(t, what+" to be released by the kernel", func() bool { return gone(open) })
 	}
 }
 
@@ -283,7 +283,7 @@ func TestFollowLink(t *testing.T) {
 	if err := c0.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the old connection to end", func() bool { return e.srv.Conns() == 1 })
+	testenv.WaitFor(t, "the old connection to end", func() bool { return e.srv.Conns() == 1 })
 	receiveUDP(t, v2.Host, v2.Peer.IP(), s1, 5)
 
 	// Nothing of the old incarnation is left: not in the kernel (s0, still
@@ -294,7 +294,7 @@ func TestFollowLink(t *testing.T) {
 	}
 	s0.Close()
 	s1.Close()
-	waitFor(t, "the connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connections to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != fds {
 		t.Errorf("%d descriptors open, %d before the interface went", after, fds)
 	}

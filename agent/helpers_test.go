@@ -185,18 +185,6 @@ func newPipe(t *testing.T) int {
 	return p[0]
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // udpReachesStack sends a few UDP datagrams from the peer to the host end on
 // testPort and reports whether the host's network stack received any: true
 // when the XSKMAP has no entry for queue 0 (the program passes the frame

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/testenv"
 )
 
 // Tests that play a hostile client on a raw socket. After each, the server
@@ -33,13 +35,13 @@ func takeBaseline(t *testing.T) baseline {
 // a well-behaved client to work (its fds are gone at its end too).
 func (b baseline) check(t *testing.T, e *testEnv) {
 	t.Helper()
-	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= b.goroutines+2 })
+	testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= b.goroutines+2 })
 	if after := fdCount(t); after != b.fds {
 		t.Errorf("fds: %d before, %d after", b.fds, after)
 	}
 	wellBehaved(t, e)
-	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != b.fds {
 		t.Errorf("fds after a good session: %d before, %d after", b.fds, after)
 	}
@@ -323,7 +325,7 @@ func TestHostileFlood(t *testing.T) {
 				c.Write([]byte("/connect, flood"))
 			}
 		}
-		waitFor(t, "the flood to be accepted", func() bool { return e.srv.Conns() == n })
+		testenv.WaitFor(t, "the flood to be accepted", func() bool { return e.srv.Conns() == n })
 		wellBehaved(t, e)
 		// Half of them go away abruptly, half with a request pending.
 		for i, c := range conns {
@@ -366,7 +368,7 @@ func TestHostileNeverReads(t *testing.T) {
 				wellBehaved(t, e)
 			}
 		})
-		waitFor(t, "the server to drop the stalled client", func() bool { return e.srv.Conns() == 0 })
+		testenv.WaitFor(t, "the server to drop the stalled client", func() bool { return e.srv.Conns() == 0 })
 	})
 	b.check(t, e)
 }
@@ -439,11 +441,11 @@ func TestHostileDisconnect(t *testing.T) {
 					r.c.CloseRead()
 					r.c.Write([]byte(ReqVersion))
 				}
-				waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+				testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 				r.c.Close()
 			}
 		}
-		waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+		testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
 		if !e.udpReachesStack(t) {
 			t.Error("XSKMAP entry left by a client that went away")
 		}
@@ -558,7 +560,7 @@ func TestHostileTooManyConns(t *testing.T) {
 			}
 			held = append(held, c)
 		}
-		waitFor(t, "the connections within the limit to be served", func() bool { return e.srv.Conns() == limit })
+		testenv.WaitFor(t, "the connections within the limit to be served", func() bool { return e.srv.Conns() == limit })
 		extra, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: e.sock, Net: "unixpacket"})
 		if err != nil {
 			t.Fatal(err)
@@ -576,7 +578,7 @@ func TestHostileTooManyConns(t *testing.T) {
 		}
 		held[0].Close()
 		held = held[1:]
-		waitFor(t, "a served connection to go", func() bool { return e.srv.Conns() == limit-1 })
+		testenv.WaitFor(t, "a served connection to go", func() bool { return e.srv.Conns() == limit-1 })
 		wellBehaved(t, e)
 	})
 	b.check(t, e)
@@ -706,25 +708,25 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 		{"write_timeout", func(o *ServerOptions) { o.WriteTimeout = 500 * time.Millisecond }, func(t *testing.T, e *testEnv) {
 			r := dialRaw(t, e.sock)
 			queue(t, r, ReqVersion)
-			waitFor(t, "the server to drop the client that does not read", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the server to drop the client that does not read", func() bool { return e.srv.Conns() == 0 })
 		}},
 		{"client_closes", nil, func(t *testing.T, e *testEnv) {
 			r := dialRaw(t, e.sock)
 			queue(t, r, ReqVersion)
 			r.c.Close()
-			waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 		}},
 		{"fin_then_empty", nil, func(t *testing.T, e *testEnv) {
 			// An empty datagram reads like the end of the stream.
 			r := dialRaw(t, e.sock)
 			queue(t, r, ReqFin, "", ReqVersion)
 			r.readUntil(RespFinAck)
-			waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 			r.wantHangup()
 		}},
 		{"beyond_max_conns", func(o *ServerOptions) { o.MaxConns = 1 }, func(t *testing.T, e *testEnv) {
 			held := dialRaw(t, e.sock)
-			waitFor(t, "the first connection to be served", func() bool { return e.srv.Conns() == 1 })
+			testenv.WaitFor(t, "the first connection to be served", func() bool { return e.srv.Conns() == 1 })
 			// The server closes the next one as soon as it accepts it; the
 			// request must be queued before that, so try a few times.
 			queued := false
@@ -752,7 +754,7 @@ func TestHostileLingeringFDQueued(t *testing.T) {
 				t.Fatal("the server closed every connection beyond MaxConns before a request reached it")
 			}
 			held.c.Close()
-			waitFor(t, "the first connection to end", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the first connection to end", func() bool { return e.srv.Conns() == 0 })
 			wellBehaved(t, e) // the device still accepts connections
 		}},
 	} {

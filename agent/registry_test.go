@@ -74,7 +74,7 @@ func TestReleaseSparesOthersEntry(t *testing.T) {
 			if err := a.Close(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
+			testenv.WaitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
 			if e.udpReachesStack(t) {
 				t.Fatal("a's disconnect removed b's entry")
 			}
@@ -142,7 +142,7 @@ func TestRegisterChecks(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a's connection to end", func() bool { return srv.Conns() == 1 })
+	testenv.WaitFor(t, "a's connection to end", func() bool { return srv.Conns() == 1 })
 	if err := b.Register(dev, 0, q0.FD()); err != nil {
 		t.Fatalf("Register of the queue a held, after a left: %v", err)
 	}
@@ -180,7 +180,7 @@ func TestWriteTimeout(t *testing.T) {
 		t.Fatalf("after %d requests with no answer read, the send = %v; want the server to have hung up", sent, err)
 	}
 	t.Logf("%d requests sent before the server hung up: %v", sent, err)
-	waitFor(t, "the server to drop the connection", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the server to drop the connection", func() bool { return e.srv.Conns() == 0 })
 }
 
 // TestFinReleasesBeforeAck: /fin_ack means the registrations are gone. A
@@ -399,7 +399,7 @@ func TestReleaseBeforeDrain(t *testing.T) {
 			}
 			// a's connection ends once the close returns; it must leave
 			// b's entry.
-			waitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
+			testenv.WaitFor(t, "a's connection to end", func() bool { return e.srv.Conns() == 1 })
 			if e.udpReachesStack(t) {
 				t.Fatal("the end of a's connection removed b's entry")
 			}

@@ -185,7 +185,7 @@ func TestConformance(t *testing.T) {
 		}
 	})
 
-	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
 		t.Errorf("fds: %d before, %d after", before, after)
 	}
@@ -254,7 +254,7 @@ func TestMalformed(t *testing.T) {
 		other.roundTrip("/fin", RespFinAck, 0)
 		other.wantHangup()
 	})
-	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
 		t.Errorf("fds: %d before, %d after (received descriptors leaked?)", before, after)
 	}
@@ -293,7 +293,7 @@ func TestManyClients(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connections to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
 		t.Errorf("fds: %d before, %d after", before, after)
 	}
@@ -315,7 +315,7 @@ func TestRefusedUID(t *testing.T) {
 			r.wantHangup()
 			r.c.Close()
 		}
-		waitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
+		testenv.WaitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
 
 		// A client that sends its request before reading gets the answer
 		// too, or EPIPE on the send and then the answer: the Client
@@ -342,7 +342,7 @@ func TestRefusedUID(t *testing.T) {
 				t.Errorf("Close after refusal: %v", err)
 			}
 		}
-		waitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
+		testenv.WaitFor(t, "refused connections to end", func() bool { return e.srv.Conns() == 0 })
 		if after := fdCount(t); after != before {
 			t.Errorf("fds: %d before, %d after", before, after)
 		}
@@ -443,7 +443,7 @@ func TestClientDies(t *testing.T) {
 			if err := p.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the agent to notice", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the agent to notice", func() bool { return e.srv.Conns() == 0 })
 			if !e.udpReachesStack(t) {
 				t.Fatal("UDP still redirected after the child died: XSKMAP entry left behind")
 			}
@@ -472,7 +472,7 @@ func TestKernelDropsEntryOnClose(t *testing.T) {
 	}
 	unix.Close(fd)
 	// The release is deferred past an RCU grace period; poll.
-	waitFor(t, "the kernel to drop the entry", func() bool { return e.udpReachesStack(t) })
+	testenv.WaitFor(t, "the kernel to drop the entry", func() bool { return e.udpReachesStack(t) })
 }
 
 // TestRegisterEndsWithConnection: entries made through /xsk_register go
@@ -496,7 +496,7 @@ func TestRegisterEndsWithConnection(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connection to end", func() bool { return e.srv.Conns() == 0 })
 	if !e.udpReachesStack(t) {
 		t.Fatal("entry left after the connection ended")
 	}
@@ -508,7 +508,7 @@ func TestIdleTimeout(t *testing.T) {
 	r := dialRaw(t, e.sock)
 	r.roundTrip("/connect, pod", RespHostOK, 0)
 	r.wantHangup()
-	waitFor(t, "connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "connection to end", func() bool { return e.srv.Conns() == 0 })
 }
 
 // TestIdleTimeoutKeepsRegistration: a connection whose /xsk_register entry
@@ -536,7 +536,7 @@ func TestIdleTimeoutKeepsRegistration(t *testing.T) {
 
 	time.Sleep(5 * idle)
 	idler.wantHangup()
-	waitFor(t, "the idle connection to end", func() bool { return e.srv.Conns() == 1 })
+	testenv.WaitFor(t, "the idle connection to end", func() bool { return e.srv.Conns() == 1 })
 	e.receiveUDP(t, sock, 5)
 	if v, err := c.Version(); err != nil || v != ProtocolVersion {
 		t.Fatalf("registered connection after %v idle: Version() = %q, %v", 5*idle, v, err)
@@ -545,7 +545,7 @@ func TestIdleTimeoutKeepsRegistration(t *testing.T) {
 	if err := sock.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the connection to end once its socket is gone", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connection to end once its socket is gone", func() bool { return e.srv.Conns() == 0 })
 	if !e.udpReachesStack(t) {
 		t.Error("UDP still redirected after the socket closed")
 	}

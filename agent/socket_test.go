@@ -125,11 +125,11 @@ func TestOpenSocket(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatalf("second Close: %v", err)
 			}
-			waitFor(t, "the entry to go", func() bool { return e.udpReachesStack(t) })
+			testenv.WaitFor(t, "the entry to go", func() bool { return e.udpReachesStack(t) })
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+			testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 			if after := fdCount(t); after != before {
 				t.Errorf("fds: %d before, %d after", before, after)
 			}
@@ -158,7 +158,7 @@ func TestOpenSocketReadOnlyMap(t *testing.T) {
 		t.Error("UDP redirected after a refused open")
 	}
 	c.Close()
-	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
 		t.Errorf("fds: %d before, %d after", before, after)
 	}
@@ -178,7 +178,7 @@ func TestDialSocket(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 
 	// Every default, as README's one-liner has it: the UMEM of
 	// DefaultSocketFrames gets a fill ring its receive frames can fill.
@@ -190,7 +190,7 @@ func TestDialSocket(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 
 	// A device this agent socket does not serve: /fd_nak, nothing left.
 	other := testenv.NewVeth(t, nil)
@@ -199,7 +199,7 @@ func TestDialSocket(t *testing.T) {
 	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), RespFDNak) || !strings.Contains(err.Error(), "device "+other.Host.Name) {
 		t.Errorf("DialSocket for another device = %v, want %s naming the device", err, RespFDNak)
 	}
-	waitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
+	testenv.WaitFor(t, "the connection to end", func() bool { return e.srv.Conns() == 0 })
 	if after := fdCount(t); after != before {
 		t.Errorf("fds: %d before, %d after a refused DialSocket", before, after)
 	}
@@ -225,7 +225,7 @@ func TestOpenPinned(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the entry to go", func() bool { return e.udpReachesStack(t) })
+	testenv.WaitFor(t, "the entry to go", func() bool { return e.udpReachesStack(t) })
 	if _, err := OpenPinned(filepath.Join(pinDir, "missing"), e.dev, 0, smallXSK); err == nil {
 		t.Error("OpenPinned of a missing pin succeeded")
 	}

@@ -504,7 +504,7 @@ func runWorkload(t *testing.T, readOnlyMap bool, count uint64, want agent.Regist
 		float64(count)/elapsed.Seconds(), done)
 
 	// The workload is gone: so are its connection and its XSKMAP entry.
-	waitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
+	testenv.WaitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
 	if err := probeStack(t, v.Peer.NS.Do, v.Host.IP(), v.Peer.IP()); err != nil {
 		t.Error(err)
 	}
@@ -542,15 +542,3 @@ func probeStack(t *testing.T, inPeer func(func() error) error, hostIP, peerIP ne
 
 // socketDir makes an agent socket directory that other UIDs may traverse.
 func socketDir(t *testing.T) string { return testenv.SharedDir(t, "afxdp-e2e-") }
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -371,7 +371,7 @@ func runSender(t *testing.T, b *runc.Bundle, ns *netenv.Netns, a *cni.Attachment
 			t.Errorf("sender's output lacks %q", want)
 		}
 	}
-	waitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
+	testenv.WaitFor(t, "the agent to drop the connection", func() bool { return srv.Conns() == 0 })
 }
 
 // runFailure describes a failed runc.Run: with the container's output when

@@ -29,6 +29,21 @@ func Settle(tb testing.TB, within time.Duration, check func() []string) {
 	}
 }
 
+// WaitFor calls cond every 10 ms until it holds, and fails tb, saying
+// that it timed out waiting for what, if it still does not after 10 s: a
+// deadline generous enough for a loaded machine, for what the kernel or
+// another goroutine does a moment after the test's call returns.
+func WaitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // FailsOnce calls fn (a Close made to fail) from callers goroutines at
 // once and fails tb unless exactly one of them returned an error, and
 // unless a call after them returns nil: a failure is reported once, to

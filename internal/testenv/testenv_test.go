@@ -237,3 +237,15 @@ func TestSettle(t *testing.T) {
 		t.Errorf("check called %d times, want 3", calls)
 	}
 }
+
+// TestWaitFor returns once cond holds, having called it until then.
+func TestWaitFor(t *testing.T) {
+	calls := 0
+	WaitFor(t, "the third call", func() bool {
+		calls++
+		return calls == 3
+	})
+	if calls != 3 {
+		t.Errorf("cond called %d times, want 3", calls)
+	}
+}
