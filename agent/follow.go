@@ -166,7 +166,7 @@ func (s *Server) follow(d *device, seen *incarnation, why error) error {
 		return fmt.Errorf("attach a new program (%w): %w", why, err)
 	}
 	if s.opts.PinDir != "" {
-		if err := d.pin(s.opts.PinDir, in); err != nil {
+		if err := d.pin(s.opts.PinDir, in, nil); err != nil {
 			return errors.Join(fmt.Errorf("attach a new program (%w): %w", why, err), in.close())
 		}
 	}

@@ -35,22 +35,26 @@ const maxSymlinks = 40
 //     the agent's user (the rule of fs.protected_symlinks);
 //   - the directory itself must not be a symbolic link, must belong to
 //     root or the agent's user and be writable by nobody else.
-func openSocketDir(path string) (fd int, err error) {
-	return openTrustedDir(path, "socket directory", false)
+//
+// The directories it creates are appended to made (if not nil), parents
+// first, also when it fails.
+func openSocketDir(path string, made *[]string) (fd int, err error) {
+	return openTrustedDir(path, "socket directory", false, made)
 }
 
 // openPinDir is openSocketDir for ServerOptions.PinDir, with one rule
 // less: the pin directory itself may be writable by others if it is sticky
 // (the root of a bpffs mounted without a mode is 1777), since the agent
 // pins only in <PinDir>/<device>, which openPinDeviceDir checks.
-func openPinDir(path string) (fd int, err error) {
-	return openTrustedDir(path, "pin directory", true)
+func openPinDir(path string, made *[]string) (fd int, err error) {
+	return openTrustedDir(path, "pin directory", true, made)
 }
 
 // openTrustedDir does the work of openSocketDir and openPinDir; what names
-// the directory in errors, and stickyLast lets the directory itself be
-// writable by others when it is sticky.
-func openTrustedDir(path, what string, stickyLast bool) (fd int, err error) {
+// the directory in errors, stickyLast lets the directory itself be
+// writable by others when it is sticky, and made receives the directories
+// created.
+func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return -1, fmt.Errorf(what+" %s: %w", path, err)
@@ -83,7 +87,9 @@ func openTrustedDir(path, what string, stickyLast bool) (fd int, err error) {
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, fmt.Errorf("create "+what+" %s: %w", next, os.NewSyscallError("mkdirat", merr))
 			}
-			created = merr == nil
+			if created = merr == nil; created {
+				noteMade(made, next)
+			}
 			nfd, err = openDirAt(fd, name)
 		}
 		if err == nil && created {
@@ -206,9 +212,13 @@ type deviceDir struct {
 // agent's user, group root, mode 0700. A directory left by an agent that
 // died may belong to the allowed user it was handed to; nobody else can
 // have made it, since only root writes in the socket directory. A symbolic
-// link or anything but a directory is refused.
-func openDeviceDir(sdfd int, name, path string) (_ *deviceDir, err error) {
-	if err := unix.Mkdirat(sdfd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+// link or anything but a directory is refused. If it creates the
+// directory, it appends path to made (if not nil).
+func openDeviceDir(sdfd int, name, path string, made *[]string) (_ *deviceDir, err error) {
+	switch err := unix.Mkdirat(sdfd, name, 0o700); {
+	case err == nil:
+		noteMade(made, path)
+	case !errors.Is(err, unix.EEXIST):
 		return nil, fmt.Errorf("create socket directory %s: %w", path, os.NewSyscallError("mkdirat", err))
 	}
 	fd, err := openDirAt(sdfd, name)
@@ -296,11 +306,15 @@ func (d *deviceDir) Close() error {
 // after making sure that it is no symbolic link, belongs to root or the
 // agent's user and is writable by nobody else: a user who made it first,
 // in a pin directory that others may write to, could otherwise unlink or
-// replace the pin in it, or lead the agent to another directory.
-func openPinDeviceDir(pdfd int, name, path string) (_ int, err error) {
+// replace the pin in it, or lead the agent to another directory. If it
+// creates the directory, it appends path to made (if not nil).
+func openPinDeviceDir(pdfd int, name, path string, made *[]string) (_ int, err error) {
 	merr := unix.Mkdirat(pdfd, name, 0o755)
 	if merr != nil && !errors.Is(merr, unix.EEXIST) {
 		return -1, fmt.Errorf("create pin directory %s: %w", path, os.NewSyscallError("mkdirat", merr))
+	}
+	if merr == nil {
+		noteMade(made, path)
 	}
 	fd, err := openDirAt(pdfd, name)
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
@@ -338,4 +352,11 @@ func removeStaleAt(dirfd int, name, path string) error {
 		return fmt.Errorf("remove stale %s: %w", path, os.NewSyscallError("unlinkat", err))
 	}
 	return nil
+}
+
+// noteMade appends the directory path to made, unless made is nil.
+func noteMade(made *[]string, path string) {
+	if made != nil {
+		*made = append(*made, path)
+	}
 }

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,21 +92,26 @@ func TestSocketDirRefused(t *testing.T) {
 // TestSocketDirCreated: what is missing of SocketDir is made, root's and
 // 0755 whatever the umask (users other than root must be able to reach
 // their sockets through it); a symbolic link on the way that root owns is
-// followed.
+// followed. The server is one that works: a NewServer that fails removes
+// what it made (TestNewServerFailedLeavesNothing).
 func TestSocketDirCreated(t *testing.T) {
 	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
 	base := socketDir(t)
 	real := mkdir(t, base, "real", 0o755)
 	symlink(t, "real", filepath.Join(base, "link"))
 	sd := filepath.Join(base, "link", "a", "b")
-	// The device does not exist: NewServer fails after the directories.
 	// No test in this package runs in parallel with this one, so the
 	// process-wide umask change touches nothing else.
 	umask := syscall.Umask(0o077)
-	_, err := NewServer(&ServerOptions{Devices: []Device{{Name: "afxdp-none"}}, SocketDir: sd, Logger: testLogger(t)})
+	srv, err := NewServer(&ServerOptions{Devices: []Device{{Name: v.Host.Name}}, SocketDir: sd, Logger: testLogger(t)})
 	syscall.Umask(umask)
-	if err == nil {
-		t.Fatal("NewServer for a missing interface succeeded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if want := filepath.Join(sd, v.Host.Name, SocketName); srv.SocketPath(v.Host.Name) != want {
+		t.Errorf("socket at %s, want %s", srv.SocketPath(v.Host.Name), want)
 	}
 	for _, d := range []string{filepath.Join(real, "a"), filepath.Join(real, "a", "b")} {
 		uid, mode := stat(t, d)
@@ -112,6 +119,74 @@ func TestSocketDirCreated(t *testing.T) {
 			t.Errorf("%s: uid %d mode %v, want a directory of root's with mode 0755", d, uid, mode)
 		}
 	}
+}
+
+// TestNewServerFailedLeavesNothing: a NewServer that fails, whether before
+// any device is set up or after the first of two, removes the directories
+// it made (of SocketDir, PinDir and the devices') and no other: one that
+// was there before, left by an earlier run, stays. It detaches what it
+// attached.
+func TestNewServerFailedLeavesNothing(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name    string
+		served  bool // the first device exists, and the second is missing
+		earlier bool // the directories are there from an earlier run
+	}{
+		{"missing_interface", false, false},
+		{"second_device_missing", true, false},
+		{"earlier_directories", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testenv.NewVeth(t, nil)
+			base := mkdir(t, socketDir(t), "real", 0o755)
+			symlink(t, "real", filepath.Join(filepath.Dir(base), "link"))
+			sd := filepath.Join(filepath.Dir(base), "link", "a", "b")
+			mnt := testenv.MountBPFFS(t)
+			pinDir := filepath.Join(mnt, "p", "q")
+			if tc.earlier {
+				for _, d := range []string{filepath.Join(base, "a", "b", v.Host.Name), filepath.Join(mnt, "p", "q", v.Host.Name)} {
+					if err := os.MkdirAll(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			before := append(tree(t, base), tree(t, mnt)...)
+			devs := []Device{{Name: "afxdp-none"}}
+			if tc.served {
+				devs = []Device{{Name: v.Host.Name}, {Name: "afxdp-none"}}
+			}
+			srv, err := NewServer(&ServerOptions{Devices: devs, SocketDir: sd, PinDir: pinDir, Logger: testLogger(t)})
+			if err == nil {
+				srv.Close()
+				t.Fatal("NewServer for a missing interface succeeded")
+			}
+			if !strings.Contains(err.Error(), "device afxdp-none") {
+				t.Errorf("NewServer = %v, want an error naming device afxdp-none", err)
+			}
+			if after := append(tree(t, base), tree(t, mnt)...); !slices.Equal(after, before) {
+				t.Errorf("after the failed NewServer:\n%s\nwant what was there before:\n%s",
+					strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+			if info, err := bpf.QueryXDP(v.Host.Index); err != nil || info.Attached() {
+				t.Errorf("program left attached after a failed NewServer: %+v, %v", info, err)
+			}
+		})
+	}
+}
+
+// tree lists root and everything under it, not following symbolic links.
+func tree(t *testing.T, root string) []string {
+	t.Helper()
+	var paths []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		paths = append(paths, path)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
 }
 
 // TestSocketDirSymlinkedDevice: a symbolic link where the device's

@@ -78,11 +78,12 @@ type ServerOptions struct {
 
 	// SocketDir holds one directory per device with the socket in it.
 	// Default /tmp/afxdp_dp. What is missing of it is created (mode
-	// 0755). Since the agent creates and chowns files in it as root,
-	// NewServer refuses a SocketDir that is a symbolic link, or that
-	// belongs to another user than root (or the agent's), or that group or
-	// others may write to; the directories above it must belong to root
-	// and be writable by nobody else unless sticky (as /tmp is). A
+	// 0755), and removed again if NewServer fails. Since the agent
+	// creates and chowns files in it as root, NewServer refuses a
+	// SocketDir that is a symbolic link, or that belongs to another user
+	// than root (or the agent's), or that group or others may write to;
+	// the directories above it must belong to root and be writable by
+	// nobody else unless sticky (as /tmp is). A
 	// <SocketDir>/<device> left by an earlier run is taken back and
 	// reused; a symbolic link there is refused.
 	SocketDir string
@@ -123,13 +124,14 @@ type ServerOptions struct {
 	// PinDir, when set, pins each device's XSKMAP at
 	// <PinDir>/<device>/xsks_map so that clients may open it by path. It
 	// must be on a mounted bpffs (such as /sys/fs/bpf). Default: no pin.
-	// What is missing of it is created (mode 0755). As for SocketDir, the
-	// directories on the way must belong to root (or the agent's user)
-	// and be writable by nobody else unless sticky, and a symbolic link on
-	// the way must belong to root; PinDir itself may be sticky and
-	// writable by all (the root of a bpffs mounted without a mode is
-	// 1777), but <PinDir>/<device> must not be a symbolic link, belong to
-	// another user or be writable by group or others.
+	// What is missing of it is created (mode 0755), and removed again if
+	// NewServer fails. As for SocketDir, the directories on the way must
+	// belong to root (or the agent's user) and be writable by nobody else
+	// unless sticky, and a symbolic link on the way must belong to root;
+	// PinDir itself may be sticky and writable by all (the root of a bpffs
+	// mounted without a mode is 1777), but <PinDir>/<device> must not be a
+	// symbolic link, belong to another user or be writable by group or
+	// others.
 	PinDir string
 
 	// ReadOnlyMap makes /xsk_map_fd send a read-only descriptor of the
@@ -190,6 +192,10 @@ type Server struct {
 	closed bool
 	conns  map[*conn]struct{}
 	wg     sync.WaitGroup
+
+	// made lists the directories NewServer created, parents first: if it
+	// fails, it removes them, and only them.
+	made []string
 }
 
 // device is a served interface with its program and listener.
@@ -226,6 +232,11 @@ type device struct {
 //
 // A container reaches its socket through a bind mount of the device's
 // directory (the device plugin mounts it at /tmp/afxdp.sock in the pod).
+//
+// A NewServer that fails undoes what it did: it detaches what it attached,
+// removes its sockets and pins, and removes the directories it created
+// (of SocketDir, PinDir and the devices'), but no directory that was there
+// before it.
 func NewServer(opts *ServerOptions) (_ *Server, err error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -239,10 +250,11 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			s.Close()
+			s.close(false)
+			s.unmake()
 		}
 	}()
-	sdfd, err := openSocketDir(o.SocketDir)
+	sdfd, err := openSocketDir(o.SocketDir, &s.made)
 	if err != nil {
 		return nil, fmt.Errorf("new agent server: %w", err)
 	}
@@ -258,6 +270,7 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 		s.wg.Add(1)
 		go s.accept(d)
 	}
+	s.made = nil // needed only if NewServer fails
 	return s, nil
 }
 
@@ -336,7 +349,7 @@ func (s *Server) setupDevice(d *device, sdfd int) error {
 	}
 	d.cur = in
 	if s.opts.PinDir != "" {
-		if err := d.pin(s.opts.PinDir, in); err != nil {
+		if err := d.pin(s.opts.PinDir, in, &s.made); err != nil {
 			return err
 		}
 	}
@@ -358,7 +371,7 @@ func (s *Server) setupDevice(d *device, sdfd int) error {
 func (s *Server) listen(d *device, sdfd int) error {
 	mode, sockMode, uid, gid := s.permissions()
 	path := filepath.Join(s.opts.SocketDir, d.Name)
-	dir, err := openDeviceDir(sdfd, d.Name, path)
+	dir, err := openDeviceDir(sdfd, d.Name, path, &s.made)
 	if err != nil {
 		return err
 	}
@@ -406,15 +419,16 @@ func (s *Server) permissions() (dir, sock os.FileMode, uid, gid int) {
 // the pin there (an earlier run's, or in's predecessor's). The
 // directories are checked as the socket directory is (see
 // ServerOptions.PinDir): another user must not be able to unlink or
-// replace the pin, nor lead the agent to remove another's.
-func (d *device) pin(dir string, in *incarnation) error {
-	pfd, err := openPinDir(dir)
+// replace the pin, nor lead the agent to remove another's. The
+// directories it creates are appended to made (if not nil).
+func (d *device) pin(dir string, in *incarnation, made *[]string) error {
+	pfd, err := openPinDir(dir, made)
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
 	defer unix.Close(pfd)
 	pdir := filepath.Join(dir, d.Name)
-	dfd, err := openPinDeviceDir(pfd, d.Name, pdir)
+	dfd, err := openPinDeviceDir(pfd, d.Name, pdir, made)
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
@@ -522,7 +536,12 @@ func (s *Server) accept(d *device) {
 // Close stops accepting, ends every connection (removing the XSKMAP
 // entries they registered), detaches and releases the programs, unpins the
 // maps and removes the sockets. A second Close returns nil.
-func (s *Server) Close() error {
+func (s *Server) Close() error { return s.close(true) }
+
+// close does the work of Close. With removeDirs it also removes each
+// device's socket and pin directories once empty; a NewServer that fails
+// leaves them and removes only those it created itself (see unmake).
+func (s *Server) close(removeDirs bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -553,14 +572,16 @@ func (s *Server) Close() error {
 			if err := os.Remove(d.pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("unpin xskmap of %s: %w", d.Name, err))
 			}
-			os.Remove(filepath.Dir(d.pinPath)) // only if empty
+			if removeDirs {
+				os.Remove(filepath.Dir(d.pinPath)) // only if empty
+			}
 		}
 		if d.cur != nil {
 			if err := d.cur.close(); err != nil {
 				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
 			}
 		}
-		if d.dir != "" {
+		if d.dir != "" && removeDirs {
 			// Only if empty. It is not when the listener could not
 			// unlink its socket: a directory a non-root user owns
 			// (one -allow-uid) needs CAP_DAC_OVERRIDE for that.
@@ -571,6 +592,19 @@ func (s *Server) Close() error {
 		s.log.Info("stopped serving device", "device", d.Name)
 	}
 	return errors.Join(errs...)
+}
+
+// unmake removes the directories NewServer created, the last made first,
+// once a failed NewServer has closed what it set up in them. A directory
+// that is not empty (someone else put something there meanwhile) is left,
+// with a warning.
+func (s *Server) unmake() {
+	for _, dir := range slices.Backward(s.made) {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("directory left behind", "dir", dir, "err", err)
+		}
+	}
+	s.made = nil
 }
 
 // conn is one client connection.

@@ -469,8 +469,9 @@ func parseInts(s string) ([]int, error) {
 
 // ensureBPFFS makes sure dir can hold pins: it mounts bpffs at /sys/fs/bpf
 // when dir is below it and no bpffs is mounted there, then checks that dir
-// (or, if missing, the nearest directory above it) is on a bpffs, and only
-// then creates dir.
+// (or, if missing, the nearest directory above it) is on a bpffs. It
+// leaves creating dir to agent.NewServer, which removes what it made of
+// it if it fails.
 func ensureBPFFS(dir string, log *slog.Logger) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -497,14 +498,11 @@ func ensureBPFFS(dir string, log *slog.Logger) error {
 		}
 		have = filepath.Dir(have)
 	}
-	if err == nil && !isBPFFS(have) { // any other error is MkdirAll's to report
+	if err == nil && !isBPFFS(have) { // any other error is NewServer's to report
+		if have == abs {
+			return fmt.Errorf("pin dir %s: not on a bpffs (mount -t bpf bpf %s)", abs, abs)
+		}
 		return fmt.Errorf("pin dir %s: not on a bpffs (mkdir -p %s && mount -t bpf bpf %s)", abs, abs, abs)
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return fmt.Errorf("pin dir: %w", err)
-	}
-	if !isBPFFS(abs) {
-		return fmt.Errorf("pin dir %s: not on a bpffs (mount -t bpf bpf %s)", abs, abs)
 	}
 	return nil
 }

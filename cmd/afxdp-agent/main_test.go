@@ -311,6 +311,34 @@ func TestPinDirNotBPFFSMakesNothing(t *testing.T) {
 	}
 }
 
+// TestRunFailedMakesNothing: an agent that fails to start, on an
+// interface that is missing or on a filter the program refuses, leaves
+// none of the socket and pin directories it made: a mistyped -iface must
+// not leave an empty /tmp/afxdp_dp behind.
+func TestRunFailedMakesNothing(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-iface", "afxdp-none"}, "device afxdp-none"},
+		{[]string{"-iface", "afxdp-none", "-filter-ethertype", "0x86dd", "-filter-addr", "10.0.0.1"}, "Filter.DstAddr 10.0.0.1"},
+	} {
+		base := t.TempDir()
+		mnt := testenv.MountBPFFS(t)
+		args := append([]string{"-socket-dir", filepath.Join(base, "a", "b"), "-pin", "-pin-dir", filepath.Join(mnt, "p")}, tc.args...)
+		var logs bytes.Buffer
+		if err := run(context.Background(), args, &logs, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%q) = %v, want %q\n%s", args, err, tc.want, logs.String())
+		}
+		for _, d := range []string{filepath.Join(base, "a"), filepath.Join(mnt, "p")} {
+			if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("run(%q): %s left behind: %v", args, d, err)
+			}
+		}
+	}
+}
+
 // TestReadyLogsEffectiveUIDs: without -allow-uid only root may connect,
 // and the start-up log says so rather than listing no UID at all.
 func TestReadyLogsEffectiveUIDs(t *testing.T) {
