@@ -143,8 +143,10 @@
 // /config_busy_poll_nak, and the server logs why. Once there is one
 // without the program, the server loads a new program with a new, empty
 // XSKMAP for it, attaches it as at the start (Mode, Replace), pins its map
-// in place of the old pin, logs the re-attachment, and serves the request;
-// requests that come meanwhile wait, and the program is attached once.
+// in place of the old pin (pinned aside and renamed over it, so that a
+// client opening the pin finds the old map or the new, never none), logs
+// the re-attachment, and serves the request; requests that come
+// meanwhile wait, and the program is attached once.
 // Nothing of the old program carries over: it is detached and closed with
 // its XSKMAP, whose entries are removed, and its registrations are
 // forgotten (their sockets were bound to the interface that went, and the

@@ -354,6 +354,17 @@ func removeStaleAt(dirfd int, name, path string) error {
 	return nil
 }
 
+// renameAt renames the entry from in the directory dirfd to to, replacing
+// what is there (a symbolic link there is replaced, not followed) in one
+// step: the path names the old entry or the new, never nothing. path
+// names to in errors.
+func renameAt(dirfd int, from, to, path string) error {
+	if err := unix.Renameat(dirfd, from, dirfd, to); err != nil {
+		return fmt.Errorf("replace %s: %w", path, os.NewSyscallError("renameat", err))
+	}
+	return nil
+}
+
 // noteMade appends the directory path to made, unless made is nil.
 func noteMade(made *[]string, path string) {
 	if made != nil {

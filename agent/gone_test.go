@@ -5,8 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -361,4 +363,138 @@ func TestFollowNetns(t *testing.T) {
 	m.Close()
 	wantGone(t, old)
 	receiveUDP(t, v2.Host, v2.Peer.IP(), s1.Socket, 2)
+}
+
+// TestFollowRepinsAtomically: each time the server follows the interface
+// (here its program is detached, and Refresh attaches a new one), it pins
+// the new map in place of the old while clients open the pin. Every open
+// finds a map, the old or the new: the new map is pinned aside and renamed
+// over the old pin, so there is no moment without one. Once Refresh has
+// returned the pin is the new map, and no temporary pin is left.
+func TestFollowRepinsAtomically(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pinDir := testenv.MountBPFFS(t)
+	e := newTestEnv(t, func(o *ServerOptions) { o.PinDir = pinDir })
+	pin := e.srv.PinPath(e.dev)
+	d := e.srv.devices[e.dev]
+	stop := make(chan struct{})
+	var opens atomic.Int64
+	var mu sync.Mutex
+	var failed []error
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m, err := ebpf.LoadPinnedMap(pin, nil)
+				if err != nil {
+					mu.Lock()
+					failed = append(failed, err)
+					mu.Unlock()
+					continue
+				}
+				m.Close()
+				opens.Add(1)
+			}
+		})
+	}
+	const follows = 50
+	for range follows {
+		d.mu.RLock()
+		in := d.cur
+		d.mu.RUnlock()
+		if err := in.att.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.srv.Refresh(); err != nil {
+			t.Fatalf("Refresh with the program detached: %v", err)
+		}
+		if d.cur == in {
+			t.Fatal("Refresh did not follow: the old program is still the device's")
+		}
+		if got, want := (&podEnv{srv: e.srv, dev: e.dev}).pinnedMapID(t), mapID(t, e.srv.xskMap(e.dev)); got != want {
+			t.Fatalf("pinned map %d after Refresh, want the new map %d", got, want)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Errorf("%d of %d opens of the pin failed during %d re-pins, the first: %v", len(failed), int(opens.Load())+len(failed), follows, failed[0])
+	}
+	if opens.Load() == 0 {
+		t.Error("no open of the pin succeeded")
+	}
+	wantOnlyPin(t, filepath.Dir(pin))
+}
+
+// wantOnlyPin checks that the device's pin directory dir holds the pin
+// and nothing else.
+func wantOnlyPin(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != PinName {
+		var names []string
+		for _, de := range ents {
+			names = append(names, de.Name())
+		}
+		t.Errorf("pin directory holds %q, want only %s", names, PinName)
+	}
+}
+
+// TestPinTemporaryNeverLeft: the map is pinned at a temporary name and
+// renamed over the pin. When the rename fails (a directory is where the
+// pin goes), NewServer fails naming it and removes the temporary pin; a
+// temporary pin left by an agent that died half-way is replaced, and gone
+// once the server pins.
+func TestPinTemporaryNeverLeft(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, dir string)
+		want  string // in NewServer's error; "" when it succeeds
+	}{
+		{"directory_at_pin", func(t *testing.T, dir string) { mkdir(t, dir, PinName, 0o755) }, "renameat: is a directory"},
+		{"stale_temporary_pin", func(t *testing.T, dir string) {
+			m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if err := m.Pin(filepath.Join(dir, pinTmpName)); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testenv.NewVeth(t, nil)
+			mnt := testenv.MountBPFFS(t)
+			dir := mkdir(t, mnt, v.Host.Name, 0o755)
+			tc.plant(t, dir)
+			srv, err := NewServer(&ServerOptions{
+				Devices:   []Device{{Name: v.Host.Name}},
+				SocketDir: socketDir(t),
+				PinDir:    mnt,
+				Logger:    testLogger(t),
+			})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer srv.Close()
+			} else if err == nil {
+				srv.Close()
+				t.Fatalf("NewServer succeeded, want an error saying %q", tc.want)
+			} else if want := filepath.Join(dir, PinName); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewServer = %v, want an error naming %s: %s", err, want, tc.want)
+			}
+			wantOnlyPin(t, dir)
+		})
+	}
 }

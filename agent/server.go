@@ -31,6 +31,10 @@ const (
 	// PinName is the XSKMAP's file name inside <PinDir>/<device>/, the
 	// name DPDK's AF_XDP driver opens with use_pinned_map=1.
 	PinName = "xsks_map"
+	// pinTmpName is where the XSKMAP is pinned before it is renamed
+	// over PinName, in the same directory. bpffs refuses names with a
+	// dot.
+	pinTmpName = PinName + "_new"
 	// DefaultIdleTimeout is how long a connection that holds no
 	// registration may stay silent.
 	DefaultIdleTimeout = 30 * time.Second
@@ -439,15 +443,22 @@ func (d *device) pin(dir string, in *incarnation, made *[]string) error {
 	}
 	defer m.Close()
 	path := filepath.Join(pdir, PinName)
-	// A pin left by an agent that died, or the map of a program that
-	// went with its interface.
-	if err := removeStaleAt(dfd, PinName, path); err != nil {
+	// The map is pinned at a temporary name first and renamed over the
+	// pin there (one left by an agent that died, or the map of a program
+	// that went with its interface), so that a client opening the path
+	// meanwhile finds the old map or the new one, never nothing.
+	tmp := filepath.Join(pdir, pinTmpName)
+	// A temporary pin left by an agent that died half-way.
+	if err := removeStaleAt(dfd, pinTmpName, tmp); err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
 	// The path leads where dfd does: every directory on it belongs to
 	// root and is writable by nobody else, or is sticky and not the last.
-	if err := m.Pin(path); err != nil {
-		return fmt.Errorf("pin xskmap at %s: %w", path, err)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin xskmap at %s: %w", tmp, err)
+	}
+	if err := renameAt(dfd, pinTmpName, PinName, path); err != nil {
+		return errors.Join(fmt.Errorf("pin xskmap: %w", err), removeStaleAt(dfd, pinTmpName, tmp))
 	}
 	d.pinPath = path
 	return nil
