@@ -94,3 +94,28 @@ func TestNewTopologyNilOptions(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestTopologyCloseTwice makes the first Close of a topology fail (a
+// failure injected after everything is removed, since no real part fails
+// to close on demand): the first Close reports it and still removes
+// everything, and a second Close returns nil, as the doc says, instead of
+// reporting the first one's failure again.
+func TestTopologyCloseTwice(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	before := testenv.Snapshot(t)
+	topo, err := NewTopology(&TopologyOptions{Generator: true, FrameLen: 64, HostSink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := errors.New("injected close failure")
+	topo.closeFail = injected
+	if err := topo.Close(); !errors.Is(err, injected) {
+		t.Fatalf("first Close: %v; want the injected failure", err)
+	}
+	if after := testenv.Snapshot(t); after != before {
+		t.Errorf("a failed Close left things open: before %+v, after %+v", before, after)
+	}
+	if err := topo.Close(); err != nil {
+		t.Errorf("second Close: %v; want nil", err)
+	}
+}

@@ -64,8 +64,11 @@ type Topology struct {
 	PeerSink *pktgen.Sink
 	Frame    []byte // the generator's frame
 
-	closeOnce sync.Once
-	closeErr  error
+	closeMu sync.Mutex
+	closed  bool
+	// closeFail, when set, is one more failure for Close to report: for
+	// tests, since no part of a real topology fails to close on demand.
+	closeFail error
 }
 
 // NewTopology builds the topology; nil options are the zero value: a
@@ -121,28 +124,33 @@ func NewTopology(o *TopologyOptions) (_ *Topology, err error) {
 	return t, nil
 }
 
-// Close removes everything the topology made. A second Close returns nil.
+// Close removes everything the topology made, in reverse order, and
+// reports every failure. A second Close returns nil: the first one's
+// failures are reported once, by the first.
 func (t *Topology) Close() error {
-	t.closeOnce.Do(func() {
-		var errs []error
-		if t.Gen != nil {
-			errs = append(errs, t.Gen.Close())
-		}
-		if t.Sink != nil {
-			errs = append(errs, t.Sink.Close())
-		}
-		if t.PeerSink != nil {
-			errs = append(errs, t.PeerSink.Close())
-		}
-		if t.Veth != nil {
-			errs = append(errs, t.Veth.Close())
-		}
-		if t.HostNS != nil {
-			errs = append(errs, t.HostNS.Close())
-		}
-		t.closeErr = errors.Join(errs...)
-	})
-	return t.closeErr
+	t.closeMu.Lock()
+	defer t.closeMu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	if t.Gen != nil {
+		errs = append(errs, t.Gen.Close())
+	}
+	if t.Sink != nil {
+		errs = append(errs, t.Sink.Close())
+	}
+	if t.PeerSink != nil {
+		errs = append(errs, t.PeerSink.Close())
+	}
+	if t.Veth != nil {
+		errs = append(errs, t.Veth.Close())
+	}
+	if t.HostNS != nil {
+		errs = append(errs, t.HostNS.Close())
+	}
+	return errors.Join(append(errs, t.closeFail)...)
 }
 
 // HostReceived is the host end's rx_packets: what the peer end sent that
