@@ -3,6 +3,8 @@ package app
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,10 +28,20 @@ import (
 // sysfs shows the devices of the namespace that mounted it, so this does
 // what `ip netns exec` does: on a throwaway thread, a private mount
 // namespace, the device's network namespace, and a fresh sysfs mount.
+//
+// Its errors name the device and its namespace; one matches
+// [net.ErrClosed] when that namespace is closed, and [fs.ErrNotExist]
+// when the device is not in it.
 func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
+	fail := func(err error) error {
+		return fmt.Errorf("set threaded napi on %s: %w", where(ep), err)
+	}
+	if err := nsOpen(ep); err != nil {
+		return fail(err)
+	}
 	dir, err := os.MkdirTemp("", "afxdp-sysfs")
 	if err != nil {
-		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
+		return fail(err)
 	}
 	defer os.Remove(dir)
 	val := "0"
@@ -43,25 +55,53 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 		runtime.LockOSThread()
 		errc <- func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-				return os.NewSyscallError("unshare", err)
+				return fmt.Errorf("private mount namespace: %w", os.NewSyscallError("unshare", err))
 			}
 			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-				return os.NewSyscallError("mount", err)
+				return fmt.Errorf("private mount namespace: %w", os.NewSyscallError("mount", err))
 			}
 			if ep.NS != nil {
 				if err := netns.Set(ep.NS.NsHandle()); err != nil {
-					return err
+					return fmt.Errorf("enter the namespace: %w", os.NewSyscallError("setns", err))
 				}
 			}
 			if err := unix.Mount("sysfs", dir, "sysfs", 0, ""); err != nil {
 				return os.NewSyscallError("mount sysfs", err)
 			}
 			defer unix.Unmount(dir, unix.MNT_DETACH)
-			return os.WriteFile(filepath.Join(dir, "class/net", ep.Name, "threaded"), []byte(val), 0)
+			p := filepath.Join("class/net", ep.Name, "threaded")
+			err := os.WriteFile(filepath.Join(dir, p), []byte(val), 0)
+			// Name the file as it is seen in the device's namespace,
+			// not by the throwaway mount's path.
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				pe.Path = filepath.Join("/sys", p)
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("no such interface: %w", err)
+			}
+			return err
 		}()
 	}()
 	if err := <-errc; err != nil {
-		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
+		return fail(err)
+	}
+	return nil
+}
+
+// where names ep for an error: its name, and its namespace unless it is
+// in the caller's.
+func where(ep netenv.Endpoint) string {
+	if ep.NS == nil {
+		return ep.Name
+	}
+	return fmt.Sprintf("%s in netns %s", ep.Name, ep.NS)
+}
+
+// nsOpen fails, matching net.ErrClosed, when ep's namespace is closed:
+// its handle, which a thread would enter, is gone.
+func nsOpen(ep netenv.Endpoint) error {
+	if ep.NS != nil && ep.NS.NsHandle() < 0 {
+		return fmt.Errorf("the namespace is closed: %w", net.ErrClosed)
 	}
 	return nil
 }
@@ -72,9 +112,12 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 // program is attached for the moment; the instances that a receiver's own
 // program makes later follow the device's setting.
 func SetVethThreadedNAPI(ep netenv.Endpoint, on bool) error {
+	if err := nsOpen(ep); err != nil {
+		return fmt.Errorf("set threaded napi on %s: %w", where(ep), err)
+	}
 	pass, err := pktgen.AttachSink(ep, pktgen.Pass)
 	if err != nil {
-		return fmt.Errorf("set threaded napi on %s: %w", ep.Name, err)
+		return fmt.Errorf("set threaded napi on %s: %w", where(ep), err)
 	}
 	return errors.Join(SetThreadedNAPI(ep, on), pass.Close())
 }

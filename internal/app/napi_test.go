@@ -1,12 +1,16 @@
 package app
 
 import (
+	"errors"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
@@ -126,4 +130,57 @@ func threadStat(t *testing.T, pid int) (ticks uint64, cpu int) {
 		return v
 	}
 	return field(14) + field(15), int(field(39))
+}
+
+// TestSetThreadedNAPIErrorsSayWhat asks for threaded NAPI on a veth end
+// that was deleted and on one whose namespace was closed: each error names
+// the interface, its namespace and what failed (the sysfs file as the
+// namespace sees it, not the throwaway mount's path; a closed namespace,
+// not a bare "bad file descriptor"), and matches what callers test for.
+func TestSetThreadedNAPIErrorsSayWhat(t *testing.T) {
+	testenv.RequirePrivileged(t)
+
+	ns := testenv.NewNetns(t)
+	v, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil { // deletes the pair; ns stays
+		t.Fatal(err)
+	}
+	err = SetThreadedNAPI(v.Peer, true)
+	want := "set threaded napi on " + v.Peer.Name + " in netns " + ns.String() +
+		": no such interface: open /sys/class/net/" + v.Peer.Name + "/threaded: "
+	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("deleted interface: %v; want an error containing %q that matches fs.ErrNotExist", err, want)
+	}
+
+	closed, err := netenv.NewNetns("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := netenv.NewVeth(&netenv.VethOptions{PeerNS: closed})
+	if err != nil {
+		closed.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := v2.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	name := closed.String()
+	if err := closed.Close(); err != nil { // the peer end goes with it
+		t.Fatal(err)
+	}
+	want = "set threaded napi on " + v2.Peer.Name + " in netns " + name + ": the namespace is closed"
+	for _, set := range []struct {
+		name string
+		fn   func(netenv.Endpoint, bool) error
+	}{{"SetThreadedNAPI", SetThreadedNAPI}, {"SetVethThreadedNAPI", SetVethThreadedNAPI}} {
+		err := set.fn(v2.Peer, true)
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s in a closed namespace: %v; want an error containing %q that matches net.ErrClosed", set.name, err, want)
+		}
+	}
 }
