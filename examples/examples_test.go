@@ -380,8 +380,8 @@ func TestFlagsOffered(t *testing.T) {
 		// the datagrams come from its client (-n without -i).
 		"echo": {common, "tx-budget port addr n"},
 		// Its own knobs: two interfaces and one loop, without -a/-b
-		// a generator (-gen-cpu, -size).
-		"xconnect":   {"a b q batch ring frames d cpu gen-cpu size"},
+		// a generator (-gen-cpu, -gen-pps, -size).
+		"xconnect":   {"a b q batch ring frames d cpu gen-cpu gen-pps size"},
 		"quickstart": {"n size"},
 		"sender":     {"agent pod dev queue dst dst-mac dst-port src-port rate size count frames wait registration"},
 	} {

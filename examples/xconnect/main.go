@@ -2,16 +2,23 @@
 // one goes out of the other, in both directions, through two AF_XDP
 // sockets that share one UMEM (xsk.Options.ShareUMEM). A received frame is
 // transmitted from the frame it arrived in: the forwarder copies nothing.
-// It prints the rate of each direction every second and both sockets'
-// statistics at the end (on Ctrl-C or after -d). At the end it first takes
-// the sockets out of their XSKMAPs (the interfaces' frames go to the
-// kernel's stack from then on) and forwards what their RX rings still
-// hold, so that the counts cover every frame the sockets were given.
+// It prints the rate of each direction every second and, at the end (on
+// Ctrl-C or after -d), the rates over the run and both sockets'
+// statistics. At the end it first takes the sockets out of their XSKMAPs
+// (the interfaces' frames go to the kernel's stack from then on) and
+// forwards what their RX rings still hold, so that the counts cover every
+// frame the sockets were given; what it forwards then, after the run, is
+// counted apart, outside the rates.
 //
 // With no interfaces (-a, -b) it builds two veth pairs whose inner ends
 // share a throwaway namespace, feeds the first with a kernel-speed
 // generator (internal/pktgen) and counts what arrives at the far end of
-// the second (an XDP_DROP program there).
+// the second (an XDP_DROP program there). Unpaced, the generator offers
+// several times what the forwarder can take (a copy-mode socket sends
+// through a system call): the forwarder runs flat out, the per-second
+// lines show its rate, and the excess is dropped by the kernel as "fill
+// ring empty" (the socket had no free frame to receive into, see the note
+// printed at the end). -gen-pps paces the generator below that rate.
 //
 // Needs Linux 5.18+ and root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW,
 // CAP_IPC_LOCK, CAP_SYS_ADMIN).
@@ -27,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/afxdp/afxdp/internal/app"
@@ -47,6 +55,7 @@ type config struct {
 	cpu      int
 	genCPU   int
 	frameLen int
+	pps      uint64
 }
 
 func main() {
@@ -61,6 +70,7 @@ func main() {
 	flag.IntVar(&c.cpu, "cpu", -1, "pin the forwarding loop to this CPU (-1: no pinning)")
 	flag.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
 	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS (60 to 1514)")
+	flag.Uint64Var(&c.pps, "gen-pps", 0, "without -a/-b: generator rate in frames per second (0: as fast as it can, which outruns the forwarder: the excess is dropped, as fill ring empty)")
 	flag.Parse()
 	// forward times -d itself, from the start of forwarding.
 	ctx, cancel := app.Context(0)
@@ -135,7 +145,7 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 		defer func() { err = errors.Join(err, ns.Close()) }()
 		// in feeds the first interface; far swallows what the second
 		// sends and counts it.
-		if in, err = app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: c.frameLen, GenBatch: 64}); err != nil {
+		if in, err = app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: c.frameLen, GenBatch: 64, GenPPS: c.pps}); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, in.Close()) }()
@@ -268,7 +278,10 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 		default:
 		}
 	}
-	m.end(time.Now(), counts())
+	// The run ends here: the rates cover it, not the drain below.
+	end := time.Now()
+	ran := counts()
+	m.end(end, ran)
 	var offered uint64
 	if g != nil {
 		// Forward what the generator sends until it has stopped, and
@@ -279,7 +292,6 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 			return err
 		}
 	}
-	secs := time.Since(t0).Seconds()
 	// What the RX rings still hold is forwarded too, once no more can
 	// come (the sockets leave their XSKMAPs): without this, frames that
 	// arrived just before the stop would be counted nowhere.
@@ -306,9 +318,7 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 			time.Sleep(time.Millisecond)
 		}
 	}
-	fwd := [2]uint64{x.Fwd[0].Load(), x.Fwd[1].Load()}
-	fmt.Fprintf(out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in %.2fs\n",
-		fwd[0], c.a, c.b, app.FormatRate(float64(fwd[0])/secs), fwd[1], c.b, c.a, app.FormatRate(float64(fwd[1])/secs), secs)
+	m.summary(end.Sub(t0), ran, time.Since(end), counts(), g != nil)
 	if u := [2]uint64{x.Unsent[0].Load(), x.Unsent[1].Load()}; u != [2]uint64{} {
 		fmt.Fprintf(out, "received and not forwarded at the stop (the TX ring had no room): %d %s→%s, %d %s→%s\n",
 			u[0], c.a, c.b, u[1], c.b, c.a)
@@ -316,6 +326,7 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 	if g != nil {
 		fmt.Fprintf(out, "generator offered %d, the far end received %d\n", offered, g.far()-far0)
 	}
+	var empty []string
 	for _, s := range x.Socks {
 		st, err := s.Stats()
 		if err != nil {
@@ -323,11 +334,34 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 		}
 		fmt.Fprintf(out, "%s ", s.Interface())
 		app.PrintStats(out, st)
+		if st.FillRingEmpty > 0 {
+			empty = append(empty, s.Interface())
+		}
+	}
+	if len(empty) > 0 {
+		fillEmptyNote(out, strings.Join(empty, " and "), g != nil)
 	}
 	if fr := a.Frames(); fr.User() != 0 {
 		return fmt.Errorf("frames still held after the run: %+v", fr)
 	}
 	return nil
+}
+
+// fillEmptyNote says what the fill ring empty drops of the sockets on
+// ifnames mean, and how to have fewer: with gen, of the built-in
+// topology's generator.
+func fillEmptyNote(out io.Writer, ifnames string, gen bool) {
+	fmt.Fprintf(out, "fill ring empty (%s): frames dropped by the kernel, before any copy, because the socket had no\n"+
+		"free frame to receive into. A forwarded frame goes back to the fill ring once it has been sent, and the\n"+
+		"kernel holds at most -ring receive frames per socket (copy mode): these are the frames that came while\n"+
+		"the forwarder was behind the traffic, or off its CPU for longer than -ring frames last.\n", ifnames)
+	if gen {
+		fmt.Fprintf(out, "Unless paced (-gen-pps), the generator offers several times what the forwarder can take, and the\n"+
+			"excess ends here: give -gen-pps below the forwarding rate, the forwarder a CPU of its own (-cpu), and a\n"+
+			"larger -ring to ride out pauses.\n")
+	} else {
+		fmt.Fprintf(out, "Fewer come with a CPU of its own for the forwarder (-cpu) and a larger -ring to ride out pauses.\n")
+	}
 }
 
 // meter prints the per-second lines: the frames forwarded each way since
@@ -355,6 +389,30 @@ func (m *meter) end(now time.Time, cur [2]uint64) {
 	if now.Sub(m.t0) >= time.Duration(m.lines+1)*time.Second {
 		m.line(now, cur)
 	}
+}
+
+// summary prints the closing lines. The first gives what was forwarded
+// in the run (ran, counted when it ended) and its rates over the run alone,
+// as the per-second lines do. The second gives what was forwarded after
+// it (all is the final count), while the generator, with gen, finished
+// its call and the rings drained, over drain: the rates leave it out, for
+// the forwarder was then taking what had piled up, not keeping pace; the
+// socket statistics count it.
+func (m *meter) summary(run time.Duration, ran [2]uint64, drain time.Duration, all [2]uint64, gen bool) {
+	rate := func(n uint64) string {
+		if run <= 0 {
+			return app.FormatRate(0)
+		}
+		return app.FormatRate(float64(n) / run.Seconds())
+	}
+	fmt.Fprintf(m.out, "\nforwarded %d packets %s→%s (%s) and %d %s→%s (%s) in the %.2fs run\n",
+		ran[0], m.a, m.b, rate(ran[0]), ran[1], m.b, m.a, rate(ran[1]), run.Seconds())
+	what := "the RX rings drained"
+	if gen {
+		what = "the generator stopped and the rings drained"
+	}
+	fmt.Fprintf(m.out, "after the run, while %s (%.2fs, not in the rates): %d more %s→%s and %d %s→%s, %d and %d in all\n",
+		what, drain.Seconds(), all[0]-ran[0], m.a, m.b, all[1]-ran[1], m.b, m.a, all[0], all[1])
 }
 
 // forwardUntil forwards until stopped yields the generator's count, then

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/pktgen"
 	"github.com/afxdp/afxdp/internal/testenv"
 )
@@ -30,20 +31,24 @@ func TestRun(t *testing.T) {
 	}
 	var fwd, back, offered, far uint64
 	var a, b string
+	total := regexp.MustCompile(`, (\d+) and (\d+) in all$`)
 	for _, line := range strings.Split(out.String(), "\n") {
 		if strings.HasPrefix(line, "forwarded ") {
-			// "forwarded N packets A→B (RATE) and M B→A (RATE) in Ss"
+			// "forwarded N packets A→B (RATE) and M B→A (RATE) in the Ss run"
 			f := strings.Fields(line)
-			if len(f) < 10 {
+			if len(f) < 4 {
 				t.Fatalf("line %q", line)
 			}
-			if _, err := fmt.Sscan(f[1], &fwd); err != nil {
-				t.Fatalf("line %q: %v", line, err)
-			}
-			if _, err := fmt.Sscan(f[7], &back); err != nil {
-				t.Fatalf("line %q: %v", line, err)
-			}
 			a, b, _ = strings.Cut(f[3], "→")
+		}
+		// "after the run, while ...: K more A→B and L B→A, N and M in all"
+		if m := total.FindStringSubmatch(line); m != nil {
+			if _, err := fmt.Sscan(m[1], &fwd); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			if _, err := fmt.Sscan(m[2], &back); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
 		}
 		if strings.HasPrefix(line, "generator offered ") {
 			if _, err := fmt.Sscanf(line, "generator offered %d, the far end received %d", &offered, &far); err != nil {
@@ -185,45 +190,10 @@ func (c *stopCtx) Done() <-chan struct{} { return c.ready }
 // and counted, not left where no count sees them.
 func TestStopForwardsRXRing(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	ns := testenv.NewNetns(t)
-	in, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, Generator: true, FrameLen: 64, GenBatch: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close() })
-	far, err := app.NewTopology(&app.TopologyOptions{PeerNS: ns, HostSink: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { far.Close() })
-	peer0, err := pktgen.ReadCounters(in.Veth.Peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	far0, err := far.HostReceived()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, in, far := newTopologies(t)
 	const n = 100 // fits veth's 256-frame ring and the socket's RX ring
 	ctx := &stopCtx{Context: context.Background(), ready: make(chan struct{}), fill: func() error {
-		if sent, err := in.Gen.Send(n); err != nil || sent != n {
-			return fmt.Errorf("send: %d of %d: %v", sent, n, err)
-		}
-		// veth counts them once its NAPI poll has moved them to the
-		// socket's RX ring.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			p, err := pktgen.ReadCounters(in.Veth.Peer)
-			if err != nil {
-				return err
-			}
-			if d := p.Sub(peer0); d.RxPackets == n {
-				return nil
-			} else if time.Now().After(deadline) {
-				return fmt.Errorf("%s took in %+v, want %d frames", in.Veth.Peer.Name, d, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		return sendAndWait(in, n)
 	}}
 	c := &config{a: in.Veth.Peer.Name, b: far.Veth.Peer.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
 	var out bytes.Buffer
@@ -234,26 +204,173 @@ func TestStopForwardsRXRing(t *testing.T) {
 		t.Fatalf("filling the RX ring: %v", ctx.err)
 	}
 	st := statsOf(t, out.String(), c.a)
-	want := fmt.Sprintf("forwarded %d packets %s→%s", n, c.a, c.b)
+	// Forwarded after the run, not in it.
+	want := fmt.Sprintf("%d more %s→%s and 0 %s→%s, %d and 0 in all\n", n, c.a, c.b, c.b, c.a, n)
 	if !strings.Contains(out.String(), want) || st["rx packets"] != n {
 		t.Fatalf("%d frames were in %s's RX ring at the stop: output lacks %q, or rx packets is not %d:\n%s",
 			n, c.a, want, n, out.String())
 	}
-	// They reach the far end (its NAPI poll counts them a little later).
+	waitFar(t, far, n)
+}
+
+// newTopologies builds what the built-in topology of run has, for tests
+// that drive forward themselves: a namespace holding the inner ends of two
+// veth pairs, a generator feeding the first (in), and a counting sink at
+// the outer end of the second (far).
+func newTopologies(t *testing.T) (*netenv.Netns, *app.Topology, *app.Topology) {
+	t.Helper()
+	ns := testenv.NewNetns(t)
+	var topos [2]*app.Topology
+	for i, o := range []*app.TopologyOptions{
+		{PeerNS: ns, Generator: true, FrameLen: 64, GenBatch: 64},
+		{PeerNS: ns, HostSink: true},
+	} {
+		topo, err := app.NewTopology(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := topo.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		topos[i] = topo
+	}
+	return ns, topos[0], topos[1]
+}
+
+// sendAndWait has in's generator send n frames, in chunks that fit veth's
+// 256-frame ring, each once the one before has gone through the receiving
+// end's NAPI poll. veth counts a frame there in rx_packets whether its
+// program's redirect put it in a socket's RX ring or failed (the socket
+// had no frame for it: in rx_dropped too).
+func sendAndWait(in *app.Topology, n int) error {
+	const chunk = 128
+	c0, err := pktgen.ReadCounters(in.Veth.Peer)
+	if err != nil {
+		return err
+	}
+	for sent := 0; sent < n; {
+		k := min(chunk, n-sent)
+		if got, err := in.Gen.Send(uint64(k)); err != nil || got != uint64(k) {
+			return fmt.Errorf("send: %d of %d: %v", got, k, err)
+		}
+		sent += k
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := pktgen.ReadCounters(in.Veth.Peer)
+			if err != nil {
+				return err
+			}
+			d := c.Sub(c0)
+			if d.RxPackets == uint64(sent) {
+				break
+			} else if time.Now().After(deadline) {
+				return fmt.Errorf("%s took in %+v, want %d frames", in.Veth.Peer.Name, d, sent)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// waitFar waits until far's outer end has received n frames since it was
+// made (its NAPI poll counts them a little after they were sent), and
+// fails if it receives more, or not that many within a generous bound.
+func waitFar(t *testing.T, far *app.Topology, n uint64) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		h, err := far.HostReceived()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h-far0 == n {
-			break
+		if h == n {
+			return
 		}
-		if h-far0 > n || time.Now().After(deadline) {
-			t.Fatalf("the far end received %d, want %d", h-far0, n)
+		if h > n || time.Now().After(deadline) {
+			t.Fatalf("the far end received %d, want %d", h, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRatesCoverTheRun has the generator send only once the run is over,
+// while it is being stopped: those frames are forwarded after the run, so
+// the closing line's rates, over the run, are 0, and the next line counts
+// them apart. The rates were the whole count over the run and the drain.
+func TestRatesCoverTheRun(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, in, far := newTopologies(t)
+	const n = 200
+	g := &generator{
+		start: func() error { return nil },
+		stop: func() uint64 {
+			if err := sendAndWait(in, n); err != nil {
+				t.Error(err)
+			}
+			return in.Gen.Total()
+		},
+		far: func() uint64 {
+			h, _ := far.HostReceived()
+			return h
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the run ends before it forwards anything
+	c := &config{a: in.Veth.Peer.Name, b: far.Veth.Peer.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
+	var out bytes.Buffer
+	if err := forward(ctx, c, ns, g, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	o := out.String()
+	for _, want := range []string{
+		fmt.Sprintf("\nforwarded 0 packets %s→%s (0 pps) and 0 %s→%s (0 pps) in the ", c.a, c.b, c.b, c.a),
+		fmt.Sprintf("while the generator stopped and the rings drained ("),
+		fmt.Sprintf(" not in the rates): %d more %s→%s and 0 %s→%s, %d and 0 in all\n", n, c.a, c.b, c.b, c.a, n),
+		fmt.Sprintf("generator offered %d, the far end received %d\n", n, n),
+	} {
+		if !strings.Contains(o, want) {
+			t.Errorf("output lacks %q:\n%s", want, o)
+		}
+	}
+	if st := statsOf(t, o, c.a); st["rx packets"] != n {
+		t.Errorf("%s received %d, want %d:\n%s", c.a, st["rx packets"], n, o)
+	}
+}
+
+// TestFillRingEmptyNote sends, before the forwarder takes any, more frames
+// than the first socket can hold (in copy mode at most -ring, in its fill
+// and RX rings together): the rest are dropped as fill ring empty, and
+// the run says what those drops are, once, naming that socket.
+func TestFillRingEmptyNote(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, in, far := newTopologies(t)
+	const ring, n = 512, 768
+	ctx := &stopCtx{Context: context.Background(), ready: make(chan struct{}), fill: func() error {
+		return sendAndWait(in, n)
+	}}
+	c := &config{a: in.Veth.Peer.Name, b: far.Veth.Peer.Name, batch: 64, ring: ring, cpu: -1, genCPU: -1, frameLen: 64}
+	var out bytes.Buffer
+	if err := forward(ctx, c, ns, nil, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !errors.Is(ctx.err, context.Canceled) {
+		t.Fatalf("filling the rings: %v", ctx.err)
+	}
+	o := out.String()
+	st := statsOf(t, o, c.a)
+	if st["rx packets"] != ring || st["fill ring empty"] != n-ring {
+		t.Fatalf("%s: rx packets %d, fill ring empty %d; want %d and %d:\n%s", c.a, st["rx packets"], st["fill ring empty"], ring, n-ring, o)
+	}
+	want := fmt.Sprintf("fill ring empty (%s): frames dropped by the kernel", c.a)
+	if strings.Count(o, want) != 1 || strings.Count(o, "fill ring empty (") != 1 {
+		t.Errorf("output has not one note %q:\n%s", want, o)
+	}
+	if strings.Contains(o, "-gen-pps") {
+		t.Errorf("the note of a run on given interfaces points to the generator's -gen-pps:\n%s", o)
+	}
+	waitFar(t, far, ring)
 }
 
 // TestMeter checks the per-second lines: each rate is the frames counted
@@ -307,4 +424,33 @@ func TestDurationCountsFromForwarding(t *testing.T) {
 		t.Errorf("%d per-second lines in a run of -d 2s; want 2:\n%s", len(lines), out.String())
 	}
 	t.Log(out.String())
+}
+
+// TestPPSPacesTheGenerator runs the built-in topology with -gen-pps: the
+// generator offers no more than that rate allows over the time the run
+// took (plus one chunk of 64 frames, the least it sends at once). Unpaced,
+// it offers 2^20 frames a call.
+func TestPPSPacesTheGenerator(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const pps = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out bytes.Buffer
+	start := time.Now()
+	if err := run(ctx, &config{batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64, pps: pps}, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	took := time.Since(start)
+	var offered, far uint64
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "generator offered ") {
+			if _, err := fmt.Sscanf(line, "generator offered %d, the far end received %d", &offered, &far); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+		}
+	}
+	if limit := uint64(took.Seconds()*pps) + 64; offered == 0 || offered > limit {
+		t.Fatalf("-gen-pps %d over %v: generator offered %d; want 1 to %d:\n%s", pps, took, offered, limit, out.String())
+	}
+	t.Logf("offered %d, far end %d in %v", offered, far, took)
 }
