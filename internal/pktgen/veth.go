@@ -42,7 +42,6 @@ func (v Verdict) String() string {
 // a Pass sink does that for receivers that are not themselves XDP.
 type Sink struct {
 	once sync.Once
-	err  error
 	prog *ebpf.Program
 	lnk  link.Link
 }
@@ -78,8 +77,10 @@ func AttachSink(ep netenv.Endpoint, v Verdict) (_ *Sink, err error) {
 	return s, nil
 }
 
-// Close detaches and unloads the program. A second Close returns nil.
-func (s *Sink) Close() error {
+// Close detaches and unloads the program. The first Close reports every
+// failure; later ones return nil. Closes called at the same time wait for
+// the first.
+func (s *Sink) Close() (err error) {
 	s.once.Do(func() {
 		var errs []error
 		if s.lnk != nil {
@@ -88,11 +89,11 @@ func (s *Sink) Close() error {
 		if s.prog != nil {
 			errs = append(errs, s.prog.Close())
 		}
-		if err := errors.Join(errs...); err != nil {
-			s.err = fmt.Errorf("detach xdp sink: %w", err)
+		if jerr := errors.Join(errs...); jerr != nil {
+			err = fmt.Errorf("detach xdp sink: %w", jerr)
 		}
 	})
-	return s.err
+	return err
 }
 
 // Counters are an interface's packet counters as rtnetlink reports them
