@@ -10,3 +10,7 @@ func ForgetSubnets() {
 	handedOut.m = nil
 	handedOut.Unlock()
 }
+
+// VethOf is a Veth whose pair is host's: for a test that makes Close
+// fail on an end that the kernel refuses to delete (a loopback).
+func VethOf(host Endpoint) *Veth { return &Veth{Host: host, made: true} }

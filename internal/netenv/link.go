@@ -93,7 +93,6 @@ type Veth struct {
 	ownNS     *Netns
 	made      bool // the pair exists (Host.Index may not be known yet)
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // NewVeth makes a veth pair. It checks opts before it makes anything, and
@@ -294,8 +293,9 @@ func disableIPv6(ifname string) error {
 }
 
 // Close deletes the pair (deleting one end removes both) and the namespace
-// the Veth made. A second Close returns nil.
-func (v *Veth) Close() error {
+// the Veth made. The first Close reports every failure; later ones return
+// nil. Closes called at the same time wait for the first.
+func (v *Veth) Close() (err error) {
 	v.closeOnce.Do(func() {
 		var errs []error
 		if v.made {
@@ -304,9 +304,9 @@ func (v *Veth) Close() error {
 		if v.ownNS != nil {
 			errs = append(errs, v.ownNS.Close())
 		}
-		v.closeErr = errors.Join(errs...)
+		err = errors.Join(errs...)
 	})
-	return v.closeErr
+	return err
 }
 
 // deleteLink deletes e's link: by index, or by name when a constructor
@@ -349,13 +349,13 @@ type Link struct {
 	Endpoint
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
-// Close deletes the link. A second Close returns nil.
-func (l *Link) Close() error {
-	l.closeOnce.Do(func() { l.closeErr = deleteLink(l.Endpoint) })
-	return l.closeErr
+// Close deletes the link. The first Close reports a failure; later ones
+// return nil. Closes called at the same time wait for the first.
+func (l *Link) Close() (err error) {
+	l.closeOnce.Do(func() { err = deleteLink(l.Endpoint) })
+	return err
 }
 
 // MacvlanOptions configures [NewMacvlan].

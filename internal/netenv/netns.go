@@ -34,7 +34,6 @@ type Netns struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // NewNetns makes a new network namespace with its loopback up. With name ""
@@ -158,8 +157,9 @@ func (n *Netns) String() string {
 
 // Close deletes a named namespace's mount and closes the handle. The
 // namespace itself, with its links, goes away once no process or socket uses
-// it. A second Close returns nil.
-func (n *Netns) Close() error {
+// it. The first Close reports every failure; later ones return nil.
+// Closes called at the same time wait for the first.
+func (n *Netns) Close() (err error) {
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
 		var errs []error
@@ -176,9 +176,9 @@ func (n *Netns) Close() error {
 				errs = append(errs, fmt.Errorf("close netns handle: %w", err))
 			}
 		}
-		n.closeErr = errors.Join(errs...)
+		err = errors.Join(errs...)
 	})
-	return n.closeErr
+	return err
 }
 
 // RandomName returns prefix followed by random hex digits, at most 15 bytes
