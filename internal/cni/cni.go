@@ -115,7 +115,6 @@ type Attachment struct {
 	forward    *forwardHold // ptp and bridge: this attachment's share of ip_forward=1
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // Error is the error a plugin reported (CNI spec, "Error" result).
@@ -399,12 +398,14 @@ func (a *Attachment) parse(out []byte) error {
 // has the same Subnet, and ip_forward's change once no
 // other ptp or bridge attachment of this process in the same namespace
 // needs it (see the package documentation). The plugin is killed if DEL
-// takes longer than a minute. A second Close returns nil.
+// takes longer than a minute. The first Close reports every failure;
+// later ones return nil. Closes called at the same time wait for the
+// first.
 func (a *Attachment) Close() error { return a.close(context.Background()) }
 
 // close is Close with the values of ctx; DEL runs even if ctx has ended,
 // bounded by delTimeout.
-func (a *Attachment) close(ctx context.Context) error {
+func (a *Attachment) close(ctx context.Context) (err error) {
 	a.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delTimeout)
 		defer cancel()
@@ -439,9 +440,9 @@ func (a *Attachment) close(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("cni detach: %w", err))
 			}
 		}
-		a.closeErr = errors.Join(errs...)
+		err = errors.Join(errs...)
 	})
-	return a.closeErr
+	return err
 }
 
 // checkIfNameFree refuses an interface name that the namespace at path
