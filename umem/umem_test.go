@@ -91,6 +91,17 @@ func TestCloseReportsOnce(t *testing.T) {
 	}
 }
 
+// TestRingsCloseReportsOnce is TestCloseReportsOnce for rings from
+// AddRings, whose fill ring memory is Go memory here.
+func TestRingsCloseReportsOnce(t *testing.T) {
+	u, _ := newFake(t, &Options{NumFrames: 64, FillRingSize: 16, CompletionRingSize: 16})
+	r, _ := addFake(u, 16, 16)
+	r.fillMem = make([]byte, 4096)
+	if err := testenv.FailsOnce(t, "Close", 8, r.Close); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Close: %v, want EINVAL", err)
+	}
+}
+
 // TestClosedMatchesNetErrClosed: a closed UMEM refuses Register and
 // AddRings with an error that errors.Is matches to net.ErrClosed.
 func TestClosedMatchesNetErrClosed(t *testing.T) {

@@ -667,6 +667,31 @@ func TestBundleCloseConcurrent(t *testing.T) {
 	}
 }
 
+// TestBundleCloseFailsOnce makes a bundle's Close fail (a file system is
+// mounted in its directory, which cannot be removed while it is): of
+// Closes called at the same time one reports it, the others return nil
+// once it is done, and so does a Close after them.
+func TestBundleCloseFailsOnce(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	dir := filepath.Join(t.TempDir(), "b")
+	mnt := filepath.Join(dir, "m")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Error(err)
+		}
+	})
+	b := &runc.Bundle{Dir: dir}
+	if err := testenv.FailsOnce(t, "Close", 8, b.Close); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("Close of a bundle with a mount in it: %v, want EBUSY", err)
+	}
+}
+
 // cgroupDirsNamed lists the directories named id in every cgroup hierarchy
 // this process sees mounted (cgroup v1 and v2).
 func cgroupDirsNamed(t *testing.T, id string) []string {
