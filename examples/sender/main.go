@@ -210,7 +210,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 const rxFrames = 64
 
 // dial opens the socket through the agent, retrying for c.wait while the
-// agent's socket is not there yet, or until ctx ends.
+// agent cannot be reached (its socket is not there yet, or not yet open to
+// this user, or it hung up while starting or stopping), or until ctx ends.
+// An answer from the agent, such as a refusal, is not retried: asking
+// again would get the same answer.
 func dial(ctx context.Context, c *config) (*agent.Socket, error) {
 	deadline := time.Now().Add(c.wait)
 	opts := &agent.SocketOptions{
@@ -222,8 +225,8 @@ func dial(ctx context.Context, c *config) (*agent.Socket, error) {
 	}
 	for {
 		s, err := agent.DialSocket(c.agentPath, c.pod, c.dev, c.queue, opts)
-		if err == nil || time.Now().After(deadline) {
-			return s, err
+		if err == nil || !unreachable(err) || time.Now().After(deadline) {
+			return s, explainDial(err, c)
 		}
 		select {
 		case <-ctx.Done():
@@ -231,6 +234,35 @@ func dial(ctx context.Context, c *config) (*agent.Socket, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// unreachable reports whether err says that the agent could not be
+// reached or talked to, rather than what the agent or the kernel answered.
+func unreachable(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.Is(err, io.EOF)
+}
+
+// explainDial adds to an error that keeps this process from the agent
+// what the likely cause is and what to do: a socket not there or with no
+// agent behind it, the socket's permissions, the agent's /host_nak (with
+// the user this process runs as), or a map update refused to -registration
+// map-fd.
+func explainDial(err error, c *config) error {
+	switch {
+	case errors.Is(err, agent.ErrRefused):
+		return fmt.Errorf("%w: the agent refuses a UID its -allow-uid does not name, and this process runs as uid %d", err, os.Getuid())
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%w: the socket is not open to uid %d, gid %d: the agent opens it to the group of its -socket-gid, or else to the user of its -allow-uid when that is its one non-root user",
+			err, os.Getuid(), os.Getgid())
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%w: no agent socket there: is the agent serving %s, and its socket directory for %s mounted here (-wait waits for it)?", err, c.dev, c.dev)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: the socket is there, but no agent listens on it (stopped or killed; -wait waits for it to come back)", err)
+	case errors.Is(err, syscall.EPERM) && c.reg == agent.RegisterMapFD:
+		return fmt.Errorf("%w: the agent hands out a read-only map (-read-only-map), or this kernel (before 6.5) refuses an unprivileged map update: -registration auto or agent has the agent register the socket", err)
+	}
+	return err
 }
 
 // send transmits c.count frames, paced to c.rate, or fewer if ctx ends

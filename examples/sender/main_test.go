@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -220,5 +223,114 @@ func TestSendStopsWhenInterrupted(t *testing.T) {
 	descs := make([]xsk.Desc, 256)
 	if n, err := s.Alloc(descs); err != nil || n != 192 {
 		t.Errorf("Alloc after send: %d frames, %v; want all 192 transmit frames", n, err)
+	}
+}
+
+// An agent that is there and refuses the sender (/host_nak: its UID is not
+// allowed) is not asked again for the rest of -wait: -wait covers an agent
+// that is not up yet, and a refusal does not change by asking again. The
+// error says which user was refused and what would let it in.
+func TestRunDoesNotRetryRefusalDuringWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "afxdp.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			// Read /connect, answer as an agent that refuses the peer.
+			buf := make([]byte, 256)
+			c.Read(buf)
+			c.Write([]byte(agent.RespHostNak))
+			c.Close()
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"-dev", "lo", "-dst", "127.0.0.1", "-dst-mac", "02:00:00:00:00:01",
+			"-agent", path, "-wait", "1h"}, io.Discard)
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("run still retrying a refusal after 10s (-wait 1h); the agent was asked %d times", conns.Load())
+	}
+	if !errors.Is(err, agent.ErrRefused) {
+		t.Fatalf("run refused by the agent: %v, want an error matching agent.ErrRefused", err)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the agent was asked %d times, want once", n)
+	}
+	want := fmt.Sprintf(`agent answered "/host_nak": the agent refuses a UID its -allow-uid does not name, and this process runs as uid %d`, os.Getuid())
+	if !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("run refused by the agent: %v, want an error ending %q", err, want)
+	}
+}
+
+// An agent socket that is not there, or that no agent listens on, gets an
+// error that says so and what to look at, not only the errno.
+func TestRunExplainsUnreachableAgent(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: stale, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As an agent killed with SIGKILL leaves it: the file, no listener.
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	for path, want := range map[string]string{
+		filepath.Join(dir, "missing.sock"): "connect: no such file or directory: no agent socket there: is the agent serving lo, and its socket directory for lo mounted here (-wait waits for it)?",
+		stale:                              "connect: connection refused: the socket is there, but no agent listens on it (stopped or killed; -wait waits for it to come back)",
+	} {
+		err := run(context.Background(), []string{"-dev", "lo", "-dst", "127.0.0.1", "-dst-mac", "02:00:00:00:00:01",
+			"-agent", path}, io.Discard)
+		if err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("run with -agent %s: %v, want an error ending %q", path, err, want)
+		}
+	}
+}
+
+// -registration map-fd against an agent that hands out a read-only map:
+// the kernel refuses the update with EPERM, and the error says why and
+// which -registration gets past it. auto gets past it.
+func TestRunMapFDOnReadOnlyMap(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	srv, err := agent.NewServer(&agent.ServerOptions{
+		Devices:     []agent.Device{{Name: v.Host.Name}},
+		SocketDir:   testenv.SharedDir(t, "afxdp-sender-test-"),
+		ReadOnlyMap: true,
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	args := func(reg string) []string {
+		return []string{"-dev", v.Host.Name, "-dst", v.Peer.Addr.Addr().String(), "-dst-mac", v.Peer.MAC.String(),
+			"-agent", srv.SocketPath(v.Host.Name), "-count", "10", "-registration", reg}
+	}
+	err = run(context.Background(), args("map-fd"), io.Discard)
+	const want = "operation not permitted: the agent hands out a read-only map (-read-only-map), or this kernel (before 6.5) refuses an unprivileged map update: -registration auto or agent has the agent register the socket"
+	if !errors.Is(err, unix.EPERM) || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("-registration map-fd on a read-only map: %v, want EPERM, ending %q", err, want)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), args("auto"), &out); err != nil {
+		t.Errorf("-registration auto on a read-only map: %v", err)
+	} else if !strings.Contains(out.String(), "socket registered by agent") || !strings.Contains(out.String(), "sent 10 packets") {
+		t.Errorf("-registration auto on a read-only map said %q, want the socket registered by agent and 10 packets sent", out.String())
 	}
 }
