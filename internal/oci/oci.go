@@ -53,6 +53,9 @@ type Options struct {
 	Cmd []string
 	// User is the "UID[:GID]" the container runs as; it must be numeric,
 	// the UID not 0, and neither above [MaxID]. Default [DefaultUser].
+	// Without a GID the image gets "UID:UID": runtimes that find no
+	// /etc/passwd entry for a UID alone run it in group 0 (Docker, for
+	// one), which is root's.
 	User string
 	// Env is extra environment ("KEY=value"); PATH=/ is always set.
 	Env []string
@@ -86,6 +89,9 @@ func Build(opts *Options) (v1.Image, error) {
 	}
 	if err := validateUser(o.User); err != nil {
 		return nil, fmt.Errorf("build image: User %q: %w", o.User, err)
+	}
+	if !strings.Contains(o.User, ":") {
+		o.User += ":" + o.User
 	}
 	for _, e := range o.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {

@@ -475,6 +475,27 @@ func TestBuildLimits(t *testing.T) {
 	}
 }
 
+// TestBuildUserWithoutGID: a User without a GID is written as UID:UID.
+// A runtime that finds no /etc/passwd entry for a UID alone runs it in
+// group 0, root's (Docker does), where the runc bundles of internal/runc
+// take the UID's number: the image must say which.
+func TestBuildUserWithoutGID(t *testing.T) {
+	bin := helloBinary(t)
+	for user, want := range map[string]string{"4242": "4242:4242", "4242:7": "4242:7", "4242:0": "4242:0"} {
+		img, err := oci.Build(&oci.Options{Binary: bin, User: user})
+		if err != nil {
+			t.Fatalf("Build(User %q): %v", user, err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf.Config.User != want {
+			t.Errorf("Build(User %q): image user %q, want %q", user, cf.Config.User, want)
+		}
+	}
+}
+
 type entry struct {
 	hdr  *tar.Header
 	data []byte
