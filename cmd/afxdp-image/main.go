@@ -2,8 +2,9 @@
 // linked executable, without Docker: a single layer holding the binary
 // (mode 0755, owned by root) at the entrypoint path, run as the non-root
 // numeric user 65534:65534 ("nobody") unless --user says otherwise (a UID
-// and GID of at most 2147483647, as runc requires). The entrypoint may not
-// be under /proc, /sys or /dev, which runtimes mount over the image's.
+// and GID of at most 2147483647, as runc requires; a UID alone runs with
+// the GID of the same number). The entrypoint may not be under /proc, /sys
+// or /dev, which runtimes mount over the image's.
 //
 // It needs no privileges and no container engine. The binary must be static
 // (for Go: CGO_ENABLED=0); a dynamically linked one is refused. The output is
@@ -18,10 +19,10 @@
 // With --bundle it also unpacks the image into a runc bundle (rootfs/ and
 // config.json: the image's user, only CAP_NET_RAW, read-only rootfs),
 // optionally joining a network namespace (--netns), with bind mounts
-// (--bind SRC:DST, such as the agent's socket directory; not onto the
-// entrypoint or a directory above it, which would hide it) and arguments
-// after the entrypoint (--run-arg). The bundle directory must not exist or
-// be empty:
+// (--bind SRC:DST, or SRC:DST:ro for a read-only one, such as the agent's
+// socket directory; not onto the entrypoint or a directory above it, which
+// would hide it) and arguments after the entrypoint (--run-arg). The
+// bundle directory must not exist or be empty:
 //
 //	afxdp-image --binary /tmp/sender --tag afxdp/sender:dev --bundle /tmp/sender-bundle \
 //	    --netns /var/run/netns/c1 --bind /tmp/afxdp_dp/eth0:/tmp/afxdp_dp/eth0 \
@@ -89,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		tag        = fs.String("tag", "", "image name and tag, e.g. afxdp/sender:dev (required for --tar; the ref name in --oci-layout)")
 		layoutDir  = fs.String("oci-layout", "", "write an OCI image layout into this missing or empty directory, or add to the layout there")
 		tarFile    = fs.String("tar", "", "write a `file`: a tarball for docker load or podman load")
-		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as, each at most 2147483647 (runc's limit); root is refused")
+		user       = fs.String("user", oci.DefaultUser, "numeric UID[:GID] to run as, each at most 2147483647 (runc's limit; GID default: the UID); root is refused")
 		arch       = fs.String("arch", "", "image architecture, a GOARCH that must match the binary's ELF header (default: from the binary's ELF header)")
 		bundleDir  = fs.String("bundle", "", "unpack the image into this runc bundle directory (must not exist or be empty)")
 		netnsPath  = fs.String("netns", "", "for --bundle: network namespace the container joins (default: a new one)")
@@ -99,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		binds      multi
 		runArgs    multi
 	)
-	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST, both absolute, DST not the entrypoint or a directory above it (repeatable)")
+	fs.Var(&binds, "bind", "for --bundle: bind mount SRC:DST, or SRC:DST:ro for a read-only one, both absolute, DST not the entrypoint or a directory above it (repeatable)")
 	fs.Var(&runArgs, "run-arg", "for --bundle: argument after the entrypoint, replacing the image's (repeatable)")
 	fs.Var(&labels, "label", "image label KEY=VALUE (repeatable)")
 	fs.Var(&envs, "env", "environment variable KEY=VALUE (repeatable)")
@@ -129,12 +130,18 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	for _, b := range binds {
 		src, dst, ok := strings.Cut(b, ":")
 		if !ok || src == "" || dst == "" {
-			return fmt.Errorf("--bind %q: must be SRC:DST", b)
+			return fmt.Errorf("--bind %q: must be SRC:DST or SRC:DST:ro", b)
+		}
+		// A third field is an option, as in docker run -v; without this
+		// cut, "ro" would end up in the mount's path.
+		dst, opt, hasOpt := strings.Cut(dst, ":")
+		if hasOpt && opt != "ro" && opt != "rw" {
+			return fmt.Errorf("--bind %q: option %q: want ro or rw", b, opt)
 		}
 		if !filepath.IsAbs(src) || !filepath.IsAbs(dst) || filepath.Clean(dst) == "/" {
 			return fmt.Errorf("--bind %q: SRC and DST must be absolute paths, DST not /", b)
 		}
-		spec.Binds = append(spec.Binds, runc.Bind{Source: src, Destination: dst})
+		spec.Binds = append(spec.Binds, runc.Bind{Source: src, Destination: dst, ReadOnly: opt == "ro"})
 	}
 	if *tarFile != "" && *tag == "" {
 		return errors.New("--tar needs --tag: docker load names the image by it")
@@ -204,9 +211,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		return fmt.Errorf("read image config: %w", err)
 	}
 	ep := cf.Config.Entrypoint[0]
-	for _, b := range spec.Binds {
+	for i, b := range spec.Binds {
 		if dst := filepath.Clean(b.Destination); ep == dst || strings.HasPrefix(ep, dst+"/") {
-			return fmt.Errorf("--bind %q: DST %s would hide the entrypoint %s", b.Source+":"+b.Destination, dst, ep)
+			return fmt.Errorf("--bind %q: DST %s would hide the entrypoint %s", binds[i], dst, ep)
 		}
 	}
 	digest, err := img.Digest()

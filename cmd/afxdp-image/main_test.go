@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,6 +181,7 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 		{"bind relative source", []string{"--bind", "rel:/x"}, `--bind "rel:/x"`},
 		{"bind relative destination", []string{"--bind", "/tmp:x"}, `--bind "/tmp:x"`},
 		{"bind onto /", []string{"--bind", "/tmp:/"}, `--bind "/tmp:/"`},
+		{"bind option unknown", []string{"--bind", "/tmp:/x:rx"}, `--bind "/tmp:/x:rx": option "rx": want ro or rw`},
 		{"netns relative", []string{"--netns", "netns/c1"}, `--netns "netns/c1"`},
 		// The tarball would have been staged before its tag was read.
 		{"tag invalid", []string{"--tag", "afxdp/Sender:dev"}, `--tag "afxdp/Sender:dev"`},
@@ -219,6 +222,42 @@ func TestRunBadFlagWritesNothing(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A bind's third field is its option, as with docker run -v: ro makes the
+// mount read-only, and neither it nor rw ends up in the mount's path.
+func TestBundleBindOptions(t *testing.T) {
+	bin := hello(t)
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--binary", bin, "--bundle", bundle,
+		"--bind", "/tmp:/mnt/ro:ro", "--bind", "/tmp:/mnt/rw:rw", "--bind", "/tmp:/mnt/plain"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run --bundle: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config struct {
+		Mounts []struct {
+			Destination, Type string
+			Options           []string
+		}
+	}
+	if err := json.Unmarshal(b, &config); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{} // bind destination: read-only
+	for _, m := range config.Mounts {
+		if m.Type == "bind" {
+			got[m.Destination] = slices.Contains(m.Options, "ro")
+		}
+	}
+	want := map[string]bool{"/mnt/ro": true, "/mnt/rw": false, "/mnt/plain": false}
+	if !maps.Equal(got, want) {
+		t.Errorf("bind mounts (destination: read-only) %v, want %v", got, want)
 	}
 }
 
