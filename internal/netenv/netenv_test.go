@@ -464,3 +464,22 @@ func TestRandomSubnetNotTwice(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// TestNetnsString names a named namespace by its name and an anonymous
+// one as such, so that the errors of Do ("in netns %s") read well.
+func TestNetnsString(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	anon := testenv.NewNetns(t)
+	if s := anon.String(); !strings.HasPrefix(s, "(anonymous, fd ") || !strings.HasSuffix(s, ")") {
+		t.Errorf("anonymous namespace: String() = %q, want (anonymous, fd N)", s)
+	}
+	name := netenv.RandomName("afxstr")
+	named, err := netenv.NewNetns(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.Close()
+	if s := named.String(); s != name {
+		t.Errorf("named namespace: String() = %q, want %q", s, name)
+	}
+}

@@ -148,11 +148,13 @@ func (n *Netns) Do(fn func() error) error {
 	return nil
 }
 
+// String is the namespace's name, or for an anonymous one "(anonymous,
+// fd N)", so that "in netns %s" reads well either way.
 func (n *Netns) String() string {
 	if n.name != "" {
 		return n.name
 	}
-	return fmt.Sprintf("netns(fd %d)", n.fd)
+	return fmt.Sprintf("(anonymous, fd %d)", n.fd)
 }
 
 // Close deletes a named namespace's mount and closes the handle. The
