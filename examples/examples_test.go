@@ -8,6 +8,7 @@
 package examples_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -339,8 +340,25 @@ func TestBadFlags(t *testing.T) {
 		{"txonly", []string{"-gen-pps", "1000"}, "flag provided but not defined: -gen-pps"},
 		{"rxdrop", []string{"-tx-budget", "64"}, "flag provided but not defined: -tx-budget"},
 		{"echo", []string{"-quiet"}, "flag provided but not defined: -quiet"},
+		// The built-in pairs have one queue: refused before they are
+		// built, not by Open once they are.
+		{"rxdrop", []string{"-q", "1"}, "q 1: the built-in veth pair has one queue"},
+		{"echo", []string{"-q", "1"}, "q 1: the built-in veth pair has one queue"},
+		{"xconnect", []string{"-q", "1"}, "q 1: the built-in veth pairs have one queue each"},
+		// The run loop and the generator (-gen-cpu 0 by default) on
+		// one CPU.
+		{"rxdrop", []string{"-cpu", "0"}, "cpu 0: -gen-cpu is 0 too"},
+		{"xconnect", []string{"-cpu", "0"}, "cpu 0: -gen-cpu is 0 too"},
+		{"txonly", []string{"-src-port", "70000"}, "src-port 70000: must be at most 65535"},
+		{"echo", []string{"-i", "afxdp-nosuch0"}, "i afxdp-nosuch0: no such network interface"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0"}, "i afxdp-nosuch0: no such network interface"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1"}, "a afxdp-nosuch0: no such network interface"},
+		{"quickstart", []string{"-n", "0"}, "-n 0: must be at least 1"},
 	} {
-		out, err := exec.Command(filepath.Join(bin, tc.cmd), tc.args...).CombinedOutput()
+		// A flag wrongly accepted would run until interrupted: bound it.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, tc.cmd), tc.args...).CombinedOutput()
+		cancel()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 			t.Errorf("%s %v: %v, want a failing exit\n%s", tc.cmd, tc.args, err, out)
@@ -349,7 +367,8 @@ func TestBadFlags(t *testing.T) {
 		if !strings.Contains(string(out), tc.want) {
 			t.Errorf("%s %v: error does not name %q:\n%s", tc.cmd, tc.args, tc.want, out)
 		}
-		if strings.Contains(string(out), "built veth pair") {
+		// "built veth pair(s) A <-> B", quickstart's "veth pair A <-> B".
+		if strings.Contains(string(out), " <-> ") {
 			t.Errorf("%s %v built its topology before checking its flags:\n%s", tc.cmd, tc.args, out)
 		}
 		if strings.Contains(string(out), "panic") {

@@ -583,3 +583,38 @@ func pinnedThread(t *testing.T, cpu int) int {
 	}
 	return 0
 }
+
+// TestRefusesMissingOrDownInterface runs echo with -i naming an interface
+// that is not there, and one that is down: both are refused naming -i and
+// the interface, before anything is printed or attached. The missing one
+// used to fail with "route ip+net: no such network interface", naming
+// neither; on the down one echo served until interrupted, answering
+// nothing. open, which tests call without run, names the interface too.
+func TestRefusesMissingOrDownInterface(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	testenv.SetLink(t, v.Host, false)
+	for name, want := range map[string]string{
+		"afxnosuch0": "i afxnosuch0: no such network interface",
+		v.Host.Name:  fmt.Sprintf("i %s: the interface is down", v.Host.Name),
+	} {
+		var c app.Config
+		c.Defaults()
+		c.Interface, c.Wait = name, app.WaitPoll
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		var out bytes.Buffer
+		err := run(ctx, &c, 9000, netip.Addr{}, 1, &out)
+		cancel()
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("-i %s: %v; want an error starting %q", name, err, want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("-i %s: printed before refusing:\n%s", name, out.String())
+		}
+	}
+	var c app.Config
+	c.Defaults()
+	if _, _, err := open("afxnosuch0", &c, 9000, netip.Addr{}, nil); err == nil || !strings.HasPrefix(err.Error(), "interface afxnosuch0: ") {
+		t.Errorf("open afxnosuch0: %v; want an error naming the interface", err)
+	}
+}

@@ -154,6 +154,13 @@ func run(ctx context.Context, c *app.Config, port uint16, addr netip.Addr, n int
 	}
 	ifname, ep := c.Interface, (*netenv.Endpoint)(nil)
 	var v *netenv.Veth
+	if ifname != "" {
+		// Missing, or down (where echo would answer nothing): refused
+		// naming -i before anything is attached.
+		if err := app.CheckInterface("i", ifname); err != nil {
+			return err
+		}
+	}
 	if ifname == "" {
 		if addr.IsValid() {
 			return fmt.Errorf("addr %s: needs -i: the built-in pair's addresses are in a random subnet", addr)
@@ -295,7 +302,7 @@ type local struct {
 func localOf(ifname string) (*local, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("interface %s: %w", ifname, err)
 	}
 	if len(ifi.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("interface %s: no Ethernet (6-byte) MAC address: echo answers Ethernet frames only", ifname)

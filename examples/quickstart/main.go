@@ -38,7 +38,7 @@ import (
 )
 
 func main() {
-	count := flag.Uint64("n", 1_000_000, "frames to send and receive")
+	count := flag.Uint64("n", 1_000_000, "frames to send and receive (at least 1)")
 	size := flag.Int("size", 64, "frame size in bytes (64 to 1514)")
 	flag.Parse()
 
@@ -58,6 +58,11 @@ const port = 9000
 const idleTimeout = 2 * time.Second
 
 func run(ctx context.Context, w io.Writer, count uint64, size int) (err error) {
+	if count == 0 {
+		// Nothing sent, nothing received: a run that shows nothing
+		// and would pass as a success.
+		return errors.New("-n 0: must be at least 1")
+	}
 	if size < packet.HeadersLen+packet.SeqLen+14 || size > 1514 {
 		return fmt.Errorf("-size %d: must be between %d and 1514", size, packet.HeadersLen+packet.SeqLen+14)
 	}

@@ -35,6 +35,11 @@ func TestRun(t *testing.T) {
 	if err := run(context.Background(), io.Discard, 10, 20); err == nil || !strings.Contains(err.Error(), "-size 20") {
 		t.Fatalf("bad size: %v", err)
 	}
+	// -n 0 used to build the pair, send and receive nothing, and exit 0.
+	var out strings.Builder
+	if err := run(context.Background(), &out, 0, 64); err == nil || err.Error() != "-n 0: must be at least 1" || out.Len() > 0 {
+		t.Fatalf("-n 0: %v; want it refused before anything is built\n%s", err, out.String())
+	}
 }
 
 // TestInterrupt stops the program with SIGINT in the middle of a long run

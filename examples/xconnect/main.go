@@ -62,7 +62,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.a, "a", "", "first interface (empty, with -b empty: build two veth pairs and drive them)")
 	flag.StringVar(&c.b, "b", "", "second interface")
-	flag.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces")
+	flag.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces (without -a/-b: 0, the built-in pairs' only queue)")
 	flag.IntVar(&c.batch, "batch", 64, "descriptors per ring operation")
 	flag.IntVar(&c.ring, "ring", 1024, "size of every ring, a power of two")
 	flag.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring); half are for receive and must fill both fill rings: at least 4×ring-1")
@@ -97,6 +97,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("interfaces %q and %q: must differ", c.a, c.b)
 	case c.queue < 0:
 		return fmt.Errorf("q %d: must not be negative", c.queue)
+	case own && c.queue > 0:
+		// Opening it would fail only once the pairs were built.
+		return fmt.Errorf("q %d: the built-in veth pairs have one queue each, 0 (give -a and -b to bind a queue of other interfaces)", c.queue)
 	case c.batch < 1 || c.batch > 4096:
 		return fmt.Errorf("batch %d: must be between 1 and 4096", c.batch)
 	case c.ring < 1 || c.ring > ring.MaxSize || c.ring&(c.ring-1) != 0:
@@ -115,6 +118,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.cpu)
 	case own && c.genCPU < -1:
 		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.genCPU)
+	case own && c.cpu >= 0 && c.cpu == c.genCPU:
+		return fmt.Errorf("cpu %d: -gen-cpu is %d too (0 unless given): the forwarding loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.cpu, c.genCPU)
 	case own && (c.frameLen < packet.MinFrame || c.frameLen > app.TopologyMTU+packet.EthLen):
 		return fmt.Errorf("size %d: must be between %d and %d (the veth pairs' MTU %d plus the Ethernet header)",
 			c.frameLen, packet.MinFrame, app.TopologyMTU+packet.EthLen, app.TopologyMTU)
@@ -130,6 +135,9 @@ func (c *config) validate() error {
 // forwarding. It builds its own topology when c names no interfaces.
 func run(ctx context.Context, c *config, out io.Writer) (err error) {
 	if err := c.validate(); err != nil {
+		return err
+	}
+	if err := notStarted(ctx); err != nil {
 		return err
 	}
 	var (
@@ -181,7 +189,27 @@ func run(ctx context.Context, c *config, out io.Writer) (err error) {
 		}
 		return forward(ctx, c, ns, g, out)
 	}
+	// Missing, or down (nothing would be forwarded): refused naming the
+	// flag, before anything is attached to either.
+	for _, f := range []struct{ flag, name string }{{"a", c.a}, {"b", c.b}} {
+		if err := app.CheckInterface(f.flag, f.name); err != nil {
+			return err
+		}
+	}
 	return forward(ctx, c, nil, nil, out)
+}
+
+// notStarted returns an error when ctx has ended before forwarding started
+// (Ctrl-C while the pairs were built or the sockets opened): the run would
+// otherwise start the generator, an unpaced call of 2^20 frames, and
+// report a run of nothing.
+func notStarted(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("stopped before forwarding started: %w", ctx.Err())
+	default:
+		return nil
+	}
 }
 
 // generator is the built-in topology's traffic: start starts the
@@ -234,6 +262,9 @@ func forward(ctx context.Context, c *config, ns *netenv.Netns, g *generator, out
 	}
 	fmt.Fprintf(out, "xconnect %s <-> %s queue %d: %s mode, one UMEM of %d frames, rings %d, batch %d\n",
 		c.a, c.b, c.queue, a.Mode(), frames, c.ring, c.batch)
+	if err := notStarted(ctx); err != nil {
+		return err
+	}
 
 	unpin, err := app.PinThread(c.cpu)
 	if err != nil {

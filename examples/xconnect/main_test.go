@@ -125,7 +125,12 @@ func TestBadConfig(t *testing.T) {
 		{func(c *config) { c.cpu = -2 }, "cpu -2: must be -1 (no pinning) or a CPU number"},
 		{func(c *config) { c.cpu = 4096 }, "cpu 4096: not one of the CPUs"},
 		{func(c *config) { c.genCPU = 4096 }, "gen-cpu 4096: not one of the CPUs"},
-		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "open afxnosuchif0 queue 0: unknown interface"},
+		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "a afxnosuchif0: no such network interface"},
+		// The built-in pairs have one queue: refused before they are
+		// built, not by Open once they are.
+		{func(c *config) { c.queue = 1 }, "q 1: the built-in veth pairs have one queue each"},
+		// The loop and the generator would share one CPU.
+		{func(c *config) { c.cpu, c.genCPU = 0, 0 }, "cpu 0: -gen-cpu is 0 too"},
 	} {
 		c := good
 		tt.edit(&c)
@@ -163,7 +168,8 @@ func TestFramesMinimumOpens(t *testing.T) {
 // stopCtx is a context whose first Err sends the frames that are to be in
 // the RX ring when the forwarder stops, and waits until they are there.
 // The forwarder asks Err before each round of batches, and does nothing
-// meanwhile: the frames stay in the ring.
+// meanwhile: the frames stay in the ring. Done is closed only then, so
+// forward's look at it before forwarding finds the run not yet ended.
 type stopCtx struct {
 	context.Context
 	once  sync.Once
@@ -316,8 +322,10 @@ func TestRatesCoverTheRun(t *testing.T) {
 			return h
 		},
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // the run ends before it forwards anything
+	// The run ends at the forwarder's first look, before it forwards
+	// anything. (A context that has ended before forward is called
+	// stops it before it starts: see TestRefusedBeforeStart.)
+	ctx := &stopCtx{Context: context.Background(), ready: make(chan struct{}), fill: func() error { return nil }}
 	c := &config{a: in.Veth.Peer.Name, b: far.Veth.Peer.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
 	var out bytes.Buffer
 	if err := forward(ctx, c, ns, g, &out); err != nil {
@@ -453,4 +461,40 @@ func TestPPSPacesTheGenerator(t *testing.T) {
 		t.Fatalf("-gen-pps %d over %v: generator offered %d; want 1 to %d:\n%s", pps, took, offered, limit, out.String())
 	}
 	t.Logf("offered %d, far end %d in %v", offered, far, took)
+}
+
+// TestRefusedBeforeStart: interfaces that are down are refused naming the
+// flag before anything is attached to them, and a run whose context ends
+// while it sets up (Ctrl-C then) fails saying so. It used to start the
+// generator all the same, forward its call of 2^20 frames, and report a
+// run of nothing.
+func TestRefusedBeforeStart(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns := testenv.NewNetns(t)
+	v1 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: ns})
+	v2 := testenv.NewVeth(t, &netenv.VethOptions{PeerNS: ns})
+	testenv.SetLink(t, v2.Host, false)
+	c := config{a: v1.Host.Name, b: v2.Host.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64, d: time.Second}
+	var out bytes.Buffer
+	err := run(context.Background(), &c, &out)
+	if want := fmt.Sprintf("b %s: the interface is down", v2.Host.Name); err == nil || !strings.HasPrefix(err.Error(), want) || out.Len() > 0 {
+		t.Errorf("-b down: %v; want an error starting %q and nothing printed\n%s", err, want, out.String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out.Reset()
+	c = config{batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64}
+	if err := run(ctx, &c, &out); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "stopped before forwarding started") {
+		t.Errorf("run with an ended context: %v; want it stopped before forwarding started", err)
+	}
+	if s := out.String(); strings.Contains(s, "forwarded") || strings.Contains(s, "generator offered") {
+		t.Errorf("a run that never started was reported:\n%s", s)
+	}
+	// The same with the context ending while the sockets open.
+	c.a, c.b = v1.Peer.Name, v2.Peer.Name
+	out.Reset()
+	if err := forward(ctx, &c, ns, nil, &out); !errors.Is(err, context.Canceled) || strings.Contains(out.String(), "forwarded") {
+		t.Errorf("forward with an ended context: %v; want context.Canceled and no report\n%s", err, out.String())
+	}
 }

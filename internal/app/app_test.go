@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/packet"
 	"github.com/afxdp/afxdp/internal/sys"
@@ -184,7 +185,11 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Wait, c.Nap = WaitNap, 0 }, "nap 0s"},
 		{func(c *Config) { c.Wait, c.Nap = WaitNap, 2*time.Second }, "nap 2s"},
 		{func(c *Config) { c.Wait = WaitMode(7) }, "wait 7"},
-		{func(c *Config) { c.DstPort = 70000 }, "ports"},
+		{func(c *Config) { c.DstPort = 70000 }, "dst-port 70000: must be at most 65535"},
+		{func(c *Config) { c.SrcPort = 65536 }, "src-port 65536: must be at most 65535"},
+		// The built-in veth pair has one queue: refused before it is
+		// built, not by Open once it is.
+		{func(c *Config) { c.Queue = 1 }, "q 1: the built-in veth pair has one queue"},
 		{func(c *Config) { c.CPU = -5 }, "cpu -5"},
 		{func(c *Config) { c.CPU, c.Isolate = -5, true }, "cpu -5"},
 		{func(c *Config) { c.Isolate = true }, "isolate: needs -cpu"},
@@ -404,8 +409,13 @@ func TestValidateCPUs(t *testing.T) {
 		set  func(*Config)
 		want string // "": valid
 	}{
-		{func(c *Config) { c.CPU = first }, ""},
-		{func(c *Config) { c.CPU, c.Isolate = first, true }, ""},
+		{func(c *Config) { c.CPU, c.GenCPU = first, -1 }, ""},
+		{func(c *Config) { c.CPU, c.GenCPU, c.Isolate = first, -1, true }, ""},
+		// The loop and the generator on one CPU share it (and
+		// -isolate would move the generator off it).
+		{func(c *Config) { c.CPU = first }, fmt.Sprintf("cpu %d: -gen-cpu is %d too", first, first)},
+		{func(c *Config) { c.CPU, c.Isolate = first, true }, fmt.Sprintf("cpu %d: -gen-cpu is %d too", first, first)},
+		{func(c *Config) { c.Interface, c.CPU = "eth0", first }, ""},
 		{func(c *Config) { c.CPU, c.GenCPU = -1, -1 }, ""},
 		{func(c *Config) { c.CPU = outside }, fmt.Sprintf("cpu %d: not one of the CPUs this process may run on", outside)},
 		{func(c *Config) { c.CPU = 1 << 20 }, fmt.Sprintf("cpu %d: not one of", 1<<20)},
@@ -617,5 +627,42 @@ func TestRunWithoutGeneratorIgnoresItsFlags(t *testing.T) {
 		if out.Len() > 0 {
 			t.Errorf("%s: built something before refusing -gen-cpu:\n%s", kind, out.String())
 		}
+	}
+}
+
+// TestRunRefusesMissingOrDownInterface runs each kind with -i naming an
+// interface that is not there, and one that is down: both must be refused
+// naming -i and the interface, before anything is attached or printed. A
+// receiver on a down interface used to run to its end receiving nothing,
+// and txonly failed only at its first transmit.
+func TestRunRefusesMissingOrDownInterface(t *testing.T) {
+	v := testenv.NewVeth(t, nil)
+	testenv.SetLink(t, v.Host, false)
+	for _, kind := range []Kind{RxDrop, TxOnly, L2Fwd} {
+		for name, want := range map[string]string{
+			"afxnosuch0": "i afxnosuch0: no such network interface",
+			v.Host.Name:  fmt.Sprintf("i %s: the interface is down", v.Host.Name),
+		} {
+			var c Config
+			c.Defaults()
+			c.Interface, c.Wait = name, WaitPoll
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			var out bytes.Buffer
+			_, err := Run(ctx, kind, &c, &out)
+			cancel()
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("%s -i %s: %v; want an error starting %q", kind, name, err, want)
+			}
+			if out.Len() > 0 {
+				t.Errorf("%s -i %s: printed before refusing:\n%s", kind, name, out.String())
+			}
+		}
+	}
+	info, err := bpf.QueryXDP(v.Host.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Attached() {
+		t.Errorf("an XDP program was left on %s: %+v", v.Host.Name, info)
 	}
 }

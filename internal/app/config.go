@@ -236,7 +236,7 @@ func (c *Config) RegisterTxBudgetFlag(fs *flag.FlagSet) {
 func (c *Config) registerCommon(fs *flag.FlagSet, framesHelp string) {
 	c.Defaults()
 	fs.StringVar(&c.Interface, "i", "", "interface to bind (empty: build a veth pair in throwaway namespaces and drive it)")
-	fs.IntVar(&c.Queue, "q", 0, "queue to bind")
+	fs.IntVar(&c.Queue, "q", 0, "queue to bind (without -i: 0, the built-in pair's only queue)")
 	fs.IntVar(&c.Batch, "batch", c.Batch, "descriptors per ring operation")
 	fs.IntVar(&c.RingSize, "ring", c.RingSize, "size of every ring (RX, TX, fill, completion), a power of two")
 	fs.IntVar(&c.FrameSize, "frame", c.FrameSize, "UMEM frame size: 2048 or 4096")
@@ -303,6 +303,9 @@ func (c *Config) validate(gen, rx bool) error {
 		return fmt.Errorf("busy-poll %v: must be 0 (off) or at least 1µs: SO_BUSY_POLL counts whole microseconds, and 0 would busy-poll not at all", c.BusyPoll)
 	case c.Queue < 0:
 		return fmt.Errorf("q %d: must not be negative", c.Queue)
+	case c.Interface == "" && c.Queue > 0:
+		// Opening it would fail only once the pair was built.
+		return fmt.Errorf("q %d: the built-in veth pair has one queue, 0 (give -i to bind a queue of another interface)", c.Queue)
 	case c.BusyPoll < 0 || c.BusyPoll > maxBusyPoll:
 		return fmt.Errorf("busy-poll %v: must be between 0 (off) and %v", c.BusyPoll, maxBusyPoll)
 	case c.BusyBudget < 0 || c.BusyBudget > math.MaxUint16:
@@ -321,8 +324,10 @@ func (c *Config) validate(gen, rx bool) error {
 		return fmt.Errorf("nap %v: must be above 0 and at most 1s", c.Nap)
 	case c.Duration < 0:
 		return fmt.Errorf("duration %v: must not be negative", c.Duration)
-	case c.SrcPort > 0xffff || c.DstPort > 0xffff:
-		return fmt.Errorf("ports %d, %d: must be at most 65535", c.SrcPort, c.DstPort)
+	case c.SrcPort > 0xffff:
+		return fmt.Errorf("src-port %d: must be at most 65535", c.SrcPort)
+	case c.DstPort > 0xffff:
+		return fmt.Errorf("dst-port %d: must be at most 65535", c.DstPort)
 	case c.CPU < -1:
 		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.CPU)
 	case c.Isolate && c.CPU < 0:
@@ -331,6 +336,11 @@ func (c *Config) validate(gen, rx bool) error {
 		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
 	case gen && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
 		return fmt.Errorf("gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
+	case gen && c.CPU >= 0 && c.CPU == c.GenCPU:
+		// Both spin: sharing one CPU, each gets half of it and the
+		// run measures that. With -isolate, the generator would be
+		// moved off it without a word.
+		return fmt.Errorf("cpu %d: -gen-cpu is %d too (0 unless given): the run loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.CPU, c.GenCPU)
 	}
 	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err != nil {
 		return err
@@ -361,6 +371,28 @@ func CheckCPUs(cpu, genCPU int) error {
 		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
 			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
 		}
+	}
+	return nil
+}
+
+// CheckInterface checks that the interface name, given by flag (the flag's
+// name without its dash), is in the calling thread's network namespace and
+// up, so that a missing or down one is refused naming the flag before
+// anything is attached to it. A socket on an interface that is down
+// receives nothing and fails its first transmit.
+func CheckInterface(flag, name string) error {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		// "route ip+net: no such network interface": the operation
+		// says nothing to a user.
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return fmt.Errorf("%s %s: %w", flag, name, err)
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return fmt.Errorf("%s %s: the interface is down: it would send and receive nothing (ip link set %s up)", flag, name, name)
 	}
 	return nil
 }

@@ -172,8 +172,10 @@ func (r *Result) CPUPerMpkt() float64 {
 }
 
 // Run opens a socket as c says and runs kind on it until ctx ends or for
-// c.Duration (see [RunOn]), reporting to out (nil: no output). Without c.Interface it first builds
-// its own topology (see [NewTopology]) and feeds it with a generator.
+// c.Duration (see [RunOn]), reporting to out (nil: no output). With
+// c.Interface it first checks that the interface is there and up
+// ([CheckInterface]); without, it builds its own topology (see
+// [NewTopology]) and feeds it with a generator.
 // A ctx that ends before the loop starts fails the run with ctx's error.
 func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, err error) {
 	if err := validate(c, kind); err != nil {
@@ -183,6 +185,9 @@ func Run(ctx context.Context, kind Kind, c *Config, out io.Writer) (_ *Result, e
 		return nil, err
 	}
 	if c.Interface != "" {
+		if err := CheckInterface("i", c.Interface); err != nil {
+			return nil, err
+		}
 		return RunOn(ctx, kind, c, nil, 0, out)
 	}
 	// The generator sends -size frames too: check before building.
