@@ -64,13 +64,7 @@ func TestDefaultOpenWithinMemlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := testenv.NewVeth(t, nil)
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		t.Fatal(err)
-	}
-	data[0].Effective &^= 1 << unix.CAP_IPC_LOCK
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
+	if err := dropEffectiveCap(unix.CAP_IPC_LOCK); err != nil {
 		t.Fatal(err)
 	}
 	var s *xsk.Socket
@@ -87,4 +81,51 @@ func TestDefaultOpenWithinMemlock(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOpenWithoutNetRawSaysSo: the kernel refuses an AF_XDP socket to a
+// thread without CAP_NET_RAW with a bare EPERM; Open's error names the
+// capability, and still matches the errno.
+func TestOpenWithoutNetRawSaysSo(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	v := testenv.NewVeth(t, nil)
+	type result struct {
+		setup, open error
+	}
+	done := make(chan result)
+	go func() {
+		// Never unlocked: the thread, stripped of the capability, ends
+		// with this goroutine. The kernel checks the calling thread's
+		// credentials, and the socket is created on it.
+		runtime.LockOSThread()
+		if err := dropEffectiveCap(unix.CAP_NET_RAW); err != nil {
+			done <- result{setup: err}
+			return
+		}
+		s, err := xsk.Open(v.Host.Name, 0, &xsk.Options{NoXDP: true, NumFrames: 64})
+		if err == nil {
+			s.Close()
+		}
+		done <- result{open: err}
+	}()
+	r := <-done
+	if r.setup != nil {
+		t.Fatalf("drop CAP_NET_RAW: %v", r.setup)
+	}
+	want := "open " + v.Host.Name + " queue 0: create AF_XDP socket: needs CAP_NET_RAW: socket: operation not permitted"
+	if r.open == nil || r.open.Error() != want || !errors.Is(r.open, unix.EPERM) {
+		t.Fatalf("Open without CAP_NET_RAW = %v, want %q matching EPERM", r.open, want)
+	}
+}
+
+// dropEffectiveCap takes the capability c (below 32) out of the calling
+// thread's effective set; the caller keeps to its locked thread.
+func dropEffectiveCap(c int) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Effective &^= 1 << c
+	return unix.Capset(&hdr, &data[0])
 }

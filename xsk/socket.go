@@ -367,9 +367,19 @@ func zeroCopyUnsupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, errnoENOTSUPP)
 }
 
+// newXSKFD creates the AF_XDP socket. The kernel refuses it (EPERM) to a
+// thread without CAP_NET_RAW, and the bare errno does not say so.
+func newXSKFD() (int, error) {
+	fd, err := sys.XSKSocket()
+	if errors.Is(err, unix.EPERM) {
+		return -1, fmt.Errorf("create AF_XDP socket: needs CAP_NET_RAW: %w", err)
+	}
+	return fd, err
+}
+
 // setup creates the socket and everything up to bind.
 func (s *Socket) setup(o *Options) (err error) {
-	if s.fd, err = sys.XSKSocket(); err != nil {
+	if s.fd, err = newXSKFD(); err != nil {
 		return err
 	}
 	if err := s.umem.Register(s.fd); err != nil {
@@ -505,7 +515,7 @@ func (s *Socket) bindShared(o *Options, sh *Socket) (err error) {
 			sh.ifname, sh.queue, u.NumFrames)
 	}
 	s.umem, s.shared, s.group = sh.umem, true, sh.group
-	if s.fd, err = sys.XSKSocket(); err != nil {
+	if s.fd, err = newXSKFD(); err != nil {
 		return err
 	}
 	if noFill {
