@@ -3,6 +3,9 @@ package umem
 import (
 	"errors"
 	"net"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -251,5 +254,59 @@ func TestAddRingsOutlivesFirstSocket(t *testing.T) {
 	}
 	if after := testenv.Snapshot(t); after != before {
 		t.Fatalf("leak: before %+v, after %+v", before, after)
+	}
+}
+
+// memlockChild marks the child process of TestRegisterOverMemlockSaysSo.
+const memlockChild = "AFXDP_UMEM_TEST_MEMLOCK_CHILD"
+
+// TestRegisterOverMemlockSaysSo registers a 2 MiB UMEM in a process
+// without CAP_IPC_LOCK whose memlock limit is 1 MiB. The kernel answers
+// ENOBUFS, which alone reads "no buffer space available"; Register's error
+// says that the UMEM exceeds RLIMIT_MEMLOCK, with both sizes, and what
+// lifts the limit, and still matches the errno. The child process is
+// needed for the limit, which cannot be raised again once lowered.
+func TestRegisterOverMemlockSaysSo(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if os.Getenv(memlockChild) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRegisterOverMemlockSaysSo$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), memlockChild+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestRegisterOverMemlockSaysSo") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	// The kernel checks CAP_IPC_LOCK in the calling thread's
+	// credentials: drop it on this thread and stay on it (the process
+	// ends with the test).
+	runtime.LockOSThread()
+	const limit = 1 << 20
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: limit, Max: limit}); err != nil {
+		t.Fatal(err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	data[0].Effective &^= 1 << unix.CAP_IPC_LOCK
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	u, err := New(&Options{NumFrames: 1024, FillRingSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	fd, err := sys.XSKSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close(fd)
+	err = u.Register(fd)
+	want := "register umem: UMEM of 2097152 bytes exceeds the locked-memory limit (RLIMIT_MEMLOCK 1048576 bytes, shared with this user's other locked memory); CAP_IPC_LOCK or a higher limit lifts it: setsockopt: no buffer space available"
+	if err == nil || err.Error() != want || !errors.Is(err, unix.ENOBUFS) {
+		t.Fatalf("Register over RLIMIT_MEMLOCK = %v, want %q matching ENOBUFS", err, want)
 	}
 }

@@ -221,6 +221,23 @@ func newUMEM(o Options, area []byte) *UMEM {
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
 
+// memlockError explains the ENOBUFS err of XDP_UMEM_REG, which the kernel
+// returns when the UMEM's pages would take the user's locked memory beyond
+// RLIMIT_MEMLOCK. It charges them only to a process without CAP_IPC_LOCK,
+// and over all of the user's locked memory, including UMEMs of sockets
+// closed a moment ago (released some time after the socket).
+func memlockError(size uint64, err error) error {
+	limit := "unknown"
+	if cur, lerr := sys.MemlockLimit(); lerr == nil {
+		limit = fmt.Sprintf("%d bytes", cur)
+		if cur == unix.RLIM_INFINITY {
+			limit = "unlimited"
+		}
+	}
+	return fmt.Errorf("UMEM of %d bytes exceeds the locked-memory limit (RLIMIT_MEMLOCK %s, shared with this user's other locked memory); CAP_IPC_LOCK or a higher limit lifts it: %w",
+		size, limit, err)
+}
+
 // checkFD refuses what cannot be a file descriptor. The kernel takes
 // descriptors as 32-bit ints: without this, fd+1<<32 would name fd.
 func checkFD(fd int) error {
@@ -248,6 +265,9 @@ func (u *UMEM) Register(fd int) (err error) {
 	}
 	o := &u.opts
 	if err := sys.RegisterUMEM(fd, sys.Addr(u.area), u.size, uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
+		if errors.Is(err, unix.ENOBUFS) {
+			err = memlockError(u.size, err)
+		}
 		return fmt.Errorf("register umem: %w", err)
 	}
 	r, err := u.newRings(fd, o.FillRingSize, o.CompletionRingSize, o.NoFill)

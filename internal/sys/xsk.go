@@ -196,3 +196,13 @@ func RegisterUMEM(fd int, addr uintptr, length uint64, frameSize, headroom uint3
 	}
 	return setsockopt(fd, unix.SOL_XDP, unix.XDP_UMEM_REG, &reg)
 }
+
+// MemlockLimit is the calling process's soft RLIMIT_MEMLOCK in bytes,
+// with unix.RLIM_INFINITY for no limit.
+func MemlockLimit() (uint64, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil {
+		return 0, os.NewSyscallError("getrlimit", err)
+	}
+	return rl.Cur, nil
+}
