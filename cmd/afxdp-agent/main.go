@@ -331,13 +331,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*agent
 	}
 	if opts.PinDir != "" {
 		if err := ensureBPFFS(opts.PinDir, log); err != nil {
-			return err
+			return needsPrivilege(err, effectiveCaps())
 		}
 	}
 
 	srv, err := agent.NewServer(opts)
 	if err != nil {
-		return err
+		return needsPrivilege(err, effectiveCaps())
 	}
 	if !cfg.Pin {
 		dir := cfg.PinDir
@@ -441,6 +441,55 @@ func warnStalePins(dir string, devices []agent.Device, log *slog.Logger) {
 			"(left by an earlier run with -pin that was killed, or another agent's): a pod that opens it receives nothing; "+
 			"if no other agent pins there, remove it", "device", d.Name, "pin", pin, "remove", "rm "+pin)
 	}
+}
+
+// neededCaps are the capabilities the agent needs in every configuration
+// (see the command's documentation); CAP_PERFMON may also be had as
+// CAP_SYS_ADMIN.
+var neededCaps = []struct {
+	name string
+	bit  int
+	or   int // another capability that serves, or -1
+}{
+	{"CAP_NET_ADMIN", unix.CAP_NET_ADMIN, -1},
+	{"CAP_BPF", unix.CAP_BPF, -1},
+	{"CAP_PERFMON", unix.CAP_PERFMON, unix.CAP_SYS_ADMIN},
+	{"CAP_NET_RAW", unix.CAP_NET_RAW, -1},
+	{"CAP_CHOWN", unix.CAP_CHOWN, -1},
+	{"CAP_FOWNER", unix.CAP_FOWNER, -1},
+}
+
+// effectiveCaps returns the process's effective capabilities, or all of
+// them if it cannot tell (then needsPrivilege adds nothing).
+func effectiveCaps() uint64 {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return ^uint64(0)
+	}
+	return uint64(data[1].Effective)<<32 | uint64(data[0].Effective)
+}
+
+// needsPrivilege says that the agent needs root when err is a refused
+// permission (EPERM or EACCES) and caps, the effective capabilities, lack
+// one of neededCaps: a bare "mkdirat: permission denied" or "map create:
+// operation not permitted" does not tell a user who started the agent
+// without root what is wrong. Other errors are returned as they are.
+func needsPrivilege(err error, caps uint64) error {
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return err
+	}
+	var lack []string
+	for _, c := range neededCaps {
+		if caps&(1<<c.bit) == 0 && (c.or < 0 || caps&(1<<c.or) == 0) {
+			lack = append(lack, c.name)
+		}
+	}
+	if len(lack) == 0 {
+		return err
+	}
+	return fmt.Errorf("needs root: this process lacks %s (of CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN, CAP_NET_RAW, CAP_CHOWN, CAP_FOWNER): %w",
+		strings.Join(lack, ", "), err)
 }
 
 func parseMode(s string) (bpf.AttachMode, error) {

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/agent"
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/container"
 	"github.com/afxdp/afxdp/internal/netenv"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
@@ -408,5 +410,60 @@ func TestRunFollowsInterface(t *testing.T) {
 	defer sock.Close()
 	if !receives(t, v2, sock.Socket) {
 		t.Error("the socket put in the new pin's map received nothing sent to the new interface")
+	}
+}
+
+// TestNeedsPrivilege: a refused permission says that the agent needs root
+// and which capabilities the process lacks, and still matches the errno;
+// with the capabilities, or for another error, the error is left alone.
+func TestNeedsPrivilege(t *testing.T) {
+	denied := fmt.Errorf("new agent server: create socket directory /run/x: %w", os.NewSyscallError("mkdirat", unix.EACCES))
+	all := ^uint64(0)
+	for _, tc := range []struct {
+		name string
+		err  error
+		caps uint64
+		want string // "" means err unchanged
+	}{
+		{"no_caps", denied, 0, "needs root: this process lacks CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW, CAP_CHOWN, CAP_FOWNER (of "},
+		{"eperm", fmt.Errorf("map create: %w", unix.EPERM), 0, "needs root: this process lacks CAP_NET_ADMIN,"},
+		{"sys_admin_for_perfmon", denied, all &^ (1 << unix.CAP_PERFMON), ""},
+		{"no_perfmon_no_sys_admin", denied, all &^ (1<<unix.CAP_PERFMON | 1<<unix.CAP_SYS_ADMIN), "lacks CAP_PERFMON ("},
+		{"all_caps", denied, all, ""},
+		{"other_error", errors.New("no such device"), 0, ""},
+	} {
+		got := needsPrivilege(tc.err, tc.caps)
+		if tc.want == "" {
+			if got != tc.err {
+				t.Errorf("%s: needsPrivilege = %v, want the error unchanged", tc.name, got)
+			}
+			continue
+		}
+		if !strings.Contains(got.Error(), tc.want) || !strings.HasSuffix(got.Error(), tc.err.Error()) || !errors.Is(got, errors.Unwrap(tc.err)) {
+			t.Errorf("%s: needsPrivilege = %v, want it to contain %q and wrap %v", tc.name, got, tc.want, tc.err)
+		}
+	}
+}
+
+// TestRunNotRoot runs the real command as an unprivileged user: it fails
+// saying that it needs root, not with a bare "permission denied".
+func TestRunNotRoot(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	sd := filepath.Join(testenv.SharedDir(t, "afxdp-agent-nonroot-"), "sd")
+	var out bytes.Buffer
+	p, err := container.Start(&container.Options{
+		Path: container.Executable(t), Args: []string{"-iface", "lo", "-socket-dir", sd},
+		Env: []string{agentMainEnv + "=1"}, ShareNamespaces: true, Stdout: &out, Stderr: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Wait()
+	want := "afxdp-agent: needs root: this process lacks CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW, CAP_CHOWN, CAP_FOWNER (of "
+	if err == nil || !strings.HasPrefix(out.String(), want) || !strings.Contains(out.String(), "mkdirat: permission denied") {
+		t.Errorf("agent as UID %d: %v, said %q; want it to fail with %q... mkdirat: permission denied", container.Nobody, err, out.String(), want)
+	}
+	if _, err := os.Lstat(sd); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the refusal: %v, want it not made", sd, err)
 	}
 }
