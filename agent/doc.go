@@ -159,9 +159,13 @@
 //
 // # Permissions
 //
-// Each device's directory and socket are owned and moded so that only the
-// allowed users may connect (see [NewServer]); SO_PEERCRED is checked on
-// every connection regardless. The agent works as root in the socket
+// Each device's directory and socket are owned and moded as a first fence
+// (see [NewServer]): to the one allowed user, to the group
+// [ServerOptions.SocketGID], or open to all when several users are allowed
+// and no group is given. What admits a client is its UID, which the server
+// checks with SO_PEERCRED on every connection: only
+// [ServerOptions.AllowedUIDs] are served, also among the group's members.
+// The agent works as root in the socket
 // directory, so it refuses one that another user could write to or
 // redirect, and never follows a symbolic link when it sets a mode or an
 // owner (see [ServerOptions.SocketDir]).

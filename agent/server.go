@@ -99,8 +99,10 @@ type ServerOptions struct {
 	AllowedUIDs []int
 
 	// SocketGID, when not zero, is a group that owns each device's
-	// directory and socket and may connect to them. See NewServer for the
-	// modes that result. At most 4294967294.
+	// directory and socket (modes 0750 and 0660, owner root): only its
+	// members and root can open the socket. It admits nobody by itself:
+	// of those, only the AllowedUIDs are served, and a member whose UID
+	// is not among them is answered /host_nak. At most 4294967294.
 	SocketGID int
 
 	// IdleTimeout closes a connection silent for this long, unless it

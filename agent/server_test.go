@@ -393,6 +393,36 @@ func TestRefusedUID(t *testing.T) {
 			t.Errorf("child got %q, want permission denied", out.String())
 		}
 	})
+
+	t.Run("group_opens_uid_admits", func(t *testing.T) {
+		// SocketGID lets its members open the socket, and no one else
+		// but root; SO_PEERCRED still serves only AllowedUIDs: a member
+		// whose UID is not allowed is answered /host_nak, an allowed UID
+		// outside the group cannot connect at all.
+		const gid = 4343
+		e := newTestEnv(t, func(o *ServerOptions) { o.AllowedUIDs = []int{0, 4242}; o.SocketGID = gid })
+		for _, tc := range []struct {
+			name     string
+			uid, gid int
+			want     string
+		}{
+			{"member_not_allowed", 4343, gid, "resp=/host_nak fds=0 hangup=true send_after=true\n"},
+			{"allowed_not_member", 4242, 4242, "permission denied"},
+		} {
+			var out bytes.Buffer
+			p, err := container.Start(&container.Options{
+				Path: container.Executable(t), Child: "refused", UID: tc.uid, GID: tc.gid,
+				Env: []string{"AGENT_SOCKET=" + e.sock}, Stdout: &out, Stderr: &out,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Wait()
+			if !strings.Contains(out.String(), tc.want) {
+				t.Errorf("%s: child (uid %d, gid %d) got %q, want %q", tc.name, tc.uid, tc.gid, out.String(), tc.want)
+			}
+		}
+	})
 }
 
 // TestClientDies kills a client in the middle of its session and checks
