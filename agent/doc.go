@@ -132,6 +132,16 @@
 // ends with the old agent, its socket is in the old map, and it must
 // register again (through a new connection, or by opening the new pin).
 //
+// After Close, as after a kill, the directories stay: the socket
+// directory, and each device's directory in it and in the pin directory,
+// empty once Close has removed the socket and the pin. A pod reaches its
+// socket through a bind mount of its device's directory, and a mount holds
+// the directory, not its path: had Close removed it, the next NewServer
+// would make another one that the pod never sees. Kept, it is the one
+// the next NewServer takes back, so a pod registers again through the
+// mount it has. A pod started before the agent needs the device's
+// directory already made (root's, mode 0700): NewServer takes it over.
+//
 // When a served interface goes away while the server runs (its network
 // namespace deleted, the link deleted: a pod or a container restarted),
 // the kernel detaches the program with it, and the server follows the

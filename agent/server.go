@@ -88,8 +88,18 @@ type ServerOptions struct {
 	// than root (or the agent's), or that group or others may write to;
 	// the directories above it must belong to root and be writable by
 	// nobody else unless sticky (as /tmp is). A
-	// <SocketDir>/<device> left by an earlier run is taken back and
-	// reused; a symbolic link there is refused.
+	// <SocketDir>/<device> left by an earlier run, or made before the
+	// agent, is taken back and reused; a symbolic link there is refused.
+	//
+	// Close removes the sockets but keeps the directories, SocketDir and
+	// each <SocketDir>/<device>, empty and with the owner and mode they
+	// were served with: a pod reaches its socket through a bind mount of
+	// its device's directory, and a mount holds the directory, not its
+	// path, so that a directory removed and made again by the next start
+	// would never be the pod's. For the same reason a pod started before
+	// the agent needs the directory to be there: make it first (owned by
+	// root, mode 0700, in a SocketDir as described above) and NewServer
+	// takes it over.
 	SocketDir string
 
 	// AllowedUIDs are the user IDs that may use the sockets, checked with
@@ -137,7 +147,8 @@ type ServerOptions struct {
 	// PinDir itself may be sticky and writable by all (the root of a bpffs
 	// mounted without a mode is 1777), but <PinDir>/<device> must not be a
 	// symbolic link, belong to another user or be writable by group or
-	// others.
+	// others. Close removes the pins and keeps the directories, as it does
+	// SocketDir's, for a pod that bind-mounts <PinDir>/<device>.
 	PinDir string
 
 	// ReadOnlyMap makes /xsk_map_fd send a read-only descriptor of the
@@ -219,6 +230,8 @@ type device struct {
 
 	noteMu   sync.Mutex
 	unserved bool // Refresh found the device not served, and logged it
+
+	served bool // NewServer set it up in full, and logged so
 }
 
 // NewServer loads and attaches a program on every device, then listens on
@@ -237,7 +250,8 @@ type device struct {
 // owner and mode.
 //
 // A container reaches its socket through a bind mount of the device's
-// directory (the device plugin mounts it at /tmp/afxdp.sock in the pod).
+// directory (the device plugin mounts it at /tmp/afxdp.sock in the pod),
+// which therefore outlives the server: see ServerOptions.SocketDir.
 //
 // A NewServer that fails undoes what it did: it detaches what it attached,
 // removes its sockets and pins, and removes the directories it created
@@ -256,7 +270,7 @@ func NewServer(opts *ServerOptions) (_ *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			s.close(false)
+			s.close()
 			s.unmake()
 		}
 	}()
@@ -364,6 +378,7 @@ func (s *Server) setupDevice(d *device, sdfd int) error {
 	}
 	s.log.Info("serving device", "device", d.Name, "ifindex", in.ifindex, "xdp_mode", in.att.Mode().String(),
 		"filter", d.Filter.String(), "socket", d.sockPath, "pinned", d.pinPath)
+	d.served = true
 	return nil
 }
 
@@ -548,13 +563,14 @@ func (s *Server) accept(d *device) {
 
 // Close stops accepting, ends every connection (removing the XSKMAP
 // entries they registered), detaches and releases the programs, unpins the
-// maps and removes the sockets. A second Close returns nil.
-func (s *Server) Close() error { return s.close(true) }
+// maps and removes the sockets. It keeps the directories: SocketDir, each
+// <SocketDir>/<device> and <PinDir>/<device> stay, empty (see
+// ServerOptions.SocketDir). A second Close returns nil.
+func (s *Server) Close() error { return s.close() }
 
-// close does the work of Close. With removeDirs it also removes each
-// device's socket and pin directories once empty; a NewServer that fails
-// leaves them and removes only those it created itself (see unmake).
-func (s *Server) close(removeDirs bool) error {
+// close does the work of Close, and undoes what a NewServer that fails
+// has set up, before unmake removes the directories it made.
+func (s *Server) close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -573,6 +589,12 @@ func (s *Server) close(removeDirs bool) error {
 			if err := d.ln.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close listener of %s: %w", d.Name, err))
 			}
+			// The listener unlinks its socket and ignores a failure:
+			// a directory a non-root user owns (one AllowedUIDs
+			// entry) needs CAP_DAC_OVERRIDE for that.
+			if _, err := os.Lstat(d.sockPath); err == nil {
+				s.log.Warn("socket left behind: the next start removes it", "device", d.Name, "socket", d.sockPath)
+			}
 		}
 	}
 	for _, c := range conns {
@@ -581,12 +603,12 @@ func (s *Server) close(removeDirs bool) error {
 	}
 	s.wg.Wait()
 	for _, d := range s.devices {
+		// The device's directories stay: a pod bind-mounts them, and a
+		// mount holds the directory, not its path, so that one made
+		// anew by the next start would never be the pod's.
 		if d.pinPath != "" {
 			if err := os.Remove(d.pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("unpin xskmap of %s: %w", d.Name, err))
-			}
-			if removeDirs {
-				os.Remove(filepath.Dir(d.pinPath)) // only if empty
 			}
 		}
 		if d.cur != nil {
@@ -594,15 +616,9 @@ func (s *Server) close(removeDirs bool) error {
 				errs = append(errs, fmt.Errorf("device %s: %w", d.Name, err))
 			}
 		}
-		if d.dir != "" && removeDirs {
-			// Only if empty. It is not when the listener could not
-			// unlink its socket: a directory a non-root user owns
-			// (one -allow-uid) needs CAP_DAC_OVERRIDE for that.
-			if err := os.Remove(d.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Warn("device directory left behind", "device", d.Name, "dir", d.dir, "err", err)
-			}
+		if d.served {
+			s.log.Info("stopped serving device", "device", d.Name)
 		}
-		s.log.Info("stopped serving device", "device", d.Name)
 	}
 	return errors.Join(errs...)
 }

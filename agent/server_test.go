@@ -581,8 +581,8 @@ func TestIdleTimeoutKeepsRegistration(t *testing.T) {
 	}
 }
 
-// TestCloseCleansUp: Close detaches the program, removes the socket and ends
-// live connections.
+// TestCloseCleansUp: Close detaches the program, removes the socket (and
+// keeps the device's directory) and ends live connections.
 func TestCloseCleansUp(t *testing.T) {
 	e := newTestEnv(t, nil)
 	r := dialRaw(t, e.sock)
@@ -601,8 +601,10 @@ func TestCloseCleansUp(t *testing.T) {
 	if _, err := os.Stat(e.sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket still there: %v", err)
 	}
-	if _, err := os.Stat(filepath.Dir(e.sock)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("device directory still there: %v", err)
+	// The device's directory stays, empty, for the pods that bind-mount
+	// it (TestRestartKeepsBindMount).
+	if ents, err := os.ReadDir(filepath.Dir(e.sock)); err != nil || len(ents) != 0 {
+		t.Errorf("device directory after Close: %v, %v; want it kept, empty", ents, err)
 	}
 	info, err = bpf.QueryXDP(e.veth.Host.Index)
 	if err != nil || info.Attached() {
@@ -631,6 +633,10 @@ func TestPin(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin still there after Close: %v", err)
+	}
+	// Its directory stays, empty, for a pod that bind-mounts it.
+	if ents, err := os.ReadDir(filepath.Dir(path)); err != nil || len(ents) != 0 {
+		t.Errorf("pin directory after Close: %v, %v; want it kept, empty", ents, err)
 	}
 }
 

@@ -148,7 +148,8 @@ func receives(t *testing.T, v *netenv.Veth, sock *xsk.Socket) bool {
 // the kernel detaches its program at once, the socket file and the pin
 // stay on disk until the next start takes them back, and registrations do
 // not survive: the pod must register again, with the new agent or its new
-// pin. SIGTERM then removes everything.
+// pin. SIGTERM then removes the socket and the pin, and keeps their
+// directories.
 func TestAgentKilled(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	v := testenv.NewVeth(t, nil)
@@ -240,6 +241,10 @@ func TestAgentKilled(t *testing.T) {
 	for _, p := range []string{sock, pin} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s after SIGTERM: %v, want it removed", p, err)
+		}
+		// Its directory stays, empty, for the pods that bind-mount it.
+		if ents, err := os.ReadDir(filepath.Dir(p)); err != nil || len(ents) != 0 {
+			t.Errorf("%s after SIGTERM: %v, %v; want it kept, empty", filepath.Dir(p), ents, err)
 		}
 	}
 	if info, err := bpf.QueryXDP(v.Host.Index); err != nil || info.Attached() {

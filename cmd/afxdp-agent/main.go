@@ -54,7 +54,13 @@
 // user owns or could redirect (see agent.ServerOptions.PinDir).
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed, the programs
-// detached, the pins and sockets removed. An agent that is killed (SIGKILL)
+// detached, the pins and sockets removed. The directories stay, empty:
+// <socket-dir>/<interface> and <pin-dir>/<interface>, since a pod
+// bind-mounts its interface's directory, and a mount holds the directory,
+// not its path, so that a new one made by the next start would not be the
+// pod's. A pod started before the agent needs <socket-dir>/<interface>
+// made first (owned by root, mode 0700: install -d -m 0700 DIR), and the
+// agent takes it over. An agent that is killed (SIGKILL)
 // or crashes loses its programs at once, since the kernel detaches them
 // with the agent's links, but leaves its sockets and pins on disk; started
 // again, it takes them back with new programs and new, empty maps, so the
