@@ -219,7 +219,6 @@ type Server struct {
 type device struct {
 	Device
 	ln       *net.UnixListener
-	dir      string
 	sockPath string
 	pinPath  string
 
@@ -397,10 +396,7 @@ func (s *Server) listen(d *device, sdfd int) error {
 		return err
 	}
 	defer dir.Close()
-	// Close removes the directory (if empty) only once it is known to be
-	// one: a refused link or file there is left as it was found.
-	d.dir = path
-	d.sockPath = filepath.Join(d.dir, SocketName)
+	d.sockPath = filepath.Join(path, SocketName)
 	// A socket file left by an agent that died is in the way.
 	if err := dir.removeStale(SocketName); err != nil {
 		return err
