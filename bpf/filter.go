@@ -43,10 +43,13 @@ type Filter struct {
 
 	// DstPort is the UDP or TCP destination port to match, in host byte
 	// order. Zero matches any. When set, IPProto must be 6 (TCP) or 17
-	// (UDP). The IPv4 header's length (IHL) is honoured. IPv4 fragments
-	// do not match, the first one included: only the first carries the
-	// port, and a socket that got it could not reassemble the datagram
-	// without the rest, so all of them go on to the kernel, which can.
+	// (UDP). The IPv4 header's length (IHL) is honoured. A packet whose
+	// IPv4 total length or IPv6 payload length ends before the port does
+	// not match, whatever bytes follow it in the frame (Ethernet padding
+	// is no UDP or TCP header). IPv4 fragments do not match, the first
+	// one included: only the first carries the port, and a socket that
+	// got it could not reassemble the datagram without the rest, so all
+	// of them go on to the kernel, which can.
 	DstPort uint16
 
 	// DstAddr is the IP destination address to match. The zero Addr
@@ -80,6 +83,13 @@ const (
 	ipv6ProtoOffset = 6      // next header in the IPv6 header
 	ipv6DstOffset   = 24     // destination address in the IPv6 header
 	ipv4MFOffset    = 0x3fff // IPv4 flags and fragment offset: MF and the offset
+)
+
+// Offsets of the IP length fields, which end the packet before the frame
+// does when Ethernet padding follows it.
+const (
+	ipv4TotLenOffset     = 2 // total length in the IPv4 header
+	ipv6PayloadLenOffset = 4 // payload length in the IPv6 header
 )
 
 // any reports whether the filter checks anything.
@@ -187,7 +197,7 @@ const (
 //
 // Registers: R1 is the context on entry; R7 keeps rx_queue_index; R2 and R3
 // are data and data_end; R4 points at the current header; R5 holds the
-// EtherType; R0 is scratch until the helper's result.
+// EtherType; R0, R6 and R8 are scratch until the helper's result.
 func instructions(f Filter, xskMapFD int) asm.Instructions {
 	insns := asm.Instructions{
 		// The queue this frame came in on is the XSKMAP key.
@@ -284,6 +294,15 @@ func l3Instructions(f Filter) asm.Instructions {
 				asm.And.Imm(asm.R0, 0x0f),
 				asm.LSh.Imm(asm.R0, 2),
 				asm.JLT.Imm(asm.R0, ipv4MinHeader, lblPass),
+				// The port must lie inside the packet, not in the
+				// Ethernet padding after it: total length (R6, in
+				// host order; the swap is its own inverse) at
+				// least IHL*4 + 4 (R8).
+				asm.LoadMem(asm.R6, asm.R4, ipv4TotLenOffset, asm.Half),
+				asm.HostTo(asm.BE, asm.R6, asm.Half),
+				asm.Mov.Reg(asm.R8, asm.R0),
+				asm.Add.Imm(asm.R8, l4DstPortOffset+2),
+				asm.JGT.Reg(asm.R8, asm.R6, lblPass),
 				asm.Add.Reg(asm.R4, asm.R0),
 			)
 		}
@@ -292,7 +311,13 @@ func l3Instructions(f Filter) asm.Instructions {
 	if v6 {
 		insns = append(insns, ipInstructions(f, lblIPv6, ipv6HeaderLen, ipv6ProtoOffset, ipv6DstOffset)...)
 		if f.DstPort != 0 {
-			insns = append(insns, asm.Add.Imm(asm.R4, ipv6HeaderLen))
+			insns = append(insns,
+				// The port must lie inside the payload length.
+				asm.LoadMem(asm.R6, asm.R4, ipv6PayloadLenOffset, asm.Half),
+				asm.HostTo(asm.BE, asm.R6, asm.Half),
+				asm.JLT.Imm(asm.R6, l4DstPortOffset+2, lblPass),
+				asm.Add.Imm(asm.R4, ipv6HeaderLen),
+			)
 		}
 		insns = append(insns, next)
 	}

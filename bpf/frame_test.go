@@ -106,3 +106,42 @@ func pad(b []byte) []byte {
 	}
 	return b
 }
+
+// ipv6Ext returns an IPv6 extension header (hop-by-hop, routing,
+// destination options: next header, length in 8-byte units beyond the
+// first 8, then zeros) with next header next, then payload.
+func ipv6Ext(next uint8, units uint8, payload []byte) []byte {
+	h := make([]byte, 8*(int(units)+1))
+	h[0], h[1] = next, units
+	return append(h, payload...)
+}
+
+// ipv6Frag returns an IPv6 fragment header with next header next, offset
+// off (in 8-byte units) and the more-fragments flag mf, then payload.
+func ipv6Frag(next uint8, off uint16, mf bool, payload []byte) []byte {
+	h := make([]byte, 8)
+	h[0] = next
+	v := off << 3
+	if mf {
+		v |= 1
+	}
+	binary.BigEndian.PutUint16(h[2:4], v)
+	binary.BigEndian.PutUint32(h[4:8], 0x1234)
+	return append(h, payload...)
+}
+
+// withTotLen returns a copy of frame with the IPv4 total length at l3
+// set to n.
+func withTotLen(frame []byte, l3 int, n uint16) []byte {
+	c := append([]byte(nil), frame...)
+	binary.BigEndian.PutUint16(c[l3+2:], n)
+	return c
+}
+
+// withPayloadLen returns a copy of frame with the IPv6 payload length at
+// l3 set to n.
+func withPayloadLen(frame []byte, l3 int, n uint16) []byte {
+	c := append([]byte(nil), frame...)
+	binary.BigEndian.PutUint16(c[l3+4:], n)
+	return c
+}

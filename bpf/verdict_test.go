@@ -397,6 +397,10 @@ func wantMatch(f Filter, b []byte) bool {
 		if be16(l3+6)&0x3fff != 0 || ihl < 20 {
 			return false
 		}
+		// The port must be inside the packet's total length.
+		if int(be16(l3+2)) < ihl+4 {
+			return false
+		}
 		l4 = l3 + ihl
 	case 0x86DD:
 		if len(b) < l3+40 || f.IPProto != 0 && b[l3+6] != f.IPProto {
@@ -407,6 +411,10 @@ func wantMatch(f Filter, b []byte) bool {
 		}
 		if f.DstPort == 0 {
 			return true
+		}
+		// The port must be inside the payload length.
+		if be16(l3+4) < 4 {
+			return false
 		}
 		l4 = l3 + 40
 	default:
