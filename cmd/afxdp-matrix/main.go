@@ -179,7 +179,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.PluginDir = *cniDir
 	}
-	if err := cfg.Validate(); err != nil {
+	// Named by the flags that set them: the user typed -duration, not
+	// Duration. A duration -quick chose is said to be -quick's.
+	if err := cfg.ValidateNamed(func(field string) string {
+		if field == "Duration" && *quick && !set["duration"] {
+			return "-quick's duration"
+		}
+		if f := flagOf[field]; f != "" {
+			return "-" + f
+		}
+		return ""
+	}); err != nil {
 		return fail(err)
 	}
 	// Before measuring: a run of minutes must not end in an output path
@@ -241,6 +251,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return verdict(res, stderr)
+}
+
+// flagOf is the flag that sets each field of matrix.Config, for its
+// errors.
+var flagOf = map[string]string{
+	"Topologies": "topologies", "Paths": "paths", "Modes": "modes", "Sizes": "sizes",
+	"Duration": "duration", "Runs": "runs", "Rate": "rate", "Baseline": "baseline", "PluginDir": "cni-dir",
 }
 
 // measuringFlags are the flags that say what to measure, which -render

@@ -32,12 +32,17 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-topologies", "veth,geneve"}, `-topologies "geneve": unknown; choose from veth, ptp, bridge, macvlan, ipvlan-l2, ipvlan-l3, vxlan`},
 		{[]string{"-paths", "dpdk"}, `-paths "dpdk": unknown`},
 		{[]string{"-modes", "rx,stream"}, `-modes "stream": unknown`},
-		{[]string{"-sizes", "64,9000"}, "Sizes 9000: a frame must be between 64 and 1518 bytes"},
+		{[]string{"-sizes", "64,9000"}, "-sizes 9000: a frame must be between 64 and 1518 bytes"},
 		{[]string{"-sizes", "big"}, `-sizes "big": not a number`},
 		{[]string{"-topologies", "macvlan", "-baseline", "veth"}, `-baseline "veth": not among the topologies measured (macvlan)`},
 		{[]string{"-baseline", ""}, `-baseline "": name a topology, such as veth`},
 		{[]string{"-baseline", "veth/afxdp"}, `-baseline "veth/afxdp": must be a topology, such as veth: each cell is compared with the same path on it`},
-		{[]string{"-rate", "0"}, "Rate 0"},
+		{[]string{"-rate", "0"}, "-rate 0: must be between 1 and 1000000"},
+		// Named by the flags typed, not by matrix.Config's fields.
+		{[]string{"-duration", "0s"}, "-duration 0s: must be between 10ms and 10m"},
+		{[]string{"-runs", "0"}, "-runs 0: must be between 1 and 100"},
+		{[]string{"-rate", "10", "-duration", "100ms"}, "-rate 10 with -duration 100ms: fewer than 10 requests per run"},
+		{[]string{"-quick", "-rate", "10"}, "-rate 10 with -quick's duration 150ms: fewer than 10 requests per run"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		// Each size once: a second 64 would be measured into the first's
 		// cell and leave its own "interrupted".
@@ -63,8 +68,14 @@ func TestBadArguments(t *testing.T) {
 		if code != 2 || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("afxdp-matrix %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), code, errb.String(), tc.want)
 		}
+		if m := configField.FindString(errb.String()); m != "" {
+			t.Errorf("afxdp-matrix %s: stderr %q names matrix.Config's field %q, not a flag", strings.Join(tc.args, " "), errb.String(), m)
+		}
 	}
 }
+
+// configField matches a field of matrix.Config as Validate names it.
+var configField = regexp.MustCompile(`\b(Topologies|Paths|Modes|Sizes|Duration|Runs|Rate|Warmup|Baseline|PluginDir)\b[ :]`)
 
 // TestInterrupt runs the command, stops it with SIGINT in the middle of
 // the matrix, and checks that it says so and leaves nothing behind: no

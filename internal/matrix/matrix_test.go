@@ -58,6 +58,28 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestValidateNamed: the errors name each field as name says, so that a
+// command names its flags, and keep the field's name where name gives "".
+func TestValidateNamed(t *testing.T) {
+	c := DefaultConfig()
+	c.Sizes, c.Runs, c.Rate, c.Duration = []int{9000}, 0, 10, 100*time.Millisecond
+	err := c.ValidateNamed(func(field string) string {
+		if field == "Runs" {
+			return ""
+		}
+		return "-" + strings.ToLower(field)
+	})
+	for _, want := range []string{"-sizes 9000: a frame must be", "Runs 0: must be between 1 and 100",
+		"-rate 10 with -duration 100ms: fewer than 10 requests per run"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateNamed = %v, want an error containing %q", err, want)
+		}
+	}
+	if err != nil && (strings.Contains(err.Error(), "Sizes") || strings.Contains(err.Error(), "Duration")) {
+		t.Errorf("ValidateNamed = %v: a field named that name renamed", err)
+	}
+}
+
 func TestParseList(t *testing.T) {
 	got, err := ParseList("paths", "afxdp, udp,afxdp", Paths)
 	if err != nil || strings.Join(got, ",") != "afxdp,udp" {

@@ -133,18 +133,32 @@ func ParseList(flag, v string, known []string) ([]string, error) {
 }
 
 // Validate checks c before anything is built, naming the field at fault.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return c.ValidateNamed(nil) }
+
+// ValidateNamed is Validate with each field named by name(field), such as
+// name("Duration"), where the errors name it: a command names its flags
+// ("-duration 0s: must be between 10ms and 10m", not "Duration 0s"). A
+// nil name, or one that returns "", keeps the field's name.
+func (c *Config) ValidateNamed(name func(field string) string) error {
+	n := func(field string) string {
+		if name != nil {
+			if s := name(field); s != "" {
+				return s
+			}
+		}
+		return field
+	}
 	var errs []error
 	check := func(field string, got, known []string) {
 		if len(got) == 0 {
-			errs = append(errs, fmt.Errorf("%s: empty", field))
+			errs = append(errs, fmt.Errorf("%s: empty", n(field)))
 		}
 		for i, g := range got {
 			if !slices.Contains(known, g) {
-				errs = append(errs, fmt.Errorf("%s %q: unknown; choose from %s", field, g, strings.Join(known, ", ")))
+				errs = append(errs, fmt.Errorf("%s %q: unknown; choose from %s", n(field), g, strings.Join(known, ", ")))
 			}
 			if slices.Contains(got[:i], g) {
-				errs = append(errs, fmt.Errorf("%s %q: given twice", field, g))
+				errs = append(errs, fmt.Errorf("%s %q: given twice", n(field), g))
 			}
 		}
 	}
@@ -152,37 +166,37 @@ func (c *Config) Validate() error {
 	check("Paths", c.Paths, Paths)
 	check("Modes", c.Modes, Modes)
 	if len(c.Sizes) == 0 {
-		errs = append(errs, errors.New("Sizes: empty"))
+		errs = append(errs, fmt.Errorf("%s: empty", n("Sizes")))
 	}
 	for i, s := range c.Sizes {
 		if s < MinSize || s > MaxSize {
-			errs = append(errs, fmt.Errorf("Sizes %d: a frame must be between %d and %d bytes (MTU 1500) with FCS", s, MinSize, MaxSize))
+			errs = append(errs, fmt.Errorf("%s %d: a frame must be between %d and %d bytes (MTU 1500) with FCS", n("Sizes"), s, MinSize, MaxSize))
 		}
 		if slices.Contains(c.Sizes[:i], s) {
-			errs = append(errs, fmt.Errorf("Sizes %d: given twice; a cell is measured once per size", s))
+			errs = append(errs, fmt.Errorf("%s %d: given twice; a cell is measured once per size", n("Sizes"), s))
 		}
 	}
 	if c.Duration < 10*time.Millisecond || c.Duration > 10*time.Minute {
-		errs = append(errs, fmt.Errorf("Duration %v: must be between 10ms and 10m", c.Duration))
+		errs = append(errs, fmt.Errorf("%s %v: must be between 10ms and 10m", n("Duration"), c.Duration))
 	}
 	if c.Runs < 1 || c.Runs > 100 {
-		errs = append(errs, fmt.Errorf("Runs %d: must be between 1 and 100", c.Runs))
+		errs = append(errs, fmt.Errorf("%s %d: must be between 1 and 100", n("Runs"), c.Runs))
 	}
 	if slices.Contains(c.Modes, "rr") && (c.Rate < 1 || c.Rate > 1_000_000) {
-		errs = append(errs, fmt.Errorf("Rate %d: must be between 1 and 1000000 packets per second", c.Rate))
+		errs = append(errs, fmt.Errorf("%s %d: must be between 1 and 1000000 packets per second", n("Rate"), c.Rate))
 	}
 	if slices.Contains(c.Modes, "rr") && c.Rate > 0 && float64(c.Rate)*c.Duration.Seconds() < 10 {
-		errs = append(errs, fmt.Errorf("Rate %d with Duration %v: fewer than 10 requests per run", c.Rate, c.Duration))
+		errs = append(errs, fmt.Errorf("%s %d with %s %v: fewer than 10 requests per run", n("Rate"), c.Rate, n("Duration"), c.Duration))
 	}
 	if c.Warmup <= 0 {
-		errs = append(errs, fmt.Errorf("Warmup %v: must be positive", c.Warmup))
+		errs = append(errs, fmt.Errorf("%s %v: must be positive", n("Warmup"), c.Warmup))
 	}
 	if err := CheckBaseline(c.Baseline, c.Topologies); err != nil {
-		errs = append(errs, fmt.Errorf("Baseline %w", err))
+		errs = append(errs, fmt.Errorf("%s %w", n("Baseline"), err))
 	}
 	if c.PluginDir != "" {
 		if err := CheckPluginDir(c.PluginDir, c.Topologies); err != nil {
-			errs = append(errs, fmt.Errorf("PluginDir %w", err))
+			errs = append(errs, fmt.Errorf("%s %w", n("PluginDir"), err))
 		}
 	}
 	return errors.Join(errs...)
