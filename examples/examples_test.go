@@ -354,6 +354,28 @@ func TestBadFlags(t *testing.T) {
 		{"l2fwd", []string{"-i", "afxdp-nosuch0"}, "i afxdp-nosuch0: no such network interface"},
 		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1"}, "a afxdp-nosuch0: no such network interface"},
 		{"quickstart", []string{"-n", "0"}, "-n 0: must be at least 1"},
+		// -d named as typed.
+		{"rxdrop", []string{"-d", "-1s"}, "d -1s: must not be negative"},
+		{"xconnect", []string{"-d", "-1s"}, "d -1s: must not be negative"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0"}, "a afxdp-nosuch0: needs -b"},
+		// A flag given that does nothing there is refused, naming it,
+		// before the interface is looked at: with -i (-a, -b) there is
+		// no built-in generator or client; -spin is -wait hybrid's,
+		// -nap -wait nap's.
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "size 128: applies only to the built-in topology's generator (without -i)"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-cpu", "1"}, "gen-cpu 1: applies only"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-batch", "32"}, "gen-batch 32: applies only"},
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is spin)"},
+		{"echo", []string{"-i", "afxdp-nosuch0", "-nap", "50us"}, "nap 50µs: applies only to -wait nap"},
+		{"echo", []string{"-i", "afxdp-nosuch0", "-n", "5"}, "n 5: applies only to the built-in topology's client (without -i)"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -a and -b)"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-cpu", "1"}, "gen-cpu 1: applies only"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-size", "128"}, "size 128: applies only"},
+		// Where they do something, they pass that check: txonly's
+		// -size is its frames', -spin with -wait hybrid.
+		{"txonly", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "i afxdp-nosuch0: no such network interface"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-wait", "hybrid", "-spin", "1ms"}, "i afxdp-nosuch0: no such network interface"},
 	} {
 		// A flag wrongly accepted would run until interrupted: bound it.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -252,6 +252,27 @@ func TestCheckFlags(t *testing.T) {
 	}
 }
 
+// TestIdleFlag: -n counts the built-in client's datagrams, and with -i
+// there is none, so -n given with -i is refused; -spin and -nap only with
+// the wait they belong to.
+func TestIdleFlag(t *testing.T) {
+	var c app.Config
+	c.Defaults()
+	if why := idleFlag(&c, "n"); why != "" {
+		t.Errorf("-n without -i: refused (%s)", why)
+	}
+	c.Interface = "eth0"
+	if why := idleFlag(&c, "n"); !strings.Contains(why, "without -i") {
+		t.Errorf("-n with -i: %q; want it refused as applying only without -i", why)
+	}
+	if why := idleFlag(&c, "spin"); !strings.Contains(why, "-wait hybrid") {
+		t.Errorf("-spin with -wait spin: %q; want it refused", why)
+	}
+	if why := idleFlag(&c, "port"); why != "" {
+		t.Errorf("-port with -i: refused (%s)", why)
+	}
+}
+
 // TestServeFailureEndsRun checks what run relies on: when the server
 // fails, a run that waits for Ctrl-C (-i) ends at once with the server's
 // error instead of waiting on, and serve is stopped once the run ends.

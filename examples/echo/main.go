@@ -82,6 +82,9 @@ func main() {
 	n := flag.Int("n", 1000, "without -i: datagrams the built-in client sends (at least 1)")
 	flag.Parse()
 	p, err := checkFlags(*port, *n)
+	if err == nil {
+		err = app.CheckGiven(flag.CommandLine, func(f string) string { return idleFlag(&c, f) })
+	}
 	var a netip.Addr
 	if err == nil {
 		a, err = parseAddr(*addr)
@@ -109,6 +112,16 @@ func checkFlags(port uint, n int) (uint16, error) {
 		return 0, fmt.Errorf("n %d: must be at least 1", n)
 	}
 	return uint16(port), nil
+}
+
+// idleFlag says why the flag name does nothing with c, or "" when it does
+// something (see app.CheckGiven): -n counts the built-in client's
+// datagrams, and with -i there is no client.
+func idleFlag(c *app.Config, name string) string {
+	if name == "n" && c.Interface != "" {
+		return "applies only to the built-in topology's client (without -i)"
+	}
+	return c.IdleCommonFlag(name)
 }
 
 // parseAddr parses -addr: "" gives the zero Addr (no address chosen),

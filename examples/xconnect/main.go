@@ -60,26 +60,47 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.a, "a", "", "first interface (empty, with -b empty: build two veth pairs and drive them)")
-	flag.StringVar(&c.b, "b", "", "second interface")
-	flag.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces (without -a/-b: 0, the built-in pairs' only queue)")
-	flag.IntVar(&c.batch, "batch", 64, "descriptors per ring operation")
-	flag.IntVar(&c.ring, "ring", 1024, "size of every ring, a power of two")
-	flag.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring); half are for receive and must fill both fill rings: at least 4×ring-1")
-	flag.DurationVar(&c.d, "d", 0, "run this long (0: until Ctrl-C)")
-	flag.IntVar(&c.cpu, "cpu", -1, "pin the forwarding loop to this CPU (-1: no pinning)")
-	flag.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
-	flag.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS (60 to 1514)")
-	flag.Uint64Var(&c.pps, "gen-pps", 0, "without -a/-b: generator rate in frames per second (0: as fast as it can, which outruns the forwarder: the excess is dropped, as fill ring empty)")
+	c.register(flag.CommandLine)
 	flag.Parse()
-	// forward times -d itself, from the start of forwarding.
-	ctx, cancel := app.Context(0)
-	err := run(ctx, &c, os.Stdout)
-	cancel()
+	err := app.CheckGiven(flag.CommandLine, c.idleFlag)
+	if err == nil {
+		// forward times -d itself, from the start of forwarding.
+		ctx, cancel := app.Context(0)
+		err = run(ctx, &c, os.Stdout)
+		cancel()
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xconnect: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// register defines the flags on fs, into c.
+func (c *config) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.a, "a", "", "first interface (empty, with -b empty: build two veth pairs and drive them)")
+	fs.StringVar(&c.b, "b", "", "second interface")
+	fs.IntVar(&c.queue, "q", 0, "queue to bind on both interfaces (without -a/-b: 0, the built-in pairs' only queue)")
+	fs.IntVar(&c.batch, "batch", 64, "descriptors per ring operation")
+	fs.IntVar(&c.ring, "ring", 1024, "size of every ring, a power of two")
+	fs.IntVar(&c.frames, "frames", 0, "UMEM frames (0: 8×ring); half are for receive and must fill both fill rings: at least 4×ring-1")
+	fs.DurationVar(&c.d, "d", 0, "run this long (0: until Ctrl-C)")
+	fs.IntVar(&c.cpu, "cpu", -1, "pin the forwarding loop to this CPU (-1: no pinning)")
+	fs.IntVar(&c.genCPU, "gen-cpu", 0, "without -a/-b: CPU of the packet generator (-1: no pinning)")
+	fs.IntVar(&c.frameLen, "size", 64, "without -a/-b: generated frame length in bytes, without FCS (60 to 1514)")
+	fs.Uint64Var(&c.pps, "gen-pps", 0, "without -a/-b: generator rate in frames per second (0: as fast as it can, which outruns the forwarder: the excess is dropped, as fill ring empty)")
+}
+
+// idleFlag says why the flag name does nothing with c, or "" when it does
+// something (see app.CheckGiven): the generator's flags with -a and -b,
+// which start no generator.
+func (c *config) idleFlag(name string) string {
+	switch name {
+	case "gen-cpu", "gen-pps", "size":
+		if c.a != "" || c.b != "" {
+			return "applies only to the built-in topology's generator (without -a and -b)"
+		}
+	}
+	return ""
 }
 
 // validate checks every flag before anything is built, naming the flag
@@ -91,10 +112,12 @@ func (c *config) validate() error {
 	minFrames := 4*c.ring - 1
 	own := c.a == "" // the topology and generator are ours
 	switch {
-	case (c.a == "") != (c.b == ""):
-		return fmt.Errorf("interfaces %q and %q: give both or neither", c.a, c.b)
+	case c.b == "" && c.a != "":
+		return fmt.Errorf("a %s: needs -b: give both interfaces or neither", c.a)
+	case c.a == "" && c.b != "":
+		return fmt.Errorf("b %s: needs -a: give both interfaces or neither", c.b)
 	case c.a != "" && c.a == c.b:
-		return fmt.Errorf("interfaces %q and %q: must differ", c.a, c.b)
+		return fmt.Errorf("b %s: the same interface as -a: they must differ", c.b)
 	case c.queue < 0:
 		return fmt.Errorf("q %d: must not be negative", c.queue)
 	case own && c.queue > 0:
@@ -113,7 +136,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("frames %d: must be 0 or between %d and %d: half of them receive, and must fill both sockets' fill rings of ring %d",
 			c.frames, minFrames, umem.MaxNumFrames, c.ring)
 	case c.d < 0:
-		return fmt.Errorf("duration %v: must not be negative", c.d)
+		return fmt.Errorf("d %v: must not be negative", c.d)
 	case c.cpu < -1:
 		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.cpu)
 	case own && c.genCPU < -1:

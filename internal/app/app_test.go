@@ -222,12 +222,57 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.DstMAC = "zz" }, "dst-mac"},
 		{func(c *Config) { c.SrcIP = "::1" }, "src-ip ::1: must be an IPv4 address"},
 		{func(c *Config) { c.DstIP = "fe80::1" }, "dst-ip fe80::1"},
+		// -d, as the user types it, not the field's name.
+		{func(c *Config) { c.Duration = -time.Second }, "d -1s: must not be negative"},
 	} {
 		var c Config
 		c.Defaults()
 		tc.set(&c)
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Validate() = %v, want an error naming %q", err, tc.want)
+		// The error starts with the flag, as typed without its dash.
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("Validate() = %v, want an error starting %q", err, tc.want)
+		}
+	}
+}
+
+// TestCheckGiven: a flag given on the command line that does nothing with
+// the others is refused, naming it, its value and why; the same flag left
+// at its default, or given where it does something, is not. With -i the
+// built-in topology's generator, and its -size, are not there; -spin is
+// -wait hybrid's, -nap -wait nap's. txonly's -size is its own frames'.
+func TestCheckGiven(t *testing.T) {
+	for _, tc := range []struct {
+		kind Kind
+		args []string
+		want string // "": accepted
+	}{
+		{RxDrop, []string{"-i", "eth0"}, ""},
+		{RxDrop, []string{"-gen-pps", "1000", "-gen-cpu", "1", "-gen-batch", "32", "-size", "128"}, ""},
+		{RxDrop, []string{"-i", "eth0", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
+		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "1"}, "gen-cpu 1: applies only to the built-in topology's generator"},
+		{L2Fwd, []string{"-i", "eth0", "-gen-batch", "32"}, "gen-batch 32: applies only to the built-in topology's generator"},
+		{L2Fwd, []string{"-i", "eth0", "-size", "128"}, "size 128: applies only to the built-in topology's generator"},
+		// Given at its default value, it is given all the same.
+		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "0"}, "gen-cpu 0: applies only"},
+		{TxOnly, []string{"-i", "eth0", "-size", "128"}, ""},
+		{RxDrop, []string{"-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is spin)"},
+		{L2Fwd, []string{"-wait", "poll", "-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is poll)"},
+		{TxOnly, []string{"-wait", "hybrid", "-spin", "1ms"}, ""},
+		{RxDrop, []string{"-wait", "hybrid", "-nap", "50us"}, "nap 50µs: applies only to -wait nap (the wait is hybrid)"},
+		{RxDrop, []string{"-wait", "nap", "-nap", "50us"}, ""},
+	} {
+		var c Config
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		c.RegisterFlags(fs, tc.kind)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		err := CheckGiven(fs, func(f string) string { return c.IdleFlag(f, tc.kind) })
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %v: %v; want it accepted", tc.kind, tc.args, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("%s %v: %v; want an error starting %q", tc.kind, tc.args, err, tc.want)
 		}
 	}
 }
@@ -330,7 +375,8 @@ func TestFormat(t *testing.T) {
 // TestPrintResultRates checks the closing line's rates: the bits per
 // second are those of the kind's own packets (l2fwd's forwarded ones, not
 // the larger count it received), so 64-byte frames show none, and a run
-// that handled no packet shows no CPU per packet.
+// that handled no packet, or fewer than MinCPUPackets, shows no CPU per
+// packet (over so few, the CPU is the waiting loop's), but its CPU time.
 func TestPrintResultRates(t *testing.T) {
 	var b strings.Builder
 	PrintResult(&b, &Result{Kind: L2Fwd, Elapsed: time.Second, RxPackets: 3000, RxBytes: 3000 * 64,
@@ -343,6 +389,19 @@ func TestPrintResultRates(t *testing.T) {
 	PrintResult(&b, &Result{Kind: RxDrop, Elapsed: time.Millisecond, CPU: time.Millisecond})
 	if strings.Contains(b.String(), "CPU-s per million") {
 		t.Errorf("CPU per packet shown for a run without packets:\n%s", b.String())
+	}
+	// One packet in a 2 s run of a spinning loop: its CPU is the loop's,
+	// and "2009970.679 CPU-s per million packets" was printed.
+	b.Reset()
+	PrintResult(&b, &Result{Kind: RxDrop, Elapsed: 2 * time.Second, RxPackets: 1, RxBytes: 70, CPU: 2009970679 * time.Nanosecond})
+	if line := strings.Split(strings.TrimSpace(b.String()), "\n")[0]; strings.Contains(line, "per million") ||
+		!strings.HasSuffix(line, ", 2.010 CPU-s (fewer than 1000 packets: too few for a cost per packet)") {
+		t.Errorf("one packet in 2 s: %q; want the CPU time, and no cost per packet", line)
+	}
+	b.Reset()
+	PrintResult(&b, &Result{Kind: RxDrop, Elapsed: time.Second, RxPackets: MinCPUPackets, CPU: time.Millisecond})
+	if !strings.Contains(b.String(), ", 1.000 CPU-s per million packets") {
+		t.Errorf("%d packets: no cost per packet:\n%s", MinCPUPackets, b.String())
 	}
 	b.Reset()
 	PrintResult(&b, &Result{Kind: TxOnly, Elapsed: time.Second, TxPackets: 1000, TxBytes: 1000 * 1500})
@@ -515,10 +574,11 @@ func TestRunOnInterfaceRefusesSizeAboveMTU(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("%v; want an error containing %q", err, want)
 	}
-	c.PacketSize = 1014
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if _, err := Run(ctx, TxOnly, &c, nil); err != nil {
+	// -d, which counts from the start of the loop: a deadline on the
+	// context would count the setting up too, and fail the run
+	// ("stopped before the run started") on a loaded machine.
+	c.PacketSize, c.Duration = 1014, 200*time.Millisecond
+	if _, err := Run(context.Background(), TxOnly, &c, nil); err != nil {
 		t.Fatalf("size 1014 on MTU 1000: %v", err)
 	}
 }
@@ -612,9 +672,10 @@ func TestRunWithoutGeneratorIgnoresItsFlags(t *testing.T) {
 	if err := c.ValidateWithoutGenerator(); err != nil {
 		t.Errorf("ValidateWithoutGenerator with -gen-cpu %d -gen-batch 0: %v", outside, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if _, err := Run(ctx, TxOnly, &c, nil); err != nil {
+	// -d counts from the start of the loop, not the building of the
+	// topology, which a loaded machine makes slow.
+	c.Duration = 200 * time.Millisecond
+	if _, err := Run(context.Background(), TxOnly, &c, nil); err != nil {
 		t.Errorf("txonly with -gen-cpu %d -gen-batch 0: %v; it starts no generator", outside, err)
 	}
 	c.GenBatch = 64

@@ -180,7 +180,9 @@ func (b bindFlag) Set(s string) error {
 // where the program builds the frames it sends (txonly); and, for the
 // receiving kinds, -size and the knobs of the generator that their
 // built-in topology starts (txonly's starts none). A flag left out is
-// refused by Parse, not silently ignored.
+// refused by Parse, not silently ignored; one offered that does nothing
+// with the others given (the generator's with -i) is refused by
+// [CheckGiven] with [Config.IdleFlag].
 func (c *Config) RegisterFlags(fs *flag.FlagSet, kind Kind) {
 	framesHelp := framesHelpRx
 	if kind == TxOnly {
@@ -205,6 +207,58 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, kind Kind) {
 	fs.IntVar(&c.GenCPU, "gen-cpu", c.GenCPU, "without -i: CPU of the packet generator (-1: no pinning)")
 	fs.IntVar(&c.GenBatch, "gen-batch", c.GenBatch, "without -i: generator batch size (1..256)")
 	fs.Uint64Var(&c.GenPPS, "gen-pps", 0, "without -i: generator rate limit in frames per second (0: as fast as it can)")
+}
+
+// CheckGiven refuses a flag given on fs's command line (fs.Visit: set,
+// not left at its default) that would do nothing in this configuration,
+// naming the flag, its value and why: "gen-pps 1000: applies only to the
+// built-in topology (without -i)". idle says why the flag name does
+// nothing, or "" when it does something. Call it once fs is parsed,
+// before anything is built: a flag that a user gave and that is then
+// silently ignored leaves them believing it applied.
+func CheckGiven(fs *flag.FlagSet, idle func(name string) string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		if why := idle(f.Name); why != "" {
+			err = fmt.Errorf("%s %s: %s", f.Name, f.Value, why)
+		}
+	})
+	return err
+}
+
+// IdleCommonFlag says why the flag name, one of
+// [Config.RegisterCommonFlags]', does nothing with c, or "" when it does
+// something: -spin bounds the spinning of -wait hybrid only, and -nap is
+// the sleep of -wait nap only.
+func (c *Config) IdleCommonFlag(name string) string {
+	switch {
+	case name == "spin" && c.Wait != WaitHybrid:
+		return fmt.Sprintf("applies only to -wait hybrid (the wait is %s)", c.Wait)
+	case name == "nap" && c.Wait != WaitNap:
+		return fmt.Sprintf("applies only to -wait nap (the wait is %s)", c.Wait)
+	}
+	return ""
+}
+
+// IdleFlag says why the flag name, one of those [Config.RegisterFlags]
+// registers for kind, does nothing with c, or "" when it does something:
+// those of [Config.IdleCommonFlag], and with -i the generator's flags
+// and, for the receiving kinds, -size (the generator's frames): only the
+// built-in topology starts a generator. For [CheckGiven].
+func (c *Config) IdleFlag(name string, kind Kind) string {
+	if why := c.IdleCommonFlag(name); why != "" {
+		return why
+	}
+	switch name {
+	case "gen-cpu", "gen-batch", "gen-pps", "size":
+		if c.Interface != "" && kind != TxOnly {
+			return "applies only to the built-in topology's generator (without -i)"
+		}
+	}
+	return ""
 }
 
 // The help of -frames: a socket that receives gives half its frames to
@@ -323,7 +377,7 @@ func (c *Config) validate(gen, rx bool) error {
 	case c.Wait == WaitNap && (c.Nap <= 0 || c.Nap > time.Second):
 		return fmt.Errorf("nap %v: must be above 0 and at most 1s", c.Nap)
 	case c.Duration < 0:
-		return fmt.Errorf("duration %v: must not be negative", c.Duration)
+		return fmt.Errorf("d %v: must not be negative", c.Duration)
 	case c.SrcPort > 0xffff:
 		return fmt.Errorf("src-port %d: must be at most 65535", c.SrcPort)
 	case c.DstPort > 0xffff:

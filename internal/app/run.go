@@ -165,6 +165,15 @@ func (r *Result) PPS() float64 {
 	return float64(r.Packets()) / r.Elapsed.Seconds()
 }
 
+// MinCPUPackets is the fewest packets over which PrintResult gives a CPU
+// cost per packet. Over fewer, the process's CPU time is that of the loop
+// waiting for them (spinning, or waking up), of the per-second report and
+// of reading the counters, not of handling them, and dividing it by so
+// few packets gives figures that mean nothing (one packet in a 2 s run of
+// a spinning loop: 2 million CPU-s per million packets); PrintResult gives
+// the CPU time itself instead.
+const MinCPUPackets = 1000
+
 // CPUPerMpkt is the CPU seconds the process (without the generator) spent
 // per million packets.
 func (r *Result) CPUPerMpkt() float64 {
@@ -716,9 +725,11 @@ func PrintResult(out io.Writer, r *Result) {
 	secs := r.Elapsed.Seconds()
 	fmt.Fprintf(out, "\n%s: %d packets in %.2fs: %s%s", r.Kind, r.Packets(), secs, FormatRate(r.PPS()),
 		formatBits(r.Bytes(), r.Packets(), secs))
-	if r.Packets() > 0 {
-		// Over no packet, CPU per packet is meaningless.
+	switch {
+	case r.Packets() >= MinCPUPackets:
 		fmt.Fprintf(out, ", %.3f CPU-s per million packets", r.CPUPerMpkt())
+	case r.Packets() > 0:
+		fmt.Fprintf(out, ", %.3f CPU-s (fewer than %d packets: too few for a cost per packet)", r.CPU.Seconds(), MinCPUPackets)
 	}
 	if r.Offered > 0 {
 		fmt.Fprintf(out, "; generator offered %s (%.2f CPU-s)", FormatRate(float64(r.Offered)/secs), r.GenCPU.Seconds())
@@ -803,6 +814,10 @@ func Main(name string, kind Kind) {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if err := CheckGiven(flag.CommandLine, func(f string) string { return c.IdleFlag(f, kind) }); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 	// Run times -d itself, from the start of the loop.
 	ctx, cancel := Context(0)
 	_, err := Run(ctx, kind, &c, os.Stdout)
