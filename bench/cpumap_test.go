@@ -24,11 +24,14 @@ import (
 //
 // Frames the CPUMAP queue had no room for are dropped without a trace in
 // any interface counter, so both programs count: counts[0] the frames the
-// first program steered, counts[1] those that reached the CPU's thread.
+// first program steered, counts[1] those that reached the CPU's thread;
+// and a third program, on the xdp:xdp_cpumap_enqueue tracepoint, adds up
+// in counts[2] the frames the kernel dropped as it moved them into the
+// queue.
 type steering struct {
-	xsks, cpus, counts *ebpf.Map
-	steer, deliver     *ebpf.Program
-	lnk                link.Link
+	xsks, cpus, counts     *ebpf.Map
+	steer, deliver, traced *ebpf.Program
+	lnk, tp                link.Link
 }
 
 // steerQueue is the CPUMAP entry's queue: frames in flight between the two
@@ -55,6 +58,33 @@ func countAndRedirect(counts *ebpf.Map, key int32, m *ebpf.Map, target int32) as
 	}
 }
 
+// Offsets in xdp:xdp_cpumap_enqueue's record (see the tracepoint's format
+// file), after its 8 bytes of common fields.
+const (
+	offEnqueueMapID = 8
+	offEnqueueDrops = 20
+)
+
+// countEnqueueDrops adds the drops that xdp:xdp_cpumap_enqueue reports for
+// the CPUMAP mapID to counts[2].
+func countEnqueueDrops(counts *ebpf.Map, mapID uint32) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, offEnqueueMapID, asm.Word),
+		asm.JNE.Imm(asm.R2, int32(mapID), "out"),
+		asm.LoadMem(asm.R6, asm.R1, offEnqueueDrops, asm.Word),
+		asm.JEq.Imm(asm.R6, 0, "out"),
+		asm.StoreImm(asm.R10, -4, 2, asm.Word),
+		asm.LoadMapPtr(asm.R1, counts.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.StoreXAdd(asm.R0, asm.R6, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}
+}
+
 // newSteering sets it up on t's peer end for s (bound to queue 0 there,
 // registered nowhere), steering to cpu. The caller closes it.
 func newSteering(t *app.Topology, s *xsk.Socket, cpu int) (_ *steering, err error) {
@@ -70,7 +100,7 @@ func newSteering(t *app.Topology, s *xsk.Socket, cpu int) (_ *steering, err erro
 	if err = st.xsks.Put(uint32(0), uint32(s.FD())); err != nil {
 		return nil, fmt.Errorf("register socket: %w", err)
 	}
-	if st.counts, err = ebpf.NewMap(&ebpf.MapSpec{Name: "steer_counts", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}); err != nil {
+	if st.counts, err = ebpf.NewMap(&ebpf.MapSpec{Name: "steer_counts", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 3}); err != nil {
 		return nil, err
 	}
 	st.deliver, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_deliver", Type: ebpf.XDP, AttachType: ebpf.AttachXDPCPUMap,
@@ -85,6 +115,22 @@ func newSteering(t *app.Topology, s *xsk.Socket, cpu int) (_ *steering, err erro
 	// struct bpf_cpumap_val: the queue size, then the program's fd.
 	if err = st.cpus.Put(uint32(cpu), [2]uint32{steerQueue, uint32(st.deliver.FD())}); err != nil {
 		return nil, fmt.Errorf("add CPU %d to the cpumap: %w", cpu, err)
+	}
+	info, err := st.cpus.Info()
+	if err != nil {
+		return nil, fmt.Errorf("cpumap info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return nil, errors.New("cpumap info: no map id")
+	}
+	st.traced, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_drops", Type: ebpf.TracePoint,
+		License: "Dual MIT/GPL", Instructions: countEnqueueDrops(st.counts, uint32(id))})
+	if err != nil {
+		return nil, fmt.Errorf("load program for xdp:xdp_cpumap_enqueue: %w", err)
+	}
+	if st.tp, err = link.Tracepoint("xdp", "xdp_cpumap_enqueue", st.traced, nil); err != nil {
+		return nil, fmt.Errorf("attach to xdp:xdp_cpumap_enqueue: %w", err)
 	}
 	st.steer, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_to_cpu", Type: ebpf.XDP,
 		License: "Dual MIT/GPL", Instructions: countAndRedirect(st.counts, 0, st.cpus, int32(cpu))})
@@ -115,14 +161,25 @@ func (st *steering) lost() (uint64, error) {
 	return steered - arrived, nil
 }
 
-// Close detaches and frees everything, the link first.
+// dropped is the number of frames the kernel dropped for want of room in
+// the CPUMAP queue: unlike lost, it counts no frame still in the queue,
+// and it never goes back.
+func (st *steering) dropped() (uint64, error) {
+	var n uint64
+	err := st.counts.Lookup(uint32(2), &n)
+	return n, err
+}
+
+// Close detaches and frees everything, the links first.
 func (st *steering) Close() error {
 	var errs []error
-	if st.lnk != nil {
-		errs = append(errs, st.lnk.Close())
+	for _, l := range []link.Link{st.lnk, st.tp} {
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
 	}
 	// Close on a nil program or map does nothing.
-	for _, c := range []interface{ Close() error }{st.steer, st.cpus, st.deliver, st.counts, st.xsks} {
+	for _, c := range []interface{ Close() error }{st.steer, st.traced, st.cpus, st.deliver, st.counts, st.xsks} {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
@@ -165,20 +222,85 @@ func BenchmarkRxDropCPUMap(b *testing.B) {
 			c := config(64, 2048)
 			c.Wait = w
 			s, st := openSteered(b, t, c)
-			sockDrops := xskDrops(b, s)
 			l := app.NewLoop(s, c)
 			benchRecv(b, t, recvPath{
-				recv: l.RxDrop,
-				drops: func() uint64 {
-					n, err := st.lost()
-					if err != nil {
-						b.Fatal(err)
-					}
-					return n + sockDrops()
-				},
-				stop: func() { l.Stop.Store(true) },
+				recv:  l.RxDrop,
+				drops: steeredDrops(b, s, st),
+				stop:  func() { l.Stop.Store(true) },
 			})
 		})
+	}
+}
+
+// steeredDrops counts what was dropped on the way into s through st: by
+// the CPUMAP queue and by the socket.
+func steeredDrops(tb testing.TB, s *xsk.Socket, st *steering) func() uint64 {
+	sockDrops := xskDrops(tb, s)
+	return func() uint64 {
+		n, err := st.dropped()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return n + sockDrops()
+	}
+}
+
+// TestCPUMapDropsOnlyGrow checks that BenchmarkRxDropCPUMap's drop count
+// never goes back while frames stream through the CPUMAP: the benchmark
+// reports the difference of two readings, and a count that fell between
+// them would show as 2^64 drops.
+func TestCPUMapDropsOnlyGrow(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	topo, err := app.NewTopology(&app.TopologyOptions{Generator: true, FrameLen: frameLen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	c := config(64, 2048)
+	c.Wait = app.WaitNap
+	s, st := openSteered(t, topo, c)
+	drops := steeredDrops(t, s, st)
+	l := app.NewLoop(s, c)
+	done := make(chan error, 1)
+	go func() {
+		unpin, err := app.PinThread(loopCPU)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unpin()
+		_, err = l.RxDrop(0)
+		done <- err
+	}()
+	gen, err := topo.StartGenerator(genCPU)
+	if err != nil {
+		l.Stop.Store(true)
+		<-done
+		t.Fatal(err)
+	}
+	var d0, fell uint64
+	var readings int
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); readings++ {
+		if d := drops(); d < d0 {
+			fell++
+			t.Errorf("drops went back from %d to %d", d0, d)
+		} else {
+			d0 = d
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	_, gerr := gen.Stop()
+	l.Stop.Store(true)
+	if err := errors.Join(gerr, <-done); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d readings, %d went back; %d drops, %d frames received", readings, fell, d0, l.C.RxPackets.Load())
+	if l.C.RxPackets.Load() == 0 {
+		t.Fatal("no frame reached the socket through the cpumap")
 	}
 }
 
@@ -266,7 +388,17 @@ func testSteeringAccounts(t *testing.T, threaded bool) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("sent %d: received %d, dropped by the socket %d, lost in the cpumap %d, dropped by veth %d", sent, got, dropped, lost, overflow)
+	// With nothing left in the queue, what it lost is what the kernel
+	// said it dropped, which is what BenchmarkRxDropCPUMap counts.
+	enq, err := st.dropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sent %d: received %d, dropped by the socket %d, lost in the cpumap %d (%d by the tracepoint), dropped by veth %d",
+		sent, got, dropped, lost, enq, overflow)
+	if enq != lost {
+		t.Errorf("xdp:xdp_cpumap_enqueue counted %d frames dropped, the programs %d steered that never arrived", enq, lost)
+	}
 	if sent != n {
 		t.Fatalf("generator sent %d frames, want %d", sent, n)
 	}

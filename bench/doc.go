@@ -11,15 +11,18 @@
 // Each benchmark reports pps, ns/pkt and cpu-s/Mpkt: the CPU seconds the
 // process spent per million packets, the generator's thread excluded (both
 // read from the scheduler's clock, to the nanosecond). Those fed by the
-// generator also report offered-pps (what it offered) and drops; the
-// forwarding ones (l2fwd, xconnect) add peer-pps, what arrived at the far
-// end. The send benchmarks report peer-pps and lost instead of offered-pps
-// and drops: lost counts the frames sent that did not arrive at the far
-// end, once the TX ring has been drained. Rates are over the timed loop
-// (ns/op's span); drops and CPU time are read at the start of its first
-// iteration and at the end of each, not around it, where testing's b.Loop
-// stops the world to read memory statistics while the code under test is
-// not running.
+// generator also report offered-pps (what it offered: the frames the
+// veth pair's host end put on the peer's ring or dropped for want of room
+// there, read just before and just after the timed loop, over the time
+// between the two readings) and drops; the forwarding ones (l2fwd,
+// xconnect) add peer-pps, what arrived at the far end. The send
+// benchmarks report peer-pps and lost instead of offered-pps and drops:
+// lost counts the frames sent that did not arrive at the far end, once
+// the TX ring has been drained. Rates are over the timed loop (ns/op's
+// span); drops and CPU time are read at the start of its first iteration
+// and at the end of each, not around it, where testing's b.Loop stops the
+// world to read memory statistics while the code under test is not
+// running.
 //
 // An iteration handles 4096 packets, so allocs/op is per 4096 packets. It
 // counts every allocation the process made during the timed loop: in the

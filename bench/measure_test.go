@@ -24,7 +24,9 @@ type idleFeeder struct{}
 
 func (idleFeeder) Stop() (time.Duration, error) { return 0, nil }
 func (idleFeeder) CPU() time.Duration           { return 0 }
-func (idleFeeder) Rate() float64                { return 0 }
+func (idleFeeder) Offered() (uint64, time.Time, error) {
+	return 0, time.Now(), nil
+}
 
 // nanosSince is a counter that moves by one every nanosecond, like the
 // drop counter of a receiver under a steady load that nothing serves.
@@ -97,5 +99,98 @@ func TestSendMetricsCoverTheTimedLoop(t *testing.T) {
 	}
 	if pp, want := r.Extra["peer-pps"], float64(perIter)/r.T.Seconds(); math.Abs(pp-want) > 1e-9*want {
 		t.Errorf("peer-pps %v, want %v", pp, want)
+	}
+}
+
+// scriptedFeeder is a generator whose count of frames offered moves by
+// perCall, and its clock by a second, at every reading; over its whole
+// run it claims another rate altogether.
+type scriptedFeeder struct {
+	idleFeeder
+	perCall, count uint64
+	at             time.Time
+}
+
+func (f *scriptedFeeder) Rate() float64 { return 5e6 }
+
+func (f *scriptedFeeder) Offered() (uint64, time.Time, error) {
+	f.count += f.perCall
+	f.at = f.at.Add(time.Second)
+	return f.count, f.at, nil
+}
+
+// TestRecvOfferedCoversTheTimedLoop checks that offered-pps is what the
+// generator offered around the timed loop, the window pps and drops are
+// over, not its average over its whole run, which starts before the
+// warm-up and, at -benchtime=1x, lasts a hundred times longer than the
+// loop.
+func TestRecvOfferedCoversTheTimedLoop(t *testing.T) {
+	f := &scriptedFeeder{perCall: 1000, at: time.Now()}
+	r := benchOnce(t, func(b *testing.B) {
+		measureRecv(b, f, recvPath{
+			recv:  func(n uint64) (uint64, error) { return n, nil },
+			drops: func() uint64 { return 0 },
+			stop:  func() {},
+		})
+	})
+	if got := r.Extra["offered-pps"]; got != 1000 {
+		t.Errorf("offered-pps %v, want 1000: the frames offered between the two readings around the timed loop, over the time between them", got)
+	}
+}
+
+// TestCounterRecvCountsEveryFrame checks that a receiver counted by a
+// kernel counter (BenchmarkXDPDrop's) counts every movement of the
+// counter once, from the mark at the start of the timed loop on: none
+// that happened between two calls is lost, none before the mark counts.
+func TestCounterRecvCountsEveryFrame(t *testing.T) {
+	// A counter that moves by 1000 at every reading, as one under load
+	// moves while it is being read.
+	var c uint64
+	read := func() (uint64, error) {
+		c += 1000
+		return c, nil
+	}
+	p := counterRecv(read)
+	if n, err := p.recv(1); err != nil || n == 0 { // warm-up
+		t.Fatalf("warm-up: %d, %v", n, err)
+	}
+	c += 5000 // frames before the timed loop
+	if err := p.mark(); err != nil {
+		t.Fatal(err)
+	}
+	start := c
+	var got uint64
+	for range 5 {
+		n, err := p.recv(perIter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < perIter {
+			t.Fatalf("recv(%d) = %d", perIter, n)
+		}
+		got += n
+	}
+	if got != c-start {
+		t.Fatalf("counted %d frames, the counter moved by %d from the mark to the last reading", got, c-start)
+	}
+}
+
+// TestRecvDropsThatGoBackFail checks that a drop counter that fell over
+// the timed loop fails the benchmark, where the difference of the two
+// readings would be reported as 2^64 drops.
+func TestRecvDropsThatGoBackFail(t *testing.T) {
+	d := uint64(1000)
+	r, ok := testenv.BenchOnce(t, func(b *testing.B) {
+		measureRecv(b, idleFeeder{}, recvPath{
+			recv: func(n uint64) (uint64, error) { return n, nil },
+			drops: func() uint64 {
+				d -= 10
+				return d
+			},
+			stop: func() {},
+		})
+	})
+	if ok {
+		t.Fatalf("benchmark passed, reporting %v drops", r.Extra["drops"])
 	}
 }
