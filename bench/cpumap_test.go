@@ -264,18 +264,7 @@ func TestCPUMapDropsOnlyGrow(t *testing.T) {
 	c.Wait = app.WaitNap
 	s, st := openSteered(t, topo, c)
 	drops := steeredDrops(t, s, st)
-	l := app.NewLoop(s, c)
-	done := make(chan error, 1)
-	go func() {
-		unpin, err := app.PinThread(loopCPU)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unpin()
-		_, err = l.RxDrop(0)
-		done <- err
-	}()
+	l, done := startRxDrop(s, c)
 	gen, err := topo.StartGenerator(genCPU)
 	if err != nil {
 		l.Stop.Store(true)
@@ -345,18 +334,7 @@ func testSteeringAccounts(t *testing.T, threaded bool) {
 	// What veth drops for a full XDP ring on the peer counts in the host
 	// end's tx_dropped, and nothing else on this pair does.
 	h0 := counters(t, topo.Veth.Host)
-	l := app.NewLoop(s, c)
-	done := make(chan error, 1)
-	go func() {
-		unpin, err := app.PinThread(loopCPU)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unpin()
-		_, err = l.RxDrop(0)
-		done <- err
-	}()
+	l, done := startRxDrop(s, c)
 	const n = 200_000
 	sent, err := topo.Gen.Send(n)
 	if err != nil {
@@ -412,4 +390,22 @@ func testSteeringAccounts(t *testing.T, threaded bool) {
 	if b := l.C.RxBytes.Load(); b != got*frameLen {
 		t.Errorf("received %d bytes in %d frames, want %d bytes each", b, got, frameLen)
 	}
+}
+
+// startRxDrop runs an rxdrop loop on s, pinned to loopCPU, until its Stop
+// is set; done gets the loop's error.
+func startRxDrop(s *xsk.Socket, c *app.Config) (*app.Loop, <-chan error) {
+	l := app.NewLoop(s, c)
+	done := make(chan error, 1)
+	go func() {
+		unpin, err := app.PinThread(loopCPU)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unpin()
+		_, err = l.RxDrop(0)
+		done <- err
+	}()
+	return l, done
 }
