@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -90,32 +91,91 @@ func TestOpenWithoutNetRawSaysSo(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	v := testenv.NewVeth(t, nil)
 	type result struct {
-		setup, open error
+		setup, open, restore error
 	}
 	done := make(chan result)
 	go func() {
-		// Never unlocked: the thread, stripped of the capability, ends
-		// with this goroutine. The kernel checks the calling thread's
-		// credentials, and the socket is created on it.
+		// The kernel checks the calling thread's credentials, and the
+		// socket is created on it: the capability is dropped on a
+		// locked thread and given back before the thread is let go.
+		// A thread left without it does not always end with its
+		// goroutine: the main thread is parked instead, and the
+		// process's /proc/self/status, where RequirePrivileged looks,
+		// shows the main thread's credentials, so every later
+		// privileged test of the binary failed as unprivileged.
 		runtime.LockOSThread()
 		if err := dropEffectiveCap(unix.CAP_NET_RAW); err != nil {
 			done <- result{setup: err}
-			return
+			return // still locked: the thread ends with the goroutine
 		}
 		s, err := xsk.Open(v.Host.Name, 0, &xsk.Options{NoXDP: true, NumFrames: 64})
 		if err == nil {
 			s.Close()
 		}
-		done <- result{open: err}
+		r := result{open: err}
+		if r.restore = raiseEffectiveCap(unix.CAP_NET_RAW); r.restore == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- r
 	}()
 	r := <-done
 	if r.setup != nil {
 		t.Fatalf("drop CAP_NET_RAW: %v", r.setup)
 	}
+	if r.restore != nil {
+		t.Errorf("give CAP_NET_RAW back: %v", r.restore)
+	}
 	want := "open " + v.Host.Name + " queue 0: create AF_XDP socket: needs CAP_NET_RAW: socket: operation not permitted"
 	if r.open == nil || r.open.Error() != want || !errors.Is(r.open, unix.EPERM) {
-		t.Fatalf("Open without CAP_NET_RAW = %v, want %q matching EPERM", r.open, want)
+		t.Errorf("Open without CAP_NET_RAW = %v, want %q matching EPERM", r.open, want)
 	}
+	if tids := threadsWithout(t, unix.CAP_NET_RAW); len(tids) > 0 {
+		t.Errorf("threads %v of the process are left without CAP_NET_RAW", tids)
+	}
+}
+
+// raiseEffectiveCap puts the capability c (below 32) back in the calling
+// thread's effective set, from its permitted set.
+func raiseEffectiveCap(c int) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Effective |= 1 << c
+	return unix.Capset(&hdr, &data[0])
+}
+
+// threadsWithout lists the threads of the process whose effective set
+// lacks the capability c.
+func threadsWithout(t *testing.T, c int) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []string
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/status")
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread has ended
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+				eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if err != nil {
+					t.Fatalf("thread %s: CapEff %q: %v", e.Name(), v, err)
+				}
+				if eff&(1<<c) == 0 {
+					tids = append(tids, e.Name())
+				}
+			}
+		}
+	}
+	return tids
 }
 
 // dropEffectiveCap takes the capability c (below 32) out of the calling
