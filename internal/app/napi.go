@@ -50,13 +50,24 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		// The thread's namespaces are changed for good: it stays locked
-		// and the runtime discards it when this goroutine ends.
+		// The goroutine stays locked to its thread, so that the runtime
+		// discards the thread when the goroutine ends: its mount
+		// namespace is its own from the unshare on. The main thread is
+		// never discarded, though, only parked, and /proc/self shows it:
+		// before it ends, the thread goes back to the namespaces it was
+		// in (restore), so that a parked main thread is where it was.
 		runtime.LockOSThread()
-		errc <- func() error {
+		restore, err := threadNamespaces()
+		if err != nil {
+			errc <- err
+			return
+		}
+		unshared := false
+		err = func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 				return fmt.Errorf("private mount namespace: %w", os.NewSyscallError("unshare", err))
 			}
+			unshared = true
 			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 				return fmt.Errorf("private mount namespace: %w", os.NewSyscallError("mount", err))
 			}
@@ -81,6 +92,7 @@ func SetThreadedNAPI(ep netenv.Endpoint, on bool) error {
 			}
 			return err
 		}()
+		errc <- errors.Join(err, restore(unshared))
 	}()
 	if err := <-errc; err != nil {
 		return fail(err)
@@ -196,4 +208,40 @@ func napiThreads(ep netenv.Endpoint) ([]kthread, error) {
 		}
 	}
 	return ts, nil
+}
+
+// threadNamespaces opens the calling thread's network and mount
+// namespaces and returns a function that puts the thread back into the
+// network namespace and, with mnt, the mount namespace, and closes both.
+// The caller must be locked to its thread. (setns into a mount namespace
+// needs a thread that shares no file system information with others, as
+// one that has unshared CLONE_NEWNS does.)
+func threadNamespaces() (restore func(mnt bool) error, err error) {
+	netFile, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("open the thread's network namespace: %w", err)
+	}
+	mntFile, err := os.Open("/proc/thread-self/ns/mnt")
+	if err != nil {
+		netFile.Close()
+		return nil, fmt.Errorf("open the thread's mount namespace: %w", err)
+	}
+	return func(mnt bool) error {
+		err := setnsBack("network", netFile, unix.CLONE_NEWNET)
+		if mnt {
+			err = errors.Join(err, setnsBack("mount", mntFile, unix.CLONE_NEWNS))
+		}
+		netFile.Close()
+		mntFile.Close()
+		return err
+	}, nil
+}
+
+// setnsBack puts the calling thread back into the namespace f, of type
+// nstype, which what names.
+func setnsBack(what string, f *os.File, nstype int) error {
+	if err := unix.Setns(int(f.Fd()), nstype); err != nil {
+		return fmt.Errorf("go back to the thread's %s namespace: %w", what, os.NewSyscallError("setns", err))
+	}
+	return nil
 }

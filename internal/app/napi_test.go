@@ -184,3 +184,50 @@ func TestSetThreadedNAPIErrorsSayWhat(t *testing.T) {
 		}
 	}
 }
+
+// TestSetThreadedNAPILeavesNoThreadElsewhere: SetThreadedNAPI works on a
+// thread it moves into another mount and network namespace. The runtime
+// discards such a thread, but never the main thread, which it parks, and
+// /proc/self shows the main thread: every thread of the process must be
+// in the process's namespaces afterwards, whichever ran the work.
+func TestSetThreadedNAPILeavesNoThreadElsewhere(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	topo, err := NewTopology(&TopologyOptions{PeerSink: pktgen.Drop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	want := map[string]string{}
+	for _, ns := range []string{"net", "mnt"} {
+		if want[ns], err = os.Readlink("/proc/self/ns/" + ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		if err := SetThreadedNAPI(topo.Veth.Peer, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		for ns, w := range want {
+			got, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns", ns))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // the thread has gone meanwhile
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != w {
+				t.Errorf("thread %s is in %s, want %s (the process's)", task.Name(), got, w)
+			}
+		}
+	}
+}
