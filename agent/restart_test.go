@@ -29,12 +29,21 @@ func newMountNS(t *testing.T) *mountNS {
 	t.Helper()
 	m := &mountNS{do: make(chan func())}
 	ready := make(chan error)
+	exited := make(chan error, 1) // the setns back, once the goroutine ends
 	go func() {
 		// Never unlocked: the thread exits with the goroutine, and
-		// takes its namespace with it.
+		// takes its namespace with it. The main thread does not exit
+		// but is parked, and /proc/self shows it: the thread goes back
+		// to the test's mount namespace before the goroutine ends.
 		runtime.LockOSThread()
-		err := unix.Unshare(unix.CLONE_NEWNS)
-		if err == nil {
+		orig, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			ready <- err
+			return
+		}
+		defer orig.Close()
+		if err = unix.Unshare(unix.CLONE_NEWNS); err == nil {
+			defer func() { exited <- unix.Setns(int(orig.Fd()), unix.CLONE_NEWNS) }()
 			// Mounts made here must not propagate to the test's
 			// namespace.
 			err = unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
@@ -50,7 +59,12 @@ func newMountNS(t *testing.T) *mountNS {
 	if err := <-ready; err != nil {
 		t.Fatalf("private mount namespace: %v", err)
 	}
-	t.Cleanup(func() { close(m.do) })
+	t.Cleanup(func() {
+		close(m.do)
+		if err := <-exited; err != nil {
+			t.Errorf("back to the test's mount namespace: %v", err)
+		}
+	})
 	return m
 }
 
