@@ -35,19 +35,19 @@ var (
 	rings   = []int{512, 2048}
 )
 
-func topology(b *testing.B, o app.TopologyOptions) *app.Topology {
-	b.Helper()
-	testenv.RequirePrivileged(b)
+func topology(tb testing.TB, o app.TopologyOptions) *app.Topology {
+	tb.Helper()
+	testenv.RequirePrivileged(tb)
 	if o.FrameLen == 0 {
 		o.FrameLen = frameLen
 	}
 	t, err := app.NewTopology(&o)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		if err := t.Close(); err != nil {
-			b.Error(err)
+			tb.Error(err)
 		}
 	})
 	return t

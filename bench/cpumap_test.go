@@ -251,15 +251,7 @@ func steeredDrops(tb testing.TB, s *xsk.Socket, st *steering) func() uint64 {
 // them would show as 2^64 drops.
 func TestCPUMapDropsOnlyGrow(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	topo, err := app.NewTopology(&app.TopologyOptions{Generator: true, FrameLen: frameLen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := topology(t, app.TopologyOptions{Generator: true})
 	c := config(64, 2048)
 	c.Wait = app.WaitNap
 	s, st := openSteered(t, topo, c)
@@ -315,15 +307,7 @@ func TestCPUMapSteeringAccountsForEveryFrame(t *testing.T) {
 }
 
 func testSteeringAccounts(t *testing.T, threaded bool) {
-	topo, err := app.NewTopology(&app.TopologyOptions{Generator: true, FrameLen: frameLen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := topo.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	topo := topology(t, app.TopologyOptions{Generator: true})
 	if threaded {
 		if err := app.SetVethThreadedNAPI(topo.Veth.Peer, true); err != nil {
 			t.Fatal(err)
