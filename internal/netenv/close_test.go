@@ -46,17 +46,51 @@ func TestVethCloseFailsOnce(t *testing.T) {
 	}
 }
 
-// TestNetnsCloseFailsOnce unmounts a named namespace behind its back, so
-// that Close fails to unmount it (EINVAL): of Closes called at the same
-// time one reports that, the others return nil once it is done, and so
-// does a Close after them. The handle is closed all the same.
+// TestNetnsCloseFailsOnce puts a directory that is not empty where a named
+// namespace's mount was, so that Close fails to remove it (ENOTEMPTY): of
+// Closes called at the same time one reports that, the others return nil
+// once it is done, and so does a Close after them. The handle is closed all
+// the same.
 func TestNetnsCloseFailsOnce(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("/var/run/netns", ns.Name())
+	path := ns.Path()
+	t.Cleanup(func() {
+		ns.Close()
+		unix.Unmount(path, unix.MNT_DETACH)
+		os.RemoveAll(path)
+	})
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(path, "in"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err = testenv.FailsOnce(t, "Close", 8, ns.Close)
+	if !errors.Is(err, unix.ENOTEMPTY) {
+		t.Errorf("Close with a directory in the way: %v; want ENOTEMPTY", err)
+	}
+	if ns.NsHandle().IsOpen() {
+		t.Error("handle still open after a failed Close")
+	}
+}
+
+// TestNetnsCloseAfterUnmount unmounts a named namespace behind its back:
+// Close removes the file the mount was on, which nobody else would, and
+// reports no error, since what it made is gone.
+func TestNetnsCloseAfterUnmount(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := ns.Path()
 	t.Cleanup(func() {
 		ns.Close()
 		unix.Unmount(path, unix.MNT_DETACH)
@@ -65,11 +99,53 @@ func TestNetnsCloseFailsOnce(t *testing.T) {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	err = testenv.FailsOnce(t, "Close", 8, ns.Close)
-	if !errors.Is(err, unix.EINVAL) {
-		t.Errorf("Close of a namespace unmounted behind its back: %v; want EINVAL", err)
+	if err := ns.Close(); err != nil {
+		t.Errorf("Close of a namespace unmounted behind its back: %v", err)
 	}
-	if ns.NsHandle().IsOpen() {
-		t.Error("handle still open after a failed Close")
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after Close: %v; want it removed", path, err)
+	}
+}
+
+// TestNetnsCloseLeavesAnotherNamespace removes a named namespace behind its
+// back and makes another under the same name, as `ip netns del` and `ip
+// netns add` would: Close leaves that one, which is not its own, alone.
+func TestNetnsCloseLeavesAnotherNamespace(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := ns.Path()
+	t.Cleanup(func() { ns.Close() })
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := netenv.NewNetns(ns.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	if err := ns.Close(); err != nil {
+		t.Errorf("Close with another namespace under its name: %v", err)
+	}
+	var st, want unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatalf("the other namespace's %s after Close: %v", path, err)
+	}
+	if err := unix.Fstat(int(other.NsHandle()), &want); err != nil {
+		t.Fatal(err)
+	}
+	if st.Dev != want.Dev || st.Ino != want.Ino {
+		t.Errorf("%s after Close is not the other namespace", path)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the other's Close: %v; want it removed", path, err)
 	}
 }

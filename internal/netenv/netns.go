@@ -16,6 +16,7 @@ import (
 	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Netns is a network namespace made by [NewNetns].
@@ -169,7 +170,7 @@ func (n *Netns) Close() (err error) {
 			n.nl.Close()
 		}
 		if n.name != "" {
-			if err := netns.DeleteNamed(n.name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := n.deleteName(); err != nil {
 				errs = append(errs, fmt.Errorf("delete netns %q: %w", n.name, err))
 			}
 		}
@@ -181,6 +182,43 @@ func (n *Netns) Close() (err error) {
 		err = errors.Join(errs...)
 	})
 	return err
+}
+
+// deleteName removes the bind mount at Path that NewNetns made, and the file
+// under it. What someone else did first is not an error: a name already
+// removed is left so; a file with nothing mounted on it any more (the mount
+// removed behind n's back) is removed; a name that holds another namespace
+// now (removed and made again under the same name) is not n's, and is left
+// alone.
+func (n *Netns) deleteName() error {
+	path := n.Path()
+	var st, own unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return os.NewSyscallError("stat", err)
+	}
+	if err := unix.Fstat(n.fd, &own); err != nil {
+		return os.NewSyscallError("fstat", err)
+	}
+	if st.Dev == own.Dev && st.Ino == own.Ino {
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			return os.NewSyscallError("umount", err)
+		}
+	} else {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(path, &fs); err != nil {
+			return os.NewSyscallError("statfs", err)
+		}
+		if fs.Type == unix.NSFS_MAGIC {
+			return nil
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // RandomName returns prefix followed by random hex digits, at most 15 bytes
