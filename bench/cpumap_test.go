@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/afxdp/afxdp/internal/app"
+	"github.com/afxdp/afxdp/internal/rawtp"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -25,9 +26,9 @@ import (
 // Frames the CPUMAP queue had no room for are dropped without a trace in
 // any interface counter, so both programs count: counts[0] the frames the
 // first program steered, counts[1] those that reached the CPU's thread;
-// and a third program, on the xdp:xdp_cpumap_enqueue tracepoint, adds up
-// in counts[2] the frames the kernel dropped as it moved them into the
-// queue.
+// and a third program, on the xdp:xdp_cpumap_enqueue raw tracepoint (no
+// tracefs needed), adds up in counts[2] the frames the kernel dropped as
+// it moved them into the queue.
 type steering struct {
 	xsks, cpus, counts     *ebpf.Map
 	steer, deliver, traced *ebpf.Program
@@ -58,20 +59,17 @@ func countAndRedirect(counts *ebpf.Map, key int32, m *ebpf.Map, target int32) as
 	}
 }
 
-// Offsets in xdp:xdp_cpumap_enqueue's record (see the tracepoint's format
-// file), after its 8 bytes of common fields.
-const (
-	offEnqueueMapID = 8
-	offEnqueueDrops = 20
-)
-
 // countEnqueueDrops adds the drops that xdp:xdp_cpumap_enqueue reports for
-// the CPUMAP mapID to counts[2].
-func countEnqueueDrops(counts *ebpf.Map, mapID uint32) asm.Instructions {
+// the CPUMAP mapID to counts[2]. It is a raw tracepoint program: it reads
+// the tracepoint's arguments map_id and drops, which the kernel's BTF puts
+// at offMapID and offDrops of its context (see package rawtp), as u64s
+// holding 32-bit values.
+func countEnqueueDrops(counts *ebpf.Map, mapID uint32, offMapID, offDrops int16) asm.Instructions {
 	return asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, offEnqueueMapID, asm.Word),
-		asm.JNE.Imm(asm.R2, int32(mapID), "out"),
-		asm.LoadMem(asm.R6, asm.R1, offEnqueueDrops, asm.Word),
+		asm.LoadMem(asm.R2, asm.R1, offMapID, asm.DWord),
+		asm.JNE.Imm32(asm.R2, int32(mapID), "out"),
+		asm.LoadMem(asm.R6, asm.R1, offDrops, asm.DWord),
+		asm.Mov.Reg32(asm.R6, asm.R6), // the 32-bit count, zero-extended
 		asm.JEq.Imm(asm.R6, 0, "out"),
 		asm.StoreImm(asm.R10, -4, 2, asm.Word),
 		asm.LoadMapPtr(asm.R1, counts.FD()),
@@ -124,12 +122,16 @@ func newSteering(t *app.Topology, s *xsk.Socket, cpu int) (_ *steering, err erro
 	if !ok {
 		return nil, errors.New("cpumap info: no map id")
 	}
-	st.traced, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_drops", Type: ebpf.TracePoint,
-		License: "Dual MIT/GPL", Instructions: countEnqueueDrops(st.counts, uint32(id))})
+	offs, err := rawtp.KernelOffsets("xdp:xdp_cpumap_enqueue", rawtp.Int32("map_id"), rawtp.Int32("drops"))
+	if err != nil {
+		return nil, err
+	}
+	st.traced, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_drops", Type: ebpf.RawTracepoint,
+		License: "Dual MIT/GPL", Instructions: countEnqueueDrops(st.counts, uint32(id), offs[0], offs[1])})
 	if err != nil {
 		return nil, fmt.Errorf("load program for xdp:xdp_cpumap_enqueue: %w", err)
 	}
-	if st.tp, err = link.Tracepoint("xdp", "xdp_cpumap_enqueue", st.traced, nil); err != nil {
+	if st.tp, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "xdp_cpumap_enqueue", Program: st.traced}); err != nil {
 		return nil, fmt.Errorf("attach to xdp:xdp_cpumap_enqueue: %w", err)
 	}
 	st.steer, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "steer_to_cpu", Type: ebpf.XDP,

@@ -36,20 +36,21 @@
 // redirect fails because the target device is gone is not counted, and
 // the send fails with ENODEV. Frames the kernel drops after the program
 // has returned, because the target cannot take them, are not counted
-// either: two tracing programs on the tracepoints xdp:xdp_redirect_err and
-// xdp:xdp_devmap_xmit (one run per refused frame, and one per batch
-// flushed) count them for the generator, and the send fails with the
-// kernel's error: ENETDOWN (the target is down), EOPNOTSUPP (it cannot
-// transmit XDP frames: on veth, the peer has neither a native-mode XDP
-// program nor GRO), ENXIO (on veth: the peer is down), EMSGSIZE (the frame
-// is longer than the target's MTU). What Send, SendContext and Total
-// report as offered is what the target's driver took. A driver may still
-// drop a frame it took for want of room (a veth whose peer's ring is
-// full): veth counts those in the target's tx_dropped and the peer's
-// rx_dropped, as the receiver's loss. veth drops, and counts, in the same
-// way, without an error, a frame longer than its peer's MTU allows (the
-// peer's MTU plus 18 bytes): such frames are counted as offered though
-// none arrives, so give both ends of a pair an MTU that fits the frame.
+// either: two raw tracepoint programs on the tracepoints
+// xdp:xdp_redirect_err and xdp:xdp_devmap_xmit (one run per refused frame,
+// and one per batch flushed) count them for the generator, and the send
+// fails with the kernel's error: ENETDOWN (the target is down),
+// EOPNOTSUPP (it cannot transmit XDP frames: on veth, the peer has neither
+// a native-mode XDP program nor GRO), ENXIO (on veth: the peer is down),
+// EMSGSIZE (the frame is longer than the target's MTU). What Send,
+// SendContext and Total report as offered is what the target's driver
+// took. A driver may still drop a frame it took for want of room (a veth
+// whose peer's ring is full): veth counts those in the target's tx_dropped
+// and the peer's rx_dropped, as the receiver's loss. veth drops, and
+// counts, in the same way, without an error, a frame longer than its
+// peer's MTU allows (the peer's MTU plus 18 bytes): such frames are
+// counted as offered though none arrives, so give both ends of a pair an
+// MTU that fits the frame.
 //
 // Frames are buffers the kernel reuses: what the receiving side writes into
 // one stays for the next run. A peer that forwards the frames in the
@@ -59,5 +60,6 @@
 // the receiver's XDP program consume the frames.
 //
 // pktgen needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or CAP_SYS_ADMIN),
-// and tracefs (/sys/kernel/tracing) for the tracepoints' formats.
+// and the kernel's BTF (/sys/kernel/btf/vmlinux), where it finds the
+// tracepoints' arguments; it does not need tracefs.
 package pktgen

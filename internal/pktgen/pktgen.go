@@ -122,9 +122,9 @@ type Generator struct {
 // [Generator.Send]). That is checked as the frames are sent, not here: the
 // receiver may be attached after New.
 //
-// New also attaches two tracing programs that count the frames the kernel
-// refuses after the redirect (see the package doc); it fails when it
-// cannot (they need CAP_PERFMON and tracefs).
+// New also attaches two raw tracepoint programs that count the frames the
+// kernel refuses after the redirect (see the package doc); it fails when
+// it cannot (they need CAP_PERFMON and the kernel's BTF).
 func New(ifindex int, opts *Options) (_ *Generator, err error) {
 	if opts == nil {
 		return nil, errors.New("create packet generator: Options required (Frame)")
@@ -386,8 +386,8 @@ func (g *Generator) send(ctx context.Context, n uint64, untilDone bool) (sent ui
 // how many of them the target took: those redirected less those the kernel
 // then refused (see refusals.go).
 func (g *Generator) run(n uint32) (uint64, error) {
-	// The thread that makes the system call is the one the tracing
-	// program looks for.
+	// The thread that makes the system call is the one the
+	// xdp:xdp_devmap_xmit program looks for.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := g.state.Put(uint32(0), runState{Budget: uint64(n), Tid: uint32(unix.Gettid())}); err != nil {

@@ -1,26 +1,27 @@
 package pktgen
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/afxdp/afxdp/internal/rawtp"
 )
 
 // Frames that the generator's program redirects can still be dropped by
 // the kernel on their way into the target's driver, and nothing in the
 // program can see it: bpf_redirect_map only records the target, and the
 // frame is handed over after the program has returned. Two XDP tracepoints
-// report those drops, and the generator attaches a small program to each
-// that adds them to its run state:
+// report those drops, and the generator attaches a small raw tracepoint
+// program to each (by name, with BPF_RAW_TRACEPOINT_OPEN: no tracefs) that
+// adds them to its run state. Such a program reads the tracepoint's
+// arguments, not its record; where each argument is, and where
+// net_device.ifindex is, come from the kernel's BTF (package rawtp):
 //
 //   - xdp:xdp_redirect_err, once per frame that the redirect refused at
 //     once (the target is down: ENETDOWN; it has no ndo_xdp_xmit, or on
@@ -31,7 +32,8 @@ import (
 //     with the number of frames it did not take and its error. Only
 //     batches that failed with an error are counted (veth with its peer
 //     down or without NAPI: ENXIO), from the thread that runs this
-//     generator's BPF_PROG_RUN and from the loopback device (ifindex 1),
+//     generator's BPF_PROG_RUN and from the loopback device (ifindex 1,
+//     read through the event's from_dev with bpf_probe_read_kernel),
 //     the pretend ingress device of live frames: batches that the
 //     receiver's own XDP program redirects in the softirqs of that thread
 //     come from the receiving interface. Frames that a driver drops
@@ -43,7 +45,8 @@ import (
 // second once per batch (BatchSize frames).
 
 // runState is the value of the generator's state map: the XDP program
-// counts Budget down, the tracing programs add to Refused and set Err.
+// counts Budget down, the raw tracepoint programs add to Refused and set
+// Err.
 type runState struct {
 	Budget  uint64 // frames still to redirect in this run
 	Refused uint64 // frames the kernel dropped after the redirect, with an error
@@ -64,60 +67,39 @@ const (
 // network namespace, which live frames pretend to have arrived on.
 const loopbackIfindex = 1
 
-// tpField is a field of a tracepoint's record.
-type tpField struct{ offset, size int }
+// The arguments the programs read, found by name in the kernel's BTF (see
+// package rawtp): offsets in a raw tracepoint program's context.
+type redirectErrArgs struct{ mapID, err int16 }
 
-// tracepointFields reads the offsets of the named fields of a tracepoint's
-// record from its format file in tracefs.
-func tracepointFields(group, name string, want ...string) (map[string]tpField, error) {
-	var f *os.File
-	var err error
-	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		f, err = os.Open(filepath.Join(dir, "events", group, name, "format"))
-		if err == nil {
-			break
-		}
-	}
+type devmapXmitArgs struct {
+	fromDev, drops, err int16
+	ifindex             int32 // offset of ifindex in the struct net_device from_dev points to
+}
+
+// tracepointArgs looks up the arguments of both tracepoints in the kernel's
+// BTF.
+func tracepointArgs() (redirectErrArgs, devmapXmitArgs, error) {
+	var re redirectErrArgs
+	var dx devmapXmitArgs
+	offs, err := rawtp.KernelOffsets("xdp:xdp_redirect_err", rawtp.Int32("map_id"), rawtp.Int32("err"))
 	if err != nil {
-		return nil, fmt.Errorf("read format of tracepoint %s:%s (is tracefs mounted?): %w", group, name, err)
+		return re, dx, err
 	}
-	defer f.Close()
-	fields := map[string]tpField{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// "\tfield:int err;\toffset:28;\tsize:4;\tsigned:1;"
-		var decl string
-		fd := tpField{offset: -1}
-		for _, part := range strings.Split(strings.TrimSpace(s.Text()), ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(part), ":")
-			if !ok {
-				continue
-			}
-			switch k {
-			case "field":
-				decl = v
-			case "offset":
-				fd.offset, _ = strconv.Atoi(v)
-			case "size":
-				fd.size, _ = strconv.Atoi(v)
-			}
-		}
-		if words := strings.Fields(decl); len(words) > 0 && fd.offset >= 0 {
-			fields[words[len(words)-1]] = fd
-		}
+	re.mapID, re.err = offs[0], offs[1]
+	offs, err = rawtp.KernelOffsets("xdp:xdp_devmap_xmit",
+		rawtp.PointerTo("from_dev", "net_device"), rawtp.Int32("drops"), rawtp.Int32("err"))
+	if err != nil {
+		return re, dx, err
 	}
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("read format of tracepoint %s:%s: %w", group, name, err)
+	dx.fromDev, dx.drops, dx.err = offs[0], offs[1], offs[2]
+	spec, err := rawtp.Kernel()
+	if err != nil {
+		return re, dx, err
 	}
-	out := make(map[string]tpField, len(want))
-	for _, w := range want {
-		fd, ok := fields[w]
-		if !ok || fd.size != 4 {
-			return nil, fmt.Errorf("tracepoint %s:%s: no 4-byte field %q in its format", group, name, w)
-		}
-		out[w] = fd
+	if dx.ifindex, err = rawtp.Int32Member(spec, "net_device", "ifindex"); err != nil {
+		return re, dx, fmt.Errorf("xdp:xdp_devmap_xmit: from_dev: %w", err)
 	}
-	return out, nil
+	return re, dx, nil
 }
 
 // pidNamespace returns the device and inode of this process's PID
@@ -159,17 +141,18 @@ func lookupState(state *ebpf.Map, label string) asm.Instructions {
 }
 
 // redirectErrProgram counts the frames that the redirect into devmapID
-// refused (xdp:xdp_redirect_err).
-func redirectErrProgram(state *ebpf.Map, devmapID uint32, f map[string]tpField) asm.Instructions {
+// refused (xdp:xdp_redirect_err). Arguments are u64s holding a 32-bit
+// value, compared in 32 bits.
+func redirectErrProgram(state *ebpf.Map, devmapID uint32, a redirectErrArgs) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R1, asm.R6, int16(f["map_id"].offset), asm.Word),
-		asm.JNE.Imm(asm.R1, int32(devmapID), "out"),
+		asm.LoadMem(asm.R1, asm.R6, a.mapID, asm.DWord),
+		asm.JNE.Imm32(asm.R1, int32(devmapID), "out"),
 	}
 	insns = append(insns, lookupState(state, "out")...)
 	insns = append(insns,
 		asm.Mov.Imm(asm.R7, 1),
-		asm.LoadMem(asm.R8, asm.R6, int16(f["err"].offset), asm.Word),
+		asm.LoadMem(asm.R8, asm.R6, a.err, asm.DWord),
 	)
 	insns = append(insns, addRefused()...)
 	return append(insns,
@@ -180,14 +163,23 @@ func redirectErrProgram(state *ebpf.Map, devmapID uint32, f map[string]tpField) 
 
 // devmapXmitProgram counts the frames of batches that the target's driver
 // failed with an error, when the batch came from this generator's run
-// (xdp:xdp_devmap_xmit).
-func devmapXmitProgram(state *ebpf.Map, pidnsDev, pidnsIno uint64, f map[string]tpField) asm.Instructions {
+// (xdp:xdp_devmap_xmit). The ifindex of the device the batch came from is
+// read through the from_dev pointer with bpf_probe_read_kernel.
+func devmapXmitProgram(state *ebpf.Map, pidnsDev, pidnsIno uint64, a devmapXmitArgs) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R8, asm.R6, int16(f["err"].offset), asm.Word),
-		asm.JEq.Imm(asm.R8, 0, "out"),
-		asm.LoadMem(asm.R1, asm.R6, int16(f["from_ifindex"].offset), asm.Word),
-		asm.JNE.Imm(asm.R1, loopbackIfindex, "out"),
+		asm.LoadMem(asm.R8, asm.R6, a.err, asm.DWord),
+		asm.JEq.Imm32(asm.R8, 0, "out"),
+		// from_dev->ifindex to fp-24
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, -24),
+		asm.Mov.Imm(asm.R2, 4),
+		asm.LoadMem(asm.R3, asm.R6, a.fromDev, asm.DWord),
+		asm.Add.Imm(asm.R3, a.ifindex),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R10, -24, asm.Word),
+		asm.JNE.Imm32(asm.R1, loopbackIfindex, "out"),
 		// struct bpf_pidns_info { u32 pid; u32 tgid; } at fp-16
 		asm.LoadImm(asm.R1, int64(pidnsDev), asm.DWord),
 		asm.LoadImm(asm.R2, int64(pidnsIno), asm.DWord),
@@ -202,7 +194,8 @@ func devmapXmitProgram(state *ebpf.Map, pidnsDev, pidnsIno uint64, f map[string]
 		asm.LoadMem(asm.R1, asm.R0, offTid, asm.Word),
 		asm.LoadMem(asm.R2, asm.R10, -16, asm.Word),
 		asm.JNE.Reg(asm.R1, asm.R2, "out"),
-		asm.LoadMem(asm.R7, asm.R6, int16(f["drops"].offset), asm.Word),
+		asm.LoadMem(asm.R7, asm.R6, a.drops, asm.DWord),
+		asm.Mov.Reg32(asm.R7, asm.R7), // the 32-bit count, zero-extended
 	)
 	insns = append(insns, addRefused()...)
 	return append(insns,
@@ -211,20 +204,21 @@ func devmapXmitProgram(state *ebpf.Map, pidnsDev, pidnsIno uint64, f map[string]
 	)
 }
 
-// refusalWatch is the pair of tracing programs of a generator.
+// refusalWatch is the pair of raw tracepoint programs of a generator.
 type refusalWatch struct {
 	progs []*ebpf.Program
 	links []link.Link
 }
 
-// watchRefusals loads and attaches the tracing programs that count, in
-// state, the frames the kernel drops after the redirect into devmap.
+// watchRefusals loads and attaches the raw tracepoint programs that count,
+// in state, the frames the kernel drops after the redirect into devmap. It
+// needs the kernel's BTF, and CAP_PERFMON (or CAP_SYS_ADMIN) to load them.
 func watchRefusals(state, devmap *ebpf.Map) (_ *refusalWatch, err error) {
 	w := &refusalWatch{}
 	defer func() {
 		if err != nil {
 			w.Close()
-			err = fmt.Errorf("watch for frames the target refuses (needs CAP_PERFMON, or CAP_SYS_ADMIN): %w", err)
+			err = fmt.Errorf("watch for frames the target refuses: %w", err)
 		}
 	}()
 	info, err := devmap.Info()
@@ -239,11 +233,7 @@ func watchRefusals(state, devmap *ebpf.Map) (_ *refusalWatch, err error) {
 	if err != nil {
 		return nil, err
 	}
-	redirectErr, err := tracepointFields("xdp", "xdp_redirect_err", "map_id", "err")
-	if err != nil {
-		return nil, err
-	}
-	devmapXmit, err := tracepointFields("xdp", "xdp_devmap_xmit", "from_ifindex", "drops", "err")
+	redirectErr, devmapXmit, err := tracepointArgs()
 	if err != nil {
 		return nil, err
 	}
@@ -255,13 +245,13 @@ func watchRefusals(state, devmap *ebpf.Map) (_ *refusalWatch, err error) {
 		{"xdp_devmap_xmit", devmapXmitProgram(state, dev, ino, devmapXmit)},
 	} {
 		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name: "pktgen_refused", Type: ebpf.TracePoint, License: "Dual MIT/GPL", Instructions: tp.insns,
+			Name: "pktgen_refused", Type: ebpf.RawTracepoint, License: "Dual MIT/GPL", Instructions: tp.insns,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("load program for xdp:%s: %w", tp.name, err)
+			return nil, fmt.Errorf("load program for xdp:%s (needs CAP_PERFMON, or CAP_SYS_ADMIN): %w", tp.name, err)
 		}
 		w.progs = append(w.progs, p)
-		l, err := link.Tracepoint("xdp", tp.name, p, nil)
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: p})
 		if err != nil {
 			return nil, fmt.Errorf("attach to xdp:%s: %w", tp.name, err)
 		}
