@@ -13,12 +13,22 @@
 # bench/cmd/compare); processes that run a program from the temporary
 # directory (test binaries, their copies, the examples, the C reference)
 # or dpdk-testpmd: a leaked child, which may also hold an anonymous network
-# namespace that no name shows; and XDP programs on links of the root
-# namespace. What the machine had before the tests (its own XDP firewall,
-# say) is not a leftover.
+# namespace that no name shows; XDP programs on links of the root
+# namespace; mounts (a bpffs, tracefs or debugfs that one test mounts and
+# leaves makes the tests after it pass on this machine and fail on a fresh
+# one); and the sysctls below, which the tests' tools set (the CNI plugins
+# set ip_forward) or which decide what the tests can do. What the machine
+# had before the tests (its own XDP firewall, say) is not a leftover.
 set -euo pipefail
 
 tmp=${TMPDIR:-/tmp}
+
+sysctls=(
+	net.ipv4.ip_forward net.ipv6.conf.all.forwarding
+	net.core.bpf_jit_enable kernel.bpf_stats_enabled kernel.unprivileged_bpf_disabled
+	kernel.perf_event_paranoid net.core.busy_poll net.core.busy_read
+	net.core.netdev_max_backlog vm.nr_hugepages
+)
 
 # Each line is KIND<TAB>NAME.
 inventory() {
@@ -39,6 +49,19 @@ inventory() {
 	# xdpoffload, xdpmulti) in ip's one-line output.
 	ip -d -o link show | grep -E 'mtu [0-9]+ xdp(generic|offload|multi)? ' |
 		awk -F': ' '{ print "XDP program on link\t" $2 }' || true
+	# proc_pid_mountinfo(5): the mount point is field 5, the file
+	# system type follows the " - " separator. A named namespace's
+	# mount is reported as the namespace.
+	awk '{
+		for (i = 7; $i != "-"; i++) {}
+		if ($(i + 1) == "nsfs" && $5 ~ "^/(var/)?run/netns/") next
+		print "mount\t" $5 " (" $(i + 1) ")"
+	}' /proc/self/mountinfo
+	local s v
+	for s in "${sysctls[@]}"; do
+		v=$(cat "/proc/sys/${s//.//}" 2>/dev/null) || continue
+		printf 'sysctl\t%s = %s\n' "$s" "$v"
+	done
 }
 
 case "${1:-}:${2:-}" in
@@ -51,7 +74,16 @@ check:?*)
 	left=$(comm -13 "$2" <(inventory | sort))
 	if [[ -n "$left" ]]; then
 		echo "left behind by the tests:" >&2
-		echo "$left" | sed 's/\t/: /; s/^/  /' >&2
+		# A changed sysctl says what it was.
+		awk -F'\t' 'FNR == NR {
+			if ($1 == "sysctl") { split($2, kv, " = "); was[kv[1]] = kv[2] }
+			next
+		}
+		{
+			line = $1 ": " $2
+			if ($1 == "sysctl") { split($2, kv, " = "); line = line " (was " was[kv[1]] ")" }
+			print "  " line
+		}' "$2" - <<<"$left" >&2
 		exit 1
 	fi
 	;;
