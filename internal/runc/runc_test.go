@@ -569,8 +569,8 @@ func TestRunCancelBeforeContainerExists(t *testing.T) {
 		t.Errorf("Run cancelled before the container existed: %v; want it killed, wrapping context.Canceled", err)
 	}
 	checkNoState(t, root, id)
-	if out, err := exec.Command("pgrep", "-f", strings.Join(args, " ")).Output(); err == nil {
-		t.Errorf("the container's process is still running: pid %s", bytes.TrimSpace(out))
+	if pids := running(t, strings.Join(args, " ")); len(pids) > 0 {
+		t.Errorf("the container's process is still running: pid %s", strings.Join(pids, " "))
 	}
 }
 
