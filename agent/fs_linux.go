@@ -54,24 +54,25 @@ func openPinDir(path string, made *[]string) (fd int, err error) {
 // the directory in errors, stickyLast lets the directory itself be
 // writable by others when it is sticky, and made receives the directories
 // created.
-func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int, err error) {
+func openTrustedDir(path, what string, stickyLast bool, made *[]string) (_ int, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return -1, fmt.Errorf(what+" %s: %w", path, err)
 	}
-	fd, err = unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dir, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf(what+" %s: %w", abs, os.NewSyscallError("open /", err))
 	}
+	// dir is the directory reached so far; a failure closes it. (Not the
+	// named result: each failure sets that to -1 before this runs.)
 	defer func() {
 		if err != nil {
-			unix.Close(fd)
-			fd = -1
+			unix.Close(dir)
 		}
 	}()
 	cur := "/"
 	rest := splitPath(abs)
-	if err := checkDirFD(fd, what, cur, len(rest) == 0 && !stickyLast); err != nil {
+	if err := checkDirFD(dir, what, cur, len(rest) == 0 && !stickyLast); err != nil {
 		return -1, err
 	}
 	links := 0
@@ -80,17 +81,17 @@ func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int,
 		rest = rest[1:]
 		last := len(rest) == 0
 		next := filepath.Join(cur, name)
-		nfd, err := openDirAt(fd, name)
+		nfd, err := openDirAt(dir, name)
 		created := false
 		if errors.Is(err, unix.ENOENT) {
-			merr := unix.Mkdirat(fd, name, 0o755)
+			merr := unix.Mkdirat(dir, name, 0o755)
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, fmt.Errorf("create "+what+" %s: %w", next, os.NewSyscallError("mkdirat", merr))
 			}
 			if created = merr == nil; created {
 				noteMade(made, next)
 			}
-			nfd, err = openDirAt(fd, name)
+			nfd, err = openDirAt(dir, name)
 		}
 		if err == nil && created {
 			// The umask may have taken bits off the 0755 the
@@ -102,7 +103,7 @@ func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int,
 			}
 		}
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			target, lerr := trustedLink(fd, what, name, next)
+			target, lerr := trustedLink(dir, what, name, next)
 			if lerr != nil {
 				return -1, lerr
 			}
@@ -120,8 +121,8 @@ func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int,
 				if err != nil {
 					return -1, fmt.Errorf(what+" %s: %w", abs, os.NewSyscallError("open /", err))
 				}
-				unix.Close(fd)
-				fd, cur = root, "/"
+				unix.Close(dir)
+				dir, cur = root, "/"
 			}
 			rest = append(splitPath(target), rest...)
 			continue
@@ -133,10 +134,10 @@ func openTrustedDir(path, what string, stickyLast bool, made *[]string) (fd int,
 			unix.Close(nfd)
 			return -1, err
 		}
-		unix.Close(fd)
-		fd, cur = nfd, next
+		unix.Close(dir)
+		dir, cur = nfd, next
 	}
-	return fd, nil
+	return dir, nil
 }
 
 // splitPath returns the names in path, without empty ones and ".".

@@ -29,7 +29,8 @@ func stat(t *testing.T, path string) (uid uint32, mode os.FileMode) {
 // TestSocketDirRefused: NewServer refuses a socket directory that another
 // user could write to or redirect, names it, and changes nothing. The
 // directory is checked before any device is set up, so these need no
-// interface.
+// interface. Each refusal closes the descriptors of the directories it
+// walked through.
 func TestSocketDirRefused(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	for _, tc := range []struct {
@@ -78,9 +79,13 @@ func TestSocketDirRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			base := socketDir(t)
 			sd, named := tc.setup(t, base)
+			fds := fdCount(t)
 			_, err := NewServer(&ServerOptions{Devices: []Device{{Name: "afxdp-none"}}, SocketDir: sd, Logger: testLogger(t)})
 			if err == nil || !strings.Contains(err.Error(), named+":") || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("NewServer = %v, want an error naming %s: %s", err, named, tc.want)
+			}
+			if after := fdCount(t); after != fds {
+				t.Errorf("%d descriptors open after the refusal, %d before", after, fds)
 			}
 			if _, err := os.Lstat(filepath.Join(sd, "afxdp-none")); err == nil {
 				t.Error("a device directory was made in a refused socket directory")
