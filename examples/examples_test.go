@@ -306,7 +306,8 @@ func TestTxOnlyInterface(t *testing.T) {
 }
 
 // TestBadFlags expects a failing exit status and an error that names
-// what was wrong, before anything is built.
+// what was wrong, before anything is built: the command's own refusals
+// start with the flag as typed, dash and all ("rxdrop: -batch 0: ...").
 func TestBadFlags(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	bin := build(t)
@@ -315,26 +316,26 @@ func TestBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"rxdrop", []string{"-ring", "1000"}, "ring 1000: must be a power of two"},
-		{"rxdrop", []string{"-batch", "0"}, "batch 0"},
-		{"txonly", []string{"-size", "9000"}, "size 9000"},
-		{"txonly", []string{"-size", "1600"}, "size 1600: longer than the MTU 1500"},
-		{"rxdrop", []string{"-size", "2000"}, "size 2000: longer than the MTU 1500"},
-		{"rxdrop", []string{"-cpu", "-5", "-isolate"}, "cpu -5"},
-		{"rxdrop", []string{"-isolate"}, "isolate: needs -cpu"},
-		{"rxdrop", []string{"-gen-batch", "0"}, "gen-batch 0"},
-		{"rxdrop", []string{"-cpu", "4096"}, "cpu 4096: not one of the CPUs"},
-		{"l2fwd", []string{"-gen-cpu", "4096"}, "gen-cpu 4096: not one of the CPUs"},
-		{"txonly", []string{"-i", "afxdp-nosuch0"}, "afxdp-nosuch0"},
+		{"rxdrop", []string{"-ring", "1000"}, "-ring 1000: must be a power of two"},
+		{"rxdrop", []string{"-batch", "0"}, "-batch 0"},
+		{"txonly", []string{"-size", "9000"}, "-size 9000"},
+		{"txonly", []string{"-size", "1600"}, "-size 1600: longer than the MTU 1500"},
+		{"rxdrop", []string{"-size", "2000"}, "-size 2000: longer than the MTU 1500"},
+		{"rxdrop", []string{"-cpu", "-5", "-isolate"}, "-cpu -5"},
+		{"rxdrop", []string{"-isolate"}, "-isolate: needs -cpu"},
+		{"rxdrop", []string{"-gen-batch", "0"}, "-gen-batch 0"},
+		{"rxdrop", []string{"-cpu", "4096"}, "-cpu 4096: not one of the CPUs"},
+		{"l2fwd", []string{"-gen-cpu", "4096"}, "-gen-cpu 4096: not one of the CPUs"},
+		{"txonly", []string{"-i", "afxdp-nosuch0"}, "-i afxdp-nosuch0: no such network interface"},
 		{"l2fwd", []string{"-wait", "sometimes"}, "sometimes"},
-		{"rxdrop", []string{"-frame", "0"}, "frame 0: must be 2048 or 4096"},
-		{"rxdrop", []string{"-frames", "-1"}, "frames -1"},
-		{"l2fwd", []string{"-q", "-1"}, "q -1"},
-		{"rxdrop", []string{"-busy-poll", "-1s"}, "busy-poll -1s"},
-		{"rxdrop", []string{"-busy-budget", "5"}, "busy-budget 5: needs -busy-poll"},
-		{"txonly", []string{"-tx-budget", "5"}, "tx-budget 5"},
-		{"txonly", []string{"-src-ip", "::1"}, "src-ip ::1: must be an IPv4 address"},
-		{"txonly", []string{"-dst-mac", "01:02:03:04:05:06:07:08"}, "dst-mac 01:02:03:04:05:06:07:08"},
+		{"rxdrop", []string{"-frame", "0"}, "-frame 0: must be 2048 or 4096"},
+		{"rxdrop", []string{"-frames", "-1"}, "-frames -1"},
+		{"l2fwd", []string{"-q", "-1"}, "-q -1"},
+		{"rxdrop", []string{"-busy-poll", "-1s"}, "-busy-poll -1s"},
+		{"rxdrop", []string{"-busy-budget", "5"}, "-busy-budget 5: needs -busy-poll"},
+		{"txonly", []string{"-tx-budget", "5"}, "-tx-budget 5"},
+		{"txonly", []string{"-src-ip", "::1"}, "-src-ip ::1: must be an IPv4 address"},
+		{"txonly", []string{"-dst-mac", "01:02:03:04:05:06:07:08"}, "-dst-mac 01:02:03:04:05:06:07:08"},
 		// Flags that would do nothing there are not offered.
 		{"l2fwd", []string{"-d", "1s", "-dst-mac", "02:00:00:00:00:01"}, "flag provided but not defined: -dst-mac"},
 		{"txonly", []string{"-gen-pps", "1000"}, "flag provided but not defined: -gen-pps"},
@@ -342,40 +343,40 @@ func TestBadFlags(t *testing.T) {
 		{"echo", []string{"-quiet"}, "flag provided but not defined: -quiet"},
 		// The built-in pairs have one queue: refused before they are
 		// built, not by Open once they are.
-		{"rxdrop", []string{"-q", "1"}, "q 1: the built-in veth pair has one queue"},
-		{"echo", []string{"-q", "1"}, "q 1: the built-in veth pair has one queue"},
-		{"xconnect", []string{"-q", "1"}, "q 1: the built-in veth pairs have one queue each"},
+		{"rxdrop", []string{"-q", "1"}, "-q 1: the built-in veth pair has one queue"},
+		{"echo", []string{"-q", "1"}, "-q 1: the built-in veth pair has one queue"},
+		{"xconnect", []string{"-q", "1"}, "-q 1: the built-in veth pairs have one queue each"},
 		// The run loop and the generator (-gen-cpu 0 by default) on
 		// one CPU.
-		{"rxdrop", []string{"-cpu", "0"}, "cpu 0: -gen-cpu is 0 too"},
-		{"xconnect", []string{"-cpu", "0"}, "cpu 0: -gen-cpu is 0 too"},
-		{"txonly", []string{"-src-port", "70000"}, "src-port 70000: must be at most 65535"},
-		{"echo", []string{"-i", "afxdp-nosuch0"}, "i afxdp-nosuch0: no such network interface"},
-		{"l2fwd", []string{"-i", "afxdp-nosuch0"}, "i afxdp-nosuch0: no such network interface"},
-		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1"}, "a afxdp-nosuch0: no such network interface"},
+		{"rxdrop", []string{"-cpu", "0"}, "-cpu 0: -gen-cpu is 0 too"},
+		{"xconnect", []string{"-cpu", "0"}, "-cpu 0: -gen-cpu is 0 too"},
+		{"txonly", []string{"-src-port", "70000"}, "-src-port 70000: must be at most 65535"},
+		{"echo", []string{"-i", "afxdp-nosuch0"}, "-i afxdp-nosuch0: no such network interface"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0"}, "-i afxdp-nosuch0: no such network interface"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1"}, "-a afxdp-nosuch0: no such network interface"},
 		{"quickstart", []string{"-n", "0"}, "-n 0: must be at least 1"},
 		// -d named as typed.
-		{"rxdrop", []string{"-d", "-1s"}, "d -1s: must not be negative"},
-		{"xconnect", []string{"-d", "-1s"}, "d -1s: must not be negative"},
-		{"xconnect", []string{"-a", "afxdp-nosuch0"}, "a afxdp-nosuch0: needs -b"},
+		{"rxdrop", []string{"-d", "-1s"}, "-d -1s: must not be negative"},
+		{"xconnect", []string{"-d", "-1s"}, "-d -1s: must not be negative"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0"}, "-a afxdp-nosuch0: needs -b"},
 		// A flag given that does nothing there is refused, naming it,
 		// before the interface is looked at: with -i (-a, -b) there is
 		// no built-in generator or client; -spin is -wait hybrid's,
 		// -nap -wait nap's.
-		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
-		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "size 128: applies only to the built-in topology's generator (without -i)"},
-		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-cpu", "1"}, "gen-cpu 1: applies only"},
-		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-batch", "32"}, "gen-batch 32: applies only"},
-		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is spin)"},
-		{"echo", []string{"-i", "afxdp-nosuch0", "-nap", "50us"}, "nap 50µs: applies only to -wait nap"},
-		{"echo", []string{"-i", "afxdp-nosuch0", "-n", "5"}, "n 5: applies only to the built-in topology's client (without -i)"},
-		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -a and -b)"},
-		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-cpu", "1"}, "gen-cpu 1: applies only"},
-		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-size", "128"}, "size 128: applies only"},
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-gen-pps", "1000"}, "-gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "-size 128: applies only to the built-in topology's generator (without -i)"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-cpu", "1"}, "-gen-cpu 1: applies only"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-gen-batch", "32"}, "-gen-batch 32: applies only"},
+		{"rxdrop", []string{"-i", "afxdp-nosuch0", "-spin", "1ms"}, "-spin 1ms: applies only to -wait hybrid (the wait is spin)"},
+		{"echo", []string{"-i", "afxdp-nosuch0", "-nap", "50us"}, "-nap 50µs: applies only to -wait nap"},
+		{"echo", []string{"-i", "afxdp-nosuch0", "-n", "5"}, "-n 5: applies only to the built-in topology's client (without -i)"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-pps", "1000"}, "-gen-pps 1000: applies only to the built-in topology's generator (without -a and -b)"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-gen-cpu", "1"}, "-gen-cpu 1: applies only"},
+		{"xconnect", []string{"-a", "afxdp-nosuch0", "-b", "afxdp-nosuch1", "-size", "128"}, "-size 128: applies only"},
 		// Where they do something, they pass that check: txonly's
 		// -size is its frames', -spin with -wait hybrid.
-		{"txonly", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "i afxdp-nosuch0: no such network interface"},
-		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-wait", "hybrid", "-spin", "1ms"}, "i afxdp-nosuch0: no such network interface"},
+		{"txonly", []string{"-i", "afxdp-nosuch0", "-size", "128"}, "-i afxdp-nosuch0: no such network interface"},
+		{"l2fwd", []string{"-i", "afxdp-nosuch0", "-wait", "hybrid", "-spin", "1ms"}, "-i afxdp-nosuch0: no such network interface"},
 	} {
 		// A flag wrongly accepted would run until interrupted: bound it.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -386,8 +387,15 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%s %v: %v, want a failing exit\n%s", tc.cmd, tc.args, err, out)
 			continue
 		}
-		if !strings.Contains(string(out), tc.want) {
-			t.Errorf("%s %v: error does not name %q:\n%s", tc.cmd, tc.args, tc.want, out)
+		// The command's own refusals start with the flag as typed,
+		// right after the command's name; the flag package's are
+		// worded its way.
+		want := tc.want
+		if strings.HasPrefix(want, "-") {
+			want = tc.cmd + ": " + want
+		}
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%s %v: error does not name %q:\n%s", tc.cmd, tc.args, want, out)
 		}
 		// "built veth pair(s) A <-> B", quickstart's "veth pair A <-> B".
 		if strings.Contains(string(out), " <-> ") {

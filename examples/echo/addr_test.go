@@ -134,14 +134,14 @@ func TestParseAddr(t *testing.T) {
 		{"", ""},
 		{"10.1.2.3", ""},
 		{"192.0.2.255", ""},
-		{"garbage", `addr "garbage": not an IPv4 address`},
-		{"10.1.2.256", `addr "10.1.2.256": not an IPv4 address`},
-		{"10.1.2.3/24", `addr "10.1.2.3/24": not an IPv4 address`},
-		{" 10.1.2.3", `addr " 10.1.2.3": not an IPv4 address`},
-		{"::1", "addr ::1: must be an IPv4 address"},
-		{"2001:db8::1", "addr 2001:db8::1: must be an IPv4 address"},
-		{"::ffff:10.1.2.3", "addr ::ffff:10.1.2.3: must be an IPv4 address"},
-		{"0.0.0.0", "addr 0.0.0.0: must be one of the interface's IPv4 addresses"},
+		{"garbage", `-addr "garbage": not an IPv4 address`},
+		{"10.1.2.256", `-addr "10.1.2.256": not an IPv4 address`},
+		{"10.1.2.3/24", `-addr "10.1.2.3/24": not an IPv4 address`},
+		{" 10.1.2.3", `-addr " 10.1.2.3": not an IPv4 address`},
+		{"::1", "-addr ::1: must be an IPv4 address"},
+		{"2001:db8::1", "-addr 2001:db8::1: must be an IPv4 address"},
+		{"::ffff:10.1.2.3", "-addr ::ffff:10.1.2.3: must be an IPv4 address"},
+		{"0.0.0.0", "-addr 0.0.0.0: must be one of the interface's IPv4 addresses"},
 	} {
 		a, err := parseAddr(tc.in)
 		switch {
@@ -156,10 +156,10 @@ func TestParseAddr(t *testing.T) {
 	var c app.Config
 	c.Defaults()
 	v6 := netip.MustParseAddr("2001:db8::1")
-	if err := run(context.Background(), &c, 9000, v6, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "addr 2001:db8::1: must be an IPv4 address") {
+	if err := run(context.Background(), &c, 9000, v6, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "-addr 2001:db8::1: must be an IPv4 address") {
 		t.Errorf("run with -addr %s: %v; want it refused", v6, err)
 	}
-	if _, _, err := open("lo", &c, 9000, netip.IPv4Unspecified(), nil); err == nil || !strings.HasPrefix(err.Error(), "addr 0.0.0.0:") {
+	if _, _, err := open("lo", &c, 9000, netip.IPv4Unspecified(), nil); err == nil || !strings.HasPrefix(err.Error(), "-addr 0.0.0.0:") {
 		t.Errorf("open with -addr 0.0.0.0: %v; want it refused", err)
 	}
 }
@@ -174,7 +174,7 @@ func TestAddrNotOnInterfaceRefused(t *testing.T) {
 	c.Wait = app.WaitPoll
 	foreign := second.Next()
 	sock, _, err := open(v.Peer.Name, &c, 9000, foreign, &v.Peer)
-	want := fmt.Sprintf("addr %s: not an IPv4 address of interface %s (it has %s, %s)", foreign, v.Peer.Name, v.Peer.IP(), second)
+	want := fmt.Sprintf("-addr %s: not an IPv4 address of interface %s (it has %s, %s)", foreign, v.Peer.Name, v.Peer.IP(), second)
 	if err == nil {
 		sock.Close()
 	}
@@ -193,7 +193,7 @@ func TestAddrNotOnInterfaceRefused(t *testing.T) {
 	// anything is built.
 	var out bytes.Buffer
 	err = run(context.Background(), &c, 9000, netip.MustParseAddr("192.0.2.1"), 10, &out)
-	if err == nil || err.Error() != "addr 192.0.2.1: needs -i: the built-in pair's addresses are in a random subnet" || out.Len() != 0 {
+	if err == nil || err.Error() != "-addr 192.0.2.1: needs -i: the built-in pair's addresses are in a random subnet" || out.Len() != 0 {
 		t.Errorf("run without -i, -addr 192.0.2.1: %v; want it refused\n%s", err, out.String())
 	}
 }

@@ -231,11 +231,11 @@ func TestCheckFlags(t *testing.T) {
 		{9000, 1000, ""},
 		{1, 1, ""},
 		{65535, 1, ""},
-		{0, 1000, "port 0: must be between 1 and 65535"},
-		{65536, 1000, "port 65536: must be between 1 and 65535"},
-		{70000, 1000, "port 70000: must be between 1 and 65535"},
-		{9000, -3, "n -3: must be at least 1"},
-		{9000, 0, "n 0: must be at least 1"},
+		{0, 1000, "-port 0: must be between 1 and 65535"},
+		{65536, 1000, "-port 65536: must be between 1 and 65535"},
+		{70000, 1000, "-port 70000: must be between 1 and 65535"},
+		{9000, -3, "-n -3: must be at least 1"},
+		{9000, 0, "-n 0: must be at least 1"},
 	} {
 		p, err := checkFlags(tc.port, tc.n)
 		switch {
@@ -247,7 +247,7 @@ func TestCheckFlags(t *testing.T) {
 	}
 	var c app.Config
 	c.Defaults()
-	if err := run(context.Background(), &c, 0, netip.Addr{}, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "port 0") {
+	if err := run(context.Background(), &c, 0, netip.Addr{}, 10, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "-port 0") {
 		t.Errorf("run with port 0: %v; want it refused", err)
 	}
 }
@@ -616,8 +616,8 @@ func TestRefusesMissingOrDownInterface(t *testing.T) {
 	v := testenv.NewVeth(t, nil)
 	testenv.SetLink(t, v.Host, false)
 	for name, want := range map[string]string{
-		"afxnosuch0": "i afxnosuch0: no such network interface",
-		v.Host.Name:  fmt.Sprintf("i %s: the interface is down", v.Host.Name),
+		"afxnosuch0": "-i afxnosuch0: no such network interface",
+		v.Host.Name:  fmt.Sprintf("-i %s: the interface is down", v.Host.Name),
 	} {
 		var c app.Config
 		c.Defaults()

@@ -105,11 +105,11 @@ func main() {
 func checkFlags(port uint, n int) (uint16, error) {
 	switch {
 	case port == 0:
-		return 0, errors.New("port 0: must be between 1 and 65535 (0 would match every UDP port and take all UDP/IPv4 on the queue from the kernel)")
+		return 0, errors.New("-port 0: must be between 1 and 65535 (0 would match every UDP port and take all UDP/IPv4 on the queue from the kernel)")
 	case port > 0xffff:
-		return 0, fmt.Errorf("port %d: must be between 1 and 65535", port)
+		return 0, fmt.Errorf("-port %d: must be between 1 and 65535", port)
 	case n < 1:
-		return 0, fmt.Errorf("n %d: must be at least 1", n)
+		return 0, fmt.Errorf("-n %d: must be at least 1", n)
 	}
 	return uint16(port), nil
 }
@@ -132,7 +132,7 @@ func parseAddr(s string) (netip.Addr, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("addr %q: not an IPv4 address", s)
+		return netip.Addr{}, fmt.Errorf("-addr %q: not an IPv4 address", s)
 	}
 	return a, checkAddr(a)
 }
@@ -144,9 +144,9 @@ func checkAddr(a netip.Addr) error {
 	case !a.IsValid():
 		return nil
 	case !a.Is4():
-		return fmt.Errorf("addr %s: must be an IPv4 address (echo serves UDP/IPv4 only)", a)
+		return fmt.Errorf("-addr %s: must be an IPv4 address (echo serves UDP/IPv4 only)", a)
 	case a.IsUnspecified():
-		return fmt.Errorf("addr %s: must be one of the interface's IPv4 addresses, not the unspecified address", a)
+		return fmt.Errorf("-addr %s: must be one of the interface's IPv4 addresses, not the unspecified address", a)
 	}
 	return nil
 }
@@ -176,7 +176,7 @@ func run(ctx context.Context, c *app.Config, port uint16, addr netip.Addr, n int
 	}
 	if ifname == "" {
 		if addr.IsValid() {
-			return fmt.Errorf("addr %s: needs -i: the built-in pair's addresses are in a random subnet", addr)
+			return fmt.Errorf("-addr %s: needs -i: the built-in pair's addresses are in a random subnet", addr)
 		}
 		host, err := netenv.NewNetns("")
 		if err != nil {
@@ -283,7 +283,7 @@ func open(ifname string, c *app.Config, port uint16, addr netip.Addr, ep *netenv
 		}
 		if addr.IsValid() {
 			if !slices.Contains(me.ips, addr) {
-				return fmt.Errorf("addr %s: not an IPv4 address of interface %s (it has %s)", addr, ifname, joinAddrs(me.ips))
+				return fmt.Errorf("-addr %s: not an IPv4 address of interface %s (it has %s)", addr, ifname, joinAddrs(me.ips))
 			}
 			me.ips = []netip.Addr{addr}
 		}

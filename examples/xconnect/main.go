@@ -113,38 +113,38 @@ func (c *config) validate() error {
 	own := c.a == "" // the topology and generator are ours
 	switch {
 	case c.b == "" && c.a != "":
-		return fmt.Errorf("a %s: needs -b: give both interfaces or neither", c.a)
+		return fmt.Errorf("-a %s: needs -b: give both interfaces or neither", c.a)
 	case c.a == "" && c.b != "":
-		return fmt.Errorf("b %s: needs -a: give both interfaces or neither", c.b)
+		return fmt.Errorf("-b %s: needs -a: give both interfaces or neither", c.b)
 	case c.a != "" && c.a == c.b:
-		return fmt.Errorf("b %s: the same interface as -a: they must differ", c.b)
+		return fmt.Errorf("-b %s: the same interface as -a: they must differ", c.b)
 	case c.queue < 0:
-		return fmt.Errorf("q %d: must not be negative", c.queue)
+		return fmt.Errorf("-q %d: must not be negative", c.queue)
 	case own && c.queue > 0:
 		// Opening it would fail only once the pairs were built.
-		return fmt.Errorf("q %d: the built-in veth pairs have one queue each, 0 (give -a and -b to bind a queue of other interfaces)", c.queue)
+		return fmt.Errorf("-q %d: the built-in veth pairs have one queue each, 0 (give -a and -b to bind a queue of other interfaces)", c.queue)
 	case c.batch < 1 || c.batch > 4096:
-		return fmt.Errorf("batch %d: must be between 1 and 4096", c.batch)
+		return fmt.Errorf("-batch %d: must be between 1 and 4096", c.batch)
 	case c.ring < 1 || c.ring > ring.MaxSize || c.ring&(c.ring-1) != 0:
-		return fmt.Errorf("ring %d: must be a power of two", c.ring)
+		return fmt.Errorf("-ring %d: must be a power of two", c.ring)
 	case c.ring < c.batch:
-		return fmt.Errorf("ring %d: must be at least the batch size %d", c.ring, c.batch)
+		return fmt.Errorf("-ring %d: must be at least the batch size %d", c.ring, c.batch)
 	case c.frames == 0 && 8*c.ring > umem.MaxNumFrames:
-		return fmt.Errorf("ring %d: the default frames, 8×ring (%d), are more than %d; lower -ring or give -frames",
+		return fmt.Errorf("-ring %d: the default -frames, 8×ring (%d), are more than %d; lower -ring or give -frames",
 			c.ring, 8*c.ring, umem.MaxNumFrames)
 	case c.frames != 0 && (c.frames < minFrames || c.frames > umem.MaxNumFrames):
-		return fmt.Errorf("frames %d: must be 0 or between %d and %d: half of them receive, and must fill both sockets' fill rings of ring %d",
+		return fmt.Errorf("-frames %d: must be 0 or between %d and %d: half of them receive, and must fill both sockets' fill rings of -ring %d",
 			c.frames, minFrames, umem.MaxNumFrames, c.ring)
 	case c.d < 0:
-		return fmt.Errorf("d %v: must not be negative", c.d)
+		return fmt.Errorf("-d %v: must not be negative", c.d)
 	case c.cpu < -1:
-		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.cpu)
+		return fmt.Errorf("-cpu %d: must be -1 (no pinning) or a CPU number", c.cpu)
 	case own && c.genCPU < -1:
-		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.genCPU)
+		return fmt.Errorf("-gen-cpu %d: must be -1 (no pinning) or a CPU number", c.genCPU)
 	case own && c.cpu >= 0 && c.cpu == c.genCPU:
-		return fmt.Errorf("cpu %d: -gen-cpu is %d too (0 unless given): the forwarding loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.cpu, c.genCPU)
+		return fmt.Errorf("-cpu %d: -gen-cpu is %d too (0 unless given): the forwarding loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.cpu, c.genCPU)
 	case own && (c.frameLen < packet.MinFrame || c.frameLen > app.TopologyMTU+packet.EthLen):
-		return fmt.Errorf("size %d: must be between %d and %d (the veth pairs' MTU %d plus the Ethernet header)",
+		return fmt.Errorf("-size %d: must be between %d and %d (the veth pairs' MTU %d plus the Ethernet header)",
 			c.frameLen, packet.MinFrame, app.TopologyMTU+packet.EthLen, app.TopologyMTU)
 	}
 	gen := c.genCPU

@@ -111,30 +111,30 @@ func TestBadConfig(t *testing.T) {
 		want string
 	}{
 		// Each error starts with the flag at fault, as typed.
-		{func(c *config) { c.a = "eth0" }, "a eth0: needs -b: give both interfaces or neither"},
-		{func(c *config) { c.b = "eth1" }, "b eth1: needs -a: give both interfaces or neither"},
-		{func(c *config) { c.a, c.b = "eth0", "eth0" }, "b eth0: the same interface as -a: they must differ"},
-		{func(c *config) { c.batch = 0 }, "batch 0: must be between 1 and 4096"},
-		{func(c *config) { c.ring = 32 }, "ring 32: must be at least the batch size 64"},
-		{func(c *config) { c.d = -time.Second }, "d -1s: must not be negative"},
-		{func(c *config) { c.ring = 1000 }, "ring 1000: must be a power of two"},
-		{func(c *config) { c.ring = 0 }, "ring 0: must be a power of two"},
-		{func(c *config) { c.ring = 1 << 22 }, "ring 4194304: the default frames, 8×ring (33554432), are more than 16777216"},
-		{func(c *config) { c.frames = 1 }, "frames 1: must be 0 or between 2047 and 16777216"},
-		{func(c *config) { c.frames = 2046 }, "frames 2046: must be 0 or between 2047 and 16777216"},
-		{func(c *config) { c.frames = -8 }, "frames -8: must be 0 or between 2047"},
-		{func(c *config) { c.queue = -1 }, "q -1: must not be negative"},
-		{func(c *config) { c.frameLen = 10 }, "size 10: must be between 60 and 1514"},
-		{func(c *config) { c.frameLen = 1515 }, "size 1515: must be between 60 and 1514"},
-		{func(c *config) { c.cpu = -2 }, "cpu -2: must be -1 (no pinning) or a CPU number"},
-		{func(c *config) { c.cpu = 4096 }, "cpu 4096: not one of the CPUs"},
-		{func(c *config) { c.genCPU = 4096 }, "gen-cpu 4096: not one of the CPUs"},
-		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "a afxnosuchif0: no such network interface"},
+		{func(c *config) { c.a = "eth0" }, "-a eth0: needs -b: give both interfaces or neither"},
+		{func(c *config) { c.b = "eth1" }, "-b eth1: needs -a: give both interfaces or neither"},
+		{func(c *config) { c.a, c.b = "eth0", "eth0" }, "-b eth0: the same interface as -a: they must differ"},
+		{func(c *config) { c.batch = 0 }, "-batch 0: must be between 1 and 4096"},
+		{func(c *config) { c.ring = 32 }, "-ring 32: must be at least the batch size 64"},
+		{func(c *config) { c.d = -time.Second }, "-d -1s: must not be negative"},
+		{func(c *config) { c.ring = 1000 }, "-ring 1000: must be a power of two"},
+		{func(c *config) { c.ring = 0 }, "-ring 0: must be a power of two"},
+		{func(c *config) { c.ring = 1 << 22 }, "-ring 4194304: the default -frames, 8×ring (33554432), are more than 16777216"},
+		{func(c *config) { c.frames = 1 }, "-frames 1: must be 0 or between 2047 and 16777216"},
+		{func(c *config) { c.frames = 2046 }, "-frames 2046: must be 0 or between 2047 and 16777216"},
+		{func(c *config) { c.frames = -8 }, "-frames -8: must be 0 or between 2047"},
+		{func(c *config) { c.queue = -1 }, "-q -1: must not be negative"},
+		{func(c *config) { c.frameLen = 10 }, "-size 10: must be between 60 and 1514"},
+		{func(c *config) { c.frameLen = 1515 }, "-size 1515: must be between 60 and 1514"},
+		{func(c *config) { c.cpu = -2 }, "-cpu -2: must be -1 (no pinning) or a CPU number"},
+		{func(c *config) { c.cpu = 4096 }, "-cpu 4096: not one of the CPUs"},
+		{func(c *config) { c.genCPU = 4096 }, "-gen-cpu 4096: not one of the CPUs"},
+		{func(c *config) { c.a, c.b = "afxnosuchif0", "afxnosuchif1" }, "-a afxnosuchif0: no such network interface"},
 		// The built-in pairs have one queue: refused before they are
 		// built, not by Open once they are.
-		{func(c *config) { c.queue = 1 }, "q 1: the built-in veth pairs have one queue each"},
+		{func(c *config) { c.queue = 1 }, "-q 1: the built-in veth pairs have one queue each"},
 		// The loop and the generator would share one CPU.
-		{func(c *config) { c.cpu, c.genCPU = 0, 0 }, "cpu 0: -gen-cpu is 0 too"},
+		{func(c *config) { c.cpu, c.genCPU = 0, 0 }, "-cpu 0: -gen-cpu is 0 too"},
 	} {
 		c := good
 		tt.edit(&c)
@@ -168,9 +168,9 @@ func TestIdleFlag(t *testing.T) {
 	}{
 		{[]string{"-gen-pps", "1000", "-gen-cpu", "1", "-size", "128"}, ""},
 		{[]string{"-a", "eth0", "-b", "eth1", "-batch", "32", "-cpu", "1", "-d", "1s"}, ""},
-		{[]string{"-a", "eth0", "-b", "eth1", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -a and -b)"},
-		{[]string{"-a", "eth0", "-b", "eth1", "-gen-cpu", "0"}, "gen-cpu 0: applies only"},
-		{[]string{"-a", "eth0", "-b", "eth1", "-size", "128"}, "size 128: applies only"},
+		{[]string{"-a", "eth0", "-b", "eth1", "-gen-pps", "1000"}, "-gen-pps 1000: applies only to the built-in topology's generator (without -a and -b)"},
+		{[]string{"-a", "eth0", "-b", "eth1", "-gen-cpu", "0"}, "-gen-cpu 0: applies only"},
+		{[]string{"-a", "eth0", "-b", "eth1", "-size", "128"}, "-size 128: applies only"},
 	} {
 		var c config
 		fs := flag.NewFlagSet("xconnect", flag.ContinueOnError)
@@ -534,7 +534,7 @@ func TestRefusedBeforeStart(t *testing.T) {
 	c := config{a: v1.Host.Name, b: v2.Host.Name, batch: 64, ring: 512, cpu: -1, genCPU: -1, frameLen: 64, d: time.Second}
 	var out bytes.Buffer
 	err := run(context.Background(), &c, &out)
-	if want := fmt.Sprintf("b %s: the interface is down", v2.Host.Name); err == nil || !strings.HasPrefix(err.Error(), want) || out.Len() > 0 {
+	if want := fmt.Sprintf("-b %s: the interface is down", v2.Host.Name); err == nil || !strings.HasPrefix(err.Error(), want) || out.Len() > 0 {
 		t.Errorf("-b down: %v; want an error starting %q and nothing printed\n%s", err, want, out.String())
 	}
 

@@ -175,60 +175,60 @@ func TestValidate(t *testing.T) {
 		set  func(*Config)
 		want string
 	}{
-		{func(c *Config) { c.Batch = 0 }, "batch 0"},
-		{func(c *Config) { c.RingSize = 32; c.Batch = 64 }, "ring 32"},
-		{func(c *Config) { c.RingSize = 1000 }, "ring 1000: must be a power of two"},
-		{func(c *Config) { c.RingSize = 0 }, "ring 0"},
-		{func(c *Config) { c.PacketSize = 20 }, "size 20"},
-		{func(c *Config) { c.PacketSize = 3000 }, "size 3000"},
-		{func(c *Config) { c.Spin = -1 }, "spin"},
-		{func(c *Config) { c.Wait, c.Nap = WaitNap, 0 }, "nap 0s"},
-		{func(c *Config) { c.Wait, c.Nap = WaitNap, 2*time.Second }, "nap 2s"},
-		{func(c *Config) { c.Wait = WaitMode(7) }, "wait 7"},
-		{func(c *Config) { c.DstPort = 70000 }, "dst-port 70000: must be at most 65535"},
-		{func(c *Config) { c.SrcPort = 65536 }, "src-port 65536: must be at most 65535"},
+		{func(c *Config) { c.Batch = 0 }, "-batch 0"},
+		{func(c *Config) { c.RingSize = 32; c.Batch = 64 }, "-ring 32"},
+		{func(c *Config) { c.RingSize = 1000 }, "-ring 1000: must be a power of two"},
+		{func(c *Config) { c.RingSize = 0 }, "-ring 0"},
+		{func(c *Config) { c.PacketSize = 20 }, "-size 20"},
+		{func(c *Config) { c.PacketSize = 3000 }, "-size 3000"},
+		{func(c *Config) { c.Spin = -1 }, "-spin"},
+		{func(c *Config) { c.Wait, c.Nap = WaitNap, 0 }, "-nap 0s"},
+		{func(c *Config) { c.Wait, c.Nap = WaitNap, 2*time.Second }, "-nap 2s"},
+		{func(c *Config) { c.Wait = WaitMode(7) }, "-wait 7"},
+		{func(c *Config) { c.DstPort = 70000 }, "-dst-port 70000: must be at most 65535"},
+		{func(c *Config) { c.SrcPort = 65536 }, "-src-port 65536: must be at most 65535"},
 		// The built-in veth pair has one queue: refused before it is
 		// built, not by Open once it is.
-		{func(c *Config) { c.Queue = 1 }, "q 1: the built-in veth pair has one queue"},
-		{func(c *Config) { c.CPU = -5 }, "cpu -5"},
-		{func(c *Config) { c.CPU, c.Isolate = -5, true }, "cpu -5"},
-		{func(c *Config) { c.Isolate = true }, "isolate: needs -cpu"},
-		{func(c *Config) { c.GenCPU = -2 }, "gen-cpu -2"},
-		{func(c *Config) { c.GenBatch = 0 }, "gen-batch 0: must be between 1 and 256"},
-		{func(c *Config) { c.GenBatch = 257 }, "gen-batch 257"},
-		{func(c *Config) { c.FrameSize = 0 }, "frame 0: must be 2048 or 4096"},
-		{func(c *Config) { c.FrameSize = 1000 }, "frame 1000"},
-		{func(c *Config) { c.NumFrames = -1 }, "frames -1"},
+		{func(c *Config) { c.Queue = 1 }, "-q 1: the built-in veth pair has one queue"},
+		{func(c *Config) { c.CPU = -5 }, "-cpu -5"},
+		{func(c *Config) { c.CPU, c.Isolate = -5, true }, "-cpu -5"},
+		{func(c *Config) { c.Isolate = true }, "-isolate: needs -cpu"},
+		{func(c *Config) { c.GenCPU = -2 }, "-gen-cpu -2"},
+		{func(c *Config) { c.GenBatch = 0 }, "-gen-batch 0: must be between 1 and 256"},
+		{func(c *Config) { c.GenBatch = 257 }, "-gen-batch 257"},
+		{func(c *Config) { c.FrameSize = 0 }, "-frame 0: must be 2048 or 4096"},
+		{func(c *Config) { c.FrameSize = 1000 }, "-frame 1000"},
+		{func(c *Config) { c.NumFrames = -1 }, "-frames -1"},
 		// Beyond what the UMEM or a ring may have, or too few receive
 		// frames for the fill ring: refused naming the flag, before a
 		// topology is built, not by xsk.Open naming a field.
-		{func(c *Config) { c.NumFrames = 1<<24 + 1 }, "frames 16777217: must be at most 16777216"},
-		{func(c *Config) { c.RingSize = 1 << 31 }, "ring 2147483648: must be at most"},
-		{func(c *Config) { c.RingSize = 1 << 62 }, "ring 4611686018427387904: must be at most"},
-		{func(c *Config) { c.RingSize = 1 << 23 }, "ring 8388608: the default -frames"},
-		{func(c *Config) { c.NumFrames = 100 }, "frames 100: must be at least 4095"},
-		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24, 1<<24 }, "ring 16777216: must be at most 8388608"},
-		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24-2, 1<<23 }, "frames 16777214: must be at least 16777215"},
-		{func(c *Config) { c.BusyPoll = 500 * time.Nanosecond }, "busy-poll 500ns: must be 0 (off) or at least 1µs"},
-		{func(c *Config) { c.Queue = -1 }, "q -1"},
-		{func(c *Config) { c.BusyPoll = -time.Second }, "busy-poll -1s"},
-		{func(c *Config) { c.BusyPoll = time.Hour }, "busy-poll 1h0m0s"},
-		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, -1 }, "busy-budget -1"},
-		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, 65536 }, "busy-budget 65536"},
-		{func(c *Config) { c.BusyBudget = 8 }, "busy-budget 8: needs -busy-poll"},
-		{func(c *Config) { c.TxBudget = 5 }, "tx-budget 5"},
-		{func(c *Config) { c.TxBudget = 4096 }, "tx-budget 4096"},
-		{func(c *Config) { c.SrcMAC = "01:02:03:04:05:06:07:08" }, "src-mac 01:02:03:04:05:06:07:08: must be a 6-byte"},
-		{func(c *Config) { c.DstMAC = "zz" }, "dst-mac"},
-		{func(c *Config) { c.SrcIP = "::1" }, "src-ip ::1: must be an IPv4 address"},
-		{func(c *Config) { c.DstIP = "fe80::1" }, "dst-ip fe80::1"},
+		{func(c *Config) { c.NumFrames = 1<<24 + 1 }, "-frames 16777217: must be at most 16777216"},
+		{func(c *Config) { c.RingSize = 1 << 31 }, "-ring 2147483648: must be at most"},
+		{func(c *Config) { c.RingSize = 1 << 62 }, "-ring 4611686018427387904: must be at most"},
+		{func(c *Config) { c.RingSize = 1 << 23 }, "-ring 8388608: the default -frames"},
+		{func(c *Config) { c.NumFrames = 100 }, "-frames 100: must be at least 4095"},
+		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24, 1<<24 }, "-ring 16777216: must be at most 8388608"},
+		{func(c *Config) { c.NumFrames, c.RingSize = 1<<24-2, 1<<23 }, "-frames 16777214: must be at least 16777215"},
+		{func(c *Config) { c.BusyPoll = 500 * time.Nanosecond }, "-busy-poll 500ns: must be 0 (off) or at least 1µs"},
+		{func(c *Config) { c.Queue = -1 }, "-q -1"},
+		{func(c *Config) { c.BusyPoll = -time.Second }, "-busy-poll -1s"},
+		{func(c *Config) { c.BusyPoll = time.Hour }, "-busy-poll 1h0m0s"},
+		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, -1 }, "-busy-budget -1"},
+		{func(c *Config) { c.BusyPoll, c.BusyBudget = time.Microsecond, 65536 }, "-busy-budget 65536"},
+		{func(c *Config) { c.BusyBudget = 8 }, "-busy-budget 8: needs -busy-poll"},
+		{func(c *Config) { c.TxBudget = 5 }, "-tx-budget 5"},
+		{func(c *Config) { c.TxBudget = 4096 }, "-tx-budget 4096"},
+		{func(c *Config) { c.SrcMAC = "01:02:03:04:05:06:07:08" }, "-src-mac 01:02:03:04:05:06:07:08: must be a 6-byte"},
+		{func(c *Config) { c.DstMAC = "zz" }, "-dst-mac"},
+		{func(c *Config) { c.SrcIP = "::1" }, "-src-ip ::1: must be an IPv4 address"},
+		{func(c *Config) { c.DstIP = "fe80::1" }, "-dst-ip fe80::1"},
 		// -d, as the user types it, not the field's name.
-		{func(c *Config) { c.Duration = -time.Second }, "d -1s: must not be negative"},
+		{func(c *Config) { c.Duration = -time.Second }, "-d -1s: must not be negative"},
 	} {
 		var c Config
 		c.Defaults()
 		tc.set(&c)
-		// The error starts with the flag, as typed without its dash.
+		// The error starts with the flag, as typed, with its dash.
 		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("Validate() = %v, want an error starting %q", err, tc.want)
 		}
@@ -248,17 +248,17 @@ func TestCheckGiven(t *testing.T) {
 	}{
 		{RxDrop, []string{"-i", "eth0"}, ""},
 		{RxDrop, []string{"-gen-pps", "1000", "-gen-cpu", "1", "-gen-batch", "32", "-size", "128"}, ""},
-		{RxDrop, []string{"-i", "eth0", "-gen-pps", "1000"}, "gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
-		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "1"}, "gen-cpu 1: applies only to the built-in topology's generator"},
-		{L2Fwd, []string{"-i", "eth0", "-gen-batch", "32"}, "gen-batch 32: applies only to the built-in topology's generator"},
-		{L2Fwd, []string{"-i", "eth0", "-size", "128"}, "size 128: applies only to the built-in topology's generator"},
+		{RxDrop, []string{"-i", "eth0", "-gen-pps", "1000"}, "-gen-pps 1000: applies only to the built-in topology's generator (without -i)"},
+		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "1"}, "-gen-cpu 1: applies only to the built-in topology's generator"},
+		{L2Fwd, []string{"-i", "eth0", "-gen-batch", "32"}, "-gen-batch 32: applies only to the built-in topology's generator"},
+		{L2Fwd, []string{"-i", "eth0", "-size", "128"}, "-size 128: applies only to the built-in topology's generator"},
 		// Given at its default value, it is given all the same.
-		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "0"}, "gen-cpu 0: applies only"},
+		{RxDrop, []string{"-i", "eth0", "-gen-cpu", "0"}, "-gen-cpu 0: applies only"},
 		{TxOnly, []string{"-i", "eth0", "-size", "128"}, ""},
-		{RxDrop, []string{"-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is spin)"},
-		{L2Fwd, []string{"-wait", "poll", "-spin", "1ms"}, "spin 1ms: applies only to -wait hybrid (the wait is poll)"},
+		{RxDrop, []string{"-spin", "1ms"}, "-spin 1ms: applies only to -wait hybrid (the wait is spin)"},
+		{L2Fwd, []string{"-wait", "poll", "-spin", "1ms"}, "-spin 1ms: applies only to -wait hybrid (the wait is poll)"},
 		{TxOnly, []string{"-wait", "hybrid", "-spin", "1ms"}, ""},
-		{RxDrop, []string{"-wait", "hybrid", "-nap", "50us"}, "nap 50µs: applies only to -wait nap (the wait is hybrid)"},
+		{RxDrop, []string{"-wait", "hybrid", "-nap", "50us"}, "-nap 50µs: applies only to -wait nap (the wait is hybrid)"},
 		{RxDrop, []string{"-wait", "nap", "-nap", "50us"}, ""},
 	} {
 		var c Config
@@ -323,8 +323,8 @@ func TestUDPHeader(t *testing.T) {
 		t.Fatalf("header %+v", p)
 	}
 	c.SrcIP = "nonsense"
-	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err == nil {
-		t.Fatal("bad src-ip accepted")
+	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err == nil || !strings.HasPrefix(err.Error(), "-src-ip: ") {
+		t.Fatalf("-src-ip nonsense: %v; want an error starting %q", err, "-src-ip: ")
 	}
 }
 
@@ -472,16 +472,16 @@ func TestValidateCPUs(t *testing.T) {
 		{func(c *Config) { c.CPU, c.GenCPU, c.Isolate = first, -1, true }, ""},
 		// The loop and the generator on one CPU share it (and
 		// -isolate would move the generator off it).
-		{func(c *Config) { c.CPU = first }, fmt.Sprintf("cpu %d: -gen-cpu is %d too", first, first)},
-		{func(c *Config) { c.CPU, c.Isolate = first, true }, fmt.Sprintf("cpu %d: -gen-cpu is %d too", first, first)},
+		{func(c *Config) { c.CPU = first }, fmt.Sprintf("-cpu %d: -gen-cpu is %d too", first, first)},
+		{func(c *Config) { c.CPU, c.Isolate = first, true }, fmt.Sprintf("-cpu %d: -gen-cpu is %d too", first, first)},
 		{func(c *Config) { c.Interface, c.CPU = "eth0", first }, ""},
 		{func(c *Config) { c.CPU, c.GenCPU = -1, -1 }, ""},
-		{func(c *Config) { c.CPU = outside }, fmt.Sprintf("cpu %d: not one of the CPUs this process may run on", outside)},
-		{func(c *Config) { c.CPU = 1 << 20 }, fmt.Sprintf("cpu %d: not one of", 1<<20)},
-		{func(c *Config) { c.GenCPU = outside }, fmt.Sprintf("gen-cpu %d: not one of", outside)},
+		{func(c *Config) { c.CPU = outside }, fmt.Sprintf("-cpu %d: not one of the CPUs this process may run on", outside)},
+		{func(c *Config) { c.CPU = 1 << 20 }, fmt.Sprintf("-cpu %d: not one of", 1<<20)},
+		{func(c *Config) { c.GenCPU = outside }, fmt.Sprintf("-gen-cpu %d: not one of", outside)},
 		// With -i there is no generator: its knobs do not matter.
 		{func(c *Config) { c.Interface, c.GenCPU, c.GenBatch = "eth0", outside, 0 }, ""},
-		{func(c *Config) { c.Interface, c.CPU = "eth0", outside }, fmt.Sprintf("cpu %d", outside)},
+		{func(c *Config) { c.Interface, c.CPU = "eth0", outside }, fmt.Sprintf("-cpu %d", outside)},
 	} {
 		var c Config
 		c.Defaults()
@@ -527,9 +527,9 @@ func TestRunRefusesSizeAboveMTU(t *testing.T) {
 		c.PacketSize = TopologyMTU + packet.EthLen + 1
 		var out bytes.Buffer
 		_, err := Run(context.Background(), kind, &c, &out)
-		want := fmt.Sprintf("size %d: longer than the MTU %d of the built-in veth pair", c.PacketSize, TopologyMTU)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v; want an error containing %q", kind, err, want)
+		want := fmt.Sprintf("-size %d: longer than the MTU %d of the built-in veth pair", c.PacketSize, TopologyMTU)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v; want an error starting %q", kind, err, want)
 		}
 		if out.Len() > 0 {
 			t.Errorf("%s: built something before refusing -size:\n%s", kind, out.String())
@@ -570,9 +570,9 @@ func TestRunOnInterfaceRefusesSizeAboveMTU(t *testing.T) {
 	c.Defaults()
 	c.Interface, c.PacketSize = v.Host.Name, 1100
 	_, err := Run(context.Background(), TxOnly, &c, nil)
-	want := fmt.Sprintf("size 1100: longer than the MTU 1000 of %s", v.Host.Name)
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("%v; want an error containing %q", err, want)
+	want := fmt.Sprintf("-size 1100: longer than the MTU 1000 of %s", v.Host.Name)
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("%v; want an error starting %q", err, want)
 	}
 	// -d, which counts from the start of the loop: a deadline on the
 	// context would count the setting up too, and fail the run
@@ -682,7 +682,7 @@ func TestRunWithoutGeneratorIgnoresItsFlags(t *testing.T) {
 	for _, kind := range []Kind{RxDrop, L2Fwd} {
 		var out bytes.Buffer
 		_, err := Run(context.Background(), kind, &c, &out)
-		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("gen-cpu %d", outside)) {
+		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("-gen-cpu %d", outside)) {
 			t.Errorf("%s with -gen-cpu %d: %v; want it refused", kind, outside, err)
 		}
 		if out.Len() > 0 {
@@ -701,8 +701,8 @@ func TestRunRefusesMissingOrDownInterface(t *testing.T) {
 	testenv.SetLink(t, v.Host, false)
 	for _, kind := range []Kind{RxDrop, TxOnly, L2Fwd} {
 		for name, want := range map[string]string{
-			"afxnosuch0": "i afxnosuch0: no such network interface",
-			v.Host.Name:  fmt.Sprintf("i %s: the interface is down", v.Host.Name),
+			"afxnosuch0": "-i afxnosuch0: no such network interface",
+			v.Host.Name:  fmt.Sprintf("-i %s: the interface is down", v.Host.Name),
 		} {
 			var c Config
 			c.Defaults()

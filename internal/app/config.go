@@ -211,9 +211,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, kind Kind) {
 
 // CheckGiven refuses a flag given on fs's command line (fs.Visit: set,
 // not left at its default) that would do nothing in this configuration,
-// naming the flag, its value and why: "gen-pps 1000: applies only to the
-// built-in topology (without -i)". idle says why the flag name does
-// nothing, or "" when it does something. Call it once fs is parsed,
+// naming the flag as typed, its value and why: "-gen-pps 1000: applies
+// only to the built-in topology's generator (without -i)". idle says why
+// the flag name (without its dash) does nothing, or "" when it does
+// something. Call it once fs is parsed,
 // before anything is built: a flag that a user gave and that is then
 // silently ignored leaves them believing it applied.
 func CheckGiven(fs *flag.FlagSet, idle func(name string) string) error {
@@ -223,7 +224,7 @@ func CheckGiven(fs *flag.FlagSet, idle func(name string) string) error {
 			return
 		}
 		if why := idle(f.Name); why != "" {
-			err = fmt.Errorf("%s %s: %s", f.Name, f.Value, why)
+			err = fmt.Errorf("-%s %s: %s", f.Name, f.Value, why)
 		}
 	})
 	return err
@@ -312,10 +313,11 @@ const maxBusyPoll = time.Duration(math.MaxInt32) * time.Microsecond
 
 // Validate checks the knobs of a run that receives, before anything is
 // built: those xsk.Options and the UMEM check too, so that the error
-// names the flag rather than the field. The generator's (GenCPU,
-// GenBatch) are checked without Interface, where the built-in topology's
-// generator uses them; a run that starts no generator calls
-// [Config.ValidateWithoutGenerator] instead.
+// names the flag rather than the field. Each error starts with the flag
+// as typed, dash and all: "-batch 0: must be between 1 and 4096". The
+// generator's (GenCPU, GenBatch) are checked without Interface, where the
+// built-in topology's generator uses them; a run that starts no generator
+// calls [Config.ValidateWithoutGenerator] instead.
 func (c *Config) Validate() error { return c.validate(c.Interface == "", true) }
 
 // ValidateWithoutGenerator is Validate for a run that receives and starts
@@ -330,71 +332,71 @@ func (c *Config) ValidateWithoutGenerator() error { return c.validate(false, tru
 func (c *Config) validate(gen, rx bool) error {
 	switch {
 	case c.Batch < 1 || c.Batch > 4096:
-		return fmt.Errorf("batch %d: must be between 1 and 4096", c.Batch)
+		return fmt.Errorf("-batch %d: must be between 1 and 4096", c.Batch)
 	case c.RingSize <= 0 || c.RingSize&(c.RingSize-1) != 0:
-		return fmt.Errorf("ring %d: must be a power of two", c.RingSize)
+		return fmt.Errorf("-ring %d: must be a power of two", c.RingSize)
 	case c.RingSize < c.Batch:
-		return fmt.Errorf("ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
+		return fmt.Errorf("-ring %d: must be at least the batch size %d", c.RingSize, c.Batch)
 	case c.FrameSize != 2048 && c.FrameSize != 4096:
-		return fmt.Errorf("frame %d: must be 2048 or 4096", c.FrameSize)
+		return fmt.Errorf("-frame %d: must be 2048 or 4096", c.FrameSize)
 	case c.NumFrames < 0:
-		return fmt.Errorf("frames %d: must not be negative (0: 4×ring)", c.NumFrames)
+		return fmt.Errorf("-frames %d: must not be negative (0: 4×ring)", c.NumFrames)
 	case c.RingSize > ring.MaxSize:
-		return fmt.Errorf("ring %d: must be at most %d", c.RingSize, ring.MaxSize)
+		return fmt.Errorf("-ring %d: must be at most %d", c.RingSize, ring.MaxSize)
 	case rx && c.RingSize > umem.MaxNumFrames/2:
 		// Half the frames receive, and they must fill the fill ring.
-		return fmt.Errorf("ring %d: must be at most %d: the UMEM has at most %d frames, and half of them must fill the fill ring",
+		return fmt.Errorf("-ring %d: must be at most %d: the UMEM has at most %d frames, and half of them must fill the fill ring",
 			c.RingSize, umem.MaxNumFrames/2, umem.MaxNumFrames)
 	case c.NumFrames > umem.MaxNumFrames:
-		return fmt.Errorf("frames %d: must be at most %d", c.NumFrames, umem.MaxNumFrames)
+		return fmt.Errorf("-frames %d: must be at most %d", c.NumFrames, umem.MaxNumFrames)
 	case c.NumFrames == 0 && 4*c.RingSize > umem.MaxNumFrames:
-		return fmt.Errorf("ring %d: the default -frames, 4×ring = %d, is more than the UMEM may have (%d): set -frames",
+		return fmt.Errorf("-ring %d: the default -frames, 4×ring = %d, is more than the UMEM may have (%d): set -frames",
 			c.RingSize, 4*c.RingSize, umem.MaxNumFrames)
 	case rx && c.NumFrames > 0 && c.NumFrames-c.NumFrames/2 < c.RingSize:
-		return fmt.Errorf("frames %d: must be at least %d (2×ring - 1): half of them receive, and they must fill the %d-entry fill ring",
+		return fmt.Errorf("-frames %d: must be at least %d (2×ring - 1): half of them receive, and they must fill the %d-entry fill ring",
 			c.NumFrames, 2*c.RingSize-1, c.RingSize)
 	case c.BusyPoll > 0 && c.BusyPoll < time.Microsecond:
-		return fmt.Errorf("busy-poll %v: must be 0 (off) or at least 1µs: SO_BUSY_POLL counts whole microseconds, and 0 would busy-poll not at all", c.BusyPoll)
+		return fmt.Errorf("-busy-poll %v: must be 0 (off) or at least 1µs: SO_BUSY_POLL counts whole microseconds, and 0 would busy-poll not at all", c.BusyPoll)
 	case c.Queue < 0:
-		return fmt.Errorf("q %d: must not be negative", c.Queue)
+		return fmt.Errorf("-q %d: must not be negative", c.Queue)
 	case c.Interface == "" && c.Queue > 0:
 		// Opening it would fail only once the pair was built.
-		return fmt.Errorf("q %d: the built-in veth pair has one queue, 0 (give -i to bind a queue of another interface)", c.Queue)
+		return fmt.Errorf("-q %d: the built-in veth pair has one queue, 0 (give -i to bind a queue of another interface)", c.Queue)
 	case c.BusyPoll < 0 || c.BusyPoll > maxBusyPoll:
-		return fmt.Errorf("busy-poll %v: must be between 0 (off) and %v", c.BusyPoll, maxBusyPoll)
+		return fmt.Errorf("-busy-poll %v: must be between 0 (off) and %v", c.BusyPoll, maxBusyPoll)
 	case c.BusyBudget < 0 || c.BusyBudget > math.MaxUint16:
-		return fmt.Errorf("busy-budget %d: must be between 0 and %d", c.BusyBudget, math.MaxUint16)
+		return fmt.Errorf("-busy-budget %d: must be between 0 and %d", c.BusyBudget, math.MaxUint16)
 	case c.BusyBudget > 0 && c.BusyPoll == 0:
-		return fmt.Errorf("busy-budget %d: needs -busy-poll", c.BusyBudget)
+		return fmt.Errorf("-busy-budget %d: needs -busy-poll", c.BusyBudget)
 	case c.TxBudget != 0 && (c.TxBudget < 32 || c.TxBudget > c.RingSize):
-		return fmt.Errorf("tx-budget %d: must be 0 (the kernel's 32) or between 32 and the ring size %d", c.TxBudget, c.RingSize)
+		return fmt.Errorf("-tx-budget %d: must be 0 (the kernel's 32) or between 32 and the ring size %d", c.TxBudget, c.RingSize)
 	case c.PacketSize < packet.MinFrame || c.PacketSize > c.FrameSize:
-		return fmt.Errorf("size %d: must be between %d and the frame size %d", c.PacketSize, packet.MinFrame, c.FrameSize)
+		return fmt.Errorf("-size %d: must be between %d and the frame size %d", c.PacketSize, packet.MinFrame, c.FrameSize)
 	case c.Wait < WaitSpin || c.Wait > WaitNap:
-		return fmt.Errorf("wait %d: unknown wait mode", int(c.Wait))
+		return fmt.Errorf("-wait %d: unknown wait mode", int(c.Wait))
 	case c.Spin < 0:
-		return fmt.Errorf("spin %v: must not be negative", c.Spin)
+		return fmt.Errorf("-spin %v: must not be negative", c.Spin)
 	case c.Wait == WaitNap && (c.Nap <= 0 || c.Nap > time.Second):
-		return fmt.Errorf("nap %v: must be above 0 and at most 1s", c.Nap)
+		return fmt.Errorf("-nap %v: must be above 0 and at most 1s", c.Nap)
 	case c.Duration < 0:
-		return fmt.Errorf("d %v: must not be negative", c.Duration)
+		return fmt.Errorf("-d %v: must not be negative", c.Duration)
 	case c.SrcPort > 0xffff:
-		return fmt.Errorf("src-port %d: must be at most 65535", c.SrcPort)
+		return fmt.Errorf("-src-port %d: must be at most 65535", c.SrcPort)
 	case c.DstPort > 0xffff:
-		return fmt.Errorf("dst-port %d: must be at most 65535", c.DstPort)
+		return fmt.Errorf("-dst-port %d: must be at most 65535", c.DstPort)
 	case c.CPU < -1:
-		return fmt.Errorf("cpu %d: must be -1 (no pinning) or a CPU number", c.CPU)
+		return fmt.Errorf("-cpu %d: must be -1 (no pinning) or a CPU number", c.CPU)
 	case c.Isolate && c.CPU < 0:
-		return errors.New("isolate: needs -cpu: it keeps the other threads off the run loop's CPU")
+		return errors.New("-isolate: needs -cpu: it keeps the other threads off the run loop's CPU")
 	case gen && c.GenCPU < -1:
-		return fmt.Errorf("gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
+		return fmt.Errorf("-gen-cpu %d: must be -1 (no pinning) or a CPU number", c.GenCPU)
 	case gen && (c.GenBatch < 1 || c.GenBatch > pktgen.MaxBatchSize):
-		return fmt.Errorf("gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
+		return fmt.Errorf("-gen-batch %d: must be between 1 and %d", c.GenBatch, pktgen.MaxBatchSize)
 	case gen && c.CPU >= 0 && c.CPU == c.GenCPU:
 		// Both spin: sharing one CPU, each gets half of it and the
 		// run measures that. With -isolate, the generator would be
 		// moved off it without a word.
-		return fmt.Errorf("cpu %d: -gen-cpu is %d too (0 unless given): the run loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.CPU, c.GenCPU)
+		return fmt.Errorf("-cpu %d: -gen-cpu is %d too (0 unless given): the run loop and the generator would share one CPU; give -gen-cpu another CPU, or -1", c.CPU, c.GenCPU)
 	}
 	if _, err := c.UDPHeader(nil, nil, netip.Addr{}, netip.Addr{}); err != nil {
 		return err
@@ -409,21 +411,22 @@ func (c *Config) validate(gen, rx bool) error {
 // CheckCPUs checks that the CPUs given by -cpu and -gen-cpu (-1: none) are
 // ones this process may run on (its affinity, which taskset or a
 // container's cpuset narrow), so that a bad one fails before anything is
-// built rather than when the run loop starts. Errors name the flag.
+// built rather than when the run loop starts. Errors start with the
+// flag as typed: "-cpu 9: not one of the CPUs ...".
 func CheckCPUs(cpu, genCPU int) error {
 	if cpu < 0 && genCPU < 0 {
 		return nil
 	}
 	cpus, err := sys.AllowedCPUs()
 	if err != nil {
-		return fmt.Errorf("check cpu %d, gen-cpu %d: %w", cpu, genCPU, err)
+		return fmt.Errorf("check -cpu %d, -gen-cpu %d: %w", cpu, genCPU, err)
 	}
 	for _, p := range [...]struct {
 		flag string
 		cpu  int
 	}{{"cpu", cpu}, {"gen-cpu", genCPU}} {
 		if p.cpu >= 0 && !cpus.Contains(p.cpu) {
-			return fmt.Errorf("%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
+			return fmt.Errorf("-%s %d: not one of the CPUs this process may run on (%s)", p.flag, p.cpu, cpus)
 		}
 	}
 	return nil
@@ -431,8 +434,9 @@ func CheckCPUs(cpu, genCPU int) error {
 
 // CheckInterface checks that the interface name, given by flag (the flag's
 // name without its dash), is in the calling thread's network namespace and
-// up, so that a missing or down one is refused naming the flag before
-// anything is attached to it. A socket on an interface that is down
+// up, so that a missing or down one is refused naming the flag, as typed,
+// before anything is attached to it: "-i eth9: no such network
+// interface". A socket on an interface that is down
 // receives nothing and fails its first transmit.
 func CheckInterface(flag, name string) error {
 	ifi, err := net.InterfaceByName(name)
@@ -443,10 +447,10 @@ func CheckInterface(flag, name string) error {
 		if errors.As(err, &oe) {
 			err = oe.Err
 		}
-		return fmt.Errorf("%s %s: %w", flag, name, err)
+		return fmt.Errorf("-%s %s: %w", flag, name, err)
 	}
 	if ifi.Flags&net.FlagUp == 0 {
-		return fmt.Errorf("%s %s: the interface is down: it would send and receive nothing (ip link set %s up)", flag, name, name)
+		return fmt.Errorf("-%s %s: the interface is down: it would send and receive nothing (ip link set %s up)", flag, name, name)
 	}
 	return nil
 }
@@ -481,22 +485,22 @@ func (c *Config) UDPHeader(src, dst net.HardwareAddr, srcIP, dstIP netip.Addr) (
 	var err error
 	if c.SrcMAC != "" {
 		if h.SrcMAC, err = net.ParseMAC(c.SrcMAC); err != nil {
-			return h, fmt.Errorf("src-mac: %w", err)
+			return h, fmt.Errorf("-src-mac: %w", err)
 		}
 	}
 	if c.DstMAC != "" {
 		if h.DstMAC, err = net.ParseMAC(c.DstMAC); err != nil {
-			return h, fmt.Errorf("dst-mac: %w", err)
+			return h, fmt.Errorf("-dst-mac: %w", err)
 		}
 	}
 	if c.SrcIP != "" {
 		if h.SrcIP, err = netip.ParseAddr(c.SrcIP); err != nil {
-			return h, fmt.Errorf("src-ip: %w", err)
+			return h, fmt.Errorf("-src-ip: %w", err)
 		}
 	}
 	if c.DstIP != "" {
 		if h.DstIP, err = netip.ParseAddr(c.DstIP); err != nil {
-			return h, fmt.Errorf("dst-ip: %w", err)
+			return h, fmt.Errorf("-dst-ip: %w", err)
 		}
 	}
 	// ParseMAC takes EUI-64 and InfiniBand addresses too, ParseAddr IPv6
@@ -507,7 +511,7 @@ func (c *Config) UDPHeader(src, dst net.HardwareAddr, srcIP, dstIP netip.Addr) (
 		mac     net.HardwareAddr
 	}{{"src-mac", c.SrcMAC, h.SrcMAC}, {"dst-mac", c.DstMAC, h.DstMAC}} {
 		if m.v != "" && len(m.mac) != 6 {
-			return h, fmt.Errorf("%s %s: must be a 6-byte Ethernet address", m.flag, m.v)
+			return h, fmt.Errorf("-%s %s: must be a 6-byte Ethernet address", m.flag, m.v)
 		}
 	}
 	for _, a := range []struct {
@@ -515,7 +519,7 @@ func (c *Config) UDPHeader(src, dst net.HardwareAddr, srcIP, dstIP netip.Addr) (
 		ip      netip.Addr
 	}{{"src-ip", c.SrcIP, h.SrcIP}, {"dst-ip", c.DstIP, h.DstIP}} {
 		if a.v != "" && !a.ip.Is4() {
-			return h, fmt.Errorf("%s %s: must be an IPv4 address", a.flag, a.v)
+			return h, fmt.Errorf("-%s %s: must be an IPv4 address", a.flag, a.v)
 		}
 	}
 	if h.DstMAC == nil {

@@ -276,7 +276,7 @@ func offeredSoFar(t *Topology, peer0, host0 pktgen.Counters) (uint64, bool) {
 // never arrive.
 func checkSize(size int, ifname string, mtu int) error {
 	if mtu > 0 && size > mtu+packet.EthLen {
-		return fmt.Errorf("size %d: longer than the MTU %d of %s plus the %d-byte Ethernet header (at most %d)",
+		return fmt.Errorf("-size %d: longer than the MTU %d of %s plus the %d-byte Ethernet header (at most %d)",
 			size, mtu, ifname, packet.EthLen, mtu+packet.EthLen)
 	}
 	return nil
