@@ -22,6 +22,14 @@
 // after its pid, until the next compare removes them, with
 // /var/run/dpdk if its testpmd made that and nothing else is in it.
 //
+// One compare runs at a time, and none while bench/cmd/results runs
+// (except the compare that results runs itself): two at once share the
+// machine's CPUs and measure each other. A compare started while another
+// runs refuses at once, naming it, before it installs, makes or removes
+// anything. The lock is flock(2) on /run/afxdp-bench.lock, which stays
+// there between runs and which the kernel lets go of when its holder
+// dies, however it dies (see bench/cmd/internal/onerun).
+//
 //	go run ./bench/cmd/compare -rounds 5 -d 5s
 package main
 
@@ -51,6 +59,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bench/cmd/internal/child"
+	"github.com/afxdp/afxdp/bench/cmd/internal/onerun"
 	"github.com/afxdp/afxdp/bench/cmd/internal/stale"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 	"github.com/afxdp/afxdp/internal/app"
@@ -344,6 +353,14 @@ func run(ctx context.Context) (err error) {
 	if len(cs) == 0 {
 		return fmt.Errorf("-only %q matches no contender", *only)
 	}
+	// Before anything is installed, made or removed: a compare or
+	// results that runs already would measure alongside, and its
+	// testpmd's /var/run/dpdk is not to be removed from under it.
+	lock, err := onerun.Acquire("compare")
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	if slices.ContainsFunc(cs, func(c *contender) bool { return strings.HasPrefix(c.name, "testpmd") }) {
 		if err := ensureTestpmd(); err != nil {
 			return err
@@ -1045,6 +1062,12 @@ func ownName() string { return owner.Name() }
 // started dies with it (see package child), and its veth pair goes with
 // its host end's anonymous namespace. removeStale says on w what it
 // removed, and what it failed to, and goes on.
+//
+// run calls it only while it holds the lock (package onerun), so that no
+// other compare runs meanwhile: the pids tell only what is gone, and
+// dpdkDir, empty now, may be where a live compare's testpmd is about to
+// go, which that compare took as there before it (dpdkParent) and would
+// then leave behind.
 func removeStale(w io.Writer) {
 	removed := owner.RemoveStale(w,
 		stale.Place{Dir: "/var/run/netns", What: "namespace", Remove: netns.DeleteNamed},

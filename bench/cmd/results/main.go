@@ -13,6 +13,15 @@
 // directories too (GOTMPDIR); killed outright (SIGKILL), it cannot remove
 // that, and the next results does.
 //
+// One results runs at a time, and no bench/cmd/compare beside it (but the
+// one it runs, which it passes its lock to): two at once share the
+// machine's CPUs and measure each other. A results started while another
+// runs, or while a compare runs, refuses at once, naming it, before it
+// makes or runs anything. The lock is flock(2) on /run/afxdp-bench.lock,
+// which stays there between runs and which the kernel lets go of when
+// its holder dies, however it dies, once the compare it runs, if any, has
+// ended too (see bench/cmd/internal/onerun).
+//
 // It needs root, like the benchmarks. Run it from the module root on an
 // otherwise idle machine:
 //
@@ -39,6 +48,7 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bench/cmd/internal/child"
+	"github.com/afxdp/afxdp/bench/cmd/internal/onerun"
 	"github.com/afxdp/afxdp/bench/cmd/internal/stale"
 	"github.com/afxdp/afxdp/bench/internal/summary"
 )
@@ -93,9 +103,18 @@ func sh(ctx context.Context, name string, args ...string) (string, error) {
 // its standard output; its standard error goes to ours. When ctx is done
 // (results was interrupted), the command is interrupted too.
 func shIn(ctx context.Context, dir, name string, args ...string) (string, error) {
+	return shWith(ctx, dir, nil, name, args...)
+}
+
+// shWith runs a command as shIn does; setup, if not nil, changes it
+// before it starts.
+func shWith(ctx context.Context, dir string, setup func(*exec.Cmd), name string, args ...string) (string, error) {
 	fmt.Fprintf(os.Stderr, "+ %s %s\n", name, strings.Join(args, " "))
 	cmd := command(ctx, name, args...)
 	cmd.Dir = dir
+	if setup != nil {
+		setup(cmd)
+	}
 	var b bytes.Buffer
 	cmd.Stdout = &b
 	cmd.Stderr = os.Stderr
@@ -212,6 +231,14 @@ func run(ctx context.Context) error {
 	if err := checkFlags(); err != nil {
 		return err
 	}
+	// Before anything is made, removed or run, and held to the end: the
+	// benchmarks measure as compare does, and compare, which results
+	// runs under this lock, removes what dead runs left.
+	lock, err := onerun.Acquire("results")
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	removeStale(os.Stderr)
 	tmp, err := os.MkdirTemp("", owner.Name()+"-")
 	if err != nil {
@@ -254,7 +281,9 @@ func run(ctx context.Context) error {
 	cargs := []string{"-rounds", fmt.Sprint(*rounds), "-d", dur.String(),
 		"-ring", fmt.Sprint(compareRing), "-big-ring", fmt.Sprint(compareBigRing), "-v", "-json", js}
 	d.CompareCmd = "go run ./bench/cmd/compare " + strings.Join(cargs[:len(cargs)-2], " ")
-	if d.Compare, err = sh(ctx, compare, cargs...); err != nil {
+	// compare refuses to run while another holds the lock: it runs
+	// under results'.
+	if d.Compare, err = shWith(ctx, "", lock.Pass, compare, cargs...); err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
 	b, err := os.ReadFile(js)
@@ -329,7 +358,7 @@ var owner = stale.New("results", "afxres")
 // removeStale removes the temporary directories of results processes
 // that are gone: one killed outright (SIGKILL) cannot remove its own, with
 // the programs it built in it. It says on w what it removed, and what it
-// failed to.
+// failed to. run calls it only while it holds the lock (package onerun).
 func removeStale(w io.Writer) {
 	owner.RemoveStale(w, stale.Place{Dir: os.TempDir(), What: "temporary directory"})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,16 +18,76 @@ import (
 	"time"
 
 	"github.com/afxdp/afxdp/bench/cmd/internal/child"
+	"github.com/afxdp/afxdp/bench/cmd/internal/onerun"
 )
 
 // TestMain runs results' main instead of the tests when startResults
 // runs this binary as results.
+// It runs as a fake compare when TestChildCompareRunsUnderLock's results
+// runs it as compare.
+//
+// Its runs take a lock of their own (testLockEnv), not the one of real
+// runs: compare's tests and results' run at the same time, and must
+// neither refuse a real run nor be refused by one.
 func TestMain(m *testing.M) {
-	if os.Getenv("AFXDP_RESULTS_MAIN") == "1" {
+	if p := os.Getenv(testLockEnv); p != "" {
+		onerun.Path = p
+	}
+	// The fake compare first: it inherits results' environment.
+	switch {
+	case os.Getenv("AFXDP_RESULTS_FAKE_COMPARE") == "1":
+		fakeCompare()
+	case os.Getenv("AFXDP_RESULTS_MAIN") == "1":
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "benchlock")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	onerun.Path = filepath.Join(dir, "bench.lock")
+	os.Setenv(testLockEnv, onerun.Path)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// testLockEnv passes the tests' lock file to results run as a process of
+// its own, and on to its fake compare.
+const testLockEnv = "AFXDP_TEST_BENCH_LOCK"
+
+// fakeCompare takes the lock as compare does and checks that it holds
+// results' lock: another taker is refused, naming its parent, results. It
+// says so, writes an empty summary to its -json and exits 0, or says why
+// not and exits 1.
+func fakeCompare() {
+	fail := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, "fake compare: "+f+"\n", a...)
+		os.Exit(1)
+	}
+	l, err := onerun.Acquire("compare")
+	if err != nil {
+		fail("%v", err)
+	}
+	defer l.Close()
+	_, err = onerun.Acquire("compare")
+	var be *onerun.BusyError
+	if !errors.As(err, &be) || be.PID != os.Getppid() || be.Command != "results" {
+		fail("not under the lock of results (pid %d): another Acquire got %v", os.Getppid(), err)
+	}
+	js := ""
+	for i, a := range os.Args[:len(os.Args)-1] {
+		if a == "-json" {
+			js = os.Args[i+1]
+		}
+	}
+	if err := os.WriteFile(js, []byte("[]\n"), 0o644); err != nil {
+		fail("%v", err)
+	}
+	fmt.Fprintf(os.Stderr, "fake compare: ran under the lock of results (pid %d)\n", be.PID)
+	l.Close()
+	os.Exit(0)
 }
 
 // contenders reads the contenders' names from bench/cmd/compare's source,
@@ -185,6 +246,25 @@ type resultsRun struct {
 // runs the first (jitter). results' TMPDIR is tmp, or a new directory if
 // tmp is empty. The test kills results and the child when it ends.
 func startResults(t *testing.T, tmp string) *resultsRun {
+	r, pidFile := launchResults(t, tmp)
+	for deadline := time.Now().Add(20 * time.Second); r.child == 0; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(pidFile); err == nil && bytes.HasSuffix(b, []byte("\n")) {
+			if r.child, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results never ran jitter:\n%s", r.said())
+		}
+	}
+	// What the old results left running.
+	t.Cleanup(func() { syscall.Kill(r.child, syscall.SIGKILL) })
+	return r
+}
+
+// launchResults starts results as startResults does, and returns at once
+// with the file its programs write their pids to.
+func launchResults(t *testing.T, tmp string) (*resultsRun, string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	mk := []string{bin}
@@ -228,19 +308,7 @@ func startResults(t *testing.T, tmp string) *resultsRun {
 		r.cmd.Process.Kill()
 		r.done <- <-r.done
 	})
-	for deadline := time.Now().Add(20 * time.Second); r.child == 0; time.Sleep(10 * time.Millisecond) {
-		if b, err := os.ReadFile(pidFile); err == nil && bytes.HasSuffix(b, []byte("\n")) {
-			if r.child, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("results never ran jitter:\n%s", r.said())
-		}
-	}
-	// What the old results left running.
-	t.Cleanup(func() { syscall.Kill(r.child, syscall.SIGKILL) })
-	return r
+	return r, pidFile
 }
 
 // wait waits up to d for results to exit.
@@ -353,5 +421,85 @@ func TestRenderShowsEveryField(t *testing.T) {
 				t.Errorf("the page does not show data.%s", v.Type().Field(i).Name)
 			}
 		}
+	}
+}
+
+// TestOneAtATime starts a results while another runs: the second must
+// refuse at once, naming the first, before it makes anything (its
+// temporary directory) or runs anything, and before it removes what dead
+// results left. It used to run alongside the first. The first then is
+// killed outright (SIGKILL), with no chance to let go of the lock: the
+// next results runs.
+func TestOneAtATime(t *testing.T) {
+	first := startResults(t, "")
+	// What a results that is gone left: removeStale would remove it.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	stale := filepath.Join(tmp, "afxres"+strconv.Itoa(gone.Process.Pid)+"-123")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	second, pidFile := launchResults(t, tmp)
+	second.wait(t, 10*time.Second)
+	want := fmt.Sprintf("results: another results (pid %d) is running: two at once would measure each other; wait for it or stop it\n", first.cmd.Process.Pid)
+	err := <-second.done
+	second.done <- err
+	if err == nil || second.said() != want {
+		t.Errorf("results started while results %d ran: %v, said:\n%s\nwant it to fail, saying only:\n%s", first.cmd.Process.Pid, err, second.said(), want)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("results refused to run %v after it started; want at once", took)
+	}
+	if ents, err := os.ReadDir(tmp); err != nil || len(ents) != 1 || ents[0].Name() != filepath.Base(stale) {
+		t.Errorf("the refused results' TMPDIR holds %v (%v); want only %s, as it was", ents, err, filepath.Base(stale))
+	}
+	if _, err := os.Stat(pidFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused results ran a program (%v)", err)
+	}
+
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first.wait(t, 10*time.Second)
+	startResults(t, "")
+}
+
+// TestChildCompareRunsUnderLock runs results with a `go` whose jitter
+// exits at once and whose compare is this binary as a fake compare
+// (fakeCompare), which takes the lock as compare does: it must get it,
+// as results' own, which results holds while it runs (another taker is
+// refused, naming results).
+func TestChildCompareRunsUnderLock(t *testing.T) {
+	dir := t.TempDir()
+	bin, tmp := filepath.Join(dir, "bin"), filepath.Join(dir, "tmp")
+	for _, d := range []string{bin, tmp} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// go build -o PATH PKG writes a program to PATH; a go test -c
+	// writes none, and results fails when it runs the benchmarks.
+	fake := "#!/bin/sh\ncase \"$1 $4\" in\n" +
+		"'build ./bench/cmd/compare') printf '#!/bin/sh\\nAFXDP_RESULTS_FAKE_COMPARE=1 exec " + os.Args[0] + " \"$@\"\\n' > \"$3\"; chmod +x \"$3\";;\n" +
+		"build*) printf '#!/bin/sh\\necho fake\\n' > \"$3\"; chmod +x \"$3\";;\n" +
+		"*) echo fake go;;\nesac\n"
+	if err := os.WriteFile(filepath.Join(bin, "go"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-o", filepath.Join(dir, "RESULTS.md"), "-no-perf")
+	cmd.Env = append(os.Environ(), "AFXDP_RESULTS_MAIN=1", "PATH="+bin+":"+os.Getenv("PATH"), "TMPDIR="+tmp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	t.Logf("results (%v) said:\n%s", err, stderr.String())
+	if want := fmt.Sprintf("fake compare: ran under the lock of results (pid %d)\n", cmd.Process.Pid); !strings.Contains(stderr.String(), want) {
+		t.Errorf("results' compare did not say %q", want)
+	}
+	if !strings.Contains(stderr.String(), "results: benchmarks: ") {
+		t.Errorf("results did not go on to the benchmarks after its compare")
 	}
 }

@@ -3,6 +3,11 @@
 // process that makes it, so that a later run can tell what a run killed
 // outright (SIGKILL), with no chance to clean up, left behind, and remove
 // it. Package child sees to the processes such a run started.
+//
+// A pid tells only whether the process that made a name is gone, not
+// whether a live run is about to use what looks left over (compare's
+// /var/run/dpdk): the commands call RemoveStale only once they hold the
+// lock of package onerun, while no other of them runs.
 package stale
 
 import (
