@@ -932,32 +932,24 @@ func childrenOf(t *testing.T, ppid int) []kid {
 // TestMain runs compare's main instead of the tests when
 // TestKilledLeavesNothingRunning runs this binary as compare.
 //
-// Its runs, in process or not, take a lock of their own (testLockEnv),
-// not the one of real runs: compare's tests and results' run at the same
-// time, and must neither refuse a real run nor be refused by one.
+// Its runs, in process or not, take a lock of their own
+// (onerun.UseTestLock), not the one of real runs: compare's tests and
+// results' run at the same time, and must neither refuse a real run nor
+// be refused by one.
 func TestMain(m *testing.M) {
-	if os.Getenv("AFXDP_COMPARE_MAIN") == "1" {
-		if p := os.Getenv(testLockEnv); p != "" {
-			onerun.Path = p
-		}
-		main()
-		os.Exit(0)
-	}
-	dir, err := os.MkdirTemp("", "benchlock")
+	done, err := onerun.UseTestLock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	onerun.Path = filepath.Join(dir, "bench.lock")
-	os.Setenv(testLockEnv, onerun.Path)
+	if os.Getenv("AFXDP_COMPARE_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	done()
 	os.Exit(code)
 }
-
-// testLockEnv passes the tests' lock file to compare run as a process of
-// its own.
-const testLockEnv = "AFXDP_TEST_BENCH_LOCK"
 
 // TestKilledLeavesNothingRunning runs compare in a process of its own with
 // a long warm-up, kills it with SIGKILL once the trial's process (the C

@@ -26,12 +26,14 @@ import (
 // It runs as a fake compare when TestChildCompareRunsUnderLock's results
 // runs it as compare.
 //
-// Its runs take a lock of their own (testLockEnv), not the one of real
-// runs: compare's tests and results' run at the same time, and must
+// Its runs take a lock of their own (onerun.UseTestLock), not the one of
+// real runs: compare's tests and results' run at the same time, and must
 // neither refuse a real run nor be refused by one.
 func TestMain(m *testing.M) {
-	if p := os.Getenv(testLockEnv); p != "" {
-		onerun.Path = p
+	done, err := onerun.UseTestLock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	// The fake compare first: it inherits results' environment.
 	switch {
@@ -41,21 +43,10 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	dir, err := os.MkdirTemp("", "benchlock")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	onerun.Path = filepath.Join(dir, "bench.lock")
-	os.Setenv(testLockEnv, onerun.Path)
 	code := m.Run()
-	os.RemoveAll(dir)
+	done()
 	os.Exit(code)
 }
-
-// testLockEnv passes the tests' lock file to results run as a process of
-// its own, and on to its fake compare.
-const testLockEnv = "AFXDP_TEST_BENCH_LOCK"
 
 // fakeCompare takes the lock as compare does and checks that it holds
 // results' lock: another taker is refused, naming its parent, results. It

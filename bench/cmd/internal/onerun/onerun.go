@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -190,4 +191,28 @@ func (l *Lock) Close() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
+}
+
+// testLockEnv names the lock file of a test binary's runs (UseTestLock).
+const testLockEnv = "AFXDP_TEST_BENCH_LOCK"
+
+// UseTestLock is for the TestMain of a command's tests, which run the
+// command in process and as processes of their own, alongside other
+// commands' tests: it points Path at a lock file of the tests' own, so
+// that their runs neither refuse nor are refused by real ones, and names
+// it in the environment for the processes the tests start. In such a
+// process, where the environment names one already, it points Path at
+// that. done removes the file the call made, if any.
+func UseTestLock() (done func(), err error) {
+	if p := os.Getenv(testLockEnv); p != "" {
+		Path = p
+		return func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "benchlock")
+	if err != nil {
+		return nil, err
+	}
+	Path = filepath.Join(dir, "bench.lock")
+	os.Setenv(testLockEnv, Path)
+	return func() { os.RemoveAll(dir) }, nil
 }
