@@ -46,12 +46,11 @@ func TestVethCloseFailsOnce(t *testing.T) {
 	}
 }
 
-// TestNetnsCloseFailsOnce puts a directory that is not empty where a named
-// namespace's mount was, so that Close fails to remove it (ENOTEMPTY): of
-// Closes called at the same time one reports that, the others return nil
-// once it is done, and so does a Close after them. The handle is closed all
-// the same.
-func TestNetnsCloseFailsOnce(t *testing.T) {
+// unmountedNetns returns a named namespace whose mount has been removed
+// behind its back, and its path; the test's clean-up closes it and removes
+// whatever is left at the path.
+func unmountedNetns(t *testing.T) (*netenv.Netns, string) {
+	t.Helper()
 	testenv.RequirePrivileged(t)
 	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
 	if err != nil {
@@ -66,13 +65,23 @@ func TestNetnsCloseFailsOnce(t *testing.T) {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
+	return ns, path
+}
+
+// TestNetnsCloseFailsOnce puts a directory that is not empty where a named
+// namespace's mount was, so that Close fails to remove it (ENOTEMPTY): of
+// Closes called at the same time one reports that, the others return nil
+// once it is done, and so does a Close after them. The handle is closed all
+// the same.
+func TestNetnsCloseFailsOnce(t *testing.T) {
+	ns, path := unmountedNetns(t)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(filepath.Join(path, "in"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	err = testenv.FailsOnce(t, "Close", 8, ns.Close)
+	err := testenv.FailsOnce(t, "Close", 8, ns.Close)
 	if !errors.Is(err, unix.ENOTEMPTY) {
 		t.Errorf("Close with a directory in the way: %v; want ENOTEMPTY", err)
 	}
@@ -85,20 +94,7 @@ func TestNetnsCloseFailsOnce(t *testing.T) {
 // Close removes the file the mount was on, which nobody else would, and
 // reports no error, since what it made is gone.
 func TestNetnsCloseAfterUnmount(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := ns.Path()
-	t.Cleanup(func() {
-		ns.Close()
-		unix.Unmount(path, unix.MNT_DETACH)
-		os.Remove(path)
-	})
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
+	ns, path := unmountedNetns(t)
 	if err := ns.Close(); err != nil {
 		t.Errorf("Close of a namespace unmounted behind its back: %v", err)
 	}
@@ -111,16 +107,7 @@ func TestNetnsCloseAfterUnmount(t *testing.T) {
 // back and makes another under the same name, as `ip netns del` and `ip
 // netns add` would: Close leaves that one, which is not its own, alone.
 func TestNetnsCloseLeavesAnotherNamespace(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ns, err := netenv.NewNetns(netenv.RandomName("afxt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := ns.Path()
-	t.Cleanup(func() { ns.Close() })
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
+	ns, path := unmountedNetns(t)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
