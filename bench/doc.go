@@ -36,5 +36,7 @@
 // (testing.AllocsPerRun with the generator stopped).
 //
 // bench/cmd/compare runs the same loops side by side with DPDK's testpmd;
-// bench/cmd/results regenerates bench/RESULTS.md.
+// bench/cmd/results regenerates bench/RESULTS.md. Both need the machine
+// to themselves: one of them runs at a time (a second refuses, naming the
+// first), and neither should share the machine with these benchmarks.
 package bench
