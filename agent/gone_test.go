@@ -16,6 +16,7 @@ import (
 
 	"github.com/afxdp/afxdp/bpf"
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/internal/testenv"
 	"github.com/afxdp/afxdp/xsk"
 )
@@ -151,7 +152,7 @@ func (e *podEnv) pinnedMapID(t *testing.T) uint32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	defer sys.CloseObject(m)
 	return mapID(t, m)
 }
 
@@ -397,7 +398,10 @@ func TestFollowRepinsAtomically(t *testing.T) {
 					mu.Unlock()
 					continue
 				}
-				m.Close()
+				// Through CloseObject, as the agent closes its own: a
+				// plain Close through the last reference can close a
+				// later open's descriptor (see sys.CloseObject).
+				sys.CloseObject(m)
 				opens.Add(1)
 			}
 		})

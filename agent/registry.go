@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/bpf"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // registry records which connection holds which queue of a device's XSKMAP
@@ -242,11 +243,11 @@ func (r *registry) clear() error {
 func (r *registry) Close() error {
 	var errs []error
 	if r.check != nil {
-		errs = append(errs, r.check.Close())
+		errs = append(errs, sys.CloseObject(r.check))
 		r.check = nil
 	}
 	if r.twin != nil {
-		errs = append(errs, r.twin.Close())
+		errs = append(errs, sys.CloseObject(r.twin))
 		r.twin = nil
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -454,7 +454,7 @@ func (d *device) pin(dir string, in *incarnation, made *[]string) error {
 	if err != nil {
 		return fmt.Errorf("pin xskmap: %w", err)
 	}
-	defer m.Close()
+	defer sys.CloseObject(m)
 	path := filepath.Join(pdir, PinName)
 	// The map is pinned at a temporary name first and renamed over the
 	// pin there (one left by an agent that died, or the map of a program

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/afxdp/afxdp/internal/sys"
 	"github.com/afxdp/afxdp/xsk"
 )
 
@@ -90,7 +91,7 @@ func (s *Socket) Close() error {
 		errs = append(errs, s.Socket.Close())
 	}
 	if s.xskmap != nil {
-		errs = append(errs, s.xskmap.Close())
+		errs = append(errs, sys.CloseObject(s.xskmap))
 		s.xskmap = nil
 	}
 	if s.ownClient && s.client != nil {
@@ -171,7 +172,7 @@ func OpenSocket(c *Client, device string, queue int, opts *SocketOptions) (_ *So
 		if o.Registration == RegisterMapFD || !updateRefused(mapErr) {
 			return nil, mapErr
 		}
-		s.xskmap.Close()
+		sys.CloseObject(s.xskmap)
 		s.xskmap = nil
 	}
 	if err := c.Register(device, queue, sock.FD()); err != nil {
@@ -240,7 +241,7 @@ func OpenPinned(pinPath, device string, queue int, opts *xsk.Options) (*Socket, 
 	xo.XSKMap = m
 	sock, err := xsk.Open(device, queue, &xo)
 	if err != nil {
-		m.Close()
+		sys.CloseObject(m)
 		return fail(err)
 	}
 	return &Socket{Socket: sock, reg: RegisterMapFD, xskmap: m}, nil

@@ -136,7 +136,7 @@ func (a *Attachment) Close() error {
 	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
 		errs = append(errs, err)
 	}
-	if err := l.Close(); err != nil {
+	if err := sys.CloseObject(l); err != nil {
 		errs = append(errs, err)
 	}
 	// Only now, so that a Program.Close meanwhile waits for a.mu.
@@ -299,7 +299,7 @@ type removedProgram struct {
 
 func (r removedProgram) close() {
 	if r.prog != nil {
-		r.prog.Close()
+		sys.CloseObject(r.prog)
 	}
 }
 
@@ -347,7 +347,7 @@ func detachForeign(ifindex int, mode AttachMode, id uint32) (removedProgram, err
 		r.prog = prog
 		return r, nil
 	}
-	prog.Close()
+	sys.CloseObject(prog)
 	if !errors.Is(err, unix.EBUSY) {
 		return r, fmt.Errorf("replace xdp program %d (%s mode): %w", id, mode, err)
 	}
@@ -376,7 +376,7 @@ func detachForeign(ifindex int, mode AttachMode, id uint32) (removedProgram, err
 	if err != nil {
 		return r, fmt.Errorf("replace xdp program %d (%s mode): open bpf link %d: %w", id, mode, ids[0], err)
 	}
-	defer l.Close()
+	defer sys.CloseObject(l)
 	if err := l.Detach(); err != nil {
 		return r, fmt.Errorf("replace xdp program %d (%s mode): detach bpf link %d: %w", id, mode, ids[0], err)
 	}

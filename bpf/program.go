@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // DefaultMaxQueues is the XSKMAP size used when ProgramOptions.MaxQueues is
@@ -197,12 +199,12 @@ func (p *Program) Close() error {
 		errs = append(errs, a.Close())
 	}
 	if p.prog != nil {
-		if err := p.prog.Close(); err != nil {
+		if err := sys.CloseObject(p.prog); err != nil {
 			errs = append(errs, fmt.Errorf("close xdp program: %w", err))
 		}
 	}
 	if p.xsks != nil {
-		if err := p.xsks.Close(); err != nil {
+		if err := sys.CloseObject(p.xsks); err != nil {
 			errs = append(errs, fmt.Errorf("close xskmap: %w", err))
 		}
 	}

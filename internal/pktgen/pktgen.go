@@ -434,7 +434,7 @@ func (g *Generator) Close() error {
 	g.closed = true
 	var errs []error
 	if g.resident != nil {
-		errs = append(errs, g.resident.Close())
+		errs = append(errs, sys.CloseObject(g.resident))
 	}
 	if g.watch != nil {
 		errs = append(errs, g.watch.Close())
@@ -443,13 +443,13 @@ func (g *Generator) Close() error {
 		errs = append(errs, g.residentNS.Close())
 	}
 	if g.prog != nil {
-		errs = append(errs, g.prog.Close())
+		errs = append(errs, sys.CloseObject(g.prog))
 	}
 	if g.devmap != nil {
-		errs = append(errs, g.devmap.Close())
+		errs = append(errs, sys.CloseObject(g.devmap))
 	}
 	if g.state != nil {
-		errs = append(errs, g.state.Close())
+		errs = append(errs, sys.CloseObject(g.state))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close packet generator: %w", err)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/afxdp/afxdp/internal/rawtp"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // Frames that the generator's program redirects can still be dropped by
@@ -264,10 +265,10 @@ func watchRefusals(state, devmap *ebpf.Map) (_ *refusalWatch, err error) {
 func (w *refusalWatch) Close() error {
 	var errs []error
 	for _, l := range w.links {
-		errs = append(errs, l.Close())
+		errs = append(errs, sys.CloseObject(l))
 	}
 	for _, p := range w.progs {
-		errs = append(errs, p.Close())
+		errs = append(errs, sys.CloseObject(p))
 	}
 	w.links, w.progs = nil, nil
 	return errors.Join(errs...)

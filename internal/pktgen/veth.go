@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/afxdp/afxdp/internal/netenv"
+	"github.com/afxdp/afxdp/internal/sys"
 )
 
 // Verdict is the action of a [Sink]'s XDP program.
@@ -84,10 +85,10 @@ func (s *Sink) Close() (err error) {
 	s.once.Do(func() {
 		var errs []error
 		if s.lnk != nil {
-			errs = append(errs, s.lnk.Close())
+			errs = append(errs, sys.CloseObject(s.lnk))
 		}
 		if s.prog != nil {
-			errs = append(errs, s.prog.Close())
+			errs = append(errs, sys.CloseObject(s.prog))
 		}
 		if jerr := errors.Join(errs...); jerr != nil {
 			err = fmt.Errorf("detach xdp sink: %w", jerr)
