@@ -4,7 +4,7 @@
 // drivers' XDP features from the netdev generic netlink family
 // (genetlink.go), socket drop counters (sockopt.go), network namespace
 // switches (netns.go) and the CPUs the process may run on (cpu.go). The
-// BPF system calls are cilium/ebpf's. The agent keeps its few socket calls
+// BPF system calls are cilium/ebpf's; close.go closes its objects safely. The agent keeps its few socket calls
 // in agent/sys_linux.go, and internal/baseline its packet rings.
 //
 // Errors wrap the errno in an *os.SyscallError naming the call, so that
